@@ -1,0 +1,297 @@
+//! Messages between pages (and the extension's own UI) and the node.
+//!
+//! Design decision: pages are untrusted, so a request arrives as JSON *text* and is parsed here,
+//! with a size limit checked before parsing, into a closed enum. Anything that is not one of
+//! the known shapes becomes a typed [`ApiError`]; nothing on this path panics on input. Pages get
+//! the small [`PageRequest`] enum; the popup and options page get [`UiRequest`], which can do
+//! more (the sender's kind is decided by the browser, never by the message).
+//!
+//! Error codes follow EIP-1193 / EIP-1474 where one fits, so wallet-aware pages recognise them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// Largest request body accepted from a page, in bytes of JSON text.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+/// Longest method name accepted; longer ones are rejected without being echoed back in full.
+pub const MAX_METHOD_LEN: usize = 64;
+/// Most bootstrap addresses a user can configure.
+pub const MAX_BOOTSTRAP_ADDRS: usize = 16;
+/// Longest multiaddr accepted in settings.
+pub const MAX_ADDR_LEN: usize = 512;
+
+/// Typed error codes returned to pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The user rejected the request (EIP-1193 4001).
+    UserRejected,
+    /// The origin has no permission for this method (EIP-1193 4100).
+    Unauthorized,
+    /// The method does not exist (EIP-1193 4200).
+    UnsupportedMethod,
+    /// The node is not running or not reachable (EIP-1193 4900).
+    Disconnected,
+    /// The request is not a `{method, params}` object (JSON-RPC -32600).
+    InvalidRequest,
+    /// The method exists but its params are wrong (JSON-RPC -32602).
+    InvalidParams,
+    /// Something failed inside the node (JSON-RPC -32603).
+    Internal,
+    /// The request is larger than a limit (EIP-1474 -32005).
+    LimitExceeded,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> i32 {
+        match self {
+            ErrorCode::UserRejected => 4001,
+            ErrorCode::Unauthorized => 4100,
+            ErrorCode::UnsupportedMethod => 4200,
+            ErrorCode::Disconnected => 4900,
+            ErrorCode::InvalidRequest => -32600,
+            ErrorCode::InvalidParams => -32602,
+            ErrorCode::Internal => -32603,
+            ErrorCode::LimitExceeded => -32005,
+        }
+    }
+}
+
+/// An error as a page sees it: a numeric code and a lowercase message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} ({})", code.code())]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into() }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({ "code": self.code.code(), "message": self.message })
+    }
+}
+
+/// Requests a web page may make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PageRequest {
+    /// `disot_status`: who this peer is and how connected it is.
+    Status,
+}
+
+/// Requests from the extension's own pages (popup, options).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UiRequest {
+    /// Everything the popup shows.
+    Status,
+    /// The current settings.
+    GetSettings,
+    /// Replace the settings.
+    SetSettings(Settings),
+}
+
+/// User settings of the browser node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Settings {
+    /// Multiaddrs of bootstrap/relay nodes, each ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<String>,
+}
+
+/// What `disot_status` returns to a page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageStatus {
+    pub did: String,
+    pub peer_id: String,
+    /// Number of peers with at least one open connection.
+    pub connections: usize,
+}
+
+/// A request body split into its method name and params, before the method is interpreted.
+struct Envelope {
+    method: String,
+    params: Value,
+}
+
+fn envelope(body: &str) -> Result<Envelope, ApiError> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!("request is {} bytes; the limit is {MAX_REQUEST_BYTES}", body.len()),
+        ));
+    }
+    let value: Value = serde_json::from_str(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("request is not json: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "request must be an object {method, params}",
+        ));
+    };
+    let method = match obj.remove("method") {
+        Some(Value::String(m)) if m.is_empty() => {
+            return Err(ApiError::new(ErrorCode::InvalidRequest, "method must not be empty"))
+        }
+        Some(Value::String(m)) if m.len() > MAX_METHOD_LEN => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("method name is longer than {MAX_METHOD_LEN} bytes"),
+            ))
+        }
+        Some(Value::String(m)) => m,
+        Some(_) => return Err(ApiError::new(ErrorCode::InvalidRequest, "method must be a string")),
+        None => return Err(ApiError::new(ErrorCode::InvalidRequest, "request has no method")),
+    };
+    let params = obj.remove("params").unwrap_or(Value::Null);
+    if !matches!(params, Value::Null | Value::Array(_) | Value::Object(_)) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "params must be an array or an object when present",
+        ));
+    }
+    if let Some(extra) = obj.keys().next() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("unexpected field {:?} in request", truncate(extra, 32)),
+        ));
+    }
+    Ok(Envelope { method, params })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn expect_no_params(method: &str, params: &Value) -> Result<(), ApiError> {
+    let empty = match params {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    if empty {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::InvalidParams, format!("{method} takes no params")))
+    }
+}
+
+fn unsupported(method: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnsupportedMethod,
+        format!("unsupported method {:?}", truncate(method, MAX_METHOD_LEN)),
+    )
+}
+
+/// Parse a request from a web page.
+pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
+    let Envelope { method, params } = envelope(body)?;
+    match method.as_str() {
+        "disot_status" => expect_no_params(&method, &params).map(|()| PageRequest::Status),
+        _ => Err(unsupported(&method)),
+    }
+}
+
+/// Parse a request from the extension's popup or options page.
+pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
+    let Envelope { method, params } = envelope(body)?;
+    match method.as_str() {
+        "ui_status" => expect_no_params(&method, &params).map(|()| UiRequest::Status),
+        "settings_get" => expect_no_params(&method, &params).map(|()| UiRequest::GetSettings),
+        "settings_set" => {
+            let settings: Settings = serde_json::from_value(params).map_err(|e| {
+                ApiError::new(ErrorCode::InvalidParams, format!("settings_set: {e}"))
+            })?;
+            Ok(UiRequest::SetSettings(settings))
+        }
+        _ => Err(unsupported(&method)),
+    }
+}
+
+/// The JSON text of a response: `{"result": ...}` or `{"error": {code, message}}`.
+pub fn response_json(result: Result<Value, ApiError>) -> String {
+    let mut obj = Map::new();
+    match result {
+        Ok(v) => obj.insert("result".into(), v),
+        Err(e) => obj.insert("error".into(), e.to_json()),
+    };
+    Value::Object(obj).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(body: &str) -> i32 {
+        parse_page_request(body).expect_err("must be rejected").code.code()
+    }
+
+    #[test]
+    fn status_parses_with_or_without_empty_params() {
+        for body in [
+            r#"{"method":"disot_status"}"#,
+            r#"{"method":"disot_status","params":[]}"#,
+            r#"{"method":"disot_status","params":{}}"#,
+            r#"{"method":"disot_status","params":null}"#,
+        ] {
+            assert_eq!(parse_page_request(body), Ok(PageRequest::Status), "{body}");
+        }
+    }
+
+    #[test]
+    fn malformed_requests_get_typed_errors() {
+        assert_eq!(code_of("not json"), -32600);
+        assert_eq!(code_of("[]"), -32600);
+        assert_eq!(code_of("42"), -32600);
+        assert_eq!(code_of("{}"), -32600);
+        assert_eq!(code_of(r#"{"method":7}"#), -32600);
+        assert_eq!(code_of(r#"{"method":""}"#), -32600);
+        assert_eq!(code_of(r#"{"method":"disot_status","params":"x"}"#), -32600);
+        assert_eq!(code_of(r#"{"method":"disot_status","extra":1}"#), -32600);
+        assert_eq!(code_of(r#"{"method":"disot_status","params":[1]}"#), -32602);
+        assert_eq!(code_of(r#"{"method":"eth_sendTransaction"}"#), 4200);
+    }
+
+    #[test]
+    fn limits_are_enforced_before_parsing() {
+        let huge = format!(r#"{{"method":"disot_status","params":["{}"]}}"#, "a".repeat(MAX_REQUEST_BYTES));
+        assert_eq!(code_of(&huge), -32005);
+        let long_method = format!(r#"{{"method":"{}"}}"#, "m".repeat(MAX_METHOD_LEN + 1));
+        assert_eq!(code_of(&long_method), -32600);
+    }
+
+    #[test]
+    fn unsupported_method_message_is_bounded() {
+        let err = parse_page_request(&format!(r#"{{"method":"{}"}}"#, "é".repeat(30))).expect_err("unknown");
+        assert_eq!(err.code, ErrorCode::UnsupportedMethod);
+        assert!(err.message.len() < 100, "{}", err.message);
+    }
+
+    #[test]
+    fn ui_methods_are_not_page_methods() {
+        assert_eq!(code_of(r#"{"method":"settings_set","params":{"bootstrap":[]}}"#), 4200);
+        assert_eq!(code_of(r#"{"method":"ui_status"}"#), 4200);
+        assert_eq!(
+            parse_ui_request(r#"{"method":"settings_set","params":{"bootstrap":["/dns4/a/tcp/1/ws"]}}"#),
+            Ok(UiRequest::SetSettings(Settings { bootstrap: vec!["/dns4/a/tcp/1/ws".into()] }))
+        );
+        let bad = parse_ui_request(r#"{"method":"settings_set","params":{"bootstrap":"x"}}"#);
+        assert_eq!(bad.expect_err("wrong type").code, ErrorCode::InvalidParams);
+    }
+
+    #[test]
+    fn responses_are_result_or_error() {
+        assert_eq!(response_json(Ok(json!(1))), r#"{"result":1}"#);
+        let e = ApiError::new(ErrorCode::Unauthorized, "no");
+        assert_eq!(response_json(Err(e)), r#"{"error":{"code":4100,"message":"no"}}"#);
+    }
+}

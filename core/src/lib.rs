@@ -1,0 +1,13 @@
+//! Platform-free core of Disot Peer.
+//!
+//! Everything here runs the same in the browser node (`disot-wasm`), the native node
+//! (`disot-node`) and plain `cargo test`: no web-sys, no tokio, no I/O. The adapters move
+//! bytes and time in; this crate decides what they mean.
+//!
+//! - [`identity`]: the peer's DID is `did:key` of its libp2p Ed25519 key, and back.
+//! - [`api`]: the page-facing request/response messages, their limits and typed errors.
+//! - [`bootstrap`]: which bootstrap node to dial when, with exponential backoff (sans-IO).
+
+pub mod api;
+pub mod bootstrap;
+pub mod identity;
