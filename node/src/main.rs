@@ -1,1 +1,220 @@
-fn main(){}
+//! `disot-node`: the native Disot Peer.
+//!
+//! It is the relay (circuit relay v2 server), bootstrap node (Kademlia server) and, later, the
+//! pinning node for browser peers. Browsers reach it over WebSocket and WebRTC-direct; both
+//! addresses stay the same across restarts because the identity key and the WebRTC certificate
+//! live in the data directory.
+
+mod datadir;
+mod events;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use futures::StreamExt;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, kad, noise, ping, relay, yamux, Multiaddr, StreamProtocol, Transport};
+
+use crate::datadir::DataDir;
+use crate::events::{Event, Output};
+
+/// The native Disot Peer: relay, bootstrap and pinning node for browser peers.
+///
+/// On start it prints the multiaddrs a browser can dial (each ends in /p2p/<peer id>). Its
+/// identity key and WebRTC certificate are kept in the data directory, so these addresses stay
+/// the same across restarts as long as the ports do.
+#[derive(Debug, Parser)]
+#[command(name = "disot-node", version)]
+struct Args {
+    /// Directory for the identity key and WebRTC certificate [default: $XDG_DATA_HOME/disot-node
+    /// or ~/.local/share/disot-node]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// IP address to listen on (0.0.0.0 for all interfaces)
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    listen_ip: IpAddr,
+
+    /// TCP port for the WebSocket listener (0 picks a free port)
+    #[arg(long, value_name = "PORT", default_value_t = 4401)]
+    ws_port: u16,
+
+    /// UDP port for the WebRTC-direct listener (0 picks a free port)
+    #[arg(long, value_name = "PORT", default_value_t = 4402)]
+    webrtc_port: u16,
+
+    /// Do not listen on WebRTC-direct
+    #[arg(long)]
+    no_webrtc: bool,
+
+    /// Address under which others reach this node (repeatable); by default the listen
+    /// addresses are announced, which is right for loopback and LAN use
+    #[arg(long = "external-addr", value_name = "MULTIADDR")]
+    external_addrs: Vec<Multiaddr>,
+
+    /// Print events as JSON lines on stdout instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    relay: relay::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let out = Output::new(args.json);
+    match run(args, &out).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("disot-node: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
+    let dir = args.data_dir.clone().unwrap_or_else(datadir::default_dir);
+    let data = DataDir::open(&dir)?;
+    let key = data.identity()?;
+    let cert = data.certificate()?;
+    let local_peer = key.public().to_peer_id();
+    let did = disot_core::identity::did_from_public_key(&key.public())?;
+
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_other_transport(|key| {
+            libp2p_webrtc::tokio::Transport::new(key.clone(), cert)
+                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
+        })?
+        .with_dns()?
+        .with_websocket(noise::Config::new, yamux::Config::default)
+        .await?
+        .with_behaviour(|key| {
+            let peer = key.public().to_peer_id();
+            let mut kad_config = kad::Config::new(StreamProtocol::new("/ipfs/kad/1.0.0"));
+            // The node is a bootstrap server: it learns peers from those who dial it, and has
+            // no one to bootstrap from itself.
+            kad_config.set_periodic_bootstrap_interval(None);
+            let mut kad =
+                kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
+            kad.set_mode(Some(kad::Mode::Server));
+            Behaviour {
+                relay: relay::Behaviour::new(peer, relay::Config::default()),
+                kad,
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/disot/0.1.0".into(), key.public())
+                        .with_agent_version(format!("disot-node/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::new(ping::Config::new()),
+            }
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+
+    let ws: Multiaddr = Multiaddr::from(args.listen_ip)
+        .with(Protocol::Tcp(args.ws_port))
+        .with(Protocol::Ws("/".into()));
+    swarm.listen_on(ws.clone()).map_err(|e| format!("cannot listen on {ws}: {e}"))?;
+    if !args.no_webrtc {
+        let rtc = Multiaddr::from(args.listen_ip)
+            .with(Protocol::Udp(args.webrtc_port))
+            .with(Protocol::WebRTCDirect);
+        swarm.listen_on(rtc.clone()).map_err(|e| format!("cannot listen on {rtc}: {e}"))?;
+    }
+    for addr in &args.external_addrs {
+        swarm.add_external_address(addr.clone());
+    }
+    out.emit(&Event::Started {
+        peer_id: local_peer.to_string(),
+        did,
+        data_dir: data.path().display().to_string(),
+    });
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let event = tokio::select! {
+            ev = swarm.select_next_some() => ev,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        };
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if args.external_addrs.is_empty() {
+                    swarm.add_external_address(address.clone());
+                }
+                let full = address.with_p2p(local_peer).unwrap_or_else(|a| a);
+                out.emit(&Event::Listening { addr: full.to_string() });
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                out.emit(&Event::Warning { message: format!("listener error: {error}") });
+            }
+            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                if let Err(e) = reason {
+                    return Err(format!("listener on {addresses:?} failed: {e}").into());
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                out.emit(&Event::Connected {
+                    peer: peer_id.to_string(),
+                    addr: endpoint.get_remote_address().to_string(),
+                    connections: num_established.get(),
+                });
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
+                out.emit(&Event::Disconnected {
+                    peer: peer_id.to_string(),
+                    remaining: num_established,
+                    cause: cause.map(|c| c.to_string()),
+                });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(ev)) => match ev {
+                relay::Event::ReservationReqAccepted { src_peer_id, renewed } => {
+                    out.emit(&Event::Reservation { peer: src_peer_id.to_string(), renewed });
+                }
+                relay::Event::ReservationTimedOut { src_peer_id } => {
+                    out.emit(&Event::ReservationEnded { peer: src_peer_id.to_string() });
+                }
+                relay::Event::CircuitReqAccepted { src_peer_id, dst_peer_id } => {
+                    out.emit(&Event::Circuit {
+                        src: src_peer_id.to_string(),
+                        dst: dst_peer_id.to_string(),
+                    });
+                }
+                _ => {}
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                out.emit(&Event::Identified {
+                    peer: peer_id.to_string(),
+                    agent: info.agent_version,
+                });
+            }
+            _ => {}
+        }
+    }
+    out.emit(&Event::Stopped);
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The node's data directory: its identity key and WebRTC certificate.
+//!
+//! Both are created on first start and reused after, so the node's multiaddrs (peer id and
+//! certhash) stay the same across restarts and browsers configured with them keep working.
+//! Files are written to a temporary name and renamed, so a crash never leaves half a key.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use libp2p::identity::Keypair;
+use libp2p_webrtc::tokio::Certificate;
+
+const IDENTITY_FILE: &str = "identity.key";
+const CERT_FILE: &str = "webrtc-cert.pem";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("data directory {path} is not usable: {source}")]
+    Unusable { path: PathBuf, source: std::io::Error },
+    #[error("data directory {0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("{path} is damaged ({reason}); move it away to let the node create a new one (the node's peer id will change)")]
+    Damaged { path: PathBuf, reason: String },
+    #[error("could not create a webrtc certificate: {0}")]
+    Certificate(String),
+}
+
+/// The default data directory: `$XDG_DATA_HOME/disot-node`, else `~/.local/share/disot-node`.
+pub fn default_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("disot-node");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/disot-node"),
+        None => PathBuf::from(".disot-node"),
+    }
+}
+
+/// An opened, writable data directory.
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+}
+
+impl DataDir {
+    /// Create the directory if needed and check that it is a writable directory.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let unusable = |source| Error::Unusable { path: path.to_owned(), source };
+        if path.exists() && !path.is_dir() {
+            return Err(Error::NotADirectory(path.to_owned()));
+        }
+        fs::create_dir_all(path).map_err(unusable)?;
+        // Prove we can write here now rather than failing later on first use.
+        let probe = path.join(".write-test");
+        fs::write(&probe, b"ok").map_err(unusable)?;
+        fs::remove_file(&probe).map_err(unusable)?;
+        Ok(DataDir { path: path.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The node's identity key, created on first use.
+    pub fn identity(&self) -> Result<Keypair, Error> {
+        let file = self.path.join(IDENTITY_FILE);
+        match fs::read(&file) {
+            Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
+                .map_err(|e| Error::Damaged { path: file, reason: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Keypair::generate_ed25519();
+                let bytes = key
+                    .to_protobuf_encoding()
+                    .map_err(|e| Error::Damaged { path: file.clone(), reason: e.to_string() })?;
+                self.write_private(&file, &bytes)?;
+                Ok(key)
+            }
+            Err(source) => Err(Error::Unusable { path: file, source }),
+        }
+    }
+
+    /// The WebRTC certificate, created on first use.
+    pub fn certificate(&self) -> Result<Certificate, Error> {
+        let file = self.path.join(CERT_FILE);
+        match fs::read_to_string(&file) {
+            Ok(pem) => Certificate::from_pem(&pem)
+                .map_err(|e| Error::Damaged { path: file, reason: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let cert = Certificate::generate(&mut rand::rng())
+                    .map_err(|e| Error::Certificate(e.to_string()))?;
+                self.write_private(&file, cert.serialize_pem().as_bytes())?;
+                Ok(cert)
+            }
+            Err(source) => Err(Error::Unusable { path: file, source }),
+        }
+    }
+
+    fn write_private(&self, file: &Path, bytes: &[u8]) -> Result<(), Error> {
+        let unusable = |source| Error::Unusable { path: file.to_owned(), source };
+        let tmp = file.with_extension("tmp");
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp).map_err(unusable)?;
+        f.write_all(bytes).map_err(unusable)?;
+        f.sync_all().map_err(unusable)?;
+        fs::rename(&tmp, file).map_err(unusable)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir()
+            .join(format!("disot-node-test-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn identity_and_certificate_are_stable_across_opens() {
+        let dir = temp_dir("stable");
+        let first = DataDir::open(&dir).expect("open");
+        let key = first.identity().expect("identity");
+        let cert = first.certificate().expect("cert");
+        let again = DataDir::open(&dir).expect("reopen");
+        assert_eq!(again.identity().expect("identity").public(), key.public());
+        assert_eq!(again.certificate().expect("cert").fingerprint(), cert.fingerprint());
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn damaged_identity_is_reported_not_replaced() {
+        let dir = temp_dir("damaged");
+        let data = DataDir::open(&dir).expect("open");
+        fs::write(dir.join(IDENTITY_FILE), b"not a key").expect("write");
+        let err = data.identity().expect_err("damaged");
+        assert!(matches!(err, Error::Damaged { .. }), "{err}");
+        assert_eq!(fs::read(dir.join(IDENTITY_FILE)).expect("kept"), b"not a key");
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_file_is_not_a_data_dir() {
+        let dir = temp_dir("file");
+        fs::write(&dir, b"x").expect("write");
+        assert!(matches!(DataDir::open(&dir), Err(Error::NotADirectory(_))));
+        fs::remove_file(&dir).expect("cleanup");
+    }
+}

@@ -1,0 +1,75 @@
+//! What the node reports on stdout: one line per event, as text for people or as JSON lines
+//! (`--json`) for programs such as the end-to-end tests and the run script.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    #[serde(rename_all = "camelCase")]
+    Started { peer_id: String, did: String, data_dir: String },
+    Listening { addr: String },
+    Connected { peer: String, addr: String, connections: u32 },
+    Disconnected { peer: String, remaining: u32, cause: Option<String> },
+    Identified { peer: String, agent: String },
+    Reservation { peer: String, renewed: bool },
+    ReservationEnded { peer: String },
+    Circuit { src: String, dst: String },
+    Warning { message: String },
+    Stopped,
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Started { peer_id, did, data_dir } => {
+                write!(f, "peer id {peer_id}\ndid     {did}\ndata    {data_dir}")
+            }
+            Event::Listening { addr } => write!(f, "listening on {addr}"),
+            Event::Connected { peer, addr, connections } => {
+                write!(f, "connected {peer} via {addr} ({connections} connection(s))")
+            }
+            Event::Disconnected { peer, remaining, cause } => {
+                write!(f, "disconnected {peer} ({remaining} left)")?;
+                match cause {
+                    Some(c) => write!(f, ": {c}"),
+                    None => Ok(()),
+                }
+            }
+            Event::Identified { peer, agent } => write!(f, "identified {peer} as {agent}"),
+            Event::Reservation { peer, renewed } => {
+                write!(f, "relay reservation {} for {peer}", if *renewed { "renewed" } else { "accepted" })
+            }
+            Event::ReservationEnded { peer } => write!(f, "relay reservation of {peer} ended"),
+            Event::Circuit { src, dst } => write!(f, "relayed circuit {src} -> {dst}"),
+            Event::Warning { message } => write!(f, "warning: {message}"),
+            Event::Stopped => write!(f, "stopped"),
+        }
+    }
+}
+
+/// Writes events to stdout, flushing each line so a reader sees it at once.
+#[derive(Debug)]
+pub struct Output {
+    json: bool,
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Output { json }
+    }
+
+    pub fn emit(&self, event: &Event) {
+        let line = if self.json {
+            serde_json::to_string(event).unwrap_or_else(|e| format!(r#"{{"event":"error","message":"{e}"}}"#))
+        } else {
+            event.to_string()
+        };
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout (e.g. a pipe whose reader went away) must not stop the node.
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    }
+}
