@@ -1,1 +1,19 @@
+//! The Disot Peer browser node, compiled to WebAssembly.
+//!
+//! It runs in exactly one place per browser profile: Chrome's offscreen document or Firefox's
+//! background page (both are windows, which the WebRTC transport needs). The extension's JS
+//! glue only forwards messages; this crate owns the keys, IndexedDB and the libp2p swarm.
+//!
+//! - [`store`]: IndexedDB: the identity key and the settings.
+//! - [`node`]: the swarm, its event loop and the request router ([`node::Node`]).
+#![cfg(target_arch = "wasm32")]
 
+mod node;
+mod store;
+
+pub use node::{start, Node};
+
+#[wasm_bindgen::prelude::wasm_bindgen(start)]
+fn init() {
+    console_error_panic_hook::set_once();
+}

@@ -1,0 +1,464 @@
+//! The browser node: a libp2p swarm driven by one local task, and the request router.
+//!
+//! Design decision: the swarm is owned by a single `spawn_local` task; everything else talks
+//! to it through a bounded command channel and reads a status snapshot the task keeps up to
+//! date. Requests from pages and from the extension UI arrive as JSON text, are parsed by
+//! `disot_core::api` into closed enums and answered as JSON text, so no JS value from outside
+//! ever reaches the node unparsed. The main type is [`Node`].
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use disot_core::api::{self, ApiError, ErrorCode, PageRequest, PageStatus, Settings, UiRequest};
+use disot_core::bootstrap::{self, Backoff, Dialer};
+use futures::channel::{mpsc, oneshot};
+use futures::{FutureExt, SinkExt, StreamExt};
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::OptionalTransport;
+use libp2p::core::upgrade;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::core::transport::ListenerId;
+use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    identify, kad, noise, ping, relay, webrtc_websys, websocket_websys, yamux, Multiaddr, PeerId,
+    StreamProtocol, Swarm, Transport,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use wasm_bindgen::prelude::*;
+
+use crate::store::Store;
+
+/// How often the event loop wakes up without an event, to run due dials.
+const TICK: Duration = Duration::from_millis(250);
+/// Commands queued from requests to the event loop before senders wait.
+const COMMAND_QUEUE: usize = 32;
+/// Minimum time between two attempts to take a relay reservation.
+const RELAY_RETRY_MS: f64 = 5_000.0;
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    relay: relay::client::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+/// Options from the JS host.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartOptions {
+    /// Bootstrap addresses used while the user has not saved any in the options page.
+    #[serde(default)]
+    default_bootstrap: Vec<String>,
+    /// "chromium" or "firefox", for the identify agent string.
+    #[serde(default)]
+    platform: String,
+}
+
+enum Command {
+    SetBootstrap(Vec<(PeerId, Vec<Multiaddr>)>, oneshot::Sender<()>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PeerInfo {
+    peer_id: String,
+    did: Option<String>,
+    transport: &'static str,
+    addr: String,
+    rtt_ms: Option<f64>,
+    agent: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RelayStatus {
+    /// "none", "requesting" or "reserved".
+    state: &'static str,
+    relay: Option<String>,
+}
+
+/// What the event loop publishes for requests to read.
+#[derive(Debug, Default)]
+struct Live {
+    peers: BTreeMap<PeerId, PeerInfo>,
+    bootstrap: Vec<bootstrap::NodeStatus>,
+    relay: RelayStatus,
+}
+
+struct Shared {
+    did: String,
+    peer_id: PeerId,
+    started_at: f64,
+    store: Store,
+    defaults: Vec<String>,
+    live: RefCell<Live>,
+}
+
+/// The running browser node.
+#[wasm_bindgen]
+pub struct Node {
+    shared: Rc<Shared>,
+    commands: mpsc::Sender<Command>,
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+fn js_err(context: &str, e: impl std::fmt::Display) -> JsError {
+    JsError::new(&format!("{context}: {e}"))
+}
+
+/// Start the node: open IndexedDB, load or create the identity, start the swarm and dial the
+/// bootstrap nodes.
+#[wasm_bindgen]
+pub async fn start(options: JsValue) -> Result<Node, JsError> {
+    let options: StartOptions = if options.is_undefined() || options.is_null() {
+        StartOptions::default()
+    } else {
+        serde_wasm_bindgen::from_value(options).map_err(|e| js_err("start options", e))?
+    };
+    let store = Store::open().await.map_err(|e| js_err("opening storage", e))?;
+    let key = store.identity().await.map_err(|e| js_err("loading identity", e))?;
+    let did = disot_core::identity::did_from_public_key(&key.public())
+        .map_err(|e| js_err("computing did", e))?;
+    let peer_id = key.public().to_peer_id();
+    let settings = store.settings().await.map_err(|e| js_err("loading settings", e))?;
+    let bootstrap_addrs = settings.map(|s| s.bootstrap).unwrap_or_else(|| options.default_bootstrap.clone());
+    // Bad addresses in the shipped defaults or stored settings must not stop the node: it
+    // starts without them and the popup shows none connected.
+    let nodes = bootstrap::parse_addrs(&bootstrap_addrs).unwrap_or_else(|e| {
+        tracing::warn!("ignoring bootstrap addresses: {e}");
+        Vec::new()
+    });
+
+    let swarm = build_swarm(key, &options.platform).map_err(|e| js_err("building swarm", e))?;
+    let shared = Rc::new(Shared {
+        did,
+        peer_id,
+        started_at: now_ms(),
+        store,
+        defaults: options.default_bootstrap,
+        live: RefCell::new(Live::default()),
+    });
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let mut dialer = Dialer::new(Backoff::default());
+    dialer.set_nodes(nodes, now_ms() as u64);
+    let event_loop = EventLoop {
+        swarm,
+        dialer,
+        shared: shared.clone(),
+        relay_listener: None,
+        last_relay_attempt: f64::NEG_INFINITY,
+        kad_bootstrapped: false,
+    };
+    wasm_bindgen_futures::spawn_local(event_loop.run(rx));
+    Ok(Node { shared, commands: tx })
+}
+
+fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<Behaviour>, String> {
+    let agent = format!("disot-peer/{} ({platform})", env!("CARGO_PKG_VERSION"));
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_wasm_bindgen()
+        .with_other_transport(|key| {
+            // WebSocket first: libp2p-webrtc-websys 0.5 asks for `window` on every dial, even of
+            // addresses it will refuse, and panics where there is none.
+            let ws = websocket_websys::Transport::default()
+                .upgrade(upgrade::Version::V1)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default())
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+            let rtc = if web_sys::window().is_some() {
+                OptionalTransport::some(
+                    webrtc_websys::Transport::new(webrtc_websys::Config::new(key))
+                        .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn))),
+                )
+            } else {
+                OptionalTransport::none()
+            };
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(ws.or_transport(rtc).map(|either, _| either.into_inner()))
+        })
+        .map_err(|e| e.to_string())?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| e.to_string())?
+        .with_behaviour(|key, relay| {
+            let peer = key.public().to_peer_id();
+            let mut kad = kad::Behaviour::with_config(
+                peer,
+                kad::store::MemoryStore::new(peer),
+                kad::Config::new(StreamProtocol::new("/ipfs/kad/1.0.0")),
+            );
+            kad.set_mode(Some(kad::Mode::Client));
+            Behaviour {
+                relay,
+                kad,
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/disot/0.1.0".into(), key.public()).with_agent_version(agent),
+                ),
+                ping: ping::Behaviour::new(ping::Config::new()),
+            }
+        })
+        .map_err(|e| e.to_string())?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+fn transport_of(addr: &Multiaddr) -> &'static str {
+    let mut kind = "unknown";
+    for p in addr.iter() {
+        match p {
+            Protocol::P2pCircuit => return "relayed",
+            Protocol::WebRTCDirect => kind = "webrtc-direct",
+            Protocol::WebRTC => kind = "webrtc",
+            Protocol::Ws(_) | Protocol::Wss(_) => kind = "websocket",
+            _ => {}
+        }
+    }
+    kind
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    dialer: Dialer,
+    shared: Rc<Shared>,
+    relay_listener: Option<ListenerId>,
+    last_relay_attempt: f64,
+    kad_bootstrapped: bool,
+}
+
+impl EventLoop {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut tick = futures_timer::Delay::new(TICK).fuse();
+        loop {
+            futures::select! {
+                event = self.swarm.select_next_some() => self.on_event(event),
+                command = commands.next() => match command {
+                    Some(Command::SetBootstrap(nodes, done)) => {
+                        self.dialer.set_nodes(nodes, now_ms() as u64);
+                        let _ = done.send(());
+                    }
+                    None => break,
+                },
+                () = tick => tick = futures_timer::Delay::new(TICK).fuse(),
+            }
+            self.dial_due();
+            self.keep_relay_reservation();
+            self.shared.live.borrow_mut().bootstrap = self.dialer.status();
+        }
+    }
+
+    fn dial_due(&mut self) {
+        for (peer, addrs) in self.dialer.due(now_ms() as u64) {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            match self.swarm.dial(opts) {
+                Ok(()) => {}
+                Err(DialError::DialPeerConditionFalse(_)) if self.swarm.is_connected(&peer) => {
+                    self.dialer.on_connected(&peer)
+                }
+                Err(e) => {
+                    tracing::info!("dial {peer}: {e}");
+                    self.dialer.on_dial_failed(&peer, now_ms() as u64);
+                }
+            }
+        }
+    }
+
+    /// Listen through a connected bootstrap node (circuit relay v2) while there is none.
+    fn keep_relay_reservation(&mut self) {
+        if self.relay_listener.is_some() || now_ms() - self.last_relay_attempt < RELAY_RETRY_MS {
+            return;
+        }
+        let relay = self
+            .swarm
+            .connected_peers()
+            .copied()
+            .find(|p| self.dialer.is_bootstrap(p));
+        let Some(relay) = relay else { return };
+        let Some(addr) = self.dialer.addrs(&relay).and_then(|a| a.first()).cloned() else {
+            return;
+        };
+        self.last_relay_attempt = now_ms();
+        let base: Multiaddr = addr.into_iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
+        let circuit = base.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(id) => {
+                self.relay_listener = Some(id);
+                self.shared.live.borrow_mut().relay =
+                    RelayStatus { state: "requesting", relay: Some(relay.to_string()) };
+            }
+            Err(e) => tracing::warn!("listen on {circuit}: {e}"),
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let now = now_ms() as u64;
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                let addr = endpoint.get_remote_address().clone();
+                if self.dialer.is_bootstrap(&peer_id) {
+                    self.dialer.on_connected(&peer_id);
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    if !self.kad_bootstrapped {
+                        self.kad_bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
+                    }
+                }
+                let did = peer_public_did(&peer_id);
+                self.shared.live.borrow_mut().peers.entry(peer_id).or_insert(PeerInfo {
+                    peer_id: peer_id.to_string(),
+                    did,
+                    transport: transport_of(&addr),
+                    addr: addr.to_string(),
+                    rtt_ms: None,
+                    agent: None,
+                });
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.shared.live.borrow_mut().peers.remove(&peer_id);
+                if self.dialer.is_bootstrap(&peer_id) {
+                    self.dialer.on_disconnected(&peer_id, now);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
+                tracing::info!("connection to {peer} failed: {error}");
+                if !self.swarm.is_connected(&peer) {
+                    self.dialer.on_dial_failed(&peer, now);
+                }
+            }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. }
+                if Some(listener_id) == self.relay_listener =>
+            {
+                tracing::info!("relay listener closed: {reason:?}");
+                self.relay_listener = None;
+                self.shared.live.borrow_mut().relay = RelayStatus { state: "none", relay: None };
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },
+            )) => {
+                self.shared.live.borrow_mut().relay =
+                    RelayStatus { state: "reserved", relay: Some(relay_peer_id.to_string()) };
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. })) => {
+                if let Some(p) = self.shared.live.borrow_mut().peers.get_mut(&peer) {
+                    p.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if let Some(p) = self.shared.live.borrow_mut().peers.get_mut(&peer_id) {
+                    p.agent = Some(info.agent_version);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The DID of a peer whose id embeds its Ed25519 key (all libp2p Ed25519 peer ids do).
+fn peer_public_did(peer: &PeerId) -> Option<String> {
+    let digest = peer.as_ref();
+    if digest.code() != 0 {
+        return None; // not an identity multihash: the key is not in the id
+    }
+    let key = libp2p::identity::PublicKey::try_decode_protobuf(digest.digest()).ok()?;
+    disot_core::identity::did_from_public_key(&key).ok()
+}
+
+#[wasm_bindgen]
+impl Node {
+    #[wasm_bindgen(getter)]
+    pub fn did(&self) -> String {
+        self.shared.did.clone()
+    }
+
+    #[wasm_bindgen(getter, js_name = peerId)]
+    pub fn peer_id(&self) -> String {
+        self.shared.peer_id.to_string()
+    }
+
+    /// Answer one request. `sender` is "page" or "ui", decided by the JS host from what the
+    /// browser says about the message's sender; `origin` is the page's origin (from the browser).
+    /// Resolves to the JSON text of `{result}` or `{error: {code, message}}`; never rejects.
+    pub fn request(&self, sender: String, origin: String, body: String) -> js_sys::Promise {
+        let shared = self.shared.clone();
+        let commands = self.commands.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let result = match sender.as_str() {
+                "page" => handle_page(&shared, &origin, &body),
+                "ui" => handle_ui(&shared, commands, &body).await,
+                _ => Err(ApiError::new(ErrorCode::Unauthorized, "unknown sender")),
+            };
+            Ok(JsValue::from_str(&api::response_json(result)))
+        })
+    }
+}
+
+fn page_status(shared: &Shared) -> PageStatus {
+    PageStatus {
+        did: shared.did.clone(),
+        peer_id: shared.peer_id.to_string(),
+        connections: shared.live.borrow().peers.len(),
+    }
+}
+
+fn handle_page(shared: &Shared, _origin: &str, body: &str) -> Result<Value, ApiError> {
+    match api::parse_page_request(body)? {
+        PageRequest::Status => serde_json::to_value(page_status(shared))
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())),
+        _ => Err(ApiError::new(ErrorCode::UnsupportedMethod, "not implemented")),
+    }
+}
+
+async fn handle_ui(
+    shared: &Shared,
+    mut commands: mpsc::Sender<Command>,
+    body: &str,
+) -> Result<Value, ApiError> {
+    let internal = |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Internal, e.to_string());
+    match api::parse_ui_request(body)? {
+        UiRequest::Status => {
+            let live = shared.live.borrow();
+            Ok(json!({
+                "did": shared.did,
+                "peerId": shared.peer_id.to_string(),
+                "connections": live.peers.len(),
+                "peers": live.peers.values().collect::<Vec<_>>(),
+                "bootstrap": live.bootstrap,
+                "relay": live.relay,
+                "startedAt": shared.started_at,
+                "version": env!("CARGO_PKG_VERSION"),
+            }))
+        }
+        UiRequest::GetSettings => {
+            let stored = shared.store.settings().await.map_err(|e| internal(&e))?;
+            let is_default = stored.is_none();
+            let settings = stored.unwrap_or_else(|| Settings { bootstrap: shared.defaults.clone() });
+            Ok(json!({ "bootstrap": settings.bootstrap, "isDefault": is_default }))
+        }
+        UiRequest::SetSettings(settings) => {
+            let nodes = bootstrap::parse_addrs(&settings.bootstrap)?;
+            shared.store.set_settings(&settings).await.map_err(|e| internal(&e))?;
+            let (done, applied) = oneshot::channel();
+            commands
+                .send(Command::SetBootstrap(nodes, done))
+                .await
+                .map_err(|_| ApiError::new(ErrorCode::Disconnected, "node event loop stopped"))?;
+            applied
+                .await
+                .map_err(|_| ApiError::new(ErrorCode::Disconnected, "node event loop stopped"))?;
+            Ok(json!({ "bootstrap": settings.bootstrap, "isDefault": false }))
+        }
+        _ => Err(ApiError::new(ErrorCode::UnsupportedMethod, "not implemented")),
+    }
+}
