@@ -1,0 +1,51 @@
+// Chrome service worker: a thin router. The node lives in an offscreen document (service
+// workers have no RTCPeerConnection, and offscreen documents are not stopped when idle); this
+// worker creates that document when it is missing and forwards requests to it.
+import { classify, errorBody } from './sender.js';
+
+const OFFSCREEN = 'offscreen.html';
+let creating = null;
+
+async function ensureOffscreen() {
+  const url = chrome.runtime.getURL(OFFSCREEN);
+  const existing = await chrome.runtime.getContexts({ contextTypes: ['OFFSCREEN_DOCUMENT'], documentUrls: [url] });
+  if (existing.length > 0) return;
+  // One creation at a time: a second createDocument while one exists is rejected.
+  creating ??= chrome.offscreen
+    .createDocument({ url: OFFSCREEN, reasons: ['WEB_RTC'], justification: 'runs the peer-to-peer node' })
+    .finally(() => {
+      creating = null;
+    });
+  await creating;
+}
+
+async function forward(kind, origin, body) {
+  await ensureOffscreen();
+  // The document may still be loading its module; retry briefly until its listener is there.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const reply = await chrome.runtime.sendMessage({ to: 'node', kind, origin, body });
+      if (typeof reply?.body === 'string') return reply.body;
+      throw new Error('no answer from the node');
+    } catch (e) {
+      if (attempt >= 20) return errorBody(4900, `disot peer is not reachable: ${e.message}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
+  if (msg?.to !== 'background') return false;
+  const who = classify(sender);
+  if (!who || typeof msg.body !== 'string') {
+    sendResponse({ body: errorBody(4100, 'sender not allowed') });
+    return false;
+  }
+  forward(who.kind, who.origin, msg.body).then((body) => sendResponse({ body }));
+  return true;
+});
+
+// The peer is always on: start it with the browser, not only on the first request.
+chrome.runtime.onStartup.addListener(() => ensureOffscreen());
+chrome.runtime.onInstalled.addListener(() => ensureOffscreen());
+ensureOffscreen().catch((e) => console.error('disot: creating offscreen document', e));

@@ -1,0 +1,12 @@
+// Chrome offscreen document: home of the node. It answers only the service worker's
+// forwarded requests (`to: 'node'`, sent from an extension context, not a tab).
+import { getNode, handle } from './node-host.js';
+
+chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
+  if (msg?.to !== 'node' || sender.id !== chrome.runtime.id || sender.tab) return false;
+  if (!['page', 'ui'].includes(msg.kind) || typeof msg.body !== 'string') return false;
+  handle('chromium', msg.kind, String(msg.origin), msg.body).then((body) => sendResponse({ body }));
+  return true;
+});
+
+getNode('chromium').catch((e) => console.error('disot: node failed to start', e));

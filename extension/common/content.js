@@ -1,0 +1,44 @@
+// The bridge between the in-page provider and the extension. It runs in the isolated world,
+// checks the size and shape of what the page sends, and always answers (never a hang).
+(() => {
+  const api = globalThis.browser ?? globalThis.chrome;
+  const CHANNEL = 'disot-peer';
+  const MAX_BODY = 256 * 1024; // same limit as the node's MAX_REQUEST_BYTES
+  const TIMEOUT_MS = 30_000;
+
+  const reply = (id, body) =>
+    window.postMessage({ channel: CHANNEL, dir: 'response', id, reply: body }, window.location.origin);
+  const error = (code, message) => ({ error: { code, message } });
+
+  async function forward(request) {
+    let body;
+    try {
+      body = JSON.stringify(request);
+    } catch (e) {
+      return error(-32600, `request is not serialisable: ${e.message}`);
+    }
+    if (body.length > MAX_BODY) {
+      return error(-32005, `request is ${body.length} bytes; the limit is ${MAX_BODY}`);
+    }
+    let timer;
+    const timeout = new Promise((resolve) => {
+      timer = setTimeout(() => resolve(error(4900, 'disot peer did not answer in time')), TIMEOUT_MS);
+    });
+    const answer = api.runtime
+      .sendMessage({ to: 'background', body })
+      .then((r) => (typeof r?.body === 'string' ? JSON.parse(r.body) : error(4900, 'disot peer gave no answer')))
+      .catch((e) => error(4900, `disot peer is not reachable: ${e.message}`));
+    try {
+      return await Promise.race([answer, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  window.addEventListener('message', (ev) => {
+    if (ev.source !== window || ev.data?.channel !== CHANNEL || ev.data.dir !== 'request') return;
+    const { id, request } = ev.data;
+    if (typeof id !== 'string' || id.length > 128) return;
+    forward(request).then((body) => reply(id, body));
+  });
+})();

@@ -1,0 +1,39 @@
+// Loads the WASM node once per context and answers requests with it. Used by Chrome's
+// offscreen document and Firefox's background page; it holds no logic of its own.
+import init, { start } from './pkg/disot_wasm.js';
+import { errorBody } from './sender.js';
+
+const api = globalThis.browser ?? globalThis.chrome;
+let booting = null;
+
+async function boot(platform) {
+  await init({ module_or_path: api.runtime.getURL('pkg/disot_wasm_bg.wasm') });
+  let config = {};
+  try {
+    config = await (await fetch(api.runtime.getURL('config.json'))).json();
+  } catch (e) {
+    console.warn('disot: no usable config.json, starting without default bootstrap nodes', e);
+  }
+  return start({ defaultBootstrap: Array.isArray(config.bootstrap) ? config.bootstrap : [], platform });
+}
+
+/** The running node, started on first call. A failed start is retried on the next call. */
+export function getNode(platform) {
+  booting ??= boot(platform).catch((e) => {
+    booting = null;
+    throw e;
+  });
+  return booting;
+}
+
+/** Answer one request; always resolves to the JSON text of `{result}` or `{error}`. */
+export async function handle(platform, kind, origin, body) {
+  let node;
+  try {
+    node = await getNode(platform);
+  } catch (e) {
+    console.error('disot: node failed to start', e);
+    return errorBody(4900, `disot peer failed to start: ${e?.message ?? e}`);
+  }
+  return node.request(kind, origin, body);
+}

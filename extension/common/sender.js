@@ -1,0 +1,27 @@
+// Who sent a runtime message, decided only from what the browser reports (`sender`), never
+// from the message: extension pages (popup, options) are "ui"; content scripts in http(s)
+// pages are "page", with the page's origin. Anything else is refused.
+const api = globalThis.browser ?? globalThis.chrome;
+const extensionOrigin = new URL(api.runtime.getURL('')).origin;
+
+export function classify(sender) {
+  if (!sender || sender.id !== api.runtime.id || !sender.url) return null;
+  let url;
+  try {
+    url = new URL(sender.url);
+  } catch {
+    return null;
+  }
+  if (url.origin === extensionOrigin && !sender.tab?.url?.startsWith('http')) {
+    return { kind: 'ui', origin: extensionOrigin };
+  }
+  if (sender.tab && (url.protocol === 'https:' || url.protocol === 'http:')) {
+    // Chrome gives the frame's origin directly; Firefox only its URL.
+    return { kind: 'page', origin: sender.origin ?? url.origin };
+  }
+  return null;
+}
+
+export function errorBody(code, message) {
+  return JSON.stringify({ error: { code, message } });
+}

@@ -1,0 +1,22 @@
+// Firefox background (MV3 event page, a DOM page): the node runs here directly.
+import { classify, errorBody } from './sender.js';
+import { getNode, handle } from './node-host.js';
+
+browser.runtime.onMessage.addListener((msg, sender, sendResponse) => {
+  if (msg?.to !== 'background') return false;
+  const who = classify(sender);
+  if (!who || typeof msg.body !== 'string') {
+    sendResponse({ body: errorBody(4100, 'sender not allowed') });
+    return false;
+  }
+  handle('firefox', who.kind, who.origin, msg.body).then((body) => sendResponse({ body }));
+  return true;
+});
+
+// Firefox suspends an MV3 event page after `extensions.background.idle.timeout` (30 s) without
+// events, closing its sockets and dropping the node; open WebSockets do not count as activity.
+// Calling an extension API resets that timer, so a short heartbeat keeps the peer always on.
+const HEARTBEAT_MS = 5_000;
+setInterval(() => browser.runtime.getPlatformInfo(), HEARTBEAT_MS);
+
+getNode('firefox').catch((e) => console.error('disot: node failed to start', e));
