@@ -1,0 +1,227 @@
+// End-to-end tests of the built extension in real headless Chromium and Firefox, against the
+// real disot-node on loopback. Run by `scripts/test.sh` (after the build).
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as h from './lib/harness.js';
+
+const metrics = {};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// Firefox suspends idle MV3 background pages after this long; shortened from 30 s so the
+// keep-alive test below proves the mechanism within seconds.
+const FIREFOX_IDLE_MS = 8000;
+const FIREFOX_PREFS = { 'extensions.background.idle.timeout': FIREFOX_IDLE_MS };
+
+after(async () => {
+  fs.writeFileSync(path.join(h.ARTIFACTS, 'metrics.json'), JSON.stringify(metrics, null, 2));
+  await h.cleanup();
+});
+
+for (const kind of ['chromium', 'firefox']) {
+  const dist = kind === 'chromium' ? 'chrome' : 'firefox';
+  const launchOpts = kind === 'firefox' ? { firefoxPrefs: FIREFOX_PREFS } : {};
+
+  describe(kind, { concurrency: 1 }, () => {
+    let node, site, extDir, profile, browser, page, me;
+
+    before(async () => {
+      node = await new h.NativeNode(h.tempDir(`node-${kind}`)).start();
+      site = await h.startPageServer();
+      extDir = h.prepareExtension(dist, [node.wsAddr, node.webrtcAddr]);
+      profile = h.tempDir(`profile-${kind}`);
+    });
+
+    after(async () => {
+      await browser?.close();
+      await node?.stop();
+    });
+
+    test('installs, announces the provider, and reports a DID that is its peer key', async () => {
+      browser = await h.Browser.launch(kind, extDir, profile, launchOpts);
+      page = await browser.open(`${site.url}/demo.html`);
+      const found = await h.discoverProvider(page);
+      assert.equal(found.info.rdns, 'org.disot.peer');
+      assert.equal(found.isGlobal, true, 'the announced provider is window.disot');
+      me = await h.status(page);
+      assert.match(me.did, /^did:key:z6Mk/);
+      assert.ok(h.keyOfDid(me.did).equals(h.keyOfPeerId(me.peerId)), 'did:key and peer id carry the same Ed25519 key');
+      assert.equal(typeof me.connections, 'number');
+    });
+
+    test('connects to the disot-node, as the node itself reports', async () => {
+      const st = await h.waitFor(async () => {
+        const s = await h.status(page);
+        return s.connections >= 1 && s;
+      }, { what: 'the browser peer to connect' });
+      metrics[`${kind}_start_to_connected_ms`] = Date.now() - browser.startedAt;
+      h.log(`${kind}: browser start to peer connected: ${metrics[`${kind}_start_to_connected_ms`]} ms`);
+      assert.equal(st.peerId, me.peerId);
+      await h.waitFor(() => node.connectedPeers().has(me.peerId), { what: 'the node to see the browser peer' });
+      await h.waitFor(() => node.count('reservation', me.peerId) >= 1, { what: 'a relay reservation at the node' });
+      const identified = node.events.find((e) => e.event === 'identified' && e.peer === me.peerId);
+      assert.match(identified.agent, new RegExp(`^disot-peer/.* \\(${kind}\\)$`));
+    });
+
+    test('malformed page requests get typed errors and the peer keeps running', async () => {
+      const cases = await page.evaluate(async () => {
+        const call = async (args) => {
+          try {
+            await window.disot.request(args);
+            return null;
+          } catch (e) {
+            return e.code;
+          }
+        };
+        const cyclic = {};
+        cyclic.self = cyclic;
+        return {
+          noArgs: await call(),
+          notObject: await call('disot_status'),
+          array: await call(['disot_status']),
+          methodNotString: await call({ method: 42 }),
+          emptyMethod: await call({ method: '' }),
+          paramsNotContainer: await call({ method: 'disot_status', params: 'x' }),
+          unexpectedParams: await call({ method: 'disot_status', params: [1] }),
+          unknownMethod: await call({ method: 'eth_sendTransaction', params: [] }),
+          longMethod: await call({ method: 'm'.repeat(10_000) }),
+          huge: await call({ method: 'disot_status', params: ['x'.repeat(4 * 1024 * 1024)] }),
+          notCloneable: await call({ method: 'disot_status', params: { f: () => 1 } }),
+          bigint: await call({ method: 'disot_status', params: { n: 1n } }),
+          cyclic: await call({ method: 'disot_status', params: cyclic }),
+        };
+      });
+      assert.deepEqual(cases, {
+        noArgs: -32600, notObject: -32600, array: -32600, methodNotString: -32600, emptyMethod: -32600,
+        paramsNotContainer: -32600, unexpectedParams: -32602, unknownMethod: 4200, longMethod: -32600,
+        huge: -32005, notCloneable: -32600, bigint: -32600, cyclic: -32600,
+      });
+      // A message forged straight at the content script, bypassing the provider, is answered too.
+      const forged = await page.evaluate(() => new Promise((resolve) => {
+        window.addEventListener('message', (ev) => {
+          if (ev.data?.dir === 'response' && ev.data.id === 'forged') resolve(ev.data.reply);
+        });
+        window.postMessage({ channel: 'disot-peer', dir: 'request', id: 'forged', request: { method: 7, junk: 'x'.repeat(1000) } }, location.origin);
+      }));
+      assert.equal(forged.error.code, -32600);
+      // Many requests at once are all answered.
+      const many = await page.evaluate(() =>
+        Promise.all(Array.from({ length: 200 }, () => window.disot.request({ method: 'disot_status' }))));
+      assert.equal(many.length, 200);
+      assert.ok(many.every((s) => s.did === me.did));
+      assert.equal((await h.status(page)).did, me.did, 'still answering');
+      assert.ok(node.connectedPeers().has(me.peerId), 'still connected');
+      assert.equal(node.count('disconnected', me.peerId), 0);
+    });
+
+    if (kind === 'chromium') {
+      test('popup shows the DID and the connected state', async () => {
+        const popup = await browser.browser.newPage();
+        await popup.setViewport({ width: 400, height: 420 });
+        await popup.goto(`${browser.extensionBase}popup.html`);
+        await popup.waitForFunction(() => document.getElementById('state').textContent === 'connected', { timeout: 15_000 });
+        assert.equal(await popup.$eval('#did', (e) => e.textContent), me.did);
+        assert.equal(await popup.$eval('#peer-id', (e) => e.textContent), me.peerId);
+        assert.ok(Number(await popup.$eval('#peer-count', (e) => e.textContent)) >= 1);
+        await h.screenshot(popup, 'popup-chromium.png');
+        await popup.close();
+      });
+
+      test('the offscreen peer stays connected while the service worker is stopped', async () => {
+        const isWorker = (t) => t.type() === 'service_worker' && t.url().startsWith(browser.extensionBase);
+        const target = await browser.browser.waitForTarget(isWorker);
+        const connectsBefore = node.count('connected', me.peerId);
+        await (await target.worker()).close();
+        await h.waitFor(() => !browser.browser.targets().some(isWorker), { what: 'the service worker to stop' });
+        await sleep(3000);
+        assert.ok(node.connectedPeers().has(me.peerId), 'node still sees the peer with no worker running');
+        assert.equal(node.count('disconnected', me.peerId), 0);
+        const st = await h.status(page); // this request wakes the worker again
+        assert.equal(st.did, me.did);
+        assert.ok(st.connections >= 1);
+        assert.ok(browser.browser.targets().some(isWorker), 'the worker was restarted by the request');
+        assert.equal(node.count('connected', me.peerId), connectsBefore, 'no reconnection was needed');
+      });
+    } else {
+      test('popup shows the DID and the connected state', async () => {
+        // Selenium runs its own Firefox profile, so this is a second peer with its own DID.
+        const seen = await h.withFirefoxExtensionPage(extDir, 'popup.html', async (driver) => {
+          const { By, until } = await import('selenium-webdriver');
+          await driver.wait(until.elementTextIs(driver.findElement(By.id('state')), 'connected'), 30_000);
+          const did = await driver.findElement(By.id('did')).getText();
+          const peerId = await driver.findElement(By.id('peer-id')).getText();
+          fs.writeFileSync(path.join(h.ARTIFACTS, 'popup-firefox.png'), await driver.takeScreenshot(), 'base64');
+          return { did, peerId };
+        });
+        assert.ok(h.keyOfDid(seen.did).equals(h.keyOfPeerId(seen.peerId)));
+        assert.ok(node.events.some((e) => e.event === 'connected' && e.peer === seen.peerId),
+          'the popup\'s peer is the one the node saw');
+      });
+
+      test('the background page is not suspended while the peer is connected', async () => {
+        const connectsBefore = node.count('connected', me.peerId);
+        await sleep(FIREFOX_IDLE_MS * 2.5);
+        assert.equal(node.count('disconnected', me.peerId), 0, 'the node never lost the peer');
+        assert.equal(node.count('connected', me.peerId), connectsBefore);
+        assert.equal((await h.status(page)).did, me.did);
+      });
+    }
+
+    test('reconnects by itself when the node goes down and comes back', async () => {
+      await node.stop();
+      await h.waitFor(async () => (await h.status(page)).connections === 0, { what: 'the browser to notice the node is gone' });
+      await sleep(1500);
+      await node.start(); // same data dir and ports: same addresses
+      await h.waitFor(() => node.connectedPeers().has(me.peerId), { timeout: 40_000, what: 'the node to see the peer again' });
+      await h.waitFor(() => node.count('reservation', me.peerId) >= 1, { what: 'a new relay reservation' });
+      await h.waitFor(async () => (await h.status(page)).connections >= 1, { what: 'the browser to report the connection' });
+    });
+
+    test('the DID survives a browser restart and differs between profiles', async () => {
+      await browser.close();
+      browser = await h.Browser.launch(kind, extDir, profile, { ...launchOpts, uuid: browser.uuid });
+      page = await browser.open(`${site.url}/demo.html`);
+      assert.equal((await h.status(page)).did, me.did, 'same profile, same DID');
+      await h.waitFor(() => node.count('connected', me.peerId) >= 1, { what: 'the restarted browser to reconnect' });
+      await browser.close();
+
+      browser = await h.Browser.launch(kind, extDir, h.tempDir(`profile2-${kind}`), launchOpts);
+      page = await browser.open(`${site.url}/demo.html`);
+      const other = await h.status(page);
+      assert.notEqual(other.did, me.did, 'another profile, another DID');
+      assert.ok(h.keyOfDid(other.did).equals(h.keyOfPeerId(other.peerId)));
+    });
+  });
+}
+
+describe('chromium options page', () => {
+  test('setting a bootstrap node in the options page connects to it', async () => {
+    const node = await new h.NativeNode(h.tempDir('node-options')).start();
+    const ext = h.prepareExtension('chrome', []);
+    const browser = await h.Browser.launch('chromium', ext, h.tempDir('profile-options'));
+    try {
+      const options = await browser.browser.newPage();
+      await options.goto(`${browser.extensionBase}options.html`);
+      await options.waitForFunction(() => document.getElementById('status').textContent.includes('defaults'));
+      assert.equal(node.connectedPeers().size, 0);
+
+      await options.type('#bootstrap', '/ip4/127.0.0.1/tcp/1/ws');
+      await options.click('#save');
+      await options.waitForFunction(() => document.getElementById('status').className === 'error');
+      assert.match(await options.$eval('#status', (e) => e.textContent), /must end with \/p2p/);
+
+      await options.$eval('#bootstrap', (e) => { e.value = ''; });
+      await options.type('#bootstrap', node.wsAddr);
+      await options.click('#save');
+      await options.waitForFunction(() => document.getElementById('status').textContent === 'Saved.');
+      await h.waitFor(() => node.connectedPeers().size === 1, { what: 'the node to see the browser' });
+
+      // The saved setting outlives the page and wins over the built-in default.
+      await options.reload();
+      await options.waitForFunction((addr) => document.getElementById('bootstrap').value === addr, {}, node.wsAddr);
+    } finally {
+      await browser.close();
+      await node.stop();
+    }
+  });
+});

@@ -1,0 +1,321 @@
+// Test harness: the real disot-node, a loopback HTTP server, and the built extension in real
+// headless Chromium and Firefox. Everything started here is stopped by PID in `cleanup()`.
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import { createInterface } from 'node:readline';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomUUID } from 'node:crypto';
+import puppeteer from 'puppeteer-core';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const DIST = path.join(ROOT, 'dist');
+export const ARTIFACTS = process.env.DISOT_ARTIFACTS ?? path.join(ROOT, 'artifacts');
+const TARGET = process.env.CARGO_TARGET_DIR ?? path.join(os.homedir(), '.cache/disot/target');
+export const NODE_BIN = process.env.DISOT_NODE_BIN ?? path.join(TARGET, 'debug/disot-node');
+export const CHROMIUM = process.env.DISOT_CHROMIUM ?? '/usr/lib/chromium/chromium';
+export const FIREFOX = process.env.DISOT_FIREFOX ?? '/usr/bin/firefox-esr';
+export const FIREFOX_EXTENSION_ID = 'peer@disot.org';
+
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+const cleanups = [];
+
+/** Register an async cleanup; `cleanup()` runs them all, newest first, even after failures. */
+export function onCleanup(fn) {
+  cleanups.push(fn);
+}
+
+export async function cleanup() {
+  while (cleanups.length) {
+    const fn = cleanups.pop();
+    try {
+      await fn();
+    } catch (e) {
+      console.error('cleanup:', e.message);
+    }
+  }
+}
+
+export function tempDir(name) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `disot-${name}-`));
+  onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export function log(...args) {
+  console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
+}
+
+/** Poll `fn` until it returns a truthy value; its errors count as "not yet". */
+export async function waitFor(fn, { timeout = 20_000, interval = 200, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let lastError;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      lastError = e;
+    }
+    await new Promise((r) => setTimeout(r, interval));
+  }
+  throw new Error(`timed out after ${timeout} ms waiting for ${what}${lastError ? `: ${lastError.message}` : ''}`);
+}
+
+/** A running disot-node with its parsed JSON events. */
+export class NativeNode {
+  constructor(dataDir) {
+    this.dataDir = dataDir;
+    this.events = [];
+    this.wsPort = 0;
+    this.webrtcPort = 0;
+    this.logFile = path.join(ARTIFACTS, `disot-node-${path.basename(dataDir)}.log`);
+  }
+
+  async start() {
+    this.events = []; // events of this run only; earlier runs are in the log file
+    const args = ['--data-dir', this.dataDir, '--ws-port', String(this.wsPort), '--webrtc-port', String(this.webrtcPort), '--json'];
+    this.proc = spawn(NODE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = this.proc;
+    const logStream = fs.createWriteStream(this.logFile, { flags: 'a' });
+    proc.stderr.pipe(logStream);
+    this.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+    createInterface({ input: proc.stdout }).on('line', (line) => {
+      logStream.write(line + '\n');
+      try {
+        this.events.push({ at: Date.now(), ...JSON.parse(line) });
+      } catch {
+        this.events.push({ at: Date.now(), event: 'unparsed', line });
+      }
+    });
+    onCleanup(() => this.stop());
+    const listening = await waitFor(() => {
+      const l = this.events.filter((e) => e.event === 'listening').map((e) => e.addr);
+      return l.some((a) => a.includes('/ws/')) && l.some((a) => a.includes('/webrtc-direct/')) && l;
+    }, { timeout: 30_000, what: 'disot-node to listen' });
+    this.peerId = this.events.find((e) => e.event === 'started').peerId;
+    this.wsAddr = listening.filter((a) => a.includes('/ws/')).at(-1);
+    this.webrtcAddr = listening.filter((a) => a.includes('/webrtc-direct/')).at(-1);
+    // Keep the same ports on restart so the browsers' configured addresses stay valid.
+    this.wsPort = Number(this.wsAddr.split('/')[4]);
+    this.webrtcPort = Number(this.webrtcAddr.split('/')[4]);
+    return this;
+  }
+
+  /** Stop this node (by its PID only) and wait for it to exit. */
+  async stop() {
+    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    this.proc.kill('SIGTERM');
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 5000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  /** Peers the node currently has at least one connection to, from its own events. */
+  connectedPeers() {
+    const open = new Map();
+    for (const e of this.events) {
+      if (e.event === 'connected') open.set(e.peer, e.connections);
+      if (e.event === 'disconnected') {
+        if (e.remaining === 0) open.delete(e.peer);
+        else open.set(e.peer, e.remaining);
+      }
+    }
+    return new Set(open.keys());
+  }
+
+  count(event, peer) {
+    return this.events.filter((e) => e.event === event && (!peer || e.peer === peer)).length;
+  }
+}
+
+/** Serve tests/pages on a loopback port. */
+export async function startPageServer() {
+  const dir = path.join(ROOT, 'tests/pages');
+  const server = createServer((req, res) => {
+    const name = path.basename(new URL(req.url, 'http://x').pathname) || 'demo.html';
+    const file = path.join(dir, name);
+    if (!fs.existsSync(file)) {
+      res.writeHead(404).end('not found');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(fs.readFileSync(file));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  onCleanup(() => {
+    server.closeAllConnections();
+    return new Promise((r) => server.close(r));
+  });
+  return { server, url: `http://127.0.0.1:${server.address().port}` };
+}
+
+/** A copy of the built extension for `browser` ("chrome" or "firefox") with its bootstrap set. */
+export function prepareExtension(browser, bootstrap, dir = tempDir(`ext-${browser}`)) {
+  fs.cpSync(path.join(DIST, browser), dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ bootstrap }));
+  return dir;
+}
+
+const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-quic', '--allow-loopback-in-peer-connection',
+];
+
+/** A launched browser with the extension installed. */
+export class Browser {
+  static async launch(kind, extDir, profileDir, { firefoxPrefs = {}, uuid = randomUUID() } = {}) {
+    const b = new Browser(kind, extDir, profileDir);
+    b.startedAt = Date.now();
+    if (kind === 'chromium') {
+      b.browser = await puppeteer.launch({
+        executablePath: CHROMIUM, headless: true, pipe: true, userDataDir: profileDir,
+        enableExtensions: [extDir], args: CHROMIUM_ARGS,
+      });
+      const sw = await b.browser.waitForTarget(
+        (t) => t.type() === 'service_worker' && t.url().startsWith('chrome-extension://'), { timeout: 20_000 });
+      b.extensionId = new URL(sw.url()).host;
+      b.extensionBase = `chrome-extension://${b.extensionId}/`;
+    } else {
+      b.uuid = uuid;
+      b.browser = await puppeteer.launch({
+        browser: 'firefox', executablePath: FIREFOX, headless: true, userDataDir: profileDir,
+        extraPrefsFirefox: {
+          'extensions.webextensions.uuids': JSON.stringify({ [FIREFOX_EXTENSION_ID]: uuid }),
+          ...firefoxPrefs,
+        },
+      });
+      await b.browser.installExtension(extDir);
+      b.extensionBase = `moz-extension://${uuid}/`;
+    }
+    const pid = b.browser.process()?.pid;
+    onCleanup(() => b.close());
+    b.pid = pid;
+    return b;
+  }
+
+  constructor(kind, extDir, profileDir) {
+    Object.assign(this, { kind, extDir, profileDir });
+  }
+
+  async close() {
+    if (!this.browser) return;
+    const browser = this.browser;
+    this.browser = null;
+    try {
+      await Promise.race([browser.close(), new Promise((_, rej) => setTimeout(() => rej(new Error('close timed out')), 10_000))]);
+    } catch {
+      if (this.pid) {
+        try { process.kill(this.pid, 'SIGKILL'); } catch { /* already gone */ }
+      }
+    }
+  }
+
+  /** Open a page from the loopback server. */
+  async open(url) {
+    const page = await this.browser.newPage();
+    page.on('console', (m) => fs.appendFileSync(path.join(ARTIFACTS, `${this.kind}-console.log`), `${m.type()}: ${m.text()}\n`));
+    await page.goto(url, { waitUntil: 'load' });
+    return page;
+  }
+}
+
+/** Find the provider through its announcement, as a page should. */
+export function discoverProvider(page) {
+  return page.evaluate(() => new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('no disot:announceProvider event')), 10_000);
+    window.addEventListener('disot:announceProvider', (ev) => {
+      clearTimeout(t);
+      resolve({ info: ev.detail.info, isGlobal: ev.detail.provider === window.disot });
+    }, { once: true });
+    window.dispatchEvent(new Event('disot:requestProvider'));
+  }));
+}
+
+/** Call window.disot.request in the page; returns {result} or {error: {code, message}}. */
+export function pageRequest(page, args) {
+  return page.evaluate(async (args) => {
+    try {
+      return { result: await window.disot.request(args) };
+    } catch (e) {
+      return { error: { code: e.code, message: e.message, name: e.name } };
+    }
+  }, args);
+}
+
+export async function status(page) {
+  const r = await pageRequest(page, { method: 'disot_status' });
+  if (r.error) throw new Error(`disot_status failed: ${r.error.code} ${r.error.message}`);
+  return r.result;
+}
+
+// --- independent decoding, so the tests do not trust the code under test ---
+const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
+export function base58Decode(s) {
+  let n = 0n;
+  for (const c of s) {
+    const v = B58.indexOf(c);
+    if (v < 0) throw new Error(`not base58: ${c}`);
+    n = n * 58n + BigInt(v);
+  }
+  const bytes = [];
+  while (n > 0n) {
+    bytes.unshift(Number(n % 256n));
+    n /= 256n;
+  }
+  for (const c of s) {
+    if (c !== '1') break;
+    bytes.unshift(0);
+  }
+  return Buffer.from(bytes);
+}
+
+/** The 32 Ed25519 key bytes named by a did:key (multicodec 0xed01, base58btc "z"). */
+export function keyOfDid(did) {
+  const m = /^did:key:z([1-9A-HJ-NP-Za-km-z]+)$/.exec(did);
+  if (!m) throw new Error(`not a base58btc did:key: ${did}`);
+  const bytes = base58Decode(m[1]);
+  if (bytes[0] !== 0xed || bytes[1] !== 0x01 || bytes.length !== 34) throw new Error(`not an Ed25519 did:key: ${did}`);
+  return bytes.subarray(2);
+}
+
+/** The 32 Ed25519 key bytes inside a libp2p peer id (identity multihash of the protobuf key). */
+export function keyOfPeerId(peerId) {
+  const bytes = base58Decode(peerId);
+  const prefix = Buffer.from([0x00, 0x24, 0x08, 0x01, 0x12, 0x20]);
+  if (bytes.length !== 38 || !bytes.subarray(0, 6).equals(prefix)) throw new Error(`not an Ed25519 peer id: ${peerId}`);
+  return bytes.subarray(6);
+}
+
+/** Save a page screenshot under the artifacts folder. */
+export async function screenshot(page, name) {
+  const file = path.join(ARTIFACTS, name);
+  await page.screenshot({ path: file });
+  return file;
+}
+
+/**
+ * Firefox refuses to navigate to moz-extension:// pages over WebDriver BiDi, so the popup is
+ * opened through Selenium and geckodriver (with --allow-system-access), in its own profile.
+ * Returns what `inspect(driver)` returns.
+ */
+export async function withFirefoxExtensionPage(extDir, pagePath, inspect) {
+  const { Builder } = await import('selenium-webdriver');
+  const firefox = await import('selenium-webdriver/firefox.js');
+  const geckodriver = process.env.DISOT_GECKODRIVER ?? path.join(os.homedir(), '.cargo/bin/geckodriver');
+  const uuid = randomUUID();
+  const options = new firefox.Options()
+    .setBinary(FIREFOX)
+    .addArguments('-headless')
+    .setPreference('extensions.webextensions.uuids', JSON.stringify({ [FIREFOX_EXTENSION_ID]: uuid }));
+  const service = new firefox.ServiceBuilder(geckodriver).addArguments('--allow-system-access');
+  const driver = await new Builder().forBrowser('firefox').setFirefoxOptions(options).setFirefoxService(service).build();
+  try {
+    await driver.installAddon(extDir, true);
+    await driver.get(`moz-extension://${uuid}/${pagePath}`);
+    return await inspect(driver);
+  } finally {
+    await driver.quit();
+  }
+}
