@@ -147,6 +147,7 @@ for (const kind of ['chromium', 'firefox']) {
         // Selenium runs its own Firefox profile, so this is a second peer with its own DID.
         const seen = await h.withFirefoxExtensionPage(extDir, 'popup.html', async (driver) => {
           const { By, until } = await import('selenium-webdriver');
+          await driver.manage().window().setRect({ width: 420, height: 460 });
           await driver.wait(until.elementTextIs(driver.findElement(By.id('state')), 'connected'), 30_000);
           const did = await driver.findElement(By.id('did')).getText();
           const peerId = await driver.findElement(By.id('peer-id')).getText();
@@ -168,11 +169,16 @@ for (const kind of ['chromium', 'firefox']) {
     }
 
     test('reconnects by itself when the node goes down and comes back', async () => {
+      const t0 = Date.now();
       await node.stop();
       await h.waitFor(async () => (await h.status(page)).connections === 0, { what: 'the browser to notice the node is gone' });
+      h.log(`${kind}: browser noticed the node was gone after ${Date.now() - t0} ms`);
       await sleep(1500);
       await node.start(); // same data dir and ports: same addresses
+      const t1 = Date.now();
       await h.waitFor(() => node.connectedPeers().has(me.peerId), { timeout: 40_000, what: 'the node to see the peer again' });
+      metrics[`${kind}_reconnect_after_node_restart_ms`] = Date.now() - t1;
+      h.log(`${kind}: reconnected ${Date.now() - t1} ms after the node came back`);
       await h.waitFor(() => node.count('reservation', me.peerId) >= 1, { what: 'a new relay reservation' });
       await h.waitFor(async () => (await h.status(page)).connections >= 1, { what: 'the browser to report the connection' });
     });

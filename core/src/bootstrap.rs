@@ -39,22 +39,28 @@ impl Backoff {
     }
 }
 
-/// Where a bootstrap node stands.
+/// Where one address of a bootstrap node stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Not connected; next dial at this time (ms).
     Waiting { next_at_ms: u64 },
-    /// A dial is in flight.
-    Dialing,
-    /// At least one connection is open.
+    /// A dial started at this time is in flight.
+    Dialing { since_ms: u64 },
+    /// The node is connected (through this or another address).
     Connected,
 }
 
 #[derive(Debug, Clone)]
-struct Entry {
-    addrs: Vec<Multiaddr>,
+struct Addr {
+    addr: Multiaddr,
     state: State,
     failures: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    addrs: Vec<Addr>,
+    connected: bool,
 }
 
 /// One bootstrap node as the popup shows it.
@@ -65,10 +71,16 @@ pub struct NodeStatus {
     pub addrs: Vec<String>,
     /// "connected", "dialing" or "waiting".
     pub state: &'static str,
+    /// Failed dials since the last connection, over all addresses.
     pub failures: u32,
 }
 
-/// Decides which bootstrap nodes to dial and when.
+/// Decides which bootstrap addresses to dial and when.
+///
+/// Each address has its own backoff, so a transport whose dials hang (a WebRTC dial to a dead
+/// UDP port takes seconds to fail) does not hold back one that fails or succeeds at once. The
+/// addresses of one node are tried in the configured order, happy-eyeballs style: the next one
+/// starts when the earlier ones have failed or have been in flight for [`Dialer::STAGGER_MS`].
 #[derive(Debug, Clone, Default)]
 pub struct Dialer {
     backoff: Backoff,
@@ -76,22 +88,36 @@ pub struct Dialer {
 }
 
 impl Dialer {
+    /// How long a dial may be in flight before the node's next address is tried beside it.
+    pub const STAGGER_MS: u64 = 2_000;
+
     pub fn new(backoff: Backoff) -> Self {
         Dialer { backoff, nodes: BTreeMap::new() }
     }
 
-    /// Replace the configured nodes. Nodes that stay keep their state; new ones are due now.
+    /// Replace the configured nodes. Addresses that stay keep their state; new ones are due now.
     pub fn set_nodes(&mut self, nodes: Vec<(PeerId, Vec<Multiaddr>)>, now_ms: u64) {
         let mut next = BTreeMap::new();
         for (peer, addrs) in nodes {
-            let entry = match self.nodes.remove(&peer) {
-                Some(mut old) => {
-                    old.addrs = addrs;
-                    old
-                }
-                None => Entry { addrs, state: State::Waiting { next_at_ms: now_ms }, failures: 0 },
-            };
-            next.insert(peer, entry);
+            let old = self.nodes.remove(&peer);
+            let connected = old.as_ref().is_some_and(|e| e.connected);
+            let addrs = addrs
+                .into_iter()
+                .map(|addr| {
+                    old.as_ref()
+                        .and_then(|e| e.addrs.iter().find(|a| a.addr == addr).cloned())
+                        .unwrap_or(Addr {
+                            addr,
+                            state: if connected {
+                                State::Connected
+                            } else {
+                                State::Waiting { next_at_ms: now_ms }
+                            },
+                            failures: 0,
+                        })
+                })
+                .collect();
+            next.insert(peer, Entry { addrs, connected });
         }
         self.nodes = next;
     }
@@ -100,29 +126,45 @@ impl Dialer {
         self.nodes.contains_key(peer)
     }
 
-    pub fn addrs(&self, peer: &PeerId) -> Option<&[Multiaddr]> {
-        self.nodes.get(peer).map(|e| e.addrs.as_slice())
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.nodes.get(peer).is_some_and(|e| e.connected)
     }
 
-    /// Nodes to dial now; they are marked as dialing.
-    pub fn due(&mut self, now_ms: u64) -> Vec<(PeerId, Vec<Multiaddr>)> {
+    /// The configured addresses of a node, in order.
+    pub fn addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.nodes.get(peer).map(|e| e.addrs.iter().map(|a| a.addr.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Addresses to dial now; they are marked as dialing.
+    pub fn due(&mut self, now_ms: u64) -> Vec<(PeerId, Multiaddr)> {
         let mut out = Vec::new();
         for (peer, entry) in &mut self.nodes {
-            if let State::Waiting { next_at_ms } = entry.state {
-                if next_at_ms <= now_ms {
-                    entry.state = State::Dialing;
-                    out.push((*peer, entry.addrs.clone()));
+            if entry.connected {
+                continue;
+            }
+            for a in &mut entry.addrs {
+                match a.state {
+                    // An earlier address still has its chance: wait for it.
+                    State::Dialing { since_ms } if now_ms < since_ms + Self::STAGGER_MS => break,
+                    State::Waiting { next_at_ms } if next_at_ms <= now_ms => {
+                        a.state = State::Dialing { since_ms: now_ms };
+                        out.push((*peer, a.addr.clone()));
+                        break;
+                    }
+                    _ => {}
                 }
             }
         }
         out
     }
 
-    /// Milliseconds until the next node is due, if any is waiting.
+    /// Milliseconds until the next address is due, if any is waiting.
     pub fn next_due_in(&self, now_ms: u64) -> Option<u64> {
         self.nodes
             .values()
-            .filter_map(|e| match e.state {
+            .filter(|e| !e.connected)
+            .flat_map(|e| e.addrs.iter())
+            .filter_map(|a| match a.state {
                 State::Waiting { next_at_ms } => Some(next_at_ms.saturating_sub(now_ms)),
                 _ => None,
             })
@@ -131,25 +173,37 @@ impl Dialer {
 
     pub fn on_connected(&mut self, peer: &PeerId) {
         if let Some(e) = self.nodes.get_mut(peer) {
-            e.state = State::Connected;
-            e.failures = 0;
+            e.connected = true;
+            for a in &mut e.addrs {
+                // A dial still in flight through another address finishes on its own; whatever
+                // it ends in, the node is connected and nothing is due.
+                a.failures = 0;
+                a.state = State::Connected;
+            }
         }
     }
 
-    pub fn on_dial_failed(&mut self, peer: &PeerId, now_ms: u64) {
-        if let Some(e) = self.nodes.get_mut(peer) {
-            if e.state == State::Connected {
-                return; // another dial already succeeded
+    /// A dial of `addr` failed (or a peer condition stopped it).
+    pub fn on_dial_failed(&mut self, peer: &PeerId, addr: &Multiaddr, now_ms: u64) {
+        let Some(e) = self.nodes.get_mut(peer) else { return };
+        let connected = e.connected;
+        if let Some(a) = e.addrs.iter_mut().find(|a| &a.addr == addr) {
+            if connected {
+                a.state = State::Connected;
+                return;
             }
-            e.state = State::Waiting { next_at_ms: now_ms + self.backoff.delay_ms(e.failures) };
-            e.failures = e.failures.saturating_add(1);
+            a.state = State::Waiting { next_at_ms: now_ms + self.backoff.delay_ms(a.failures) };
+            a.failures = a.failures.saturating_add(1);
         }
     }
 
     /// The last connection to `peer` closed.
     pub fn on_disconnected(&mut self, peer: &PeerId, now_ms: u64) {
         if let Some(e) = self.nodes.get_mut(peer) {
-            e.state = State::Waiting { next_at_ms: now_ms + self.backoff.delay_ms(e.failures) };
+            e.connected = false;
+            for a in &mut e.addrs {
+                a.state = State::Waiting { next_at_ms: now_ms + self.backoff.delay_ms(a.failures) };
+            }
         }
     }
 
@@ -158,13 +212,15 @@ impl Dialer {
             .iter()
             .map(|(peer, e)| NodeStatus {
                 peer_id: peer.to_string(),
-                addrs: e.addrs.iter().map(|a| a.to_string()).collect(),
-                state: match e.state {
-                    State::Connected => "connected",
-                    State::Dialing => "dialing",
-                    State::Waiting { .. } => "waiting",
+                addrs: e.addrs.iter().map(|a| a.addr.to_string()).collect(),
+                state: if e.connected {
+                    "connected"
+                } else if e.addrs.iter().any(|a| matches!(a.state, State::Dialing { .. })) {
+                    "dialing"
+                } else {
+                    "waiting"
                 },
-                failures: e.failures,
+                failures: e.addrs.iter().map(|a| a.failures).sum(),
             })
             .collect()
     }
@@ -226,34 +282,71 @@ mod tests {
         assert_eq!(b.delay_ms(u32::MAX), 30_000);
     }
 
+    fn rtc(peer: &PeerId) -> Multiaddr {
+        format!("/ip4/127.0.0.1/udp/4402/webrtc-direct/p2p/{peer}").parse().expect("valid")
+    }
+
     #[test]
     fn new_nodes_are_due_at_once_and_only_once() {
         let (peer, addr) = node();
         let mut d = Dialer::new(Backoff::new(500, 30_000));
         d.set_nodes(vec![(peer, vec![addr.clone()])], 1000);
-        assert_eq!(d.due(1000), vec![(peer, vec![addr])]);
+        assert_eq!(d.due(1000), vec![(peer, addr)]);
         assert!(d.due(1000).is_empty(), "a dial in flight is not repeated");
         assert_eq!(d.next_due_in(1000), None);
+        assert_eq!(d.status()[0].state, "dialing");
     }
 
     #[test]
     fn failed_dials_back_off_and_success_resets() {
         let (peer, addr) = node();
         let mut d = Dialer::new(Backoff::new(500, 30_000));
-        d.set_nodes(vec![(peer, vec![addr])], 0);
+        d.set_nodes(vec![(peer, vec![addr.clone()])], 0);
         let mut now = 0;
         for expected in [500, 1000, 2000, 4000] {
             assert_eq!(d.due(now).len(), 1);
-            d.on_dial_failed(&peer, now);
+            d.on_dial_failed(&peer, &addr, now);
             assert_eq!(d.next_due_in(now), Some(expected));
             assert!(d.due(now + expected - 1).is_empty());
             now += expected;
         }
+        assert_eq!(d.status()[0].failures, 4);
         assert_eq!(d.due(now).len(), 1);
         d.on_connected(&peer);
         assert_eq!(d.status()[0].state, "connected");
+        assert!(d.due(now + 100_000).is_empty(), "a connected node is not dialled");
         d.on_disconnected(&peer, now);
         assert_eq!(d.next_due_in(now), Some(500), "a fresh disconnect retries quickly");
+    }
+
+    #[test]
+    fn addresses_are_tried_in_order_with_a_stagger() {
+        let (peer, ws) = node();
+        let rtc = rtc(&peer);
+        let mut d = Dialer::new(Backoff::new(500, 30_000));
+        d.set_nodes(vec![(peer, vec![ws.clone(), rtc.clone()])], 0);
+        assert_eq!(d.due(0), vec![(peer, ws.clone())], "first address first");
+        assert!(d.due(Dialer::STAGGER_MS - 1).is_empty(), "the second waits for the first");
+        assert_eq!(d.due(Dialer::STAGGER_MS), vec![(peer, rtc.clone())], "then starts beside it");
+        // The first fails at once: it is retried on its own schedule while the second hangs.
+        d.on_dial_failed(&peer, &ws, 2_100);
+        assert_eq!(d.due(2_600), vec![(peer, ws.clone())]);
+        // A success through either address stops all retries.
+        d.on_connected(&peer);
+        d.on_dial_failed(&peer, &rtc, 9_000);
+        assert!(d.due(100_000).is_empty());
+        assert_eq!(d.status()[0].state, "connected");
+    }
+
+    #[test]
+    fn a_fast_failure_lets_the_next_address_start_at_once() {
+        let (peer, ws) = node();
+        let rtc = rtc(&peer);
+        let mut d = Dialer::new(Backoff::new(500, 30_000));
+        d.set_nodes(vec![(peer, vec![ws.clone(), rtc.clone()])], 0);
+        assert_eq!(d.due(0), vec![(peer, ws.clone())]);
+        d.on_dial_failed(&peer, &ws, 10);
+        assert_eq!(d.due(10), vec![(peer, rtc)]);
     }
 
     #[test]
@@ -268,7 +361,7 @@ mod tests {
         let due = d.due(10);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].0, b);
-        assert!(d.is_bootstrap(&a) && d.is_bootstrap(&b));
+        assert!(d.is_bootstrap(&a) && d.is_bootstrap(&b) && d.is_connected(&a));
     }
 
     #[test]

@@ -22,7 +22,10 @@ async function refresh() {
     $('bootstrap').replaceChildren(
       ...s.bootstrap.map((b) => item(`node ${b.peerId}: ${b.state}${b.failures ? ` (${b.failures} failed dials)` : ''}`)));
     $('peers').replaceChildren(
-      ...s.peers.map((p) => item(`${p.peerId} · ${p.transport}${p.rttMs != null ? ` · ${p.rttMs.toFixed(0)} ms` : ''}`)));
+      ...s.peers.map((p) => {
+        const via = p.connections.map((c) => c.transport).join(' + ');
+        return item(`${p.peerId} · ${via}${p.rttMs != null ? ` · ${p.rttMs.toFixed(0)} ms` : ''}`);
+      }));
     $('error').hidden = true;
   } catch (e) {
     $('state').textContent = 'offline';

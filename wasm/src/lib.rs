@@ -5,15 +5,21 @@
 //! glue only forwards messages; this crate owns the keys, IndexedDB and the libp2p swarm.
 //!
 //! - [`store`]: IndexedDB: the identity key and the settings.
+//! - [`transport`]: WebSocket and WebRTC-direct, with a workaround for missed wake-ups.
 //! - [`node`]: the swarm, its event loop and the request router ([`node::Node`]).
 #![cfg(target_arch = "wasm32")]
 
 mod node;
 mod store;
+mod transport;
 
 pub use node::{start, Node};
 
 #[wasm_bindgen::prelude::wasm_bindgen(start)]
 fn init() {
     console_error_panic_hook::set_once();
+    let config = tracing_wasm::WASMLayerConfigBuilder::new()
+        .set_max_level(tracing::Level::WARN)
+        .build();
+    tracing_wasm::set_as_global_default_with_config(config);
 }

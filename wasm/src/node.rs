@@ -7,7 +7,7 @@
 //! ever reaches the node unparsed. The main type is [`Node`].
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -15,16 +15,12 @@ use disot_core::api::{self, ApiError, ErrorCode, PageRequest, PageStatus, Settin
 use disot_core::bootstrap::{self, Backoff, Dialer};
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
-use libp2p::core::muxing::StreamMuxerBox;
-use libp2p::core::transport::OptionalTransport;
-use libp2p::core::upgrade;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::core::transport::ListenerId;
-use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    identify, kad, noise, ping, relay, webrtc_websys, websocket_websys, yamux, Multiaddr, PeerId,
-    StreamProtocol, Swarm, Transport,
+    identify, kad, noise, ping, relay, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -34,8 +30,12 @@ use crate::store::Store;
 
 /// How often the event loop wakes up without an event, to run due dials.
 const TICK: Duration = Duration::from_millis(250);
+/// How often connected peers are pinged (their round-trip time shows in the popup).
+const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Commands queued from requests to the event loop before senders wait.
 const COMMAND_QUEUE: usize = 32;
+/// Longest wait between two dials of a bootstrap node that is down.
+const RECONNECT_MAX_DELAY_MS: u64 = 10_000;
 /// Minimum time between two attempts to take a relay reservation.
 const RELAY_RETRY_MS: f64 = 5_000.0;
 
@@ -68,10 +68,21 @@ enum Command {
 struct PeerInfo {
     peer_id: String,
     did: Option<String>,
-    transport: &'static str,
-    addr: String,
+    /// Open connections, oldest first.
+    connections: Vec<ConnectionInfo>,
     rtt_ms: Option<f64>,
     agent: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectionInfo {
+    #[serde(skip)]
+    id: ConnectionId,
+    transport: &'static str,
+    addr: String,
+    /// "dialer" or "listener".
+    role: &'static str,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -147,13 +158,14 @@ pub async fn start(options: JsValue) -> Result<Node, JsError> {
         live: RefCell::new(Live::default()),
     });
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let mut dialer = Dialer::new(Backoff::default());
+    let mut dialer = Dialer::new(Backoff::new(500, RECONNECT_MAX_DELAY_MS));
     dialer.set_nodes(nodes, now_ms() as u64);
     let event_loop = EventLoop {
         swarm,
         dialer,
         shared: shared.clone(),
         relay_listener: None,
+        pending_dials: HashMap::new(),
         last_relay_attempt: f64::NEG_INFINITY,
         kad_bootstrapped: false,
     };
@@ -166,22 +178,7 @@ fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<B
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_wasm_bindgen()
         .with_other_transport(|key| {
-            // WebSocket first: libp2p-webrtc-websys 0.5 asks for `window` on every dial, even of
-            // addresses it will refuse, and panics where there is none.
-            let ws = websocket_websys::Transport::default()
-                .upgrade(upgrade::Version::V1)
-                .authenticate(noise::Config::new(key)?)
-                .multiplex(yamux::Config::default())
-                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
-            let rtc = if web_sys::window().is_some() {
-                OptionalTransport::some(
-                    webrtc_websys::Transport::new(webrtc_websys::Config::new(key))
-                        .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn))),
-                )
-            } else {
-                OptionalTransport::none()
-            };
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(ws.or_transport(rtc).map(|either, _| either.into_inner()))
+            crate::transport::build(key).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| e.to_string())?
         .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -200,7 +197,11 @@ fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<B
                 identify: identify::Behaviour::new(
                     identify::Config::new("/disot/0.1.0".into(), key.public()).with_agent_version(agent),
                 ),
-                ping: ping::Behaviour::new(ping::Config::new()),
+                ping: ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(PING_INTERVAL)
+                        .with_timeout(Duration::from_secs(10)),
+                ),
             }
         })
         .map_err(|e| e.to_string())?
@@ -229,6 +230,8 @@ struct EventLoop {
     shared: Rc<Shared>,
     relay_listener: Option<ListenerId>,
     last_relay_attempt: f64,
+    /// Dials of bootstrap addresses in flight, to credit each result to its address.
+    pending_dials: HashMap<ConnectionId, (PeerId, Multiaddr)>,
     kad_bootstrapped: bool,
 }
 
@@ -254,19 +257,23 @@ impl EventLoop {
     }
 
     fn dial_due(&mut self) {
-        for (peer, addrs) in self.dialer.due(now_ms() as u64) {
+        for (peer, addr) in self.dialer.due(now_ms() as u64) {
+            // Several addresses of one node may be in flight at once (see `Dialer`).
             let opts = DialOpts::peer_id(peer)
-                .addresses(addrs)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .addresses(vec![addr.clone()])
+                .condition(PeerCondition::Disconnected)
                 .build();
+            let id = opts.connection_id();
             match self.swarm.dial(opts) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.pending_dials.insert(id, (peer, addr));
+                }
                 Err(DialError::DialPeerConditionFalse(_)) if self.swarm.is_connected(&peer) => {
                     self.dialer.on_connected(&peer)
                 }
                 Err(e) => {
-                    tracing::info!("dial {peer}: {e}");
-                    self.dialer.on_dial_failed(&peer, now_ms() as u64);
+                    tracing::info!("dial {addr}: {e}");
+                    self.dialer.on_dial_failed(&peer, &addr, now_ms() as u64);
                 }
             }
         }
@@ -283,7 +290,7 @@ impl EventLoop {
             .copied()
             .find(|p| self.dialer.is_bootstrap(p));
         let Some(relay) = relay else { return };
-        let Some(addr) = self.dialer.addrs(&relay).and_then(|a| a.first()).cloned() else {
+        let Some(addr) = self.dialer.addrs(&relay).into_iter().next() else {
             return;
         };
         self.last_relay_attempt = now_ms();
@@ -302,8 +309,10 @@ impl EventLoop {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         let now = now_ms() as u64;
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                self.pending_dials.remove(&connection_id);
                 let addr = endpoint.get_remote_address().clone();
+                tracing::info!("connection {connection_id} to {peer_id} via {addr}");
                 if self.dialer.is_bootstrap(&peer_id) {
                     self.dialer.on_connected(&peer_id);
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
@@ -311,26 +320,39 @@ impl EventLoop {
                         self.kad_bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
                     }
                 }
-                let did = peer_public_did(&peer_id);
-                self.shared.live.borrow_mut().peers.entry(peer_id).or_insert(PeerInfo {
+                let mut live = self.shared.live.borrow_mut();
+                let info = live.peers.entry(peer_id).or_insert_with(|| PeerInfo {
                     peer_id: peer_id.to_string(),
-                    did,
-                    transport: transport_of(&addr),
-                    addr: addr.to_string(),
+                    did: peer_public_did(&peer_id),
+                    connections: Vec::new(),
                     rtt_ms: None,
                     agent: None,
                 });
+                info.connections.push(ConnectionInfo {
+                    id: connection_id,
+                    transport: transport_of(&addr),
+                    addr: addr.to_string(),
+                    role: if endpoint.is_dialer() { "dialer" } else { "listener" },
+                });
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                self.shared.live.borrow_mut().peers.remove(&peer_id);
-                if self.dialer.is_bootstrap(&peer_id) {
-                    self.dialer.on_disconnected(&peer_id, now);
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
+                tracing::info!("connection {connection_id} to {peer_id} closed: {cause:?}");
+                let mut live = self.shared.live.borrow_mut();
+                if let Some(info) = live.peers.get_mut(&peer_id) {
+                    info.connections.retain(|c| c.id != connection_id);
+                }
+                if num_established == 0 {
+                    live.peers.remove(&peer_id);
+                    drop(live);
+                    if self.dialer.is_bootstrap(&peer_id) {
+                        self.dialer.on_disconnected(&peer_id, now);
+                    }
                 }
             }
-            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
-                tracing::info!("connection to {peer} failed: {error}");
-                if !self.swarm.is_connected(&peer) {
-                    self.dialer.on_dial_failed(&peer, now);
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                if let Some((peer, addr)) = self.pending_dials.remove(&connection_id) {
+                    tracing::info!("dial {addr} failed: {error}");
+                    self.dialer.on_dial_failed(&peer, &addr, now);
                 }
             }
             SwarmEvent::ListenerClosed { listener_id, reason, .. }

@@ -1,0 +1,112 @@
+//! The browser node's transports: WebSocket and WebRTC-direct, each with Noise and Yamux (the
+//! latter built in).
+//!
+//! libp2p-websocket-websys 0.6.0 wakes a pending read or write only on `open` and `message`
+//! events, never on `close` or `error`. A dial to a node that is down therefore hangs until the
+//! 10 s upgrade timeout, and a connection whose node went away is noticed only on the next
+//! write. [`Repoll`] works around it: while the socket is pending it polls again every
+//! [`REPOLL`], so a closed socket is seen within that time. Remove it once upstream wakes on
+//! close.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncWrite};
+use futures_timer::Delay;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::{Boxed, OptionalTransport};
+use libp2p::core::upgrade;
+use libp2p::identity::Keypair;
+use libp2p::{noise, webrtc_websys, websocket_websys, yamux, PeerId, Transport};
+
+/// How often a pending WebSocket is polled again.
+const REPOLL: Duration = Duration::from_millis(250);
+
+pub fn build(key: &Keypair) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
+    // WebSocket first: libp2p-webrtc-websys 0.5 asks for `window` on every dial, even of
+    // addresses it will refuse, and panics where there is none.
+    let ws = websocket_websys::Transport::default()
+        .map(|conn, _| Repoll::new(conn))
+        .upgrade(upgrade::Version::V1)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let rtc = if web_sys::window().is_some() {
+        OptionalTransport::some(
+            webrtc_websys::Transport::new(webrtc_websys::Config::new(key))
+                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn))),
+        )
+    } else {
+        OptionalTransport::none()
+    };
+    Ok(ws.or_transport(rtc).map(|either, _| either.into_inner()).boxed())
+}
+
+/// An I/O object that is polled again every [`REPOLL`] while it is pending.
+pub struct Repoll<C> {
+    inner: C,
+    read_timer: Option<Delay>,
+    write_timer: Option<Delay>,
+}
+
+impl<C> Repoll<C> {
+    fn new(inner: C) -> Self {
+        Repoll { inner, read_timer: None, write_timer: None }
+    }
+}
+
+/// Make sure the task is woken within [`REPOLL`] even if `inner` never wakes it.
+fn arm(timer: &mut Option<Delay>, cx: &mut Context<'_>) {
+    let delay = timer.get_or_insert_with(|| Delay::new(REPOLL));
+    if Pin::new(delay).poll(cx).is_ready() {
+        *timer = None;
+        cx.waker().wake_by_ref();
+    }
+}
+
+impl<C: AsyncRead + Unpin> AsyncRead for Repoll<C> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if result.is_pending() {
+            arm(&mut this.read_timer, cx);
+        } else {
+            this.read_timer = None;
+        }
+        result
+    }
+}
+
+impl<C: AsyncWrite + Unpin> AsyncWrite for Repoll<C> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if result.is_pending() {
+            arm(&mut this.write_timer, cx);
+        } else {
+            this.write_timer = None;
+        }
+        result
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        if result.is_pending() {
+            arm(&mut this.write_timer, cx);
+        }
+        result
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_close(cx);
+        if result.is_pending() {
+            arm(&mut this.write_timer, cx);
+        }
+        result
+    }
+}
