@@ -1,7 +1,6 @@
 // Test harness: the real disot-node, a loopback HTTP server, and the built extension in real
 // headless Chromium and Firefox. Everything started here is stopped by PID in `cleanup()`.
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:http';
 import { createInterface } from 'node:readline';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import puppeteer from 'puppeteer-core';
+import { pageServer } from './serve.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const DIST = path.join(ROOT, 'dist');
@@ -133,16 +133,7 @@ export class NativeNode {
 
 /** Serve tests/pages on a loopback port. */
 export async function startPageServer() {
-  const dir = path.join(ROOT, 'tests/pages');
-  const server = createServer((req, res) => {
-    const name = path.basename(new URL(req.url, 'http://x').pathname) || 'demo.html';
-    const file = path.join(dir, name);
-    if (!fs.existsSync(file)) {
-      res.writeHead(404).end('not found');
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(fs.readFileSync(file));
-  });
+  const server = pageServer();
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   onCleanup(() => {
     server.closeAllConnections();
