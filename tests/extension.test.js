@@ -104,11 +104,17 @@ for (const kind of ['chromium', 'firefox']) {
         window.postMessage({ channel: 'disot-peer', dir: 'request', id: 'forged', request: { method: 7, junk: 'x'.repeat(1000) } }, location.origin);
       }));
       assert.equal(forged.error.code, -32600);
-      // Many requests at once are all answered.
+      // Many requests at once are all answered; past the in-flight bound they are refused.
       const many = await page.evaluate(() =>
         Promise.all(Array.from({ length: 200 }, () => window.disot.request({ method: 'disot_status' }))));
       assert.equal(many.length, 200);
       assert.ok(many.every((s) => s.did === me.did));
+      const flood = await page.evaluate(async () => {
+        const all = await Promise.allSettled(Array.from({ length: 2000 }, () => window.disot.request({ method: 'disot_status' })));
+        return { ok: all.filter((r) => r.status === 'fulfilled').length, limited: all.filter((r) => r.reason?.code === -32005).length };
+      });
+      assert.equal(flood.ok + flood.limited, 2000, 'every request got an answer');
+      assert.ok(flood.limited > 0 && flood.ok >= 256, JSON.stringify(flood));
       assert.equal((await h.status(page)).did, me.did, 'still answering');
       assert.ok(node.connectedPeers().has(me.peerId), 'still connected');
       assert.equal(node.count('disconnected', me.peerId), 0);
@@ -229,6 +235,29 @@ describe('chromium options page', () => {
       // The saved setting outlives the page and wins over the built-in default.
       await options.reload();
       await options.waitForFunction((addr) => document.getElementById('bootstrap').value === addr, {}, node.wsAddr);
+    } finally {
+      await browser.close();
+      await node.stop();
+    }
+  });
+});
+
+describe('chromium over webrtc-direct', () => {
+  test('the peer reaches the node over WebRTC-direct alone and takes a relay reservation', async () => {
+    const node = await new h.NativeNode(h.tempDir('node-webrtc')).start();
+    const ext = h.prepareExtension('chrome', [node.webrtcAddr]);
+    const browser = await h.Browser.launch('chromium', ext, h.tempDir('profile-webrtc'));
+    try {
+      const connected = await h.waitFor(() => node.events.find((e) => e.event === 'connected'),
+        { timeout: 30_000, what: 'a WebRTC-direct connection at the node' });
+      assert.match(connected.addr, /^\/ip4\/127\.0\.0\.1\/udp\/\d+\/webrtc-direct/);
+      await h.waitFor(() => node.count('reservation', connected.peer) >= 1, { what: 'a relay reservation' });
+      const ui = await browser.browser.newPage();
+      await ui.goto(`${browser.extensionBase}popup.html`);
+      const peers = await ui.evaluate(async () => (await (await import('./ui.js')).call('ui_status')).peers);
+      assert.equal(peers.length, 1);
+      assert.equal(peers[0].peerId, node.peerId);
+      assert.deepEqual(peers[0].connections.map((c) => c.transport), ['webrtc-direct']);
     } finally {
       await browser.close();
       await node.stop();

@@ -126,8 +126,9 @@ fn envelope(body: &str) -> Result<Envelope, ApiError> {
             format!("request is {} bytes; the limit is {MAX_REQUEST_BYTES}", body.len()),
         ));
     }
-    let value: Value = serde_json::from_str(body)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("request is not json: {e}")))?;
+    let value: Value = serde_json::from_str(body).map_err(|e| {
+        ApiError::new(ErrorCode::InvalidRequest, format!("request is not json: {e}"))
+    })?;
     let Value::Object(mut obj) = value else {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -263,7 +264,10 @@ mod tests {
 
     #[test]
     fn limits_are_enforced_before_parsing() {
-        let huge = format!(r#"{{"method":"disot_status","params":["{}"]}}"#, "a".repeat(MAX_REQUEST_BYTES));
+        let huge = format!(
+            r#"{{"method":"disot_status","params":["{}"]}}"#,
+            "a".repeat(MAX_REQUEST_BYTES)
+        );
         assert_eq!(code_of(&huge), -32005);
         let long_method = format!(r#"{{"method":"{}"}}"#, "m".repeat(MAX_METHOD_LEN + 1));
         assert_eq!(code_of(&long_method), -32600);
@@ -271,7 +275,8 @@ mod tests {
 
     #[test]
     fn unsupported_method_message_is_bounded() {
-        let err = parse_page_request(&format!(r#"{{"method":"{}"}}"#, "é".repeat(30))).expect_err("unknown");
+        let err = parse_page_request(&format!(r#"{{"method":"{}"}}"#, "é".repeat(30)))
+            .expect_err("unknown");
         assert_eq!(err.code, ErrorCode::UnsupportedMethod);
         assert!(err.message.len() < 100, "{}", err.message);
     }
@@ -281,7 +286,9 @@ mod tests {
         assert_eq!(code_of(r#"{"method":"settings_set","params":{"bootstrap":[]}}"#), 4200);
         assert_eq!(code_of(r#"{"method":"ui_status"}"#), 4200);
         assert_eq!(
-            parse_ui_request(r#"{"method":"settings_set","params":{"bootstrap":["/dns4/a/tcp/1/ws"]}}"#),
+            parse_ui_request(
+                r#"{"method":"settings_set","params":{"bootstrap":["/dns4/a/tcp/1/ws"]}}"#
+            ),
             Ok(UiRequest::SetSettings(Settings { bootstrap: vec!["/dns4/a/tcp/1/ws".into()] }))
         );
         let bad = parse_ui_request(r#"{"method":"settings_set","params":{"bootstrap":"x"}}"#);

@@ -132,7 +132,10 @@ impl Dialer {
 
     /// The configured addresses of a node, in order.
     pub fn addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        self.nodes.get(peer).map(|e| e.addrs.iter().map(|a| a.addr.clone()).collect()).unwrap_or_default()
+        self.nodes
+            .get(peer)
+            .map(|e| e.addrs.iter().map(|a| a.addr.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Addresses to dial now; they are marked as dialing.

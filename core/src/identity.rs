@@ -39,16 +39,14 @@ pub fn did_from_public_key(key: &PublicKey) -> Result<String> {
 
 /// The Ed25519 libp2p public key named by a `did:key` identifier.
 pub fn public_key_from_did(did: &str) -> Result<PublicKey> {
-    let id = did
-        .strip_prefix("did:key:")
-        .ok_or_else(|| Error::NotDidKey(did.to_owned()))?;
+    let id = did.strip_prefix("did:key:").ok_or_else(|| Error::NotDidKey(did.to_owned()))?;
     // A did:key may carry a fragment naming its verification method; the key is before it.
     let id = id.split('#').next().unwrap_or(id);
-    let (_, bytes) = multibase::decode(id)
-        .map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
+    let (_, bytes) = multibase::decode(id).map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
     let encoded = ssi::multicodec::MultiEncodedBuf::new(bytes)
         .map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
-    let jwk = JWK::from_multicodec(&encoded).map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
+    let jwk =
+        JWK::from_multicodec(&encoded).map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
     match jwk.params {
         Params::OKP(OctetParams { ref curve, ref public_key, .. }) if curve == "Ed25519" => {
             let ed = libp2p_identity::ed25519::PublicKey::try_from_bytes(&public_key.0)

@@ -5,6 +5,8 @@
   const CHANNEL = 'disot-peer';
   const MAX_BODY = 256 * 1024; // same limit as the node's MAX_REQUEST_BYTES
   const TIMEOUT_MS = 30_000;
+  const MAX_IN_FLIGHT = 256; // requests from this frame awaiting an answer
+  let inFlight = 0;
 
   const reply = (id, body) =>
     window.postMessage({ channel: CHANNEL, dir: 'response', id, reply: body }, window.location.origin);
@@ -39,6 +41,13 @@
     if (ev.source !== window || ev.data?.channel !== CHANNEL || ev.data.dir !== 'request') return;
     const { id, request } = ev.data;
     if (typeof id !== 'string' || id.length > 128) return;
-    forward(request).then((body) => reply(id, body));
+    if (inFlight >= MAX_IN_FLIGHT) {
+      reply(id, error(-32005, `more than ${MAX_IN_FLIGHT} requests in flight`));
+      return;
+    }
+    inFlight++;
+    forward(request)
+      .then((body) => reply(id, body))
+      .finally(() => inFlight--);
   });
 })();

@@ -116,8 +116,8 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir()
-            .join(format!("disot-node-test-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("disot-node-test-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }

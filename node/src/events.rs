@@ -9,15 +9,42 @@ use serde::Serialize;
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     #[serde(rename_all = "camelCase")]
-    Started { peer_id: String, did: String, data_dir: String },
-    Listening { addr: String },
-    Connected { peer: String, addr: String, connections: u32 },
-    Disconnected { peer: String, remaining: u32, cause: Option<String> },
-    Identified { peer: String, agent: String },
-    Reservation { peer: String, renewed: bool },
-    ReservationEnded { peer: String },
-    Circuit { src: String, dst: String },
-    Warning { message: String },
+    Started {
+        peer_id: String,
+        did: String,
+        data_dir: String,
+    },
+    Listening {
+        addr: String,
+    },
+    Connected {
+        peer: String,
+        addr: String,
+        connections: u32,
+    },
+    Disconnected {
+        peer: String,
+        remaining: u32,
+        cause: Option<String>,
+    },
+    Identified {
+        peer: String,
+        agent: String,
+    },
+    Reservation {
+        peer: String,
+        renewed: bool,
+    },
+    ReservationEnded {
+        peer: String,
+    },
+    Circuit {
+        src: String,
+        dst: String,
+    },
+    Warning {
+        message: String,
+    },
     Stopped,
 }
 
@@ -40,7 +67,11 @@ impl std::fmt::Display for Event {
             }
             Event::Identified { peer, agent } => write!(f, "identified {peer} as {agent}"),
             Event::Reservation { peer, renewed } => {
-                write!(f, "relay reservation {} for {peer}", if *renewed { "renewed" } else { "accepted" })
+                write!(
+                    f,
+                    "relay reservation {} for {peer}",
+                    if *renewed { "renewed" } else { "accepted" }
+                )
             }
             Event::ReservationEnded { peer } => write!(f, "relay reservation of {peer} ended"),
             Event::Circuit { src, dst } => write!(f, "relayed circuit {src} -> {dst}"),
@@ -63,7 +94,8 @@ impl Output {
 
     pub fn emit(&self, event: &Event) {
         let line = if self.json {
-            serde_json::to_string(event).unwrap_or_else(|e| format!(r#"{{"event":"error","message":"{e}"}}"#))
+            serde_json::to_string(event)
+                .unwrap_or_else(|e| format!(r#"{{"event":"error","message":"{e}"}}"#))
         } else {
             event.to_string()
         };

@@ -18,8 +18,7 @@ pub use node::{start, Node};
 #[wasm_bindgen::prelude::wasm_bindgen(start)]
 fn init() {
     console_error_panic_hook::set_once();
-    let config = tracing_wasm::WASMLayerConfigBuilder::new()
-        .set_max_level(tracing::Level::WARN)
-        .build();
+    let config =
+        tracing_wasm::WASMLayerConfigBuilder::new().set_max_level(tracing::Level::WARN).build();
     tracing_wasm::set_as_global_default_with_config(config);
 }

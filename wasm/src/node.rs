@@ -15,13 +15,11 @@ use disot_core::api::{self, ApiError, ErrorCode, PageRequest, PageStatus, Settin
 use disot_core::bootstrap::{self, Backoff, Dialer};
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
+use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::core::transport::ListenerId;
 use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
-use libp2p::{
-    identify, kad, noise, ping, relay, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
-};
+use libp2p::{identify, kad, noise, ping, relay, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
@@ -140,7 +138,8 @@ pub async fn start(options: JsValue) -> Result<Node, JsError> {
         .map_err(|e| js_err("computing did", e))?;
     let peer_id = key.public().to_peer_id();
     let settings = store.settings().await.map_err(|e| js_err("loading settings", e))?;
-    let bootstrap_addrs = settings.map(|s| s.bootstrap).unwrap_or_else(|| options.default_bootstrap.clone());
+    let bootstrap_addrs =
+        settings.map(|s| s.bootstrap).unwrap_or_else(|| options.default_bootstrap.clone());
     // Bad addresses in the shipped defaults or stored settings must not stop the node: it
     // starts without them and the popup shows none connected.
     let nodes = bootstrap::parse_addrs(&bootstrap_addrs).unwrap_or_else(|e| {
@@ -178,7 +177,8 @@ fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<B
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_wasm_bindgen()
         .with_other_transport(|key| {
-            crate::transport::build(key).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            crate::transport::build(key)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| e.to_string())?
         .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -195,7 +195,8 @@ fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<B
                 relay,
                 kad,
                 identify: identify::Behaviour::new(
-                    identify::Config::new("/disot/0.1.0".into(), key.public()).with_agent_version(agent),
+                    identify::Config::new("/disot/0.1.0".into(), key.public())
+                        .with_agent_version(agent),
                 ),
                 ping: ping::Behaviour::new(
                     ping::Config::new()
@@ -284,11 +285,7 @@ impl EventLoop {
         if self.relay_listener.is_some() || now_ms() - self.last_relay_attempt < RELAY_RETRY_MS {
             return;
         }
-        let relay = self
-            .swarm
-            .connected_peers()
-            .copied()
-            .find(|p| self.dialer.is_bootstrap(p));
+        let relay = self.swarm.connected_peers().copied().find(|p| self.dialer.is_bootstrap(p));
         let Some(relay) = relay else { return };
         let Some(addr) = self.dialer.addrs(&relay).into_iter().next() else {
             return;
@@ -335,7 +332,9 @@ impl EventLoop {
                     role: if endpoint.is_dialer() { "dialer" } else { "listener" },
                 });
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id, connection_id, num_established, cause, ..
+            } => {
                 tracing::info!("connection {connection_id} to {peer_id} closed: {cause:?}");
                 let mut live = self.shared.live.borrow_mut();
                 if let Some(info) = live.peers.get_mut(&peer_id) {
@@ -368,7 +367,11 @@ impl EventLoop {
                 self.shared.live.borrow_mut().relay =
                     RelayStatus { state: "reserved", relay: Some(relay_peer_id.to_string()) };
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) => {
                 if let Some(p) = self.shared.live.borrow_mut().peers.get_mut(&peer) {
                     p.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
                 }
@@ -465,7 +468,8 @@ async fn handle_ui(
         UiRequest::GetSettings => {
             let stored = shared.store.settings().await.map_err(|e| internal(&e))?;
             let is_default = stored.is_none();
-            let settings = stored.unwrap_or_else(|| Settings { bootstrap: shared.defaults.clone() });
+            let settings =
+                stored.unwrap_or_else(|| Settings { bootstrap: shared.defaults.clone() });
             Ok(json!({ "bootstrap": settings.bootstrap, "isDefault": is_default }))
         }
         UiRequest::SetSettings(settings) => {

@@ -59,12 +59,12 @@ impl Store {
             return decode_identity(&bytes);
         }
         let key = Keypair::generate_ed25519();
-        let encoded = key
-            .to_protobuf_encoding()
-            .map_err(|e| Error::DamagedIdentity(e.to_string()))?;
+        let encoded =
+            key.to_protobuf_encoding().map_err(|e| Error::DamagedIdentity(e.to_string()))?;
         let value = js_sys::Uint8Array::from(encoded.as_slice());
         let tx = self.db.transaction(&[KEYS], TransactionMode::ReadWrite)?;
-        let added = tx.object_store(KEYS)?.add(&value, Some(&JsValue::from_str(IDENTITY_KEY)))?.await;
+        let added =
+            tx.object_store(KEYS)?.add(&value, Some(&JsValue::from_str(IDENTITY_KEY)))?.await;
         match added {
             Ok(_) => {
                 tx.commit()?.await?;
@@ -82,14 +82,18 @@ impl Store {
         match self.get(SETTINGS, SETTINGS_KEY).await? {
             None => Ok(None),
             Some(v) => {
-                let text = v.as_string().ok_or_else(|| Error::DamagedSettings("not text".into()))?;
-                serde_json::from_str(&text).map(Some).map_err(|e| Error::DamagedSettings(e.to_string()))
+                let text =
+                    v.as_string().ok_or_else(|| Error::DamagedSettings("not text".into()))?;
+                serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| Error::DamagedSettings(e.to_string()))
             }
         }
     }
 
     pub async fn set_settings(&self, settings: &Settings) -> Result<(), Error> {
-        let text = serde_json::to_string(settings).map_err(|e| Error::DamagedSettings(e.to_string()))?;
+        let text =
+            serde_json::to_string(settings).map_err(|e| Error::DamagedSettings(e.to_string()))?;
         let tx = self.db.transaction(&[SETTINGS], TransactionMode::ReadWrite)?;
         tx.object_store(SETTINGS)?
             .put(&JsValue::from_str(&text), Some(&JsValue::from_str(SETTINGS_KEY)))?

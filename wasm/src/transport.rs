@@ -68,7 +68,11 @@ fn arm(timer: &mut Option<Delay>, cx: &mut Context<'_>) {
 }
 
 impl<C: AsyncRead + Unpin> AsyncRead for Repoll<C> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if result.is_pending() {
@@ -81,7 +85,11 @@ impl<C: AsyncRead + Unpin> AsyncRead for Repoll<C> {
 }
 
 impl<C: AsyncWrite + Unpin> AsyncWrite for Repoll<C> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if result.is_pending() {
