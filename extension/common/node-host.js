@@ -14,7 +14,11 @@ async function boot(platform) {
   } catch (e) {
     console.warn('disot: no usable config.json, starting without default bootstrap nodes', e);
   }
-  return start({ defaultBootstrap: Array.isArray(config.bootstrap) ? config.bootstrap : [], platform });
+  return start({
+    defaultBootstrap: Array.isArray(config.bootstrap) ? config.bootstrap : [],
+    logLevel: typeof config.logLevel === 'string' ? config.logLevel : undefined,
+    platform,
+  });
 }
 
 /** The running node, started on first call. A failed start is retried on the next call. */

@@ -75,10 +75,15 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,libp2p_kad=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
+    // Without this the first WebRTC-direct (DTLS) handshake panics: rustls sees two crypto
+    // backends compiled in and will not choose.
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        tracing::debug!("a rustls crypto provider was already installed");
+    }
     let out = Output::new(args.json);
     match run(args, &out).await {
         Ok(()) => ExitCode::SUCCESS,

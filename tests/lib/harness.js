@@ -145,7 +145,8 @@ export async function startPageServer() {
 /** A copy of the built extension for `browser` ("chrome" or "firefox") with its bootstrap set. */
 export function prepareExtension(browser, bootstrap, dir = tempDir(`ext-${browser}`)) {
   fs.cpSync(path.join(DIST, browser), dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ bootstrap }));
+  const logLevel = process.env.DISOT_LOG_LEVEL;
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ bootstrap, ...(logLevel ? { logLevel } : {}) }));
   return dir;
 }
 

@@ -55,6 +55,24 @@ struct StartOptions {
     /// "chromium" or "firefox", for the identify agent string.
     #[serde(default)]
     platform: String,
+    /// Most verbose level logged to the console: "error", "warn" (default), "info", "debug".
+    #[serde(default)]
+    log_level: Option<String>,
+}
+
+fn init_logging(level: Option<&str>) {
+    let level = match level {
+        Some("error") => tracing::Level::ERROR,
+        Some("info") => tracing::Level::INFO,
+        Some("debug") => tracing::Level::DEBUG,
+        Some("trace") => tracing::Level::TRACE,
+        _ => tracing::Level::WARN,
+    };
+    let config = tracing_wasm::WASMLayerConfigBuilder::new().set_max_level(level).build();
+    // Only the first call in a context takes effect; a restarted node keeps the first level.
+    use tracing_subscriber::layer::SubscriberExt;
+    let subscriber = tracing_subscriber::Registry::default().with(tracing_wasm::WASMLayer::new(config));
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 enum Command {
@@ -132,6 +150,7 @@ pub async fn start(options: JsValue) -> Result<Node, JsError> {
     } else {
         serde_wasm_bindgen::from_value(options).map_err(|e| js_err("start options", e))?
     };
+    init_logging(options.log_level.as_deref());
     let store = Store::open().await.map_err(|e| js_err("opening storage", e))?;
     let key = store.identity().await.map_err(|e| js_err("loading identity", e))?;
     let did = disot_core::identity::did_from_public_key(&key.public())
