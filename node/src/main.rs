@@ -75,7 +75,8 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,libp2p_kad=error".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,libp2p_kad=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -172,10 +173,8 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
             SwarmEvent::ListenerError { error, .. } => {
                 out.emit(&Event::Warning { message: format!("listener error: {error}") });
             }
-            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
-                if let Err(e) = reason {
-                    return Err(format!("listener on {addresses:?} failed: {e}").into());
-                }
+            SwarmEvent::ListenerClosed { addresses, reason: Err(e), .. } => {
+                return Err(format!("listener on {addresses:?} failed: {e}").into());
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
                 out.emit(&Event::Connected {

@@ -70,7 +70,11 @@ fn addresses_with_peer_id_and_certhash_survive_a_restart() {
     let second = listen_addrs(&dir, ws, rtc);
     assert_eq!(first, second);
     let other = listen_addrs(&temp_dir("other"), free_port(), free_udp_port());
-    assert_ne!(first[0].rsplit('/').next(), other[0].rsplit('/').next(), "a new data dir, a new id");
+    assert_ne!(
+        first[0].rsplit('/').next(),
+        other[0].rsplit('/').next(),
+        "a new data dir, a new id"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(temp_dir("other"));
 }
@@ -91,7 +95,10 @@ fn bad_flags_get_a_clear_error() {
 fn an_unusable_data_dir_gets_a_clear_error() {
     let file = temp_dir("file");
     std::fs::write(&file, b"not a directory").expect("write");
-    let out = Command::new(BIN).args(["--data-dir", file.to_str().expect("utf-8")]).output().expect("run");
+    let out = Command::new(BIN)
+        .args(["--data-dir", file.to_str().expect("utf-8")])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a directory"), "{err}");
@@ -100,7 +107,8 @@ fn an_unusable_data_dir_gets_a_clear_error() {
     let dir = temp_dir("damaged");
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(dir.join("identity.key"), b"garbage").expect("write");
-    let out = Command::new(BIN).args(["--data-dir", dir.to_str().expect("utf-8")]).output().expect("run");
+    let out =
+        Command::new(BIN).args(["--data-dir", dir.to_str().expect("utf-8")]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("identity.key is damaged"), "{err}");
@@ -112,7 +120,16 @@ fn help_documents_every_flag() {
     let out = Command::new(BIN).arg("--help").output().expect("run");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--data-dir", "--listen-ip", "--ws-port", "--webrtc-port", "--no-webrtc", "--external-addr", "--json", "--version"] {
+    for flag in [
+        "--data-dir",
+        "--listen-ip",
+        "--ws-port",
+        "--webrtc-port",
+        "--no-webrtc",
+        "--external-addr",
+        "--json",
+        "--version",
+    ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
 }

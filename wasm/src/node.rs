@@ -71,7 +71,8 @@ fn init_logging(level: Option<&str>) {
     let config = tracing_wasm::WASMLayerConfigBuilder::new().set_max_level(level).build();
     // Only the first call in a context takes effect; a restarted node keeps the first level.
     use tracing_subscriber::layer::SubscriberExt;
-    let subscriber = tracing_subscriber::Registry::default().with(tracing_wasm::WASMLayer::new(config));
+    let subscriber =
+        tracing_subscriber::Registry::default().with(tracing_wasm::WASMLayer::new(config));
     let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
