@@ -10,6 +10,9 @@ cd "$ROOT"
 bash scripts/build.sh
 export DISOT_SKIP_SETUP=1
 
+log "rustfmt"
+cargo fmt --all --check || die "code is not formatted: run cargo fmt --all"
+
 log "cargo tests"
 rc=0
 cargo test --workspace > "$CARGO_TARGET_DIR/cargo-test.log" 2>&1 || rc=$?
