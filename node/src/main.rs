@@ -5,6 +5,7 @@
 //! addresses stay the same across restarts because the identity key and the WebRTC certificate
 //! live in the data directory.
 
+mod add;
 mod datadir;
 mod events;
 
@@ -57,9 +58,18 @@ struct Args {
     #[arg(long = "external-addr", value_name = "MULTIADDR")]
     external_addrs: Vec<Multiaddr>,
 
-    /// Print events as JSON lines on stdout instead of text
-    #[arg(long)]
+    /// Print events (and command results) as JSON lines on stdout instead of text
+    #[arg(long, global = true)]
     json: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Import a file (or stdin) as UnixFS and print its CID and its sha256: name
+    Add(add::AddArgs),
 }
 
 #[derive(NetworkBehaviour)]
@@ -86,7 +96,11 @@ async fn main() -> ExitCode {
         tracing::debug!("a rustls crypto provider was already installed");
     }
     let out = Output::new(args.json);
-    match run(args, &out).await {
+    let result = match args.command {
+        Some(Command::Add(ref add)) => add::run(add, args.json),
+        None => run(args, &out).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("disot-node: error: {e}");
