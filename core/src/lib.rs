@@ -7,9 +7,11 @@
 //! - [`identity`]: the peer's DID is `did:key` of its libp2p Ed25519 key, and back.
 //! - [`api`]: the page-facing request/response messages, their limits and typed errors.
 //! - [`unixfs`]: files to UnixFS blocks and CIDs, as IPFS computes them.
+//! - [`store`]: the block-store trait, verified reads, atomic objects, garbage collection.
 //! - [`bootstrap`]: which bootstrap node to dial when, with exponential backoff (sans-IO).
 
 pub mod api;
 pub mod bootstrap;
 pub mod identity;
+pub mod store;
 pub mod unixfs;

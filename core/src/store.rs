@@ -1,0 +1,465 @@
+//! The block store: content-addressed blocks plus the records that make objects visible.
+//!
+//! Design decisions:
+//! - Every block is checked against its CID when it is stored and again when it is read; a
+//!   block that does not match is an error, never data ([`verify`]).
+//! - An object (a file imported as UnixFS) becomes visible in one step: its blocks are written
+//!   first (harmless if left behind, since they are named by their hash and unreachable), then
+//!   its [`ObjectRecord`] is committed. A crash in between leaves nothing half-visible, and
+//!   [`collect_garbage`] removes the orphans.
+//! - Garbage collection is by reachability from pinned objects, which is reference counting
+//!   done exactly: a block shared by two objects stays while either is pinned.
+//!
+//! The trait [`BlockStore`] has an in-memory backend here ([`MemoryStore`]); the browser node
+//! implements it on IndexedDB and `disot-node` on disk. [`conformance`] is the suite every
+//! backend must pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use cid::Cid;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::unixfs::{Block, Imported, Importer, Layout, RAW_CODEC};
+
+/// Multicodec of dag-pb nodes.
+pub const DAG_PB_CODEC: u64 = 0x70;
+/// Multihash code of sha2-256, the only hash accepted.
+pub const SHA2_256: u64 = 0x12;
+/// Largest block accepted from anyone.
+pub const MAX_BLOCK_SIZE: usize = 2 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("block {cid} does not match its cid")]
+    Corrupt { cid: Cid },
+    #[error("block {cid} uses an unsupported hash or codec")]
+    Unsupported { cid: Cid },
+    #[error("block of {size} bytes is larger than the {MAX_BLOCK_SIZE}-byte limit")]
+    TooLarge { size: usize },
+    #[error("block {0} is missing")]
+    Missing(Cid),
+    #[error("no object named {0}")]
+    UnknownObject(String),
+    #[error("malformed unixfs data in {cid}: {reason}")]
+    Malformed { cid: Cid, reason: String },
+    #[error("storage: {0}")]
+    Backend(String),
+    #[error("storage quota exceeded: {0}")]
+    QuotaExceeded(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Check that `data` is the block named by `cid` (sha2-256, raw or dag-pb).
+pub fn verify(cid: &Cid, data: &[u8]) -> Result<()> {
+    if data.len() > MAX_BLOCK_SIZE {
+        return Err(Error::TooLarge { size: data.len() });
+    }
+    let mh = cid.hash();
+    if mh.code() != SHA2_256 || !matches!(cid.codec(), RAW_CODEC | DAG_PB_CODEC) {
+        return Err(Error::Unsupported { cid: *cid });
+    }
+    if Sha256::digest(data).as_slice() != mh.digest() {
+        return Err(Error::Corrupt { cid: *cid });
+    }
+    Ok(())
+}
+
+/// What makes an object visible: its root, its seed name and whether it is pinned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRecord {
+    /// Root CID, as text.
+    pub cid: String,
+    /// `sha256:<hex>` of the whole content.
+    pub sha256: String,
+    pub size: u64,
+    pub pinned: bool,
+    /// Optional file name and MIME type given at import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime: Option<String>,
+}
+
+impl ObjectRecord {
+    pub fn new(imported: &Imported) -> Self {
+        ObjectRecord {
+            cid: imported.cid.to_string(),
+            sha256: imported.sha256.clone(),
+            size: imported.size,
+            pinned: true,
+            name: None,
+            mime: None,
+        }
+    }
+}
+
+/// Storage of blocks and object records. Implementations must verify blocks on `put_blocks`
+/// and on `get` (use [`verify`]).
+#[allow(async_fn_in_trait)] // one backend is !Send (IndexedDB): no Send bound is wanted
+pub trait BlockStore {
+    /// The verified block, or `None` if it is not stored.
+    async fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>>;
+    async fn has(&self, cid: &Cid) -> Result<bool>;
+    /// Store blocks (each verified first); storing a block twice is not an error.
+    async fn put_blocks(&self, blocks: &[Block]) -> Result<()>;
+    async fn delete_block(&self, cid: &Cid) -> Result<()>;
+    /// Every stored block's CID.
+    async fn block_cids(&self) -> Result<Vec<Cid>>;
+    /// Make an object visible (or update its record).
+    async fn put_object(&self, record: &ObjectRecord) -> Result<()>;
+    async fn object(&self, cid: &str) -> Result<Option<ObjectRecord>>;
+    async fn delete_object(&self, cid: &str) -> Result<()>;
+    async fn objects(&self) -> Result<Vec<ObjectRecord>>;
+}
+
+/// Find an object by its CID or its `sha256:` name.
+pub async fn resolve<S: BlockStore>(store: &S, name: &str) -> Result<ObjectRecord> {
+    let name = name.trim();
+    if let Some(hex) = name.strip_prefix("sha256:") {
+        let wanted = format!("sha256:{}", hex.to_ascii_lowercase());
+        return store
+            .objects()
+            .await?
+            .into_iter()
+            .find(|o| o.sha256 == wanted)
+            .ok_or_else(|| Error::UnknownObject(name.to_owned()));
+    }
+    let cid: Cid = name.parse().map_err(|_| Error::UnknownObject(name.to_owned()))?;
+    store.object(&cid.to_string()).await?.ok_or_else(|| Error::UnknownObject(name.to_owned()))
+}
+
+/// Import `chunks` into the store: blocks are written as they complete, and the object becomes
+/// visible only when all are written.
+pub async fn add<S, I>(store: &S, layout: Layout, chunks: I) -> Result<ObjectRecord>
+where
+    S: BlockStore,
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
+    let mut importer = Importer::new(layout);
+    for chunk in chunks {
+        let blocks = importer.push(chunk.as_ref());
+        if !blocks.is_empty() {
+            store.put_blocks(&blocks).await?;
+        }
+    }
+    let (blocks, imported) = importer.finish();
+    store.put_blocks(&blocks).await?;
+    let record = ObjectRecord::new(&imported);
+    store.put_object(&record).await?;
+    Ok(record)
+}
+
+/// Stream an object's bytes (optionally a byte range) to `sink`, verifying every block.
+pub async fn cat<S: BlockStore>(
+    store: &S,
+    root: &Cid,
+    range: Option<std::ops::Range<u64>>,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    use rust_unixfs::file::visit::IdleFileVisit;
+    let block = store.get(root).await?.ok_or(Error::Missing(*root))?;
+    let mut visit = IdleFileVisit::default();
+    if let Some(r) = range {
+        visit = visit.with_target_range(r);
+    }
+    let malformed = |cid: &Cid, e: &dyn std::fmt::Display| Error::Malformed {
+        cid: *cid,
+        reason: e.to_string(),
+    };
+    let mut next = if root.codec() == RAW_CODEC {
+        let (content, _, _, next) = visit.start_from_raw(&block);
+        sink(content)?;
+        next
+    } else {
+        let (content, _, _, next) = visit.start(&block).map_err(|e| malformed(root, &e))?;
+        sink(content)?;
+        next
+    };
+    let mut cache = None;
+    while let Some(walk) = next {
+        let cid = *walk.pending_links().0;
+        let block = store.get(&cid).await?.ok_or(Error::Missing(cid))?;
+        let (content, rest) =
+            walk.continue_walk(&block, &mut cache).map_err(|e| malformed(&cid, &e))?;
+        sink(content)?;
+        next = rest;
+    }
+    Ok(())
+}
+
+/// CIDs of all blocks of the object rooted at `root` (the ones that are stored).
+pub async fn reachable<S: BlockStore>(
+    store: &S,
+    root: &Cid,
+    into: &mut BTreeSet<Cid>,
+) -> Result<()> {
+    let mut stack = vec![*root];
+    while let Some(cid) = stack.pop() {
+        if !into.insert(cid) || cid.codec() != DAG_PB_CODEC {
+            continue;
+        }
+        let Some(block) = store.get(&cid).await? else { continue };
+        stack.extend(dag_pb_links(&cid, &block)?);
+    }
+    Ok(())
+}
+
+fn dag_pb_links(cid: &Cid, block: &[u8]) -> Result<Vec<Cid>> {
+    let node = ipld_dagpb::PbNode::from_bytes(block.to_vec().into())
+        .map_err(|e| Error::Malformed { cid: *cid, reason: e.to_string() })?;
+    Ok(node.links.into_iter().map(|l| l.cid).collect())
+}
+
+/// Storage figures for the popup and `ls`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub objects: usize,
+    pub pinned: usize,
+    pub blocks: usize,
+}
+
+/// Remove unpinned objects and every block not reachable from a pinned one. Returns how many
+/// blocks were removed.
+pub async fn collect_garbage<S: BlockStore>(store: &S) -> Result<usize> {
+    let mut keep = BTreeSet::new();
+    for record in store.objects().await? {
+        if record.pinned {
+            let cid: Cid =
+                record.cid.parse().map_err(|_| Error::UnknownObject(record.cid.clone()))?;
+            reachable(store, &cid, &mut keep).await?;
+        } else {
+            store.delete_object(&record.cid).await?;
+        }
+    }
+    let mut removed = 0;
+    for cid in store.block_cids().await? {
+        if !keep.contains(&cid) {
+            store.delete_block(&cid).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// An in-memory store, for tests.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    blocks: Mutex<BTreeMap<Cid, Vec<u8>>>,
+    objects: Mutex<BTreeMap<String, ObjectRecord>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Overwrite a stored block without checks, to test corruption detection.
+    pub fn corrupt(&self, cid: &Cid, data: Vec<u8>) {
+        self.lock_blocks().insert(*cid, data);
+    }
+
+    fn lock_blocks(&self) -> std::sync::MutexGuard<'_, BTreeMap<Cid, Vec<u8>>> {
+        self.blocks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ObjectRecord>> {
+        self.objects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl BlockStore for MemoryStore {
+    async fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
+        let data = self.lock_blocks().get(cid).cloned();
+        match data {
+            Some(d) => verify(cid, &d).map(|()| Some(d)),
+            None => Ok(None),
+        }
+    }
+    async fn has(&self, cid: &Cid) -> Result<bool> {
+        Ok(self.lock_blocks().contains_key(cid))
+    }
+    async fn put_blocks(&self, blocks: &[Block]) -> Result<()> {
+        for b in blocks {
+            verify(&b.cid, &b.data)?;
+        }
+        let mut map = self.lock_blocks();
+        for b in blocks {
+            map.insert(b.cid, b.data.clone());
+        }
+        Ok(())
+    }
+    async fn delete_block(&self, cid: &Cid) -> Result<()> {
+        self.lock_blocks().remove(cid);
+        Ok(())
+    }
+    async fn block_cids(&self) -> Result<Vec<Cid>> {
+        Ok(self.lock_blocks().keys().copied().collect())
+    }
+    async fn put_object(&self, record: &ObjectRecord) -> Result<()> {
+        self.lock_objects().insert(record.cid.clone(), record.clone());
+        Ok(())
+    }
+    async fn object(&self, cid: &str) -> Result<Option<ObjectRecord>> {
+        Ok(self.lock_objects().get(cid).cloned())
+    }
+    async fn delete_object(&self, cid: &str) -> Result<()> {
+        self.lock_objects().remove(cid);
+        Ok(())
+    }
+    async fn objects(&self) -> Result<Vec<ObjectRecord>> {
+        Ok(self.lock_objects().values().cloned().collect())
+    }
+}
+
+/// The suite every [`BlockStore`] backend must pass. `make` gives a fresh, empty store;
+/// `corrupt` overwrites a stored block's bytes behind the store's back.
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance {
+    use super::*;
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+
+    fn small_layout() -> Layout {
+        // 64-byte chunks and at most 174 links: a few KiB already make a multi-level tree.
+        crate::unixfs::Preset::Kubo.layout().with_chunk_size(64).unwrap_or_default()
+    }
+
+    async fn read_all<S: BlockStore>(
+        store: &S,
+        cid: &Cid,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        cat(store, cid, range, |bytes| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    pub async fn check_all<S, M, C>(make: M, corrupt: C)
+    where
+        S: BlockStore,
+        M: Fn() -> S,
+        C: Fn(&S, &Cid),
+    {
+        blocks_round_trip(&make()).await;
+        mismatched_blocks_are_refused(&make()).await;
+        objects_round_trip_with_ranges(&make()).await;
+        objects_are_invisible_until_committed(&make()).await;
+        garbage_collection_keeps_what_pinned_objects_share(&make()).await;
+        corruption_is_detected_on_read(&make(), &corrupt).await;
+    }
+
+    pub async fn blocks_round_trip<S: BlockStore>(store: &S) {
+        let (blocks, imported) = crate::unixfs::import(b"a block", Layout::default());
+        assert!(!store.has(&imported.cid).await.expect("has"));
+        assert_eq!(store.get(&imported.cid).await.expect("get"), None);
+        store.put_blocks(&blocks).await.expect("put");
+        store.put_blocks(&blocks).await.expect("putting twice is fine");
+        assert!(store.has(&imported.cid).await.expect("has"));
+        assert_eq!(store.get(&imported.cid).await.expect("get").as_deref(), Some(&b"a block"[..]));
+        assert_eq!(store.block_cids().await.expect("list"), vec![imported.cid]);
+        store.delete_block(&imported.cid).await.expect("delete");
+        assert!(!store.has(&imported.cid).await.expect("has"));
+    }
+
+    pub async fn mismatched_blocks_are_refused<S: BlockStore>(store: &S) {
+        let (mut blocks, imported) = crate::unixfs::import(b"honest", Layout::default());
+        blocks[0].data = b"forged".to_vec();
+        let err = store.put_blocks(&blocks).await.expect_err("forged block");
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(!store.has(&imported.cid).await.expect("has"), "nothing was stored");
+    }
+
+    pub async fn objects_round_trip_with_ranges<S: BlockStore>(store: &S) {
+        let content = data(40_000, 3);
+        let record = add(store, small_layout(), content.chunks(1000)).await.expect("add");
+        assert_eq!(record.size, 40_000);
+        let cid: Cid = record.cid.parse().expect("cid");
+        assert_eq!(cid.codec(), DAG_PB_CODEC);
+        assert_eq!(read_all(store, &cid, None).await.expect("cat"), content);
+        assert_eq!(
+            read_all(store, &cid, Some(100..12_345)).await.expect("range"),
+            content[100..12_345]
+        );
+        assert_eq!(resolve(store, &record.sha256).await.expect("by sha256").cid, record.cid);
+        assert_eq!(resolve(store, &record.cid).await.expect("by cid"), record);
+        assert!(matches!(resolve(store, "sha256:00").await, Err(Error::UnknownObject(_))));
+        assert!(matches!(resolve(store, "not a cid").await, Err(Error::UnknownObject(_))));
+    }
+
+    pub async fn objects_are_invisible_until_committed<S: BlockStore>(store: &S) {
+        let (blocks, imported) = crate::unixfs::import(&data(5000, 9), small_layout());
+        // A crash after the blocks and before the record: no object, and gc cleans up.
+        store.put_blocks(&blocks).await.expect("put");
+        assert!(store.objects().await.expect("objects").is_empty());
+        assert!(resolve(store, &imported.cid.to_string()).await.is_err());
+        let distinct: BTreeSet<Cid> = blocks.iter().map(|b| b.cid).collect();
+        assert_eq!(collect_garbage(store).await.expect("gc"), distinct.len());
+        assert!(store.block_cids().await.expect("list").is_empty());
+    }
+
+    pub async fn garbage_collection_keeps_what_pinned_objects_share<S: BlockStore>(store: &S) {
+        let shared = data(6400, 1);
+        let mut longer = shared.clone();
+        longer.extend(data(6400, 2));
+        let a = add(store, small_layout(), [&shared]).await.expect("a");
+        let b = add(store, small_layout(), [&longer]).await.expect("b");
+        let mut unpinned = b.clone();
+        unpinned.pinned = false;
+        store.put_object(&unpinned).await.expect("unpin");
+        let removed = collect_garbage(store).await.expect("gc");
+        assert!(removed > 0, "b's own blocks go");
+        assert!(store.object(&b.cid).await.expect("object").is_none());
+        let a_cid: Cid = a.cid.parse().expect("cid");
+        assert_eq!(read_all(store, &a_cid, None).await.expect("a intact"), shared);
+    }
+
+    pub async fn corruption_is_detected_on_read<S: BlockStore, C: Fn(&S, &Cid)>(
+        store: &S,
+        corrupt: &C,
+    ) {
+        let record = add(store, small_layout(), [data(3000, 5)]).await.expect("add");
+        let cid: Cid = record.cid.parse().expect("cid");
+        let mut all = BTreeSet::new();
+        reachable(store, &cid, &mut all).await.expect("walk");
+        let leaf = *all.iter().find(|c| c.codec() == RAW_CODEC).expect("a leaf");
+        corrupt(store, &leaf);
+        assert!(matches!(store.get(&leaf).await, Err(Error::Corrupt { .. })));
+        let err = read_all(store, &cid, None).await.expect_err("corrupt object");
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_store_passes_the_conformance_suite() {
+        futures::executor::block_on(conformance::check_all(MemoryStore::new, |s, cid| {
+            s.corrupt(cid, b"flipped bits".to_vec())
+        }));
+    }
+
+    #[test]
+    fn verify_rejects_other_hashes_and_oversize_blocks() {
+        let (blocks, _) = crate::unixfs::import(b"x", Layout::default());
+        assert!(verify(&blocks[0].cid, &blocks[0].data).is_ok());
+        let other = Cid::new_v1(0x71, blocks[0].cid.hash().to_owned());
+        assert!(matches!(verify(&other, &blocks[0].data), Err(Error::Unsupported { .. })));
+        let big = vec![0u8; MAX_BLOCK_SIZE + 1];
+        assert!(matches!(verify(&blocks[0].cid, &big), Err(Error::TooLarge { .. })));
+    }
+}
