@@ -5,8 +5,9 @@
 //! addresses stay the same across restarts because the identity key and the WebRTC certificate
 //! live in the data directory.
 
-mod add;
+mod cas;
 mod datadir;
+mod diskstore;
 mod events;
 
 use std::net::IpAddr;
@@ -34,7 +35,7 @@ use crate::events::{Event, Output};
 struct Args {
     /// Directory for the identity key and WebRTC certificate [default: $XDG_DATA_HOME/disot-node
     /// or ~/.local/share/disot-node]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
 
     /// IP address to listen on (0.0.0.0 for all interfaces)
@@ -62,14 +63,9 @@ struct Args {
     #[arg(long, global = true)]
     json: bool,
 
+    /// Without a command, the node runs.
     #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum Command {
-    /// Import a file (or stdin) as UnixFS and print its CID and its sha256: name
-    Add(add::AddArgs),
+    command: Option<cas::Command>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -97,7 +93,10 @@ async fn main() -> ExitCode {
     }
     let out = Output::new(args.json);
     let result = match args.command {
-        Some(Command::Add(ref add)) => add::run(add, args.json),
+        Some(ref command) => {
+            let dir = args.data_dir.clone().unwrap_or_else(datadir::default_dir);
+            cas::run(command, &dir, args.json)
+        }
         None => run(args, &out).await,
     };
     match result {

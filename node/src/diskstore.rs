@@ -1,0 +1,192 @@
+//! `disot-node`'s on-disk block store: a flat-file layout in the data directory.
+//!
+//! `blocks/<last two characters of the CID>/<CID>` holds each block and
+//! `objects/<CID>.json` each object record. Every file is written to a temporary name, synced
+//! and renamed into place, so a crash leaves either the old state or the new one. Blocks are
+//! verified when stored and when read (`disot_core::store::verify`).
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use cid::Cid;
+use disot_core::store::{verify, BlockStore, Error, ObjectRecord, Result};
+use disot_core::unixfs::Block;
+
+#[derive(Debug)]
+pub struct DiskStore {
+    blocks: PathBuf,
+    objects: PathBuf,
+}
+
+fn io(e: std::io::Error) -> Error {
+    // ENOSPC / EDQUOT: say it plainly; the store stays consistent (writes are atomic renames).
+    if matches!(e.raw_os_error(), Some(28) | Some(122)) {
+        Error::QuotaExceeded(e.to_string())
+    } else {
+        Error::Backend(e.to_string())
+    }
+}
+
+impl DiskStore {
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let store =
+            DiskStore { blocks: data_dir.join("blocks"), objects: data_dir.join("objects") };
+        fs::create_dir_all(&store.blocks).map_err(io)?;
+        fs::create_dir_all(&store.objects).map_err(io)?;
+        Ok(store)
+    }
+
+    fn block_path(&self, cid: &Cid) -> PathBuf {
+        let name = cid.to_string();
+        let shard = &name[name.len().saturating_sub(2)..];
+        self.blocks.join(shard).join(name)
+    }
+
+    fn object_path(&self, cid: &str) -> Result<PathBuf> {
+        // Only names that parse as CIDs become file names: no path tricks from outside input.
+        let cid: Cid = cid.parse().map_err(|_| Error::UnknownObject(cid.to_owned()))?;
+        Ok(self.objects.join(format!("{cid}.json")))
+    }
+
+    /// Overwrite a stored block's bytes without checks, to test corruption detection.
+    #[cfg(test)]
+    pub fn corrupt(&self, cid: &Cid, data: &[u8]) -> std::io::Result<()> {
+        fs::write(self.block_path(cid), data)
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(e)),
+    }
+}
+
+impl BlockStore for DiskStore {
+    async fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
+        match read_optional(&self.block_path(cid))? {
+            Some(data) => verify(cid, &data).map(|()| Some(data)),
+            None => Ok(None),
+        }
+    }
+
+    async fn has(&self, cid: &Cid) -> Result<bool> {
+        Ok(self.block_path(cid).exists())
+    }
+
+    async fn put_blocks(&self, blocks: &[Block]) -> Result<()> {
+        for b in blocks {
+            verify(&b.cid, &b.data)?;
+        }
+        for b in blocks {
+            let path = self.block_path(&b.cid);
+            if !path.exists() {
+                write_atomic(&path, &b.data)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_block(&self, cid: &Cid) -> Result<()> {
+        match fs::remove_file(self.block_path(cid)) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn block_cids(&self) -> Result<Vec<Cid>> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&self.blocks).map_err(io)? {
+            let shard = shard.map_err(io)?;
+            if !shard.file_type().map_err(io)?.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(shard.path()).map_err(io)? {
+                let name = entry.map_err(io)?.file_name();
+                // Leftover temporary files of an interrupted write are not blocks.
+                if let Some(cid) = name.to_str().and_then(|n| n.parse::<Cid>().ok()) {
+                    out.push(cid);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn put_object(&self, record: &ObjectRecord) -> Result<()> {
+        let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Backend(e.to_string()))?;
+        write_atomic(&self.object_path(&record.cid)?, &json)
+    }
+
+    async fn object(&self, cid: &str) -> Result<Option<ObjectRecord>> {
+        let Ok(path) = self.object_path(cid) else { return Ok(None) };
+        match read_optional(&path)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Backend(format!("{}: {e}", path.display()))),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_object(&self, cid: &str) -> Result<()> {
+        match fs::remove_file(self.object_path(cid)?) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn objects(&self) -> Result<Vec<ObjectRecord>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.objects).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = fs::read(&path).map_err(io)?;
+                out.push(
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| Error::Backend(format!("{}: {e}", path.display())))?,
+                );
+            }
+        }
+        out.sort_by(|a: &ObjectRecord, b| a.cid.cmp(&b.cid));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn disk_store_passes_the_conformance_suite() {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let base = std::env::temp_dir().join(format!("disot-diskstore-{}", std::process::id()));
+        let make = || {
+            let dir = base.join(N.fetch_add(1, Ordering::SeqCst).to_string());
+            DiskStore::open(&dir).expect("open")
+        };
+        futures::executor::block_on(disot_core::store::conformance::check_all(make, |s, cid| {
+            s.corrupt(cid, b"flipped bits").expect("corrupt")
+        }));
+        let _ = fs::remove_dir_all(&base);
+    }
+}
