@@ -347,18 +347,21 @@ pub mod conformance {
         Ok(out)
     }
 
-    pub async fn check_all<S, M, C>(make: M, corrupt: C)
+    /// Overwrites a stored block's bytes behind the store's back.
+    pub type Corrupt<S> = for<'a> fn(&'a S, &'a Cid) -> futures::future::LocalBoxFuture<'a, ()>;
+
+    pub async fn check_all<S, M, F>(make: M, corrupt: Corrupt<S>)
     where
         S: BlockStore,
-        M: Fn() -> S,
-        C: Fn(&S, &Cid),
+        M: Fn() -> F,
+        F: std::future::Future<Output = S>,
     {
-        blocks_round_trip(&make()).await;
-        mismatched_blocks_are_refused(&make()).await;
-        objects_round_trip_with_ranges(&make()).await;
-        objects_are_invisible_until_committed(&make()).await;
-        garbage_collection_keeps_what_pinned_objects_share(&make()).await;
-        corruption_is_detected_on_read(&make(), &corrupt).await;
+        blocks_round_trip(&make().await).await;
+        mismatched_blocks_are_refused(&make().await).await;
+        objects_round_trip_with_ranges(&make().await).await;
+        objects_are_invisible_until_committed(&make().await).await;
+        garbage_collection_keeps_what_pinned_objects_share(&make().await).await;
+        corruption_is_detected_on_read(&make().await, corrupt).await;
     }
 
     pub async fn blocks_round_trip<S: BlockStore>(store: &S) {
@@ -426,16 +429,13 @@ pub mod conformance {
         assert_eq!(read_all(store, &a_cid, None).await.expect("a intact"), shared);
     }
 
-    pub async fn corruption_is_detected_on_read<S: BlockStore, C: Fn(&S, &Cid)>(
-        store: &S,
-        corrupt: &C,
-    ) {
+    pub async fn corruption_is_detected_on_read<S: BlockStore>(store: &S, corrupt: Corrupt<S>) {
         let record = add(store, small_layout(), [data(3000, 5)]).await.expect("add");
         let cid: Cid = record.cid.parse().expect("cid");
         let mut all = BTreeSet::new();
         reachable(store, &cid, &mut all).await.expect("walk");
         let leaf = *all.iter().find(|c| c.codec() == RAW_CODEC).expect("a leaf");
-        corrupt(store, &leaf);
+        corrupt(store, &leaf).await;
         assert!(matches!(store.get(&leaf).await, Err(Error::Corrupt { .. })));
         let err = read_all(store, &cid, None).await.expect_err("corrupt object");
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
@@ -448,9 +448,13 @@ mod tests {
 
     #[test]
     fn memory_store_passes_the_conformance_suite() {
-        futures::executor::block_on(conformance::check_all(MemoryStore::new, |s, cid| {
-            s.corrupt(cid, b"flipped bits".to_vec())
-        }));
+        fn corrupt<'a>(s: &'a MemoryStore, cid: &'a Cid) -> futures::future::LocalBoxFuture<'a, ()> {
+            Box::pin(async move { s.corrupt(cid, b"flipped bits".to_vec()) })
+        }
+        futures::executor::block_on(conformance::check_all(
+            || async { MemoryStore::new() },
+            corrupt,
+        ));
     }
 
     #[test]

@@ -182,11 +182,12 @@ mod tests {
         let base = std::env::temp_dir().join(format!("disot-diskstore-{}", std::process::id()));
         let make = || {
             let dir = base.join(N.fetch_add(1, Ordering::SeqCst).to_string());
-            DiskStore::open(&dir).expect("open")
+            async move { DiskStore::open(&dir).expect("open") }
         };
-        futures::executor::block_on(disot_core::store::conformance::check_all(make, |s, cid| {
-            s.corrupt(cid, b"flipped bits").expect("corrupt")
-        }));
+        fn corrupt<'a>(s: &'a DiskStore, cid: &'a Cid) -> futures::future::LocalBoxFuture<'a, ()> {
+            Box::pin(async move { s.corrupt(cid, b"flipped bits").expect("corrupt") })
+        }
+        futures::executor::block_on(disot_core::store::conformance::check_all(make, corrupt));
         let _ = fs::remove_dir_all(&base);
     }
 }

@@ -10,7 +10,7 @@
 #![cfg(target_arch = "wasm32")]
 
 mod node;
-mod store;
+pub mod store;
 mod transport;
 
 pub use node::{start, Node};
