@@ -448,7 +448,10 @@ mod tests {
 
     #[test]
     fn memory_store_passes_the_conformance_suite() {
-        fn corrupt<'a>(s: &'a MemoryStore, cid: &'a Cid) -> futures::future::LocalBoxFuture<'a, ()> {
+        fn corrupt<'a>(
+            s: &'a MemoryStore,
+            cid: &'a Cid,
+        ) -> futures::future::LocalBoxFuture<'a, ()> {
             Box::pin(async move { s.corrupt(cid, b"flipped bits".to_vec()) })
         }
         futures::executor::block_on(conformance::check_all(

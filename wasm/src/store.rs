@@ -245,8 +245,12 @@ impl BlockStore for Store {
     async fn object(&self, cid: &str) -> cas::Result<Option<ObjectRecord>> {
         match self.get_value(OBJECTS, cid).await? {
             Some(v) => {
-                let text = v.as_string().ok_or_else(|| cas::Error::Backend("object record is not text".into()))?;
-                serde_json::from_str(&text).map(Some).map_err(|e| cas::Error::Backend(e.to_string()))
+                let text = v
+                    .as_string()
+                    .ok_or_else(|| cas::Error::Backend("object record is not text".into()))?;
+                serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| cas::Error::Backend(e.to_string()))
             }
             None => Ok(None),
         }
@@ -269,7 +273,9 @@ impl BlockStore for Store {
         values
             .iter()
             .map(|v| {
-                let text = v.as_string().ok_or_else(|| cas::Error::Backend("object record is not text".into()))?;
+                let text = v
+                    .as_string()
+                    .ok_or_else(|| cas::Error::Backend("object record is not text".into()))?;
                 serde_json::from_str(&text).map_err(|e| cas::Error::Backend(e.to_string()))
             })
             .collect()
