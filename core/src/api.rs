@@ -40,6 +40,8 @@ pub enum ErrorCode {
     Internal,
     /// The request is larger than a limit (EIP-1474 -32005).
     LimitExceeded,
+    /// The resource is busy, e.g. a prompt for this origin is already open (EIP-1474 -32002).
+    ResourceUnavailable,
 }
 
 impl ErrorCode {
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::InvalidParams => -32602,
             ErrorCode::Internal => -32603,
             ErrorCode::LimitExceeded => -32005,
+            ErrorCode::ResourceUnavailable => -32002,
         }
     }
 }
@@ -81,6 +84,10 @@ impl ApiError {
 pub enum PageRequest {
     /// `disot_status`: who this peer is and how connected it is.
     Status,
+    /// `disot_requestPermissions`: ask the user for permissions (EIP-2255).
+    RequestPermissions(Vec<crate::permissions::Permission>),
+    /// `disot_getPermissions`: the permissions this origin holds.
+    GetPermissions,
 }
 
 /// Requests from the extension's own pages (popup, options).
@@ -93,6 +100,14 @@ pub enum UiRequest {
     GetSettings,
     /// Replace the settings.
     SetSettings(Settings),
+    /// `permissions_pending {id}`: a request waiting for the user, for the prompt to show.
+    PendingPermission(u64),
+    /// `permissions_decide {id, approve}`: the user's answer.
+    DecidePermission { id: u64, approve: bool },
+    /// `permissions_list`: every origin's grants.
+    ListPermissions,
+    /// `permissions_revoke {origin, permission?}`: take back one permission or all of them.
+    RevokePermission { origin: String, permission: Option<crate::permissions::Permission> },
 }
 
 /// User settings of the browser node.
@@ -198,6 +213,12 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
     let Envelope { method, params } = envelope(body)?;
     match method.as_str() {
         "disot_status" => expect_no_params(&method, &params).map(|()| PageRequest::Status),
+        "disot_requestPermissions" => {
+            crate::permissions::parse_requested(&params).map(PageRequest::RequestPermissions)
+        }
+        "disot_getPermissions" => {
+            expect_no_params(&method, &params).map(|()| PageRequest::GetPermissions)
+        }
         _ => Err(unsupported(&method)),
     }
 }
@@ -214,8 +235,48 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             })?;
             Ok(UiRequest::SetSettings(settings))
         }
+        "permissions_pending" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                id: u64,
+            }
+            let p: P = typed(&method, params)?;
+            Ok(UiRequest::PendingPermission(p.id))
+        }
+        "permissions_decide" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                id: u64,
+                approve: bool,
+            }
+            let p: P = typed(&method, params)?;
+            Ok(UiRequest::DecidePermission { id: p.id, approve: p.approve })
+        }
+        "permissions_list" => {
+            expect_no_params(&method, &params).map(|()| UiRequest::ListPermissions)
+        }
+        "permissions_revoke" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                origin: String,
+                #[serde(default)]
+                permission: Option<String>,
+            }
+            let p: P = typed(&method, params)?;
+            let permission =
+                p.permission.as_deref().map(crate::permissions::Permission::parse).transpose()?;
+            Ok(UiRequest::RevokePermission { origin: p.origin, permission })
+        }
         _ => Err(unsupported(&method)),
     }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(method: &str, params: Value) -> Result<T, ApiError> {
+    serde_json::from_value(params)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("{method}: {e}")))
 }
 
 /// The JSON text of a response: `{"result": ...}` or `{"error": {code, message}}`.
@@ -292,6 +353,38 @@ mod tests {
             Ok(UiRequest::SetSettings(Settings { bootstrap: vec!["/dns4/a/tcp/1/ws".into()] }))
         );
         let bad = parse_ui_request(r#"{"method":"settings_set","params":{"bootstrap":"x"}}"#);
+        assert_eq!(bad.expect_err("wrong type").code, ErrorCode::InvalidParams);
+    }
+
+    #[test]
+    fn permission_methods_parse() {
+        use crate::permissions::Permission;
+        assert_eq!(
+            parse_page_request(r#"{"method":"disot_requestPermissions","params":[{"cas":{}}]}"#),
+            Ok(PageRequest::RequestPermissions(vec![Permission::Cas]))
+        );
+        assert_eq!(
+            code_of(r#"{"method":"disot_requestPermissions","params":[{"root":{}}]}"#),
+            -32602
+        );
+        assert_eq!(code_of(r#"{"method":"disot_requestPermissions"}"#), -32602);
+        assert_eq!(
+            code_of(r#"{"method":"permissions_decide","params":{"id":1,"approve":true}}"#),
+            4200
+        );
+        assert_eq!(
+            parse_ui_request(
+                r#"{"method":"permissions_decide","params":{"id":3,"approve":false}}"#
+            ),
+            Ok(UiRequest::DecidePermission { id: 3, approve: false })
+        );
+        assert_eq!(
+            parse_ui_request(
+                r#"{"method":"permissions_revoke","params":{"origin":"https://a.com"}}"#
+            ),
+            Ok(UiRequest::RevokePermission { origin: "https://a.com".into(), permission: None })
+        );
+        let bad = parse_ui_request(r#"{"method":"permissions_decide","params":{"id":"x"}}"#);
         assert_eq!(bad.expect_err("wrong type").code, ErrorCode::InvalidParams);
     }
 

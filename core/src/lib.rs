@@ -5,6 +5,7 @@
 //! bytes and time in; this crate decides what they mean.
 //!
 //! - [`identity`]: the peer's DID is `did:key` of its libp2p Ed25519 key, and back.
+//! - [`permissions`]: per-origin grants and pending requests (EIP-2255 style).
 //! - [`api`]: the page-facing request/response messages, their limits and typed errors.
 //! - [`unixfs`]: files to UnixFS blocks and CIDs, as IPFS computes them.
 //! - [`store`]: the block-store trait, verified reads, atomic objects, garbage collection.
@@ -13,5 +14,6 @@
 pub mod api;
 pub mod bootstrap;
 pub mod identity;
+pub mod permissions;
 pub mod store;
 pub mod unixfs;

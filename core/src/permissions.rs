@@ -1,0 +1,288 @@
+//! Per-origin permissions, in the manner of EIP-2255.
+//!
+//! Design decision: a page asks, the user decides in the extension's own UI, and the grant is
+//! kept per origin until the user revokes it. The origin is always the one the browser reported
+//! for the message, never one the page names. This module is sans-IO: it holds grants and
+//! pending requests and is told the time; the browser node persists [`Grants`] and opens the
+//! prompt. The main types are [`Grants`] and [`Pending`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ApiError, ErrorCode};
+
+/// Most requests waiting for the user at once, over all origins.
+pub const MAX_PENDING: usize = 16;
+/// Longest origin accepted.
+pub const MAX_ORIGIN_LEN: usize = 256;
+
+/// What a page can be allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Permission {
+    /// Put, get, list and pin content in the local store.
+    Cas,
+}
+
+impl Permission {
+    pub fn parse(name: &str) -> Result<Self, ApiError> {
+        match name {
+            "cas" => Ok(Permission::Cas),
+            other => Err(ApiError::new(
+                ErrorCode::InvalidParams,
+                format!("unknown permission {:?}", other.chars().take(32).collect::<String>()),
+            )),
+        }
+    }
+}
+
+/// Check that `origin` is a serialised http(s) origin (`scheme://host[:port]`, nothing more).
+pub fn validate_origin(origin: &str) -> Result<(), ApiError> {
+    let bad =
+        || ApiError::new(ErrorCode::Unauthorized, "requests are only accepted from http(s) pages");
+    if origin.len() > MAX_ORIGIN_LEN {
+        return Err(bad());
+    }
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// One granted permission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    pub permission: Permission,
+    /// Milliseconds since the Unix epoch.
+    pub granted_at: u64,
+}
+
+/// The grants of every origin. Serialised as-is into storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    by_origin: BTreeMap<String, Vec<Grant>>,
+}
+
+impl Grants {
+    pub fn allows(&self, origin: &str, permission: Permission) -> bool {
+        self.by_origin.get(origin).is_some_and(|g| g.iter().any(|g| g.permission == permission))
+    }
+
+    pub fn of(&self, origin: &str) -> Vec<Grant> {
+        self.by_origin.get(origin).cloned().unwrap_or_default()
+    }
+
+    pub fn grant(&mut self, origin: &str, permissions: &[Permission], now_ms: u64) {
+        let list = self.by_origin.entry(origin.to_owned()).or_default();
+        for p in permissions {
+            if !list.iter().any(|g| g.permission == *p) {
+                list.push(Grant { permission: *p, granted_at: now_ms });
+            }
+        }
+    }
+
+    /// Revoke one permission, or all of an origin's with `None`. Returns whether anything went.
+    pub fn revoke(&mut self, origin: &str, permission: Option<Permission>) -> bool {
+        let Some(list) = self.by_origin.get_mut(origin) else { return false };
+        let before = list.len();
+        list.retain(|g| permission.is_some_and(|p| g.permission != p));
+        let changed = list.len() != before;
+        if list.is_empty() {
+            self.by_origin.remove(origin);
+        }
+        changed
+    }
+
+    /// Every origin with its grants, for the popup.
+    pub fn all(&self) -> &BTreeMap<String, Vec<Grant>> {
+        &self.by_origin
+    }
+}
+
+/// A request waiting for the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    pub id: u64,
+    pub origin: String,
+    pub permissions: Vec<Permission>,
+    pub asked_at: u64,
+}
+
+/// Requests waiting for the user, bounded, at most one per origin.
+#[derive(Debug, Default)]
+pub struct Pending {
+    next_id: u64,
+    requests: BTreeMap<u64, Request>,
+}
+
+impl Pending {
+    /// Register a request; errors if the origin already has one waiting or too many wait.
+    pub fn open(
+        &mut self,
+        origin: &str,
+        permissions: Vec<Permission>,
+        now_ms: u64,
+    ) -> Result<Request, ApiError> {
+        if self.requests.values().any(|r| r.origin == origin) {
+            // EIP-1474's "resource unavailable": MetaMask answers a duplicate prompt the same way.
+            return Err(ApiError::new(
+                ErrorCode::ResourceUnavailable,
+                "a permission request from this origin is already waiting for the user",
+            ));
+        }
+        if self.requests.len() >= MAX_PENDING {
+            return Err(ApiError::new(
+                ErrorCode::LimitExceeded,
+                "too many permission requests are waiting",
+            ));
+        }
+        self.next_id += 1;
+        let request =
+            Request { id: self.next_id, origin: origin.to_owned(), permissions, asked_at: now_ms };
+        self.requests.insert(request.id, request.clone());
+        Ok(request)
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Request> {
+        self.requests.get(&id)
+    }
+
+    /// The user decided (or the prompt went away): the request is no longer pending.
+    pub fn close(&mut self, id: u64) -> Option<Request> {
+        self.requests.remove(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+}
+
+/// Parse `disot_requestPermissions` params: EIP-2255's `[{"cas": {}}]`, or `["cas"]`.
+pub fn parse_requested(params: &serde_json::Value) -> Result<Vec<Permission>, ApiError> {
+    let invalid = || ApiError::new(ErrorCode::InvalidParams, r#"expected [{"cas": {}}]"#);
+    let serde_json::Value::Array(items) = params else { return Err(invalid()) };
+    let mut out = Vec::new();
+    for item in items.iter().take(8) {
+        match item {
+            serde_json::Value::Object(map) if map.len() == 1 => {
+                for key in map.keys() {
+                    out.push(Permission::parse(key)?);
+                }
+            }
+            serde_json::Value::String(name) => out.push(Permission::parse(name)?),
+            _ => return Err(invalid()),
+        }
+    }
+    if out.is_empty() || items.len() > 8 {
+        return Err(invalid());
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn origins_must_be_bare_http_origins() {
+        for ok in ["https://example.com", "http://127.0.0.1:8080", "https://a.b.c:443"] {
+            assert!(validate_origin(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "null",
+            "file://x",
+            "chrome-extension://abc",
+            "https://a.com/path",
+            "https://u@a.com",
+            "https://",
+            "ftp://a",
+        ] {
+            assert_eq!(validate_origin(bad).expect_err(bad).code, ErrorCode::Unauthorized, "{bad}");
+        }
+    }
+
+    #[test]
+    fn grants_are_per_origin_and_revocable() {
+        let mut g = Grants::default();
+        assert!(!g.allows("https://a.com", Permission::Cas));
+        g.grant("https://a.com", &[Permission::Cas], 5);
+        g.grant("https://a.com", &[Permission::Cas], 9);
+        assert!(g.allows("https://a.com", Permission::Cas));
+        assert!(!g.allows("https://b.com", Permission::Cas), "another origin gets nothing");
+        assert_eq!(
+            g.of("https://a.com"),
+            vec![Grant { permission: Permission::Cas, granted_at: 5 }]
+        );
+        assert!(g.revoke("https://a.com", Some(Permission::Cas)));
+        assert!(!g.allows("https://a.com", Permission::Cas));
+        assert!(g.all().is_empty());
+        g.grant("https://a.com", &[Permission::Cas], 10);
+        assert!(g.revoke("https://a.com", None));
+        assert!(!g.revoke("https://a.com", None));
+        let round: Grants =
+            serde_json::from_str(&serde_json::to_string(&g).expect("ser")).expect("de");
+        assert_eq!(round, g);
+    }
+
+    #[test]
+    fn pending_requests_are_bounded_and_one_per_origin() {
+        let mut p = Pending::default();
+        let first = p.open("https://a.com", vec![Permission::Cas], 1).expect("first");
+        assert_eq!(
+            p.open("https://a.com", vec![Permission::Cas], 2).expect_err("dup").code,
+            ErrorCode::ResourceUnavailable
+        );
+        for i in 1..MAX_PENDING {
+            p.open(&format!("https://{i}.com"), vec![Permission::Cas], 3).expect("room");
+        }
+        assert_eq!(
+            p.open("https://late.com", vec![Permission::Cas], 4).expect_err("full").code,
+            ErrorCode::LimitExceeded
+        );
+        assert_eq!(p.close(first.id), Some(first.clone()));
+        assert!(p.get(first.id).is_none());
+        assert!(
+            p.open("https://a.com", vec![Permission::Cas], 5).is_ok(),
+            "asking again after a decision"
+        );
+    }
+
+    #[test]
+    fn requested_permissions_parse_in_both_shapes() {
+        assert_eq!(
+            parse_requested(&json!([{ "cas": {} }])).expect("eip-2255"),
+            vec![Permission::Cas]
+        );
+        assert_eq!(parse_requested(&json!(["cas", "cas"])).expect("names"), vec![Permission::Cas]);
+        for bad in [
+            json!([]),
+            json!({}),
+            json!("cas"),
+            json!([1]),
+            json!([{ "cas": {}, "x": {} }]),
+            json!(["root"]),
+        ] {
+            assert_eq!(
+                parse_requested(&bad).expect_err("bad").code,
+                ErrorCode::InvalidParams,
+                "{bad}"
+            );
+        }
+    }
+}
