@@ -2,6 +2,7 @@
 // workers have no RTCPeerConnection, and offscreen documents are not stopped when idle); this
 // worker creates that document when it is missing and forwards requests to it.
 import { classify, errorBody } from './sender.js';
+import { declineBody, onPromptClosed, openPromptWindow } from './prompt-window.js';
 
 const OFFSCREEN = 'offscreen.html';
 let creating = null;
@@ -34,8 +35,17 @@ async function forward(kind, origin, body) {
   }
 }
 
+const offscreenUrl = chrome.runtime.getURL(OFFSCREEN);
+
 chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   if (msg?.to !== 'background') return false;
+  // The node asks for a permission prompt; only its own document may.
+  if (msg.prompt !== undefined) {
+    if (sender.id === chrome.runtime.id && sender.url === offscreenUrl && Number.isSafeInteger(msg.prompt)) {
+      openPromptWindow(msg.prompt).catch((e) => console.error('disot: opening prompt', e));
+    }
+    return false;
+  }
   const who = classify(sender);
   if (!who || typeof msg.body !== 'string') {
     sendResponse({ body: errorBody(4100, 'sender not allowed') });
@@ -44,6 +54,8 @@ chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   forward(who.kind, who.origin, msg.body).then((body) => sendResponse({ body }));
   return true;
 });
+
+onPromptClosed((id) => forward('ui', new URL(offscreenUrl).origin, declineBody(id)));
 
 // The peer is always on: start it with the browser, not only on the first request.
 chrome.runtime.onStartup.addListener(() => ensureOffscreen());

@@ -5,8 +5,13 @@ import { getNode, handle } from './node-host.js';
 chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   if (msg?.to !== 'node' || sender.id !== chrome.runtime.id || sender.tab) return false;
   if (!['page', 'ui'].includes(msg.kind) || typeof msg.body !== 'string') return false;
-  handle('chromium', msg.kind, String(msg.origin), msg.body).then((body) => sendResponse({ body }));
+  handle('chromium', openPrompt, msg.kind, String(msg.origin), msg.body).then((body) => sendResponse({ body }));
   return true;
 });
 
-getNode('chromium').catch((e) => console.error('disot: node failed to start', e));
+// The offscreen document cannot open windows: the service worker does it.
+function openPrompt(id) {
+  chrome.runtime.sendMessage({ to: 'background', prompt: id }).catch((e) => console.error('disot: prompt', e));
+}
+
+getNode('chromium', openPrompt).catch((e) => console.error('disot: node failed to start', e));

@@ -5,6 +5,8 @@
   const CHANNEL = 'disot-peer';
   const MAX_BODY = 256 * 1024; // same limit as the node's MAX_REQUEST_BYTES
   const TIMEOUT_MS = 30_000;
+  // A permission request waits for the user, who may take their time.
+  const TIMEOUT_MS_FOR = { disot_requestPermissions: 10 * 60_000 };
   const MAX_IN_FLIGHT = 256; // requests from this frame awaiting an answer
   let inFlight = 0;
 
@@ -24,7 +26,8 @@
     }
     let timer;
     const timeout = new Promise((resolve) => {
-      timer = setTimeout(() => resolve(error(4900, 'disot peer did not answer in time')), TIMEOUT_MS);
+      const ms = TIMEOUT_MS_FOR[request?.method] ?? TIMEOUT_MS;
+      timer = setTimeout(() => resolve(error(4900, 'disot peer did not answer in time')), ms);
     });
     const answer = api.runtime
       .sendMessage({ to: 'background', body })

@@ -6,7 +6,7 @@ import { errorBody } from './sender.js';
 const api = globalThis.browser ?? globalThis.chrome;
 let booting = null;
 
-async function boot(platform) {
+async function boot(platform, openPrompt) {
   await init({ module_or_path: api.runtime.getURL('pkg/disot_wasm_bg.wasm') });
   let config = {};
   try {
@@ -14,16 +14,22 @@ async function boot(platform) {
   } catch (e) {
     console.warn('disot: no usable config.json, starting without default bootstrap nodes', e);
   }
-  return start({
-    defaultBootstrap: Array.isArray(config.bootstrap) ? config.bootstrap : [],
-    logLevel: typeof config.logLevel === 'string' ? config.logLevel : undefined,
-    platform,
-  });
+  return start(
+    {
+      defaultBootstrap: Array.isArray(config.bootstrap) ? config.bootstrap : [],
+      logLevel: typeof config.logLevel === 'string' ? config.logLevel : undefined,
+      platform,
+    },
+    openPrompt,
+  );
 }
 
-/** The running node, started on first call. A failed start is retried on the next call. */
-export function getNode(platform) {
-  booting ??= boot(platform).catch((e) => {
+/**
+ * The running node, started on first call. A failed start is retried on the next call.
+ * `openPrompt(id)` must open the approval prompt for permission request `id`.
+ */
+export function getNode(platform, openPrompt) {
+  booting ??= boot(platform, openPrompt).catch((e) => {
     booting = null;
     throw e;
   });
@@ -31,10 +37,10 @@ export function getNode(platform) {
 }
 
 /** Answer one request; always resolves to the JSON text of `{result}` or `{error}`. */
-export async function handle(platform, kind, origin, body) {
+export async function handle(platform, openPrompt, kind, origin, body) {
   let node;
   try {
-    node = await getNode(platform);
+    node = await getNode(platform, openPrompt);
   } catch (e) {
     console.error('disot: node failed to start', e);
     return errorBody(4900, `disot peer failed to start: ${e?.message ?? e}`);

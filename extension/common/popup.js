@@ -26,6 +26,7 @@ async function refresh() {
         const via = p.connections.map((c) => c.transport).join(' + ');
         return item(`${p.peerId} · ${via}${p.rttMs != null ? ` · ${p.rttMs.toFixed(0)} ms` : ''}`);
       }));
+    await showGrants();
     $('error').hidden = true;
   } catch (e) {
     $('state').textContent = 'offline';
@@ -33,6 +34,33 @@ async function refresh() {
     $('error').textContent = e.message;
     $('error').hidden = false;
   }
+}
+
+let shownGrants = '';
+
+async function showGrants() {
+  const list = await call('permissions_list');
+  const key = JSON.stringify(list);
+  if (key === shownGrants) return; // keep buttons stable between refreshes
+  shownGrants = key;
+  if (list.length === 0) {
+    $('grants').replaceChildren(Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' }));
+    return;
+  }
+  $('grants').replaceChildren(...list.map(({ origin, grants }) => {
+    const li = item(`${origin}: ${grants.map((g) => g.permission).join(', ')} `);
+    li.dataset.origin = origin;
+    const revoke = document.createElement('button');
+    revoke.textContent = 'Revoke';
+    revoke.className = 'revoke';
+    revoke.addEventListener('click', async () => {
+      revoke.disabled = true;
+      await call('permissions_revoke', { origin });
+      await showGrants();
+    });
+    li.append(revoke);
+    return li;
+  }));
 }
 
 refresh();

@@ -1,6 +1,12 @@
 // Firefox background (MV3 event page, a DOM page): the node runs here directly.
 import { classify, errorBody } from './sender.js';
 import { getNode, handle } from './node-host.js';
+import { declineBody, onPromptClosed, openPromptWindow } from './prompt-window.js';
+
+function openPrompt(id) {
+  openPromptWindow(id).catch((e) => console.error('disot: opening prompt', e));
+}
+onPromptClosed((id) => handle('firefox', openPrompt, 'ui', browser.runtime.getURL(''), declineBody(id)));
 
 browser.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   if (msg?.to !== 'background') return false;
@@ -9,7 +15,7 @@ browser.runtime.onMessage.addListener((msg, sender, sendResponse) => {
     sendResponse({ body: errorBody(4100, 'sender not allowed') });
     return false;
   }
-  handle('firefox', who.kind, who.origin, msg.body).then((body) => sendResponse({ body }));
+  handle('firefox', openPrompt, who.kind, who.origin, msg.body).then((body) => sendResponse({ body }));
   return true;
 });
 
@@ -19,4 +25,4 @@ browser.runtime.onMessage.addListener((msg, sender, sendResponse) => {
 const HEARTBEAT_MS = 5_000;
 setInterval(() => browser.runtime.getPlatformInfo(), HEARTBEAT_MS);
 
-getNode('firefox').catch((e) => console.error('disot: node failed to start', e));
+getNode('firefox', openPrompt).catch((e) => console.error('disot: node failed to start', e));

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use disot_core::api::{self, ApiError, ErrorCode, PageRequest, PageStatus, Settings, UiRequest};
 use disot_core::bootstrap::{self, Backoff, Dialer};
+use disot_core::permissions::{self, Grants, Pending, Permission};
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
 use libp2p::core::transport::ListenerId;
@@ -125,6 +126,12 @@ struct Shared {
     store: Store,
     defaults: Vec<String>,
     live: RefCell<Live>,
+    grants: RefCell<Grants>,
+    pending: RefCell<Pending>,
+    /// Where each pending request's answer goes.
+    waiters: RefCell<HashMap<u64, oneshot::Sender<bool>>>,
+    /// JS callback that opens the approval prompt for a request id.
+    open_prompt: js_sys::Function,
 }
 
 /// The running browser node.
@@ -145,7 +152,7 @@ fn js_err(context: &str, e: impl std::fmt::Display) -> JsError {
 /// Start the node: open IndexedDB, load or create the identity, start the swarm and dial the
 /// bootstrap nodes.
 #[wasm_bindgen]
-pub async fn start(options: JsValue) -> Result<Node, JsError> {
+pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<Node, JsError> {
     let options: StartOptions = if options.is_undefined() || options.is_null() {
         StartOptions::default()
     } else {
@@ -158,6 +165,7 @@ pub async fn start(options: JsValue) -> Result<Node, JsError> {
         .map_err(|e| js_err("computing did", e))?;
     let peer_id = key.public().to_peer_id();
     let settings = store.settings().await.map_err(|e| js_err("loading settings", e))?;
+    let grants = store.grants().await.map_err(|e| js_err("loading permissions", e))?;
     let bootstrap_addrs =
         settings.map(|s| s.bootstrap).unwrap_or_else(|| options.default_bootstrap.clone());
     // Bad addresses in the shipped defaults or stored settings must not stop the node: it
@@ -175,6 +183,10 @@ pub async fn start(options: JsValue) -> Result<Node, JsError> {
         store,
         defaults: options.default_bootstrap,
         live: RefCell::new(Live::default()),
+        grants: RefCell::new(grants),
+        pending: RefCell::new(Pending::default()),
+        waiters: RefCell::new(HashMap::new()),
+        open_prompt,
     });
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let mut dialer = Dialer::new(Backoff::new(500, RECONNECT_MAX_DELAY_MS));
@@ -440,7 +452,7 @@ impl Node {
         let commands = self.commands.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let result = match sender.as_str() {
-                "page" => handle_page(&shared, &origin, &body),
+                "page" => handle_page(&shared, &origin, &body).await,
                 "ui" => handle_ui(&shared, commands, &body).await,
                 _ => Err(ApiError::new(ErrorCode::Unauthorized, "unknown sender")),
             };
@@ -457,12 +469,76 @@ fn page_status(shared: &Shared) -> PageStatus {
     }
 }
 
-fn handle_page(shared: &Shared, _origin: &str, body: &str) -> Result<Value, ApiError> {
-    match api::parse_page_request(body)? {
+async fn handle_page(shared: &Shared, origin: &str, body: &str) -> Result<Value, ApiError> {
+    let request = api::parse_page_request(body)?;
+    permissions::validate_origin(origin)?;
+    match request {
         PageRequest::Status => serde_json::to_value(page_status(shared))
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())),
+        PageRequest::GetPermissions => Ok(eip2255(origin, &shared.grants.borrow().of(origin))),
+        PageRequest::RequestPermissions(wanted) => request_permissions(shared, origin, wanted).await,
         _ => Err(ApiError::new(ErrorCode::UnsupportedMethod, "not implemented")),
     }
+}
+
+/// Grants as EIP-2255 permission objects.
+fn eip2255(origin: &str, grants: &[permissions::Grant]) -> Value {
+    Value::Array(
+        grants
+            .iter()
+            .map(|g| json!({ "parentCapability": g.permission, "invoker": origin, "date": g.granted_at }))
+            .collect(),
+    )
+}
+
+/// Ask the user, unless everything asked for is already granted; waits for the answer.
+async fn request_permissions(
+    shared: &Shared,
+    origin: &str,
+    wanted: Vec<Permission>,
+) -> Result<Value, ApiError> {
+    if wanted.iter().all(|p| shared.grants.borrow().allows(origin, *p)) {
+        return Ok(eip2255(origin, &shared.grants.borrow().of(origin)));
+    }
+    let request = shared.pending.borrow_mut().open(origin, wanted, now_ms() as u64)?;
+    let (tx, rx) = oneshot::channel();
+    shared.waiters.borrow_mut().insert(request.id, tx);
+    if let Err(e) = shared.open_prompt.call1(&JsValue::NULL, &JsValue::from_f64(request.id as f64)) {
+        shared.pending.borrow_mut().close(request.id);
+        shared.waiters.borrow_mut().remove(&request.id);
+        return Err(ApiError::new(ErrorCode::Internal, format!("could not open the prompt: {e:?}")));
+    }
+    // A dropped sender (prompt gone without an answer) counts as a rejection.
+    let approved = rx.await.unwrap_or(false);
+    if !approved {
+        return Err(ApiError::new(ErrorCode::UserRejected, "the user rejected the request"));
+    }
+    Ok(eip2255(origin, &shared.grants.borrow().of(origin)))
+}
+
+/// The user's answer to a pending request (or `false` when its prompt closed unanswered).
+async fn decide(shared: &Shared, id: u64, approve: bool) -> Result<Value, ApiError> {
+    let request = shared
+        .pending
+        .borrow_mut()
+        .close(id)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidParams, "no such pending request"))?;
+    if approve {
+        let grants = {
+            let mut grants = shared.grants.borrow_mut();
+            grants.grant(&request.origin, &request.permissions, now_ms() as u64);
+            grants.clone()
+        };
+        shared
+            .store
+            .set_grants(&grants)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    }
+    if let Some(waiter) = shared.waiters.borrow_mut().remove(&id) {
+        let _ = waiter.send(approve);
+    }
+    Ok(json!({ "id": id, "approved": approve }))
 }
 
 async fn handle_ui(
@@ -504,6 +580,29 @@ async fn handle_ui(
                 .await
                 .map_err(|_| ApiError::new(ErrorCode::Disconnected, "node event loop stopped"))?;
             Ok(json!({ "bootstrap": settings.bootstrap, "isDefault": false }))
+        }
+        UiRequest::PendingPermission(id) => {
+            let pending = shared.pending.borrow();
+            let request = pending
+                .get(id)
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidParams, "no such pending request"))?;
+            serde_json::to_value(request).map_err(|e| internal(&e))
+        }
+        UiRequest::DecidePermission { id, approve } => decide(shared, id, approve).await,
+        UiRequest::ListPermissions => {
+            let grants = shared.grants.borrow();
+            Ok(Value::Array(
+                grants.all().iter().map(|(origin, g)| json!({ "origin": origin, "grants": g })).collect(),
+            ))
+        }
+        UiRequest::RevokePermission { origin, permission } => {
+            let grants = {
+                let mut grants = shared.grants.borrow_mut();
+                grants.revoke(&origin, permission);
+                grants.clone()
+            };
+            shared.store.set_grants(&grants).await.map_err(|e| internal(&e))?;
+            Ok(json!({ "origin": origin, "revoked": true }))
         }
         _ => Err(ApiError::new(ErrorCode::UnsupportedMethod, "not implemented")),
     }

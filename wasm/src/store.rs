@@ -9,6 +9,7 @@
 
 use cid::Cid;
 use disot_core::api::Settings;
+use disot_core::permissions::Grants;
 use disot_core::store::{self as cas, verify, BlockStore, ObjectRecord};
 use disot_core::unixfs::Block;
 use idb::{Database, DatabaseEvent, Factory, ObjectStoreParams, TransactionMode};
@@ -23,6 +24,7 @@ const BLOCKS: &str = "blocks";
 const OBJECTS: &str = "objects";
 const IDENTITY_KEY: &str = "identity";
 const SETTINGS_KEY: &str = "settings";
+const GRANTS_KEY: &str = "grants";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -103,6 +105,27 @@ impl Store {
                     .map_err(|e| Error::DamagedSettings(e.to_string()))
             }
         }
+    }
+
+    /// The origins' permission grants.
+    pub async fn grants(&self) -> Result<Grants, Error> {
+        match self.get(SETTINGS, GRANTS_KEY).await? {
+            None => Ok(Grants::default()),
+            Some(v) => {
+                let text = v.as_string().ok_or_else(|| Error::DamagedSettings("grants are not text".into()))?;
+                serde_json::from_str(&text).map_err(|e| Error::DamagedSettings(e.to_string()))
+            }
+        }
+    }
+
+    pub async fn set_grants(&self, grants: &Grants) -> Result<(), Error> {
+        let text = serde_json::to_string(grants).map_err(|e| Error::DamagedSettings(e.to_string()))?;
+        let tx = self.db.transaction(&[SETTINGS], TransactionMode::ReadWrite)?;
+        tx.object_store(SETTINGS)?
+            .put(&JsValue::from_str(&text), Some(&JsValue::from_str(GRANTS_KEY)))?
+            .await?;
+        tx.commit()?.await?;
+        Ok(())
     }
 
     pub async fn set_settings(&self, settings: &Settings) -> Result<(), Error> {

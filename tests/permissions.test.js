@@ -1,0 +1,95 @@
+// Per-origin permissions (EIP-2255 style): a page asks, the user answers in the extension's
+// prompt window, grants show in the popup and can be revoked there.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as h from './lib/harness.js';
+
+after(() => h.cleanup());
+
+/** Start a permission request in the page without awaiting it. */
+function ask(page) {
+  return page.evaluate(() => {
+    window.__ask = window.disot.request({ method: 'disot_requestPermissions', params: [{ cas: {} }] })
+      .then((result) => ({ result }), (e) => ({ error: { code: e.code, message: e.message } }));
+  }).then(() => () => page.evaluate(() => window.__ask));
+}
+
+async function promptPage(browser) {
+  const target = await browser.browser.waitForTarget((t) => t.url().includes('/prompt.html?id='), { timeout: 15_000 });
+  const prompt = await target.asPage();
+  await prompt.waitForFunction(() => !document.getElementById('approve').disabled, { timeout: 15_000 });
+  return prompt;
+}
+
+describe('chromium permissions', { concurrency: 1 }, () => {
+  let browser, page, site;
+
+  before(async () => {
+    site = await h.startPageServer();
+    browser = await h.Browser.launch('chromium', h.prepareExtension('chrome', []), h.tempDir('profile-perm'));
+    page = await browser.open(`${site.url}/demo.html`);
+  });
+
+  test('a page starts with no permissions', async () => {
+    assert.deepEqual((await h.pageRequest(page, { method: 'disot_getPermissions' })).result, []);
+  });
+
+  test('rejecting in the prompt gives 4001, and a second prompt while one waits gives -32002', async () => {
+    const answer = await ask(page);
+    const prompt = await promptPage(browser);
+    assert.equal(await prompt.$eval('#origin', (e) => e.textContent), site.url);
+    assert.deepEqual(await prompt.$$eval('#permissions li', (l) => l.map((e) => e.dataset.permission)), ['cas']);
+    const second = await h.pageRequest(page, { method: 'disot_requestPermissions', params: [{ cas: {} }] });
+    assert.equal(second.error.code, -32002);
+    await prompt.click('#reject');
+    assert.equal((await answer()).error.code, 4001);
+    assert.deepEqual((await h.pageRequest(page, { method: 'disot_getPermissions' })).result, []);
+  });
+
+  test('closing the prompt window without answering is a rejection', async () => {
+    const answer = await ask(page);
+    const prompt = await promptPage(browser);
+    await prompt.close();
+    assert.equal((await answer()).error.code, 4001);
+  });
+
+  test('approving grants the permission to this origin only, and the popup can revoke it', async () => {
+    const answer = await ask(page);
+    const prompt = await promptPage(browser);
+    await prompt.click('#approve');
+    const { result } = await answer();
+    assert.equal(result.length, 1);
+    assert.equal(result[0].parentCapability, 'cas');
+    assert.equal(result[0].invoker, site.url);
+    assert.deepEqual((await h.pageRequest(page, { method: 'disot_getPermissions' })).result, result);
+    // Asking again for what is granted answers at once, without a prompt.
+    assert.deepEqual((await h.pageRequest(page, { method: 'disot_requestPermissions', params: ['cas'] })).result, result);
+
+    // Another origin (localhost instead of 127.0.0.1) has nothing.
+    const other = await browser.open(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
+    assert.deepEqual((await h.pageRequest(other, { method: 'disot_getPermissions' })).result, []);
+
+    const popup = await browser.browser.newPage();
+    await popup.goto(`${browser.extensionBase}popup.html`);
+    await popup.waitForSelector(`#grants li[data-origin="${site.url}"] button.revoke`);
+    await h.screenshot(popup, 'popup-grants-chromium.png');
+    await popup.click(`#grants li[data-origin="${site.url}"] button.revoke`);
+    await h.waitFor(async () => (await h.pageRequest(page, { method: 'disot_getPermissions' })).result.length === 0,
+      { what: 'the revocation to take effect' });
+    await popup.waitForSelector('#grants li.none');
+  });
+
+  test('grants survive a browser restart', async () => {
+    const answer = await ask(page);
+    await (await promptPage(browser)).click('#approve');
+    assert.equal((await answer()).result.length, 1);
+    const ext = browser.extDir;
+    const profile = browser.profileDir;
+    await browser.close();
+    browser = await h.Browser.launch('chromium', ext, profile);
+    page = await browser.open(`${site.url}/demo.html`);
+    assert.equal((await h.pageRequest(page, { method: 'disot_getPermissions' })).result[0].parentCapability, 'cas');
+  });
+
+  after(() => browser?.close());
+});
