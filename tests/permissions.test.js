@@ -93,3 +93,67 @@ describe('chromium permissions', { concurrency: 1 }, () => {
 
   after(() => browser?.close());
 });
+
+// Firefox hides extension windows from WebDriver BiDi, so this side runs on Selenium and
+// geckodriver, which can switch to the prompt window. (Selenium copies the profile, so the
+// restart case is covered in Chromium only.)
+describe('firefox permissions', { concurrency: 1 }, () => {
+  test('reject, close, approve, other origin, revoke in the popup', async () => {
+    const { By, until } = await import('selenium-webdriver');
+    const site = await h.startPageServer();
+    await h.withSeleniumFirefox(h.prepareExtension('firefox', []), async (driver, base) => {
+      const call = (args) => driver.executeAsyncScript(
+        'const done = arguments[arguments.length - 1]; window.disot.request(arguments[0]).then((result) => done({ result }), (e) => done({ error: { code: e.code } }));',
+        args);
+      const ask = () => driver.executeScript(
+        "window.__ask = window.disot.request({ method: 'disot_requestPermissions', params: [{ cas: {} }] }).then((result) => ({ result }), (e) => ({ error: { code: e.code } }));");
+      const answer = () => driver.executeAsyncScript('const done = arguments[0]; window.__ask.then(done);');
+      const main = await driver.getWindowHandle();
+      const toPrompt = async () => {
+        await driver.wait(async () => (await driver.getAllWindowHandles()).length === 2, 15_000, 'a prompt window');
+        await driver.switchTo().window((await driver.getAllWindowHandles()).find((w) => w !== main));
+        assert.match(await driver.getCurrentUrl(), /\/prompt\.html\?id=\d+$/);
+        await driver.wait(until.elementIsEnabled(await driver.findElement(By.id('approve'))), 15_000);
+        assert.equal(await driver.findElement(By.id('origin')).getText(), site.url);
+      };
+
+      await driver.get(`${site.url}/demo.html`);
+      await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+      assert.deepEqual(await call({ method: 'disot_getPermissions' }), { result: [] });
+
+      await ask();
+      await toPrompt();
+      await driver.findElement(By.id('reject')).click();
+      await driver.switchTo().window(main);
+      assert.deepEqual(await answer(), { error: { code: 4001 } });
+
+      await ask();
+      await toPrompt();
+      await driver.close(); // the prompt window, unanswered
+      await driver.switchTo().window(main);
+      assert.deepEqual(await answer(), { error: { code: 4001 } });
+
+      await ask();
+      await toPrompt();
+      await driver.findElement(By.id('approve')).click();
+      await driver.switchTo().window(main);
+      const granted = await answer();
+      assert.equal(granted.result[0].parentCapability, 'cas');
+      assert.equal(granted.result[0].invoker, site.url);
+      assert.deepEqual(await call({ method: 'disot_getPermissions' }), granted);
+
+      await driver.get(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
+      await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+      assert.deepEqual(await call({ method: 'disot_getPermissions' }), { result: [] }, 'another origin has nothing');
+
+      await driver.get(`${base}popup.html`);
+      const revoke = await driver.wait(until.elementLocated(By.css(`#grants li[data-origin="${site.url}"] button.revoke`)), 15_000);
+      await revoke.click();
+      await driver.wait(until.elementLocated(By.css('#grants li.none')), 15_000);
+
+      await driver.get(`${site.url}/demo.html`);
+      await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+      assert.deepEqual(await call({ method: 'disot_getPermissions' }), { result: [] }, 'revoked');
+    });
+  });
+});

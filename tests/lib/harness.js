@@ -293,6 +293,14 @@ export async function screenshot(page, name) {
  * Returns what `inspect(driver)` returns.
  */
 export async function withFirefoxExtensionPage(extDir, pagePath, inspect) {
+  return withSeleniumFirefox(extDir, async (driver, base) => {
+    await driver.get(`${base}${pagePath}`);
+    return inspect(driver);
+  });
+}
+
+/** A Selenium-driven headless Firefox with the extension installed; `use(driver, extensionBase)`. */
+export async function withSeleniumFirefox(extDir, use) {
   const { Builder } = await import('selenium-webdriver');
   const firefox = await import('selenium-webdriver/firefox.js');
   const geckodriver = process.env.DISOT_GECKODRIVER ?? path.join(os.homedir(), '.cargo/bin/geckodriver');
@@ -305,8 +313,7 @@ export async function withFirefoxExtensionPage(extDir, pagePath, inspect) {
   const driver = await new Builder().forBrowser('firefox').setFirefoxOptions(options).setFirefoxService(service).build();
   try {
     await driver.installAddon(extDir, true);
-    await driver.get(`moz-extension://${uuid}/${pagePath}`);
-    return await inspect(driver);
+    return await use(driver, `moz-extension://${uuid}/`);
   } finally {
     await driver.quit();
   }

@@ -476,7 +476,9 @@ async fn handle_page(shared: &Shared, origin: &str, body: &str) -> Result<Value,
         PageRequest::Status => serde_json::to_value(page_status(shared))
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())),
         PageRequest::GetPermissions => Ok(eip2255(origin, &shared.grants.borrow().of(origin))),
-        PageRequest::RequestPermissions(wanted) => request_permissions(shared, origin, wanted).await,
+        PageRequest::RequestPermissions(wanted) => {
+            request_permissions(shared, origin, wanted).await
+        }
         _ => Err(ApiError::new(ErrorCode::UnsupportedMethod, "not implemented")),
     }
 }
@@ -503,10 +505,14 @@ async fn request_permissions(
     let request = shared.pending.borrow_mut().open(origin, wanted, now_ms() as u64)?;
     let (tx, rx) = oneshot::channel();
     shared.waiters.borrow_mut().insert(request.id, tx);
-    if let Err(e) = shared.open_prompt.call1(&JsValue::NULL, &JsValue::from_f64(request.id as f64)) {
+    if let Err(e) = shared.open_prompt.call1(&JsValue::NULL, &JsValue::from_f64(request.id as f64))
+    {
         shared.pending.borrow_mut().close(request.id);
         shared.waiters.borrow_mut().remove(&request.id);
-        return Err(ApiError::new(ErrorCode::Internal, format!("could not open the prompt: {e:?}")));
+        return Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("could not open the prompt: {e:?}"),
+        ));
     }
     // A dropped sender (prompt gone without an answer) counts as a rejection.
     let approved = rx.await.unwrap_or(false);
@@ -583,16 +589,20 @@ async fn handle_ui(
         }
         UiRequest::PendingPermission(id) => {
             let pending = shared.pending.borrow();
-            let request = pending
-                .get(id)
-                .ok_or_else(|| ApiError::new(ErrorCode::InvalidParams, "no such pending request"))?;
+            let request = pending.get(id).ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidParams, "no such pending request")
+            })?;
             serde_json::to_value(request).map_err(|e| internal(&e))
         }
         UiRequest::DecidePermission { id, approve } => decide(shared, id, approve).await,
         UiRequest::ListPermissions => {
             let grants = shared.grants.borrow();
             Ok(Value::Array(
-                grants.all().iter().map(|(origin, g)| json!({ "origin": origin, "grants": g })).collect(),
+                grants
+                    .all()
+                    .iter()
+                    .map(|(origin, g)| json!({ "origin": origin, "grants": g }))
+                    .collect(),
             ))
         }
         UiRequest::RevokePermission { origin, permission } => {

@@ -112,14 +112,17 @@ impl Store {
         match self.get(SETTINGS, GRANTS_KEY).await? {
             None => Ok(Grants::default()),
             Some(v) => {
-                let text = v.as_string().ok_or_else(|| Error::DamagedSettings("grants are not text".into()))?;
+                let text = v
+                    .as_string()
+                    .ok_or_else(|| Error::DamagedSettings("grants are not text".into()))?;
                 serde_json::from_str(&text).map_err(|e| Error::DamagedSettings(e.to_string()))
             }
         }
     }
 
     pub async fn set_grants(&self, grants: &Grants) -> Result<(), Error> {
-        let text = serde_json::to_string(grants).map_err(|e| Error::DamagedSettings(e.to_string()))?;
+        let text =
+            serde_json::to_string(grants).map_err(|e| Error::DamagedSettings(e.to_string()))?;
         let tx = self.db.transaction(&[SETTINGS], TransactionMode::ReadWrite)?;
         tx.object_store(SETTINGS)?
             .put(&JsValue::from_str(&text), Some(&JsValue::from_str(GRANTS_KEY)))?
