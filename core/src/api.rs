@@ -11,8 +11,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-/// Largest request body accepted from a page, in bytes of JSON text.
-pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+/// Largest request body accepted from a page, in bytes of JSON text (room for one base64
+/// chunk of [`MAX_CHUNK_BYTES`]).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Largest piece of content moved in one request (`cas_put_chunk`, `cas_read`).
+pub const MAX_CHUNK_BYTES: usize = 512 * 1024;
 /// Longest method name accepted; longer ones are rejected without being echoed back in full.
 pub const MAX_METHOD_LEN: usize = 64;
 /// Most bootstrap addresses a user can configure.
@@ -42,6 +45,8 @@ pub enum ErrorCode {
     LimitExceeded,
     /// The resource is busy, e.g. a prompt for this origin is already open (EIP-1474 -32002).
     ResourceUnavailable,
+    /// No such object, or not one this origin may see (EIP-1474 -32001).
+    NotFound,
 }
 
 impl ErrorCode {
@@ -56,6 +61,7 @@ impl ErrorCode {
             ErrorCode::Internal => -32603,
             ErrorCode::LimitExceeded => -32005,
             ErrorCode::ResourceUnavailable => -32002,
+            ErrorCode::NotFound => -32001,
         }
     }
 }
@@ -88,6 +94,38 @@ pub enum PageRequest {
     RequestPermissions(Vec<crate::permissions::Permission>),
     /// `disot_getPermissions`: the permissions this origin holds.
     GetPermissions,
+    /// `cas_put_start {name?, mime?}`: begin an upload; returns a handle.
+    CasPutStart { name: Option<String>, mime: Option<String> },
+    /// `cas_put_chunk {handle, data}`: the next piece of an upload (base64).
+    CasPutChunk { handle: u64, data: Vec<u8> },
+    /// `cas_put_finish {handle}`: end an upload; returns `{cid, sha256, size}`.
+    CasPutFinish { handle: u64 },
+    /// `cas_put_abort {handle}`: drop an upload.
+    CasPutAbort { handle: u64 },
+    /// `cas_stat {name}`: `{cid, sha256, size, pinned, name?, mime?}`.
+    CasStat { name: String },
+    /// `cas_read {name, offset, length}`: bytes of an object (base64), at most
+    /// [`MAX_CHUNK_BYTES`].
+    CasRead { name: String, offset: u64, length: u64 },
+    /// `cas_has {name}`: whether this origin can read the object.
+    CasHas { name: String },
+    /// `cas_list`: the objects this origin put.
+    CasList,
+    /// `cas_pin {name}` / `cas_unpin {name}`.
+    CasPin { name: String, pin: bool },
+}
+
+impl PageRequest {
+    /// The permission a page needs for this request, if any.
+    pub fn needs(&self) -> Option<crate::permissions::Permission> {
+        use crate::permissions::Permission;
+        match self {
+            PageRequest::Status
+            | PageRequest::RequestPermissions(_)
+            | PageRequest::GetPermissions => None,
+            _ => Some(Permission::Cas),
+        }
+    }
 }
 
 /// Requests from the extension's own pages (popup, options).
@@ -219,6 +257,87 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
         "disot_getPermissions" => {
             expect_no_params(&method, &params).map(|()| PageRequest::GetPermissions)
         }
+        "cas_put_start" => {
+            #[derive(Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                name: Option<String>,
+                mime: Option<String>,
+            }
+            let p: P = if params.is_null() { P::default() } else { typed(&method, params)? };
+            for (what, v) in [("name", &p.name), ("mime", &p.mime)] {
+                if v.as_ref().is_some_and(|v| v.len() > 256) {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidParams,
+                        format!("{what} is longer than 256 bytes"),
+                    ));
+                }
+            }
+            Ok(PageRequest::CasPutStart { name: p.name, mime: p.mime })
+        }
+        "cas_put_chunk" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                handle: u64,
+                data: String,
+            }
+            let p: P = typed(&method, params)?;
+            use base64::Engine as _;
+            let data =
+                base64::engine::general_purpose::STANDARD.decode(p.data.as_bytes()).map_err(
+                    |e| ApiError::new(ErrorCode::InvalidParams, format!("data is not base64: {e}")),
+                )?;
+            if data.len() > MAX_CHUNK_BYTES {
+                return Err(ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    format!("chunk of {} bytes; the limit is {MAX_CHUNK_BYTES}", data.len()),
+                ));
+            }
+            Ok(PageRequest::CasPutChunk { handle: p.handle, data })
+        }
+        "cas_put_finish" | "cas_put_abort" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                handle: u64,
+            }
+            let p: P = typed(&method, params)?;
+            Ok(if method == "cas_put_finish" {
+                PageRequest::CasPutFinish { handle: p.handle }
+            } else {
+                PageRequest::CasPutAbort { handle: p.handle }
+            })
+        }
+        "cas_stat" | "cas_has" | "cas_pin" | "cas_unpin" => {
+            let name = name_param(&method, params)?;
+            Ok(match method.as_str() {
+                "cas_stat" => PageRequest::CasStat { name },
+                "cas_has" => PageRequest::CasHas { name },
+                "cas_pin" => PageRequest::CasPin { name, pin: true },
+                _ => PageRequest::CasPin { name, pin: false },
+            })
+        }
+        "cas_read" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                name: String,
+                #[serde(default)]
+                offset: u64,
+                length: u64,
+            }
+            let p: P = typed(&method, params)?;
+            check_name(&method, &p.name)?;
+            if p.length > MAX_CHUNK_BYTES as u64 {
+                return Err(ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    format!("at most {MAX_CHUNK_BYTES} bytes per cas_read"),
+                ));
+            }
+            Ok(PageRequest::CasRead { name: p.name, offset: p.offset, length: p.length })
+        }
+        "cas_list" => expect_no_params(&method, &params).map(|()| PageRequest::CasList),
         _ => Err(unsupported(&method)),
     }
 }
@@ -272,6 +391,33 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
         }
         _ => Err(unsupported(&method)),
     }
+}
+
+/// A content name: a CID or `sha256:<64 hex digits>`; anything else is an invalid param.
+fn check_name(method: &str, name: &str) -> Result<(), ApiError> {
+    let ok = match name.strip_prefix("sha256:") {
+        Some(hex) => hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => name.len() <= 128 && name.parse::<cid::Cid>().is_ok(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidParams,
+            format!("{method}: name must be a CID or sha256:<64 hex digits>"),
+        ))
+    }
+}
+
+fn name_param(method: &str, params: Value) -> Result<String, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: String,
+    }
+    let p: P = typed(method, params)?;
+    check_name(method, &p.name)?;
+    Ok(p.name)
 }
 
 fn typed<T: serde::de::DeserializeOwned>(method: &str, params: Value) -> Result<T, ApiError> {
@@ -354,6 +500,43 @@ mod tests {
         );
         let bad = parse_ui_request(r#"{"method":"settings_set","params":{"bootstrap":"x"}}"#);
         assert_eq!(bad.expect_err("wrong type").code, ErrorCode::InvalidParams);
+    }
+
+    #[test]
+    fn cas_methods_parse_and_validate() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(b"abc");
+        assert_eq!(
+            parse_page_request(&format!(
+                r#"{{"method":"cas_put_chunk","params":{{"handle":1,"data":"{b64}"}}}}"#
+            )),
+            Ok(PageRequest::CasPutChunk { handle: 1, data: b"abc".to_vec() })
+        );
+        assert_eq!(
+            code_of(r#"{"method":"cas_put_chunk","params":{"handle":1,"data":"%%%"}}"#),
+            -32602
+        );
+        let big = base64::engine::general_purpose::STANDARD.encode(vec![0u8; MAX_CHUNK_BYTES + 1]);
+        assert_eq!(
+            code_of(&format!(
+                r#"{{"method":"cas_put_chunk","params":{{"handle":1,"data":"{big}"}}}}"#
+            )),
+            -32005
+        );
+        assert_eq!(code_of(r#"{"method":"cas_stat","params":{"name":"not-a-cid"}}"#), -32602);
+        assert_eq!(code_of(r#"{"method":"cas_stat","params":{"name":"sha256:abc"}}"#), -32602);
+        assert_eq!(
+            code_of(
+                r#"{"method":"cas_read","params":{"name":"sha256:0000000000000000000000000000000000000000000000000000000000000000","length":99999999}}"#
+            ),
+            -32005
+        );
+        let ok = parse_page_request(
+            r#"{"method":"cas_has","params":{"name":"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"}}"#,
+        );
+        assert!(matches!(ok, Ok(PageRequest::CasHas { .. })));
+        assert_eq!(ok.expect("has").needs(), Some(crate::permissions::Permission::Cas));
+        assert_eq!(PageRequest::Status.needs(), None);
     }
 
     #[test]

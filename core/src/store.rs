@@ -83,6 +83,9 @@ pub struct ObjectRecord {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mime: Option<String>,
+    /// Web origins that put this object; only they see it through the page API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<String>,
 }
 
 impl ObjectRecord {
@@ -94,6 +97,7 @@ impl ObjectRecord {
             pinned: true,
             name: None,
             mime: None,
+            origins: Vec::new(),
         }
     }
 }

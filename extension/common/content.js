@@ -3,7 +3,7 @@
 (() => {
   const api = globalThis.browser ?? globalThis.chrome;
   const CHANNEL = 'disot-peer';
-  const MAX_BODY = 256 * 1024; // same limit as the node's MAX_REQUEST_BYTES
+  const MAX_BODY = 1024 * 1024; // same limit as the node's MAX_REQUEST_BYTES
   const TIMEOUT_MS = 30_000;
   // A permission request waits for the user, who may take their time.
   const TIMEOUT_MS_FOR = { disot_requestPermissions: 10 * 60_000 };

@@ -8,12 +8,22 @@ function item(text) {
   return li;
 }
 
+function formatBytes(n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  for (; n >= 1024 && i < units.length - 1; i++) n /= 1024;
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
 async function refresh() {
   try {
     const s = await call('ui_status');
     $('did').textContent = s.did;
     $('peer-id').textContent = s.peerId;
     $('peer-count').textContent = String(s.connections);
+    $('objects').textContent = String(s.storage.objects);
+    $('pinned').textContent = String(s.storage.pinned);
+    $('used').textContent = formatBytes(s.storage.bytes);
     const connected = s.bootstrap.some((b) => b.state === 'connected');
     const state = connected ? 'connected' : s.bootstrap.length ? 'offline' : 'no bootstrap node';
     $('state').textContent = state;

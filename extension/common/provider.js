@@ -45,7 +45,89 @@
     });
   }
 
-  const provider = Object.freeze({ isDisot: true, request });
+  // A small typed wrapper over request() for the content store. Content moves in base64
+  // chunks because extension messaging in Chrome is JSON.
+  const toBase64 = (bytes) => {
+    if (bytes.toBase64) return bytes.toBase64();
+    let s = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    return btoa(s);
+  };
+  const fromBase64 = (text) => {
+    if (Uint8Array.fromBase64) return Uint8Array.fromBase64(text);
+    const s = atob(text);
+    const out = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+    return out;
+  };
+
+  async function* pieces(data, size) {
+    if (data instanceof ArrayBuffer) data = new Uint8Array(data);
+    if (ArrayBuffer.isView(data)) {
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
+    } else if (data instanceof Blob) {
+      for (let i = 0; i < data.size; i += size) yield new Uint8Array(await data.slice(i, i + size).arrayBuffer());
+    } else if (data instanceof ReadableStream) {
+      const reader = data.getReader();
+      let pending = new Uint8Array(0);
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        if (!(value instanceof Uint8Array)) throw new ProviderRpcError(-32602, 'the stream must yield Uint8Array chunks');
+        const joined = new Uint8Array(pending.length + value.length);
+        joined.set(pending);
+        joined.set(value, pending.length);
+        let at = 0;
+        for (; joined.length - at >= size; at += size) yield joined.subarray(at, at + size);
+        pending = joined.slice(at);
+      }
+      if (pending.length) yield pending;
+    } else {
+      throw new ProviderRpcError(-32602, 'put expects a Uint8Array, ArrayBuffer, Blob or ReadableStream');
+    }
+  }
+
+  const cas = Object.freeze({
+    /** Store content; resolves to {cid, sha256, size}. `onProgress(bytesSent)` is optional. */
+    async put(data, { name, mime, onProgress } = {}) {
+      const { handle, chunkSize } = await request({ method: 'cas_put_start', params: { name, mime } });
+      let sent = 0;
+      try {
+        for await (const piece of pieces(data, chunkSize)) {
+          await request({ method: 'cas_put_chunk', params: { handle, data: toBase64(piece) } });
+          sent += piece.length;
+          onProgress?.(sent);
+        }
+      } catch (e) {
+        await request({ method: 'cas_put_abort', params: { handle } }).catch(() => {});
+        throw e;
+      }
+      return request({ method: 'cas_put_finish', params: { handle } });
+    },
+    /** The content (or `length` bytes from `offset`) as a Uint8Array. */
+    async get(name, { offset = 0, length, onProgress } = {}) {
+      const { size } = await request({ method: 'cas_stat', params: { name } });
+      const end = Math.min(size, length === undefined ? size : offset + length);
+      const out = new Uint8Array(Math.max(0, end - offset));
+      for (let at = offset; at < end;) {
+        const { data } = await request({ method: 'cas_read', params: { name, offset: at, length: Math.min(512 * 1024, end - at) } });
+        const bytes = fromBase64(data);
+        if (bytes.length === 0) throw new ProviderRpcError(-32603, 'the object ended early');
+        out.set(bytes, at - offset);
+        at += bytes.length;
+        onProgress?.(at - offset);
+      }
+      return out;
+    },
+    stat: (name) => request({ method: 'cas_stat', params: { name } }),
+    has: (name) => request({ method: 'cas_has', params: { name } }),
+    list: () => request({ method: 'cas_list' }),
+    pin: (name) => request({ method: 'cas_pin', params: { name } }),
+    unpin: (name) => request({ method: 'cas_unpin', params: { name } }),
+  });
+
+  const provider = Object.freeze({ isDisot: true, request, cas });
   Object.defineProperty(window, 'disot', { value: provider, enumerable: true });
 
   // Discovery without racing on the global, in the manner of EIP-6963: the provider announces

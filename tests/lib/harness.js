@@ -318,3 +318,75 @@ export async function withSeleniumFirefox(extDir, use) {
     await driver.quit();
   }
 }
+
+/** Chromium: ask for `cas` in `page` and approve it in the prompt window, as a user would. */
+export async function grantInChromium(browser, page) {
+  await page.evaluate(() => {
+    window.__grant = window.disot.request({ method: 'disot_requestPermissions', params: [{ cas: {} }] });
+  });
+  const target = await browser.browser.waitForTarget((t) => t.url().includes('/prompt.html?id='), { timeout: 15_000 });
+  const prompt = await target.asPage();
+  await prompt.waitForFunction(() => !document.getElementById('approve').disabled, { timeout: 15_000 });
+  await prompt.click('#approve');
+  return page.evaluate(() => window.__grant);
+}
+
+/** Selenium Firefox: ask for `cas` in the current page and approve it in the prompt window. */
+export async function grantInSeleniumFirefox(driver) {
+  const { By, until } = await import('selenium-webdriver');
+  const main = await driver.getWindowHandle();
+  await driver.executeScript("window.__grant = window.disot.request({ method: 'disot_requestPermissions', params: [{ cas: {} }] });");
+  await driver.wait(async () => (await driver.getAllWindowHandles()).length === 2, 15_000, 'a prompt window');
+  await driver.switchTo().window((await driver.getAllWindowHandles()).find((w) => w !== main));
+  const approve = await driver.findElement(By.id('approve'));
+  await driver.wait(until.elementIsEnabled(approve), 15_000);
+  await approve.click();
+  await driver.switchTo().window(main);
+  return driver.executeAsyncScript('const done = arguments[0]; window.__grant.then(done);');
+}
+
+/** In-page: put `mib` MiB of random bytes, get them back; returns what the test checks. */
+export async function putAndGetInPage(mib) {
+  const size = mib * 1024 * 1024;
+  const data = new Uint8Array(size);
+  for (let i = 0; i < size; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+  const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, '0')).join('');
+  let progressCalls = 0;
+  const t0 = performance.now();
+  const put = await window.disot.cas.put(new Blob([data]), { name: 'random.bin', mime: 'application/octet-stream', onProgress: () => progressCalls++ });
+  const t1 = performance.now();
+  const back = await window.disot.cas.get(put.cid);
+  const t2 = performance.now();
+  let same = back.length === data.length;
+  for (let i = 0; same && i < size; i++) same = back[i] === data[i];
+  const range = await window.disot.cas.get(put.sha256, { offset: 1_000_000, length: 5000 });
+  let rangeSame = range.length === 5000;
+  for (let i = 0; rangeSame && i < 5000; i++) rangeSame = range[i] === data[1_000_000 + i];
+  return {
+    put, same, rangeSame, progressCalls,
+    digest: hex(await crypto.subtle.digest('SHA-256', data)),
+    head: hex(data.subarray(0, 64)),
+    putMs: t1 - t0, getMs: t2 - t1,
+  };
+}
+
+/** In an extension page: overwrite one stored raw leaf in IndexedDB; returns its key. */
+export async function corruptALeafInExtensionPage() {
+  const db = await new Promise((resolve, reject) => {
+    const r = indexedDB.open('disot-peer');
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+  const keys = await new Promise((resolve) => {
+    const r = db.transaction('blocks').objectStore('blocks').getAllKeys();
+    r.onsuccess = () => resolve(r.result);
+  });
+  const leaf = keys.find((k) => k.startsWith('bafkrei'));
+  await new Promise((resolve) => {
+    const tx = db.transaction('blocks', 'readwrite');
+    tx.objectStore('blocks').put(new Uint8Array([1, 2, 3]), leaf);
+    tx.oncomplete = resolve;
+  });
+  db.close();
+  return leaf;
+}

@@ -9,6 +9,7 @@
 //! - [`node`]: the swarm, its event loop and the request router ([`node::Node`]).
 #![cfg(target_arch = "wasm32")]
 
+mod cas;
 mod node;
 pub mod store;
 mod transport;

@@ -14,6 +14,8 @@ use std::time::Duration;
 use disot_core::api::{self, ApiError, ErrorCode, PageRequest, PageStatus, Settings, UiRequest};
 use disot_core::bootstrap::{self, Backoff, Dialer};
 use disot_core::permissions::{self, Grants, Pending, Permission};
+use disot_core::store::BlockStore as _;
+use disot_core::unixfs::Importer;
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
 use libp2p::core::transport::ListenerId;
@@ -119,11 +121,11 @@ struct Live {
     relay: RelayStatus,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     did: String,
     peer_id: PeerId,
     started_at: f64,
-    store: Store,
+    pub(crate) store: Store,
     defaults: Vec<String>,
     live: RefCell<Live>,
     grants: RefCell<Grants>,
@@ -132,7 +134,24 @@ struct Shared {
     waiters: RefCell<HashMap<u64, oneshot::Sender<bool>>>,
     /// JS callback that opens the approval prompt for a request id.
     open_prompt: js_sys::Function,
+    pub(crate) uploads: RefCell<HashMap<u64, Upload>>,
+    pub(crate) next_upload: std::cell::Cell<u64>,
 }
+
+/// An upload in progress from one origin.
+pub(crate) struct Upload {
+    pub(crate) origin: String,
+    pub(crate) importer: Importer,
+    pub(crate) name: Option<String>,
+    pub(crate) mime: Option<String>,
+    pub(crate) touched: f64,
+}
+
+/// Uploads one origin may have open at once, and all origins together.
+pub(crate) const MAX_UPLOADS_PER_ORIGIN: usize = 4;
+pub(crate) const MAX_UPLOADS: usize = 16;
+/// An upload without a chunk for this long is dropped.
+pub(crate) const UPLOAD_IDLE_MS: f64 = 120_000.0;
 
 /// The running browser node.
 #[wasm_bindgen]
@@ -141,7 +160,7 @@ pub struct Node {
     commands: mpsc::Sender<Command>,
 }
 
-fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
@@ -187,6 +206,8 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         pending: RefCell::new(Pending::default()),
         waiters: RefCell::new(HashMap::new()),
         open_prompt,
+        uploads: RefCell::new(HashMap::new()),
+        next_upload: std::cell::Cell::new(0),
     });
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let mut dialer = Dialer::new(Backoff::new(500, RECONNECT_MAX_DELAY_MS));
@@ -472,6 +493,30 @@ fn page_status(shared: &Shared) -> PageStatus {
 async fn handle_page(shared: &Shared, origin: &str, body: &str) -> Result<Value, ApiError> {
     let request = api::parse_page_request(body)?;
     permissions::validate_origin(origin)?;
+    // Checked before anything touches the store: without the grant a page learns nothing,
+    // not even by timing, whether some content is held.
+    if let Some(needed) = request.needs() {
+        if !shared.grants.borrow().allows(origin, needed) {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "this origin has no permission for that: ask with disot_requestPermissions",
+            ));
+        }
+    }
+    if matches!(
+        request,
+        PageRequest::CasPutStart { .. }
+            | PageRequest::CasPutChunk { .. }
+            | PageRequest::CasPutFinish { .. }
+            | PageRequest::CasPutAbort { .. }
+            | PageRequest::CasStat { .. }
+            | PageRequest::CasRead { .. }
+            | PageRequest::CasHas { .. }
+            | PageRequest::CasList
+            | PageRequest::CasPin { .. }
+    ) {
+        return crate::cas::handle(shared, origin, request).await;
+    }
     match request {
         PageRequest::Status => serde_json::to_value(page_status(shared))
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())),
@@ -555,8 +600,15 @@ async fn handle_ui(
     let internal = |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Internal, e.to_string());
     match api::parse_ui_request(body)? {
         UiRequest::Status => {
+            let objects = shared.store.objects().await.map_err(|e| internal(&e))?;
+            let storage = json!({
+                "objects": objects.len(),
+                "pinned": objects.iter().filter(|o| o.pinned).count(),
+                "bytes": objects.iter().map(|o| o.size).sum::<u64>(),
+            });
             let live = shared.live.borrow();
             Ok(json!({
+                "storage": storage,
                 "did": shared.did,
                 "peerId": shared.peer_id.to_string(),
                 "connections": live.peers.len(),

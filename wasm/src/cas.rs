@@ -1,0 +1,163 @@
+//! The page API of the content store: uploads in chunks, reads by range, per-origin visibility.
+//!
+//! Design decision: an origin sees only the objects it put itself (each object record lists its
+//! origins). Content addressing would otherwise let any page probe whether this browser holds
+//! some file, which says where its user has been. An unknown object and another origin's object
+//! get the same answer.
+
+use base64::Engine as _;
+use cid::Cid;
+use disot_core::api::{ApiError, ErrorCode, PageRequest, MAX_CHUNK_BYTES};
+use disot_core::store::{self, BlockStore, ObjectRecord};
+use disot_core::unixfs::{Importer, Layout};
+use serde_json::{json, Value};
+
+use crate::node::{now_ms, Shared, Upload, MAX_UPLOADS, MAX_UPLOADS_PER_ORIGIN, UPLOAD_IDLE_MS};
+
+fn store_error(e: store::Error) -> ApiError {
+    match e {
+        store::Error::QuotaExceeded(m) => {
+            ApiError::new(ErrorCode::LimitExceeded, format!("storage quota exceeded: {m}"))
+        }
+        store::Error::UnknownObject(_) => not_found(),
+        other => ApiError::new(ErrorCode::Internal, other.to_string()),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such object")
+}
+
+fn no_upload() -> ApiError {
+    ApiError::new(ErrorCode::InvalidParams, "no such upload (finished, aborted or expired)")
+}
+
+/// The object `name`, if this origin may see it.
+async fn visible(shared: &Shared, origin: &str, name: &str) -> Result<ObjectRecord, ApiError> {
+    match store::resolve(&shared.store, name).await {
+        Ok(r) if r.origins.iter().any(|o| o == origin) => Ok(r),
+        Ok(_) | Err(store::Error::UnknownObject(_)) => Err(not_found()),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+fn describe(r: &ObjectRecord) -> Value {
+    json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "pinned": r.pinned, "name": r.name, "mime": r.mime })
+}
+
+pub(crate) async fn handle(
+    shared: &Shared,
+    origin: &str,
+    request: PageRequest,
+) -> Result<Value, ApiError> {
+    match request {
+        PageRequest::CasPutStart { name, mime } => {
+            let now = now_ms();
+            let mut uploads = shared.uploads.borrow_mut();
+            uploads.retain(|_, u| now - u.touched < UPLOAD_IDLE_MS);
+            let mine = uploads.values().filter(|u| u.origin == origin).count();
+            if mine >= MAX_UPLOADS_PER_ORIGIN || uploads.len() >= MAX_UPLOADS {
+                return Err(ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    "too many uploads in progress",
+                ));
+            }
+            let handle = shared.next_upload.get() + 1;
+            shared.next_upload.set(handle);
+            let upload = Upload {
+                origin: origin.to_owned(),
+                importer: Importer::new(Layout::default()),
+                name,
+                mime,
+                touched: now,
+            };
+            uploads.insert(handle, upload);
+            Ok(json!({ "handle": handle, "chunkSize": MAX_CHUNK_BYTES }))
+        }
+        PageRequest::CasPutChunk { handle, data } => {
+            // Take the blocks out before awaiting: no RefCell borrow may live across an await.
+            let blocks = {
+                let mut uploads = shared.uploads.borrow_mut();
+                let upload = uploads
+                    .get_mut(&handle)
+                    .filter(|u| u.origin == origin)
+                    .ok_or_else(no_upload)?;
+                upload.touched = now_ms();
+                upload.importer.push(&data)
+            };
+            if let Err(e) = shared.store.put_blocks(&blocks).await {
+                shared.uploads.borrow_mut().remove(&handle);
+                return Err(store_error(e));
+            }
+            Ok(json!({ "accepted": data.len() }))
+        }
+        PageRequest::CasPutAbort { handle } => {
+            let mut uploads = shared.uploads.borrow_mut();
+            uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
+            uploads.remove(&handle);
+            Ok(json!({ "aborted": handle }))
+        }
+        PageRequest::CasPutFinish { handle } => {
+            let upload = {
+                let mut uploads = shared.uploads.borrow_mut();
+                uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
+                uploads.remove(&handle).ok_or_else(no_upload)?
+            };
+            let (blocks, imported) = upload.importer.finish();
+            shared.store.put_blocks(&blocks).await.map_err(store_error)?;
+            let mut record =
+                match shared.store.object(&imported.cid.to_string()).await.map_err(store_error)? {
+                    Some(existing) => existing,
+                    None => ObjectRecord::new(&imported),
+                };
+            if !record.origins.iter().any(|o| o == origin) {
+                record.origins.push(origin.to_owned());
+            }
+            record.name = record.name.or(upload.name);
+            record.mime = record.mime.or(upload.mime);
+            record.pinned = true;
+            // The record comes last: only now is the object visible, all at once.
+            shared.store.put_object(&record).await.map_err(store_error)?;
+            Ok(json!({ "cid": record.cid, "sha256": record.sha256, "size": record.size }))
+        }
+        PageRequest::CasStat { name } => Ok(describe(&visible(shared, origin, &name).await?)),
+        PageRequest::CasHas { name } => match visible(shared, origin, &name).await {
+            Ok(_) => Ok(Value::Bool(true)),
+            Err(e) if e.code == ErrorCode::NotFound => Ok(Value::Bool(false)),
+            Err(e) => Err(e),
+        },
+        PageRequest::CasRead { name, offset, length } => {
+            let record = visible(shared, origin, &name).await?;
+            let end = offset.saturating_add(length).min(record.size);
+            let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+            if offset < end {
+                let cid: Cid = record.cid.parse().map_err(|_| not_found())?;
+                store::cat(&shared.store, &cid, Some(offset..end), |bytes| {
+                    out.extend_from_slice(bytes);
+                    Ok(())
+                })
+                .await
+                .map_err(store_error)?;
+            }
+            Ok(
+                json!({ "offset": offset, "data": base64::engine::general_purpose::STANDARD.encode(&out) }),
+            )
+        }
+        PageRequest::CasList => {
+            let all = shared.store.objects().await.map_err(store_error)?;
+            Ok(Value::Array(
+                all.iter()
+                    .filter(|r| r.origins.iter().any(|o| o == origin))
+                    .map(describe)
+                    .collect(),
+            ))
+        }
+        PageRequest::CasPin { name, pin } => {
+            let mut record = visible(shared, origin, &name).await?;
+            record.pinned = pin;
+            shared.store.put_object(&record).await.map_err(store_error)?;
+            Ok(describe(&record))
+        }
+        _ => Err(ApiError::new(ErrorCode::UnsupportedMethod, "not a content-store method")),
+    }
+}
