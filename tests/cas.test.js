@@ -39,6 +39,30 @@ describe('chromium content store', { concurrency: 1 }, () => {
       assert.deepEqual(denied, [4100, 4100, 4100], 'nothing without a grant');
 
       await h.grantInChromium(browser, page);
+      // Bad input gets typed errors and leaves nothing behind.
+      const bad = await page.evaluate(async () => {
+        const code = (p) => p.then(() => null, (e) => e.code);
+        let pulls = 0;
+        const failing = new ReadableStream({
+          pull(c) {
+            if (pulls++ < 3) c.enqueue(new Uint8Array(400_000));
+            else c.error(new Error('the source broke'));
+          },
+        });
+        return {
+          wrongType: await code(window.disot.cas.put('text')),
+          badCid: await code(window.disot.cas.stat('bafy-nope')),
+          badHex: await code(window.disot.cas.has('sha256:xyz')),
+          tooBig: await code(window.disot.request({ method: 'cas_read', params: { name: 'sha256:' + '0'.repeat(64), length: 1 << 30 } })),
+          unknownHandle: await code(window.disot.request({ method: 'cas_put_finish', params: { handle: 999 } })),
+          brokenStream: await window.disot.cas.put(failing).then(() => 'stored', (e) => e.message),
+          list: await window.disot.cas.list(),
+        };
+      });
+      assert.deepEqual(bad, {
+        wrongType: -32602, badCid: -32602, badHex: -32602, tooBig: -32005, unknownHandle: -32602,
+        brokenStream: 'the source broke', list: [],
+      });
       const r = await page.evaluate(h.putAndGetInPage, MiB);
       checkRoundTrip('chromium', r);
       assert.deepEqual((await page.evaluate(() => window.disot.cas.list())).map((o) => o.cid), [r.put.cid]);

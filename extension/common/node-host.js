@@ -7,6 +7,9 @@ const api = globalThis.browser ?? globalThis.chrome;
 let booting = null;
 
 async function boot(platform, openPrompt) {
+  // Ask the browser not to evict the store under storage pressure (best effort: the answer
+  // depends on the browser's policy; extensions with unlimitedStorage are usually kept).
+  navigator.storage?.persist?.().catch(() => {});
   await init({ module_or_path: api.runtime.getURL('pkg/disot_wasm_bg.wasm') });
   let config = {};
   try {

@@ -105,12 +105,18 @@ struct ConnectionInfo {
     role: &'static str,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RelayStatus {
     /// "none", "requesting" or "reserved".
     state: &'static str,
     relay: Option<String>,
+}
+
+impl Default for RelayStatus {
+    fn default() -> Self {
+        RelayStatus { state: "none", relay: None }
+    }
 }
 
 /// What the event loop publishes for requests to read.

@@ -1,0 +1,41 @@
+// Types of the Disot Peer in-page provider (window.disot), for pages written in TypeScript.
+
+export interface ProviderRpcError extends Error {
+  /** 4001 rejected, 4100 unauthorized, 4200 unsupported, 4900 unreachable, -32600 invalid
+   *  request, -32602 invalid params, -32603 internal, -32005 limit, -32002 busy, -32001 not found */
+  code: number;
+}
+
+export interface DisotStatus { did: string; peerId: string; connections: number }
+export interface Permission { parentCapability: 'cas'; invoker: string; date: number }
+export interface Stored { cid: string; sha256: string; size: number }
+export interface ObjectInfo extends Stored { pinned: boolean; name?: string | null; mime?: string | null }
+
+export interface DisotProvider {
+  readonly isDisot: true;
+  request(args: { method: 'disot_status' }): Promise<DisotStatus>;
+  request(args: { method: 'disot_requestPermissions'; params: [{ cas: Record<string, never> }] | ['cas'] }): Promise<Permission[]>;
+  request(args: { method: 'disot_getPermissions' }): Promise<Permission[]>;
+  request(args: { method: string; params?: unknown[] | Record<string, unknown> }): Promise<unknown>;
+  readonly cas: {
+    /** Name is a CID or `sha256:<hex>`; either works everywhere. */
+    put(data: Uint8Array | ArrayBuffer | Blob | ReadableStream<Uint8Array>,
+        options?: { name?: string; mime?: string; onProgress?: (bytesSent: number) => void }): Promise<Stored>;
+    get(name: string, options?: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void }): Promise<Uint8Array>;
+    stat(name: string): Promise<ObjectInfo>;
+    has(name: string): Promise<boolean>;
+    list(): Promise<ObjectInfo[]>;
+    pin(name: string): Promise<ObjectInfo>;
+    unpin(name: string): Promise<ObjectInfo>;
+  };
+}
+
+export interface DisotProviderDetail {
+  info: { uuid: string; name: string; icon: string; rdns: 'org.disot.peer' };
+  provider: DisotProvider;
+}
+
+declare global {
+  interface Window { disot?: DisotProvider }
+  interface WindowEventMap { 'disot:announceProvider': CustomEvent<DisotProviderDetail> }
+}
