@@ -1,0 +1,84 @@
+// Content store benchmark, in one run and one browser profile per browser:
+//   - page cas.put / cas.get of 64 MiB vs the same page writing / reading the same 64 blocks
+//     of 1 MiB to its own IndexedDB from plain JS (the baseline the store adds work on top of)
+//   - SHA-256 throughput: WebCrypto in the page vs native `openssl speed` on this machine
+// Prints ratios; run with `scripts/bench.sh`. Not part of the test suite.
+import { execFileSync } from 'node:child_process';
+import * as h from '../lib/harness.js';
+
+const MiB = 64;
+
+async function pageBench(page) {
+  return page.evaluate(async (mib) => {
+    const size = mib * 1024 * 1024;
+    const data = new Uint8Array(size);
+    for (let i = 0; i < size; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+    const rate = (ms) => +(mib / (ms / 1000)).toFixed(1);
+
+    let t = performance.now();
+    await crypto.subtle.digest('SHA-256', data);
+    const webcrypto = rate(performance.now() - t);
+
+    const db = await new Promise((resolve, reject) => {
+      const r = indexedDB.open(`bench-${Date.now()}`, 1);
+      r.onupgradeneeded = () => r.result.createObjectStore('blocks');
+      r.onsuccess = () => resolve(r.result);
+      r.onerror = () => reject(r.error);
+    });
+    t = performance.now();
+    for (let i = 0; i < mib; i++) {
+      await new Promise((resolve, reject) => {
+        const tx = db.transaction('blocks', 'readwrite');
+        tx.objectStore('blocks').put(data.slice(i << 20, (i + 1) << 20), i);
+        tx.oncomplete = resolve;
+        tx.onerror = () => reject(tx.error);
+      });
+    }
+    const idbPut = rate(performance.now() - t);
+    t = performance.now();
+    for (let i = 0; i < mib; i++) {
+      await new Promise((resolve) => {
+        const r = db.transaction('blocks').objectStore('blocks').get(i);
+        r.onsuccess = () => resolve(r.result);
+      });
+    }
+    const idbGet = rate(performance.now() - t);
+    db.close();
+
+    t = performance.now();
+    const put = await window.disot.cas.put(data);
+    const casPut = rate(performance.now() - t);
+    t = performance.now();
+    await window.disot.cas.get(put.cid);
+    const casGet = rate(performance.now() - t);
+    return { webcrypto, idbPut, idbGet, casPut, casGet };
+  }, MiB);
+}
+
+function opensslSha256MiBps() {
+  const out = execFileSync('openssl', ['speed', '-seconds', '2', '-bytes', '1048576', 'sha256'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const line = out.split('\n').find((l) => l.startsWith('sha256'));
+  const kBps = Number(line.trim().split(/\s+/).at(-1).replace('k', ''));
+  return +(kBps * 1000 / (1024 * 1024)).toFixed(1);
+}
+
+const results = {};
+try {
+  const native = opensslSha256MiBps();
+  const site = await h.startPageServer();
+  for (const kind of ['chromium']) {
+    const browser = await h.Browser.launch(kind, h.prepareExtension('chrome', []), h.tempDir(`bench-${kind}`));
+    const page = await browser.open(`${site.url}/demo.html`);
+    await h.grantInChromium(browser, page);
+    results[kind] = await pageBench(page);
+    await browser.close();
+  }
+  for (const [kind, r] of Object.entries(results)) {
+    console.log(`${kind}: ${MiB} MiB`);
+    console.log(`  SHA-256  WebCrypto ${r.webcrypto} MiB/s vs native openssl ${native} MiB/s = ${(r.webcrypto / native).toFixed(2)}x`);
+    console.log(`  put      cas.put ${r.casPut} MiB/s vs raw IndexedDB ${r.idbPut} MiB/s = ${(r.casPut / r.idbPut).toFixed(2)}x`);
+    console.log(`  get      cas.get ${r.casGet} MiB/s vs raw IndexedDB ${r.idbGet} MiB/s = ${(r.casGet / r.idbGet).toFixed(2)}x`);
+  }
+} finally {
+  await h.cleanup();
+}
