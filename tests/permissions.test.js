@@ -112,8 +112,9 @@ describe('firefox permissions', { concurrency: 1 }, () => {
       const toPrompt = async () => {
         await driver.wait(async () => (await driver.getAllWindowHandles()).length === 2, 15_000, 'a prompt window');
         await driver.switchTo().window((await driver.getAllWindowHandles()).find((w) => w !== main));
-        assert.match(await driver.getCurrentUrl(), /\/prompt\.html\?id=\d+$/);
-        await driver.wait(until.elementIsEnabled(await driver.findElement(By.id('approve'))), 15_000);
+        // The new window may still be on about:blank: wait for the prompt to load.
+        await driver.wait(async () => /\/prompt\.html\?id=\d+$/.test(await driver.getCurrentUrl()), 15_000, 'the prompt page');
+        await driver.wait(until.elementIsEnabled(await driver.wait(until.elementLocated(By.id('approve')), 15_000)), 15_000);
         assert.equal(await driver.findElement(By.id('origin')).getText(), site.url);
       };
 

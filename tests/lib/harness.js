@@ -338,7 +338,8 @@ export async function grantInSeleniumFirefox(driver) {
   await driver.executeScript("window.__grant = window.disot.request({ method: 'disot_requestPermissions', params: [{ cas: {} }] });");
   await driver.wait(async () => (await driver.getAllWindowHandles()).length === 2, 15_000, 'a prompt window');
   await driver.switchTo().window((await driver.getAllWindowHandles()).find((w) => w !== main));
-  const approve = await driver.findElement(By.id('approve'));
+  // The new window may still be on about:blank: wait for the prompt to load.
+  const approve = await driver.wait(until.elementLocated(By.id('approve')), 15_000);
   await driver.wait(until.elementIsEnabled(approve), 15_000);
   await approve.click();
   await driver.switchTo().window(main);
