@@ -105,18 +105,40 @@
       }
       return request({ method: 'cas_put_finish', params: { handle } });
     },
-    /** The content (or `length` bytes from `offset`) as a Uint8Array. */
-    async get(name, { offset = 0, length, onProgress } = {}) {
-      const { size } = await request({ method: 'cas_stat', params: { name } });
+    /**
+     * The content (or `length` bytes from `offset`): a Uint8Array by default, a Blob with
+     * `as: 'blob'`, or a ReadableStream with `as: 'stream'` (read lazily, memory stays flat).
+     */
+    async get(name, { offset = 0, length, onProgress, as = 'bytes' } = {}) {
+      if (!['bytes', 'blob', 'stream'].includes(as)) throw new ProviderRpcError(-32602, "as must be 'bytes', 'blob' or 'stream'");
+      const { size, mime } = await request({ method: 'cas_stat', params: { name } });
       const end = Math.min(size, length === undefined ? size : offset + length);
-      const out = new Uint8Array(Math.max(0, end - offset));
-      for (let at = offset; at < end;) {
+      let at = offset;
+      const next = async () => {
         const { data } = await request({ method: 'cas_read', params: { name, offset: at, length: Math.min(512 * 1024, end - at) } });
         const bytes = fromBase64(data);
         if (bytes.length === 0) throw new ProviderRpcError(-32603, 'the object ended early');
-        out.set(bytes, at - offset);
         at += bytes.length;
         onProgress?.(at - offset);
+        return bytes;
+      };
+      if (as === 'stream') {
+        return new ReadableStream({
+          async pull(controller) {
+            if (at >= end) return controller.close();
+            controller.enqueue(await next());
+          },
+        }, { highWaterMark: 1 });
+      }
+      if (as === 'blob') {
+        const parts = [];
+        while (at < end) parts.push(await next());
+        return new Blob(parts, { type: mime ?? '' });
+      }
+      const out = new Uint8Array(Math.max(0, end - offset));
+      while (at < end) {
+        const start = at - offset;
+        out.set(await next(), start);
       }
       return out;
     },

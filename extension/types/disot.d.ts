@@ -21,7 +21,9 @@ export interface DisotProvider {
     /** Name is a CID or `sha256:<hex>`; either works everywhere. */
     put(data: Uint8Array | ArrayBuffer | Blob | ReadableStream<Uint8Array>,
         options?: { name?: string; mime?: string; onProgress?: (bytesSent: number) => void }): Promise<Stored>;
-    get(name: string, options?: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void }): Promise<Uint8Array>;
+    get(name: string, options?: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as?: 'bytes' }): Promise<Uint8Array>;
+    get(name: string, options: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as: 'blob' }): Promise<Blob>;
+    get(name: string, options: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as: 'stream' }): Promise<ReadableStream<Uint8Array>>;
     stat(name: string): Promise<ObjectInfo>;
     has(name: string): Promise<boolean>;
     list(): Promise<ObjectInfo[]>;

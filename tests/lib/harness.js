@@ -363,6 +363,13 @@ export async function putAndGetInPage(mib) {
   const range = await window.disot.cas.get(put.sha256, { offset: 1_000_000, length: 5000 });
   let rangeSame = range.length === 5000;
   for (let i = 0; rangeSame && i < 5000; i++) rangeSame = range[i] === data[1_000_000 + i];
+  // The same range as a Blob and as a stream.
+  const blob = await window.disot.cas.get(put.cid, { offset: 1_000_000, length: 5000, as: 'blob' });
+  const fromBlob = new Uint8Array(await blob.arrayBuffer());
+  rangeSame &&= blob.type === 'application/octet-stream' && fromBlob.every((b, i) => b === range[i]);
+  const streamed = await new Response(await window.disot.cas.get(put.cid, { offset: 900_000, length: 700_000, as: 'stream' })).arrayBuffer();
+  const fromStream = new Uint8Array(streamed);
+  rangeSame &&= fromStream.length === 700_000 && fromStream.every((b, i) => b === data[900_000 + i]);
   return {
     put, same, rangeSame, progressCalls,
     digest: hex(await crypto.subtle.digest('SHA-256', data)),
