@@ -2,8 +2,11 @@
 //   - page cas.put / cas.get of 64 MiB vs the same page writing / reading the same 64 blocks
 //     of 1 MiB to its own IndexedDB from plain JS (the baseline the store adds work on top of)
 //   - SHA-256 throughput: WebCrypto in the page vs native `openssl speed` on this machine
+//   - peak memory of the whole browser (all its processes, PSS) during a 1 GiB put from a stream
+//     and a 1 GiB get read as a stream, above the same browser idle
 // Prints ratios; run with `scripts/bench.sh`. Not part of the test suite.
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import * as h from '../lib/harness.js';
 
 const MiB = 64;
@@ -62,6 +65,66 @@ function opensslSha256MiBps() {
   return +(kBps * 1000 / (1024 * 1024)).toFixed(1);
 }
 
+/** PSS in MiB of `pid` and all its descendants. */
+function treePssMiB(pid) {
+  const children = new Map();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const ppid = Number(fs.readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1].split(' ')[1]);
+      if (!children.has(ppid)) children.set(ppid, []);
+      children.get(ppid).push(Number(entry));
+    } catch { /* gone */ }
+  }
+  let kib = 0;
+  const stack = [pid];
+  while (stack.length) {
+    const p = stack.pop();
+    try {
+      const m = /^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'));
+      if (m) kib += Number(m[1]);
+    } catch { /* gone */ }
+    stack.push(...(children.get(p) ?? []));
+  }
+  return kib / 1024;
+}
+
+async function gibBench(browser, page, idle) {
+  let peak = 0;
+  const timer = setInterval(() => { peak = Math.max(peak, treePssMiB(browser.pid)); }, 250);
+  try {
+    const r = await page.evaluate(async () => {
+      const total = 1024 * 1024 * 1024;
+      const piece = new Uint8Array(1024 * 1024);
+      let made = 0;
+      const source = new ReadableStream({
+        pull(c) {
+          if (made >= total) return c.close();
+          crypto.getRandomValues(piece.subarray(0, 65536));
+          piece[0] = made / (1024 * 1024); // every MiB differs, so no block is deduplicated away
+          c.enqueue(piece.slice());
+          made += piece.length;
+        },
+      });
+      let t = performance.now();
+      const put = await window.disot.cas.put(source);
+      const putS = (performance.now() - t) / 1000;
+      t = performance.now();
+      const reader = (await window.disot.cas.get(put.cid, { as: 'stream' })).getReader();
+      let read = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        read += value.length;
+      }
+      return { size: put.size, read, putS, getS: (performance.now() - t) / 1000 };
+    });
+    return { ...r, idleMiB: Math.round(idle), peakAboveIdleMiB: Math.round(peak - idle) };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
 const results = {};
 try {
   const native = opensslSha256MiBps();
@@ -70,7 +133,10 @@ try {
     const browser = await h.Browser.launch(kind, h.prepareExtension('chrome', []), h.tempDir(`bench-${kind}`));
     const page = await browser.open(`${site.url}/demo.html`);
     await h.grantInChromium(browser, page);
+    await new Promise((r) => setTimeout(r, 2000));
+    const idle = treePssMiB(browser.pid); // the browser with the page open, before any transfer
     results[kind] = await pageBench(page);
+    if (process.env.DISOT_BENCH_GIB !== '0') results[kind].gib = await gibBench(browser, page, idle);
     await browser.close();
   }
   for (const [kind, r] of Object.entries(results)) {
@@ -78,6 +144,11 @@ try {
     console.log(`  SHA-256  WebCrypto ${r.webcrypto} MiB/s vs native openssl ${native} MiB/s = ${(r.webcrypto / native).toFixed(2)}x`);
     console.log(`  put      cas.put ${r.casPut} MiB/s vs raw IndexedDB ${r.idbPut} MiB/s = ${(r.casPut / r.idbPut).toFixed(2)}x`);
     console.log(`  get      cas.get ${r.casGet} MiB/s vs raw IndexedDB ${r.idbGet} MiB/s = ${(r.casGet / r.idbGet).toFixed(2)}x`);
+    if (r.gib) {
+      const g = r.gib;
+      console.log(`  1 GiB    put ${g.putS.toFixed(0)} s, get ${g.getS.toFixed(0)} s (${g.read === g.size ? 'all bytes read back' : `READ ${g.read} OF ${g.size}`}); ` +
+        `browser peak ${g.peakAboveIdleMiB} MiB above idle (${g.idleMiB} MiB)`);
+    }
   }
 } finally {
   await h.cleanup();
