@@ -1,5 +1,5 @@
 // The content store through the page API, in both browsers: 64 MiB in and out byte-identical,
-// still there after a restart (Chromium), invisible without a grant and to other origins, and a
+// still there after a browser restart, invisible without a grant and to other origins, and a
 // block corrupted in IndexedDB detected on read.
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -106,14 +106,20 @@ describe('chromium content store', { concurrency: 1 }, () => {
 });
 
 describe('firefox content store', () => {
-  test('64 MiB round trip, origins, corruption (Selenium: the grant needs the prompt window)', async () => {
+  test('64 MiB round trip, origins, restart, corruption (Selenium: the grant needs the prompt window)', async () => {
     const site = await h.startPageServer();
-    await h.withSeleniumFirefox(h.prepareExtension('firefox', []), async (driver, base) => {
+    const ext = h.prepareExtension('firefox', []);
+    const profile = h.tempDir('profile-cas-firefox');
+    let { driver, base, uuid } = await h.launchSeleniumFirefox(ext, { profile });
+    try {
       await driver.manage().setTimeouts({ script: 300_000 });
       const run = (fn, ...args) => driver.executeAsyncScript(
         `const done = arguments[arguments.length - 1]; (${fn})(...Array.from(arguments).slice(0, -1)).then(done, (e) => done({ thrown: e.code ?? e.message }));`, ...args);
-      await driver.get(`${site.url}/demo.html`);
-      await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+      const openDemo = async (url = site.url) => {
+        await driver.get(`${url}/demo.html`);
+        await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+      };
+      await openDemo();
       const denied = await run(async (unheld) => window.disot.cas.has(unheld), UNHELD);
       assert.deepEqual(denied, { thrown: 4100 });
       await h.grantInSeleniumFirefox(driver);
@@ -121,16 +127,27 @@ describe('firefox content store', () => {
       assert.equal(r.thrown, undefined, JSON.stringify(r));
       checkRoundTrip('firefox', r);
 
-      await driver.get(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
-      await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+      await openDemo(site.url.replace('127.0.0.1', 'localhost'));
       assert.deepEqual(await run(async (cid) => window.disot.cas.has(cid), r.put.cid), { thrown: 4100 });
+
+      // Restart on the same profile: the content and the grant are still there.
+      await driver.quit();
+      ({ driver, base } = await h.launchSeleniumFirefox(ext, { profile, uuid }));
+      await driver.manage().setTimeouts({ script: 300_000 });
+      await openDemo();
+      const head = await run(async (cid) => {
+        const b = await window.disot.cas.get(cid, { length: 64 });
+        return [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+      }, r.put.cid);
+      assert.equal(head, r.head, 'still there after a browser restart');
 
       await driver.get(`${base}popup.html`);
       assert.match(await run(h.corruptALeafInExtensionPage), /^bafkrei/);
-      await driver.get(`${site.url}/demo.html`);
-      await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+      await openDemo();
       const err = await run(async (cid) => window.disot.cas.get(cid), r.put.cid);
       assert.deepEqual(err, { thrown: -32603 });
-    });
+    } finally {
+      await driver.quit();
+    }
   });
 });

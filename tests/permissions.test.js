@@ -95,8 +95,8 @@ describe('chromium permissions', { concurrency: 1 }, () => {
 });
 
 // Firefox hides extension windows from WebDriver BiDi, so this side runs on Selenium and
-// geckodriver, which can switch to the prompt window. (Selenium copies the profile, so the
-// restart case is covered in Chromium only.)
+// geckodriver, which can switch to the prompt window. (Grants surviving a restart are covered
+// for Firefox by the content-store test, which relaunches on the same profile.)
 describe('firefox permissions', { concurrency: 1 }, () => {
   test('reject, close, approve, other origin, revoke in the popup', async () => {
     const { By, until } = await import('selenium-webdriver');

@@ -299,21 +299,35 @@ export async function withFirefoxExtensionPage(extDir, pagePath, inspect) {
   });
 }
 
-/** A Selenium-driven headless Firefox with the extension installed; `use(driver, extensionBase)`. */
-export async function withSeleniumFirefox(extDir, use) {
+/**
+ * A Selenium-driven headless Firefox with the extension installed. With `profile`, Firefox runs
+ * on that profile directory in place (so a relaunch finds the same IndexedDB); the extension's
+ * UUID is fixed per `uuid` so its storage origin stays the same across relaunches.
+ */
+export async function launchSeleniumFirefox(extDir, { profile, uuid = randomUUID() } = {}) {
   const { Builder } = await import('selenium-webdriver');
   const firefox = await import('selenium-webdriver/firefox.js');
   const geckodriver = process.env.DISOT_GECKODRIVER ?? path.join(os.homedir(), '.cargo/bin/geckodriver');
-  const uuid = randomUUID();
   const options = new firefox.Options()
     .setBinary(FIREFOX)
-    .addArguments('-headless')
+    .addArguments('-headless', ...(profile ? ['-profile', profile] : []))
     .setPreference('extensions.webextensions.uuids', JSON.stringify({ [FIREFOX_EXTENSION_ID]: uuid }));
   const service = new firefox.ServiceBuilder(geckodriver).addArguments('--allow-system-access');
   const driver = await new Builder().forBrowser('firefox').setFirefoxOptions(options).setFirefoxService(service).build();
   try {
     await driver.installAddon(extDir, true);
-    return await use(driver, `moz-extension://${uuid}/`);
+  } catch (e) {
+    await driver.quit();
+    throw e;
+  }
+  return { driver, base: `moz-extension://${uuid}/`, uuid };
+}
+
+/** Run `use(driver, extensionBase)` in a Selenium Firefox, always quitting it afterwards. */
+export async function withSeleniumFirefox(extDir, use, options) {
+  const { driver, base } = await launchSeleniumFirefox(extDir, options);
+  try {
+    return await use(driver, base);
   } finally {
     await driver.quit();
   }
