@@ -111,11 +111,12 @@
      */
     async get(name, { offset = 0, length, onProgress, as = 'bytes' } = {}) {
       if (!['bytes', 'blob', 'stream'].includes(as)) throw new ProviderRpcError(-32602, "as must be 'bytes', 'blob' or 'stream'");
-      const { size, mime } = await request({ method: 'cas_stat', params: { name } });
+      // Read by CID: a sha256: name would be looked up again for every chunk.
+      const { cid, size, mime } = await request({ method: 'cas_stat', params: { name } });
       const end = Math.min(size, length === undefined ? size : offset + length);
       let at = offset;
       const next = async () => {
-        const { data } = await request({ method: 'cas_read', params: { name, offset: at, length: Math.min(512 * 1024, end - at) } });
+        const { data } = await request({ method: 'cas_read', params: { name: cid, offset: at, length: Math.min(512 * 1024, end - at) } });
         const bytes = fromBase64(data);
         if (bytes.length === 0) throw new ProviderRpcError(-32603, 'the object ended early');
         at += bytes.length;

@@ -22,8 +22,8 @@ pub enum Error {
     NotADirectory(PathBuf),
     #[error("{path} is damaged ({reason}); move it away to let the node create a new one (the node's peer id will change)")]
     Damaged { path: PathBuf, reason: String },
-    #[error("could not create a webrtc certificate: {0}")]
-    Certificate(String),
+    #[error("could not create a key or certificate: {0}")]
+    Create(String),
 }
 
 /// The default data directory: `$XDG_DATA_HOME/disot-node`, else `~/.local/share/disot-node`.
@@ -64,33 +64,48 @@ impl DataDir {
 
     /// The node's identity key, created on first use.
     pub fn identity(&self) -> Result<Keypair, Error> {
-        let file = self.path.join(IDENTITY_FILE);
-        match fs::read(&file) {
-            Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
-                .map_err(|e| Error::Damaged { path: file, reason: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        self.load_or_create(
+            IDENTITY_FILE,
+            |bytes| Keypair::from_protobuf_encoding(bytes).map_err(|e| e.to_string()),
+            || {
                 let key = Keypair::generate_ed25519();
-                let bytes = key
-                    .to_protobuf_encoding()
-                    .map_err(|e| Error::Damaged { path: file.clone(), reason: e.to_string() })?;
-                self.write_private(&file, &bytes)?;
-                Ok(key)
-            }
-            Err(source) => Err(Error::Unusable { path: file, source }),
-        }
+                let bytes = key.to_protobuf_encoding().map_err(|e| e.to_string())?;
+                Ok((key, bytes))
+            },
+        )
     }
 
     /// The WebRTC certificate, created on first use.
     pub fn certificate(&self) -> Result<Certificate, Error> {
-        let file = self.path.join(CERT_FILE);
-        match fs::read_to_string(&file) {
-            Ok(pem) => Certificate::from_pem(&pem)
-                .map_err(|e| Error::Damaged { path: file, reason: e.to_string() }),
+        self.load_or_create(
+            CERT_FILE,
+            |bytes| {
+                let pem = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+                Certificate::from_pem(pem).map_err(|e| e.to_string())
+            },
+            || {
+                let cert = Certificate::generate(&mut rand::rng()).map_err(|e| e.to_string())?;
+                let pem = cert.serialize_pem().into_bytes();
+                Ok((cert, pem))
+            },
+        )
+    }
+
+    /// Parse `name` if it exists (a damaged file is an error, never replaced); otherwise create
+    /// the value and store it.
+    fn load_or_create<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&[u8]) -> Result<T, String>,
+        create: impl FnOnce() -> Result<(T, Vec<u8>), String>,
+    ) -> Result<T, Error> {
+        let file = self.path.join(name);
+        match fs::read(&file) {
+            Ok(bytes) => parse(&bytes).map_err(|reason| Error::Damaged { path: file, reason }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let cert = Certificate::generate(&mut rand::rng())
-                    .map_err(|e| Error::Certificate(e.to_string()))?;
-                self.write_private(&file, cert.serialize_pem().as_bytes())?;
-                Ok(cert)
+                let (value, bytes) = create().map_err(Error::Create)?;
+                self.write_private(&file, &bytes)?;
+                Ok(value)
             }
             Err(source) => Err(Error::Unusable { path: file, source }),
         }

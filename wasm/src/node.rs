@@ -308,11 +308,14 @@ impl EventLoop {
                     }
                     None => break,
                 },
-                () = tick => tick = futures_timer::Delay::new(TICK).fuse(),
+                () = tick => {
+                    tick = futures_timer::Delay::new(TICK).fuse();
+                    // The popup's copy of the dialer state; refreshed per tick, not per event.
+                    self.shared.live.borrow_mut().bootstrap = self.dialer.status();
+                }
             }
             self.dial_due();
             self.keep_relay_reservation();
-            self.shared.live.borrow_mut().bootstrap = self.dialer.status();
         }
     }
 
@@ -509,18 +512,8 @@ async fn handle_page(shared: &Shared, origin: &str, body: &str) -> Result<Value,
             ));
         }
     }
-    if matches!(
-        request,
-        PageRequest::CasPutStart { .. }
-            | PageRequest::CasPutChunk { .. }
-            | PageRequest::CasPutFinish { .. }
-            | PageRequest::CasPutAbort { .. }
-            | PageRequest::CasStat { .. }
-            | PageRequest::CasRead { .. }
-            | PageRequest::CasHas { .. }
-            | PageRequest::CasList
-            | PageRequest::CasPin { .. }
-    ) {
+    // Every request that needs the content-store grant is a content-store request.
+    if request.needs() == Some(Permission::Cas) {
         return crate::cas::handle(shared, origin, request).await;
     }
     match request {

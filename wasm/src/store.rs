@@ -40,6 +40,62 @@ pub struct Store {
     db: Database,
 }
 
+// The few IndexedDB operations everything here is made of, one transaction each.
+impl Store {
+    async fn read(&self, store: &str, key: &str) -> Result<Option<JsValue>, idb::Error> {
+        let tx = self.db.transaction(&[store], TransactionMode::ReadOnly)?;
+        let value = tx.object_store(store)?.get(JsValue::from_str(key))?.await?;
+        tx.await?;
+        Ok(value)
+    }
+
+    async fn write(&self, store: &str, key: &str, value: &JsValue) -> Result<(), idb::Error> {
+        let tx = self.db.transaction(&[store], TransactionMode::ReadWrite)?;
+        tx.object_store(store)?.put(value, Some(&JsValue::from_str(key)))?.await?;
+        tx.commit()?.await?;
+        Ok(())
+    }
+
+    async fn remove(&self, store: &str, key: &str) -> Result<(), idb::Error> {
+        let tx = self.db.transaction(&[store], TransactionMode::ReadWrite)?;
+        tx.object_store(store)?.delete(JsValue::from_str(key))?.await?;
+        tx.commit()?.await?;
+        Ok(())
+    }
+
+    /// Every key (`keys`) or every value of a store.
+    async fn read_all(&self, store: &str, keys: bool) -> Result<Vec<JsValue>, idb::Error> {
+        let tx = self.db.transaction(&[store], TransactionMode::ReadOnly)?;
+        let os = tx.object_store(store)?;
+        let all = if keys {
+            os.get_all_keys(None, None)?.await?
+        } else {
+            os.get_all(None, None)?.await?
+        };
+        tx.await?;
+        Ok(all)
+    }
+
+    /// A value stored as JSON text under `key` in the settings store.
+    async fn read_setting<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, Error> {
+        let Some(v) = self.read(SETTINGS, key).await? else { return Ok(None) };
+        let text =
+            v.as_string().ok_or_else(|| Error::DamagedSettings(format!("{key} is not text")))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::DamagedSettings(format!("{key}: {e}")))
+    }
+
+    async fn write_setting<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), Error> {
+        let text =
+            serde_json::to_string(value).map_err(|e| Error::DamagedSettings(e.to_string()))?;
+        Ok(self.write(SETTINGS, key, &JsValue::from_str(&text)).await?)
+    }
+}
+
 impl Store {
     pub async fn open() -> Result<Store, Error> {
         Self::open_named(DB_NAME).await
@@ -62,16 +118,9 @@ impl Store {
         Ok(Store { db: request.await? })
     }
 
-    async fn get(&self, store: &str, key: &str) -> Result<Option<JsValue>, Error> {
-        let tx = self.db.transaction(&[store], TransactionMode::ReadOnly)?;
-        let value = tx.object_store(store)?.get(JsValue::from_str(key))?.await?;
-        tx.await?;
-        Ok(value)
-    }
-
     /// The peer's identity key, created and stored on first run.
     pub async fn identity(&self) -> Result<Keypair, Error> {
-        if let Some(bytes) = self.get(KEYS, IDENTITY_KEY).await? {
+        if let Some(bytes) = self.read(KEYS, IDENTITY_KEY).await? {
             return decode_identity(&bytes);
         }
         let key = Keypair::generate_ed25519();
@@ -87,7 +136,7 @@ impl Store {
                 Ok(key)
             }
             // Another context stored a key first: use that one.
-            Err(_) => match self.get(KEYS, IDENTITY_KEY).await? {
+            Err(_) => match self.read(KEYS, IDENTITY_KEY).await? {
                 Some(bytes) => decode_identity(&bytes),
                 None => Err(Error::DamagedIdentity("identity could not be stored".into())),
             },
@@ -95,51 +144,27 @@ impl Store {
     }
 
     pub async fn settings(&self) -> Result<Option<Settings>, Error> {
-        match self.get(SETTINGS, SETTINGS_KEY).await? {
-            None => Ok(None),
-            Some(v) => {
-                let text =
-                    v.as_string().ok_or_else(|| Error::DamagedSettings("not text".into()))?;
-                serde_json::from_str(&text)
-                    .map(Some)
-                    .map_err(|e| Error::DamagedSettings(e.to_string()))
-            }
-        }
+        self.read_setting(SETTINGS_KEY).await
+    }
+
+    pub async fn set_settings(&self, settings: &Settings) -> Result<(), Error> {
+        self.write_setting(SETTINGS_KEY, settings).await
     }
 
     /// The origins' permission grants.
     pub async fn grants(&self) -> Result<Grants, Error> {
-        match self.get(SETTINGS, GRANTS_KEY).await? {
-            None => Ok(Grants::default()),
-            Some(v) => {
-                let text = v
-                    .as_string()
-                    .ok_or_else(|| Error::DamagedSettings("grants are not text".into()))?;
-                serde_json::from_str(&text).map_err(|e| Error::DamagedSettings(e.to_string()))
-            }
-        }
+        Ok(self.read_setting(GRANTS_KEY).await?.unwrap_or_default())
     }
 
     pub async fn set_grants(&self, grants: &Grants) -> Result<(), Error> {
-        let text =
-            serde_json::to_string(grants).map_err(|e| Error::DamagedSettings(e.to_string()))?;
-        let tx = self.db.transaction(&[SETTINGS], TransactionMode::ReadWrite)?;
-        tx.object_store(SETTINGS)?
-            .put(&JsValue::from_str(&text), Some(&JsValue::from_str(GRANTS_KEY)))?
-            .await?;
-        tx.commit()?.await?;
-        Ok(())
+        self.write_setting(GRANTS_KEY, grants).await
     }
 
-    pub async fn set_settings(&self, settings: &Settings) -> Result<(), Error> {
-        let text =
-            serde_json::to_string(settings).map_err(|e| Error::DamagedSettings(e.to_string()))?;
-        let tx = self.db.transaction(&[SETTINGS], TransactionMode::ReadWrite)?;
-        tx.object_store(SETTINGS)?
-            .put(&JsValue::from_str(&text), Some(&JsValue::from_str(SETTINGS_KEY)))?
-            .await?;
-        tx.commit()?.await?;
-        Ok(())
+    /// Overwrite a stored block's bytes without checks, to test corruption detection.
+    pub async fn corrupt(&self, cid: &Cid, data: &[u8]) -> cas::Result<()> {
+        self.write(BLOCKS, &cid.to_string(), &js_sys::Uint8Array::from(data).into())
+            .await
+            .map_err(backend)
     }
 }
 
@@ -157,53 +182,15 @@ fn backend(e: idb::Error) -> cas::Error {
     }
 }
 
-impl Store {
-    async fn get_value(&self, store: &str, key: &str) -> cas::Result<Option<JsValue>> {
-        let tx = self.db.transaction(&[store], TransactionMode::ReadOnly).map_err(backend)?;
-        let value = tx
-            .object_store(store)
-            .map_err(backend)?
-            .get(JsValue::from_str(key))
-            .map_err(backend)?
-            .await
-            .map_err(backend)?;
-        tx.await.map_err(backend)?;
-        Ok(value)
-    }
-
-    async fn put_value(&self, store: &str, key: &str, value: &JsValue) -> cas::Result<()> {
-        let tx = self.db.transaction(&[store], TransactionMode::ReadWrite).map_err(backend)?;
-        tx.object_store(store)
-            .map_err(backend)?
-            .put(value, Some(&JsValue::from_str(key)))
-            .map_err(backend)?
-            .await
-            .map_err(backend)?;
-        tx.commit().map_err(backend)?.await.map_err(backend)?;
-        Ok(())
-    }
-
-    async fn delete_value(&self, store: &str, key: &str) -> cas::Result<()> {
-        let tx = self.db.transaction(&[store], TransactionMode::ReadWrite).map_err(backend)?;
-        tx.object_store(store)
-            .map_err(backend)?
-            .delete(JsValue::from_str(key))
-            .map_err(backend)?
-            .await
-            .map_err(backend)?;
-        tx.commit().map_err(backend)?.await.map_err(backend)?;
-        Ok(())
-    }
-
-    /// Overwrite a stored block's bytes without checks, to test corruption detection.
-    pub async fn corrupt(&self, cid: &Cid, data: &[u8]) -> cas::Result<()> {
-        self.put_value(BLOCKS, &cid.to_string(), &js_sys::Uint8Array::from(data).into()).await
-    }
+fn record_from(v: &JsValue) -> cas::Result<ObjectRecord> {
+    let text =
+        v.as_string().ok_or_else(|| cas::Error::Backend("object record is not text".into()))?;
+    serde_json::from_str(&text).map_err(|e| cas::Error::Backend(e.to_string()))
 }
 
 impl BlockStore for Store {
     async fn get(&self, cid: &Cid) -> cas::Result<Option<Vec<u8>>> {
-        match self.get_value(BLOCKS, &cid.to_string()).await? {
+        match self.read(BLOCKS, &cid.to_string()).await.map_err(backend)? {
             Some(v) => {
                 let data = js_sys::Uint8Array::new(&v).to_vec();
                 verify(cid, &data).map(|()| Some(data))
@@ -232,6 +219,7 @@ impl BlockStore for Store {
         if blocks.is_empty() {
             return Ok(());
         }
+        // One transaction for the whole batch: all of it is stored or none.
         let tx = self.db.transaction(&[BLOCKS], TransactionMode::ReadWrite).map_err(backend)?;
         let store = tx.object_store(BLOCKS).map_err(backend)?;
         for b in blocks {
@@ -247,63 +235,28 @@ impl BlockStore for Store {
     }
 
     async fn delete_block(&self, cid: &Cid) -> cas::Result<()> {
-        self.delete_value(BLOCKS, &cid.to_string()).await
+        self.remove(BLOCKS, &cid.to_string()).await.map_err(backend)
     }
 
     async fn block_cids(&self) -> cas::Result<Vec<Cid>> {
-        let tx = self.db.transaction(&[BLOCKS], TransactionMode::ReadOnly).map_err(backend)?;
-        let keys = tx
-            .object_store(BLOCKS)
-            .map_err(backend)?
-            .get_all_keys(None, None)
-            .map_err(backend)?
-            .await
-            .map_err(backend)?;
-        tx.await.map_err(backend)?;
+        let keys = self.read_all(BLOCKS, true).await.map_err(backend)?;
         Ok(keys.iter().filter_map(|k| k.as_string()?.parse().ok()).collect())
     }
 
     async fn put_object(&self, record: &ObjectRecord) -> cas::Result<()> {
         let text = serde_json::to_string(record).map_err(|e| cas::Error::Backend(e.to_string()))?;
-        self.put_value(OBJECTS, &record.cid, &JsValue::from_str(&text)).await
+        self.write(OBJECTS, &record.cid, &JsValue::from_str(&text)).await.map_err(backend)
     }
 
     async fn object(&self, cid: &str) -> cas::Result<Option<ObjectRecord>> {
-        match self.get_value(OBJECTS, cid).await? {
-            Some(v) => {
-                let text = v
-                    .as_string()
-                    .ok_or_else(|| cas::Error::Backend("object record is not text".into()))?;
-                serde_json::from_str(&text)
-                    .map(Some)
-                    .map_err(|e| cas::Error::Backend(e.to_string()))
-            }
-            None => Ok(None),
-        }
+        self.read(OBJECTS, cid).await.map_err(backend)?.as_ref().map(record_from).transpose()
     }
 
     async fn delete_object(&self, cid: &str) -> cas::Result<()> {
-        self.delete_value(OBJECTS, cid).await
+        self.remove(OBJECTS, cid).await.map_err(backend)
     }
 
     async fn objects(&self) -> cas::Result<Vec<ObjectRecord>> {
-        let tx = self.db.transaction(&[OBJECTS], TransactionMode::ReadOnly).map_err(backend)?;
-        let values = tx
-            .object_store(OBJECTS)
-            .map_err(backend)?
-            .get_all(None, None)
-            .map_err(backend)?
-            .await
-            .map_err(backend)?;
-        tx.await.map_err(backend)?;
-        values
-            .iter()
-            .map(|v| {
-                let text = v
-                    .as_string()
-                    .ok_or_else(|| cas::Error::Backend("object record is not text".into()))?;
-                serde_json::from_str(&text).map_err(|e| cas::Error::Backend(e.to_string()))
-            })
-            .collect()
+        self.read_all(OBJECTS, false).await.map_err(backend)?.iter().map(record_from).collect()
     }
 }

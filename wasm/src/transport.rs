@@ -58,13 +58,19 @@ impl<C> Repoll<C> {
     }
 }
 
-/// Make sure the task is woken within [`REPOLL`] even if `inner` never wakes it.
-fn arm(timer: &mut Option<Delay>, cx: &mut Context<'_>) {
-    let delay = timer.get_or_insert_with(|| Delay::new(REPOLL));
-    if Pin::new(delay).poll(cx).is_ready() {
+/// Pass `result` through; while it is pending, make sure the task is woken within [`REPOLL`]
+/// even if the inner object never wakes it.
+fn repoll<T>(result: Poll<T>, timer: &mut Option<Delay>, cx: &mut Context<'_>) -> Poll<T> {
+    if result.is_pending() {
+        let delay = timer.get_or_insert_with(|| Delay::new(REPOLL));
+        if Pin::new(delay).poll(cx).is_ready() {
+            *timer = None;
+            cx.waker().wake_by_ref();
+        }
+    } else {
         *timer = None;
-        cx.waker().wake_by_ref();
     }
+    result
 }
 
 impl<C: AsyncRead + Unpin> AsyncRead for Repoll<C> {
@@ -74,13 +80,7 @@ impl<C: AsyncRead + Unpin> AsyncRead for Repoll<C> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if result.is_pending() {
-            arm(&mut this.read_timer, cx);
-        } else {
-            this.read_timer = None;
-        }
-        result
+        repoll(Pin::new(&mut this.inner).poll_read(cx, buf), &mut this.read_timer, cx)
     }
 }
 
@@ -91,30 +91,16 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Repoll<C> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if result.is_pending() {
-            arm(&mut this.write_timer, cx);
-        } else {
-            this.write_timer = None;
-        }
-        result
+        repoll(Pin::new(&mut this.inner).poll_write(cx, buf), &mut this.write_timer, cx)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_flush(cx);
-        if result.is_pending() {
-            arm(&mut this.write_timer, cx);
-        }
-        result
+        repoll(Pin::new(&mut this.inner).poll_flush(cx), &mut this.write_timer, cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_close(cx);
-        if result.is_pending() {
-            arm(&mut this.write_timer, cx);
-        }
-        result
+        repoll(Pin::new(&mut this.inner).poll_close(cx), &mut this.write_timer, cx)
     }
 }
