@@ -16,6 +16,9 @@ use serde_json::{json, Map, Value};
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// Largest piece of content moved in one request (`cas_put_chunk`, `cas_read`).
 pub const MAX_CHUNK_BYTES: usize = 512 * 1024;
+/// Largest piece of content in one message on the binary path (the extension frame), where
+/// bytes travel as transferable buffers instead of base64 text.
+pub const MAX_FRAME_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Longest method name accepted; longer ones are rejected without being echoed back in full.
 pub const MAX_METHOD_LEN: usize = 64;
 /// Most bootstrap addresses a user can configure.

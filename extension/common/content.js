@@ -40,8 +40,35 @@
     }
   }
 
+  // The binary path for content: a hidden extension frame serving this page over a
+  // MessagePort. The frame learns the page's origin from the browser, not from us or the page.
+  const FRAME_URL = api.runtime.getURL('frame.html');
+  let frameLoaded = null;
+  function openFrame() {
+    frameLoaded ??= new Promise((resolve, reject) => {
+      const iframe = document.createElement('iframe');
+      iframe.src = FRAME_URL;
+      iframe.hidden = true;
+      iframe.setAttribute('aria-hidden', 'true');
+      iframe.style.display = 'none';
+      iframe.onload = () => resolve(iframe);
+      iframe.onerror = () => reject(new Error('content frame failed to load'));
+      (document.documentElement ?? document).append(iframe);
+    });
+    return frameLoaded.then((iframe) => {
+      const { port1, port2 } = new MessageChannel();
+      iframe.contentWindow.postMessage({ channel: 'disot-frame' }, new URL(FRAME_URL).origin, [port1]);
+      window.postMessage({ channel: CHANNEL, dir: 'frame' }, window.location.origin, [port2]);
+    });
+  }
+
   window.addEventListener('message', (ev) => {
-    if (ev.source !== window || ev.data?.channel !== CHANNEL || ev.data.dir !== 'request') return;
+    if (ev.source !== window || ev.data?.channel !== CHANNEL) return;
+    if (ev.data.dir === 'open-frame') {
+      openFrame().catch((e) => window.postMessage({ channel: CHANNEL, dir: 'frame', error: e.message }, window.location.origin));
+      return;
+    }
+    if (ev.data.dir !== 'request') return;
     const { id, request } = ev.data;
     if (typeof id !== 'string' || id.length > 128) return;
     if (inFlight >= MAX_IN_FLIGHT) {

@@ -366,11 +366,11 @@ export async function putAndGetInPage(mib) {
   const data = new Uint8Array(size);
   for (let i = 0; i < size; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
   const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, '0')).join('');
-  let progressCalls = 0;
+  const progress = { put: [], get: [] };
   const t0 = performance.now();
-  const put = await window.disot.cas.put(new Blob([data]), { name: 'random.bin', mime: 'application/octet-stream', onProgress: () => progressCalls++ });
+  const put = await window.disot.cas.put(new Blob([data]), { name: 'random.bin', mime: 'application/octet-stream', onProgress: (n) => progress.put.push(n) });
   const t1 = performance.now();
-  const back = await window.disot.cas.get(put.cid);
+  const back = await window.disot.cas.get(put.cid, { onProgress: (n) => progress.get.push(n) });
   const t2 = performance.now();
   let same = back.length === data.length;
   for (let i = 0; same && i < size; i++) same = back[i] === data[i];
@@ -385,7 +385,7 @@ export async function putAndGetInPage(mib) {
   const fromStream = new Uint8Array(streamed);
   rangeSame &&= fromStream.length === 700_000 && fromStream.every((b, i) => b === data[900_000 + i]);
   return {
-    put, same, rangeSame, progressCalls,
+    put, same, rangeSame, progress,
     digest: hex(await crypto.subtle.digest('SHA-256', data)),
     head: hex(data.subarray(0, 64)),
     putMs: t1 - t0, getMs: t2 - t1,

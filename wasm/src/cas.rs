@@ -5,6 +5,10 @@
 //! some file, which says where its user has been. An unknown object and another origin's object
 //! get the same answer.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use base64::Engine as _;
 use cid::Cid;
 use disot_core::api::{ApiError, ErrorCode, PageRequest, MAX_CHUNK_BYTES};
@@ -12,7 +16,37 @@ use disot_core::store::{self, BlockStore, ObjectRecord};
 use disot_core::unixfs::{Importer, Layout};
 use serde_json::{json, Value};
 
-use crate::node::{now_ms, Shared, Upload, MAX_UPLOADS, MAX_UPLOADS_PER_ORIGIN, UPLOAD_IDLE_MS};
+use crate::node::now_ms;
+use crate::store::Store;
+
+/// Uploads one origin may have open at once, and all origins together.
+const MAX_UPLOADS_PER_ORIGIN: usize = 4;
+const MAX_UPLOADS: usize = 16;
+/// An upload without a chunk for this long is dropped.
+const UPLOAD_IDLE_MS: f64 = 120_000.0;
+
+/// An upload in progress from one origin.
+struct Upload {
+    origin: String,
+    importer: Importer,
+    name: Option<String>,
+    mime: Option<String>,
+    touched: f64,
+}
+
+/// The content store as pages see it: the block store plus the uploads in progress. The node
+/// has one; so has each extension frame that serves a page's content requests directly.
+pub(crate) struct Cas {
+    pub(crate) store: Rc<Store>,
+    uploads: RefCell<HashMap<u64, Upload>>,
+    next_upload: Cell<u64>,
+}
+
+impl Cas {
+    pub(crate) fn new(store: Rc<Store>) -> Self {
+        Cas { store, uploads: RefCell::new(HashMap::new()), next_upload: Cell::new(0) }
+    }
+}
 
 fn store_error(e: store::Error) -> ApiError {
     match e {
@@ -33,8 +67,8 @@ fn no_upload() -> ApiError {
 }
 
 /// The object `name`, if this origin may see it.
-async fn visible(shared: &Shared, origin: &str, name: &str) -> Result<ObjectRecord, ApiError> {
-    match store::resolve(&shared.store, name).await {
+async fn visible(cas: &Cas, origin: &str, name: &str) -> Result<ObjectRecord, ApiError> {
+    match store::resolve(&*cas.store, name).await {
         Ok(r) if r.origins.iter().any(|o| o == origin) => Ok(r),
         Ok(_) | Err(store::Error::UnknownObject(_)) => Err(not_found()),
         Err(e) => Err(store_error(e)),
@@ -45,15 +79,38 @@ fn describe(r: &ObjectRecord) -> Value {
     json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "pinned": r.pinned, "name": r.name, "mime": r.mime })
 }
 
+/// Up to `length` bytes of object `name` from `offset` (fewer at its end), every block verified.
+pub(crate) async fn read(
+    cas: &Cas,
+    origin: &str,
+    name: &str,
+    offset: u64,
+    length: u64,
+) -> Result<Vec<u8>, ApiError> {
+    let record = visible(cas, origin, name).await?;
+    let end = offset.saturating_add(length).min(record.size);
+    let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+    if offset < end {
+        let cid: Cid = record.cid.parse().map_err(|_| not_found())?;
+        store::cat(&*cas.store, &cid, Some(offset..end), |bytes| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        })
+        .await
+        .map_err(store_error)?;
+    }
+    Ok(out)
+}
+
 pub(crate) async fn handle(
-    shared: &Shared,
+    cas: &Cas,
     origin: &str,
     request: PageRequest,
 ) -> Result<Value, ApiError> {
     match request {
         PageRequest::CasPutStart { name, mime } => {
             let now = now_ms();
-            let mut uploads = shared.uploads.borrow_mut();
+            let mut uploads = cas.uploads.borrow_mut();
             uploads.retain(|_, u| now - u.touched < UPLOAD_IDLE_MS);
             let mine = uploads.values().filter(|u| u.origin == origin).count();
             if mine >= MAX_UPLOADS_PER_ORIGIN || uploads.len() >= MAX_UPLOADS {
@@ -62,8 +119,8 @@ pub(crate) async fn handle(
                     "too many uploads in progress",
                 ));
             }
-            let handle = shared.next_upload.get() + 1;
-            shared.next_upload.set(handle);
+            let handle = cas.next_upload.get() + 1;
+            cas.next_upload.set(handle);
             let upload = Upload {
                 origin: origin.to_owned(),
                 importer: Importer::new(Layout::default()),
@@ -77,7 +134,7 @@ pub(crate) async fn handle(
         PageRequest::CasPutChunk { handle, data } => {
             // Take the blocks out before awaiting: no RefCell borrow may live across an await.
             let blocks = {
-                let mut uploads = shared.uploads.borrow_mut();
+                let mut uploads = cas.uploads.borrow_mut();
                 let upload = uploads
                     .get_mut(&handle)
                     .filter(|u| u.origin == origin)
@@ -85,28 +142,28 @@ pub(crate) async fn handle(
                 upload.touched = now_ms();
                 upload.importer.push(&data)
             };
-            if let Err(e) = shared.store.put_blocks(&blocks).await {
-                shared.uploads.borrow_mut().remove(&handle);
+            if let Err(e) = cas.store.put_blocks(&blocks).await {
+                cas.uploads.borrow_mut().remove(&handle);
                 return Err(store_error(e));
             }
             Ok(json!({ "accepted": data.len() }))
         }
         PageRequest::CasPutAbort { handle } => {
-            let mut uploads = shared.uploads.borrow_mut();
+            let mut uploads = cas.uploads.borrow_mut();
             uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
             uploads.remove(&handle);
             Ok(json!({ "aborted": handle }))
         }
         PageRequest::CasPutFinish { handle } => {
             let upload = {
-                let mut uploads = shared.uploads.borrow_mut();
+                let mut uploads = cas.uploads.borrow_mut();
                 uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
                 uploads.remove(&handle).ok_or_else(no_upload)?
             };
             let (blocks, imported) = upload.importer.finish();
-            shared.store.put_blocks(&blocks).await.map_err(store_error)?;
+            cas.store.put_blocks(&blocks).await.map_err(store_error)?;
             let mut record =
-                match shared.store.object(&imported.cid.to_string()).await.map_err(store_error)? {
+                match cas.store.object(&imported.cid.to_string()).await.map_err(store_error)? {
                     Some(existing) => existing,
                     None => ObjectRecord::new(&imported),
                 };
@@ -117,34 +174,23 @@ pub(crate) async fn handle(
             record.mime = record.mime.or(upload.mime);
             record.pinned = true;
             // The record comes last: only now is the object visible, all at once.
-            shared.store.put_object(&record).await.map_err(store_error)?;
+            cas.store.put_object(&record).await.map_err(store_error)?;
             Ok(json!({ "cid": record.cid, "sha256": record.sha256, "size": record.size }))
         }
-        PageRequest::CasStat { name } => Ok(describe(&visible(shared, origin, &name).await?)),
-        PageRequest::CasHas { name } => match visible(shared, origin, &name).await {
+        PageRequest::CasStat { name } => Ok(describe(&visible(cas, origin, &name).await?)),
+        PageRequest::CasHas { name } => match visible(cas, origin, &name).await {
             Ok(_) => Ok(Value::Bool(true)),
             Err(e) if e.code == ErrorCode::NotFound => Ok(Value::Bool(false)),
             Err(e) => Err(e),
         },
         PageRequest::CasRead { name, offset, length } => {
-            let record = visible(shared, origin, &name).await?;
-            let end = offset.saturating_add(length).min(record.size);
-            let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-            if offset < end {
-                let cid: Cid = record.cid.parse().map_err(|_| not_found())?;
-                store::cat(&shared.store, &cid, Some(offset..end), |bytes| {
-                    out.extend_from_slice(bytes);
-                    Ok(())
-                })
-                .await
-                .map_err(store_error)?;
-            }
+            let data = read(cas, origin, &name, offset, length).await?;
             Ok(
-                json!({ "offset": offset, "data": base64::engine::general_purpose::STANDARD.encode(&out) }),
+                json!({ "offset": offset, "data": base64::engine::general_purpose::STANDARD.encode(&data) }),
             )
         }
         PageRequest::CasList => {
-            let all = shared.store.objects().await.map_err(store_error)?;
+            let all = cas.store.objects().await.map_err(store_error)?;
             Ok(Value::Array(
                 all.iter()
                     .filter(|r| r.origins.iter().any(|o| o == origin))
@@ -153,9 +199,9 @@ pub(crate) async fn handle(
             ))
         }
         PageRequest::CasPin { name, pin } => {
-            let mut record = visible(shared, origin, &name).await?;
+            let mut record = visible(cas, origin, &name).await?;
             record.pinned = pin;
-            shared.store.put_object(&record).await.map_err(store_error)?;
+            cas.store.put_object(&record).await.map_err(store_error)?;
             Ok(describe(&record))
         }
         _ => Err(ApiError::new(ErrorCode::UnsupportedMethod, "not a content-store method")),

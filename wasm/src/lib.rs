@@ -7,13 +7,16 @@
 //! - [`store`]: IndexedDB: the identity key and the settings.
 //! - [`transport`]: WebSocket and WebRTC-direct, with a workaround for missed wake-ups.
 //! - [`node`]: the swarm, its event loop and the request router ([`node::Node`]).
+//! - [`frame`]: the binary path for a page's content requests ([`frame::Frame`]).
 #![cfg(target_arch = "wasm32")]
 
 mod cas;
+mod frame;
 mod node;
 pub mod store;
 mod transport;
 
+pub use frame::{open_frame, Frame};
 pub use node::{start, Node};
 
 #[wasm_bindgen::prelude::wasm_bindgen(start)]

@@ -15,7 +15,6 @@ use disot_core::api::{self, ApiError, ErrorCode, PageRequest, PageStatus, Settin
 use disot_core::bootstrap::{self, Backoff, Dialer};
 use disot_core::permissions::{self, Grants, Pending, Permission};
 use disot_core::store::BlockStore as _;
-use disot_core::unixfs::Importer;
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
 use libp2p::core::transport::ListenerId;
@@ -27,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
+use crate::cas::Cas;
 use crate::store::Store;
 
 /// How often the event loop wakes up without an event, to run due dials.
@@ -131,7 +131,7 @@ pub(crate) struct Shared {
     did: String,
     peer_id: PeerId,
     started_at: f64,
-    pub(crate) store: Store,
+    pub(crate) store: Rc<Store>,
     defaults: Vec<String>,
     live: RefCell<Live>,
     grants: RefCell<Grants>,
@@ -140,24 +140,8 @@ pub(crate) struct Shared {
     waiters: RefCell<HashMap<u64, oneshot::Sender<bool>>>,
     /// JS callback that opens the approval prompt for a request id.
     open_prompt: js_sys::Function,
-    pub(crate) uploads: RefCell<HashMap<u64, Upload>>,
-    pub(crate) next_upload: std::cell::Cell<u64>,
+    pub(crate) cas: Cas,
 }
-
-/// An upload in progress from one origin.
-pub(crate) struct Upload {
-    pub(crate) origin: String,
-    pub(crate) importer: Importer,
-    pub(crate) name: Option<String>,
-    pub(crate) mime: Option<String>,
-    pub(crate) touched: f64,
-}
-
-/// Uploads one origin may have open at once, and all origins together.
-pub(crate) const MAX_UPLOADS_PER_ORIGIN: usize = 4;
-pub(crate) const MAX_UPLOADS: usize = 16;
-/// An upload without a chunk for this long is dropped.
-pub(crate) const UPLOAD_IDLE_MS: f64 = 120_000.0;
 
 /// The running browser node.
 #[wasm_bindgen]
@@ -184,7 +168,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         serde_wasm_bindgen::from_value(options).map_err(|e| js_err("start options", e))?
     };
     init_logging(options.log_level.as_deref());
-    let store = Store::open().await.map_err(|e| js_err("opening storage", e))?;
+    let store = Rc::new(Store::open().await.map_err(|e| js_err("opening storage", e))?);
     let key = store.identity().await.map_err(|e| js_err("loading identity", e))?;
     let did = disot_core::identity::did_from_public_key(&key.public())
         .map_err(|e| js_err("computing did", e))?;
@@ -205,15 +189,14 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         did,
         peer_id,
         started_at: now_ms(),
-        store,
+        store: store.clone(),
         defaults: options.default_bootstrap,
         live: RefCell::new(Live::default()),
         grants: RefCell::new(grants),
         pending: RefCell::new(Pending::default()),
         waiters: RefCell::new(HashMap::new()),
         open_prompt,
-        uploads: RefCell::new(HashMap::new()),
-        next_upload: std::cell::Cell::new(0),
+        cas: Cas::new(store.clone()),
     });
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let mut dialer = Dialer::new(Backoff::new(500, RECONNECT_MAX_DELAY_MS));
@@ -514,7 +497,7 @@ async fn handle_page(shared: &Shared, origin: &str, body: &str) -> Result<Value,
     }
     // Every request that needs the content-store grant is a content-store request.
     if request.needs() == Some(Permission::Cas) {
-        return crate::cas::handle(shared, origin, request).await;
+        return crate::cas::handle(&shared.cas, origin, request).await;
     }
     match request {
         PageRequest::Status => serde_json::to_value(page_status(shared))

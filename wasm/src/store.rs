@@ -222,13 +222,11 @@ impl BlockStore for Store {
         // One transaction for the whole batch: all of it is stored or none.
         let tx = self.db.transaction(&[BLOCKS], TransactionMode::ReadWrite).map_err(backend)?;
         let store = tx.object_store(BLOCKS).map_err(backend)?;
+        // Queue every put, then wait once: a failed put aborts the transaction, and the
+        // commit reports it.
         for b in blocks {
             let value: JsValue = js_sys::Uint8Array::from(b.data.as_slice()).into();
-            store
-                .put(&value, Some(&JsValue::from_str(&b.cid.to_string())))
-                .map_err(backend)?
-                .await
-                .map_err(backend)?;
+            drop(store.put(&value, Some(&JsValue::from_str(&b.cid.to_string()))).map_err(backend)?);
         }
         tx.commit().map_err(backend)?.await.map_err(backend)?;
         Ok(())

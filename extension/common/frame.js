@@ -1,0 +1,80 @@
+// The content frame: an extension page the content script hides in a web page to serve that
+// page's content-store requests with binary messages over a MessagePort (see wasm/src/frame.rs).
+// The origin served is the parent's, as the browser reports it; the port must come from the
+// parent window itself.
+import init, { openFrame } from './pkg/disot_wasm.js';
+
+const api = globalThis.browser ?? globalThis.chrome;
+const MAX_PORTS = 8; // pages (provider instances) one frame serves
+const MAX_PENDING = 16; // requests in flight on one port
+let opening = null;
+let ports = 0;
+
+function frame() {
+  opening ??= init({ module_or_path: api.runtime.getURL('pkg/disot_wasm_bg.wasm') })
+    .then(() => openFrame())
+    .catch((e) => {
+      opening = null;
+      throw e;
+    });
+  return opening;
+}
+
+const failure = (code, message) => JSON.stringify({ error: { code, message } });
+
+async function answer(origin, msg) {
+  let f;
+  try {
+    f = await frame();
+  } catch (e) {
+    return { body: failure(4900, `disot content frame failed to start: ${e?.message ?? e}`) };
+  }
+  switch (msg.op) {
+    case 'request':
+      if (typeof msg.body !== 'string') break;
+      return { body: await f.request(origin, msg.body) };
+    case 'put':
+      if (!(msg.data instanceof ArrayBuffer)) break;
+      return { body: await f.putChunk(origin, msg.handle, new Uint8Array(msg.data)) };
+    case 'read': {
+      if (typeof msg.name !== 'string') break;
+      const r = await f.read(origin, msg.name, msg.offset, msg.length);
+      return typeof r === 'string' ? { body: r } : { bytes: r };
+    }
+  }
+  return { body: failure(-32600, 'malformed frame message') };
+}
+
+function serve(port, origin) {
+  let pending = 0;
+  port.onmessage = async ({ data: msg }) => {
+    const id = msg?.id;
+    if (!Number.isSafeInteger(id)) return;
+    if (pending >= MAX_PENDING) {
+      port.postMessage({ id, body: failure(-32005, `more than ${MAX_PENDING} requests in flight`) });
+      return;
+    }
+    pending++;
+    try {
+      const reply = await answer(origin, msg);
+      if (reply.bytes) port.postMessage({ id, bytes: reply.bytes }, [reply.bytes.buffer]);
+      else port.postMessage({ id, body: reply.body });
+    } catch (e) {
+      port.postMessage({ id, body: failure(-32603, `content frame: ${e?.message ?? e}`) });
+    } finally {
+      pending--;
+    }
+  };
+}
+
+window.addEventListener('message', (ev) => {
+  if (ev.source !== window.parent || ev.data?.channel !== 'disot-frame' || ev.ports.length !== 1) return;
+  const origin = location.ancestorOrigins?.[0];
+  if (!origin || ports >= MAX_PORTS) {
+    ev.ports[0].close();
+    return;
+  }
+  ports++;
+  serve(ev.ports[0], origin);
+  frame().catch((e) => console.error('disot: content frame', e)); // start loading now
+});

@@ -1,0 +1,130 @@
+//! The binary path for page content: an extension page embedded (hidden) in the web page serves
+//! that page's `cas_*` requests straight from the extension's IndexedDB, with content moving as
+//! transferable buffers. Extension messaging would carry it as base64 JSON through one or two
+//! hops, which is most of the cost of a put or a get.
+//!
+//! The origin is the one the browser stamped on the message that delivered the frame's port;
+//! the grant is read from storage on every request, so a revocation in the popup applies to the
+//! next request. Only content-store requests are served here; everything else (permissions,
+//! status) still goes to the node.
+
+use std::rc::Rc;
+
+use disot_core::api::{self, ApiError, ErrorCode, PageRequest, MAX_FRAME_CHUNK_BYTES};
+use disot_core::permissions::{self, Permission};
+use wasm_bindgen::prelude::*;
+
+use crate::cas::{self, Cas};
+use crate::store::Store;
+
+/// The content store of one extension frame.
+#[wasm_bindgen]
+pub struct Frame {
+    cas: Rc<Cas>,
+}
+
+/// Open the extension's storage for a frame.
+#[wasm_bindgen(js_name = openFrame)]
+pub async fn open_frame() -> Result<Frame, JsError> {
+    let store = Store::open().await.map_err(|e| JsError::new(&format!("opening storage: {e}")))?;
+    Ok(Frame { cas: Rc::new(Cas::new(Rc::new(store))) })
+}
+
+async fn authorise(cas: &Cas, origin: &str) -> Result<(), ApiError> {
+    permissions::validate_origin(origin)?;
+    let grants = cas
+        .store
+        .grants()
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("reading permissions: {e}")))?;
+    if grants.allows(origin, Permission::Cas) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "this origin has no permission for that: ask with disot_requestPermissions",
+        ))
+    }
+}
+
+fn too_big(len: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::LimitExceeded,
+        format!("{len} bytes in one message; the limit is {MAX_FRAME_CHUNK_BYTES}"),
+    )
+}
+
+#[wasm_bindgen]
+impl Frame {
+    /// A content-store request as JSON text; resolves to the JSON text of `{result}` or
+    /// `{error}`.
+    pub fn request(&self, origin: String, body: String) -> js_sys::Promise {
+        let cas = self.cas.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let result = async {
+                let request = api::parse_page_request(&body)?;
+                if request.needs() != Some(Permission::Cas) {
+                    return Err(ApiError::new(
+                        ErrorCode::UnsupportedMethod,
+                        "the content frame serves only content-store methods",
+                    ));
+                }
+                authorise(&cas, &origin).await?;
+                cas::handle(&cas, &origin, request).await
+            }
+            .await;
+            Ok(JsValue::from_str(&api::response_json(result)))
+        })
+    }
+
+    /// The next piece of upload `handle`, as bytes; resolves like [`Frame::request`].
+    #[wasm_bindgen(js_name = putChunk)]
+    pub fn put_chunk(&self, origin: String, handle: f64, data: Vec<u8>) -> js_sys::Promise {
+        let cas = self.cas.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let result = async {
+                if data.len() > MAX_FRAME_CHUNK_BYTES {
+                    return Err(too_big(data.len()));
+                }
+                if !(handle >= 0.0 && handle <= u32::MAX as f64 && handle.fract() == 0.0) {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidParams,
+                        "handle must be an upload handle",
+                    ));
+                }
+                authorise(&cas, &origin).await?;
+                cas::handle(&cas, &origin, PageRequest::CasPutChunk { handle: handle as u64, data })
+                    .await
+            }
+            .await;
+            Ok(JsValue::from_str(&api::response_json(result)))
+        })
+    }
+
+    /// Up to `length` bytes of object `name` from `offset`: resolves to a `Uint8Array`, or to
+    /// the JSON text of `{error}`.
+    pub fn read(&self, origin: String, name: String, offset: f64, length: f64) -> js_sys::Promise {
+        let cas = self.cas.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let result = async {
+                let valid = |n: f64| n >= 0.0 && n <= 9_007_199_254_740_991.0 && n.fract() == 0.0;
+                if !valid(offset) || !valid(length) {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidParams,
+                        "offset and length must be whole numbers of bytes",
+                    ));
+                }
+                if length > MAX_FRAME_CHUNK_BYTES as f64 {
+                    return Err(too_big(length as usize));
+                }
+                authorise(&cas, &origin).await?;
+                cas::read(&cas, &origin, &name, offset as u64, length as u64).await
+            }
+            .await;
+            Ok(match result {
+                Ok(bytes) => js_sys::Uint8Array::from(bytes.as_slice()).into(),
+                Err(e) => JsValue::from_str(&api::response_json(Err(e))),
+            })
+        })
+    }
+}
