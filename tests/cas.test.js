@@ -13,6 +13,14 @@ const UNHELD = 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku';
 const figures = {};
 after(() => fs.writeFileSync(path.join(h.ARTIFACTS, 'cas-figures.json'), JSON.stringify(figures, null, 2)));
 
+function checkBadInput(bad) {
+  assert.deepEqual(bad, {
+    wrongType: -32602, badCid: -32602, badHex: -32602, tooBig: -32005, unknownHandle: -32602,
+    brokenStream: 'the source broke', list: [],
+    frame: { hugePiece: -32005, unknownOp: -32600, badRead: -32602, notContent: 4200, afterwards: [] },
+  });
+}
+
 function checkRoundTrip(kind, r) {
   assert.equal(r.same, true, 'the bytes read back are the bytes put');
   assert.equal(r.rangeSame, true, 'a byte range reads back right');
@@ -44,29 +52,7 @@ describe('chromium content store', { concurrency: 1 }, () => {
 
       await h.grantInChromium(browser, page);
       // Bad input gets typed errors and leaves nothing behind.
-      const bad = await page.evaluate(async () => {
-        const code = (p) => p.then(() => null, (e) => e.code);
-        let pulls = 0;
-        const failing = new ReadableStream({
-          pull(c) {
-            if (pulls++ < 3) c.enqueue(new Uint8Array(400_000));
-            else c.error(new Error('the source broke'));
-          },
-        });
-        return {
-          wrongType: await code(window.disot.cas.put('text')),
-          badCid: await code(window.disot.cas.stat('bafy-nope')),
-          badHex: await code(window.disot.cas.has('sha256:xyz')),
-          tooBig: await code(window.disot.request({ method: 'cas_read', params: { name: 'sha256:' + '0'.repeat(64), length: 1 << 30 } })),
-          unknownHandle: await code(window.disot.request({ method: 'cas_put_finish', params: { handle: 999 } })),
-          brokenStream: await window.disot.cas.put(failing).then(() => 'stored', (e) => e.message),
-          list: await window.disot.cas.list(),
-        };
-      });
-      assert.deepEqual(bad, {
-        wrongType: -32602, badCid: -32602, badHex: -32602, tooBig: -32005, unknownHandle: -32602,
-        brokenStream: 'the source broke', list: [],
-      });
+      checkBadInput(await page.evaluate(h.badInputInPage));
       const r = await page.evaluate(h.putAndGetInPage, MiB);
       checkRoundTrip('chromium', r);
       assert.deepEqual((await page.evaluate(() => window.disot.cas.list())).map((o) => o.cid), [r.put.cid]);
@@ -127,6 +113,7 @@ describe('firefox content store', () => {
       const denied = await run(async (unheld) => window.disot.cas.has(unheld), UNHELD);
       assert.deepEqual(denied, { thrown: 4100 });
       await h.grantInSeleniumFirefox(driver);
+      checkBadInput(await run(h.badInputInPage));
       const r = await run(h.putAndGetInPage, MiB);
       assert.equal(r.thrown, undefined, JSON.stringify(r));
       checkRoundTrip('firefox', r);

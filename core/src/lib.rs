@@ -9,9 +9,11 @@
 //! - [`api`]: the page-facing request/response messages, their limits and typed errors.
 //! - [`unixfs`]: files to UnixFS blocks and CIDs, as IPFS computes them.
 //! - [`store`]: the block-store trait, verified reads, atomic objects, garbage collection.
+//! - [`bitswap`]: Bitswap 1.2.0 messages and its client and server state machines (sans-IO).
 //! - [`bootstrap`]: which bootstrap node to dial when, with exponential backoff (sans-IO).
 
 pub mod api;
+pub mod bitswap;
 pub mod bootstrap;
 pub mod identity;
 pub mod permissions;

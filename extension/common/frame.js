@@ -7,6 +7,7 @@ import init, { openFrame } from './pkg/disot_wasm.js';
 const api = globalThis.browser ?? globalThis.chrome;
 const MAX_PORTS = 8; // pages (provider instances) one frame serves
 const MAX_PENDING = 16; // requests in flight on one port
+const MAX_PIECE = 4 * 1024 * 1024; // bytes in one message (the node checks again)
 let opening = null;
 let ports = 0;
 
@@ -34,10 +35,12 @@ async function answer(origin, msg) {
       if (typeof msg.body !== 'string') break;
       return { body: await f.request(origin, msg.body) };
     case 'put':
-      if (!(msg.data instanceof ArrayBuffer)) break;
+      if (!(msg.data instanceof ArrayBuffer) || typeof msg.handle !== 'number') break;
+      // Refused before it is copied into the node's memory.
+      if (msg.data.byteLength > MAX_PIECE) return { body: failure(-32005, `${msg.data.byteLength} bytes in one message; the limit is ${MAX_PIECE}`) };
       return { body: await f.putChunk(origin, msg.handle, new Uint8Array(msg.data)) };
     case 'read': {
-      if (typeof msg.name !== 'string') break;
+      if (typeof msg.name !== 'string' || msg.name.length > 256 || typeof msg.offset !== 'number' || typeof msg.length !== 'number') break;
       const r = await f.read(origin, msg.name, msg.offset, msg.length);
       return typeof r === 'string' ? { body: r } : { bytes: r };
     }

@@ -130,23 +130,27 @@
     return out;
   };
 
+  // Checks by shape rather than instanceof, so that values from another realm (an iframe, a
+  // test driver's sandbox) are accepted too.
+  const tag = (v) => Object.prototype.toString.call(v);
   async function* pieces(data, size) {
-    if (data instanceof ArrayBuffer) data = new Uint8Array(data);
+    if (tag(data) === '[object ArrayBuffer]') data = new Uint8Array(data);
     if (ArrayBuffer.isView(data)) {
       const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
       for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
-    } else if (data instanceof Blob) {
+    } else if (tag(data) === '[object Blob]' || tag(data) === '[object File]') {
       for (let i = 0; i < data.size; i += size) yield new Uint8Array(await data.slice(i, i + size).arrayBuffer());
-    } else if (data instanceof ReadableStream) {
+    } else if (tag(data) === '[object ReadableStream]') {
       const reader = data.getReader();
       let pending = new Uint8Array(0);
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        if (!(value instanceof Uint8Array)) throw new ProviderRpcError(-32602, 'the stream must yield Uint8Array chunks');
-        const joined = new Uint8Array(pending.length + value.length);
+        if (!ArrayBuffer.isView(value)) throw new ProviderRpcError(-32602, 'the stream must yield Uint8Array chunks');
+        const piece = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+        const joined = new Uint8Array(pending.length + piece.length);
         joined.set(pending);
-        joined.set(value, pending.length);
+        joined.set(piece, pending.length);
         let at = 0;
         for (; joined.length - at >= size; at += size) yield joined.subarray(at, at + size);
         pending = joined.slice(at);

@@ -143,7 +143,7 @@ async fn add(args: &AddArgs, data_dir: &Path, json: bool) -> Result<(), BoxError
         };
         let blocks = importer.push(&buf[..n]);
         if let Some(store) = &store {
-            store.put_blocks(&blocks).await?;
+            store.put_imported(&blocks).await?;
         }
     }
     let (blocks, imported) = importer.finish();
@@ -152,7 +152,7 @@ async fn add(args: &AddArgs, data_dir: &Path, json: bool) -> Result<(), BoxError
     record.name =
         args.file.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
     if let Some(store) = &store {
-        store.put_blocks(&blocks).await?;
+        store.put_imported(&blocks).await?;
         store.put_object(&record).await?;
     }
     if json {

@@ -11,8 +11,9 @@ import * as h from '../lib/harness.js';
 
 const MiB = 64;
 
-async function pageBench(page) {
-  return page.evaluate(async (mib) => {
+/** In the page: WebCrypto SHA-256, raw IndexedDB, then the extension's cas.put / cas.get. */
+async function pageBenchBody(mib) {
+  {
     const size = mib * 1024 * 1024;
     const data = new Uint8Array(size);
     for (let i = 0; i < size; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
@@ -55,7 +56,22 @@ async function pageBench(page) {
     await window.disot.cas.get(put.cid);
     const casGet = rate(performance.now() - t);
     return { webcrypto, idbPut, idbGet, casPut, casGet };
-  }, MiB);
+  }
+}
+
+/** In an extension page: the wasm SHA-256 the store verifies with, over 1 MiB blocks. */
+async function wasmShaBody(mib) {
+  const m = await import(`${location.origin}/pkg/disot_wasm.js`);
+  await m.default({ module_or_path: `${location.origin}/pkg/disot_wasm_bg.wasm` });
+  const block = new Uint8Array(1024 * 1024);
+  crypto.getRandomValues(block.subarray(0, 65536));
+  m.sha256(block); // warm up
+  const t = performance.now();
+  for (let i = 0; i < mib; i++) {
+    block[0] = i;
+    m.sha256(block);
+  }
+  return +(mib / ((performance.now() - t) / 1000)).toFixed(1);
 }
 
 function opensslSha256MiBps() {
@@ -89,39 +105,86 @@ function treePssMiB(pid) {
   return kib / 1024;
 }
 
-async function gibBench(browser, page, idle) {
+/** In the page: put 1 GiB from a stream, then read it back as a stream. */
+async function gibBody() {
+  const total = 1024 * 1024 * 1024;
+  const piece = new Uint8Array(1024 * 1024);
+  let made = 0;
+  const source = new ReadableStream({
+    pull(c) {
+      if (made >= total) return c.close();
+      crypto.getRandomValues(piece.subarray(0, 65536));
+      piece[0] = made / (1024 * 1024); // every MiB differs, so no block is deduplicated away
+      c.enqueue(piece.slice());
+      made += piece.length;
+    },
+  });
+  let t = performance.now();
+  const put = await window.disot.cas.put(source);
+  const putS = (performance.now() - t) / 1000;
+  t = performance.now();
+  const reader = (await window.disot.cas.get(put.cid, { as: 'stream' })).getReader();
+  let read = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    read += value.length;
+  }
+  return { size: put.size, read, putS, getS: (performance.now() - t) / 1000 };
+}
+
+/** Run `body(arg)` in the page and sample the browser's memory meanwhile. */
+async function withPeakMemory(pid, idle, run) {
   let peak = 0;
-  const timer = setInterval(() => { peak = Math.max(peak, treePssMiB(browser.pid)); }, 250);
+  const timer = setInterval(() => { peak = Math.max(peak, treePssMiB(pid)); }, 250);
   try {
-    const r = await page.evaluate(async () => {
-      const total = 1024 * 1024 * 1024;
-      const piece = new Uint8Array(1024 * 1024);
-      let made = 0;
-      const source = new ReadableStream({
-        pull(c) {
-          if (made >= total) return c.close();
-          crypto.getRandomValues(piece.subarray(0, 65536));
-          piece[0] = made / (1024 * 1024); // every MiB differs, so no block is deduplicated away
-          c.enqueue(piece.slice());
-          made += piece.length;
-        },
-      });
-      let t = performance.now();
-      const put = await window.disot.cas.put(source);
-      const putS = (performance.now() - t) / 1000;
-      t = performance.now();
-      const reader = (await window.disot.cas.get(put.cid, { as: 'stream' })).getReader();
-      let read = 0;
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        read += value.length;
-      }
-      return { size: put.size, read, putS, getS: (performance.now() - t) / 1000 };
-    });
+    const r = await run();
     return { ...r, idleMiB: Math.round(idle), peakAboveIdleMiB: Math.round(peak - idle) };
   } finally {
     clearInterval(timer);
+  }
+}
+
+const inPage = (fn, arg) => `const done = arguments[arguments.length - 1];
+  (${fn})(${JSON.stringify(arg)}).then(done, (e) => done({ error: String(e) }));`;
+
+async function chromium(site) {
+  const browser = await h.Browser.launch('chromium', h.prepareExtension('chrome', []), h.tempDir('bench-chromium'));
+  const page = await browser.open(`${site.url}/demo.html`);
+  await h.grantInChromium(browser, page);
+  await new Promise((r) => setTimeout(r, 2000));
+  const idle = treePssMiB(browser.pid); // the browser with the page open, before any transfer
+  const r = await page.evaluate(pageBenchBody, MiB);
+  const ext = await browser.browser.newPage();
+  await ext.goto(`${browser.extensionBase}options.html`);
+  r.wasmSha = await ext.evaluate(wasmShaBody, MiB);
+  await ext.close();
+  if (process.env.DISOT_BENCH_GIB !== '0') r.gib = await withPeakMemory(browser.pid, idle, () => page.evaluate(gibBody));
+  await browser.close();
+  return r;
+}
+
+async function firefox(site) {
+  const { driver, base } = await h.launchSeleniumFirefox(h.prepareExtension('firefox', []));
+  try {
+    await driver.manage().setTimeouts({ script: 15 * 60_000 });
+    const pid = (await driver.getCapabilities()).get('moz:processID');
+    await driver.get(`${site.url}/demo.html`);
+    await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+    await h.grantInSeleniumFirefox(driver);
+    await new Promise((r) => setTimeout(r, 2000));
+    const idle = treePssMiB(pid);
+    const r = await driver.executeAsyncScript(inPage(pageBenchBody, MiB));
+    const main = await driver.getWindowHandle();
+    await driver.switchTo().newWindow('tab');
+    await driver.get(`${base}options.html`);
+    r.wasmSha = await driver.executeAsyncScript(inPage(wasmShaBody, MiB));
+    await driver.close();
+    await driver.switchTo().window(main);
+    if (process.env.DISOT_BENCH_GIB !== '0') r.gib = await withPeakMemory(pid, idle, () => driver.executeAsyncScript(inPage(gibBody)));
+    return r;
+  } finally {
+    await driver.quit();
   }
 }
 
@@ -129,23 +192,18 @@ const results = {};
 try {
   const native = opensslSha256MiBps();
   const site = await h.startPageServer();
-  for (const kind of ['chromium']) {
-    const browser = await h.Browser.launch(kind, h.prepareExtension('chrome', []), h.tempDir(`bench-${kind}`));
-    const page = await browser.open(`${site.url}/demo.html`);
-    await h.grantInChromium(browser, page);
-    await new Promise((r) => setTimeout(r, 2000));
-    const idle = treePssMiB(browser.pid); // the browser with the page open, before any transfer
-    results[kind] = await pageBench(page);
-    if (process.env.DISOT_BENCH_GIB !== '0') results[kind].gib = await gibBench(browser, page, idle);
-    await browser.close();
-  }
+  const kinds = (process.env.DISOT_BENCH_BROWSERS ?? 'chromium firefox').split(/\s+/).filter(Boolean);
+  for (const kind of kinds) results[kind] = kind === 'chromium' ? await chromium(site) : await firefox(site);
   for (const [kind, r] of Object.entries(results)) {
+    if (r.error) throw new Error(`${kind}: ${r.error}`);
     console.log(`${kind}: ${MiB} MiB`);
     console.log(`  SHA-256  WebCrypto ${r.webcrypto} MiB/s vs native openssl ${native} MiB/s = ${(r.webcrypto / native).toFixed(2)}x`);
+    console.log(`  SHA-256  wasm (the store's) ${r.wasmSha} MiB/s vs native openssl = ${(r.wasmSha / native).toFixed(2)}x`);
     console.log(`  put      cas.put ${r.casPut} MiB/s vs raw IndexedDB ${r.idbPut} MiB/s = ${(r.casPut / r.idbPut).toFixed(2)}x`);
     console.log(`  get      cas.get ${r.casGet} MiB/s vs raw IndexedDB ${r.idbGet} MiB/s = ${(r.casGet / r.idbGet).toFixed(2)}x`);
     if (r.gib) {
       const g = r.gib;
+      if (g.error) throw new Error(`${kind} 1 GiB: ${g.error}`);
       console.log(`  1 GiB    put ${g.putS.toFixed(0)} s, get ${g.getS.toFixed(0)} s (${g.read === g.size ? 'all bytes read back' : `READ ${g.read} OF ${g.size}`}); ` +
         `browser peak ${g.peakAboveIdleMiB} MiB above idle (${g.idleMiB} MiB)`);
     }

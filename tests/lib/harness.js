@@ -157,12 +157,12 @@ const CHROMIUM_ARGS = [
 
 /** A launched browser with the extension installed. */
 export class Browser {
-  static async launch(kind, extDir, profileDir, { firefoxPrefs = {}, uuid = randomUUID() } = {}) {
+  static async launch(kind, extDir, profileDir, { firefoxPrefs = {}, uuid = randomUUID(), executablePath } = {}) {
     const b = new Browser(kind, extDir, profileDir);
     b.startedAt = Date.now();
     if (kind === 'chromium') {
       b.browser = await puppeteer.launch({
-        executablePath: CHROMIUM, headless: true, pipe: true, userDataDir: profileDir,
+        executablePath: executablePath ?? CHROMIUM, headless: true, pipe: true, userDataDir: profileDir,
         enableExtensions: [extDir], args: CHROMIUM_ARGS,
       });
       const sw = await b.browser.waitForTarget(
@@ -172,7 +172,7 @@ export class Browser {
     } else {
       b.uuid = uuid;
       b.browser = await puppeteer.launch({
-        browser: 'firefox', executablePath: FIREFOX, headless: true, userDataDir: profileDir,
+        browser: 'firefox', executablePath: executablePath ?? FIREFOX, headless: true, userDataDir: profileDir,
         extraPrefsFirefox: {
           'extensions.webextensions.uuids': JSON.stringify({ [FIREFOX_EXTENSION_ID]: uuid }),
           ...firefoxPrefs,
@@ -304,12 +304,12 @@ export async function withFirefoxExtensionPage(extDir, pagePath, inspect) {
  * on that profile directory in place (so a relaunch finds the same IndexedDB); the extension's
  * UUID is fixed per `uuid` so its storage origin stays the same across relaunches.
  */
-export async function launchSeleniumFirefox(extDir, { profile, uuid = randomUUID() } = {}) {
+export async function launchSeleniumFirefox(extDir, { profile, uuid = randomUUID(), binary = FIREFOX } = {}) {
   const { Builder } = await import('selenium-webdriver');
   const firefox = await import('selenium-webdriver/firefox.js');
   const geckodriver = process.env.DISOT_GECKODRIVER ?? path.join(os.homedir(), '.cargo/bin/geckodriver');
   const options = new firefox.Options()
-    .setBinary(FIREFOX)
+    .setBinary(binary)
     .addArguments('-headless', ...(profile ? ['-profile', profile] : []))
     .setPreference('extensions.webextensions.uuids', JSON.stringify({ [FIREFOX_EXTENSION_ID]: uuid }));
   const service = new firefox.ServiceBuilder(geckodriver).addArguments('--allow-system-access');
@@ -390,6 +390,92 @@ export async function putAndGetInPage(mib) {
     head: hex(data.subarray(0, 64)),
     putMs: t1 - t0, getMs: t2 - t1,
   };
+}
+
+/**
+ * In-page, with the cas grant: bad input through the typed wrapper, through raw requests and
+ * straight to the extension's content frame (as a hostile page could); error codes, and what
+ * is listed afterwards.
+ */
+export async function badInputInPage() {
+  const code = (p) => p.then(() => null, (e) => e.code);
+  let pulls = 0;
+  const failing = new ReadableStream({
+    pull(c) {
+      if (pulls++ < 3) c.enqueue(new Uint8Array(400_000));
+      else c.error(new Error('the source broke'));
+    },
+  });
+  const out = {
+    wrongType: await code(window.disot.cas.put('text')),
+    badCid: await code(window.disot.cas.stat('bafy-nope')),
+    badHex: await code(window.disot.cas.has('sha256:xyz')),
+    tooBig: await code(window.disot.request({ method: 'cas_read', params: { name: 'sha256:' + '0'.repeat(64), length: 1 << 30 } })),
+    unknownHandle: await code(window.disot.request({ method: 'cas_put_finish', params: { handle: 999 } })),
+    brokenStream: await window.disot.cas.put(failing).then(() => 'stored', (e) => e.message),
+    list: await window.disot.cas.list(),
+  };
+  // The page talks to the content frame itself, bypassing the provider.
+  const iframe = document.querySelector('iframe[src*="-extension://"]');
+  const { port1, port2 } = new MessageChannel();
+  iframe.contentWindow.postMessage({ channel: 'disot-frame' }, '*', [port2]);
+  let id = 0;
+  const ask = (msg, transfer = []) => new Promise((resolve) => {
+    const mine = ++id;
+    port1.onmessage = ({ data }) => data.id === mine && resolve(JSON.parse(data.body).error?.code ?? null);
+    port1.postMessage({ ...msg, id: mine }, transfer);
+  });
+  const huge = new ArrayBuffer(5 << 20);
+  out.frame = {
+    hugePiece: await ask({ op: 'put', handle: 1, data: huge }, [huge]),
+    unknownOp: await ask({ op: 'format-disk' }),
+    badRead: await ask({ op: 'read', name: 'sha256:' + '0'.repeat(64), offset: -1, length: 5 }),
+    notContent: await ask({ op: 'request', body: JSON.stringify({ method: 'disot_requestPermissions', params: [{ cas: {} }] }) }),
+    afterwards: await window.disot.cas.list(),
+  };
+  port1.close();
+  return out;
+}
+
+/**
+ * In-page: fill the store past what the disk allows. Puts 8 MiB (A), then 96 MiB (B, which
+ * must fail), then lists, reads A back and puts 4 MiB (C). Each step's result or error.
+ */
+export async function overfillInPage() {
+  const make = (mib, seed) => {
+    const d = new Uint8Array(mib << 20);
+    for (let i = 0; i < d.length; i += 65536) crypto.getRandomValues(d.subarray(i, i + 65536));
+    d[0] = seed;
+    return d;
+  };
+  const attempt = (f) => f().then((ok) => ({ ok }), (e) => ({ error: { code: e.code, message: e.message } }));
+  const a = make(8, 1);
+  const out = {};
+  out.a = await attempt(() => window.disot.cas.put(a));
+  out.b = await attempt(() => window.disot.cas.put(make(96, 2)));
+  out.list = await attempt(async () => (await window.disot.cas.list()).map((o) => o.cid));
+  out.aBack = await attempt(async () => {
+    const back = await window.disot.cas.get(out.a.ok.cid);
+    return back.length === a.length && back.every((x, i) => x === a[i]);
+  });
+  out.c = await attempt(() => window.disot.cas.put(make(4, 3)));
+  return out;
+}
+
+/** In an extension page: how many blocks the store holds. */
+export async function countBlocksInExtensionPage() {
+  const db = await new Promise((resolve, reject) => {
+    const r = indexedDB.open('disot-peer');
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+  const n = await new Promise((resolve, reject) => {
+    const r = db.transaction('blocks').objectStore('blocks').count();
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+  db.close();
+  return n;
 }
 
 /** In an extension page: overwrite one stored raw leaf in IndexedDB; returns its key. */

@@ -22,6 +22,9 @@ use crate::store::Store;
 /// Uploads one origin may have open at once, and all origins together.
 const MAX_UPLOADS_PER_ORIGIN: usize = 4;
 const MAX_UPLOADS: usize = 16;
+/// Room left for the browser itself and the records: an upload stops with a clear error
+/// rather than fill the disk to the last byte.
+const STORAGE_RESERVE: f64 = 16.0 * 1024.0 * 1024.0;
 /// An upload without a chunk for this long is dropped.
 const UPLOAD_IDLE_MS: f64 = 120_000.0;
 
@@ -32,6 +35,8 @@ struct Upload {
     name: Option<String>,
     mime: Option<String>,
     touched: f64,
+    /// Blocks written so far: removed again if the upload fails or is abandoned.
+    written: Vec<Cid>,
 }
 
 /// The content store as pages see it: the block store plus the uploads in progress. The node
@@ -46,6 +51,24 @@ impl Cas {
     pub(crate) fn new(store: Rc<Store>) -> Self {
         Cas { store, uploads: RefCell::new(HashMap::new()), next_upload: Cell::new(0) }
     }
+}
+
+/// Remove what abandoned uploads wrote, in the background (blocks other objects share stay).
+fn clean_up(cas: &Cas, abandoned: Vec<Upload>) {
+    remove_in_background(cas, abandoned.into_iter().flat_map(|u| u.written).collect());
+}
+
+fn remove_in_background(cas: &Cas, written: Vec<Cid>) {
+    if written.is_empty() {
+        return;
+    }
+    let store = cas.store.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        match store::remove_unreferenced(&*store, &written).await {
+            Ok(n) => tracing::info!("removed {n} blocks of abandoned uploads"),
+            Err(e) => tracing::warn!("removing blocks of abandoned uploads: {e}"),
+        }
+    });
 }
 
 fn store_error(e: store::Error) -> ApiError {
@@ -79,27 +102,37 @@ fn describe(r: &ObjectRecord) -> Value {
     json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "pinned": r.pinned, "name": r.name, "mime": r.mime })
 }
 
-/// Up to `length` bytes of object `name` from `offset` (fewer at its end), every block verified.
-pub(crate) async fn read(
+/// The root and byte range a read of up to `length` bytes of object `name` from `offset`
+/// covers (clipped to the object's end; empty past it).
+pub(crate) async fn read_range(
     cas: &Cas,
     origin: &str,
     name: &str,
     offset: u64,
     length: u64,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<(Cid, std::ops::Range<u64>), ApiError> {
     let record = visible(cas, origin, name).await?;
+    let cid: Cid = record.cid.parse().map_err(|_| not_found())?;
     let end = offset.saturating_add(length).min(record.size);
-    let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-    if offset < end {
-        let cid: Cid = record.cid.parse().map_err(|_| not_found())?;
-        store::cat(&*cas.store, &cid, Some(offset..end), |bytes| {
-            out.extend_from_slice(bytes);
-            Ok(())
-        })
-        .await
-        .map_err(store_error)?;
+    Ok((cid, offset..end.max(offset)))
+}
+
+/// Stream the bytes of `range` of the object rooted at `root` to `sink`, every block verified.
+pub(crate) async fn read_into(
+    cas: &Cas,
+    root: &Cid,
+    range: std::ops::Range<u64>,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<(), ApiError> {
+    if range.is_empty() {
+        return Ok(());
     }
-    Ok(out)
+    store::cat(&*cas.store, root, Some(range), |bytes| {
+        sink(bytes);
+        Ok(())
+    })
+    .await
+    .map_err(store_error)
 }
 
 pub(crate) async fn handle(
@@ -110,8 +143,16 @@ pub(crate) async fn handle(
     match request {
         PageRequest::CasPutStart { name, mime } => {
             let now = now_ms();
+            let expired: Vec<u64> = cas
+                .uploads
+                .borrow()
+                .iter()
+                .filter(|(_, u)| now - u.touched >= UPLOAD_IDLE_MS)
+                .map(|(h, _)| *h)
+                .collect();
+            let expired = expired.iter().filter_map(|h| cas.uploads.borrow_mut().remove(h));
+            clean_up(cas, expired.collect());
             let mut uploads = cas.uploads.borrow_mut();
-            uploads.retain(|_, u| now - u.touched < UPLOAD_IDLE_MS);
             let mine = uploads.values().filter(|u| u.origin == origin).count();
             if mine >= MAX_UPLOADS_PER_ORIGIN || uploads.len() >= MAX_UPLOADS {
                 return Err(ApiError::new(
@@ -127,11 +168,33 @@ pub(crate) async fn handle(
                 name,
                 mime,
                 touched: now,
+                written: Vec::new(),
             };
             uploads.insert(handle, upload);
             Ok(json!({ "handle": handle, "chunkSize": MAX_CHUNK_BYTES }))
         }
         PageRequest::CasPutChunk { handle, data } => {
+            if let Some(room) = cas.store.room().await {
+                if room < data.len() as f64 + STORAGE_RESERVE {
+                    let failed = {
+                        let mut uploads = cas.uploads.borrow_mut();
+                        uploads
+                            .get(&handle)
+                            .filter(|u| u.origin == origin)
+                            .ok_or_else(no_upload)?;
+                        uploads.remove(&handle)
+                    };
+                    clean_up(cas, failed.into_iter().collect());
+                    return Err(ApiError::new(
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "storage is full: {:.1} MiB left and {:.0} MiB are kept in reserve; the upload was abandoned",
+                            room.max(0.0) / 1048576.0,
+                            STORAGE_RESERVE / 1048576.0
+                        ),
+                    ));
+                }
+            }
             // Take the blocks out before awaiting: no RefCell borrow may live across an await.
             let blocks = {
                 let mut uploads = cas.uploads.borrow_mut();
@@ -140,18 +203,24 @@ pub(crate) async fn handle(
                     .filter(|u| u.origin == origin)
                     .ok_or_else(no_upload)?;
                 upload.touched = now_ms();
-                upload.importer.push(&data)
+                let blocks = upload.importer.push(&data);
+                upload.written.extend(blocks.iter().map(|b| b.cid));
+                blocks
             };
-            if let Err(e) = cas.store.put_blocks(&blocks).await {
-                cas.uploads.borrow_mut().remove(&handle);
+            if let Err(e) = cas.store.put_imported(&blocks).await {
+                let failed = cas.uploads.borrow_mut().remove(&handle);
+                clean_up(cas, failed.into_iter().collect());
                 return Err(store_error(e));
             }
             Ok(json!({ "accepted": data.len() }))
         }
         PageRequest::CasPutAbort { handle } => {
-            let mut uploads = cas.uploads.borrow_mut();
-            uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
-            uploads.remove(&handle);
+            let aborted = {
+                let mut uploads = cas.uploads.borrow_mut();
+                uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
+                uploads.remove(&handle)
+            };
+            clean_up(cas, aborted.into_iter().collect());
             Ok(json!({ "aborted": handle }))
         }
         PageRequest::CasPutFinish { handle } => {
@@ -160,22 +229,35 @@ pub(crate) async fn handle(
                 uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
                 uploads.remove(&handle).ok_or_else(no_upload)?
             };
-            let (blocks, imported) = upload.importer.finish();
-            cas.store.put_blocks(&blocks).await.map_err(store_error)?;
-            let mut record =
-                match cas.store.object(&imported.cid.to_string()).await.map_err(store_error)? {
+            let Upload { importer, name, mime, mut written, .. } = upload;
+            let (blocks, imported) = importer.finish();
+            written.extend(blocks.iter().map(|b| b.cid));
+            let committed = async {
+                cas.store.put_imported(&blocks).await?;
+                let mut record = match cas.store.object(&imported.cid.to_string()).await? {
                     Some(existing) => existing,
                     None => ObjectRecord::new(&imported),
                 };
-            if !record.origins.iter().any(|o| o == origin) {
-                record.origins.push(origin.to_owned());
+                if !record.origins.iter().any(|o| o == origin) {
+                    record.origins.push(origin.to_owned());
+                }
+                record.name = record.name.or(name);
+                record.mime = record.mime.or(mime);
+                record.pinned = true;
+                // The record comes last: only now is the object visible, all at once.
+                cas.store.put_object(&record).await?;
+                Ok(record)
             }
-            record.name = record.name.or(upload.name);
-            record.mime = record.mime.or(upload.mime);
-            record.pinned = true;
-            // The record comes last: only now is the object visible, all at once.
-            cas.store.put_object(&record).await.map_err(store_error)?;
-            Ok(json!({ "cid": record.cid, "sha256": record.sha256, "size": record.size }))
+            .await;
+            match committed {
+                Ok(record) => {
+                    Ok(json!({ "cid": record.cid, "sha256": record.sha256, "size": record.size }))
+                }
+                Err(e) => {
+                    remove_in_background(cas, written);
+                    Err(store_error(e))
+                }
+            }
         }
         PageRequest::CasStat { name } => Ok(describe(&visible(cas, origin, &name).await?)),
         PageRequest::CasHas { name } => match visible(cas, origin, &name).await {
@@ -184,7 +266,9 @@ pub(crate) async fn handle(
             Err(e) => Err(e),
         },
         PageRequest::CasRead { name, offset, length } => {
-            let data = read(cas, origin, &name, offset, length).await?;
+            let (root, range) = read_range(cas, origin, &name, offset, length).await?;
+            let mut data = Vec::with_capacity((range.end - range.start) as usize);
+            read_into(cas, &root, range, |bytes| data.extend_from_slice(bytes)).await?;
             Ok(
                 json!({ "offset": offset, "data": base64::engine::general_purpose::STANDARD.encode(&data) }),
             )

@@ -10,11 +10,11 @@
 use cid::Cid;
 use disot_core::api::Settings;
 use disot_core::permissions::Grants;
-use disot_core::store::{self as cas, verify, BlockStore, ObjectRecord};
+use disot_core::store::{self as cas, check_block, check_digest, BlockStore, ObjectRecord};
 use disot_core::unixfs::Block;
 use idb::{Database, DatabaseEvent, Factory, ObjectStoreParams, TransactionMode};
 use libp2p::identity::Keypair;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast as _, JsValue};
 
 const DB_NAME: &str = "disot-peer";
 const DB_VERSION: u32 = 2;
@@ -37,27 +37,57 @@ pub enum Error {
 }
 
 pub struct Store {
-    db: Database,
+    name: String,
+    /// Replaced when the browser closes the connection under us (it does after a write fails
+    /// for lack of disk space): every later transaction would fail otherwise.
+    db: std::cell::RefCell<std::rc::Rc<Database>>,
 }
 
 // The few IndexedDB operations everything here is made of, one transaction each.
 impl Store {
+    /// A transaction on `stores`, reopening the database once if the browser has closed it.
+    async fn tx(
+        &self,
+        stores: &[&str],
+        mode: TransactionMode,
+    ) -> Result<idb::Transaction, idb::Error> {
+        let db = self.db.borrow().clone();
+        match db.transaction(stores, mode) {
+            Ok(tx) => Ok(tx),
+            Err(e) if e.to_string().contains("InvalidStateError") => {
+                tracing::warn!("storage connection was closed by the browser ({e}); reopening");
+                let fresh = std::rc::Rc::new(open_database(&self.name).await?);
+                *self.db.borrow_mut() = fresh.clone();
+                fresh.transaction(stores, mode)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn read(&self, store: &str, key: &str) -> Result<Option<JsValue>, idb::Error> {
-        let tx = self.db.transaction(&[store], TransactionMode::ReadOnly)?;
+        match self.read_once(store, key).await {
+            // A read the browser aborted while closing the connection: once more, on a new one.
+            Err(e) if e.to_string().contains("AbortError") => self.read_once(store, key).await,
+            other => other,
+        }
+    }
+
+    async fn read_once(&self, store: &str, key: &str) -> Result<Option<JsValue>, idb::Error> {
+        let tx = self.tx(&[store], TransactionMode::ReadOnly).await?;
         let value = tx.object_store(store)?.get(JsValue::from_str(key))?.await?;
         tx.await?;
         Ok(value)
     }
 
     async fn write(&self, store: &str, key: &str, value: &JsValue) -> Result<(), idb::Error> {
-        let tx = self.db.transaction(&[store], TransactionMode::ReadWrite)?;
+        let tx = self.tx(&[store], TransactionMode::ReadWrite).await?;
         tx.object_store(store)?.put(value, Some(&JsValue::from_str(key)))?.await?;
         tx.commit()?.await?;
         Ok(())
     }
 
     async fn remove(&self, store: &str, key: &str) -> Result<(), idb::Error> {
-        let tx = self.db.transaction(&[store], TransactionMode::ReadWrite)?;
+        let tx = self.tx(&[store], TransactionMode::ReadWrite).await?;
         tx.object_store(store)?.delete(JsValue::from_str(key))?.await?;
         tx.commit()?.await?;
         Ok(())
@@ -65,7 +95,7 @@ impl Store {
 
     /// Every key (`keys`) or every value of a store.
     async fn read_all(&self, store: &str, keys: bool) -> Result<Vec<JsValue>, idb::Error> {
-        let tx = self.db.transaction(&[store], TransactionMode::ReadOnly)?;
+        let tx = self.tx(&[store], TransactionMode::ReadOnly).await?;
         let os = tx.object_store(store)?;
         let all = if keys {
             os.get_all_keys(None, None)?.await?
@@ -103,19 +133,8 @@ impl Store {
 
     /// Open (creating or upgrading) the database called `name`; tests use their own names.
     pub async fn open_named(name: &str) -> Result<Store, Error> {
-        let factory = Factory::new()?;
-        let mut request = factory.open(name, Some(DB_VERSION))?;
-        request.on_upgrade_needed(|event| {
-            let Ok(db) = event.database() else { return };
-            for name in [KEYS, SETTINGS, BLOCKS, OBJECTS] {
-                if !db.store_names().iter().any(|n| n == name) {
-                    if let Err(e) = db.create_object_store(name, ObjectStoreParams::new()) {
-                        tracing::error!("creating object store {name}: {e}");
-                    }
-                }
-            }
-        });
-        Ok(Store { db: request.await? })
+        let db = open_database(name).await?;
+        Ok(Store { name: name.to_owned(), db: std::cell::RefCell::new(std::rc::Rc::new(db)) })
     }
 
     /// The peer's identity key, created and stored on first run.
@@ -127,7 +146,7 @@ impl Store {
         let encoded =
             key.to_protobuf_encoding().map_err(|e| Error::DamagedIdentity(e.to_string()))?;
         let value = js_sys::Uint8Array::from(encoded.as_slice());
-        let tx = self.db.transaction(&[KEYS], TransactionMode::ReadWrite)?;
+        let tx = self.tx(&[KEYS], TransactionMode::ReadWrite).await?;
         let added =
             tx.object_store(KEYS)?.add(&value, Some(&JsValue::from_str(IDENTITY_KEY)))?.await;
         match added {
@@ -160,12 +179,66 @@ impl Store {
         self.write_setting(GRANTS_KEY, grants).await
     }
 
+    /// Bytes the browser says this profile may still store (quota minus usage), if it says.
+    /// With `unlimitedStorage` the quota is the free disk space, so this is how a full disk is
+    /// seen before a write fails (Chromium may acknowledge a write and lose it when the disk is
+    /// full).
+    pub async fn room(&self) -> Option<f64> {
+        use js_sys::Reflect;
+        let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
+        let storage = Reflect::get(&navigator, &"storage".into()).ok()?;
+        let estimate: js_sys::Function =
+            Reflect::get(&storage, &"estimate".into()).ok()?.dyn_into().ok()?;
+        let promise: js_sys::Promise = estimate.call0(&storage).ok()?.dyn_into().ok()?;
+        let e = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
+        let quota = Reflect::get(&e, &"quota".into()).ok()?.as_f64()?;
+        let usage = Reflect::get(&e, &"usage".into()).ok()?.as_f64()?;
+        Some(quota - usage)
+    }
+
     /// Overwrite a stored block's bytes without checks, to test corruption detection.
     pub async fn corrupt(&self, cid: &Cid, data: &[u8]) -> cas::Result<()> {
         self.write(BLOCKS, &cid.to_string(), &js_sys::Uint8Array::from(data).into())
             .await
             .map_err(backend)
     }
+}
+
+async fn open_database(name: &str) -> Result<Database, idb::Error> {
+    let factory = Factory::new()?;
+    let mut request = factory.open(name, Some(DB_VERSION))?;
+    request.on_upgrade_needed(|event| {
+        let Ok(db) = event.database() else { return };
+        for name in [KEYS, SETTINGS, BLOCKS, OBJECTS] {
+            if !db.store_names().iter().any(|n| n == name) {
+                if let Err(e) = db.create_object_store(name, ObjectStoreParams::new()) {
+                    tracing::error!("creating object store {name}: {e}");
+                }
+            }
+        }
+    });
+    request.await
+}
+
+/// Check that `bytes` is the block named by `cid`, hashing with the browser's SHA-256 (WebCrypto:
+/// several times faster than SHA-256 compiled to wasm, and off this thread).
+async fn verify(cid: &Cid, bytes: &js_sys::Uint8Array) -> cas::Result<()> {
+    check_block(cid, bytes.length() as usize)?;
+    let digest = sha256(bytes)
+        .await
+        .map_err(|e| cas::Error::Backend(format!("hashing with WebCrypto: {e:?}")))?;
+    check_digest(cid, &digest)
+}
+
+/// SHA-256 with the `crypto.subtle` of whichever global this runs in (window or worker).
+async fn sha256(bytes: &js_sys::Uint8Array) -> Result<Vec<u8>, JsValue> {
+    use js_sys::Reflect;
+    let crypto = Reflect::get(&js_sys::global(), &"crypto".into())?;
+    let subtle = Reflect::get(&crypto, &"subtle".into())?;
+    let digest: js_sys::Function = Reflect::get(&subtle, &"digest".into())?.into();
+    let promise: js_sys::Promise = digest.call2(&subtle, &"SHA-256".into(), bytes)?.into();
+    let buffer = wasm_bindgen_futures::JsFuture::from(promise).await?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
 fn decode_identity(value: &JsValue) -> Result<Keypair, Error> {
@@ -182,6 +255,22 @@ fn backend(e: idb::Error) -> cas::Error {
     }
 }
 
+/// A failed block write. Out of quota, browsers report QuotaExceededError; out of disk, Chromium
+/// aborts the transaction (AbortError / UnknownError) and then closes the connection.
+fn write_failure(e: idb::Error) -> cas::Error {
+    let text = e.to_string();
+    if text.contains("QuotaExceeded")
+        || text.contains("AbortError")
+        || text.contains("UnknownError")
+    {
+        cas::Error::QuotaExceeded(format!(
+            "the browser refused to store more (disk or quota full?): {text}"
+        ))
+    } else {
+        cas::Error::Backend(text)
+    }
+}
+
 fn record_from(v: &JsValue) -> cas::Result<ObjectRecord> {
     let text =
         v.as_string().ok_or_else(|| cas::Error::Backend("object record is not text".into()))?;
@@ -192,15 +281,16 @@ impl BlockStore for Store {
     async fn get(&self, cid: &Cid) -> cas::Result<Option<Vec<u8>>> {
         match self.read(BLOCKS, &cid.to_string()).await.map_err(backend)? {
             Some(v) => {
-                let data = js_sys::Uint8Array::new(&v).to_vec();
-                verify(cid, &data).map(|()| Some(data))
+                let bytes = js_sys::Uint8Array::new(&v);
+                verify(cid, &bytes).await?;
+                Ok(Some(bytes.to_vec()))
             }
             None => Ok(None),
         }
     }
 
     async fn has(&self, cid: &Cid) -> cas::Result<bool> {
-        let tx = self.db.transaction(&[BLOCKS], TransactionMode::ReadOnly).map_err(backend)?;
+        let tx = self.tx(&[BLOCKS], TransactionMode::ReadOnly).await.map_err(backend)?;
         let count = tx
             .object_store(BLOCKS)
             .map_err(backend)?
@@ -214,21 +304,34 @@ impl BlockStore for Store {
 
     async fn put_blocks(&self, blocks: &[Block]) -> cas::Result<()> {
         for b in blocks {
-            verify(&b.cid, &b.data)?;
+            check_block(&b.cid, b.data.len())?;
         }
+        // Hash them all at once: the browser's SHA-256 runs them on its own threads.
+        let copies: Vec<_> =
+            blocks.iter().map(|b| js_sys::Uint8Array::from(b.data.as_slice())).collect();
+        futures::future::try_join_all(blocks.iter().zip(&copies).map(|(b, c)| verify(&b.cid, c)))
+            .await?;
+        self.put_imported(blocks).await
+    }
+
+    async fn put_imported(&self, blocks: &[Block]) -> cas::Result<()> {
         if blocks.is_empty() {
             return Ok(());
         }
         // One transaction for the whole batch: all of it is stored or none.
-        let tx = self.db.transaction(&[BLOCKS], TransactionMode::ReadWrite).map_err(backend)?;
+        let tx = self.tx(&[BLOCKS], TransactionMode::ReadWrite).await.map_err(backend)?;
         let store = tx.object_store(BLOCKS).map_err(backend)?;
         // Queue every put, then wait once: a failed put aborts the transaction, and the
         // commit reports it.
         for b in blocks {
             let value: JsValue = js_sys::Uint8Array::from(b.data.as_slice()).into();
-            drop(store.put(&value, Some(&JsValue::from_str(&b.cid.to_string()))).map_err(backend)?);
+            drop(
+                store
+                    .put(&value, Some(&JsValue::from_str(&b.cid.to_string())))
+                    .map_err(write_failure)?,
+            );
         }
-        tx.commit().map_err(backend)?.await.map_err(backend)?;
+        tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
         Ok(())
     }
 
@@ -243,7 +346,7 @@ impl BlockStore for Store {
 
     async fn put_object(&self, record: &ObjectRecord) -> cas::Result<()> {
         let text = serde_json::to_string(record).map_err(|e| cas::Error::Backend(e.to_string()))?;
-        self.write(OBJECTS, &record.cid, &JsValue::from_str(&text)).await.map_err(backend)
+        self.write(OBJECTS, &record.cid, &JsValue::from_str(&text)).await.map_err(write_failure)
     }
 
     async fn object(&self, cid: &str) -> cas::Result<Option<ObjectRecord>> {

@@ -1,0 +1,885 @@
+//! Bitswap 1.2.0 (`/ipfs/bitswap/1.2.0`): the wire format, its framing, and the two sides of the
+//! exchange as sans-IO state machines, so that the same code runs in the browser node, in
+//! `disot-node`, and under plain `cargo test`.
+//!
+//! Design decisions:
+//! - A received block is named by the CID rebuilt from its prefix and *the hash of its bytes*;
+//!   it satisfies a want only if that CID is the wanted one. Bytes that do not hash to what was
+//!   asked can therefore never be taken for the wanted block. A block nobody asked for (nor
+//!   recently received from someone else) marks its sender as misbehaving; the node
+//!   disconnects it and does not ask it again.
+//! - The client sends one want-block per CID, to the candidate peer with the fewest blocks
+//!   in flight, and want-have to the others (all with send-dont-have). Parallel wants spread
+//!   over every peer that has the content: swarming comes from the choice of peer per block.
+//! - The server answers at once from what the store holds and what the asking peer may see;
+//!   it keeps no wantlist for later. "May not see" and "not held" get the same DONT_HAVE.
+//! - Every message is bounded ([`MAX_MESSAGE_SIZE`], [`MAX_ENTRIES`]); so is the client's
+//!   state ([`MAX_WANTS`]).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use cid::Cid;
+use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use libp2p_identity::PeerId;
+use sha2::{Digest, Sha256};
+
+use crate::store::{MAX_BLOCK_SIZE, SHA2_256};
+
+pub const PROTOCOL: &str = "/ipfs/bitswap/1.2.0";
+/// Largest message sent or accepted (as go-bitswap and Helia).
+pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+/// Most wantlist entries, block presences or blocks accepted in one message.
+pub const MAX_ENTRIES: usize = 4096;
+/// Most CIDs the client wants at once.
+pub const MAX_WANTS: usize = 4096;
+/// A want-block without an answer for this long is asked of another peer.
+pub const BLOCK_TIMEOUT_MS: u64 = 15_000;
+/// A want nobody could serve for this long fails.
+pub const WANT_TIMEOUT_MS: u64 = 60_000;
+/// Blocks received recently: a late copy of one of them is not misbehaviour.
+const RECENT: usize = 1024;
+
+/// The protobuf messages of the spec (`message.proto`), field numbers as there.
+pub mod pb {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Message {
+        #[prost(message, optional, tag = "1")]
+        pub wantlist: Option<Wantlist>,
+        /// Bitswap 1.0.0 blocks (CIDv0 implied); accepted, never sent.
+        #[prost(bytes = "vec", repeated, tag = "2")]
+        pub blocks: Vec<Vec<u8>>,
+        #[prost(message, repeated, tag = "3")]
+        pub payload: Vec<Block>,
+        #[prost(message, repeated, tag = "4")]
+        pub block_presences: Vec<BlockPresence>,
+        #[prost(int32, tag = "5")]
+        pub pending_bytes: i32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Wantlist {
+        #[prost(message, repeated, tag = "1")]
+        pub entries: Vec<Entry>,
+        #[prost(bool, tag = "2")]
+        pub full: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Entry {
+        #[prost(bytes = "vec", tag = "1")]
+        pub block: Vec<u8>,
+        #[prost(int32, tag = "2")]
+        pub priority: i32,
+        #[prost(bool, tag = "3")]
+        pub cancel: bool,
+        /// 0 = Block, 1 = Have.
+        #[prost(int32, tag = "4")]
+        pub want_type: i32,
+        #[prost(bool, tag = "5")]
+        pub send_dont_have: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Block {
+        #[prost(bytes = "vec", tag = "1")]
+        pub prefix: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub data: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct BlockPresence {
+        #[prost(bytes = "vec", tag = "1")]
+        pub cid: Vec<u8>,
+        /// 0 = Have, 1 = DontHave.
+        #[prost(int32, tag = "2")]
+        pub r#type: i32,
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("bitswap message of {0} bytes is over the {MAX_MESSAGE_SIZE}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed bitswap message: {0}")]
+    Malformed(String),
+    #[error("bitswap stream: {0}")]
+    Io(String),
+}
+
+fn malformed(what: impl std::fmt::Display) -> Error {
+    Error::Malformed(what.to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WantType {
+    Block,
+    Have,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub cid: Cid,
+    pub want_type: WantType,
+    pub cancel: bool,
+    pub send_dont_have: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Have,
+    DontHave,
+}
+
+/// A decoded message. Each block's CID is rebuilt from its prefix and the hash of its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Incoming {
+    pub wants: Vec<Want>,
+    pub blocks: Vec<(Cid, Vec<u8>)>,
+    pub presences: Vec<(Cid, Presence)>,
+}
+
+/// What to send one peer; becomes one or more messages ([`Outgoing::encode`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outgoing {
+    pub wants: Vec<Want>,
+    pub blocks: Vec<(Cid, Vec<u8>)>,
+    pub presences: Vec<(Cid, Presence)>,
+}
+
+impl Outgoing {
+    pub fn is_empty(&self) -> bool {
+        self.wants.is_empty() && self.blocks.is_empty() && self.presences.is_empty()
+    }
+
+    /// Encoded messages, each under [`MAX_MESSAGE_SIZE`] (a block alone always fits, being at
+    /// most [`MAX_BLOCK_SIZE`]).
+    pub fn encode(&self) -> Vec<Vec<u8>> {
+        use prost::Message as _;
+        const ROOM: usize = MAX_MESSAGE_SIZE - 64 * 1024;
+        let mut out = Vec::new();
+        let mut msg = pb::Message::default();
+        let mut size = 0;
+        let mut flush = |msg: &mut pb::Message, size: &mut usize| {
+            if *msg != pb::Message::default() {
+                out.push(std::mem::take(msg).encode_to_vec());
+            }
+            *size = 0;
+        };
+        for w in &self.wants {
+            let entry = pb::Entry {
+                block: w.cid.to_bytes(),
+                priority: 1,
+                cancel: w.cancel,
+                want_type: if w.want_type == WantType::Have { 1 } else { 0 },
+                send_dont_have: w.send_dont_have,
+            };
+            size += entry.encoded_len() + 8;
+            msg.wantlist.get_or_insert_with(Default::default).entries.push(entry);
+            if size > ROOM || msg.wantlist.as_ref().map_or(0, |w| w.entries.len()) >= MAX_ENTRIES {
+                flush(&mut msg, &mut size);
+            }
+        }
+        for (cid, presence) in &self.presences {
+            let p = pb::BlockPresence {
+                cid: cid.to_bytes(),
+                r#type: if *presence == Presence::Have { 0 } else { 1 },
+            };
+            size += p.encoded_len() + 8;
+            msg.block_presences.push(p);
+            if size > ROOM || msg.block_presences.len() >= MAX_ENTRIES {
+                flush(&mut msg, &mut size);
+            }
+        }
+        for (cid, data) in &self.blocks {
+            if size + data.len() + 64 > ROOM {
+                flush(&mut msg, &mut size);
+            }
+            size += data.len() + 64;
+            msg.payload.push(pb::Block { prefix: prefix_of(cid), data: data.clone() });
+        }
+        flush(&mut msg, &mut size);
+        out
+    }
+}
+
+/// The CID prefix as go-cid writes it: version, codec, hash code, digest length (uvarints).
+pub fn prefix_of(cid: &Cid) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8);
+    for n in [cid.version() as u64, cid.codec(), cid.hash().code(), cid.hash().size() as u64] {
+        let mut buf = unsigned_varint::encode::u64_buffer();
+        out.extend_from_slice(unsigned_varint::encode::u64(n, &mut buf));
+    }
+    out
+}
+
+/// The CID of `data` under `prefix`. Only sha2-256 is accepted. A CIDv0 prefix may also come
+/// as just the hash code and length (some implementations write it so).
+fn cid_from_prefix(prefix: &[u8], data: &[u8]) -> Result<Cid, Error> {
+    let mut fields = Vec::with_capacity(4);
+    let mut rest = prefix;
+    while !rest.is_empty() && fields.len() < 4 {
+        let (n, r) = unsigned_varint::decode::u64(rest).map_err(malformed)?;
+        fields.push(n);
+        rest = r;
+    }
+    if !rest.is_empty() {
+        return Err(malformed("block prefix is too long"));
+    }
+    let (version, codec, code, len) = match fields[..] {
+        [version, codec, code, len] => (version, codec, code, len),
+        [code, len] => (0, 0x70, code, len),
+        _ => return Err(malformed("block prefix has the wrong number of fields")),
+    };
+    if code != SHA2_256 || len != 32 {
+        return Err(malformed("only sha2-256 blocks are accepted"));
+    }
+    let digest = Sha256::digest(data);
+    let mh = cid::multihash::Multihash::<64>::wrap(code, &digest).map_err(malformed)?;
+    match version {
+        0 if codec == 0x70 => Cid::new_v0(mh).map_err(malformed),
+        1 => Ok(Cid::new_v1(codec, mh)),
+        _ => Err(malformed("unsupported cid version in block prefix")),
+    }
+}
+
+/// Decode one message (without its length prefix).
+pub fn decode(bytes: &[u8]) -> Result<Incoming, Error> {
+    use prost::Message as _;
+    if bytes.len() > MAX_MESSAGE_SIZE {
+        return Err(Error::TooLarge(bytes.len()));
+    }
+    let msg = pb::Message::decode(bytes).map_err(malformed)?;
+    let entries = msg.wantlist.map(|w| w.entries).unwrap_or_default();
+    if entries.len() > MAX_ENTRIES
+        || msg.block_presences.len() > MAX_ENTRIES
+        || msg.payload.len() + msg.blocks.len() > MAX_ENTRIES
+    {
+        return Err(malformed("too many entries"));
+    }
+    let mut out = Incoming::default();
+    for e in entries {
+        let cid = Cid::try_from(e.block.as_slice()).map_err(malformed)?;
+        let want_type = match e.want_type {
+            0 => WantType::Block,
+            1 => WantType::Have,
+            other => return Err(malformed(format!("unknown want type {other}"))),
+        };
+        out.wants.push(Want { cid, want_type, cancel: e.cancel, send_dont_have: e.send_dont_have });
+    }
+    for p in msg.block_presences {
+        let cid = Cid::try_from(p.cid.as_slice()).map_err(malformed)?;
+        let presence = match p.r#type {
+            0 => Presence::Have,
+            1 => Presence::DontHave,
+            other => return Err(malformed(format!("unknown presence type {other}"))),
+        };
+        out.presences.push((cid, presence));
+    }
+    let v0 = prefix_of(
+        &Cid::new_v0(cid::multihash::Multihash::<64>::wrap(SHA2_256, &[0; 32]).map_err(malformed)?)
+            .map_err(malformed)?,
+    );
+    for (prefix, data) in msg
+        .payload
+        .into_iter()
+        .map(|b| (b.prefix, b.data))
+        .chain(msg.blocks.into_iter().map(|data| (v0.clone(), data)))
+    {
+        if data.len() > MAX_BLOCK_SIZE {
+            return Err(malformed(format!("block of {} bytes", data.len())));
+        }
+        out.blocks.push((cid_from_prefix(&prefix, &data)?, data));
+    }
+    Ok(out)
+}
+
+/// Read one length-prefixed message; `None` at a clean end of stream.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, Error> {
+    let mut len: u64 = 0;
+    for i in 0..10 {
+        let mut byte = [0u8];
+        match r.read(&mut byte).await {
+            Ok(0) if i == 0 => return Ok(None),
+            Ok(0) => return Err(Error::Io("stream ended inside a length".into())),
+            Ok(_) => {}
+            Err(e) => return Err(Error::Io(e.to_string())),
+        }
+        len |= u64::from(byte[0] & 0x7f) << (7 * i);
+        if byte[0] & 0x80 == 0 {
+            if len as usize > MAX_MESSAGE_SIZE {
+                return Err(Error::TooLarge(len as usize));
+            }
+            let mut buf = vec![0; len as usize];
+            r.read_exact(&mut buf).await.map_err(|e| Error::Io(e.to_string()))?;
+            return Ok(Some(buf));
+        }
+    }
+    Err(malformed("length prefix is too long"))
+}
+
+/// Write one message with its length prefix.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, message: &[u8]) -> Result<(), Error> {
+    let mut buf = unsigned_varint::encode::usize_buffer();
+    let len = unsigned_varint::encode::usize(message.len(), &mut buf);
+    let io = |e: std::io::Error| Error::Io(e.to_string());
+    w.write_all(len).await.map_err(io)?;
+    w.write_all(message).await.map_err(io)?;
+    w.flush().await.map_err(io)
+}
+
+/// What the store can tell the server, for one asking peer.
+#[allow(async_fn_in_trait)]
+pub trait Source {
+    /// The block, if it is held *and* `peer` may have it.
+    async fn block(&self, peer: &PeerId, cid: &Cid) -> Option<Vec<u8>>;
+    /// Whether the block is held and `peer` may have it.
+    async fn has(&self, peer: &PeerId, cid: &Cid) -> bool;
+}
+
+/// The server side: the answer to `peer`'s wants. Cancels need no answer (nothing is kept).
+pub async fn respond<S: Source>(source: &S, peer: &PeerId, wants: &[Want]) -> Outgoing {
+    let mut out = Outgoing::default();
+    for w in wants.iter().filter(|w| !w.cancel) {
+        match w.want_type {
+            WantType::Block => match source.block(peer, &w.cid).await {
+                Some(data) => out.blocks.push((w.cid, data)),
+                None if w.send_dont_have => out.presences.push((w.cid, Presence::DontHave)),
+                None => {}
+            },
+            WantType::Have => {
+                if source.has(peer, &w.cid).await {
+                    out.presences.push((w.cid, Presence::Have));
+                } else if w.send_dont_have {
+                    out.presences.push((w.cid, Presence::DontHave));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What the client reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A wanted block arrived (its CID is the hash of `data`).
+    Block { cid: Cid, data: Vec<u8>, from: PeerId },
+    /// No connected peer has it (all said DONT_HAVE, or nobody answered in time).
+    NotFound { cid: Cid },
+    /// The peer sent a block nobody asked for, or bytes that are not the wanted block:
+    /// disconnect it; it is not asked again.
+    Misbehaved { peer: PeerId, reason: String },
+}
+
+#[derive(Debug, Clone, Default)]
+struct WantState {
+    since: u64,
+    /// Peers asked (want-have or want-block) and not yet answered DONT_HAVE.
+    asked: BTreeSet<PeerId>,
+    have: Vec<PeerId>,
+    dont_have: BTreeSet<PeerId>,
+    /// The peer asked for the block itself, and since when.
+    block_from: Option<(PeerId, u64)>,
+}
+
+/// The client side: wants, which peer to ask, what came back.
+#[derive(Debug, Default)]
+pub struct Client {
+    wants: BTreeMap<Cid, WantState>,
+    peers: BTreeSet<PeerId>,
+    banned: BTreeSet<PeerId>,
+    recent: VecDeque<Cid>,
+    outbox: BTreeMap<PeerId, Outgoing>,
+    events: VecDeque<Event>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("more than {MAX_WANTS} blocks wanted at once")]
+pub struct TooManyWants;
+
+impl Client {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = &PeerId> {
+        self.peers.iter()
+    }
+
+    pub fn is_banned(&self, peer: &PeerId) -> bool {
+        self.banned.contains(peer)
+    }
+
+    pub fn wanted(&self) -> usize {
+        self.wants.len()
+    }
+
+    /// Ask the connected peers for `cid`.
+    pub fn want(&mut self, cid: Cid, now: u64) -> Result<(), TooManyWants> {
+        if self.wants.contains_key(&cid) {
+            return Ok(());
+        }
+        if self.wants.len() >= MAX_WANTS {
+            return Err(TooManyWants);
+        }
+        self.wants.insert(cid, WantState { since: now, ..Default::default() });
+        let peers: Vec<PeerId> = self.peers.iter().copied().collect();
+        for peer in peers {
+            self.ask(cid, peer, now);
+        }
+        Ok(())
+    }
+
+    /// Stop wanting `cid`.
+    pub fn cancel(&mut self, cid: &Cid) {
+        if let Some(state) = self.wants.remove(cid) {
+            for peer in state.asked {
+                self.send_want(peer, *cid, WantType::Block, true);
+            }
+        }
+    }
+
+    pub fn peer_connected(&mut self, peer: PeerId, now: u64) {
+        if self.banned.contains(&peer) || !self.peers.insert(peer) {
+            return;
+        }
+        let cids: Vec<Cid> = self.wants.keys().copied().collect();
+        for cid in cids {
+            self.ask(cid, peer, now);
+        }
+    }
+
+    pub fn peer_disconnected(&mut self, peer: &PeerId, now: u64) {
+        if !self.peers.remove(peer) {
+            return;
+        }
+        self.outbox.remove(peer);
+        let cids: Vec<Cid> = self.wants.keys().copied().collect();
+        for cid in cids {
+            if let Some(state) = self.wants.get_mut(&cid) {
+                state.asked.remove(peer);
+                state.have.retain(|p| p != peer);
+                state.dont_have.insert(*peer);
+                if state.block_from.is_some_and(|(p, _)| p == *peer) {
+                    state.block_from = None;
+                }
+            }
+            self.advance(cid, now);
+        }
+    }
+
+    /// A message from `peer`.
+    pub fn on_message(&mut self, peer: PeerId, incoming: Incoming, now: u64) {
+        if !self.peers.contains(&peer) {
+            return;
+        }
+        for (cid, data) in incoming.blocks {
+            if self.wants.remove(&cid).is_some_and(|state| {
+                for other in state.asked.iter().filter(|p| **p != peer) {
+                    self.send_want(*other, cid, WantType::Block, true);
+                }
+                true
+            }) {
+                self.remember(cid);
+                self.events.push_back(Event::Block { cid, data, from: peer });
+            } else if !self.recent.contains(&cid) {
+                self.ban(peer, format!("sent block {cid} that was not asked for"), now);
+                return;
+            }
+        }
+        for (cid, presence) in incoming.presences {
+            let Some(state) = self.wants.get_mut(&cid) else { continue };
+            match presence {
+                Presence::Have => {
+                    if !state.have.contains(&peer) {
+                        state.have.push(peer);
+                    }
+                }
+                Presence::DontHave => {
+                    state.asked.remove(&peer);
+                    state.have.retain(|p| *p != peer);
+                    state.dont_have.insert(peer);
+                    if state.block_from.is_some_and(|(p, _)| p == peer) {
+                        state.block_from = None;
+                    }
+                }
+            }
+            self.advance(cid, now);
+        }
+    }
+
+    /// Time passes: slow peers are passed over, hopeless wants fail.
+    pub fn tick(&mut self, now: u64) {
+        let cids: Vec<Cid> = self.wants.keys().copied().collect();
+        for cid in cids {
+            let Some(state) = self.wants.get_mut(&cid) else { continue };
+            if let Some((peer, since)) = state.block_from {
+                if now.saturating_sub(since) >= BLOCK_TIMEOUT_MS {
+                    state.block_from = None;
+                    state.asked.remove(&peer);
+                    state.have.retain(|p| *p != peer);
+                    state.dont_have.insert(peer);
+                }
+            }
+            if now.saturating_sub(state.since) >= WANT_TIMEOUT_MS && state.block_from.is_none() {
+                self.fail(cid);
+                continue;
+            }
+            self.advance(cid, now);
+        }
+    }
+
+    /// The next message to send.
+    pub fn poll_send(&mut self) -> Option<(PeerId, Outgoing)> {
+        self.outbox.pop_first()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn remember(&mut self, cid: Cid) {
+        if self.recent.len() >= RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(cid);
+    }
+
+    fn ban(&mut self, peer: PeerId, reason: String, now: u64) {
+        self.banned.insert(peer);
+        self.peer_disconnected(&peer, now);
+        self.events.push_back(Event::Misbehaved { peer, reason });
+    }
+
+    fn fail(&mut self, cid: Cid) {
+        self.cancel(&cid);
+        self.events.push_back(Event::NotFound { cid });
+    }
+
+    /// Blocks in flight from `peer`, over all wants.
+    fn load(&self, peer: &PeerId) -> usize {
+        self.wants.values().filter(|s| s.block_from.is_some_and(|(p, _)| p == *peer)).count()
+    }
+
+    /// Ask `peer` for `cid`: the block itself if nobody is sending it and this peer is the
+    /// least busy candidate, otherwise whether it has it.
+    fn ask(&mut self, cid: Cid, peer: PeerId, now: u64) {
+        let least_busy =
+            self.load(&peer) <= self.peers.iter().map(|p| self.load(p)).min().unwrap_or(0);
+        let Some(state) = self.wants.get_mut(&cid) else { return };
+        if state.dont_have.contains(&peer) || !state.asked.insert(peer) {
+            return;
+        }
+        if state.block_from.is_none() && least_busy {
+            state.block_from = Some((peer, now));
+            self.send_want(peer, cid, WantType::Block, false);
+        } else {
+            self.send_want(peer, cid, WantType::Have, false);
+        }
+    }
+
+    /// After news about `cid`: ask a peer that has it for the block, or fail if none can.
+    fn advance(&mut self, cid: Cid, now: u64) {
+        let Some(state) = self.wants.get(&cid) else { return };
+        if state.block_from.is_some() {
+            return;
+        }
+        let mut candidates: Vec<PeerId> =
+            state.have.iter().filter(|p| !state.dont_have.contains(p)).copied().collect();
+        candidates.sort_by_key(|p| self.load(p));
+        if let Some(peer) = candidates.first().copied() {
+            if let Some(state) = self.wants.get_mut(&cid) {
+                state.block_from = Some((peer, now));
+                state.asked.insert(peer);
+            }
+            self.send_want(peer, cid, WantType::Block, false);
+            return;
+        }
+        // Nobody known to have it: ask whoever has not been asked; fail when all said no.
+        let unasked: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|p| !state.asked.contains(p) && !state.dont_have.contains(p))
+            .copied()
+            .collect();
+        if unasked.is_empty() {
+            let everyone_said_no = state.asked.is_empty() && !self.peers.is_empty();
+            let nobody_came =
+                self.peers.is_empty() && now.saturating_sub(state.since) >= WANT_TIMEOUT_MS;
+            if everyone_said_no || nobody_came {
+                self.fail(cid);
+            }
+            return;
+        }
+        for peer in unasked {
+            self.ask(cid, peer, now);
+        }
+    }
+
+    fn send_want(&mut self, peer: PeerId, cid: Cid, want_type: WantType, cancel: bool) {
+        let out = self.outbox.entry(peer).or_default();
+        out.wants.push(Want { cid, want_type, cancel, send_dont_have: !cancel });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unixfs::{import, Layout};
+
+    fn peer() -> PeerId {
+        PeerId::random()
+    }
+
+    fn block(content: &[u8]) -> (Cid, Vec<u8>) {
+        let (blocks, imported) = import(content, Layout::default());
+        (imported.cid, blocks[0].data.clone())
+    }
+
+    fn round_trip(out: &Outgoing) -> Incoming {
+        let mut all = Incoming::default();
+        for bytes in out.encode() {
+            let one = decode(&bytes).expect("decode");
+            all.wants.extend(one.wants);
+            all.blocks.extend(one.blocks);
+            all.presences.extend(one.presences);
+        }
+        all
+    }
+
+    fn sent(client: &mut Client) -> BTreeMap<PeerId, Outgoing> {
+        std::iter::from_fn(|| client.poll_send()).collect()
+    }
+
+    struct Held(BTreeMap<Cid, Vec<u8>>, BTreeSet<PeerId>);
+    impl Source for Held {
+        async fn block(&self, peer: &PeerId, cid: &Cid) -> Option<Vec<u8>> {
+            self.1.contains(peer).then(|| self.0.get(cid).cloned()).flatten()
+        }
+        async fn has(&self, peer: &PeerId, cid: &Cid) -> bool {
+            self.1.contains(peer) && self.0.contains_key(cid)
+        }
+    }
+
+    #[test]
+    fn messages_survive_encoding_and_blocks_are_named_by_their_hash() {
+        let (cid, data) = block(b"hello bitswap");
+        let out = Outgoing {
+            wants: vec![Want {
+                cid,
+                want_type: WantType::Have,
+                cancel: false,
+                send_dont_have: true,
+            }],
+            blocks: vec![(cid, data.clone())],
+            presences: vec![(cid, Presence::DontHave)],
+        };
+        let back = round_trip(&out);
+        assert_eq!(back.wants, out.wants);
+        assert_eq!(back.blocks, out.blocks);
+        assert_eq!(back.presences, out.presences);
+        assert_eq!(prefix_of(&cid), vec![0x01, 0x55, 0x12, 0x20]);
+
+        // Bytes that are not the block get another name: they can never pass as it.
+        use prost::Message as _;
+        let forged = pb::Message {
+            payload: vec![pb::Block { prefix: prefix_of(&cid), data: b"forged".to_vec() }],
+            ..Default::default()
+        };
+        let got = decode(&forged.encode_to_vec()).expect("decode");
+        assert_ne!(got.blocks[0].0, cid);
+    }
+
+    #[test]
+    fn big_answers_are_split_under_the_message_limit() {
+        let blocks: Vec<(Cid, Vec<u8>)> = (0..6u8).map(|i| block(&vec![i; 1024 * 1024])).collect();
+        let out = Outgoing { blocks: blocks.clone(), ..Default::default() };
+        let encoded = out.encode();
+        assert!(encoded.len() >= 2);
+        assert!(encoded.iter().all(|m| m.len() <= MAX_MESSAGE_SIZE));
+        assert_eq!(round_trip(&out).blocks, blocks);
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        assert!(matches!(decode(&[0xff; 16]), Err(Error::Malformed(_))));
+        assert!(matches!(decode(&vec![0; MAX_MESSAGE_SIZE + 1]), Err(Error::TooLarge(_))));
+        use prost::Message as _;
+        let bad_prefix = pb::Message {
+            payload: vec![pb::Block { prefix: vec![1, 0x55, 0x13, 0x40], data: vec![1] }],
+            ..Default::default()
+        };
+        assert!(decode(&bad_prefix.encode_to_vec()).is_err(), "sha2-512 is refused");
+        let too_many = pb::Message {
+            block_presences: vec![pb::BlockPresence::default(); MAX_ENTRIES + 1],
+            ..Default::default()
+        };
+        assert!(decode(&too_many.encode_to_vec()).is_err());
+    }
+
+    #[test]
+    fn frames_round_trip_and_oversize_lengths_are_refused() {
+        futures::executor::block_on(async {
+            let mut buf = Vec::new();
+            write_frame(&mut buf, b"abc").await.expect("write");
+            write_frame(&mut buf, &[7; 300]).await.expect("write");
+            let mut r = futures::io::Cursor::new(buf);
+            assert_eq!(read_frame(&mut r).await.expect("1"), Some(b"abc".to_vec()));
+            assert_eq!(read_frame(&mut r).await.expect("2"), Some(vec![7; 300]));
+            assert_eq!(read_frame(&mut r).await.expect("end"), None);
+            let mut huge = futures::io::Cursor::new(vec![0xff, 0xff, 0xff, 0x7f]);
+            assert!(matches!(read_frame(&mut huge).await, Err(Error::TooLarge(_))));
+        });
+    }
+
+    #[test]
+    fn the_server_answers_only_what_the_peer_may_see_and_the_same_for_refused_and_unheld() {
+        let (cid, data) = block(b"served");
+        let (unheld, _) = block(b"not here");
+        let friend = peer();
+        let stranger = peer();
+        let source = Held([(cid, data.clone())].into(), [friend].into());
+        let wants = |t| {
+            vec![
+                Want { cid, want_type: t, cancel: false, send_dont_have: true },
+                Want { cid: unheld, want_type: t, cancel: false, send_dont_have: true },
+            ]
+        };
+        futures::executor::block_on(async {
+            let out = respond(&source, &friend, &wants(WantType::Block)).await;
+            assert_eq!(out.blocks, vec![(cid, data)]);
+            assert_eq!(out.presences, vec![(unheld, Presence::DontHave)]);
+            let out = respond(&source, &friend, &wants(WantType::Have)).await;
+            assert_eq!(out.presences, vec![(cid, Presence::Have), (unheld, Presence::DontHave)]);
+            // A peer that may not see it cannot tell held from not held.
+            let refused = respond(&source, &stranger, &wants(WantType::Block)).await;
+            assert_eq!(
+                refused.presences,
+                vec![(cid, Presence::DontHave), (unheld, Presence::DontHave)]
+            );
+            assert!(refused.blocks.is_empty());
+        });
+    }
+
+    #[test]
+    fn one_peer_is_asked_for_the_block_the_others_whether_they_have_it() {
+        let (a, b) = (peer(), peer());
+        let (cid, data) = block(b"wanted");
+        let mut c = Client::new();
+        c.peer_connected(a, 0);
+        c.peer_connected(b, 0);
+        c.want(cid, 0).expect("want");
+        let out = sent(&mut c);
+        let types: Vec<WantType> = out.values().map(|o| o.wants[0].want_type).collect();
+        assert!(types.contains(&WantType::Block) && types.contains(&WantType::Have));
+        let (asked, other) =
+            if out[&a].wants[0].want_type == WantType::Block { (a, b) } else { (b, a) };
+        c.on_message(
+            asked,
+            Incoming { blocks: vec![(cid, data.clone())], ..Default::default() },
+            5,
+        );
+        assert_eq!(c.poll_event(), Some(Event::Block { cid, data: data.clone(), from: asked }));
+        // The other peer is told to forget it; a late duplicate is no offence.
+        let out = sent(&mut c);
+        assert!(out[&other].wants[0].cancel);
+        c.on_message(other, Incoming { blocks: vec![(cid, data)], ..Default::default() }, 6);
+        assert_eq!(c.poll_event(), None);
+        assert_eq!(c.wanted(), 0);
+    }
+
+    #[test]
+    fn dont_have_moves_the_want_to_a_peer_that_has_it() {
+        let (a, b) = (peer(), peer());
+        let (cid, data) = block(b"moved");
+        let mut c = Client::new();
+        c.peer_connected(a, 0);
+        c.peer_connected(b, 0);
+        c.want(cid, 0).expect("want");
+        let out = sent(&mut c);
+        let (first, second) =
+            if out[&a].wants[0].want_type == WantType::Block { (a, b) } else { (b, a) };
+        c.on_message(
+            second,
+            Incoming { presences: vec![(cid, Presence::Have)], ..Default::default() },
+            1,
+        );
+        c.on_message(
+            first,
+            Incoming { presences: vec![(cid, Presence::DontHave)], ..Default::default() },
+            2,
+        );
+        let out = sent(&mut c);
+        assert_eq!(
+            out[&second].wants,
+            vec![Want { cid, want_type: WantType::Block, cancel: false, send_dont_have: true }]
+        );
+        c.on_message(second, Incoming { blocks: vec![(cid, data)], ..Default::default() }, 3);
+        assert!(matches!(c.poll_event(), Some(Event::Block { from, .. }) if from == second));
+    }
+
+    #[test]
+    fn all_dont_have_is_not_found_and_silence_times_out() {
+        let a = peer();
+        let (cid, _) = block(b"nowhere");
+        let mut c = Client::new();
+        c.peer_connected(a, 0);
+        c.want(cid, 0).expect("want");
+        sent(&mut c);
+        c.on_message(
+            a,
+            Incoming { presences: vec![(cid, Presence::DontHave)], ..Default::default() },
+            1,
+        );
+        assert_eq!(c.poll_event(), Some(Event::NotFound { cid }));
+
+        let (slow, _) = block(b"slow");
+        c.peer_connected(peer(), 0);
+        c.want(slow, 10).expect("want");
+        c.tick(10 + BLOCK_TIMEOUT_MS);
+        c.tick(10 + WANT_TIMEOUT_MS);
+        assert!(std::iter::from_fn(|| c.poll_event()).any(|e| e == Event::NotFound { cid: slow }));
+    }
+
+    #[test]
+    fn a_peer_sending_wrong_bytes_is_banned_and_an_honest_one_still_serves() {
+        let (liar, honest) = (peer(), peer());
+        let (cid, data) = block(b"the real bytes");
+        let mut c = Client::new();
+        c.peer_connected(liar, 0);
+        c.want(cid, 0).expect("want");
+        sent(&mut c);
+        // The liar answers the want with other bytes: they hash to another CID.
+        let (fake, junk) = block(b"the wrong bytes");
+        assert_ne!(fake, cid);
+        c.on_message(liar, Incoming { blocks: vec![(fake, junk)], ..Default::default() }, 1);
+        assert!(matches!(c.poll_event(), Some(Event::Misbehaved { peer, .. }) if peer == liar));
+        assert!(c.is_banned(&liar));
+        c.peer_connected(liar, 2); // reconnecting does not help it
+        assert_eq!(c.peers().count(), 0);
+        c.peer_connected(honest, 3);
+        let out = sent(&mut c);
+        assert_eq!(out[&honest].wants[0].want_type, WantType::Block);
+        assert!(!out.contains_key(&liar));
+        c.on_message(honest, Incoming { blocks: vec![(cid, data)], ..Default::default() }, 4);
+        assert!(matches!(c.poll_event(), Some(Event::Block { from, .. }) if from == honest));
+    }
+
+    #[test]
+    fn parallel_wants_spread_over_peers() {
+        let peers: Vec<PeerId> = (0..3).map(|_| peer()).collect();
+        let mut c = Client::new();
+        for p in &peers {
+            c.peer_connected(*p, 0);
+        }
+        for i in 0..9u8 {
+            c.want(block(&[i; 10]).0, 0).expect("want");
+        }
+        let out = sent(&mut c);
+        for p in &peers {
+            let blocks = out[p].wants.iter().filter(|w| w.want_type == WantType::Block).count();
+            assert_eq!(blocks, 3, "each peer sends a third of the blocks");
+        }
+    }
+}
