@@ -97,8 +97,9 @@ pub enum PageRequest {
     RequestPermissions(Vec<crate::permissions::Permission>),
     /// `disot_getPermissions`: the permissions this origin holds.
     GetPermissions,
-    /// `cas_put_start {name?, mime?}`: begin an upload; returns a handle.
-    CasPutStart { name: Option<String>, mime: Option<String> },
+    /// `cas_put_start {name?, mime?, public?}`: begin an upload; returns a handle. A public
+    /// object is served to any peer that asks for it by CID; others to no peer (yet).
+    CasPutStart { name: Option<String>, mime: Option<String>, public: bool },
     /// `cas_put_chunk {handle, data}`: the next piece of an upload (base64).
     CasPutChunk { handle: u64, data: Vec<u8> },
     /// `cas_put_finish {handle}`: end an upload; returns `{cid, sha256, size}`.
@@ -116,6 +117,13 @@ pub enum PageRequest {
     CasList,
     /// `cas_pin {name}` / `cas_unpin {name}`.
     CasPin { name: String, pin: bool },
+    /// `cas_fetch {name}`: bring an object this browser does not hold from connected peers
+    /// (by CID; Bitswap), verify and store it; then it reads like one put here.
+    CasFetch { name: String },
+    /// `cas_transfers`: fetches in progress for this origin (`[{cid, bytes, blocks}]`).
+    CasTransfers,
+    /// `p2p_peers`: connected peers with their DID, transport and round-trip time.
+    P2pPeers,
 }
 
 impl PageRequest {
@@ -266,6 +274,8 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
             struct P {
                 name: Option<String>,
                 mime: Option<String>,
+                #[serde(default)]
+                public: bool,
             }
             let p: P = if params.is_null() { P::default() } else { typed(&method, params)? };
             for (what, v) in [("name", &p.name), ("mime", &p.mime)] {
@@ -276,7 +286,7 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
                     ));
                 }
             }
-            Ok(PageRequest::CasPutStart { name: p.name, mime: p.mime })
+            Ok(PageRequest::CasPutStart { name: p.name, mime: p.mime, public: p.public })
         }
         "cas_put_chunk" => {
             #[derive(Deserialize)]
@@ -312,10 +322,11 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
                 PageRequest::CasPutAbort { handle: p.handle }
             })
         }
-        "cas_stat" | "cas_has" | "cas_pin" | "cas_unpin" => {
+        "cas_stat" | "cas_has" | "cas_pin" | "cas_unpin" | "cas_fetch" => {
             let name = name_param(&method, params)?;
             Ok(match method.as_str() {
                 "cas_stat" => PageRequest::CasStat { name },
+                "cas_fetch" => PageRequest::CasFetch { name },
                 "cas_has" => PageRequest::CasHas { name },
                 "cas_pin" => PageRequest::CasPin { name, pin: true },
                 _ => PageRequest::CasPin { name, pin: false },
@@ -341,6 +352,8 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
             Ok(PageRequest::CasRead { name: p.name, offset: p.offset, length: p.length })
         }
         "cas_list" => expect_no_params(&method, &params).map(|()| PageRequest::CasList),
+        "cas_transfers" => expect_no_params(&method, &params).map(|()| PageRequest::CasTransfers),
+        "p2p_peers" => expect_no_params(&method, &params).map(|()| PageRequest::P2pPeers),
         _ => Err(unsupported(&method)),
     }
 }

@@ -98,6 +98,9 @@ pub struct ObjectRecord {
     /// Web origins that put this object; only they see it through the page API.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub origins: Vec<String>,
+    /// Served to any peer that asks (by CID); otherwise to none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
 }
 
 impl ObjectRecord {
@@ -110,6 +113,7 @@ impl ObjectRecord {
             name: None,
             mime: None,
             origins: Vec::new(),
+            public: false,
         }
     }
 }
@@ -232,7 +236,8 @@ pub async fn reachable<S: BlockStore>(
     Ok(())
 }
 
-fn dag_pb_links(cid: &Cid, block: &[u8]) -> Result<Vec<Cid>> {
+/// The CIDs a dag-pb node links to.
+pub fn dag_pb_links(cid: &Cid, block: &[u8]) -> Result<Vec<Cid>> {
     let node = ipld_dagpb::PbNode::from_bytes(block.to_vec().into())
         .map_err(|e| Error::Malformed { cid: *cid, reason: e.to_string() })?;
     Ok(node.links.into_iter().map(|l| l.cid).collect())

@@ -6,7 +6,7 @@
   const MAX_BODY = 1024 * 1024; // same limit as the node's MAX_REQUEST_BYTES
   const TIMEOUT_MS = 30_000;
   // A permission request waits for the user, who may take their time.
-  const TIMEOUT_MS_FOR = { disot_requestPermissions: 10 * 60_000 };
+  const TIMEOUT_MS_FOR = { disot_requestPermissions: 10 * 60_000, cas_fetch: 10 * 60_000 };
   const MAX_IN_FLIGHT = 256; // requests from this frame awaiting an answer
   let inFlight = 0;
 

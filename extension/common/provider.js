@@ -197,11 +197,29 @@
     }
   }
 
+  /** Bring `cid` from other peers into this browser's store, reporting bytes as they come. */
+  async function fetchFromPeers(cid, onProgress) {
+    const fetching = request({ method: 'cas_fetch', params: { name: cid } });
+    let done = false;
+    fetching.finally(() => { done = true; }).catch(() => {});
+    if (onProgress) {
+      (async () => {
+        while (!done) {
+          await new Promise((r) => setTimeout(r, 250));
+          const list = await request({ method: 'cas_transfers' }).catch(() => []);
+          const t = list.find((x) => x.cid === cid);
+          if (t && !done) onProgress(t.bytes);
+        }
+      })();
+    }
+    return fetching;
+  }
+
   const cas = Object.freeze({
     /** Store content; resolves to {cid, sha256, size}. `onProgress(bytesStored)` is optional. */
-    async put(data, { name, mime, onProgress } = {}) {
+    async put(data, { name, mime, public: isPublic, onProgress } = {}) {
       const path = await contentPath();
-      const { handle } = await path.call('cas_put_start', { name, mime });
+      const { handle } = await path.call('cas_put_start', isPublic === undefined ? { name, mime } : { name, mime, public: isPublic });
       let stored = 0;
       try {
         await bounded((async function* () {
@@ -228,7 +246,10 @@
       if (!['bytes', 'blob', 'stream'].includes(as)) throw new ProviderRpcError(-32602, "as must be 'bytes', 'blob' or 'stream'");
       const path = await contentPath();
       // Read by CID: a sha256: name would be looked up again for every piece.
-      const { cid, size, mime } = await path.call('cas_stat', { name });
+      const { cid, size, mime } = await path.call('cas_stat', { name }).catch((e) => {
+        if (e.code !== -32001 || String(name).startsWith('sha256:')) throw e;
+        return fetchFromPeers(name, onProgress).then(() => path.call('cas_stat', { name }));
+      });
       const end = Math.min(size, length === undefined ? size : offset + length);
       let got = 0;
       const source = ranges(path, cid, offset, end);
@@ -264,9 +285,18 @@
     list: () => contentPath().then((p) => p.call('cas_list')),
     pin: (name) => contentPath().then((p) => p.call('cas_pin', { name })),
     unpin: (name) => contentPath().then((p) => p.call('cas_unpin', { name })),
+    /** Fetch from other peers (by CID) without reading it: resolves to {cid, sha256, size}. */
+    fetch: (cid) => request({ method: 'cas_fetch', params: { name: cid } }),
+    /** Fetches in progress for this page's origin: [{cid, bytes, blocks, startedMs}]. */
+    transfers: () => request({ method: 'cas_transfers' }),
   });
 
-  const provider = Object.freeze({ isDisot: true, request, cas });
+  const p2p = Object.freeze({
+    /** Connected peers: [{peerId, did, transports, rttMs, agent}]. */
+    peers: () => request({ method: 'p2p_peers' }),
+  });
+
+  const provider = Object.freeze({ isDisot: true, request, cas, p2p });
   Object.defineProperty(window, 'disot', { value: provider, enumerable: true });
 
   // Discovery without racing on the global, in the manner of EIP-6963: the provider announces

@@ -9,6 +9,7 @@ mod cas;
 mod datadir;
 mod diskstore;
 mod events;
+mod exchange;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -59,6 +60,14 @@ struct Args {
     #[arg(long = "external-addr", value_name = "MULTIADDR")]
     external_addrs: Vec<Multiaddr>,
 
+    /// Longest life of one relayed connection (circuit), in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    relay_max_circuit_secs: u64,
+
+    /// Most bytes one relayed connection (circuit) may carry, both ways together
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    relay_max_circuit_bytes: u64,
+
     /// Print events (and command results) as JSON lines on stdout instead of text
     #[arg(long, global = true)]
     json: bool,
@@ -74,6 +83,7 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    stream: libp2p_stream::Behaviour,
 }
 
 #[tokio::main]
@@ -118,6 +128,13 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
     let local_peer = key.public().to_peer_id();
     let did = disot_core::identity::did_from_public_key(&key.public())?;
 
+    // Circuits carry browser-to-browser traffic until a direct connection is up; their limits
+    // bound what a relayed transfer may cost this node.
+    let relay_config = relay::Config {
+        max_circuit_duration: Duration::from_secs(args.relay_max_circuit_secs),
+        max_circuit_bytes: args.relay_max_circuit_bytes,
+        ..relay::Config::default()
+    };
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(|key| {
@@ -137,17 +154,20 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
                 kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
             kad.set_mode(Some(kad::Mode::Server));
             Behaviour {
-                relay: relay::Behaviour::new(peer, relay::Config::default()),
+                relay: relay::Behaviour::new(peer, relay_config),
                 kad,
                 identify: identify::Behaviour::new(
                     identify::Config::new("/disot/0.1.0".into(), key.public())
                         .with_agent_version(format!("disot-node/{}", env!("CARGO_PKG_VERSION"))),
                 ),
                 ping: ping::Behaviour::new(ping::Config::new()),
+                stream: libp2p_stream::Behaviour::new(),
             }
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
+    let store = diskstore::DiskStore::open(data.path())?;
+    exchange::serve(swarm.behaviour().stream.new_control(), store)?;
 
     let ws: Multiaddr = Multiaddr::from(args.listen_ip)
         .with(Protocol::Tcp(args.ws_port))

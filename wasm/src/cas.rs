@@ -34,6 +34,7 @@ struct Upload {
     importer: Importer,
     name: Option<String>,
     mime: Option<String>,
+    public: bool,
     touched: f64,
     /// Blocks written so far: removed again if the upload fails or is abandoned.
     written: Vec<Cid>,
@@ -99,7 +100,7 @@ async fn visible(cas: &Cas, origin: &str, name: &str) -> Result<ObjectRecord, Ap
 }
 
 fn describe(r: &ObjectRecord) -> Value {
-    json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "pinned": r.pinned, "name": r.name, "mime": r.mime })
+    json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "pinned": r.pinned, "public": r.public, "name": r.name, "mime": r.mime })
 }
 
 /// The root and byte range a read of up to `length` bytes of object `name` from `offset`
@@ -141,7 +142,7 @@ pub(crate) async fn handle(
     request: PageRequest,
 ) -> Result<Value, ApiError> {
     match request {
-        PageRequest::CasPutStart { name, mime } => {
+        PageRequest::CasPutStart { name, mime, public } => {
             let now = now_ms();
             let expired: Vec<u64> = cas
                 .uploads
@@ -167,6 +168,7 @@ pub(crate) async fn handle(
                 importer: Importer::new(Layout::default()),
                 name,
                 mime,
+                public,
                 touched: now,
                 written: Vec::new(),
             };
@@ -229,7 +231,7 @@ pub(crate) async fn handle(
                 uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
                 uploads.remove(&handle).ok_or_else(no_upload)?
             };
-            let Upload { importer, name, mime, mut written, .. } = upload;
+            let Upload { importer, name, mime, public, mut written, .. } = upload;
             let (blocks, imported) = importer.finish();
             written.extend(blocks.iter().map(|b| b.cid));
             let committed = async {
@@ -243,6 +245,7 @@ pub(crate) async fn handle(
                 }
                 record.name = record.name.or(name);
                 record.mime = record.mime.or(mime);
+                record.public |= public;
                 record.pinned = true;
                 // The record comes last: only now is the object visible, all at once.
                 cas.store.put_object(&record).await?;

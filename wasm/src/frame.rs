@@ -94,7 +94,7 @@ impl Frame {
                 if data.len() > MAX_FRAME_CHUNK_BYTES {
                     return Err(too_big(data.len()));
                 }
-                if !(handle >= 0.0 && handle <= u32::MAX as f64 && handle.fract() == 0.0) {
+                if !((0.0..=u32::MAX as f64).contains(&handle) && handle.fract() == 0.0) {
                     return Err(ApiError::new(
                         ErrorCode::InvalidParams,
                         "handle must be an upload handle",
@@ -115,7 +115,8 @@ impl Frame {
         let cas = self.cas.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let result = async {
-                let valid = |n: f64| n >= 0.0 && n <= 9_007_199_254_740_991.0 && n.fract() == 0.0;
+                let valid =
+                    |n: f64| (0.0..=9_007_199_254_740_991.0).contains(&n) && n.fract() == 0.0;
                 if !valid(offset) || !valid(length) {
                     return Err(ApiError::new(
                         ErrorCode::InvalidParams,

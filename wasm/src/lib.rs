@@ -7,10 +7,12 @@
 //! - [`store`]: IndexedDB: the identity key and the settings.
 //! - [`transport`]: WebSocket and WebRTC-direct, with a workaround for missed wake-ups.
 //! - [`node`]: the swarm, its event loop and the request router ([`node::Node`]).
+//! - [`exchange`]: Bitswap with other peers, and fetching objects from them.
 //! - [`frame`]: the binary path for a page's content requests ([`frame::Frame`]).
 #![cfg(target_arch = "wasm32")]
 
 mod cas;
+mod exchange;
 mod frame;
 mod node;
 pub mod store;

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
 use crate::cas::Cas;
+use crate::exchange::{self, Exchange};
 use crate::store::Store;
 
 /// How often the event loop wakes up without an event, to run due dials.
@@ -46,6 +47,7 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    stream: libp2p_stream::Behaviour,
 }
 
 /// Options from the JS host.
@@ -79,9 +81,19 @@ fn init_logging(level: Option<&str>) {
     let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
-enum Command {
+pub(crate) enum Command {
     SetBootstrap(Vec<(PeerId, Vec<Multiaddr>)>, oneshot::Sender<()>),
+    /// Peers the DHT names as providers of a CID (the first answer that names any).
+    FindProviders(cid::Cid, oneshot::Sender<Vec<PeerId>>),
+    /// Dial a peer through the relay this node holds a reservation with.
+    DialViaRelay(PeerId, oneshot::Sender<Result<(), String>>),
+    /// Announce these roots as provided by this peer (new ones only).
+    Provide(Vec<cid::Cid>),
 }
+
+/// How often public objects are announced on the DHT (new ones; records are refreshed by
+/// Kademlia itself).
+const PROVIDE_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -141,6 +153,7 @@ pub(crate) struct Shared {
     /// JS callback that opens the approval prompt for a request id.
     open_prompt: js_sys::Function,
     pub(crate) cas: Cas,
+    exchange: Rc<Exchange>,
 }
 
 /// The running browser node.
@@ -185,6 +198,8 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     });
 
     let swarm = build_swarm(key, &options.platform).map_err(|e| js_err("building swarm", e))?;
+    let exchange = Exchange::new(swarm.behaviour().stream.new_control(), store.clone());
+    exchange.start().map_err(|e| js_err("starting bitswap", e))?;
     let shared = Rc::new(Shared {
         did,
         peer_id,
@@ -197,6 +212,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         waiters: RefCell::new(HashMap::new()),
         open_prompt,
         cas: Cas::new(store.clone()),
+        exchange: exchange.clone(),
     });
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let mut dialer = Dialer::new(Backoff::new(500, RECONNECT_MAX_DELAY_MS));
@@ -209,8 +225,21 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         pending_dials: HashMap::new(),
         last_relay_attempt: f64::NEG_INFINITY,
         kad_bootstrapped: false,
+        provider_queries: HashMap::new(),
+        provided: std::collections::HashSet::new(),
     };
     wasm_bindgen_futures::spawn_local(event_loop.run(rx));
+    // Announce public objects on the DHT as they appear (they may be put by any tab).
+    let mut provide = tx.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        loop {
+            futures_timer::Delay::new(PROVIDE_EVERY).await;
+            let roots = exchange.public_roots().await;
+            if !roots.is_empty() && provide.send(Command::Provide(roots)).await.is_err() {
+                break;
+            }
+        }
+    });
     Ok(Node { shared, commands: tx })
 }
 
@@ -245,6 +274,7 @@ fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<B
                         .with_interval(PING_INTERVAL)
                         .with_timeout(Duration::from_secs(10)),
                 ),
+                stream: libp2p_stream::Behaviour::new(),
             }
         })
         .map_err(|e| e.to_string())?
@@ -276,6 +306,8 @@ struct EventLoop {
     /// Dials of bootstrap addresses in flight, to credit each result to its address.
     pending_dials: HashMap<ConnectionId, (PeerId, Multiaddr)>,
     kad_bootstrapped: bool,
+    provider_queries: HashMap<kad::QueryId, oneshot::Sender<Vec<PeerId>>>,
+    provided: std::collections::HashSet<cid::Cid>,
 }
 
 impl EventLoop {
@@ -289,17 +321,77 @@ impl EventLoop {
                         self.dialer.set_nodes(nodes, now_ms() as u64);
                         let _ = done.send(());
                     }
+                    Some(command) => self.on_command(command),
                     None => break,
                 },
                 () = tick => {
                     tick = futures_timer::Delay::new(TICK).fuse();
+                    self.shared.exchange.tick();
                     // The popup's copy of the dialer state; refreshed per tick, not per event.
                     self.shared.live.borrow_mut().bootstrap = self.dialer.status();
                 }
             }
             self.dial_due();
             self.keep_relay_reservation();
+            for (peer, reason) in self.shared.exchange.take_banned() {
+                tracing::warn!("disconnecting {peer}: {reason}");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
         }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::SetBootstrap(..) => {}
+            Command::FindProviders(cid, answer) => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(cid.hash().to_bytes().into());
+                self.provider_queries.insert(id, answer);
+            }
+            Command::DialViaRelay(peer, answer) => {
+                let _ = answer.send(self.dial_via_relay(peer));
+            }
+            Command::Provide(roots) => {
+                for root in roots {
+                    if self.provided.contains(&root) {
+                        continue;
+                    }
+                    match self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .start_providing(root.hash().to_bytes().into())
+                    {
+                        Ok(_) => {
+                            self.provided.insert(root);
+                        }
+                        Err(e) => tracing::info!("providing {root}: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dial `peer` at `<relay>/p2p-circuit/p2p/<peer>` through a connected bootstrap node.
+    /// (Every browser takes its reservation with a bootstrap node, so a peer found on the DHT
+    /// is reachable through the one this browser uses when they share it.)
+    fn dial_via_relay(&mut self, peer: PeerId) -> Result<(), String> {
+        if self.swarm.is_connected(&peer) {
+            return Ok(());
+        }
+        let relay = self
+            .swarm
+            .connected_peers()
+            .copied()
+            .find(|p| self.dialer.is_bootstrap(p))
+            .ok_or("no relay is connected")?;
+        let addr =
+            self.dialer.addrs(&relay).into_iter().next().ok_or("the relay has no address")?;
+        let base: Multiaddr = addr.into_iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
+        let circuit =
+            base.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit).with(Protocol::P2p(peer));
+        self.swarm
+            .dial(DialOpts::peer_id(peer).addresses(vec![circuit]).build())
+            .map_err(|e| e.to_string())
     }
 
     fn dial_due(&mut self) {
@@ -370,9 +462,19 @@ impl EventLoop {
                     rtt_ms: None,
                     agent: None,
                 });
+                // A relayed connection shows the circuit in the dialer's remote address and in
+                // the listener's local (circuit listen) address.
+                let transport = match &endpoint {
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. }
+                        if transport_of(local_addr) == "relayed" =>
+                    {
+                        "relayed"
+                    }
+                    _ => transport_of(&addr),
+                };
                 info.connections.push(ConnectionInfo {
                     id: connection_id,
-                    transport: transport_of(&addr),
+                    transport,
                     addr: addr.to_string(),
                     role: if endpoint.is_dialer() { "dialer" } else { "listener" },
                 });
@@ -388,6 +490,7 @@ impl EventLoop {
                 if num_established == 0 {
                     live.peers.remove(&peer_id);
                     drop(live);
+                    self.shared.exchange.peer_disconnected(&peer_id);
                     if self.dialer.is_bootstrap(&peer_id) {
                         self.dialer.on_disconnected(&peer_id, now);
                     }
@@ -429,6 +532,30 @@ impl EventLoop {
                 if let Some(p) = self.shared.live.borrow_mut().peers.get_mut(&peer_id) {
                     p.agent = Some(info.agent_version);
                 }
+                if info.protocols.contains(&exchange::PROTOCOL) {
+                    self.shared.exchange.peer_connected(peer_id);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            })) => {
+                let found: Vec<PeerId> = match result {
+                    Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                        providers.into_iter().filter(|p| p != self.swarm.local_peer_id()).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                if !found.is_empty() || step.last {
+                    if let Some(answer) = self.provider_queries.remove(&id) {
+                        let _ = answer.send(found);
+                    }
+                    if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        query.finish();
+                    }
+                }
             }
             _ => {}
         }
@@ -465,7 +592,7 @@ impl Node {
         let commands = self.commands.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let result = match sender.as_str() {
-                "page" => handle_page(&shared, &origin, &body).await,
+                "page" => handle_page(&shared, commands, &origin, &body).await,
                 "ui" => handle_ui(&shared, commands, &body).await,
                 _ => Err(ApiError::new(ErrorCode::Unauthorized, "unknown sender")),
             };
@@ -482,7 +609,12 @@ fn page_status(shared: &Shared) -> PageStatus {
     }
 }
 
-async fn handle_page(shared: &Shared, origin: &str, body: &str) -> Result<Value, ApiError> {
+async fn handle_page(
+    shared: &Shared,
+    commands: mpsc::Sender<Command>,
+    origin: &str,
+    body: &str,
+) -> Result<Value, ApiError> {
     let request = api::parse_page_request(body)?;
     permissions::validate_origin(origin)?;
     // Checked before anything touches the store: without the grant a page learns nothing,
@@ -495,11 +627,15 @@ async fn handle_page(shared: &Shared, origin: &str, body: &str) -> Result<Value,
             ));
         }
     }
-    // Every request that needs the content-store grant is a content-store request.
-    if request.needs() == Some(Permission::Cas) {
-        return crate::cas::handle(&shared.cas, origin, request).await;
-    }
     match request {
+        PageRequest::CasFetch { name } => fetch(shared, commands, origin, &name).await,
+        PageRequest::CasTransfers => serde_json::to_value(shared.exchange.transfers(Some(origin)))
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())),
+        PageRequest::P2pPeers => Ok(p2p_peers(shared)),
+        // The other requests that need the content-store grant are content-store requests.
+        request if request.needs() == Some(Permission::Cas) => {
+            crate::cas::handle(&shared.cas, origin, request).await
+        }
         PageRequest::Status => serde_json::to_value(page_status(shared))
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())),
         PageRequest::GetPermissions => Ok(eip2255(origin, &shared.grants.borrow().of(origin))),
@@ -508,6 +644,90 @@ async fn handle_page(shared: &Shared, origin: &str, body: &str) -> Result<Value,
         }
         _ => Err(ApiError::new(ErrorCode::UnsupportedMethod, "not implemented")),
     }
+}
+
+/// How long a fetch waits for peers found on the DHT to connect.
+const PROVIDER_WAIT_MS: f64 = 15_000.0;
+
+/// `cas_fetch`: from the peers connected now; failing that, from providers found on the DHT,
+/// dialled through the relay.
+async fn fetch(
+    shared: &Shared,
+    mut commands: mpsc::Sender<Command>,
+    origin: &str,
+    name: &str,
+) -> Result<Value, ApiError> {
+    let cid: cid::Cid = name
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::new(ErrorCode::InvalidParams, "fetching from peers needs a CID"))?;
+    let describe = |r: disot_core::store::ObjectRecord| json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size });
+    let first = shared.exchange.fetch_object(cid, origin).await;
+    match first {
+        Ok(record) => return Ok(describe(record)),
+        Err(e) if e.code != ErrorCode::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    let unreachable = || ApiError::new(ErrorCode::Internal, "the node is not running");
+    // Ask the DHT until someone is named (a provider announces its objects every few
+    // seconds) or the wait is over.
+    let since = now_ms();
+    let providers = loop {
+        let (tx, rx) = oneshot::channel();
+        commands.send(Command::FindProviders(cid, tx)).await.map_err(|_| unreachable())?;
+        let answer =
+            futures::future::select(rx, futures_timer::Delay::new(Duration::from_secs(5))).await;
+        if let futures::future::Either::Left((Ok(found), _)) = answer {
+            if !found.is_empty() {
+                break found;
+            }
+        }
+        if now_ms() - since > PROVIDER_WAIT_MS {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "no connected peer and no provider has it",
+            ));
+        }
+        futures_timer::Delay::new(Duration::from_secs(1)).await;
+    };
+    for peer in &providers {
+        let (tx, rx) = oneshot::channel();
+        commands.send(Command::DialViaRelay(*peer, tx)).await.map_err(|_| unreachable())?;
+        if let Ok(Err(e)) = rx.await {
+            tracing::info!("dialling provider {peer}: {e}");
+        }
+    }
+    // Wait until one of them speaks Bitswap with us, then ask again.
+    let since = now_ms();
+    while !providers.iter().any(|p| shared.exchange.is_peer(p)) {
+        if now_ms() - since > PROVIDER_WAIT_MS {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "the providers found could not be reached",
+            ));
+        }
+        futures_timer::Delay::new(Duration::from_millis(100)).await;
+    }
+    shared.exchange.fetch_object(cid, origin).await.map(describe)
+}
+
+/// `p2p_peers`: each connected peer with its DID, transports and round-trip time.
+fn p2p_peers(shared: &Shared) -> Value {
+    let live = shared.live.borrow();
+    Value::Array(
+        live.peers
+            .values()
+            .map(|p| {
+                json!({
+                    "peerId": p.peer_id,
+                    "did": p.did,
+                    "transports": p.connections.iter().map(|c| c.transport).collect::<Vec<_>>(),
+                    "rttMs": p.rtt_ms,
+                    "agent": p.agent,
+                })
+            })
+            .collect(),
+    )
 }
 
 /// Grants as EIP-2255 permission objects.

@@ -1,0 +1,90 @@
+//! The node's Bitswap server: every block in its on-disk store is served to any peer. The node
+//! holds what its operator added or pinned (`disot-node add`, `pin`), which is public by
+//! design: a pinning node exists to serve.
+
+use std::sync::Arc;
+
+use cid::Cid;
+use disot_core::bitswap::{self, Source};
+use disot_core::store::BlockStore as _;
+use futures::StreamExt as _;
+use libp2p::{PeerId, StreamProtocol};
+
+use crate::diskstore::DiskStore;
+
+const PROTOCOL: StreamProtocol = StreamProtocol::new(bitswap::PROTOCOL);
+
+struct Everything<'a>(&'a DiskStore);
+
+impl Source for Everything<'_> {
+    async fn block(&self, _peer: &PeerId, cid: &Cid) -> Option<Vec<u8>> {
+        match self.0.get(cid).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("serving {cid}: {e}");
+                None
+            }
+        }
+    }
+
+    async fn has(&self, _peer: &PeerId, cid: &Cid) -> bool {
+        self.0.has(cid).await.unwrap_or(false)
+    }
+}
+
+/// Accept Bitswap streams and answer their wants for as long as the node runs.
+pub fn serve(mut control: libp2p_stream::Control, store: DiskStore) -> Result<(), String> {
+    let mut incoming = control.accept(PROTOCOL).map_err(|e| e.to_string())?;
+    let store = Arc::new(store);
+    tokio::spawn(async move {
+        while let Some((peer, stream)) = incoming.next().await {
+            tokio::spawn(answer(control.clone(), store.clone(), peer, stream));
+        }
+    });
+    Ok(())
+}
+
+/// Answer the wants that arrive on one inbound stream, on one outbound stream of our own (the
+/// protocol's streams each carry one direction).
+async fn answer(
+    mut control: libp2p_stream::Control,
+    store: Arc<DiskStore>,
+    peer: PeerId,
+    mut inbound: libp2p::Stream,
+) {
+    let mut outbound = None;
+    loop {
+        let incoming = match bitswap::read_frame(&mut inbound).await {
+            Ok(Some(bytes)) => match bitswap::decode(&bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::info!("bitswap from {peer}: {e}");
+                    return;
+                }
+            },
+            Ok(None) => return,
+            Err(e) => {
+                tracing::info!("bitswap from {peer}: {e}");
+                return;
+            }
+        };
+        let reply = bitswap::respond(&Everything(&store), &peer, &incoming.wants).await;
+        for frame in reply.encode() {
+            if outbound.is_none() {
+                match control.open_stream(peer, PROTOCOL).await {
+                    Ok(s) => outbound = Some(s),
+                    Err(e) => {
+                        tracing::info!("bitswap stream to {peer}: {e}");
+                        return;
+                    }
+                }
+            }
+            if let Some(s) = outbound.as_mut() {
+                if let Err(e) = bitswap::write_frame(s, &frame).await {
+                    tracing::info!("bitswap to {peer}: {e}");
+                    outbound = None;
+                }
+            }
+        }
+    }
+}

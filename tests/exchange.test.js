@@ -1,0 +1,112 @@
+// Content exchange by Bitswap 1.2.0: a page gets by CID what this browser does not hold, from
+// the disot-node (a pinning node) and from another browser (through the relay), verified and
+// stored; what is not public is not served; progress is reported.
+import { describe, test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as h from './lib/harness.js';
+
+after(() => h.cleanup());
+
+/** Add `bytes` to the node's store with its own `add` command; returns its object record. */
+function nodeAdd(dataDir, bytes) {
+  const file = path.join(h.tempDir('add'), 'content.bin');
+  fs.writeFileSync(file, bytes);
+  return JSON.parse(execFileSync(h.NODE_BIN, ['--data-dir', dataDir, '--json', 'add', file], { encoding: 'utf8' }).trim());
+}
+
+/** In-page: get `cid` (not held here), with progress; its SHA-256 and what the page saw. */
+async function getFromPeersInPage(cid) {
+  const seen = [];
+  try {
+    const bytes = await window.disot.cas.get(cid, { onProgress: (n) => seen.push(n) });
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+    return {
+      size: bytes.length,
+      sha256: [...digest].map((b) => b.toString(16).padStart(2, '0')).join(''),
+      progress: seen,
+      listed: (await window.disot.cas.list()).map((o) => o.cid),
+      peers: await window.disot.p2p.peers(),
+    };
+  } catch (e) {
+    return { error: { code: e.code, message: e.message } };
+  }
+}
+
+describe('bitswap', { concurrency: 1 }, () => {
+  test('a page gets content pinned on the disot-node, verified, and it stays', async () => {
+    const dataDir = h.tempDir('node-exchange');
+    const content = randomBytes(5 * 1024 * 1024 + 123);
+    const added = nodeAdd(dataDir, content);
+    const node = await new h.NativeNode(dataDir).start();
+    const site = await h.startPageServer();
+    const browser = await h.Browser.launch('chromium', h.prepareExtension('chrome', [node.wsAddr]), h.tempDir('profile-exchange'));
+    try {
+      const page = await browser.open(`${site.url}/demo.html`);
+      await h.grantInChromium(browser, page);
+      await h.waitFor(async () => (await page.evaluate(() => window.disot.p2p.peers())).some((p) => p.peerId === node.peerId), { what: 'the node connected' });
+      const r = await page.evaluate(getFromPeersInPage, added.cid);
+      assert.equal(r.error, undefined, JSON.stringify(r.error));
+      assert.equal(r.size, content.length);
+      assert.equal(`sha256:${r.sha256}`, `sha256:${createHash('sha256').update(content).digest('hex')}`);
+      assert.equal(`sha256:${r.sha256}`, added.sha256, 'the same seed name as the node gave it');
+      assert.deepEqual(r.listed, [added.cid], 'the fetched object is now this origin\'s');
+      const nodePeer = r.peers.find((p) => p.peerId === node.peerId);
+      assert.ok(nodePeer?.did?.startsWith('did:key:'), 'p2p_peers shows the peer with its DID');
+      assert.ok(nodePeer.transports.length > 0);
+
+      // Held now: it reads with the node gone.
+      await node.stop();
+      const again = await page.evaluate(async (cid) => (await window.disot.cas.get(cid)).length, added.cid);
+      assert.equal(again, content.length);
+      // Something nobody has: a clear not-found, not a hang.
+      const missing = await page.evaluate((cid) => window.disot.cas.get(cid).then(() => null, (e) => e.code), 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku');
+      assert.equal(missing, -32001);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  test('browser to browser through the relay: public content is served, private is not', async () => {
+    const node = await new h.NativeNode(h.tempDir('node-b2b')).start();
+    const site = await h.startPageServer();
+    const launch = async (name) => {
+      const b = await h.Browser.launch('chromium', h.prepareExtension('chrome', [node.wsAddr]), h.tempDir(`profile-${name}`));
+      const page = await b.open(`${site.url}/demo.html`);
+      await h.grantInChromium(b, page);
+      await h.waitFor(async () => (await h.status(page)).relay?.state === 'reserved' || (await page.evaluate(() => window.disot.p2p.peers())).length > 0, { what: `${name} connected` });
+      return { b, page };
+    };
+    const a = await launch('a');
+    const b = await launch('b');
+    try {
+      const put = await a.page.evaluate(async () => {
+        const make = (n, seed) => { const d = new Uint8Array(n); for (let i = 0; i < n; i += 65536) crypto.getRandomValues(d.subarray(i, Math.min(n, i + 65536))); d[0] = seed; return d; };
+        const hex = async (d) => [...new Uint8Array(await crypto.subtle.digest('SHA-256', d))].map((x) => x.toString(16).padStart(2, '0')).join('');
+        const pub = make(3 * 1024 * 1024 + 5, 1);
+        const priv = make(200_000, 2);
+        return {
+          pub: await window.disot.cas.put(pub, { public: true }), pubSha: await hex(pub),
+          priv: await window.disot.cas.put(priv),
+        };
+      });
+      const r = await b.page.evaluate(getFromPeersInPage, put.pub.cid);
+      assert.equal(r.error, undefined, JSON.stringify(r.error));
+      assert.equal(r.sha256, put.pubSha, 'B has A\'s bytes');
+      const aPeer = (await a.page.evaluate(() => window.disot.p2p.peers())).find((p) => p.peerId !== node.peerId);
+      assert.ok(aPeer, 'A sees B connected');
+      assert.ok(aPeer.transports.includes('relayed'), `through the relay: ${JSON.stringify(aPeer)}`);
+      assert.ok(r.progress.length > 0 && r.progress.at(-1) > 0, 'progress was reported');
+
+      // A's private object: B is connected to A, yet gets nothing.
+      const denied = await b.page.evaluate((cid) => window.disot.cas.get(cid).then(() => null, (e) => e.code), put.priv.cid);
+      assert.equal(denied, -32001);
+    } finally {
+      await a.b.close();
+      await b.b.close();
+    }
+  });
+});

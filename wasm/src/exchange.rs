@@ -1,0 +1,417 @@
+//! Content exchange with other peers: Bitswap 1.2.0 over libp2p streams (the state machines are
+//! `disot_core::bitswap`), and fetching whole objects block by block.
+//!
+//! - Serving: only blocks of objects marked public are served; for anything else the answer
+//!   is DONT_HAVE, the same as for blocks this browser does not hold.
+//! - Fetching: the object's DAG is walked from its root with up to [`PARALLEL_BLOCKS`] blocks
+//!   in flight; each block is verified (its CID is the hash of its bytes) and stored as it
+//!   arrives, so a fetch that is interrupted resumes from what is already stored. The object
+//!   becomes visible only when all of it is there.
+//! - Peers: a peer takes part once identify shows it speaks Bitswap. A peer that sends bytes
+//!   nobody asked for is disconnected and never asked again.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+
+use cid::Cid;
+use disot_core::api::{ApiError, ErrorCode};
+use disot_core::bitswap::{self, Client, Event, Incoming, Source};
+use disot_core::store::{self, BlockStore, ObjectRecord, DAG_PB_CODEC};
+use disot_core::unixfs::Block;
+use futures::channel::{mpsc, oneshot};
+use futures::stream::FuturesUnordered;
+use futures::{SinkExt as _, StreamExt as _};
+use libp2p::{PeerId, StreamProtocol};
+use serde::Serialize;
+
+use crate::node::now_ms;
+use crate::store::Store;
+
+/// Blocks of one object fetched at once.
+const PARALLEL_BLOCKS: usize = 32;
+/// Messages queued for one peer before senders wait.
+const OUTBOX: usize = 16;
+/// How long the set of public blocks is trusted before it is read again.
+const PUBLIC_TTL_MS: f64 = 2_000.0;
+/// Fetches in progress at once.
+const MAX_TRANSFERS: usize = 16;
+
+pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new(bitswap::PROTOCOL);
+
+/// A fetch in progress, as pages and the popup see it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Transfer {
+    pub cid: String,
+    pub bytes: u64,
+    pub blocks: u64,
+    #[serde(skip)]
+    pub origin: String,
+    pub started_ms: f64,
+}
+
+/// Where a wanted block (or why it could not be had) goes.
+type BlockWaiter = oneshot::Sender<Result<Vec<u8>, String>>;
+
+#[derive(Default)]
+struct PublicBlocks {
+    cids: HashSet<Cid>,
+    roots: Vec<Cid>,
+    read_at: f64,
+}
+
+pub(crate) struct Exchange {
+    control: RefCell<libp2p_stream::Control>,
+    client: RefCell<Client>,
+    waiters: RefCell<HashMap<Cid, Vec<BlockWaiter>>>,
+    outboxes: RefCell<HashMap<PeerId, mpsc::Sender<Vec<u8>>>>,
+    store: Rc<Store>,
+    public: RefCell<PublicBlocks>,
+    transfers: RefCell<BTreeMap<String, Transfer>>,
+    /// Peers to disconnect (the event loop owns the swarm and takes them).
+    banned: RefCell<Vec<(PeerId, String)>>,
+}
+
+impl Exchange {
+    pub(crate) fn new(control: libp2p_stream::Control, store: Rc<Store>) -> Rc<Self> {
+        Rc::new(Exchange {
+            control: RefCell::new(control),
+            client: RefCell::new(Client::new()),
+            waiters: RefCell::default(),
+            outboxes: RefCell::default(),
+            store,
+            public: RefCell::default(),
+            transfers: RefCell::default(),
+            banned: RefCell::default(),
+        })
+    }
+
+    /// Serve inbound Bitswap streams for as long as the node runs.
+    pub(crate) fn start(self: &Rc<Self>) -> Result<(), String> {
+        let mut incoming = self.control.borrow_mut().accept(PROTOCOL).map_err(|e| e.to_string())?;
+        let this = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                let this = this.clone();
+                wasm_bindgen_futures::spawn_local(async move { this.serve(peer, stream).await });
+            }
+        });
+        Ok(())
+    }
+
+    pub(crate) fn peer_connected(&self, peer: PeerId) {
+        self.client.borrow_mut().peer_connected(peer, now_ms() as u64);
+        self.flush();
+    }
+
+    pub(crate) fn peer_disconnected(&self, peer: &PeerId) {
+        self.outboxes.borrow_mut().remove(peer);
+        self.client.borrow_mut().peer_disconnected(peer, now_ms() as u64);
+        self.flush();
+    }
+
+    pub(crate) fn tick(&self) {
+        self.client.borrow_mut().tick(now_ms() as u64);
+        self.flush();
+    }
+
+    pub(crate) fn is_peer(&self, peer: &PeerId) -> bool {
+        self.client.borrow().peers().any(|p| p == peer)
+    }
+
+    pub(crate) fn has_peers(&self) -> bool {
+        self.client.borrow().peers().next().is_some()
+    }
+
+    pub(crate) fn take_banned(&self) -> Vec<(PeerId, String)> {
+        std::mem::take(&mut *self.banned.borrow_mut())
+    }
+
+    pub(crate) fn transfers(&self, origin: Option<&str>) -> Vec<Transfer> {
+        self.transfers
+            .borrow()
+            .values()
+            .filter(|t| origin.is_none_or(|o| o == t.origin))
+            .cloned()
+            .collect()
+    }
+
+    /// Roots of the public objects (for provider records), as last read.
+    pub(crate) async fn public_roots(&self) -> Vec<Cid> {
+        self.refresh_public(true).await;
+        self.public.borrow().roots.clone()
+    }
+
+    async fn serve(self: Rc<Self>, peer: PeerId, mut stream: libp2p::Stream) {
+        loop {
+            let message = match bitswap::read_frame(&mut stream).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::info!("bitswap stream from {peer}: {e}");
+                    return;
+                }
+            };
+            let incoming = match bitswap::decode(&message) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.banned.borrow_mut().push((peer, e.to_string()));
+                    return;
+                }
+            };
+            self.on_message(peer, incoming).await;
+        }
+    }
+
+    async fn on_message(&self, peer: PeerId, mut incoming: Incoming) {
+        let wants = std::mem::take(&mut incoming.wants);
+        if !wants.is_empty() {
+            let answer = bitswap::respond(&Public(self), &peer, &wants).await;
+            if !answer.is_empty() {
+                let sender = self.sender(peer);
+                for frame in answer.encode() {
+                    let mut sender = sender.clone();
+                    // Waiting here slows the asker down instead of queueing without bound.
+                    if sender.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if !incoming.blocks.is_empty() || !incoming.presences.is_empty() {
+            self.client.borrow_mut().on_message(peer, incoming, now_ms() as u64);
+            self.flush();
+        }
+    }
+
+    /// The queue of messages to `peer`, with a task that writes them to one outbound stream
+    /// (opened again if it breaks).
+    fn sender(&self, peer: PeerId) -> mpsc::Sender<Vec<u8>> {
+        let mut outboxes = self.outboxes.borrow_mut();
+        if let Some(tx) = outboxes.get(&peer).filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOX);
+        let mut control = self.control.borrow().clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let mut stream = None;
+            while let Some(frame) = rx.next().await {
+                if stream.is_none() {
+                    match control.open_stream(peer, PROTOCOL).await {
+                        Ok(s) => stream = Some(s),
+                        Err(e) => {
+                            tracing::info!("bitswap stream to {peer}: {e}");
+                            continue;
+                        }
+                    }
+                }
+                if let Some(s) = stream.as_mut() {
+                    if let Err(e) = bitswap::write_frame(s, &frame).await {
+                        tracing::info!("bitswap to {peer}: {e}");
+                        stream = None;
+                    }
+                }
+            }
+        });
+        outboxes.insert(peer, tx.clone());
+        tx
+    }
+
+    /// Send what the client queued and hand out what it reported.
+    fn flush(&self) {
+        loop {
+            let Some((peer, out)) = self.client.borrow_mut().poll_send() else { break };
+            let sender = self.sender(peer);
+            for frame in out.encode() {
+                let mut sender = sender.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    let _ = sender.send(frame).await;
+                });
+            }
+        }
+        loop {
+            let Some(event) = self.client.borrow_mut().poll_event() else { break };
+            match event {
+                Event::Block { cid, data, .. } => self.resolve(&cid, Ok(data)),
+                Event::NotFound { cid } => {
+                    self.resolve(&cid, Err("no connected peer has it".into()))
+                }
+                Event::Misbehaved { peer, reason } => {
+                    tracing::warn!("disconnecting {peer}: {reason}");
+                    self.banned.borrow_mut().push((peer, reason));
+                }
+            }
+        }
+    }
+
+    fn resolve(&self, cid: &Cid, result: Result<Vec<u8>, String>) {
+        for waiter in self.waiters.borrow_mut().remove(cid).unwrap_or_default() {
+            let _ = waiter.send(result.clone());
+        }
+    }
+
+    /// One block from the connected peers, verified (its CID is the hash of its bytes).
+    async fn block(&self, cid: Cid) -> Result<Vec<u8>, String> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().entry(cid).or_default().push(tx);
+        if let Err(e) = self.client.borrow_mut().want(cid, now_ms() as u64) {
+            self.waiters.borrow_mut().remove(&cid);
+            return Err(e.to_string());
+        }
+        self.flush();
+        rx.await.unwrap_or_else(|_| Err("the fetch was dropped".into()))
+    }
+
+    /// Bring object `root` from connected peers into the store, for `origin`.
+    pub(crate) async fn fetch_object(
+        &self,
+        root: Cid,
+        origin: &str,
+    ) -> Result<ObjectRecord, ApiError> {
+        let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
+        if let Some(mut record) = self.store.object(&root.to_string()).await.map_err(internal)? {
+            if !record.origins.iter().any(|o| o == origin) {
+                record.origins.push(origin.to_owned());
+                self.store.put_object(&record).await.map_err(internal)?;
+            }
+            return Ok(record);
+        }
+        if !self.has_peers() {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "not held here and no peer is connected",
+            ));
+        }
+        let key = root.to_string();
+        {
+            let mut transfers = self.transfers.borrow_mut();
+            if transfers.contains_key(&key) || transfers.len() >= MAX_TRANSFERS {
+                return Err(ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    "that object is already being fetched, or too many fetches are running",
+                ));
+            }
+            transfers.insert(
+                key.clone(),
+                Transfer {
+                    cid: key.clone(),
+                    bytes: 0,
+                    blocks: 0,
+                    origin: origin.to_owned(),
+                    started_ms: now_ms(),
+                },
+            );
+        }
+        let result = self.fetch_dag(root, &key).await;
+        self.transfers.borrow_mut().remove(&key);
+        result?;
+        // All blocks are here and verified: read the object once to name it and size it.
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut size = 0u64;
+        store::cat(&*self.store, &root, None, |bytes| {
+            sha2::Digest::update(&mut hasher, bytes);
+            size += bytes.len() as u64;
+            Ok(())
+        })
+        .await
+        .map_err(internal)?;
+        let digest = sha2::Digest::finalize(hasher);
+        let sha256 =
+            format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let record = ObjectRecord {
+            cid: key,
+            sha256,
+            size,
+            pinned: true,
+            name: None,
+            mime: None,
+            origins: vec![origin.to_owned()],
+            public: false,
+        };
+        self.store.put_object(&record).await.map_err(internal)?;
+        Ok(record)
+    }
+
+    async fn fetch_dag(&self, root: Cid, key: &str) -> Result<(), ApiError> {
+        let failed = |what: String| ApiError::new(ErrorCode::NotFound, what);
+        let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
+        let mut queue = VecDeque::from([root]);
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < PARALLEL_BLOCKS {
+                let Some(cid) = queue.pop_front() else { break };
+                // Already stored (an earlier, interrupted fetch): only its links are needed.
+                if let Some(data) = self.store.get(&cid).await.map_err(internal)? {
+                    if cid.codec() == DAG_PB_CODEC {
+                        queue.extend(store::dag_pb_links(&cid, &data).map_err(internal)?);
+                    }
+                    continue;
+                }
+                in_flight.push(async move { (cid, self.block(cid).await) });
+            }
+            let Some((cid, result)) = in_flight.next().await else { break };
+            let data = result.map_err(|e| failed(format!("block {cid}: {e}")))?;
+            self.store.put_blocks(&[Block { cid, data: data.clone() }]).await.map_err(internal)?;
+            if cid.codec() == DAG_PB_CODEC {
+                queue.extend(store::dag_pb_links(&cid, &data).map_err(internal)?);
+            }
+            if let Some(t) = self.transfers.borrow_mut().get_mut(key) {
+                t.blocks += 1;
+                t.bytes += data.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read the set of public blocks again if it is older than its time to live (`force`:
+    /// read it now unless it is very fresh).
+    async fn refresh_public(&self, force: bool) {
+        let age = now_ms() - self.public.borrow().read_at;
+        if age < PUBLIC_TTL_MS && !(force && age > 200.0) {
+            return;
+        }
+        let mut next = PublicBlocks { read_at: now_ms(), ..Default::default() };
+        match self.store.objects().await {
+            Ok(objects) => {
+                for record in objects.iter().filter(|r| r.public) {
+                    let Ok(cid) = record.cid.parse::<Cid>() else { continue };
+                    let mut reached = Default::default();
+                    if store::reachable(&*self.store, &cid, &mut reached).await.is_ok() {
+                        next.cids.extend(reached);
+                        next.roots.push(cid);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("reading public objects: {e}"),
+        }
+        *self.public.borrow_mut() = next;
+    }
+}
+
+/// What this browser serves: the blocks of its public objects, to anyone.
+struct Public<'a>(&'a Exchange);
+
+impl Public<'_> {
+    async fn allowed(&self, cid: &Cid) -> bool {
+        self.0.refresh_public(false).await;
+        if !self.0.public.borrow().cids.contains(cid) {
+            // Perhaps published a moment ago (objects are written by other contexts too).
+            self.0.refresh_public(true).await;
+        }
+        self.0.public.borrow().cids.contains(cid)
+    }
+}
+
+impl Source for Public<'_> {
+    async fn block(&self, _peer: &PeerId, cid: &Cid) -> Option<Vec<u8>> {
+        if !self.allowed(cid).await {
+            return None;
+        }
+        self.0.store.get(cid).await.ok().flatten()
+    }
+
+    async fn has(&self, _peer: &PeerId, cid: &Cid) -> bool {
+        self.allowed(cid).await && self.0.store.has(cid).await.unwrap_or(false)
+    }
+}
