@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 log "building disot-node"
-cargo build -p disot-node --quiet
+cargo build -p disot-node --bins --examples --quiet
 
 log "building the wasm node"
 cargo build -p disot-wasm --target wasm32-unknown-unknown --release --quiet

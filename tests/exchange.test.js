@@ -3,7 +3,8 @@
 // stored; what is not public is not served; progress is reported.
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -34,6 +35,16 @@ async function getFromPeersInPage(cid) {
   } catch (e) {
     return { error: { code: e.code, message: e.message } };
   }
+}
+
+/** The hostile test peer (node/examples/hostile-peer.rs): claims every block, sends junk. */
+async function startHostilePeer() {
+  const proc = spawn(path.join(path.dirname(h.NODE_BIN), 'examples/hostile-peer'), ['0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const events = [];
+  createInterface({ input: proc.stdout }).on('line', (line) => events.push(JSON.parse(line)));
+  h.onCleanup(() => proc.exitCode === null && proc.signalCode === null && proc.kill('SIGKILL'));
+  const listening = await h.waitFor(() => events.find((e) => e.event === 'listening'), { what: 'the hostile peer to listen' });
+  return { addr: listening.addr, events };
 }
 
 describe('bitswap', { concurrency: 1 }, () => {
@@ -107,6 +118,43 @@ describe('bitswap', { concurrency: 1 }, () => {
     } finally {
       await a.b.close();
       await b.b.close();
+    }
+  });
+
+  test('a peer that answers with wrong bytes gets nothing stored and is disconnected; the get succeeds from an honest peer', async () => {
+    const dataDir = h.tempDir('node-honest');
+    const content = randomBytes(8 * 1024 * 1024);
+    const added = nodeAdd(dataDir, content);
+    const node = await new h.NativeNode(dataDir).start();
+    const hostile = await startHostilePeer();
+    const site = await h.startPageServer();
+    const browser = await h.Browser.launch('chromium', h.prepareExtension('chrome', [node.wsAddr, hostile.addr]), h.tempDir('profile-hostile'));
+    try {
+      const page = await browser.open(`${site.url}/demo.html`);
+      await h.grantInChromium(browser, page);
+      const hostileId = hostile.addr.split('/p2p/')[1];
+      await h.waitFor(async () => {
+        const ids = (await page.evaluate(() => window.disot.p2p.peers())).map((p) => p.peerId);
+        return ids.includes(node.peerId) && ids.includes(hostileId);
+      }, { what: 'both peers connected' });
+      await new Promise((r) => setTimeout(r, 500)); // identify: both known to speak Bitswap
+      const r = await page.evaluate(getFromPeersInPage, added.cid);
+      assert.equal(r.error, undefined, JSON.stringify(r.error));
+      assert.equal(`sha256:${r.sha256}`, added.sha256, 'the right bytes, from the honest node');
+      const forged = hostile.events.filter((e) => e.event === 'forged');
+      assert.ok(forged.length > 0, 'the hostile peer was asked and answered with junk');
+      await h.waitFor(() => hostile.events.some((e) => e.event === 'disconnected'), { what: 'the browser to disconnect the hostile peer' });
+      // None of the junk was stored.
+      const ext = await browser.browser.newPage();
+      await ext.goto(`${browser.extensionBase}options.html`);
+      const keys = await ext.evaluate(async () => {
+        const db = await new Promise((res, rej) => { const q = indexedDB.open('disot-peer'); q.onsuccess = () => res(q.result); q.onerror = () => rej(q.error); });
+        return new Promise((res) => { const q = db.transaction('blocks').objectStore('blocks').getAllKeys(); q.onsuccess = () => res(q.result); });
+      });
+      for (const f of forged) assert.ok(!keys.includes(f.sent), `forged block ${f.sent} is not stored`);
+      assert.equal(keys.length, 9, '8 leaves and the root, nothing else');
+    } finally {
+      await browser.close();
     }
   });
 });
