@@ -50,7 +50,7 @@ async function startHostilePeer() {
 describe('bitswap', { concurrency: 1 }, () => {
   test('a page gets content pinned on the disot-node, verified, and it stays', async () => {
     const dataDir = h.tempDir('node-exchange');
-    const content = randomBytes(5 * 1024 * 1024 + 123);
+    const content = randomBytes(24 * 1024 * 1024 + 123);
     const added = nodeAdd(dataDir, content);
     const node = await new h.NativeNode(dataDir).start();
     const site = await h.startPageServer();
@@ -59,7 +59,15 @@ describe('bitswap', { concurrency: 1 }, () => {
       const page = await browser.open(`${site.url}/demo.html`);
       await h.grantInChromium(browser, page);
       await h.waitFor(async () => (await page.evaluate(() => window.disot.p2p.peers())).some((p) => p.peerId === node.peerId), { what: 'the node connected' });
-      const r = await page.evaluate(getFromPeersInPage, added.cid);
+      // The popup shows the transfer with a progress bar while it runs, and the node by DID.
+      const popup = await browser.browser.newPage();
+      await popup.goto(`${browser.extensionBase}popup.html`);
+      await page.evaluate((cid, get) => { window.__get = eval(`(${get})`)(cid); }, added.cid, getFromPeersInPage.toString());
+      await popup.waitForSelector(`#transfers li[data-cid="${added.cid}"] progress`, { timeout: 20_000 });
+      await h.screenshot(popup, 'popup-transfer-chromium.png');
+      assert.match(await popup.$eval(`#peers li[data-peer-id="${node.peerId}"]`, (e) => e.textContent), /^did:key:z6Mk.* · websocket/);
+      const r = await page.evaluate(() => window.__get);
+      await popup.waitForSelector('#transfers li.none', { timeout: 5_000 });
       assert.equal(r.error, undefined, JSON.stringify(r.error));
       assert.equal(r.size, content.length);
       assert.equal(`sha256:${r.sha256}`, `sha256:${createHash('sha256').update(content).digest('hex')}`);

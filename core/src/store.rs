@@ -236,6 +236,17 @@ pub async fn reachable<S: BlockStore>(
     Ok(())
 }
 
+/// The size of the file whose root block is `block` (the whole content, from the root alone).
+pub fn file_size(cid: &Cid, block: &[u8]) -> Result<u64> {
+    if cid.codec() == RAW_CODEC {
+        return Ok(block.len() as u64);
+    }
+    let visit = rust_unixfs::file::visit::IdleFileVisit::default();
+    let (_, size, _, _) =
+        visit.start(block).map_err(|e| Error::Malformed { cid: *cid, reason: e.to_string() })?;
+    Ok(size)
+}
+
 /// The CIDs a dag-pb node links to.
 pub fn dag_pb_links(cid: &Cid, block: &[u8]) -> Result<Vec<Cid>> {
     let node = ipld_dagpb::PbNode::from_bytes(block.to_vec().into())
@@ -441,6 +452,8 @@ pub mod conformance {
         let cid: Cid = record.cid.parse().expect("cid");
         assert_eq!(cid.codec(), DAG_PB_CODEC);
         assert_eq!(read_all(store, &cid, None).await.expect("cat"), content);
+        let root = store.get(&cid).await.expect("get").expect("root");
+        assert_eq!(file_size(&cid, &root).expect("size"), 40_000);
         assert_eq!(
             read_all(store, &cid, Some(100..12_345)).await.expect("range"),
             content[100..12_345]

@@ -34,8 +34,24 @@ async function refresh() {
     $('peers').replaceChildren(
       ...s.peers.map((p) => {
         const via = p.connections.map((c) => c.transport).join(' + ');
-        return item(`${p.peerId} · ${via}${p.rttMs != null ? ` · ${p.rttMs.toFixed(0)} ms` : ''}`);
+        const li = item(`${p.did ?? p.peerId} · ${via}${p.rttMs != null ? ` · ${p.rttMs.toFixed(0)} ms` : ''}`);
+        li.dataset.peerId = p.peerId;
+        li.title = p.peerId;
+        return li;
       }));
+    busy = s.transfers.length > 0;
+    $('transfers').replaceChildren(
+      ...(s.transfers.length ? s.transfers.map((t) => {
+        const li = item(`${t.cid.slice(0, 16)}… ${formatBytes(t.bytes)}${t.total != null ? ` of ${formatBytes(t.total)}` : ''} `);
+        li.dataset.cid = t.cid;
+        const bar = document.createElement('progress');
+        if (t.total) {
+          bar.max = t.total;
+          bar.value = Math.min(t.bytes, t.total);
+        }
+        li.append(bar);
+        return li;
+      }) : [Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' })]));
     await showGrants();
     $('error').hidden = true;
   } catch (e) {
@@ -73,5 +89,10 @@ async function showGrants() {
   }));
 }
 
-refresh();
-setInterval(refresh, 1000);
+// Once a second; four times a second while transfers run, so their progress bars move.
+let busy = false;
+async function loop() {
+  await refresh();
+  setTimeout(loop, busy ? 250 : 1000);
+}
+loop();

@@ -9,7 +9,16 @@ export interface ProviderRpcError extends Error {
 export interface DisotStatus { did: string; peerId: string; connections: number }
 export interface Permission { parentCapability: 'cas'; invoker: string; date: number }
 export interface Stored { cid: string; sha256: string; size: number }
-export interface ObjectInfo extends Stored { pinned: boolean; name?: string | null; mime?: string | null }
+export interface ObjectInfo extends Stored { pinned: boolean; public: boolean; name?: string | null; mime?: string | null }
+export interface Transfer { cid: string; bytes: number; blocks: number; startedMs: number }
+export interface PeerInfo {
+  peerId: string;
+  did: string | null;
+  /** One per open connection: 'websocket', 'webrtc-direct', 'webrtc', 'relayed'. */
+  transports: string[];
+  rttMs: number | null;
+  agent: string | null;
+}
 
 export interface DisotProvider {
   readonly isDisot: true;
@@ -20,7 +29,8 @@ export interface DisotProvider {
   readonly cas: {
     /** Name is a CID or `sha256:<hex>`; either works everywhere. */
     put(data: Uint8Array | ArrayBuffer | Blob | ReadableStream<Uint8Array>,
-        options?: { name?: string; mime?: string; onProgress?: (bytesSent: number) => void }): Promise<Stored>;
+        options?: { name?: string; mime?: string; public?: boolean; onProgress?: (bytesStored: number) => void }): Promise<Stored>;
+    /** Not held here? By CID, get() fetches from peers first (Bitswap), with progress. */
     get(name: string, options?: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as?: 'bytes' }): Promise<Uint8Array>;
     get(name: string, options: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as: 'blob' }): Promise<Blob>;
     get(name: string, options: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as: 'stream' }): Promise<ReadableStream<Uint8Array>>;
@@ -29,6 +39,12 @@ export interface DisotProvider {
     list(): Promise<ObjectInfo[]>;
     pin(name: string): Promise<ObjectInfo>;
     unpin(name: string): Promise<ObjectInfo>;
+    /** Fetch from peers by CID into this browser's store without reading it. */
+    fetch(cid: string): Promise<Stored>;
+    transfers(): Promise<Transfer[]>;
+  };
+  readonly p2p: {
+    peers(): Promise<PeerInfo[]>;
   };
 }
 

@@ -81,13 +81,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     loop {
         match swarm.select_next_some().await {
             SwarmEvent::NewListenAddr { address, .. } => {
-                println!("{}", serde_json::json!({"event": "listening", "addr": format!("{address}/p2p/{me}")}));
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "listening", "addr": format!("{address}/p2p/{me}")})
+                );
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                println!("{}", serde_json::json!({"event": "connected", "peer": peer_id.to_string()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "connected", "peer": peer_id.to_string()})
+                );
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                println!("{}", serde_json::json!({"event": "disconnected", "peer": peer_id.to_string()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "disconnected", "peer": peer_id.to_string()})
+                );
             }
             _ => {}
         }

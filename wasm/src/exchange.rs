@@ -46,6 +46,8 @@ pub(crate) struct Transfer {
     pub cid: String,
     pub bytes: u64,
     pub blocks: u64,
+    /// The content's size, once the root block is here.
+    pub total: Option<u64>,
     #[serde(skip)]
     pub origin: String,
     pub started_ms: f64,
@@ -298,6 +300,7 @@ impl Exchange {
                     cid: key.clone(),
                     bytes: 0,
                     blocks: 0,
+                    total: None,
                     origin: origin.to_owned(),
                     started_ms: now_ms(),
                 },
@@ -333,6 +336,14 @@ impl Exchange {
         Ok(record)
     }
 
+    fn note_root(&self, key: &str, root: &Cid, block: &[u8]) {
+        if let (Some(t), Ok(size)) =
+            (self.transfers.borrow_mut().get_mut(key), store::file_size(root, block))
+        {
+            t.total = Some(size);
+        }
+    }
+
     async fn fetch_dag(&self, root: Cid, key: &str) -> Result<(), ApiError> {
         let failed = |what: String| ApiError::new(ErrorCode::NotFound, what);
         let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
@@ -343,6 +354,9 @@ impl Exchange {
                 let Some(cid) = queue.pop_front() else { break };
                 // Already stored (an earlier, interrupted fetch): only its links are needed.
                 if let Some(data) = self.store.get(&cid).await.map_err(internal)? {
+                    if cid == root {
+                        self.note_root(key, &cid, &data);
+                    }
                     if cid.codec() == DAG_PB_CODEC {
                         queue.extend(store::dag_pb_links(&cid, &data).map_err(internal)?);
                     }
@@ -352,6 +366,9 @@ impl Exchange {
             }
             let Some((cid, result)) = in_flight.next().await else { break };
             let data = result.map_err(|e| failed(format!("block {cid}: {e}")))?;
+            if cid == root {
+                self.note_root(key, &cid, &data);
+            }
             self.store.put_blocks(&[Block { cid, data: data.clone() }]).await.map_err(internal)?;
             if cid.codec() == DAG_PB_CODEC {
                 queue.extend(store::dag_pb_links(&cid, &data).map_err(internal)?);

@@ -817,6 +817,7 @@ async fn handle_ui(
                 "peers": live.peers.values().collect::<Vec<_>>(),
                 "bootstrap": live.bootstrap,
                 "relay": live.relay,
+                "transfers": shared.exchange.transfers(None),
                 "startedAt": shared.started_at,
                 "version": env!("CARGO_PKG_VERSION"),
             }))
