@@ -10,6 +10,7 @@
 //! - [`unixfs`]: files to UnixFS blocks and CIDs, as IPFS computes them.
 //! - [`store`]: the block-store trait, verified reads, atomic objects, garbage collection.
 //! - [`bitswap`]: Bitswap 1.2.0 messages and its client and server state machines (sans-IO).
+//! - [`webrtc`]: browser-to-browser WebRTC: signaling messages and data-channel framing (sans-IO).
 //! - [`bootstrap`]: which bootstrap node to dial when, with exponential backoff (sans-IO).
 
 pub mod api;
@@ -19,3 +20,4 @@ pub mod identity;
 pub mod permissions;
 pub mod store;
 pub mod unixfs;
+pub mod webrtc;
