@@ -235,11 +235,10 @@ impl StreamState {
                 }
                 self.outgoing.push_back(encode_frame(Some(Flag::FinAck), None));
             }
-            Some(Some(Flag::FinAck)) => {
-                if self.write == WriteHalf::FinSent {
-                    self.write = WriteHalf::Closed;
-                }
+            Some(Some(Flag::FinAck)) if self.write == WriteHalf::FinSent => {
+                self.write = WriteHalf::Closed;
             }
+            Some(Some(Flag::FinAck)) => {}
             Some(Some(Flag::StopSending)) => {
                 if matches!(self.write, WriteHalf::Open | WriteHalf::FinSent) {
                     self.write = WriteHalf::Closed;

@@ -5,6 +5,7 @@
 //! glue only forwards messages; this crate owns the keys, IndexedDB and the libp2p swarm.
 //!
 //! - [`store`]: IndexedDB: the identity key and the settings.
+//! - [`webrtc`]: browser-to-browser WebRTC (`/webrtc`) as a libp2p transport.
 //! - [`transport`]: WebSocket and WebRTC-direct, with a workaround for missed wake-ups.
 //! - [`node`]: the swarm, its event loop and the request router ([`node::Node`]).
 //! - [`exchange`]: Bitswap with other peers, and fetching objects from them.
@@ -17,6 +18,7 @@ mod frame;
 mod node;
 pub mod store;
 mod transport;
+mod webrtc;
 
 pub use frame::{open_frame, Frame};
 pub use node::{start, Node};

@@ -21,7 +21,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, kad, noise, ping, relay, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{identify, kad, ping, relay, Multiaddr, PeerId, StreamProtocol, Swarm};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
@@ -228,6 +228,10 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         provider_queries: HashMap::new(),
         provided: std::collections::HashSet::new(),
     };
+    let mut event_loop = event_loop;
+    if let Err(e) = event_loop.swarm.listen_on(Multiaddr::empty().with(Protocol::WebRTC)) {
+        tracing::warn!("not accepting direct browser connections: {e}");
+    }
     wasm_bindgen_futures::spawn_local(event_loop.run(rx));
     // Announce public objects on the DHT as they appear (they may be put by any tab).
     let mut provide = tx.clone();
@@ -245,16 +249,21 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
 
 fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<Behaviour>, String> {
     let agent = format!("disot-peer/{} ({platform})", env!("CARGO_PKG_VERSION"));
+    let peer = key.public().to_peer_id();
+    // Built here rather than by the builder: the browser-to-browser transport needs the stream
+    // control (for signaling) and must come before the relay transport.
+    let (relay_transport, relay) = relay::client::new(peer);
+    let stream = libp2p_stream::Behaviour::new();
+    let (direct, inbound) = crate::webrtc::Transport::new(stream.new_control());
+    crate::webrtc::Transport::accept(stream.new_control(), inbound)?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_wasm_bindgen()
         .with_other_transport(|key| {
-            crate::transport::build(key)
+            crate::transport::build(key, direct, relay_transport)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| e.to_string())?
-        .with_relay_client(noise::Config::new, yamux::Config::default)
-        .map_err(|e| e.to_string())?
-        .with_behaviour(|key, relay| {
+        .with_behaviour(|key| {
             let peer = key.public().to_peer_id();
             let mut kad = kad::Behaviour::with_config(
                 peer,
@@ -274,7 +283,7 @@ fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<B
                         .with_interval(PING_INTERVAL)
                         .with_timeout(Duration::from_secs(10)),
                 ),
-                stream: libp2p_stream::Behaviour::new(),
+                stream,
             }
         })
         .map_err(|e| e.to_string())?
@@ -284,6 +293,9 @@ fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<B
 }
 
 fn transport_of(addr: &Multiaddr) -> &'static str {
+    if addr.iter().any(|p| matches!(p, Protocol::WebRTC)) {
+        return "webrtc"; // browser to browser, even when the address names the relay
+    }
     let mut kind = "unknown";
     for p in addr.iter() {
         match p {
@@ -368,6 +380,21 @@ impl EventLoop {
                     }
                 }
             }
+        }
+    }
+
+    /// Dial `peer` directly (browser-to-browser WebRTC), signaling over the relayed
+    /// connection at `circuit`.
+    fn dial_direct(&mut self, peer: PeerId, circuit: &Multiaddr) {
+        let base: Multiaddr =
+            circuit.iter().take_while(|p| !matches!(p, Protocol::P2pCircuit)).collect();
+        let addr = base.with(Protocol::P2pCircuit).with(Protocol::WebRTC).with(Protocol::P2p(peer));
+        let opts = DialOpts::peer_id(peer)
+            .addresses(vec![addr.clone()])
+            .condition(PeerCondition::Always)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::info!("direct dial {addr}: {e}");
         }
     }
 
@@ -478,6 +505,22 @@ impl EventLoop {
                     addr: addr.to_string(),
                     role: if endpoint.is_dialer() { "dialer" } else { "listener" },
                 });
+                let relayed: Vec<ConnectionId> = info
+                    .connections
+                    .iter()
+                    .filter(|c| c.transport == "relayed")
+                    .map(|c| c.id)
+                    .collect();
+                drop(live);
+                if transport == "relayed" && endpoint.is_dialer() {
+                    // Try for a direct connection right away; the relay is for signaling.
+                    self.dial_direct(peer_id, &addr);
+                } else if transport == "webrtc" && endpoint.is_dialer() {
+                    // Direct now: traffic leaves the relay.
+                    for id in relayed {
+                        self.swarm.close_connection(id);
+                    }
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id, connection_id, num_established, cause, ..
@@ -648,6 +691,8 @@ async fn handle_page(
 
 /// How long a fetch waits for peers found on the DHT to connect.
 const PROVIDER_WAIT_MS: f64 = 15_000.0;
+/// How long a fetch waits for a direct connection before it goes through the relay.
+const DIRECT_WAIT_MS: f64 = 8_000.0;
 
 /// `cas_fetch`: from the peers connected now; failing that, from providers found on the DHT,
 /// dialled through the relay.
@@ -707,6 +752,20 @@ async fn fetch(
             ));
         }
         futures_timer::Delay::new(Duration::from_millis(100)).await;
+    }
+    // Give the direct connection a moment, so that the content does not start over the relay.
+    let since = now_ms();
+    let direct = || {
+        let live = shared.live.borrow();
+        providers.iter().any(|p| {
+            live.peers.get(p).is_some_and(|i| i.connections.iter().all(|c| c.transport == "webrtc"))
+        })
+    };
+    while !direct() && now_ms() - since < DIRECT_WAIT_MS {
+        futures_timer::Delay::new(Duration::from_millis(50)).await;
+    }
+    if !direct() {
+        tracing::warn!("no direct connection to the providers: fetching through the relay");
     }
     shared.exchange.fetch_object(cid, origin).await.map(describe)
 }

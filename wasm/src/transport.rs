@@ -1,5 +1,5 @@
-//! The browser node's transports: WebSocket and WebRTC-direct, each with Noise and Yamux (the
-//! latter built in).
+//! The browser node's transports: browser-to-browser WebRTC ([`crate::webrtc`]), circuit
+//! relay, WebSocket and WebRTC-direct; the relay and WebSocket with Noise and Yamux.
 //!
 //! libp2p-websocket-websys 0.6.0 wakes a pending read or write only on `open` and `message`
 //! events, never on `close` or `error`. A dial to a node that is down therefore hangs until the
@@ -25,7 +25,19 @@ use libp2p::{noise, webrtc_websys, websocket_websys, yamux, PeerId, Transport};
 /// How often a pending WebSocket is polled again.
 const REPOLL: Duration = Duration::from_millis(250);
 
-pub fn build(key: &Keypair) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
+/// All transports, tried in this order: browser-to-browser WebRTC (`.../p2p-circuit/webrtc/...`
+/// must not be taken for a plain relayed address), circuit relay, WebSocket, WebRTC-direct.
+pub fn build(
+    key: &Keypair,
+    direct: crate::webrtc::Transport,
+    relay: libp2p::relay::client::Transport,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error> {
+    let direct = direct.map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
+    let relay = relay
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     // WebSocket first: libp2p-webrtc-websys 0.5 asks for `window` on every dial, even of
     // addresses it will refuse, and panics where there is none.
     let ws = websocket_websys::Transport::default()
@@ -42,7 +54,14 @@ pub fn build(key: &Keypair) -> Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Er
     } else {
         OptionalTransport::none()
     };
-    Ok(ws.or_transport(rtc).map(|either, _| either.into_inner()).boxed())
+    Ok(direct
+        .or_transport(relay)
+        .map(|either, _| either.into_inner())
+        .or_transport(ws)
+        .map(|either, _| either.into_inner())
+        .or_transport(rtc)
+        .map(|either, _| either.into_inner())
+        .boxed())
 }
 
 /// An I/O object that is polled again every [`REPOLL`] while it is pending.

@@ -1,0 +1,617 @@
+//! Browser-to-browser WebRTC (`/webrtc`, libp2p's "private to private") as a libp2p
+//! transport: the dialer opens `/webrtc-signaling/0.0.1` over the relayed connection it already
+//! has to the peer, the two exchange SDP offer/answer and ICE candidates, and the resulting
+//! `RTCPeerConnection` is the connection; every libp2p stream is a data channel framed as the
+//! spec says (`disot_core::webrtc`). There is no Noise on top: the SDP (with the DTLS
+//! fingerprints) travelled over the authenticated relayed connection, and the browser's DTLS
+//! checks them. The remote peer id is the relayed connection's.
+//!
+//! Addresses: a peer is dialled at `<relay>/p2p-circuit/webrtc/p2p/<peer>`; inbound connections
+//! come from the signaling streams other peers open to us, and are reported on the listener
+//! registered for `/webrtc`.
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use disot_core::bitswap::{read_frame, write_frame};
+use disot_core::webrtc::{Signal, StreamState, MAX_SIGNAL, SIGNALING_PROTOCOL};
+use futures::channel::mpsc;
+use futures::future::{BoxFuture, Ready};
+use futures::{
+    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, FutureExt as _, StreamExt as _,
+};
+use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
+use libp2p::core::transport::{DialOpts, ListenerId, TransportError, TransportEvent};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use send_wrapper::SendWrapper;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    MessageEvent, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelState, RtcDataChannelType,
+    RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSdpType,
+    RtcSessionDescriptionInit,
+};
+
+pub(crate) const SIGNALING: StreamProtocol = StreamProtocol::new(SIGNALING_PROTOCOL);
+/// Longest time from the signaling stream to a connected peer connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A data channel with more than this queued waits before taking more.
+const HIGH_WATER: u32 = 1024 * 1024;
+const LOW_WATER: u32 = 256 * 1024;
+/// Largest write taken at once (framed into 16 KiB messages).
+const MAX_WRITE: usize = 256 * 1024;
+/// Connections negotiated but not yet taken by the swarm.
+const INBOUND_QUEUE: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("webrtc: {0}")]
+    Js(String),
+    #[error("webrtc signaling: {0}")]
+    Signaling(String),
+    #[error("webrtc connection closed")]
+    Closed,
+}
+
+fn js(e: JsValue) -> Error {
+    Error::Js(e.as_string().unwrap_or_else(|| format!("{e:?}")))
+}
+
+fn signaling(e: impl std::fmt::Display) -> Error {
+    Error::Signaling(e.to_string())
+}
+
+/// An `RTCPeerConnection` whose inbound data channels are queued from the start (a channel the
+/// peer opens right after connecting must not be lost before the connection is handed over).
+struct Peer {
+    pc: RtcPeerConnection,
+    channels: mpsc::Receiver<RtcDataChannel>,
+    _on_channel: Closure<dyn FnMut(RtcDataChannelEvent)>,
+}
+
+impl Peer {
+    fn new() -> Result<Peer, Error> {
+        let pc = RtcPeerConnection::new().map_err(js)?;
+        let (mut tx, channels) = mpsc::channel(32);
+        let on_channel =
+            Closure::<dyn FnMut(RtcDataChannelEvent)>::new(move |ev: RtcDataChannelEvent| {
+                if tx.try_send(ev.channel()).is_err() {
+                    tracing::warn!("webrtc: peer opens data channels faster than they are taken");
+                    ev.channel().close();
+                }
+            });
+        pc.set_ondatachannel(Some(on_channel.as_ref().unchecked_ref()));
+        Ok(Peer { pc, channels, _on_channel: on_channel })
+    }
+}
+
+async fn send_signal<W: AsyncWrite + Unpin>(w: &mut W, s: Signal) -> Result<(), Error> {
+    write_frame(w, &s.encode()).await.map_err(signaling)
+}
+
+fn description(kind: RtcSdpType, sdp: &str) -> RtcSessionDescriptionInit {
+    let d = RtcSessionDescriptionInit::new(kind);
+    d.set_sdp(sdp);
+    d
+}
+
+fn sdp_of(desc: &JsValue) -> Result<String, Error> {
+    js_sys::Reflect::get(desc, &"sdp".into())
+        .ok()
+        .and_then(|s| s.as_string())
+        .ok_or_else(|| Error::Js("no sdp in session description".into()))
+}
+
+/// Run the signaling on `stream` until `peer` is connected (both roles).
+async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Result<(), Error> {
+    let pc = &peer.pc;
+    let (mut rd, mut wr) = stream.split();
+    // Signals from the peer, read by their own task so that waiting never cuts a message.
+    let (mut in_tx, mut incoming) = mpsc::channel::<Result<Signal, Error>>(16);
+    wasm_bindgen_futures::spawn_local(async move {
+        loop {
+            let next = match read_frame(&mut rd).await {
+                Ok(Some(bytes)) if bytes.len() <= MAX_SIGNAL => {
+                    Signal::decode(&bytes).map_err(signaling)
+                }
+                Ok(Some(bytes)) => Err(signaling(format!("{} bytes in one message", bytes.len()))),
+                Ok(None) => break,
+                Err(e) => Err(signaling(e)),
+            };
+            let stop = next.is_err();
+            if futures::SinkExt::send(&mut in_tx, next).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    let (cand_tx, mut candidates) = mpsc::unbounded::<String>();
+    let on_candidate = Closure::<dyn FnMut(RtcPeerConnectionIceEvent)>::new(
+        move |ev: RtcPeerConnectionIceEvent| {
+            let json = ev
+                .candidate()
+                .filter(|c| !c.candidate().is_empty())
+                .and_then(|c| js_sys::JSON::stringify(&c).ok())
+                .and_then(|s| s.as_string());
+            if let Some(json) = json {
+                let _ = cand_tx.unbounded_send(json);
+            }
+        },
+    );
+    pc.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
+
+    let mut init = None;
+    if initiator {
+        // The SDP needs a data channel to offer; js-libp2p's listener closes this one.
+        init = Some(pc.create_data_channel("init"));
+        let offer = sdp_of(&JsFuture::from(pc.create_offer()).await.map_err(js)?)?;
+        send_signal(&mut wr, Signal::Offer(offer.clone())).await?;
+        JsFuture::from(pc.set_local_description(&description(RtcSdpType::Offer, &offer)))
+            .await
+            .map_err(js)?;
+        match incoming.next().await {
+            Some(Ok(Signal::Answer(sdp))) => {
+                JsFuture::from(pc.set_remote_description(&description(RtcSdpType::Answer, &sdp)))
+                    .await
+                    .map_err(js)?;
+            }
+            Some(Ok(other)) => return Err(signaling(format!("expected an answer, got {other:?}"))),
+            Some(Err(e)) => return Err(e),
+            None => return Err(signaling("the stream ended before the answer")),
+        }
+    } else {
+        match incoming.next().await {
+            Some(Ok(Signal::Offer(sdp))) => {
+                JsFuture::from(pc.set_remote_description(&description(RtcSdpType::Offer, &sdp)))
+                    .await
+                    .map_err(js)?;
+            }
+            Some(Ok(other)) => return Err(signaling(format!("expected an offer, got {other:?}"))),
+            Some(Err(e)) => return Err(e),
+            None => return Err(signaling("the stream ended before the offer")),
+        }
+        let answer = sdp_of(&JsFuture::from(pc.create_answer()).await.map_err(js)?)?;
+        send_signal(&mut wr, Signal::Answer(answer.clone())).await?;
+        JsFuture::from(pc.set_local_description(&description(RtcSdpType::Answer, &answer)))
+            .await
+            .map_err(js)?;
+    }
+
+    // Trade candidates until ICE connects.
+    let mut deadline = futures_timer::Delay::new(CONNECT_TIMEOUT).fuse();
+    let mut remote_open = true;
+    loop {
+        match pc.connection_state() {
+            RtcPeerConnectionState::Connected => break,
+            RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed => {
+                return Err(Error::Js(
+                    "ICE failed: no route between the peers (a TURN server may be needed)".into(),
+                ));
+            }
+            _ => {}
+        }
+        let mut tick = futures_timer::Delay::new(Duration::from_millis(20)).fuse();
+        futures::select! {
+            c = candidates.next() => if let Some(json) = c {
+                send_signal(&mut wr, Signal::Candidate(Some(json))).await?;
+            },
+            s = incoming.next() => match s {
+                Some(Ok(Signal::Candidate(Some(json)))) if remote_open => {
+                    let init: web_sys::RtcIceCandidateInit =
+                        js_sys::JSON::parse(&json).map_err(js)?.unchecked_into();
+                    if let Err(e) = JsFuture::from(
+                        pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init)),
+                    )
+                    .await
+                    {
+                        tracing::info!("webrtc: remote candidate refused: {e:?}");
+                    }
+                }
+                Some(Ok(Signal::Candidate(_))) => {}
+                Some(Ok(other)) => return Err(signaling(format!("unexpected {other:?}"))),
+                Some(Err(e)) => return Err(e),
+                None => remote_open = false,
+            },
+            () = tick => {},
+            () = deadline => return Err(Error::Js("timed out connecting (ICE)".into())),
+        }
+    }
+    pc.set_onicecandidate(None);
+    if let Some(init) = init {
+        // js-libp2p waits for this channel to open before it calls the dial done.
+        for _ in 0..100 {
+            if init.ready_state() != RtcDataChannelState::Connecting {
+                break;
+            }
+            futures_timer::Delay::new(Duration::from_millis(20)).await;
+        }
+        init.close();
+    }
+    let _ = wr.close().await;
+    Ok(())
+}
+
+/// The transport. Created with the stream control of the swarm's `libp2p_stream::Behaviour`
+/// (for the signaling streams); [`Transport::accept`] must be started once.
+pub struct Transport {
+    control: libp2p_stream::Control,
+    listener: Option<ListenerId>,
+    incoming: mpsc::Receiver<(PeerId, Connection)>,
+}
+
+/// Where negotiated inbound connections go.
+#[derive(Clone)]
+pub struct Inbound(mpsc::Sender<(PeerId, Connection)>);
+
+impl Transport {
+    pub fn new(control: libp2p_stream::Control) -> (Transport, Inbound) {
+        let (tx, incoming) = mpsc::channel(INBOUND_QUEUE);
+        (Transport { control, listener: None, incoming }, Inbound(tx))
+    }
+
+    /// Answer the signaling streams peers open to us, for as long as the node runs.
+    pub fn accept(mut control: libp2p_stream::Control, inbound: Inbound) -> Result<(), String> {
+        let mut streams = control.accept(SIGNALING).map_err(|e| e.to_string())?;
+        wasm_bindgen_futures::spawn_local(async move {
+            while let Some((peer, stream)) = streams.next().await {
+                let mut inbound = inbound.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    let result = async {
+                        let p = Peer::new()?;
+                        negotiate(&p, stream, false).await?;
+                        Ok::<_, Error>(p)
+                    }
+                    .await;
+                    match result {
+                        Ok(p) => {
+                            tracing::info!("webrtc: direct connection from {peer}");
+                            let _ =
+                                futures::SinkExt::send(&mut inbound.0, (peer, Connection::new(p)))
+                                    .await;
+                        }
+                        Err(e) => tracing::warn!("webrtc: inbound from {peer}: {e}"),
+                    }
+                });
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The peer of a `<relay>/p2p-circuit/webrtc/p2p/<peer>` address.
+fn webrtc_peer(addr: &Multiaddr) -> Option<PeerId> {
+    let protocols: Vec<Protocol> = addr.iter().collect();
+    let at = protocols.iter().position(|p| matches!(p, Protocol::WebRTC))?;
+    if at == 0 || !matches!(protocols[at - 1], Protocol::P2pCircuit) {
+        return None;
+    }
+    match protocols.get(at + 1..)? {
+        [Protocol::P2p(peer)] => Some(*peer),
+        _ => None,
+    }
+}
+
+impl libp2p::Transport for Transport {
+    type Output = (PeerId, Connection);
+    type Error = Error;
+    type ListenerUpgrade = Ready<Result<Self::Output, Self::Error>>;
+    type Dial = BoxFuture<'static, Result<Self::Output, Self::Error>>;
+
+    fn listen_on(&mut self, id: ListenerId, addr: Multiaddr) -> Result<(), TransportError<Error>> {
+        if addr.iter().collect::<Vec<_>>() != [Protocol::WebRTC] {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        }
+        self.listener = Some(id);
+        Ok(())
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        if self.listener == Some(id) {
+            self.listener = None;
+            return true;
+        }
+        false
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        _opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<Error>> {
+        let Some(peer) = webrtc_peer(&addr) else {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        };
+        let mut control = self.control.clone();
+        let dial = async move {
+            let stream = control.open_stream(peer, SIGNALING).await.map_err(signaling)?;
+            let p = Peer::new()?;
+            negotiate(&p, stream, true).await?;
+            tracing::info!("webrtc: direct connection to {peer}");
+            Ok((peer, Connection::new(p)))
+        };
+        // `SendWrapper` checks at run time that the future stays on the thread that made it,
+        // which on wasm is the only thread.
+        Ok(Box::pin(SendWrapper::new(dial)))
+    }
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        while let Poll::Ready(Some((peer, conn))) = self.incoming.poll_next_unpin(cx) {
+            let Some(listener_id) = self.listener else { continue };
+            return Poll::Ready(TransportEvent::Incoming {
+                listener_id,
+                upgrade: futures::future::ready(Ok((peer, conn))),
+                local_addr: Multiaddr::empty().with(Protocol::WebRTC),
+                send_back_addr: Multiaddr::empty().with(Protocol::WebRTC).with(Protocol::P2p(peer)),
+            });
+        }
+        Poll::Pending
+    }
+}
+
+/// A direct connection: an `RTCPeerConnection`, one data channel per stream.
+pub struct Connection {
+    inner: SendWrapper<ConnectionInner>,
+}
+
+struct ConnectionInner {
+    peer: Peer,
+    state_waker: Rc<RefCell<Option<Waker>>>,
+    _on_state: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl Connection {
+    fn new(peer: Peer) -> Connection {
+        let state_waker: Rc<RefCell<Option<Waker>>> = Rc::default();
+        let on_state = Closure::<dyn FnMut(web_sys::Event)>::new({
+            let waker = state_waker.clone();
+            move |_: web_sys::Event| {
+                if let Some(w) = waker.borrow_mut().take() {
+                    w.wake();
+                }
+            }
+        });
+        peer.pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+        Connection {
+            inner: SendWrapper::new(ConnectionInner { peer, state_waker, _on_state: on_state }),
+        }
+    }
+}
+
+impl Drop for ConnectionInner {
+    fn drop(&mut self) {
+        self.peer.pc.set_onconnectionstatechange(None);
+        self.peer.pc.set_ondatachannel(None);
+        self.peer.pc.close();
+    }
+}
+
+impl StreamMuxer for Connection {
+    type Substream = Stream;
+    type Error = Error;
+
+    fn poll_inbound(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Stream, Error>> {
+        loop {
+            match self.inner.peer.channels.poll_next_unpin(cx) {
+                // The dialer's channel that only made the offer possible.
+                Poll::Ready(Some(dc)) if dc.label() == "init" => dc.close(),
+                Poll::Ready(Some(dc)) => return Poll::Ready(Ok(Stream::new(dc))),
+                Poll::Ready(None) => return Poll::Ready(Err(Error::Closed)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn poll_outbound(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<Stream, Error>> {
+        Poll::Ready(Ok(Stream::new(self.inner.peer.pc.create_data_channel(""))))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.peer.pc.close();
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<StreamMuxerEvent, Error>> {
+        match self.inner.peer.pc.connection_state() {
+            RtcPeerConnectionState::Failed
+            | RtcPeerConnectionState::Closed
+            | RtcPeerConnectionState::Disconnected => Poll::Ready(Err(Error::Closed)),
+            _ => {
+                *self.inner.state_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// One libp2p stream on one data channel.
+pub struct Stream {
+    inner: SendWrapper<StreamInner>,
+}
+
+struct StreamInner {
+    dc: RtcDataChannel,
+    shared: Rc<RefCell<Shared>>,
+    _on_open: Closure<dyn FnMut(web_sys::Event)>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(web_sys::Event)>,
+    _on_low: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: StreamState,
+    error: Option<String>,
+    closed: bool,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+}
+
+impl Shared {
+    fn wake(&mut self) {
+        if let Some(w) = self.read_waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.write_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+fn send(dc: &RtcDataChannel, frame: &[u8]) -> std::io::Result<()> {
+    dc.send_with_u8_array(frame)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::BrokenPipe, format!("{e:?}")))
+}
+
+impl Stream {
+    fn new(dc: RtcDataChannel) -> Stream {
+        dc.set_binary_type(RtcDataChannelType::Arraybuffer);
+        dc.set_buffered_amount_low_threshold(LOW_WATER);
+        let shared: Rc<RefCell<Shared>> = Rc::default();
+        let waker = |shared: &Rc<RefCell<Shared>>| {
+            let shared = shared.clone();
+            Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| {
+                shared.borrow_mut().wake()
+            })
+        };
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new({
+            let shared = shared.clone();
+            let dc = dc.clone();
+            move |ev: MessageEvent| {
+                let bytes = js_sys::Uint8Array::new(&ev.data()).to_vec();
+                let mut s = shared.borrow_mut();
+                if let Err(e) = s.state.on_bytes(&bytes) {
+                    s.error = Some(e.to_string());
+                }
+                while let Some(frame) = s.state.poll_outgoing() {
+                    let _ = send(&dc, &frame);
+                }
+                s.wake();
+            }
+        });
+        let on_close = Closure::<dyn FnMut(web_sys::Event)>::new({
+            let shared = shared.clone();
+            move |_: web_sys::Event| {
+                let mut s = shared.borrow_mut();
+                s.closed = true;
+                s.wake();
+            }
+        });
+        let on_open = waker(&shared);
+        let on_low = waker(&shared);
+        dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        dc.set_onbufferedamountlow(Some(on_low.as_ref().unchecked_ref()));
+        Stream {
+            inner: SendWrapper::new(StreamInner {
+                dc,
+                shared,
+                _on_open: on_open,
+                _on_message: on_message,
+                _on_close: on_close,
+                _on_low: on_low,
+            }),
+        }
+    }
+}
+
+impl Drop for StreamInner {
+    fn drop(&mut self) {
+        {
+            let mut s = self.shared.borrow_mut();
+            if !s.state.is_done() && !s.closed {
+                if let Some(reset) = s.state.reset() {
+                    let _ = send(&self.dc, &reset);
+                }
+            }
+        }
+        self.dc.set_onopen(None);
+        self.dc.set_onmessage(None);
+        self.dc.set_onclose(None);
+        self.dc.set_onbufferedamountlow(None);
+        self.dc.close();
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut s = self.inner.shared.borrow_mut();
+        if let Some(e) = &s.error {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.clone(),
+            )));
+        }
+        match s.state.read(buf) {
+            Some(Ok(n)) => Poll::Ready(Ok(n)),
+            Some(Err(e)) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                e.to_string(),
+            ))),
+            None if s.closed => Poll::Ready(Ok(0)),
+            None => {
+                s.read_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let dc = &self.inner.dc;
+        let mut s = self.inner.shared.borrow_mut();
+        if s.closed || dc.ready_state() == RtcDataChannelState::Closed {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        if dc.ready_state() == RtcDataChannelState::Connecting || dc.buffered_amount() > HIGH_WATER
+        {
+            s.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = buf.len().min(MAX_WRITE);
+        let frames = s
+            .state
+            .write(&buf[..n])
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::BrokenPipe, e.to_string()))?;
+        for frame in frames {
+            send(dc, &frame)?;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let dc = &self.inner.dc;
+        let mut s = self.inner.shared.borrow_mut();
+        if dc.ready_state() == RtcDataChannelState::Connecting {
+            s.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        if let Some(fin) = s.state.close_write() {
+            send(dc, &fin)?;
+        }
+        if s.state.write_closed() || s.closed {
+            return Poll::Ready(Ok(()));
+        }
+        s.write_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
