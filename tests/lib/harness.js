@@ -113,6 +113,13 @@ export class NativeNode {
     clearTimeout(timer);
   }
 
+  /** Bytes this node's process has read and written (sockets included), from /proc. */
+  ioBytes() {
+    const io = fs.readFileSync(`/proc/${this.proc.pid}/io`, 'utf8');
+    const field = (name) => Number(new RegExp(`^${name}: (\\d+)`, 'm').exec(io)[1]);
+    return field('rchar') + field('wchar');
+  }
+
   /** Peers the node currently has at least one connection to, from its own events. */
   connectedPeers() {
     const open = new Map();
@@ -129,6 +136,42 @@ export class NativeNode {
   count(event, peer) {
     return this.events.filter((e) => e.event === event && (!peer || e.peer === peer)).length;
   }
+}
+
+/**
+ * A browser with the extension and a page of the test site open, granted `cas`, driven the same
+ * way whatever the browser: `run(fn, ...args)` runs `fn` in the page and returns its result.
+ * Chromium through puppeteer; Firefox through Selenium (its prompt window needs it).
+ */
+export async function launchPeer(kind, { bootstrap, site, name = kind, profile } = {}) {
+  if (kind === 'chromium') {
+    const browser = await Browser.launch('chromium', prepareExtension('chrome', bootstrap), profile ?? tempDir(`profile-${name}`));
+    const page = await browser.open(`${site.url}/demo.html`);
+    await grantInChromium(browser, page);
+    return {
+      kind, browser, page,
+      run: (fn, ...args) => page.evaluate(fn, ...args),
+      close: () => browser.close(),
+    };
+  }
+  const { driver } = await launchSeleniumFirefox(prepareExtension('firefox', bootstrap), { profile });
+  const quit = () => driver.quit().catch(() => {});
+  onCleanup(quit);
+  await driver.manage().setTimeouts({ script: 300_000 });
+  await driver.get(`${site.url}/demo.html`);
+  await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+  await grantInSeleniumFirefox(driver);
+  return {
+    kind, driver,
+    run: async (fn, ...args) => {
+      const r = await driver.executeAsyncScript(
+        `const done = arguments[arguments.length - 1];
+         (${fn})(...Array.from(arguments).slice(0, -1)).then((v) => done({ v }), (e) => done({ e: { code: e?.code, message: e?.message ?? String(e) } }));`, ...args);
+      if (r.e) throw Object.assign(new Error(r.e.message), { code: r.e.code });
+      return r.v;
+    },
+    close: quit,
+  };
 }
 
 /** Serve tests/pages on a loopback port. */
@@ -311,7 +354,10 @@ export async function launchSeleniumFirefox(extDir, { profile, uuid = randomUUID
   const options = new firefox.Options()
     .setBinary(binary)
     .addArguments('-headless', ...(profile ? ['-profile', profile] : []))
-    .setPreference('extensions.webextensions.uuids', JSON.stringify({ [FIREFOX_EXTENSION_ID]: uuid }));
+    .setPreference('extensions.webextensions.uuids', JSON.stringify({ [FIREFOX_EXTENSION_ID]: uuid }))
+    // WebRTC between browsers on loopback (tests only use loopback or their own namespaces).
+    .setPreference('media.peerconnection.ice.loopback', true)
+    .setPreference('media.peerconnection.ice.obfuscate_host_addresses', false);
   const service = new firefox.ServiceBuilder(geckodriver).addArguments('--allow-system-access');
   const driver = await new Builder().forBrowser('firefox').setFirefoxOptions(options).setFirefoxService(service).build();
   try {
