@@ -65,3 +65,67 @@ for (const [ka, kb] of [['chromium', 'chromium'], ['chromium', 'firefox'], ['fir
     });
   });
 }
+
+/** In-page: start getting `cid` without waiting; `window.__get` settles with the outcome. */
+function startGet(cid) {
+  window.__get = window.disot.cas.get(cid).then(
+    async (bytes) => ({ size: bytes.length, sha256: `sha256:${[...new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))].map((b) => b.toString(16).padStart(2, '0')).join('')}` }),
+    (e) => ({ error: { code: e.code, message: e.message } }));
+}
+
+/** In-page: bytes fetched so far for `cid` (0 before it starts). */
+async function fetchedSoFar(cid) {
+  return (await window.disot.cas.transfers()).find((t) => t.cid === cid)?.bytes ?? 0;
+}
+
+describe('interruptions', { concurrency: 1 }, () => {
+  test('the relay killed mid-transfer: the direct transfer completes', async () => {
+    const node = await new h.NativeNode(h.tempDir('node-killed')).start();
+    const site = await h.startPageServer();
+    const a = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'a-relay' });
+    const b = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'b-relay' });
+    try {
+      await h.waitFor(async () => (await b.run(peersOf)).some((p) => p.peerId === node.peerId), { what: 'B connected to the node' });
+      const put = await a.run(putPublic, MiB);
+      await b.run(startGet, put.cid);
+      await h.waitFor(async () => (await b.run(fetchedSoFar, put.cid)) > 4 * 1024 * 1024, { what: 'the transfer under way', timeout: 30_000 });
+      await node.stop();
+      const got = await b.page.evaluate(() => window.__get);
+      assert.equal(got.error, undefined, JSON.stringify(got.error));
+      assert.equal(got.sha256, put.sha256, 'complete and identical without the relay');
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  test('the receiving browser killed mid-transfer and restarted: the next get resumes', async () => {
+    const node = await new h.NativeNode(h.tempDir('node-resume')).start();
+    const site = await h.startPageServer();
+    const a = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'a-resume' });
+    const ext = h.prepareExtension('chrome', [node.wsAddr]);
+    const profile = h.tempDir('profile-b-resume');
+    let b = await h.Browser.launch('chromium', ext, profile);
+    try {
+      let page = await b.open(`${site.url}/demo.html`);
+      await h.grantInChromium(b, page);
+      await h.waitFor(async () => (await page.evaluate(peersOf)).some((p) => p.peerId === node.peerId), { what: 'B connected to the node' });
+      const put = await a.run(putPublic, MiB);
+      await page.evaluate(startGet, put.cid);
+      await h.waitFor(async () => (await page.evaluate(fetchedSoFar, put.cid)) > 24 * 1024 * 1024, { what: 'a good part fetched', timeout: 60_000 });
+      process.kill(b.pid, 'SIGKILL'); // a crash, not a clean close
+      await b.close();
+      b = await h.Browser.launch('chromium', ext, profile);
+      page = await b.open(`${site.url}/demo.html`);
+      await h.waitFor(async () => (await page.evaluate(peersOf)).some((p) => p.peerId === node.peerId), { what: 'B back on the node' });
+      const again = await page.evaluate((cid) => window.disot.cas.fetch(cid), put.cid);
+      h.log(`resumed: fetched ${again.fetched.bytes} of ${again.size} bytes after the restart`);
+      assert.equal(again.sha256, put.sha256);
+      assert.ok(again.fetched.bytes < (MiB - 16) * 1024 * 1024, `only the rest was fetched (${again.fetched.bytes} bytes)`);
+      assert.ok(again.fetched.bytes > 0, 'something was left to fetch');
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});

@@ -56,6 +56,13 @@ pub(crate) struct Transfer {
 /// Where a wanted block (or why it could not be had) goes.
 type BlockWaiter = oneshot::Sender<Result<Vec<u8>, String>>;
 
+/// What a fetch had to bring over the network (blocks already stored are not counted).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Fetched {
+    pub blocks: u64,
+    pub bytes: u64,
+}
+
 #[derive(Default)]
 struct PublicBlocks {
     cids: HashSet<Cid>,
@@ -270,14 +277,14 @@ impl Exchange {
         &self,
         root: Cid,
         origin: &str,
-    ) -> Result<ObjectRecord, ApiError> {
+    ) -> Result<(ObjectRecord, Fetched), ApiError> {
         let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
         if let Some(mut record) = self.store.object(&root.to_string()).await.map_err(internal)? {
             if !record.origins.iter().any(|o| o == origin) {
                 record.origins.push(origin.to_owned());
                 self.store.put_object(&record).await.map_err(internal)?;
             }
-            return Ok(record);
+            return Ok((record, Fetched::default()));
         }
         if !self.has_peers() {
             return Err(ApiError::new(
@@ -308,7 +315,7 @@ impl Exchange {
         }
         let result = self.fetch_dag(root, &key).await;
         self.transfers.borrow_mut().remove(&key);
-        result?;
+        let fetched = result?;
         // All blocks are here and verified: read the object once to name it and size it.
         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
         let mut size = 0u64;
@@ -333,7 +340,7 @@ impl Exchange {
             public: false,
         };
         self.store.put_object(&record).await.map_err(internal)?;
-        Ok(record)
+        Ok((record, fetched))
     }
 
     fn note_root(&self, key: &str, root: &Cid, block: &[u8]) {
@@ -344,11 +351,12 @@ impl Exchange {
         }
     }
 
-    async fn fetch_dag(&self, root: Cid, key: &str) -> Result<(), ApiError> {
+    async fn fetch_dag(&self, root: Cid, key: &str) -> Result<Fetched, ApiError> {
         let failed = |what: String| ApiError::new(ErrorCode::NotFound, what);
         let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
         let mut queue = VecDeque::from([root]);
         let mut in_flight = FuturesUnordered::new();
+        let mut fetched = Fetched::default();
         loop {
             while in_flight.len() < PARALLEL_BLOCKS {
                 let Some(cid) = queue.pop_front() else { break };
@@ -373,12 +381,14 @@ impl Exchange {
             if cid.codec() == DAG_PB_CODEC {
                 queue.extend(store::dag_pb_links(&cid, &data).map_err(internal)?);
             }
+            fetched.blocks += 1;
+            fetched.bytes += data.len() as u64;
             if let Some(t) = self.transfers.borrow_mut().get_mut(key) {
-                t.blocks += 1;
-                t.bytes += data.len() as u64;
+                t.blocks = fetched.blocks;
+                t.bytes = fetched.bytes;
             }
         }
-        Ok(())
+        Ok(fetched)
     }
 
     /// Read the set of public blocks again if it is older than its time to live (`force`:

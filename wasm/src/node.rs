@@ -706,10 +706,10 @@ async fn fetch(
         .trim()
         .parse()
         .map_err(|_| ApiError::new(ErrorCode::InvalidParams, "fetching from peers needs a CID"))?;
-    let describe = |r: disot_core::store::ObjectRecord| json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size });
+    let describe = |(r, fetched): (disot_core::store::ObjectRecord, crate::exchange::Fetched)| json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "fetched": fetched });
     let first = shared.exchange.fetch_object(cid, origin).await;
     match first {
-        Ok(record) => return Ok(describe(record)),
+        Ok(done) => return Ok(describe(done)),
         Err(e) if e.code != ErrorCode::NotFound => return Err(e),
         Err(_) => {}
     }
