@@ -129,3 +129,25 @@ describe('interruptions', { concurrency: 1 }, () => {
     }
   });
 });
+
+describe('idle', () => {
+  test('Firefox serving with no page open, past its background idle timeout: B still fetches from it', async () => {
+    const IDLE_MS = 8000; // Firefox suspends an idle MV3 background page after this (30 s by default)
+    const node = await new h.NativeNode(h.tempDir('node-idle')).start();
+    const site = await h.startPageServer();
+    const a = await h.launchPeer('firefox', { bootstrap: [node.wsAddr], site, name: 'a-idle', firefoxPrefs: { 'extensions.background.idle.timeout': IDLE_MS } });
+    const b = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'b-idle' });
+    try {
+      await h.waitFor(async () => (await a.run(peersOf)).some((p) => p.peerId === node.peerId), { what: 'A connected to the node' });
+      const put = await a.run(putPublic, 4);
+      // No page of A talks to its extension any more (pages poll it), then wait out the timeout.
+      await a.driver.get('about:blank');
+      await new Promise((r) => setTimeout(r, 2.5 * IDLE_MS));
+      const got = await b.run(getAndHash, put.cid);
+      assert.equal(got.sha256, put.sha256);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});

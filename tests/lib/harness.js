@@ -143,7 +143,7 @@ export class NativeNode {
  * way whatever the browser: `run(fn, ...args)` runs `fn` in the page and returns its result.
  * Chromium through puppeteer; Firefox through Selenium (its prompt window needs it).
  */
-export async function launchPeer(kind, { bootstrap, site, name = kind, profile } = {}) {
+export async function launchPeer(kind, { bootstrap, site, name = kind, profile, firefoxPrefs } = {}) {
   if (kind === 'chromium') {
     const browser = await Browser.launch('chromium', prepareExtension('chrome', bootstrap), profile ?? tempDir(`profile-${name}`));
     const page = await browser.open(`${site.url}/demo.html`);
@@ -154,7 +154,7 @@ export async function launchPeer(kind, { bootstrap, site, name = kind, profile }
       close: () => browser.close(),
     };
   }
-  const { driver } = await launchSeleniumFirefox(prepareExtension('firefox', bootstrap), { profile });
+  const { driver } = await launchSeleniumFirefox(prepareExtension('firefox', bootstrap), { profile, prefs: firefoxPrefs });
   const quit = () => driver.quit().catch(() => {});
   onCleanup(quit);
   await driver.manage().setTimeouts({ script: 300_000 });
@@ -347,7 +347,7 @@ export async function withFirefoxExtensionPage(extDir, pagePath, inspect) {
  * on that profile directory in place (so a relaunch finds the same IndexedDB); the extension's
  * UUID is fixed per `uuid` so its storage origin stays the same across relaunches.
  */
-export async function launchSeleniumFirefox(extDir, { profile, uuid = randomUUID(), binary = FIREFOX } = {}) {
+export async function launchSeleniumFirefox(extDir, { profile, uuid = randomUUID(), binary = FIREFOX, prefs = {} } = {}) {
   const { Builder } = await import('selenium-webdriver');
   const firefox = await import('selenium-webdriver/firefox.js');
   const geckodriver = process.env.DISOT_GECKODRIVER ?? path.join(os.homedir(), '.cargo/bin/geckodriver');
@@ -358,6 +358,7 @@ export async function launchSeleniumFirefox(extDir, { profile, uuid = randomUUID
     // WebRTC between browsers on loopback (tests only use loopback or their own namespaces).
     .setPreference('media.peerconnection.ice.loopback', true)
     .setPreference('media.peerconnection.ice.obfuscate_host_addresses', false);
+  for (const [k, v] of Object.entries(prefs)) options.setPreference(k, v);
   const service = new firefox.ServiceBuilder(geckodriver).addArguments('--allow-system-access');
   const driver = await new Builder().forBrowser('firefox').setFirefoxOptions(options).setFirefoxService(service).build();
   try {
