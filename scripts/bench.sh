@@ -6,3 +6,4 @@ bash scripts/build.sh
 export TMPDIR="$(mktemp -d)"
 trap 'rm -rf "$TMPDIR"' EXIT
 DISOT_ARTIFACTS="$ARTIFACTS" node tests/bench/cas.bench.js
+DISOT_ARTIFACTS="$ARTIFACTS" node tests/bench/p2p.bench.js
