@@ -2,8 +2,10 @@
 # The run command: install what is missing, build, start a local disot-node, and launch a
 # browser with the extension pointed at it and the demo page open.
 #
-#   scripts/run.sh [--firefox] [--headless] [--no-build]
+#   scripts/run.sh [--firefox] [--headless] [--no-build] [--ice-server URL[,USER,CREDENTIAL]]...
 #
+# --ice-server adds a STUN/TURN server for direct browser-to-browser connections (repeatable;
+# TURN needs the user and credential), e.g. --ice-server stun:stun.example.org:3478.
 # Chromium is the default browser. Stop with Ctrl-C: the browser, the node and the page server
 # are stopped with it. Environment: DISOT_NODE_DIR (node data dir, default
 # ~/.local/share/disot-node), DISOT_WS_PORT / DISOT_WEBRTC_PORT (4401 / 4402), DISOT_DEMO_PORT
@@ -12,14 +14,18 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 browser=chromium headless=0 build=1
-for arg in "$@"; do
+ice=()
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  arg="${args[$i]}"
   case "$arg" in
+    --ice-server) i=$((i + 1)); ice+=("${args[$i]:-}") ;;
     --firefox) browser=firefox ;;
     --chromium) browser=chromium ;;
     --headless) headless=1 ;;
     --headed) headless=0 ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $arg (try --help)" ;;
   esac
 done
@@ -67,7 +73,13 @@ mapfile -t addrs < <(sed -n 's/^listening on //p' "$work/node.log")
 # Point the unpacked extension at this node (the options page can change it later).
 dist_dir="$DIST/chrome"
 [ "$browser" = firefox ] && dist_dir="$DIST/firefox"
-node -e 'console.log(JSON.stringify({bootstrap: process.argv.slice(1)}))' "${addrs[@]}" > "$dist_dir/config.json"
+DISOT_ICE="$(printf '%s\n' "${ice[@]}")" node -e '
+  const iceServers = (process.env.DISOT_ICE || "").split("\n").filter(Boolean).map((s) => {
+    const [urls, username, credential] = s.split(",");
+    return username ? { urls, username, credential } : { urls };
+  });
+  console.log(JSON.stringify({ bootstrap: process.argv.slice(1), iceServers }));
+' "${addrs[@]}" > "$dist_dir/config.json"
 
 demo_port="${DISOT_DEMO_PORT:-4480}"
 node tests/lib/serve.js "$demo_port" > "$work/http.log" 2>&1 &

@@ -165,6 +165,49 @@ pub enum UiRequest {
 pub struct Settings {
     /// Multiaddrs of bootstrap/relay nodes, each ending in `/p2p/<peer id>`.
     pub bootstrap: Vec<String>,
+    /// STUN/TURN servers for direct connections between browsers.
+    #[serde(default)]
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A STUN or TURN server, as `RTCIceServer` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp`, `turns:...`.
+    pub urls: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Most ICE servers accepted.
+pub const MAX_ICE_SERVERS: usize = 8;
+
+/// Check ICE servers from the user or the built-in defaults.
+pub fn validate_ice_servers(servers: &[IceServer]) -> Result<(), ApiError> {
+    let invalid = |m: String| ApiError::new(ErrorCode::InvalidParams, m);
+    if servers.len() > MAX_ICE_SERVERS {
+        return Err(invalid(format!("at most {MAX_ICE_SERVERS} ICE servers")));
+    }
+    for s in servers {
+        let scheme = s.urls.split(':').next().unwrap_or_default();
+        if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") || s.urls.len() > MAX_ADDR_LEN {
+            return Err(invalid(format!(
+                "{:?} is not a stun:, stuns:, turn: or turns: URL",
+                s.urls
+            )));
+        }
+        let is_turn = scheme.starts_with("turn");
+        if is_turn && (s.username.is_none() || s.credential.is_none()) {
+            return Err(invalid(format!("{} needs a username and a credential", s.urls)));
+        }
+        if [&s.username, &s.credential].iter().any(|v| v.as_ref().is_some_and(|v| v.len() > 256)) {
+            return Err(invalid("ICE username or credential longer than 256 bytes".into()));
+        }
+    }
+    Ok(())
 }
 
 /// What `disot_status` returns to a page.
@@ -368,6 +411,7 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             let settings: Settings = serde_json::from_value(params).map_err(|e| {
                 ApiError::new(ErrorCode::InvalidParams, format!("settings_set: {e}"))
             })?;
+            validate_ice_servers(&settings.ice_servers)?;
             Ok(UiRequest::SetSettings(settings))
         }
         "permissions_pending" => {
@@ -512,10 +556,28 @@ mod tests {
             parse_ui_request(
                 r#"{"method":"settings_set","params":{"bootstrap":["/dns4/a/tcp/1/ws"]}}"#
             ),
-            Ok(UiRequest::SetSettings(Settings { bootstrap: vec!["/dns4/a/tcp/1/ws".into()] }))
+            Ok(UiRequest::SetSettings(Settings {
+                bootstrap: vec!["/dns4/a/tcp/1/ws".into()],
+                ice_servers: vec![]
+            }))
         );
         let bad = parse_ui_request(r#"{"method":"settings_set","params":{"bootstrap":"x"}}"#);
         assert_eq!(bad.expect_err("wrong type").code, ErrorCode::InvalidParams);
+        let ice = |servers: &str| {
+            parse_ui_request(&format!(
+                r#"{{"method":"settings_set","params":{{"bootstrap":[],"iceServers":{servers}}}}}"#
+            ))
+        };
+        assert!(ice(r#"[{"urls":"stun:127.0.0.1:3478"}]"#).is_ok());
+        assert!(ice(r#"[{"urls":"turn:10.0.0.1:3478","username":"u","credential":"p"}]"#).is_ok());
+        assert_eq!(
+            ice(r#"[{"urls":"turn:10.0.0.1:3478"}]"#).expect_err("no credential").code,
+            ErrorCode::InvalidParams
+        );
+        assert_eq!(
+            ice(r#"[{"urls":"http://x"}]"#).expect_err("not ice").code,
+            ErrorCode::InvalidParams
+        );
     }
 
     #[test]

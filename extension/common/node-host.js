@@ -20,6 +20,7 @@ async function boot(platform, openPrompt) {
   return start(
     {
       defaultBootstrap: Array.isArray(config.bootstrap) ? config.bootstrap : [],
+      defaultIceServers: Array.isArray(config.iceServers) ? config.iceServers : [],
       logLevel: typeof config.logLevel === 'string' ? config.logLevel : undefined,
       platform,
     },

@@ -57,6 +57,9 @@ struct StartOptions {
     /// Bootstrap addresses used while the user has not saved any in the options page.
     #[serde(default)]
     default_bootstrap: Vec<String>,
+    /// STUN/TURN servers used while the user has not saved settings.
+    #[serde(default)]
+    default_ice_servers: Vec<disot_core::api::IceServer>,
     /// "chromium" or "firefox", for the identify agent string.
     #[serde(default)]
     platform: String,
@@ -145,6 +148,7 @@ pub(crate) struct Shared {
     started_at: f64,
     pub(crate) store: Rc<Store>,
     defaults: Vec<String>,
+    default_ice: Vec<disot_core::api::IceServer>,
     live: RefCell<Live>,
     grants: RefCell<Grants>,
     pending: RefCell<Pending>,
@@ -188,6 +192,15 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     let peer_id = key.public().to_peer_id();
     let settings = store.settings().await.map_err(|e| js_err("loading settings", e))?;
     let grants = store.grants().await.map_err(|e| js_err("loading permissions", e))?;
+    let ice = settings
+        .as_ref()
+        .map(|s| s.ice_servers.clone())
+        .unwrap_or_else(|| options.default_ice_servers.clone());
+    if let Err(e) = disot_core::api::validate_ice_servers(&ice) {
+        tracing::warn!("ignoring ICE servers: {}", e.message);
+    } else {
+        crate::webrtc::set_ice_servers(&ice);
+    }
     let bootstrap_addrs =
         settings.map(|s| s.bootstrap).unwrap_or_else(|| options.default_bootstrap.clone());
     // Bad addresses in the shipped defaults or stored settings must not stop the node: it
@@ -206,6 +219,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         started_at: now_ms(),
         store: store.clone(),
         defaults: options.default_bootstrap,
+        default_ice: options.default_ice_servers,
         live: RefCell::new(Live::default()),
         grants: RefCell::new(grants),
         pending: RefCell::new(Pending::default()),
@@ -884,9 +898,15 @@ async fn handle_ui(
         UiRequest::GetSettings => {
             let stored = shared.store.settings().await.map_err(|e| internal(&e))?;
             let is_default = stored.is_none();
-            let settings =
-                stored.unwrap_or_else(|| Settings { bootstrap: shared.defaults.clone() });
-            Ok(json!({ "bootstrap": settings.bootstrap, "isDefault": is_default }))
+            let settings = stored.unwrap_or_else(|| Settings {
+                bootstrap: shared.defaults.clone(),
+                ice_servers: shared.default_ice.clone(),
+            });
+            Ok(json!({
+                "bootstrap": settings.bootstrap,
+                "iceServers": settings.ice_servers,
+                "isDefault": is_default,
+            }))
         }
         UiRequest::SetSettings(settings) => {
             let nodes = bootstrap::parse_addrs(&settings.bootstrap)?;
@@ -899,7 +919,12 @@ async fn handle_ui(
             applied
                 .await
                 .map_err(|_| ApiError::new(ErrorCode::Disconnected, "node event loop stopped"))?;
-            Ok(json!({ "bootstrap": settings.bootstrap, "isDefault": false }))
+            crate::webrtc::set_ice_servers(&settings.ice_servers);
+            Ok(json!({
+                "bootstrap": settings.bootstrap,
+                "iceServers": settings.ice_servers,
+                "isDefault": false,
+            }))
         }
         UiRequest::PendingPermission(id) => {
             let pending = shared.pending.borrow();

@@ -65,6 +65,35 @@ fn signaling(e: impl std::fmt::Display) -> Error {
     Error::Signaling(e.to_string())
 }
 
+thread_local! {
+    /// The STUN/TURN servers new peer connections use (from the settings).
+    static ICE_SERVERS: RefCell<Vec<disot_core::api::IceServer>> = const { RefCell::new(Vec::new()) };
+}
+
+pub(crate) fn set_ice_servers(servers: &[disot_core::api::IceServer]) {
+    ICE_SERVERS.with(|s| *s.borrow_mut() = servers.to_vec());
+}
+
+fn configuration() -> web_sys::RtcConfiguration {
+    let config = web_sys::RtcConfiguration::new();
+    let servers = js_sys::Array::new();
+    ICE_SERVERS.with(|s| {
+        for server in s.borrow().iter() {
+            let ice = web_sys::RtcIceServer::new();
+            ice.set_urls(&JsValue::from_str(&server.urls));
+            if let Some(u) = &server.username {
+                ice.set_username(u);
+            }
+            if let Some(c) = &server.credential {
+                ice.set_credential(c);
+            }
+            servers.push(&ice);
+        }
+    });
+    config.set_ice_servers(&servers);
+    config
+}
+
 /// An `RTCPeerConnection` whose inbound data channels are queued from the start (a channel the
 /// peer opens right after connecting must not be lost before the connection is handed over).
 struct Peer {
@@ -75,7 +104,7 @@ struct Peer {
 
 impl Peer {
     fn new() -> Result<Peer, Error> {
-        let pc = RtcPeerConnection::new().map_err(js)?;
+        let pc = RtcPeerConnection::new_with_configuration(&configuration()).map_err(js)?;
         let (mut tx, channels) = mpsc::channel(32);
         let on_channel =
             Closure::<dyn FnMut(RtcDataChannelEvent)>::new(move |ev: RtcDataChannelEvent| {
