@@ -12,6 +12,9 @@ need_apt=()
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v firefox-esr >/dev/null || need_apt+=(firefox-esr)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# NAT traversal tests: network namespaces behind iptables masquerade, a real STUN/TURN server.
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v turnserver >/dev/null || need_apt+=(coturn)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]} (apt)"
   $SUDO apt-get update -qq

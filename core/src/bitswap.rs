@@ -469,6 +469,29 @@ impl Client {
         }
     }
 
+    /// One of several connections to `peer` closed: what was sent on it may be lost, so every
+    /// want is asked of it again (on the connection that remains).
+    pub fn peer_reconnected(&mut self, peer: PeerId, now: u64) {
+        if !self.peers.contains(&peer) {
+            return;
+        }
+        self.outbox.remove(&peer);
+        let cids: Vec<Cid> = self.wants.keys().copied().collect();
+        for cid in &cids {
+            if let Some(state) = self.wants.get_mut(cid) {
+                state.asked.remove(&peer);
+                state.have.retain(|p| *p != peer);
+                if state.block_from.is_some_and(|(p, _)| p == peer) {
+                    state.block_from = None;
+                }
+            }
+        }
+        for cid in cids {
+            self.ask(cid, peer, now);
+            self.advance(cid, now);
+        }
+    }
+
     /// A message from `peer`.
     pub fn on_message(&mut self, peer: PeerId, incoming: Incoming, now: u64) {
         if !self.peers.contains(&peer) {
@@ -864,6 +887,23 @@ mod tests {
         assert!(!out.contains_key(&liar));
         c.on_message(honest, Incoming { blocks: vec![(cid, data)], ..Default::default() }, 4);
         assert!(matches!(c.poll_event(), Some(Event::Block { from, .. }) if from == honest));
+    }
+
+    #[test]
+    fn a_lost_connection_to_a_peer_that_stays_connected_means_asking_again() {
+        let a = peer();
+        let (cid, _) = block(b"in flight");
+        let mut c = Client::new();
+        c.peer_connected(a, 0);
+        c.want(cid, 0).expect("want");
+        assert_eq!(sent(&mut c)[&a].wants[0].want_type, WantType::Block);
+        c.peer_reconnected(a, 5);
+        let again = sent(&mut c);
+        assert_eq!(
+            again[&a].wants,
+            vec![Want { cid, want_type: WantType::Block, cancel: false, send_dont_have: true }]
+        );
+        assert_eq!(c.wanted(), 1);
     }
 
     #[test]

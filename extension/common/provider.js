@@ -3,7 +3,16 @@
 (() => {
   if (window.disot) return;
   const CHANNEL = 'disot-peer';
-  const prefix = crypto.randomUUID();
+  // A version-4 UUID. crypto.randomUUID exists only in secure contexts, and plain-http sites
+  // get a provider too.
+  const randomId = () => {
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const x = Array.from(b, (v) => v.toString(16).padStart(2, '0')).join('');
+    return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+  };
+  const prefix = randomId();
   let nextId = 0;
   const pending = new Map();
 
@@ -302,7 +311,7 @@
   // Discovery without racing on the global, in the manner of EIP-6963: the provider announces
   // itself now and again whenever a page asks.
   const info = Object.freeze({
-    uuid: crypto.randomUUID(),
+    uuid: randomId(),
     name: 'Disot Peer',
     rdns: 'org.disot.peer',
     icon: 'data:image/svg+xml,' + encodeURIComponent(

@@ -66,7 +66,10 @@ export async function waitFor(fn, { timeout = 20_000, interval = 200, what = 'co
 
 /** A running disot-node with its parsed JSON events. */
 export class NativeNode {
-  constructor(dataDir) {
+  /** `netns`: run inside that network namespace; `listenIp`: the address to listen on. */
+  constructor(dataDir, { netns, listenIp } = {}) {
+    this.netns = netns;
+    this.listenIp = listenIp;
     this.dataDir = dataDir;
     this.events = [];
     this.wsPort = 0;
@@ -76,8 +79,11 @@ export class NativeNode {
 
   async start() {
     this.events = []; // events of this run only; earlier runs are in the log file
-    const args = ['--data-dir', this.dataDir, '--ws-port', String(this.wsPort), '--webrtc-port', String(this.webrtcPort), '--json'];
-    this.proc = spawn(NODE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = ['--data-dir', this.dataDir, '--ws-port', String(this.wsPort), '--webrtc-port', String(this.webrtcPort), '--json',
+      ...(this.listenIp ? ['--listen-ip', this.listenIp] : [])];
+    this.proc = this.netns
+      ? spawn('ip', ['netns', 'exec', this.netns, NODE_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(NODE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const proc = this.proc;
     const logStream = fs.createWriteStream(this.logFile, { flags: 'a' });
     proc.stderr.pipe(logStream);

@@ -1,4 +1,4 @@
-// Serve tests/pages on loopback: `node tests/lib/serve.js PORT`. Used by scripts/run.sh for the
+// Serve tests/pages: `node tests/lib/serve.js PORT [HOST]` (HOST defaults to 127.0.0.1). Used by scripts/run.sh for the
 // demo page; the tests start the same server in-process through the harness.
 import { createServer } from 'node:http';
 import fs from 'node:fs';
@@ -21,11 +21,12 @@ export function pageServer() {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const port = Number(process.argv[2] ?? 4480);
+  const host = process.argv[3] ?? '127.0.0.1';
   const server = pageServer();
   server.on('error', (e) => {
     console.error(`page server: ${e.message}`);
     process.exit(1);
   });
-  server.listen(port, '127.0.0.1', () => console.log(`serving ${PAGES} on http://127.0.0.1:${port}/`));
+  server.listen(port, host, () => console.log(`serving ${PAGES} on http://${host}:${port}/`));
   process.on('SIGTERM', () => process.exit(0));
 }

@@ -120,6 +120,13 @@ impl Exchange {
         self.flush();
     }
 
+    /// A connection to `peer` closed while another remains.
+    pub(crate) fn connection_lost(&self, peer: PeerId) {
+        self.outboxes.borrow_mut().remove(&peer);
+        self.client.borrow_mut().peer_reconnected(peer, now_ms() as u64);
+        self.flush();
+    }
+
     pub(crate) fn tick(&self) {
         self.client.borrow_mut().tick(now_ms() as u64);
         self.flush();

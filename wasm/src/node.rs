@@ -107,6 +107,8 @@ struct PeerInfo {
     connections: Vec<ConnectionInfo>,
     rtt_ms: Option<f64>,
     agent: Option<String>,
+    /// Why the last attempt at a direct (WebRTC) connection failed, while there is none.
+    direct_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -502,7 +504,11 @@ impl EventLoop {
                     connections: Vec::new(),
                     rtt_ms: None,
                     agent: None,
+                    direct_error: None,
                 });
+                if transport_of(&addr) == "webrtc" {
+                    info.direct_error = None;
+                }
                 // A relayed connection shows the circuit in the dialer's remote address and in
                 // the listener's local (circuit listen) address.
                 let transport = match &endpoint {
@@ -544,13 +550,25 @@ impl EventLoop {
                 if let Some(info) = live.peers.get_mut(&peer_id) {
                     info.connections.retain(|c| c.id != connection_id);
                 }
-                if num_established == 0 {
+                if num_established > 0 {
+                    drop(live);
+                    self.shared.exchange.connection_lost(peer_id);
+                } else {
                     live.peers.remove(&peer_id);
                     drop(live);
                     self.shared.exchange.peer_disconnected(&peer_id);
                     if self.dialer.is_bootstrap(&peer_id) {
                         self.dialer.on_disconnected(&peer_id, now);
                     }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), ref error, .. }
+                if matches!(error, DialError::Transport(addrs)
+                    if addrs.iter().any(|(a, _)| transport_of(a) == "webrtc")) =>
+            {
+                tracing::warn!("no direct connection to {peer}: {error}");
+                if let Some(info) = self.shared.live.borrow_mut().peers.get_mut(&peer) {
+                    info.direct_error = Some(error.to_string());
                 }
             }
             SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
@@ -797,6 +815,7 @@ fn p2p_peers(shared: &Shared) -> Value {
                     "transports": p.connections.iter().map(|c| c.transport).collect::<Vec<_>>(),
                     "rttMs": p.rtt_ms,
                     "agent": p.agent,
+                    "directError": p.direct_error,
                 })
             })
             .collect(),

@@ -37,8 +37,9 @@ use web_sys::{
 };
 
 pub(crate) const SIGNALING: StreamProtocol = StreamProtocol::new(SIGNALING_PROTOCOL);
-/// Longest time from the signaling stream to a connected peer connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest time from the signaling stream to a connected peer connection (under the swarm's
+/// 10 s dial timeout, so that the error says why).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
 /// A data channel with more than this queued waits before taking more.
 const HIGH_WATER: u32 = 1024 * 1024;
 const LOW_WATER: u32 = 256 * 1024;
@@ -245,7 +246,9 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
                 None => remote_open = false,
             },
             () = tick => {},
-            () = deadline => return Err(Error::Js("timed out connecting (ICE)".into())),
+            () = deadline => return Err(Error::Js(
+                "ICE timed out: no route between the peers (behind NAT, a STUN or TURN server is needed)".into(),
+            )),
         }
     }
     pc.set_onicecandidate(None);
