@@ -157,6 +157,9 @@ pub enum UiRequest {
     ListPermissions,
     /// `permissions_revoke {origin, permission?}`: take back one permission or all of them.
     RevokePermission { origin: String, permission: Option<crate::permissions::Permission> },
+    /// `peers_dial {addr}`: connect to a peer by multiaddr (ending in `/p2p/<peer id>`); a
+    /// `.../p2p-circuit/webrtc/p2p/<id>` address is reached through the relay, then directly.
+    DialPeer(multiaddr::Multiaddr),
 }
 
 /// User settings of the browser node.
@@ -435,6 +438,24 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
         }
         "permissions_list" => {
             expect_no_params(&method, &params).map(|()| UiRequest::ListPermissions)
+        }
+        "peers_dial" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                addr: String,
+            }
+            let p: P = typed(&method, params)?;
+            let invalid = |m: String| ApiError::new(ErrorCode::InvalidParams, m);
+            if p.addr.len() > MAX_ADDR_LEN {
+                return Err(invalid(format!("address longer than {MAX_ADDR_LEN} bytes")));
+            }
+            let addr: multiaddr::Multiaddr =
+                p.addr.parse().map_err(|e| invalid(format!("{}: {e}", p.addr)))?;
+            if !matches!(addr.iter().last(), Some(multiaddr::Protocol::P2p(_))) {
+                return Err(invalid("the address must end in /p2p/<peer id>".into()));
+            }
+            Ok(UiRequest::DialPeer(addr))
         }
         "permissions_revoke" => {
             #[derive(Deserialize)]

@@ -289,6 +289,11 @@ impl StreamState {
         Some(encode_frame(Some(Flag::Fin), None))
     }
 
+    /// Whether we may still write (no FIN sent, no reset).
+    pub fn write_open(&self) -> bool {
+        self.write == WriteHalf::Open
+    }
+
     /// Whether our FIN was acknowledged (or the stream ended another way): the channel may be
     /// closed once reading is over too.
     pub fn write_closed(&self) -> bool {

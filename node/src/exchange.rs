@@ -70,19 +70,24 @@ async fn answer(
         };
         let reply = bitswap::respond(&Everything(&store), &peer, &incoming.wants).await;
         for frame in reply.encode() {
-            if outbound.is_none() {
-                match control.open_stream(peer, PROTOCOL).await {
-                    Ok(s) => outbound = Some(s),
-                    Err(e) => {
-                        tracing::info!("bitswap stream to {peer}: {e}");
-                        return;
+            // A stream the peer closed as idle: once more on a new one.
+            for _attempt in 0..2 {
+                if outbound.is_none() {
+                    match control.open_stream(peer, PROTOCOL).await {
+                        Ok(s) => outbound = Some(s),
+                        Err(e) => {
+                            tracing::info!("bitswap stream to {peer}: {e}");
+                            return;
+                        }
                     }
                 }
-            }
-            if let Some(s) = outbound.as_mut() {
-                if let Err(e) = bitswap::write_frame(s, &frame).await {
-                    tracing::info!("bitswap to {peer}: {e}");
-                    outbound = None;
+                let Some(s) = outbound.as_mut() else { return };
+                match bitswap::write_frame(s, &frame).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::info!("bitswap to {peer}: {e}");
+                        outbound = None;
+                    }
                 }
             }
         }

@@ -213,19 +213,25 @@ impl Exchange {
         wasm_bindgen_futures::spawn_local(async move {
             let mut stream = None;
             while let Some(frame) = rx.next().await {
-                if stream.is_none() {
-                    match control.open_stream(peer, PROTOCOL).await {
-                        Ok(s) => stream = Some(s),
-                        Err(e) => {
-                            tracing::info!("bitswap stream to {peer}: {e}");
-                            continue;
+                // Peers close a stream they find idle (js-libp2p after 10 s): a write that
+                // fails on an old stream is tried once more on a new one.
+                for _attempt in 0..2 {
+                    if stream.is_none() {
+                        match control.open_stream(peer, PROTOCOL).await {
+                            Ok(s) => stream = Some(s),
+                            Err(e) => {
+                                tracing::info!("bitswap stream to {peer}: {e}");
+                                break;
+                            }
                         }
                     }
-                }
-                if let Some(s) = stream.as_mut() {
-                    if let Err(e) = bitswap::write_frame(s, &frame).await {
-                        tracing::info!("bitswap to {peer}: {e}");
-                        stream = None;
+                    let Some(s) = stream.as_mut() else { break };
+                    match bitswap::write_frame(s, &frame).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::info!("bitswap to {peer}: {e}");
+                            stream = None;
+                        }
                     }
                 }
             }

@@ -92,6 +92,8 @@ pub(crate) enum Command {
     DialViaRelay(PeerId, oneshot::Sender<Result<(), String>>),
     /// Announce these roots as provided by this peer (new ones only).
     Provide(Vec<cid::Cid>),
+    /// Dial an address the user gave.
+    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
 }
 
 /// How often public objects are announced on the DHT (new ones; records are refreshed by
@@ -378,6 +380,16 @@ impl EventLoop {
             Command::DialViaRelay(peer, answer) => {
                 let _ = answer.send(self.dial_via_relay(peer));
             }
+            Command::Dial(addr, answer) => {
+                // A direct address through a relay: the relayed connection first; the direct
+                // one follows by itself (see ConnectionEstablished).
+                let addr: Multiaddr = if transport_of(&addr) == "webrtc" {
+                    addr.iter().filter(|p| !matches!(p, Protocol::WebRTC)).collect()
+                } else {
+                    addr
+                };
+                let _ = answer.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
+            }
             Command::Provide(roots) => {
                 for root in roots {
                     if self.provided.contains(&root) {
@@ -535,8 +547,9 @@ impl EventLoop {
                 if transport == "relayed" && endpoint.is_dialer() {
                     // Try for a direct connection right away; the relay is for signaling.
                     self.dial_direct(peer_id, &addr);
-                } else if transport == "webrtc" && endpoint.is_dialer() {
-                    // Direct now: traffic leaves the relay.
+                } else if transport == "webrtc" {
+                    // Direct now: traffic leaves the relay (whichever side dialled; streams
+                    // must not be opened on the relayed connection, which peers may refuse).
                     for id in relayed {
                         self.swarm.close_connection(id);
                     }
@@ -962,6 +975,18 @@ async fn handle_ui(
                     .map(|(origin, g)| json!({ "origin": origin, "grants": g }))
                     .collect(),
             ))
+        }
+        UiRequest::DialPeer(addr) => {
+            let (tx, rx) = oneshot::channel();
+            commands
+                .send(Command::Dial(addr.clone(), tx))
+                .await
+                .map_err(|_| ApiError::new(ErrorCode::Disconnected, "node event loop stopped"))?;
+            match rx.await {
+                Ok(Ok(())) => Ok(json!({ "dialing": addr.to_string() })),
+                Ok(Err(e)) => Err(ApiError::new(ErrorCode::InvalidParams, e)),
+                Err(_) => Err(ApiError::new(ErrorCode::Disconnected, "node event loop stopped")),
+            }
         }
         UiRequest::RevokePermission { origin, permission } => {
             let grants = {

@@ -95,11 +95,12 @@ fn configuration() -> web_sys::RtcConfiguration {
     config
 }
 
-/// An `RTCPeerConnection` whose inbound data channels are queued from the start (a channel the
-/// peer opens right after connecting must not be lost before the connection is handed over).
+/// An `RTCPeerConnection` whose inbound data channels become streams the moment they arrive:
+/// a peer writes on a new channel at once, and a message that comes before its handler is set
+/// is lost. They wait in a queue until the connection is handed over and the swarm takes them.
 struct Peer {
     pc: RtcPeerConnection,
-    channels: mpsc::Receiver<RtcDataChannel>,
+    channels: mpsc::Receiver<Stream>,
     _on_channel: Closure<dyn FnMut(RtcDataChannelEvent)>,
 }
 
@@ -109,9 +110,15 @@ impl Peer {
         let (mut tx, channels) = mpsc::channel(32);
         let on_channel =
             Closure::<dyn FnMut(RtcDataChannelEvent)>::new(move |ev: RtcDataChannelEvent| {
-                if tx.try_send(ev.channel()).is_err() {
+                let dc = ev.channel();
+                if dc.label() == "init" {
+                    // The dialer's channel that only made the offer possible.
+                    dc.close();
+                    return;
+                }
+                if let Err(e) = tx.try_send(Stream::new(dc)) {
                     tracing::warn!("webrtc: peer opens data channels faster than they are taken");
-                    ev.channel().close();
+                    drop(e.into_inner()); // resets the stream
                 }
             });
         pc.set_ondatachannel(Some(on_channel.as_ref().unchecked_ref()));
@@ -428,14 +435,10 @@ impl StreamMuxer for Connection {
     type Error = Error;
 
     fn poll_inbound(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Stream, Error>> {
-        loop {
-            match self.inner.peer.channels.poll_next_unpin(cx) {
-                // The dialer's channel that only made the offer possible.
-                Poll::Ready(Some(dc)) if dc.label() == "init" => dc.close(),
-                Poll::Ready(Some(dc)) => return Poll::Ready(Ok(Stream::new(dc))),
-                Poll::Ready(None) => return Poll::Ready(Err(Error::Closed)),
-                Poll::Pending => return Poll::Pending,
-            }
+        match self.inner.peer.channels.poll_next_unpin(cx) {
+            Poll::Ready(Some(stream)) => Poll::Ready(Ok(stream)),
+            Poll::Ready(None) => Poll::Ready(Err(Error::Closed)),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -469,11 +472,20 @@ pub struct Stream {
 struct StreamInner {
     dc: RtcDataChannel,
     shared: Rc<RefCell<Shared>>,
-    _on_open: Closure<dyn FnMut(web_sys::Event)>,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
-    _on_close: Closure<dyn FnMut(web_sys::Event)>,
-    _on_low: Closure<dyn FnMut(web_sys::Event)>,
+    handlers: Option<Handlers>,
 }
+
+/// The data channel's event handlers; they live as long as the channel is in use.
+#[allow(dead_code)] // held, never read
+struct Handlers {
+    on_open: Closure<dyn FnMut(web_sys::Event)>,
+    on_message: Closure<dyn FnMut(MessageEvent)>,
+    on_close: Closure<dyn FnMut(web_sys::Event)>,
+    on_low: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+/// How long a stream dropped after a clean close waits for the peer to close its side.
+const LINGER: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Shared {
@@ -544,30 +556,55 @@ impl Stream {
             inner: SendWrapper::new(StreamInner {
                 dc,
                 shared,
-                _on_open: on_open,
-                _on_message: on_message,
-                _on_close: on_close,
-                _on_low: on_low,
+                handlers: Some(Handlers { on_open, on_message, on_close, on_low }),
             }),
         }
     }
 }
 
+fn release(dc: &RtcDataChannel, handlers: Option<Handlers>) {
+    dc.set_onopen(None);
+    dc.set_onmessage(None);
+    dc.set_onclose(None);
+    dc.set_onbufferedamountlow(None);
+    dc.close();
+    drop(handlers);
+}
+
 impl Drop for StreamInner {
     fn drop(&mut self) {
-        {
-            let mut s = self.shared.borrow_mut();
-            if !s.state.is_done() && !s.closed {
-                if let Some(reset) = s.state.reset() {
-                    let _ = send(&self.dc, &reset);
-                }
+        let handlers = self.handlers.take();
+        let (done, abandoned) = {
+            let s = self.shared.borrow();
+            (s.state.is_done() || s.closed, s.state.write_open())
+        };
+        if done {
+            release(&self.dc, handlers);
+        } else if abandoned {
+            // Dropped mid-way: the peer must not wait for more.
+            if let Some(reset) = self.shared.borrow_mut().state.reset() {
+                let _ = send(&self.dc, &reset);
             }
+            release(&self.dc, handlers);
+        } else {
+            // Closed cleanly on our side: let the peer finish reading and close its side (a
+            // reset now could destroy data it has not read yet), then close the channel.
+            let dc = self.dc.clone();
+            let shared = self.shared.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                let since = crate::node::now_ms();
+                while crate::node::now_ms() - since < LINGER.as_millis() as f64 {
+                    {
+                        let s = shared.borrow();
+                        if s.state.is_done() || s.closed {
+                            break;
+                        }
+                    }
+                    futures_timer::Delay::new(Duration::from_millis(50)).await;
+                }
+                release(&dc, handlers);
+            });
         }
-        self.dc.set_onopen(None);
-        self.dc.set_onmessage(None);
-        self.dc.set_onclose(None);
-        self.dc.set_onbufferedamountlow(None);
-        self.dc.close();
     }
 }
 
