@@ -50,7 +50,7 @@ async function startHostilePeer() {
 describe('bitswap', { concurrency: 1 }, () => {
   test('a page gets content pinned on the disot-node, verified, and it stays', async () => {
     const dataDir = h.tempDir('node-exchange');
-    const content = randomBytes(24 * 1024 * 1024 + 123);
+    const content = randomBytes(48 * 1024 * 1024 + 123); // long enough for the popup to see it
     const added = nodeAdd(dataDir, content);
     const node = await new h.NativeNode(dataDir).start();
     const site = await h.startPageServer();
@@ -62,8 +62,16 @@ describe('bitswap', { concurrency: 1 }, () => {
       // The popup shows the transfer with a progress bar while it runs, and the node by DID.
       const popup = await browser.browser.newPage();
       await popup.goto(`${browser.extensionBase}popup.html`);
+      // Watch the popup from before the get starts, so that a short transfer is not missed.
+      await popup.evaluate((cid) => {
+        window.__sawTransfer = new Promise((resolve) => {
+          const seen = () => document.querySelector(`#transfers li[data-cid="${cid}"] progress`);
+          new MutationObserver(() => seen() && resolve(seen().outerHTML)).observe(document.body, { childList: true, subtree: true });
+        });
+      }, added.cid);
       await page.evaluate((cid, get) => { window.__get = eval(`(${get})`)(cid); }, added.cid, getFromPeersInPage.toString());
-      await popup.waitForSelector(`#transfers li[data-cid="${added.cid}"] progress`, { timeout: 20_000 });
+      const bar = await Promise.race([popup.evaluate(() => window.__sawTransfer), new Promise((r) => setTimeout(() => r(null), 30_000))]);
+      assert.match(bar ?? '', /<progress/, 'the popup showed the transfer with a progress bar');
       await h.screenshot(popup, 'popup-transfer-chromium.png');
       assert.match(await popup.$eval(`#peers li[data-peer-id="${node.peerId}"]`, (e) => e.textContent), /^did:key:z6Mk.* · websocket/);
       const r = await page.evaluate(() => window.__get);

@@ -206,18 +206,30 @@ const CHROMIUM_ARGS = [
 
 /** A launched browser with the extension installed. */
 export class Browser {
-  static async launch(kind, extDir, profileDir, { firefoxPrefs = {}, uuid = randomUUID(), executablePath } = {}) {
+  static async launch(kind, extDir, profileDir, { firefoxPrefs = {}, uuid = randomUUID(), executablePath, loopbackWebRtc = true } = {}) {
     const b = new Browser(kind, extDir, profileDir);
     b.startedAt = Date.now();
     if (kind === 'chromium') {
       b.browser = await puppeteer.launch({
         executablePath: executablePath ?? CHROMIUM, headless: true, pipe: true, userDataDir: profileDir,
-        enableExtensions: [extDir], args: CHROMIUM_ARGS,
+        enableExtensions: [extDir],
+        // Loopback ICE candidates help on loopback and hurt between namespaces (each has its own).
+        args: loopbackWebRtc ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--allow-loopback-in-peer-connection'),
       });
       const sw = await b.browser.waitForTarget(
         (t) => t.type() === 'service_worker' && t.url().startsWith('chrome-extension://'), { timeout: 20_000 });
       b.extensionId = new URL(sw.url()).host;
       b.extensionBase = `chrome-extension://${b.extensionId}/`;
+      // The node's own console (the offscreen document) goes to the artifacts too.
+      b.browser.waitForTarget((t) => t.url().endsWith('/offscreen.html'), { timeout: 20_000 })
+        .then(async (t) => {
+          const cdp = await t.createCDPSession();
+          const file = path.join(ARTIFACTS, `chromium-node-${path.basename(profileDir)}.log`);
+          cdp.on('Runtime.consoleAPICalled', (e) => fs.appendFileSync(file,
+            `${e.type}: ${e.args.map((a) => a.value ?? a.description ?? '').join(' ')}\n`));
+          await cdp.send('Runtime.enable');
+        })
+        .catch(() => { /* no offscreen document, or the browser closed first */ });
     } else {
       b.uuid = uuid;
       b.browser = await puppeteer.launch({

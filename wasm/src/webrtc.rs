@@ -452,10 +452,12 @@ impl StreamMuxer for Connection {
     }
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<StreamMuxerEvent, Error>> {
+        // "disconnected" is transient (consent checks missed under load); it recovers or
+        // turns into "failed".
         match self.inner.peer.pc.connection_state() {
-            RtcPeerConnectionState::Failed
-            | RtcPeerConnectionState::Closed
-            | RtcPeerConnectionState::Disconnected => Poll::Ready(Err(Error::Closed)),
+            RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed => {
+                Poll::Ready(Err(Error::Closed))
+            }
             _ => {
                 *self.inner.state_waker.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
