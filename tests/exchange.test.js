@@ -164,10 +164,7 @@ describe('bitswap', { concurrency: 1 }, () => {
       // None of the junk was stored.
       const ext = await browser.browser.newPage();
       await ext.goto(`${browser.extensionBase}options.html`);
-      const keys = await ext.evaluate(async () => {
-        const db = await new Promise((res, rej) => { const q = indexedDB.open('disot-peer'); q.onsuccess = () => res(q.result); q.onerror = () => rej(q.error); });
-        return new Promise((res) => { const q = db.transaction('blocks').objectStore('blocks').getAllKeys(); q.onsuccess = () => res(q.result); });
-      });
+      const keys = await ext.evaluate(h.blockKeysInExtensionPage);
       for (const f of forged) assert.ok(!keys.includes(f.sent), `forged block ${f.sent} is not stored`);
       assert.equal(keys.length, 9, '8 leaves and the root, nothing else');
     } finally {

@@ -36,7 +36,7 @@ describe('storage full', { concurrency: 1 }, () => {
       checkOverfill(r);
       const ext = await browser.browser.newPage();
       await ext.goto(`${browser.extensionBase}options.html`);
-      await h.waitFor(async () => (await ext.evaluate(h.countBlocksInExtensionPage)) === BLOCKS_OF_A_AND_C,
+      await h.waitFor(async () => (await ext.evaluate(h.blockKeysInExtensionPage)).length === BLOCKS_OF_A_AND_C,
         { what: 'the failed upload\'s blocks removed', timeout: 30_000 });
     } finally {
       await browser.close();
@@ -58,7 +58,7 @@ describe('storage full', { concurrency: 1 }, () => {
       h.log('firefox overfill:', JSON.stringify(r.b));
       checkOverfill(r);
       await driver.get(`${base}options.html`);
-      await h.waitFor(async () => (await driver.executeAsyncScript(`const done = arguments[0]; (${h.countBlocksInExtensionPage})().then(done);`)) === BLOCKS_OF_A_AND_C,
+      await h.waitFor(async () => (await driver.executeAsyncScript(`const done = arguments[0]; (${h.blockKeysInExtensionPage})().then(done);`)).length === BLOCKS_OF_A_AND_C,
         { what: 'the failed upload\'s blocks removed', timeout: 30_000 });
     } finally {
       await driver.quit();

@@ -13,13 +13,7 @@ const MiB = 64;
 const figures = {};
 after(() => fs.writeFileSync(path.join(h.ARTIFACTS, 'webrtc-figures.json'), JSON.stringify(figures, null, 2)));
 
-/** In-page: put `mib` MiB of random bytes as a public object; its CID and SHA-256. */
-async function putPublic(mib) {
-  const data = new Uint8Array(mib * 1024 * 1024);
-  for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
-  const put = await window.disot.cas.put(data, { public: true });
-  return put;
-}
+const putPublic = h.putPublicRandomInPage;
 
 /** In-page: get `cid` (from peers) and hash it; how long it took. */
 async function getAndHash(cid) {

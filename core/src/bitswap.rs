@@ -295,8 +295,18 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming, Error> {
     Ok(out)
 }
 
-/// Read one length-prefixed message; `None` at a clean end of stream.
+/// Read one length-prefixed Bitswap message; `None` at a clean end of stream.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, Error> {
+    read_frame_max(r, MAX_MESSAGE_SIZE).await
+}
+
+/// Read one uvarint-length-prefixed message of at most `max` bytes (refused before anything is
+/// allocated for it); `None` at a clean end of stream. Other protocols framed the same way
+/// (WebRTC signaling) use it with their own limit.
+pub async fn read_frame_max<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Vec<u8>>, Error> {
     let mut len: u64 = 0;
     for i in 0..10 {
         let mut byte = [0u8];
@@ -308,7 +318,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8
         }
         len |= u64::from(byte[0] & 0x7f) << (7 * i);
         if byte[0] & 0x80 == 0 {
-            if len as usize > MAX_MESSAGE_SIZE {
+            if len as usize > max {
                 return Err(Error::TooLarge(len as usize));
             }
             let mut buf = vec![0; len as usize];
@@ -327,6 +337,37 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, message: &[u8]) -> Re
     w.write_all(len).await.map_err(io)?;
     w.write_all(message).await.map_err(io)?;
     w.flush().await.map_err(io)
+}
+
+/// Write `frame` on `stream`, opening one with `open` if there is none. A write that fails on
+/// an old stream (peers close streams they find idle: js-libp2p after 10 s) is tried once more
+/// on a new one; the stream is kept for the next frame.
+pub async fn send_frame<S, F, Fut, E>(
+    stream: &mut Option<S>,
+    mut open: F,
+    frame: &[u8],
+) -> Result<(), Error>
+where
+    S: AsyncWrite + Unpin,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<S, E>>,
+    E: std::fmt::Display,
+{
+    let mut last = Error::Io("no attempt".into());
+    for _attempt in 0..2 {
+        let s = match stream {
+            Some(s) => s,
+            None => stream.insert(open().await.map_err(|e| Error::Io(e.to_string()))?),
+        };
+        match write_frame(s, frame).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                *stream = None;
+                last = e;
+            }
+        }
+    }
+    Err(last)
 }
 
 /// What the store can tell the server, for one asking peer.
@@ -753,6 +794,34 @@ mod tests {
             assert_eq!(read_frame(&mut r).await.expect("end"), None);
             let mut huge = futures::io::Cursor::new(vec![0xff, 0xff, 0xff, 0x7f]);
             assert!(matches!(read_frame(&mut huge).await, Err(Error::TooLarge(_))));
+            let mut small = futures::io::Cursor::new(vec![5, 1, 2, 3, 4, 5]);
+            assert!(matches!(read_frame_max(&mut small, 4).await, Err(Error::TooLarge(5))));
+        });
+    }
+
+    #[test]
+    fn send_frame_opens_a_stream_once_and_keeps_it() {
+        futures::executor::block_on(async {
+            let mut stream: Option<Vec<u8>> = None;
+            let mut opened = 0;
+            for msg in [&b"a"[..], b"bc"] {
+                send_frame(
+                    &mut stream,
+                    || {
+                        opened += 1;
+                        async { Ok::<_, String>(Vec::new()) }
+                    },
+                    msg,
+                )
+                .await
+                .expect("send");
+            }
+            assert_eq!(opened, 1);
+            assert_eq!(stream, Some(vec![1, b'a', 2, b'b', b'c']));
+            let mut none: Option<Vec<u8>> = None;
+            let refused =
+                send_frame(&mut none, || async { Err::<Vec<u8>, _>("no route") }, b"x").await;
+            assert_eq!(refused, Err(Error::Io("no route".into())));
         });
     }
 

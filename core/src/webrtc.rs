@@ -206,7 +206,8 @@ impl StreamState {
                 return Ok(());
             }
             let prefix = self.partial.len() - rest.len();
-            let frame: Vec<u8> = self.partial.drain(..prefix + len).skip(prefix).collect();
+            let frame = rest[..len].to_vec();
+            self.partial.drain(..prefix + len);
             self.on_frame(&frame)?;
         }
     }

@@ -47,7 +47,7 @@ pub fn serve(mut control: libp2p_stream::Control, store: DiskStore) -> Result<()
 /// Answer the wants that arrive on one inbound stream, on one outbound stream of our own (the
 /// protocol's streams each carry one direction).
 async fn answer(
-    mut control: libp2p_stream::Control,
+    control: libp2p_stream::Control,
     store: Arc<DiskStore>,
     peer: PeerId,
     mut inbound: libp2p::Stream,
@@ -70,25 +70,13 @@ async fn answer(
         };
         let reply = bitswap::respond(&Everything(&store), &peer, &incoming.wants).await;
         for frame in reply.encode() {
-            // A stream the peer closed as idle: once more on a new one.
-            for _attempt in 0..2 {
-                if outbound.is_none() {
-                    match control.open_stream(peer, PROTOCOL).await {
-                        Ok(s) => outbound = Some(s),
-                        Err(e) => {
-                            tracing::info!("bitswap stream to {peer}: {e}");
-                            return;
-                        }
-                    }
-                }
-                let Some(s) = outbound.as_mut() else { return };
-                match bitswap::write_frame(s, &frame).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::info!("bitswap to {peer}: {e}");
-                        outbound = None;
-                    }
-                }
+            let open = || {
+                let mut control = control.clone();
+                async move { control.open_stream(peer, PROTOCOL).await }
+            };
+            if let Err(e) = bitswap::send_frame(&mut outbound, open, &frame).await {
+                tracing::info!("bitswap to {peer}: {e}");
+                return;
             }
         }
     }

@@ -79,11 +79,7 @@ try {
   await h.waitFor(async () => (await a.run(peersOf)).length > 0 && (await b.run(peersOf)).length > 0, { what: 'both connected' });
 
   // Through the extension.
-  const put = await a.run(async (mib) => {
-    const d = new Uint8Array(mib * 1024 * 1024);
-    for (let i = 0; i < d.length; i += 65536) crypto.getRandomValues(d.subarray(i, i + 65536));
-    return window.disot.cas.put(d, { public: true });
-  }, MiB);
+  const put = await a.run(h.putPublicRandomInPage, MiB);
   const p2p = await b.run(async (cid) => {
     const t = performance.now();
     const bytes = await window.disot.cas.get(cid);
@@ -91,11 +87,7 @@ try {
   }, put.cid);
   if (p2p.size !== MiB * 1024 * 1024) throw new Error(`got ${p2p.size} bytes`);
   // The same, now that the connection is up: Bitswap alone (a second object).
-  const put2 = await a.run(async (mib) => {
-    const d = new Uint8Array(mib * 1024 * 1024);
-    for (let i = 0; i < d.length; i += 65536) crypto.getRandomValues(d.subarray(i, i + 65536));
-    return window.disot.cas.put(d, { public: true });
-  }, MiB);
+  const put2 = await a.run(h.putPublicRandomInPage, MiB);
   const p2pWarm = await b.run(async (cid) => {
     const t = performance.now();
     await window.disot.cas.fetch(cid);

@@ -527,20 +527,27 @@ export async function overfillInPage() {
   return out;
 }
 
-/** In an extension page: how many blocks the store holds. */
-export async function countBlocksInExtensionPage() {
+/** In an extension page: the keys (CIDs) of every block the store holds. */
+export async function blockKeysInExtensionPage() {
   const db = await new Promise((resolve, reject) => {
     const r = indexedDB.open('disot-peer');
     r.onsuccess = () => resolve(r.result);
     r.onerror = () => reject(r.error);
   });
-  const n = await new Promise((resolve, reject) => {
-    const r = db.transaction('blocks').objectStore('blocks').count();
+  const keys = await new Promise((resolve, reject) => {
+    const r = db.transaction('blocks').objectStore('blocks').getAllKeys();
     r.onsuccess = () => resolve(r.result);
     r.onerror = () => reject(r.error);
   });
   db.close();
-  return n;
+  return keys;
+}
+
+/** In-page: put `mib` MiB of random bytes as a public object; resolves to {cid, sha256, size}. */
+export async function putPublicRandomInPage(mib) {
+  const data = new Uint8Array(mib * 1024 * 1024);
+  for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+  return window.disot.cas.put(data, { public: true });
 }
 
 /** In an extension page: overwrite one stored raw leaf in IndexedDB; returns its key. */

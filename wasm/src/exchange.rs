@@ -209,30 +209,16 @@ impl Exchange {
             return tx.clone();
         }
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOX);
-        let mut control = self.control.borrow().clone();
+        let control = self.control.borrow().clone();
         wasm_bindgen_futures::spawn_local(async move {
             let mut stream = None;
             while let Some(frame) = rx.next().await {
-                // Peers close a stream they find idle (js-libp2p after 10 s): a write that
-                // fails on an old stream is tried once more on a new one.
-                for _attempt in 0..2 {
-                    if stream.is_none() {
-                        match control.open_stream(peer, PROTOCOL).await {
-                            Ok(s) => stream = Some(s),
-                            Err(e) => {
-                                tracing::info!("bitswap stream to {peer}: {e}");
-                                break;
-                            }
-                        }
-                    }
-                    let Some(s) = stream.as_mut() else { break };
-                    match bitswap::write_frame(s, &frame).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::info!("bitswap to {peer}: {e}");
-                            stream = None;
-                        }
-                    }
+                let open = || {
+                    let mut control = control.clone();
+                    async move { control.open_stream(peer, PROTOCOL).await }
+                };
+                if let Err(e) = bitswap::send_frame(&mut stream, open, &frame).await {
+                    tracing::info!("bitswap to {peer}: {e}");
                 }
             }
         });
@@ -275,6 +261,11 @@ impl Exchange {
 
     /// One block from the connected peers, verified (its CID is the hash of its bytes).
     async fn block(&self, cid: Cid) -> Result<Vec<u8>, String> {
+        // A fetch that gives up drops its other block futures: their wants go with them, so
+        // that a later fetch of the same blocks starts afresh instead of sharing a want that
+        // no longer asks the peers connected since. (Declared before the receiver, so that it
+        // is dropped after it and sees it gone.)
+        let _abandon = Abandon { exchange: self, cid };
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().entry(cid).or_default().push(tx);
         if let Err(e) = self.client.borrow_mut().want(cid, now_ms() as u64) {
@@ -426,6 +417,25 @@ impl Exchange {
             Err(e) => tracing::warn!("reading public objects: {e}"),
         }
         *self.public.borrow_mut() = next;
+    }
+}
+
+/// Cancels a block's want when the last future waiting for it is dropped unanswered.
+struct Abandon<'a> {
+    exchange: &'a Exchange,
+    cid: Cid,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self.exchange.waiters.borrow_mut();
+        let Some(list) = waiters.get_mut(&self.cid) else { return };
+        list.retain(|w| !w.is_canceled());
+        if list.is_empty() {
+            waiters.remove(&self.cid);
+            drop(waiters);
+            self.exchange.client.borrow_mut().cancel(&self.cid);
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use disot_core::bitswap::{read_frame, write_frame};
+use disot_core::bitswap::{read_frame_max, write_frame};
 use disot_core::webrtc::{Signal, StreamState, MAX_SIGNAL, SIGNALING_PROTOCOL};
 use futures::channel::mpsc;
 use futures::future::{BoxFuture, Ready};
@@ -143,6 +143,23 @@ fn sdp_of(desc: &JsValue) -> Result<String, Error> {
         .ok_or_else(|| Error::Js("no sdp in session description".into()))
 }
 
+/// Take the peer's next signal, which must be the session description `kind`, and apply it.
+async fn set_remote(
+    pc: &RtcPeerConnection,
+    incoming: &mut mpsc::Receiver<Result<Signal, Error>>,
+    kind: RtcSdpType,
+) -> Result<(), Error> {
+    let sdp = match (incoming.next().await, kind) {
+        (Some(Ok(Signal::Offer(sdp))), RtcSdpType::Offer)
+        | (Some(Ok(Signal::Answer(sdp))), RtcSdpType::Answer) => sdp,
+        (Some(Ok(other)), _) => return Err(signaling(format!("expected {kind:?}, got {other:?}"))),
+        (Some(Err(e)), _) => return Err(e),
+        (None, _) => return Err(signaling(format!("the stream ended before the {kind:?}"))),
+    };
+    JsFuture::from(pc.set_remote_description(&description(kind, &sdp))).await.map_err(js)?;
+    Ok(())
+}
+
 /// Run the signaling on `stream` until `peer` is connected (both roles).
 async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Result<(), Error> {
     let pc = &peer.pc;
@@ -151,11 +168,8 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
     let (mut in_tx, mut incoming) = mpsc::channel::<Result<Signal, Error>>(16);
     wasm_bindgen_futures::spawn_local(async move {
         loop {
-            let next = match read_frame(&mut rd).await {
-                Ok(Some(bytes)) if bytes.len() <= MAX_SIGNAL => {
-                    Signal::decode(&bytes).map_err(signaling)
-                }
-                Ok(Some(bytes)) => Err(signaling(format!("{} bytes in one message", bytes.len()))),
+            let next = match read_frame_max(&mut rd, MAX_SIGNAL).await {
+                Ok(Some(bytes)) => Signal::decode(&bytes).map_err(signaling),
                 Ok(None) => break,
                 Err(e) => Err(signaling(e)),
             };
@@ -189,27 +203,9 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
         JsFuture::from(pc.set_local_description(&description(RtcSdpType::Offer, &offer)))
             .await
             .map_err(js)?;
-        match incoming.next().await {
-            Some(Ok(Signal::Answer(sdp))) => {
-                JsFuture::from(pc.set_remote_description(&description(RtcSdpType::Answer, &sdp)))
-                    .await
-                    .map_err(js)?;
-            }
-            Some(Ok(other)) => return Err(signaling(format!("expected an answer, got {other:?}"))),
-            Some(Err(e)) => return Err(e),
-            None => return Err(signaling("the stream ended before the answer")),
-        }
+        set_remote(pc, &mut incoming, RtcSdpType::Answer).await?;
     } else {
-        match incoming.next().await {
-            Some(Ok(Signal::Offer(sdp))) => {
-                JsFuture::from(pc.set_remote_description(&description(RtcSdpType::Offer, &sdp)))
-                    .await
-                    .map_err(js)?;
-            }
-            Some(Ok(other)) => return Err(signaling(format!("expected an offer, got {other:?}"))),
-            Some(Err(e)) => return Err(e),
-            None => return Err(signaling("the stream ended before the offer")),
-        }
+        set_remote(pc, &mut incoming, RtcSdpType::Offer).await?;
         let answer = sdp_of(&JsFuture::from(pc.create_answer()).await.map_err(js)?)?;
         send_signal(&mut wr, Signal::Answer(answer.clone())).await?;
         JsFuture::from(pc.set_local_description(&description(RtcSdpType::Answer, &answer)))
