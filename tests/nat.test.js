@@ -1,14 +1,15 @@
 // NAT traversal for real: two Chromium peers, each in its own network namespace behind an
-// iptables masquerade router; disot-node, coturn and the page server in the "internet"
-// namespace (tests/lib/nat.js). Without STUN or TURN the direct connection fails with a clear
-// error within seconds, and the peers keep working over the relay, saying so. The pages are on
-// plain-http private addresses, as on a LAN: the provider works there too.
+// iptables masquerade router that drops what comes in unasked, as home routers do; disot-node,
+// coturn and the page server in the "internet" namespace (tests/lib/nat.js). With STUN/TURN
+// (coturn) configured, the peers connect directly and the transfer succeeds; without, the
+// direct connection fails with a clear error within seconds and the peers keep working over the
+// relay, saying so. The pages are on plain-http private addresses, as on a LAN: the provider
+// works there too.
 //
-// Not here yet: the same with TURN (and STUN). Plain RTCPeerConnections in extension pages in
-// these namespaces, with the same coturn, connect in 200-300 ms, with full SDP or trickled
-// candidates alike; our transport (in the offscreen document) exchanges the same candidates
-// (host, srflx, relay, seen on both sides) and its ICE stays in "checking". To be found; next
-// step: the plain trickle exchange inside the offscreen document.
+// Not here: a symmetric NAT (a new random port per destination), where only TURN-relayed
+// candidate pairs can work. There, plain RTCPeerConnections fail as ours do: the connectivity
+// checks sent through coturn mostly do not reach it (its counters show a few packets where
+// Chromium reports dozens of checks sent). To be found.
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -44,6 +45,38 @@ async function peer(ns, bootstrap, pageUrl, name, iceServers) {
 }
 
 describe('NAT traversal', { concurrency: 1 }, () => {
+  test('behind two NATs with TURN: a direct WebRTC connection, and the transfer succeeds', async () => {
+    const w = await world();
+    const turn = (ip) => [{ urls: `turn:${ip}:3478?transport=udp`, username: 'peer', credential: 'secret' }];
+    const a = await peer(w.net.ns.a, w.wsFor('10.99.1.1'), w.pageA, 'nat-a', turn('10.99.1.1'));
+    const b = await peer(w.net.ns.b, w.wsFor('10.99.2.1'), w.pageB, 'nat-b', turn('10.99.2.1'));
+    try {
+      await h.waitFor(async () => (await a.page.evaluate(peersOf)).length > 0 && (await b.page.evaluate(peersOf)).length > 0, { what: 'both on the node' });
+      const put = await a.page.evaluate(async () => {
+        const d = new Uint8Array(8 * 1024 * 1024);
+        for (let i = 0; i < d.length; i += 65536) crypto.getRandomValues(d.subarray(i, i + 65536));
+        return window.disot.cas.put(d, { public: true });
+      });
+      // The page is on a plain-http address (no crypto.subtle there): B's store names what it
+      // fetched by the SHA-256 of the verified bytes.
+      const got = await b.page.evaluate(async (cid) => {
+        try {
+          const bytes = await window.disot.cas.get(cid);
+          return { size: bytes.length, sha256: (await window.disot.cas.stat(cid)).sha256 };
+        } catch (e) {
+          return { error: e.message, peers: await window.disot.p2p.peers() };
+        }
+      }, put.cid);
+      assert.deepEqual(got, { size: put.size, sha256: put.sha256 });
+      const bPeers = await b.page.evaluate(peersOf);
+      const toA = bPeers.find((p) => p.peerId !== w.node.peerId);
+      assert.deepEqual(toA?.transports, ['webrtc'], JSON.stringify(bPeers));
+    } finally {
+      await a.browser.close();
+      await b.browser.close();
+    }
+  });
+
   test('behind two NATs with no STUN or TURN: a clear error, and the relay keeps them talking', async () => {
     const w = await world();
     const a = await peer(w.net.ns.a, w.wsFor('10.99.1.1'), w.pageA, 'nat-a2', []);

@@ -16,8 +16,17 @@ import { onCleanup, tempDir, waitFor } from './harness.js';
 const ip = (...args) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 const inNs = (ns, cmd, ...args) => execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
 
-/** Build the topology; returns the namespace names and addresses. Removed at cleanup. */
-export function setUpNat() {
+/**
+ * Build the topology; returns the namespace names and addresses. Removed at cleanup.
+ *
+ * The routers behave like home routers: what comes in from the internet unasked is dropped,
+ * both what would be forwarded and what is addressed to the router itself. (Accepting the
+ * latter would let an early packet from the other peer claim the port mapping the peer's own
+ * packets need, and the NAT would then give them another port: the hole never opens.) With
+ * `symmetric`, the NAT maps each destination to a new random port, as carrier-grade and many
+ * corporate NATs do: addresses learned with STUN are then useless, and only TURN connects.
+ */
+export function setUpNat({ symmetric = false } = {}) {
   const id = randomBytes(3).toString('hex');
   const ns = { net: `dn-${id}`, ra: `dra-${id}`, rb: `drb-${id}`, a: `dpa-${id}`, b: `dpb-${id}` };
   onCleanup(() => {
@@ -44,10 +53,12 @@ export function setUpNat() {
   for (const [router, wan] of [[ns.ra, '10.99.1.1'], [ns.rb, '10.99.2.1']]) {
     inNs(router, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
     inNs(router, 'ip', 'route', 'add', 'default', 'via', wan);
-    inNs(router, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-o', 'wan0', '-j', 'MASQUERADE');
+    inNs(router, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-o', 'wan0', '-j', 'MASQUERADE', ...(symmetric ? ['--random-fully'] : []));
     // A NAT lets in only what answers traffic from inside.
-    inNs(router, 'iptables', '-A', 'FORWARD', '-i', 'wan0', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT');
-    inNs(router, 'iptables', '-A', 'FORWARD', '-i', 'wan0', '-j', 'DROP');
+    for (const chain of ['FORWARD', 'INPUT']) {
+      inNs(router, 'iptables', '-A', chain, '-i', 'wan0', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT');
+      inNs(router, 'iptables', '-A', chain, '-i', 'wan0', '-j', 'DROP');
+    }
   }
   inNs(ns.a, 'ip', 'route', 'add', 'default', 'via', '192.168.10.1');
   inNs(ns.b, 'ip', 'route', 'add', 'default', 'via', '192.168.20.1');

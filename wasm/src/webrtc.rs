@@ -249,9 +249,12 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
                 None => remote_open = false,
             },
             () = tick => {},
-            () = deadline => return Err(Error::Js(
-                "ICE timed out: no route between the peers (behind NAT, a STUN or TURN server is needed)".into(),
-            )),
+            () = deadline => {
+                tracing::warn!("webrtc: ICE timed out; {}", ice_report(pc).await);
+                return Err(Error::Js(
+                    "ICE timed out: no route between the peers (behind NAT, a STUN or TURN server is needed)".into(),
+                ));
+            }
         }
     }
     pc.set_onicecandidate(None);
@@ -267,6 +270,51 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
     }
     let _ = wr.close().await;
     Ok(())
+}
+
+/// The candidate pairs ICE tried, for the log when it fails: `local type address -> remote type
+/// address: state, requests sent / responses received`.
+async fn ice_report(pc: &RtcPeerConnection) -> String {
+    let Ok(report) = JsFuture::from(pc.get_stats()).await else {
+        return "no stats".into();
+    };
+    let get =
+        |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).unwrap_or(JsValue::UNDEFINED);
+    let text = |o: &JsValue, k: &str| {
+        let v = get(o, k);
+        v.as_string().or_else(|| v.as_f64().map(|n| n.to_string())).unwrap_or_default()
+    };
+    let values = get(&report, "values")
+        .dyn_into::<js_sys::Function>()
+        .ok()
+        .and_then(|f| f.call0(&report).ok());
+    let mut all = Vec::new();
+    if let Some(Ok(Some(iter))) = values.map(|v| js_sys::try_iter(&v)) {
+        all.extend(iter.flatten());
+    }
+    let candidate = |id: String| {
+        all.iter()
+            .find(|s| text(s, "id") == id)
+            .map(|c| {
+                format!("{} {}:{}", text(c, "candidateType"), text(c, "address"), text(c, "port"))
+            })
+            .unwrap_or(id)
+    };
+    let pairs: Vec<String> = all
+        .iter()
+        .filter(|s| text(s, "type") == "candidate-pair")
+        .map(|p| {
+            format!(
+                "{} -> {}: {} {}/{}",
+                candidate(text(p, "localCandidateId")),
+                candidate(text(p, "remoteCandidateId")),
+                text(p, "state"),
+                text(p, "requestsSent"),
+                text(p, "responsesReceived")
+            )
+        })
+        .collect();
+    format!("ICE {:?}, candidate pairs: [{}]", pc.ice_connection_state(), pairs.join("; "))
 }
 
 /// The transport. Created with the stream control of the swarm's `libp2p_stream::Behaviour`
