@@ -1,13 +1,20 @@
-// Browser-to-browser benchmark, in one run, two Chromium profiles on loopback, one disot-node:
+// Browser-to-browser benchmark, in one run, Chromium profiles on loopback, one disot-node:
+//   - time from dial to a working direct connection: the extension (relayed connection, then
+//     our /webrtc) vs js-libp2p's /webrtc between extension pages of the same two browsers
 //   - 64 MiB through the extension (page in A puts, page in B gets by CID: Bitswap over our
 //     direct WebRTC connection, every block verified and stored) vs
 //     (a) a raw RTCDataChannel between the same two browsers (extension pages, 64 KiB messages,
-//         back-pressure at 1 MiB buffered), and (b) an HTTP download of the same bytes by B's
-//         page from a loopback server (the "centralized solution")
+//         back-pressure at 1 MiB buffered), (b) js-libp2p /webrtc between the same two browsers
+//         (the reference implementation; one stream, 64 KiB writes, nothing verified or stored)
+//         and (c) an HTTP download of the same bytes by B's page from a loopback server (the
+//         "centralized solution")
+//   - swarming: the same 64 MiB held by three peers (A, C, D) and fetched by B from all at once
 //   - first-byte latency of a 1 KiB object from a connected peer vs an HTTP fetch of 1 KiB
 // Prints ratios; run with `scripts/bench.sh`. Not part of the test suite.
 import http from 'node:http';
+import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { build } from 'esbuild';
 import * as h from '../lib/harness.js';
 
 const MiB = 64;
@@ -69,14 +76,89 @@ async function rawChannel(pa, pb, mib) {
   return mib / (ms / 1000);
 }
 
+/** js-libp2p for the browser, as one script. */
+async function jsLibp2pBundle() {
+  const out = await build({
+    entryPoints: [path.join(h.ROOT, 'tests/bench/jslibp2p.page.js')],
+    bundle: true, format: 'iife', platform: 'browser', target: 'es2022', write: false, logLevel: 'error',
+  });
+  return out.outputFiles[0].text;
+}
+
+/** A request to the extension's own API from one of its pages (as the popup makes them). */
+function ui(page, method, params) {
+  return page.evaluate(async (method, params) => {
+    const body = JSON.stringify(params === null ? { method } : { method, params });
+    const reply = JSON.parse((await chrome.runtime.sendMessage({ to: 'background', body })).body);
+    if (reply.error) throw new Error(reply.error.message);
+    return reply.result;
+  }, method, params ?? null);
+}
+
+/** Dial `peerId` from the extension page `from` through the relay; ms until the direct one is up. */
+function dialDirect(from, relay, peerId) {
+  return from.evaluate(async (addr, peerId) => {
+    const call = async (method, params) => {
+      const body = JSON.stringify(params ? { method, params } : { method });
+      const reply = JSON.parse((await chrome.runtime.sendMessage({ to: 'background', body })).body);
+      if (reply.error) throw new Error(reply.error.message);
+      return reply.result;
+    };
+    const t = performance.now();
+    await call('peers_dial', { addr });
+    for (;;) {
+      const peer = (await call('ui_status')).peers.find((p) => p.peerId === peerId);
+      if (peer?.connections.length && peer.connections.every((c) => c.transport === 'webrtc')) return performance.now() - t;
+      if (peer?.directError) throw new Error(peer.directError);
+      if (performance.now() - t > 20_000) throw new Error('no direct connection after 20 s');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }, `${relay}/p2p-circuit/webrtc/p2p/${peerId}`, peerId);
+}
+
+/** In a page: put `mib` MiB of bytes that depend only on `seed` (the same object in every peer). */
+async function putSeededInPage(mib, seed) {
+  const data = new Uint8Array(mib * 1024 * 1024);
+  const words = new Uint32Array(data.buffer);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    words[i] = x;
+  }
+  return window.disot.cas.put(data, { public: true });
+}
+
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 try {
   const node = await new h.NativeNode(h.tempDir('bench-node')).start();
   const site = await h.startPageServer();
-  const a = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'bench-a' });
-  const b = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'bench-b' });
-  await h.waitFor(async () => (await a.run(peersOf)).length > 0 && (await b.run(peersOf)).length > 0, { what: 'both connected' });
+  const [a, b, c, d] = await Promise.all(['a', 'b', 'c', 'd'].map((n) => h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: `bench-${n}` })));
+  await h.waitFor(async () => {
+    for (const p of [a, b, c, d]) if ((await p.run(peersOf)).length === 0) return false;
+    return true;
+  }, { what: 'all connected to the node' });
+  const extPage = async (p) => {
+    const page = await p.browser.browser.newPage();
+    await page.goto(`${p.browser.extensionBase}options.html`);
+    return page;
+  };
+  const [ea, eb, ec, ed] = await Promise.all([a, b, c, d].map(extPage));
+  const idOf = async (page) => (await ui(page, 'ui_status')).peerId;
+  const [idA, idC, idD] = [await idOf(ea), await idOf(ec), await idOf(ed)];
+
+  // Dial to a working direct connection: the extension, then js-libp2p in the same browsers.
+  const dialExt = await dialDirect(eb, node.wsAddr, idA);
+  const bundle = await jsLibp2pBundle();
+  await ea.evaluate(bundle);
+  await eb.evaluate(bundle);
+  const jsAddrA = await ea.evaluate((relay) => globalThis.jsBench.start(relay), node.wsAddr);
+  await eb.evaluate((relay) => globalThis.jsBench.start(relay), node.wsAddr);
+  await ea.evaluate((total) => globalThis.jsBench.serve(total), MiB * 1024 * 1024);
+  const js = await eb.evaluate((addr, total) => globalThis.jsBench.fetch(addr, total), jsAddrA, MiB * 1024 * 1024);
+  if (js.limited) throw new Error(`js-libp2p stayed on the relay: ${js.addr}`);
+  await ea.evaluate(() => globalThis.jsBench.stop());
+  await eb.evaluate(() => globalThis.jsBench.stop());
 
   // Through the extension.
   const put = await a.run(h.putPublicRandomInPage, MiB);
@@ -88,17 +170,22 @@ try {
   if (p2p.size !== MiB * 1024 * 1024) throw new Error(`got ${p2p.size} bytes`);
   // The same, now that the connection is up: Bitswap alone (a second object).
   const put2 = await a.run(h.putPublicRandomInPage, MiB);
-  const p2pWarm = await b.run(async (cid) => {
+  const fetchTimed = (p, cid) => p.run(async (cid) => {
     const t = performance.now();
     await window.disot.cas.fetch(cid);
     return { ms: performance.now() - t };
-  }, put2.cid);
+  }, cid);
+  const p2pWarm = await fetchTimed(b, put2.cid);
+
+  // Swarming: A, C and D hold the same object; B is directly connected to all three.
+  const held = await Promise.all([a, c, d].map((p) => p.run(putSeededInPage, MiB, 7)));
+  if (new Set(held.map((x) => x.cid)).size !== 1) throw new Error('the three peers hold different objects');
+  await dialDirect(eb, node.wsAddr, idC);
+  await dialDirect(eb, node.wsAddr, idD);
+  await new Promise((r) => setTimeout(r, 300)); // past the providers' cache of what is public
+  const swarm = await fetchTimed(b, held[0].cid);
 
   // Raw data channel between extension pages of the same two browsers.
-  const ea = await a.browser.browser.newPage();
-  await ea.goto(`${a.browser.extensionBase}options.html`);
-  const eb = await b.browser.browser.newPage();
-  await eb.goto(`${b.browser.extensionBase}options.html`);
   const raw = await rawChannel(ea, eb, MiB);
 
   // HTTP download of the same size by B's page.
@@ -123,12 +210,18 @@ try {
   const rate = (ms) => MiB / (ms / 1000);
   const ext = rate(p2p.ms);
   const warm = rate(p2pWarm.ms);
+  const swarmed = rate(swarm.ms);
+  const jsRate = rate(js.ms);
   const web = rate(httpMs);
+  const f = (x) => x.toFixed(1).padStart(6);
   console.log(`chromium → chromium, ${MiB} MiB on loopback`);
-  console.log(`  extension, first get (DHT lookup, dial, direct WebRTC, Bitswap, verify, store): ${ext.toFixed(1)} MiB/s`);
-  console.log(`  extension, connection up (Bitswap, verify, store):                             ${warm.toFixed(1)} MiB/s`);
-  console.log(`  raw RTCDataChannel, same browsers:                                             ${raw.toFixed(1)} MiB/s → extension ${(warm / raw).toFixed(2)}x raw`);
-  console.log(`  HTTP download from loopback:                                                   ${web.toFixed(1)} MiB/s → extension ${(warm / web).toFixed(3)}x HTTP`);
+  console.log(`  dial to a working direct connection: extension ${dialExt.toFixed(0)} ms, js-libp2p ${js.dialMs.toFixed(0)} ms → ${(dialExt / js.dialMs).toFixed(2)}x js-libp2p`);
+  console.log(`  extension, first get (DHT lookup, dial, direct WebRTC, Bitswap, verify, store): ${f(ext)} MiB/s`);
+  console.log(`  extension, connection up (Bitswap, verify, store):                             ${f(warm)} MiB/s`);
+  console.log(`  raw RTCDataChannel, same browsers:                                             ${f(raw)} MiB/s → extension ${(warm / raw).toFixed(2)}x raw`);
+  console.log(`  js-libp2p /webrtc, same browsers (one stream, not verified or stored):         ${f(jsRate)} MiB/s → extension ${(warm / jsRate).toFixed(2)}x js-libp2p`);
+  console.log(`  extension, swarming from 3 peers:                                              ${f(swarmed)} MiB/s → ${(swarmed / warm).toFixed(2)}x one peer`);
+  console.log(`  HTTP download from loopback:                                                   ${f(web)} MiB/s → extension ${(warm / web).toFixed(3)}x, swarming ${(swarmed / web).toFixed(3)}x HTTP`);
   console.log(`  first byte, 1 KiB from a connected peer: median ${median(small).toFixed(1)} ms vs HTTP ${median(http1k).toFixed(1)} ms = ${(median(small) / median(http1k)).toFixed(1)}x`);
 } finally {
   await h.cleanup();
