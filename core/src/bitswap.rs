@@ -153,6 +153,13 @@ impl Outgoing {
         self.wants.is_empty() && self.blocks.is_empty() && self.presences.is_empty()
     }
 
+    /// Add everything in `other`.
+    pub fn absorb(&mut self, other: Outgoing) {
+        self.wants.extend(other.wants);
+        self.blocks.extend(other.blocks);
+        self.presences.extend(other.presences);
+    }
+
     /// Encoded messages, each under [`MAX_MESSAGE_SIZE`] (a block alone always fits, being at
     /// most [`MAX_BLOCK_SIZE`]).
     pub fn encode(&self) -> Vec<Vec<u8>> {
@@ -379,24 +386,35 @@ pub trait Source {
     async fn has(&self, peer: &PeerId, cid: &Cid) -> bool;
 }
 
-/// The server side: the answer to `peer`'s wants. Cancels need no answer (nothing is kept).
-pub async fn respond<S: Source>(source: &S, peer: &PeerId, wants: &[Want]) -> Outgoing {
+/// The server side: the answer to one of `peer`'s wants (a block, a presence or nothing).
+/// Cancels need no answer (nothing is kept).
+pub async fn answer<S: Source>(source: &S, peer: &PeerId, w: &Want) -> Outgoing {
     let mut out = Outgoing::default();
-    for w in wants.iter().filter(|w| !w.cancel) {
-        match w.want_type {
-            WantType::Block => match source.block(peer, &w.cid).await {
-                Some(data) => out.blocks.push((w.cid, data)),
-                None if w.send_dont_have => out.presences.push((w.cid, Presence::DontHave)),
-                None => {}
-            },
-            WantType::Have => {
-                if source.has(peer, &w.cid).await {
-                    out.presences.push((w.cid, Presence::Have));
-                } else if w.send_dont_have {
-                    out.presences.push((w.cid, Presence::DontHave));
-                }
+    if w.cancel {
+        return out;
+    }
+    match w.want_type {
+        WantType::Block => match source.block(peer, &w.cid).await {
+            Some(data) => out.blocks.push((w.cid, data)),
+            None if w.send_dont_have => out.presences.push((w.cid, Presence::DontHave)),
+            None => {}
+        },
+        WantType::Have => {
+            if source.has(peer, &w.cid).await {
+                out.presences.push((w.cid, Presence::Have));
+            } else if w.send_dont_have {
+                out.presences.push((w.cid, Presence::DontHave));
             }
         }
+    }
+    out
+}
+
+/// The server side: the answer to all of `peer`'s wants, as one batch.
+pub async fn respond<S: Source>(source: &S, peer: &PeerId, wants: &[Want]) -> Outgoing {
+    let mut out = Outgoing::default();
+    for w in wants {
+        out.absorb(answer(source, peer, w).await);
     }
     out
 }

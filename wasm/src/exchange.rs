@@ -20,8 +20,9 @@ use disot_core::bitswap::{self, Client, Event, Incoming, Source};
 use disot_core::store::{self, BlockStore, ObjectRecord, DAG_PB_CODEC};
 use disot_core::unixfs::Block;
 use futures::channel::{mpsc, oneshot};
+use futures::future::{Fuse, FusedFuture as _, LocalBoxFuture};
 use futures::stream::FuturesUnordered;
-use futures::{SinkExt as _, StreamExt as _};
+use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use libp2p::{PeerId, StreamProtocol};
 use serde::Serialize;
 
@@ -32,6 +33,10 @@ use crate::store::Store;
 const PARALLEL_BLOCKS: usize = 32;
 /// Messages queued for one peer before senders wait.
 const OUTBOX: usize = 16;
+/// Most fetched blocks waiting to be written (the fetch stops asking while it is reached).
+const MAX_WRITE_BATCH: usize = 64;
+/// Blocks read from the store ahead of the one being sent, per asking peer.
+const READ_AHEAD: usize = 4;
 /// How long the set of public blocks is trusted before it is read again.
 const PUBLIC_TTL_MS: f64 = 2_000.0;
 /// Fetches in progress at once.
@@ -183,15 +188,29 @@ impl Exchange {
     async fn on_message(&self, peer: PeerId, mut incoming: Incoming) {
         let wants = std::mem::take(&mut incoming.wants);
         if !wants.is_empty() {
-            let answer = bitswap::respond(&Public(self), &peer, &wants).await;
-            if !answer.is_empty() {
-                let sender = self.sender(peer);
-                for frame in answer.encode() {
-                    let mut sender = sender.clone();
+            // Blocks are read a few at a time and each goes out as soon as it is read (the
+            // asker keeps the pipe full); presences go together at the end.
+            let source = Public(self);
+            let mut answers = futures::stream::iter(wants.iter())
+                .map(|w| bitswap::answer(&source, &peer, w))
+                .buffered(READ_AHEAD);
+            let mut sender = self.sender(peer);
+            let mut presences = bitswap::Outgoing::default();
+            while let Some(mut out) = answers.next().await {
+                presences.presences.append(&mut out.presences);
+                if out.blocks.is_empty() {
+                    continue;
+                }
+                for frame in out.encode() {
                     // Waiting here slows the asker down instead of queueing without bound.
                     if sender.send(frame).await.is_err() {
                         return;
                     }
+                }
+            }
+            for frame in presences.encode() {
+                if sender.send(frame).await.is_err() {
+                    return;
                 }
             }
         }
@@ -361,8 +380,13 @@ impl Exchange {
         let mut queue = VecDeque::from([root]);
         let mut in_flight = FuturesUnordered::new();
         let mut fetched = Fetched::default();
+        // Blocks arrive verified (the Bitswap client names each by the hash of its bytes).
+        // They are written in batches, one transaction each, while the next ones arrive: a
+        // transaction per block made the store, not the network, the limit.
+        let mut pending: Vec<Block> = Vec::new();
+        let mut writing: Fuse<LocalBoxFuture<'_, store::Result<()>>> = Fuse::terminated();
         loop {
-            while in_flight.len() < PARALLEL_BLOCKS {
+            while in_flight.len() < PARALLEL_BLOCKS && pending.len() < MAX_WRITE_BATCH {
                 let Some(cid) = queue.pop_front() else { break };
                 // Already stored (an earlier, interrupted fetch): only its links are needed.
                 if let Some(data) = self.store.get(&cid).await.map_err(internal)? {
@@ -376,20 +400,32 @@ impl Exchange {
                 }
                 in_flight.push(async move { (cid, self.block(cid).await) });
             }
-            let Some((cid, result)) = in_flight.next().await else { break };
-            let data = result.map_err(|e| failed(format!("block {cid}: {e}")))?;
-            if cid == root {
-                self.note_root(key, &cid, &data);
+            if writing.is_terminated() && !pending.is_empty() {
+                let batch = std::mem::take(&mut pending);
+                writing = async move { self.store.put_imported(&batch).await }.boxed_local().fuse();
             }
-            self.store.put_blocks(&[Block { cid, data: data.clone() }]).await.map_err(internal)?;
-            if cid.codec() == DAG_PB_CODEC {
-                queue.extend(store::dag_pb_links(&cid, &data).map_err(internal)?);
+            if in_flight.is_empty() && writing.is_terminated() {
+                break;
             }
-            fetched.blocks += 1;
-            fetched.bytes += data.len() as u64;
-            if let Some(t) = self.transfers.borrow_mut().get_mut(key) {
-                t.blocks = fetched.blocks;
-                t.bytes = fetched.bytes;
+            futures::select! {
+                written = writing => written.map_err(internal)?,
+                arrived = in_flight.select_next_some() => {
+                    let (cid, result) = arrived;
+                    let data = result.map_err(|e| failed(format!("block {cid}: {e}")))?;
+                    if cid == root {
+                        self.note_root(key, &cid, &data);
+                    }
+                    if cid.codec() == DAG_PB_CODEC {
+                        queue.extend(store::dag_pb_links(&cid, &data).map_err(internal)?);
+                    }
+                    fetched.blocks += 1;
+                    fetched.bytes += data.len() as u64;
+                    if let Some(t) = self.transfers.borrow_mut().get_mut(key) {
+                        t.blocks = fetched.blocks;
+                        t.bytes = fetched.bytes;
+                    }
+                    pending.push(Block { cid, data });
+                },
             }
         }
         Ok(fetched)
