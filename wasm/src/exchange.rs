@@ -17,8 +17,9 @@ use std::rc::Rc;
 use cid::Cid;
 use disot_core::api::{ApiError, ErrorCode};
 use disot_core::bitswap::{self, Client, Event, Incoming, Source};
-use disot_core::store::{self, BlockStore, ObjectRecord, DAG_PB_CODEC};
+use disot_core::store::{self, BlockStore, ObjectRecord, DAG_PB_CODEC, SHA2_256};
 use disot_core::unixfs::Block;
+use disot_core::unixfs::RAW_CODEC;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{Fuse, FusedFuture as _, LocalBoxFuture};
 use futures::stream::FuturesUnordered;
@@ -73,6 +74,8 @@ struct PublicBlocks {
     cids: HashSet<Cid>,
     roots: Vec<Cid>,
     read_at: f64,
+    /// The blocks under each public root, walked once (a DAG never changes).
+    walked: HashMap<Cid, Vec<Cid>>,
 }
 
 pub(crate) struct Exchange {
@@ -82,6 +85,7 @@ pub(crate) struct Exchange {
     outboxes: RefCell<HashMap<PeerId, mpsc::Sender<Vec<u8>>>>,
     store: Rc<Store>,
     public: RefCell<PublicBlocks>,
+    public_lock: futures::lock::Mutex<()>,
     transfers: RefCell<BTreeMap<String, Transfer>>,
     /// Peers to disconnect (the event loop owns the swarm and takes them).
     banned: RefCell<Vec<(PeerId, String)>>,
@@ -96,6 +100,7 @@ impl Exchange {
             outboxes: RefCell::default(),
             store,
             public: RefCell::default(),
+            public_lock: futures::lock::Mutex::new(()),
             transfers: RefCell::default(),
             banned: RefCell::default(),
         })
@@ -339,19 +344,33 @@ impl Exchange {
         let result = self.fetch_dag(root, &key).await;
         self.transfers.borrow_mut().remove(&key);
         let fetched = result?;
-        // All blocks are here and verified: read the object once to name it and size it.
-        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-        let mut size = 0u64;
-        store::cat(&*self.store, &root, None, |bytes| {
-            sha2::Digest::update(&mut hasher, bytes);
-            size += bytes.len() as u64;
-            Ok(())
-        })
-        .await
-        .map_err(internal)?;
-        let digest = sha2::Digest::finalize(hasher);
-        let sha256 =
-            format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        // All blocks are here and verified. A single raw block is named by its own digest;
+        // a larger object is read once to name it and size it.
+        let (sha256, size) = if root.codec() == RAW_CODEC && root.hash().code() == SHA2_256 {
+            let hex: String = root.hash().digest().iter().map(|b| format!("{b:02x}")).collect();
+            let size = if fetched.blocks == 1 {
+                fetched.bytes
+            } else {
+                // Stored by an earlier, interrupted fetch.
+                self.store.get(&root).await.map_err(internal)?.map_or(0, |b| b.len() as u64)
+            };
+            (format!("sha256:{hex}"), size)
+        } else {
+            let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+            let mut size = 0u64;
+            store::cat(&*self.store, &root, None, |bytes| {
+                sha2::Digest::update(&mut hasher, bytes);
+                size += bytes.len() as u64;
+                Ok(())
+            })
+            .await
+            .map_err(internal)?;
+            let digest = sha2::Digest::finalize(hasher);
+            (
+                format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+                size,
+            )
+        };
         let record = ObjectRecord {
             cid: key,
             sha256,
@@ -434,23 +453,38 @@ impl Exchange {
     /// Read the set of public blocks again if it is older than its time to live (`force`:
     /// read it now unless it is very fresh).
     async fn refresh_public(&self, force: bool) {
-        let age = now_ms() - self.public.borrow().read_at;
-        if age < PUBLIC_TTL_MS && !(force && age > 200.0) {
+        let asked_at = now_ms();
+        // One reader at a time; whoever waited for it takes what it read.
+        let _reading = self.public_lock.lock().await;
+        let read_at = self.public.borrow().read_at;
+        let age = now_ms() - read_at;
+        if read_at >= asked_at || (age < PUBLIC_TTL_MS && !(force && age > 200.0)) {
             return;
         }
+        let mut walked = std::mem::take(&mut self.public.borrow_mut().walked);
         let mut next = PublicBlocks { read_at: now_ms(), ..Default::default() };
         match self.store.objects().await {
             Ok(objects) => {
                 for record in objects.iter().filter(|r| r.public) {
                     let Ok(cid) = record.cid.parse::<Cid>() else { continue };
-                    let mut reached = Default::default();
-                    if store::reachable(&*self.store, &cid, &mut reached).await.is_ok() {
-                        next.cids.extend(reached);
+                    if !walked.contains_key(&cid) {
+                        let mut reached = Default::default();
+                        if store::reachable(&*self.store, &cid, &mut reached).await.is_err() {
+                            continue;
+                        }
+                        walked.insert(cid, reached.into_iter().collect());
+                    }
+                    if let Some(blocks) = walked.get(&cid) {
+                        next.cids.extend(blocks.iter().copied());
+                        next.walked.insert(cid, blocks.clone());
                         next.roots.push(cid);
                     }
                 }
             }
-            Err(e) => tracing::warn!("reading public objects: {e}"),
+            Err(e) => {
+                tracing::warn!("reading public objects: {e}");
+                next.walked = walked;
+            }
         }
         *self.public.borrow_mut() = next;
     }
