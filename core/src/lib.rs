@@ -5,6 +5,7 @@
 //! bytes and time in; this crate decides what they mean.
 //!
 //! - [`identity`]: the peer's DID is `did:key` of its libp2p Ed25519 key, and back.
+//! - [`entry`]: signed DISOT entries (Ed25519 over RFC 8785 canonical JSON).
 //! - [`permissions`]: per-origin grants and pending requests (EIP-2255 style).
 //! - [`api`]: the page-facing request/response messages, their limits and typed errors.
 //! - [`unixfs`]: files to UnixFS blocks and CIDs, as IPFS computes them.
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod bitswap;
 pub mod bootstrap;
+pub mod entry;
 pub mod identity;
 pub mod permissions;
 pub mod store;
