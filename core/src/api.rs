@@ -124,6 +124,11 @@ pub enum PageRequest {
     CasTransfers,
     /// `p2p_peers`: connected peers with their DID, transport and round-trip time.
     P2pPeers,
+    /// `disot_sign {contentHash, type, metadata?, id?}`: a DISOT entry signed with this peer's
+    /// DID, once the user approves it (needs the `sign` permission).
+    Sign(Value),
+    /// `disot_verify <entry>`: whether a signed DISOT entry is intact, and who signed it.
+    Verify(Value),
 }
 
 impl PageRequest {
@@ -133,7 +138,9 @@ impl PageRequest {
         match self {
             PageRequest::Status
             | PageRequest::RequestPermissions(_)
-            | PageRequest::GetPermissions => None,
+            | PageRequest::GetPermissions
+            | PageRequest::Verify(_) => None,
+            PageRequest::Sign(_) => Some(Permission::Sign),
             _ => Some(Permission::Cas),
         }
     }
@@ -400,6 +407,12 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
         "cas_list" => expect_no_params(&method, &params).map(|()| PageRequest::CasList),
         "cas_transfers" => expect_no_params(&method, &params).map(|()| PageRequest::CasTransfers),
         "p2p_peers" => expect_no_params(&method, &params).map(|()| PageRequest::P2pPeers),
+        "disot_sign" if params.is_object() => Ok(PageRequest::Sign(params)),
+        "disot_verify" if params.is_object() => Ok(PageRequest::Verify(params)),
+        "disot_sign" | "disot_verify" => Err(ApiError::new(
+            ErrorCode::InvalidParams,
+            format!("{method} takes one object (the entry)"),
+        )),
         _ => Err(unsupported(&method)),
     }
 }

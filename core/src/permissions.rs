@@ -24,12 +24,15 @@ pub const MAX_ORIGIN_LEN: usize = 256;
 pub enum Permission {
     /// Put, get, list and pin content in the local store.
     Cas,
+    /// Ask for DISOT entries to be signed with this peer's DID (each one approved by the user).
+    Sign,
 }
 
 impl Permission {
     pub fn parse(name: &str) -> Result<Self, ApiError> {
         match name {
             "cas" => Ok(Permission::Cas),
+            "sign" => Ok(Permission::Sign),
             other => Err(ApiError::new(
                 ErrorCode::InvalidParams,
                 format!("unknown permission {:?}", other.chars().take(32).collect::<String>()),
@@ -113,6 +116,9 @@ pub struct Request {
     pub id: u64,
     pub origin: String,
     pub permissions: Vec<Permission>,
+    /// For a signing request: the entry to be signed, as the user sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sign: Option<serde_json::Value>,
     pub asked_at: u64,
 }
 
@@ -131,11 +137,31 @@ impl Pending {
         permissions: Vec<Permission>,
         now_ms: u64,
     ) -> Result<Request, ApiError> {
+        self.open_request(origin, permissions, None, now_ms)
+    }
+
+    /// Register a request to sign `entry` (same limits as [`Pending::open`]).
+    pub fn open_sign(
+        &mut self,
+        origin: &str,
+        entry: serde_json::Value,
+        now_ms: u64,
+    ) -> Result<Request, ApiError> {
+        self.open_request(origin, Vec::new(), Some(entry), now_ms)
+    }
+
+    fn open_request(
+        &mut self,
+        origin: &str,
+        permissions: Vec<Permission>,
+        sign: Option<serde_json::Value>,
+        now_ms: u64,
+    ) -> Result<Request, ApiError> {
         if self.requests.values().any(|r| r.origin == origin) {
             // EIP-1474's "resource unavailable": MetaMask answers a duplicate prompt the same way.
             return Err(ApiError::new(
                 ErrorCode::ResourceUnavailable,
-                "a permission request from this origin is already waiting for the user",
+                "a request from this origin is already waiting for the user",
             ));
         }
         if self.requests.len() >= MAX_PENDING {
@@ -145,8 +171,13 @@ impl Pending {
             ));
         }
         self.next_id += 1;
-        let request =
-            Request { id: self.next_id, origin: origin.to_owned(), permissions, asked_at: now_ms };
+        let request = Request {
+            id: self.next_id,
+            origin: origin.to_owned(),
+            permissions,
+            sign,
+            asked_at: now_ms,
+        };
         self.requests.insert(request.id, request.clone());
         Ok(request)
     }

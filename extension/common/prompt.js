@@ -2,7 +2,10 @@ import { call } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 const id = Number(new URLSearchParams(location.search).get('id'));
-const DESCRIPTIONS = { cas: 'store content in your peer, read it back, list and pin it' };
+const DESCRIPTIONS = {
+  cas: 'store content in your peer, read it back, list and pin it',
+  sign: 'ask you to sign entries with your identity (you approve each one)',
+};
 
 async function decide(approve) {
   $('approve').disabled = $('reject').disabled = true;
@@ -18,6 +21,15 @@ async function decide(approve) {
 try {
   const request = await call('permissions_pending', { id });
   $('origin').textContent = request.origin;
+  if (request.sign) {
+    // A signing request: the whole entry, exactly as it will be signed.
+    document.title = 'Disot Peer: sign an entry';
+    $('title').textContent = 'Sign an entry';
+    $('asks').textContent = 'asks you to sign this entry with your identity:';
+    $('entry').textContent = JSON.stringify(request.sign, null, 2);
+    $('entry').hidden = false;
+    $('approve').textContent = 'Sign';
+  }
   $('permissions').replaceChildren(...request.permissions.map((p) => {
     const li = document.createElement('li');
     li.textContent = DESCRIPTIONS[p] ?? p;

@@ -305,7 +305,11 @@
     peers: () => request({ method: 'p2p_peers' }),
   });
 
-  const provider = Object.freeze({ isDisot: true, request, cas, p2p });
+  /** DISOT entries: `sign({contentHash, type, metadata?, id?})` asks the user to sign with this
+   * peer's DID (needs the `sign` permission); `verify(entry)` → `{valid, signer?, reason?}`. */
+  const sign = (entry) => request({ method: 'disot_sign', params: entry });
+  const verify = (entry) => request({ method: 'disot_verify', params: entry });
+  const provider = Object.freeze({ isDisot: true, request, cas, p2p, sign, verify });
   Object.defineProperty(window, 'disot', { value: provider, enumerable: true });
 
   // Discovery without racing on the global, in the manner of EIP-6963: the provider announces

@@ -46,6 +46,22 @@ export interface DisotProvider {
   readonly p2p: {
     peers(): Promise<PeerInfo[]>;
   };
+  /** Ask the user to sign a DISOT entry with this peer's DID (needs the `sign` permission). */
+  sign(entry: { contentHash: string; type: string; metadata?: Record<string, unknown>; id?: string }): Promise<DisotEntry>;
+  /** Check a signed entry (open to every page). */
+  verify(entry: DisotEntry): Promise<{ valid: boolean; signer?: string; reason?: string }>;
+}
+
+/** A signed DISOT entry: Ed25519 by `signer` over RFC 8785 JSON of every other field. */
+export interface DisotEntry {
+  id: string;
+  contentHash: string;
+  type: string;
+  metadata: Record<string, unknown>;
+  timestamp: number;
+  signer: string;
+  signature: string;
+  [extra: string]: unknown;
 }
 
 export interface DisotProviderDetail {

@@ -41,6 +41,12 @@ pub struct NameArg {
     name: String,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// File with the entry (JSON); `-` or nothing reads standard input
+    file: Option<PathBuf>,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Import a file (or stdin) as UnixFS; print its CID, sha256: name and size
@@ -55,6 +61,8 @@ pub enum Command {
     Ls,
     /// Remove unpinned objects and blocks no pinned object needs
     Gc,
+    /// Check a signed DISOT entry (JSON); print its signer's DID, or fail
+    Verify(VerifyArgs),
 }
 
 pub fn run(command: &Command, data_dir: &Path, json: bool) -> Result<(), BoxError> {
@@ -101,6 +109,27 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
             let store = open(data_dir)?;
             for r in store.objects().await? {
                 print_record(&r, json);
+            }
+            Ok(())
+        }
+        Command::Verify(VerifyArgs { file }) => {
+            let text = match file.as_deref() {
+                Some(path) if path != Path::new("-") => std::fs::read(path)?,
+                _ => {
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)?;
+                    bytes
+                }
+            };
+            if text.len() > 4 * disot_core::entry::MAX_ENTRY_BYTES {
+                return Err("the entry is too large".into());
+            }
+            let entry: serde_json::Value = serde_json::from_slice(&text)?;
+            let signer = disot_core::entry::verify(&entry)?;
+            if json {
+                println!("{}", serde_json::json!({ "valid": true, "signer": signer }));
+            } else {
+                println!("valid, signed by {signer}");
             }
             Ok(())
         }

@@ -148,6 +148,8 @@ struct Live {
 
 pub(crate) struct Shared {
     did: String,
+    /// The DID key. It signs here and is never returned by any request.
+    key: libp2p::identity::Keypair,
     peer_id: PeerId,
     started_at: f64,
     pub(crate) store: Rc<Store>,
@@ -214,11 +216,13 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         Vec::new()
     });
 
-    let swarm = build_swarm(key, &options.platform).map_err(|e| js_err("building swarm", e))?;
+    let swarm =
+        build_swarm(key.clone(), &options.platform).map_err(|e| js_err("building swarm", e))?;
     let exchange = Exchange::new(swarm.behaviour().stream.new_control(), store.clone());
     exchange.start().map_err(|e| js_err("starting bitswap", e))?;
     let shared = Rc::new(Shared {
         did,
+        key,
         peer_id,
         started_at: now_ms(),
         store: store.clone(),
@@ -720,6 +724,11 @@ async fn handle_page(
         PageRequest::CasTransfers => serde_json::to_value(shared.exchange.transfers(Some(origin)))
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())),
         PageRequest::P2pPeers => Ok(p2p_peers(shared)),
+        PageRequest::Sign(params) => sign_entry(shared, origin, &params).await,
+        PageRequest::Verify(entry) => Ok(match disot_core::entry::verify(&entry) {
+            Ok(signer) => json!({ "valid": true, "signer": signer }),
+            Err(e) => json!({ "valid": false, "reason": e.to_string() }),
+        }),
         // The other requests that need the content-store grant are content-store requests.
         request if request.needs() == Some(Permission::Cas) => {
             crate::cas::handle(&shared.cas, origin, request).await
@@ -855,23 +864,40 @@ async fn request_permissions(
         return Ok(eip2255(origin, &shared.grants.borrow().of(origin)));
     }
     let request = shared.pending.borrow_mut().open(origin, wanted, now_ms() as u64)?;
+    if !ask_user(shared, request.id).await? {
+        return Err(ApiError::new(ErrorCode::UserRejected, "the user rejected the request"));
+    }
+    Ok(eip2255(origin, &shared.grants.borrow().of(origin)))
+}
+
+/// `disot_sign`: show the entry to the user; once approved, sign it with the DID key.
+async fn sign_entry(shared: &Shared, origin: &str, params: &Value) -> Result<Value, ApiError> {
+    let invalid =
+        |e: disot_core::entry::Error| ApiError::new(ErrorCode::InvalidParams, e.to_string());
+    let unsigned = disot_core::entry::unsigned_from_params(params, &shared.did, now_ms() as u64)
+        .map_err(invalid)?;
+    let request =
+        shared.pending.borrow_mut().open_sign(origin, unsigned.clone(), now_ms() as u64)?;
+    if !ask_user(shared, request.id).await? {
+        return Err(ApiError::new(ErrorCode::UserRejected, "the user did not sign"));
+    }
+    disot_core::entry::sign(&shared.key, &unsigned).map_err(invalid)
+}
+
+/// Open the prompt for pending request `id` and wait for the user's answer (a prompt closed
+/// unanswered is a no).
+async fn ask_user(shared: &Shared, id: u64) -> Result<bool, ApiError> {
     let (tx, rx) = oneshot::channel();
-    shared.waiters.borrow_mut().insert(request.id, tx);
-    if let Err(e) = shared.open_prompt.call1(&JsValue::NULL, &JsValue::from_f64(request.id as f64))
-    {
-        shared.pending.borrow_mut().close(request.id);
-        shared.waiters.borrow_mut().remove(&request.id);
+    shared.waiters.borrow_mut().insert(id, tx);
+    if let Err(e) = shared.open_prompt.call1(&JsValue::NULL, &JsValue::from_f64(id as f64)) {
+        shared.pending.borrow_mut().close(id);
+        shared.waiters.borrow_mut().remove(&id);
         return Err(ApiError::new(
             ErrorCode::Internal,
             format!("could not open the prompt: {e:?}"),
         ));
     }
-    // A dropped sender (prompt gone without an answer) counts as a rejection.
-    let approved = rx.await.unwrap_or(false);
-    if !approved {
-        return Err(ApiError::new(ErrorCode::UserRejected, "the user rejected the request"));
-    }
-    Ok(eip2255(origin, &shared.grants.borrow().of(origin)))
+    Ok(rx.await.unwrap_or(false))
 }
 
 /// The user's answer to a pending request (or `false` when its prompt closed unanswered).
@@ -881,7 +907,7 @@ async fn decide(shared: &Shared, id: u64, approve: bool) -> Result<Value, ApiErr
         .borrow_mut()
         .close(id)
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidParams, "no such pending request"))?;
-    if approve {
+    if approve && !request.permissions.is_empty() {
         let grants = {
             let mut grants = shared.grants.borrow_mut();
             grants.grant(&request.origin, &request.permissions, now_ms() as u64);
