@@ -7,3 +7,4 @@ export TMPDIR="$(mktemp -d)"
 trap 'rm -rf "$TMPDIR"' EXIT
 DISOT_ARTIFACTS="$ARTIFACTS" node tests/bench/cas.bench.js
 DISOT_ARTIFACTS="$ARTIFACTS" node tests/bench/p2p.bench.js
+DISOT_ARTIFACTS="$ARTIFACTS" node tests/bench/trust.bench.js

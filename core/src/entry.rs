@@ -251,7 +251,8 @@ mod tests {
     fn any_changed_field_fails_nested_ones_included() {
         let key = Keypair::generate_ed25519();
         let entry = signed(&key);
-        let changes: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        type Change = Box<dyn Fn(&mut Value)>;
+        let changes: Vec<(&str, Change)> = vec![
             ("id", Box::new(|e| e["id"] = json!("other"))),
             ("contentHash", Box::new(|e| e["contentHash"] = json!(HASH.replace('9', "8")))),
             ("timestamp", Box::new(|e| e["timestamp"] = json!(1_700_000_000_001u64))),

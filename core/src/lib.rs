@@ -6,6 +6,7 @@
 //!
 //! - [`identity`]: the peer's DID is `did:key` of its libp2p Ed25519 key, and back.
 //! - [`entry`]: signed DISOT entries (Ed25519 over RFC 8785 canonical JSON).
+//! - [`trust`]: trust assertions as Verifiable Credentials (ssi), and trust scores.
 //! - [`permissions`]: per-origin grants and pending requests (EIP-2255 style).
 //! - [`api`]: the page-facing request/response messages, their limits and typed errors.
 //! - [`unixfs`]: files to UnixFS blocks and CIDs, as IPFS computes them.
@@ -21,5 +22,6 @@ pub mod entry;
 pub mod identity;
 pub mod permissions;
 pub mod store;
+pub mod trust;
 pub mod unixfs;
 pub mod webrtc;

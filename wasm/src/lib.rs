@@ -12,6 +12,7 @@
 //! - [`frame`]: the binary path for a page's content requests ([`frame::Frame`]).
 #![cfg(target_arch = "wasm32")]
 
+mod bench;
 mod cas;
 mod exchange;
 mod frame;

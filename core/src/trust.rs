@@ -1,0 +1,484 @@
+//! Trust assertions and the web of trust.
+//!
+//! A trust assertion ("issuer trusts subject at level L for context C, from T until E") is a
+//! W3C Verifiable Credential (data model 2.0) with a Data Integrity proof made with the
+//! issuer's DID key by the `ssi` crate (cryptosuite `eddsa-rdfc-2022`). [`issue`] makes one,
+//! [`verify`] checks one and gives back the [`Assertion`] it states.
+//!
+//! [`TrustGraph`] holds verified assertions and answers "how much does A trust B for C": the
+//! direct level if A said one, else the best path of at most [`MAX_DEPTH`] assertions, whose
+//! score is the product of `level / 100` along it (so trust decays with every hop and never
+//! grows). A later assertion from the same issuer about the same subject and context replaces
+//! the earlier one; level 0 is a revocation, and it takes effect at once (the pair has no
+//! edge any more). Expired assertions do not count.
+
+use std::collections::{BTreeMap, HashMap};
+
+use libp2p_identity::Keypair;
+use serde_json::{json, Value};
+use ssi::claims::data_integrity::{AnySuite, CryptographicSuite, DataIntegrity, ProofOptions};
+use ssi::claims::vc::v2::JsonCredential;
+use ssi::claims::VerificationParameters;
+use ssi::dids::{DIDKey, VerificationMethodDIDResolver};
+use ssi::verification_methods::{AnyMethod, SingleSecretSigner};
+
+use crate::identity;
+
+/// Longest trust path considered.
+pub const MAX_DEPTH: usize = 4;
+/// Type of the credential, beside `VerifiableCredential`.
+pub const CREDENTIAL_TYPE: &str = "DisotTrustAssertion";
+const MAX_CONTEXT: usize = 64;
+/// Where the credential's own terms are defined.
+pub const VOCAB: &str = "https://disot.org/ns/trust#";
+/// Largest credential accepted for verification.
+pub const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid trust assertion: {0}")]
+    Invalid(String),
+    #[error("the credential's proof does not verify: {0}")]
+    BadProof(String),
+    #[error("the credential expired")]
+    Expired,
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+fn invalid(what: impl Into<String>) -> Error {
+    Error::Invalid(what.into())
+}
+
+/// What a trust assertion states. Times are milliseconds since 1970.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assertion {
+    pub issuer: String,
+    pub subject: String,
+    /// 0 (revoked) to 100 (complete trust).
+    pub level: u8,
+    /// What the trust is for, e.g. "content", "relay", "identity-verified".
+    pub context: String,
+    pub issued_ms: u64,
+    pub expires_ms: Option<u64>,
+}
+
+impl Assertion {
+    fn check(&self) -> Result<(), Error> {
+        if self.level > 100 {
+            return Err(invalid("level: 0 to 100"));
+        }
+        if self.context.is_empty()
+            || self.context.len() > MAX_CONTEXT
+            || !self.context.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(format!("context: 1 to {MAX_CONTEXT} of a-z, 0-9, - and _")));
+        }
+        for did in [&self.issuer, &self.subject] {
+            identity::public_key_from_did(did).map_err(|e| invalid(e.to_string()))?;
+        }
+        if self.expires_ms.is_some_and(|e| e <= self.issued_ms) {
+            return Err(invalid("expires before it is issued"));
+        }
+        Ok(())
+    }
+}
+
+fn rfc3339(ms: u64) -> Result<String, Error> {
+    let t = chrono::DateTime::from_timestamp_millis(ms as i64)
+        .ok_or_else(|| invalid("time out of range"))?;
+    Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+fn parse_time(v: Option<&Value>, what: &str) -> Result<Option<u64>, Error> {
+    match v {
+        None => Ok(None),
+        Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+            .map(Some)
+            .ok_or_else(|| invalid(format!("{what}: not an RFC 3339 time"))),
+        Some(_) => Err(invalid(format!("{what}: not a string"))),
+    }
+}
+
+/// The `did:key` verification method of `did` (its key is its only one).
+fn method_of(did: &str) -> Result<String, Error> {
+    let id = did.strip_prefix("did:key:").ok_or_else(|| invalid("issuer: not a did:key"))?;
+    Ok(format!("{did}#{id}"))
+}
+
+/// Issue `assertion` as a Verifiable Credential signed with `key` (the issuer's DID key).
+pub async fn issue(key: &Keypair, assertion: &Assertion) -> Result<Value, Error> {
+    assertion.check()?;
+    let did =
+        identity::did_from_public_key(&key.public()).map_err(|e| Error::Signing(e.to_string()))?;
+    if did != assertion.issuer {
+        return Err(invalid("the issuer is not the signing key's DID"));
+    }
+    let ed =
+        key.clone().try_into_ed25519().map_err(|_| Error::Signing("not an Ed25519 key".into()))?;
+    let bytes = ed.to_bytes();
+    let jwk = ssi::JWK::from(ssi::jwk::Params::OKP(ssi::jwk::OctetParams {
+        curve: "Ed25519".to_owned(),
+        public_key: ssi::jwk::Base64urlUInt(bytes[32..].to_vec()),
+        private_key: Some(ssi::jwk::Base64urlUInt(bytes[..32].to_vec())),
+    }));
+    let mut credential = json!({
+        "@context": [
+            "https://www.w3.org/ns/credentials/v2",
+            {
+                CREDENTIAL_TYPE: format!("{VOCAB}TrustAssertion"),
+                "trustLevel": format!("{VOCAB}trustLevel"),
+                "trustContext": format!("{VOCAB}trustContext"),
+            },
+        ],
+        "type": ["VerifiableCredential", CREDENTIAL_TYPE],
+        "issuer": assertion.issuer,
+        "validFrom": rfc3339(assertion.issued_ms)?,
+        "credentialSubject": {
+            "id": assertion.subject,
+            "trustLevel": assertion.level,
+            "trustContext": assertion.context,
+        },
+    });
+    if let Some(expires) = assertion.expires_ms {
+        credential["validUntil"] = Value::String(rfc3339(expires)?);
+    }
+    let vc: JsonCredential =
+        serde_json::from_value(credential).map_err(|e| invalid(e.to_string()))?;
+    let method = iref::IriBuf::new(method_of(&did)?).map_err(|e| invalid(e.to_string()))?;
+    let mut options = ProofOptions::from_method(method.into());
+    options.created = Some(
+        rfc3339(assertion.issued_ms)?
+            .parse()
+            .map_err(|_| invalid("issued: not a time the proof can carry"))?,
+    );
+    let resolver = VerificationMethodDIDResolver::<_, AnyMethod>::new(DIDKey);
+    let signed = AnySuite::EdDsaRdfc2022
+        .sign(vc, &resolver, SingleSecretSigner::new(jwk).into_local(), options)
+        .await
+        .map_err(|e| Error::Signing(e.to_string()))?;
+    serde_json::to_value(&signed).map_err(|e| Error::Signing(e.to_string()))
+}
+
+/// Check a trust credential at time `now_ms`: its form, its proof by the issuer's DID key
+/// (resolved offline: `did:key`), and that it has not expired. Returns what it states.
+pub async fn verify(credential: &Value, now_ms: u64) -> Result<Assertion, Error> {
+    if serde_json::to_vec(credential).map_or(true, |b| b.len() > MAX_CREDENTIAL_BYTES) {
+        return Err(invalid("larger than a trust assertion can be"));
+    }
+    let assertion = read(credential)?;
+    let proof_method = credential
+        .pointer("/proof/verificationMethod")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("no proof"))?;
+    // The proof must be by the issuer itself, not by some other key it names.
+    if proof_method != method_of(&assertion.issuer)? {
+        return Err(Error::BadProof("signed by a key other than the issuer's".into()));
+    }
+    let vc: DataIntegrity<JsonCredential, AnySuite> =
+        serde_json::from_value(credential.clone()).map_err(|e| invalid(e.to_string()))?;
+    let now = chrono::DateTime::from_timestamp_millis(now_ms as i64)
+        .ok_or_else(|| invalid("bad clock"))?;
+    let resolver = VerificationMethodDIDResolver::<_, AnyMethod>::new(DIDKey);
+    let params = VerificationParameters::from_resolver(resolver).with_date_time(now);
+    match vc.verify(params).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) if assertion.expires_ms.is_some_and(|e| e <= now_ms) => {
+            return Err(Error::Expired)
+        }
+        Ok(Err(e)) => return Err(Error::BadProof(e.to_string())),
+        Err(e) => return Err(Error::BadProof(e.to_string())),
+    }
+    if assertion.expires_ms.is_some_and(|e| e <= now_ms) {
+        return Err(Error::Expired);
+    }
+    Ok(assertion)
+}
+
+/// The assertion a credential states (form only; [`verify`] checks the proof).
+fn read(credential: &Value) -> Result<Assertion, Error> {
+    let types =
+        credential.get("type").and_then(Value::as_array).ok_or_else(|| invalid("no type"))?;
+    if !types.iter().any(|t| t == CREDENTIAL_TYPE) {
+        return Err(invalid(format!("not a {CREDENTIAL_TYPE}")));
+    }
+    let text = |p: &str| credential.pointer(p).and_then(Value::as_str).map(str::to_owned);
+    let level = credential
+        .pointer("/credentialSubject/trustLevel")
+        .and_then(Value::as_u64)
+        .and_then(|l| u8::try_from(l).ok())
+        .ok_or_else(|| invalid("trustLevel: 0 to 100"))?;
+    let assertion = Assertion {
+        issuer: text("/issuer").ok_or_else(|| invalid("no issuer"))?,
+        subject: text("/credentialSubject/id").ok_or_else(|| invalid("no subject"))?,
+        level,
+        context: text("/credentialSubject/trustContext")
+            .ok_or_else(|| invalid("no trustContext"))?,
+        issued_ms: parse_time(credential.get("validFrom"), "validFrom")?
+            .ok_or_else(|| invalid("no validFrom"))?,
+        expires_ms: parse_time(credential.get("validUntil"), "validUntil")?,
+    };
+    assertion.check()?;
+    Ok(assertion)
+}
+
+/// A trust score and the path that gives it (issuer first, subject last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    pub score: f64,
+    pub path: Vec<String>,
+}
+
+/// Verified assertions, indexed for scoring.
+#[derive(Debug, Default, Clone)]
+pub struct TrustGraph {
+    /// The latest assertion per (issuer, subject, context).
+    latest: BTreeMap<(String, String, String), Assertion>,
+}
+
+impl TrustGraph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Take a verified assertion. An older one than what is held for the same issuer, subject
+    /// and context is ignored; returns whether it changed anything.
+    pub fn insert(&mut self, a: Assertion) -> bool {
+        let key = (a.issuer.clone(), a.subject.clone(), a.context.clone());
+        match self.latest.get(&key) {
+            Some(held) if held.issued_ms >= a.issued_ms => false,
+            _ => {
+                self.latest.insert(key, a);
+                true
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+
+    /// The assertions in force at `now_ms` (latest per pair, not revoked, not expired).
+    pub fn in_force(&self, now_ms: u64) -> impl Iterator<Item = &Assertion> {
+        self.latest.values().filter(move |a| a.level > 0 && a.expires_ms.is_none_or(|e| e > now_ms))
+    }
+
+    /// How much `from` trusts `to` for `context` at `now_ms`: the direct assertion if there is
+    /// one in force, else the best path of at most [`MAX_DEPTH`] assertions (product of
+    /// `level / 100`). `None` when no path exists.
+    pub fn score(&self, from: &str, to: &str, context: &str, now_ms: u64) -> Option<Score> {
+        // Edges of this context, by issuer.
+        let mut edges: HashMap<&str, Vec<(&str, f64)>> = HashMap::new();
+        for a in self.in_force(now_ms).filter(|a| a.context == context) {
+            edges.entry(&a.issuer).or_default().push((&a.subject, f64::from(a.level) / 100.0));
+        }
+        if let Some(direct) = edges.get(from).and_then(|out| out.iter().find(|(s, _)| *s == to)) {
+            return Some(Score { score: direct.1, path: vec![from.to_owned(), to.to_owned()] });
+        }
+        // Best product over paths of at most MAX_DEPTH edges: Bellman-Ford by rounds (each
+        // round allows one more edge), keeping for each node its best score and predecessor.
+        let mut best: HashMap<&str, (f64, Vec<&str>)> = HashMap::new();
+        best.insert(from, (1.0, vec![from]));
+        let mut frontier: Vec<&str> = vec![from];
+        for _ in 0..MAX_DEPTH {
+            let mut next: HashMap<&str, (f64, Vec<&str>)> = HashMap::new();
+            for node in &frontier {
+                let (s, path) = best[node].clone();
+                for (subject, w) in edges.get(node).into_iter().flatten() {
+                    if path.contains(subject) {
+                        continue;
+                    }
+                    let candidate = s * w;
+                    let better =
+                        |held: Option<&(f64, Vec<&str>)>| held.is_none_or(|(h, _)| candidate > *h);
+                    if better(best.get(subject)) && better(next.get(subject)) {
+                        let mut p = path.clone();
+                        p.push(subject);
+                        next.insert(subject, (candidate, p));
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next.keys().copied().collect();
+            best.extend(next);
+        }
+        let (score, path) = best.get(to).filter(|_| to != from)?;
+        Some(Score { score: *score, path: path.iter().map(|s| (*s).to_owned()).collect() })
+    }
+}
+
+/// A random web of trust for benchmarks: `dids` peers and `assertions` assertions among them
+/// (context "content", levels 1 to 100), from `seed`. Returns the graph and the peers.
+pub fn sample_graph(assertions: usize, dids: usize, seed: u64) -> (TrustGraph, Vec<String>) {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let peers: Vec<String> = (0..dids.max(2)).map(|i| format!("did:example:{i}")).collect();
+    let mut g = TrustGraph::new();
+    while g.len() < assertions {
+        let i = (next() % peers.len() as u64) as usize;
+        let j = (next() % peers.len() as u64) as usize;
+        if i == j {
+            continue;
+        }
+        g.insert(Assertion {
+            issuer: peers[i].clone(),
+            subject: peers[j].clone(),
+            level: (next() % 100 + 1) as u8,
+            context: "content".into(),
+            issued_ms: g.len() as u64,
+            expires_ms: None,
+        });
+    }
+    (g, peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    const T0: u64 = 1_767_225_600_000; // 2026-01-01
+
+    fn did(key: &Keypair) -> String {
+        identity::did_from_public_key(&key.public()).expect("did")
+    }
+
+    fn assertion(issuer: &Keypair, subject: &Keypair, level: u8, at: u64) -> Assertion {
+        Assertion {
+            issuer: did(issuer),
+            subject: did(subject),
+            level,
+            context: "content".into(),
+            issued_ms: at,
+            expires_ms: Some(at + 86_400_000),
+        }
+    }
+
+    #[test]
+    fn an_issued_credential_verifies_and_states_the_assertion() {
+        let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let stated = assertion(&a, &b, 80, T0);
+        let vc = block_on(issue(&a, &stated)).expect("issue");
+        assert_eq!(vc["proof"]["cryptosuite"], "eddsa-rdfc-2022", "{vc:#}");
+        assert_eq!(block_on(verify(&vc, T0 + 1)).expect("verify"), stated);
+    }
+
+    #[test]
+    fn forged_changed_expired_and_borrowed_credentials_are_refused() {
+        let (a, b, c) =
+            (Keypair::generate_ed25519(), Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let vc = block_on(issue(&a, &assertion(&a, &b, 80, T0))).expect("issue");
+        let mut raised = vc.clone();
+        raised["credentialSubject"]["trustLevel"] = json!(100);
+        assert!(matches!(block_on(verify(&raised, T0 + 1)), Err(Error::BadProof(_))));
+        let mut other_subject = vc.clone();
+        other_subject["credentialSubject"]["id"] = json!(did(&c));
+        assert!(matches!(block_on(verify(&other_subject, T0 + 1)), Err(Error::BadProof(_))));
+        // C presents A's credential as its own.
+        let mut claimed = vc.clone();
+        claimed["issuer"] = json!(did(&c));
+        assert!(matches!(block_on(verify(&claimed, T0 + 1)), Err(Error::BadProof(_))));
+        assert!(matches!(block_on(verify(&vc, T0 + 2 * 86_400_000)), Err(Error::Expired)));
+        // A key may only issue as its own DID.
+        assert!(block_on(issue(&c, &assertion(&a, &b, 80, T0))).is_err());
+        assert!(matches!(block_on(verify(&json!({"type": "x"}), T0)), Err(Error::Invalid(_))));
+    }
+
+    fn graph(edges: &[(&str, &str, u8, u64)]) -> TrustGraph {
+        let mut g = TrustGraph::new();
+        for (i, s, l, at) in edges {
+            g.insert(Assertion {
+                issuer: (*i).into(),
+                subject: (*s).into(),
+                level: *l,
+                context: "content".into(),
+                issued_ms: *at,
+                expires_ms: None,
+            });
+        }
+        g
+    }
+
+    #[test]
+    fn scores_are_direct_else_the_best_decayed_path_up_to_four_hops() {
+        let g = graph(&[
+            ("A", "B", 90, 1),
+            ("B", "C", 80, 1),
+            ("A", "D", 50, 1),
+            ("D", "C", 100, 1),
+            ("C", "E", 50, 1),
+            ("E", "F", 100, 1),
+            ("F", "G", 100, 1),
+        ]);
+        let s = g.score("A", "C", "content", 10).expect("path");
+        assert!((s.score - 0.72).abs() < 1e-9, "{s:?}");
+        assert_eq!(s.path, ["A", "B", "C"]);
+        assert_eq!(g.score("A", "B", "content", 10).expect("direct").score, 0.9);
+        let f = g.score("A", "F", "content", 10).expect("four hops");
+        assert!((f.score - 0.36).abs() < 1e-9);
+        assert_eq!(f.path.len(), 5);
+        assert_eq!(g.score("A", "G", "content", 10), None, "five hops is too far");
+        assert_eq!(g.score("A", "C", "relay", 10), None, "another context");
+        assert_eq!(g.score("C", "A", "content", 10), None, "trust is not symmetric");
+    }
+
+    #[test]
+    fn a_later_assertion_replaces_and_level_zero_revokes_at_once() {
+        let mut g = graph(&[("A", "B", 90, 1), ("B", "C", 80, 1)]);
+        assert!(g.score("A", "C", "content", 10).is_some());
+        assert!(
+            !g.insert(Assertion {
+                issuer: "A".into(),
+                subject: "B".into(),
+                level: 10,
+                context: "content".into(),
+                issued_ms: 0,
+                expires_ms: None
+            }),
+            "older is ignored"
+        );
+        g.insert(Assertion {
+            issuer: "A".into(),
+            subject: "B".into(),
+            level: 40,
+            context: "content".into(),
+            issued_ms: 2,
+            expires_ms: None,
+        });
+        assert!((g.score("A", "C", "content", 10).expect("path").score - 0.32).abs() < 1e-9);
+        g.insert(Assertion {
+            issuer: "B".into(),
+            subject: "C".into(),
+            level: 0,
+            context: "content".into(),
+            issued_ms: 3,
+            expires_ms: None,
+        });
+        assert_eq!(g.score("A", "C", "content", 10), None);
+        let mut e = graph(&[("A", "B", 90, 1)]);
+        e.insert(Assertion {
+            issuer: "A".into(),
+            subject: "B".into(),
+            level: 90,
+            context: "content".into(),
+            issued_ms: 5,
+            expires_ms: Some(20),
+        });
+        assert!(e.score("A", "B", "content", 19).is_some());
+        assert_eq!(e.score("A", "B", "content", 20), None, "expired");
+    }
+}
