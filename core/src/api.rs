@@ -167,6 +167,11 @@ pub enum UiRequest {
     /// `peers_dial {addr}`: connect to a peer by multiaddr (ending in `/p2p/<peer id>`); a
     /// `.../p2p-circuit/webrtc/p2p/<id>` address is reached through the relay, then directly.
     DialPeer(multiaddr::Multiaddr),
+    /// `identity_export {passphrase}`: the identity key, sealed under the passphrase.
+    ExportIdentity { passphrase: String },
+    /// `identity_import {backup, passphrase}`: replace the identity with the one in a backup
+    /// (it takes effect when the peer restarts).
+    ImportIdentity { backup: String, passphrase: String },
 }
 
 /// User settings of the browser node.
@@ -469,6 +474,25 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
                 return Err(invalid("the address must end in /p2p/<peer id>".into()));
             }
             Ok(UiRequest::DialPeer(addr))
+        }
+        "identity_export" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                passphrase: String,
+            }
+            let p: P = typed(&method, params)?;
+            Ok(UiRequest::ExportIdentity { passphrase: p.passphrase })
+        }
+        "identity_import" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                backup: String,
+                passphrase: String,
+            }
+            let p: P = typed(&method, params)?;
+            Ok(UiRequest::ImportIdentity { backup: p.backup, passphrase: p.passphrase })
         }
         "permissions_revoke" => {
             #[derive(Deserialize)]

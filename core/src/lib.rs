@@ -7,6 +7,7 @@
 //! - [`identity`]: the peer's DID is `did:key` of its libp2p Ed25519 key, and back.
 //! - [`entry`]: signed DISOT entries (Ed25519 over RFC 8785 canonical JSON).
 //! - [`trust`]: trust assertions as Verifiable Credentials (ssi), and trust scores.
+//! - [`backup`]: passphrase-encrypted backups of the identity key (Argon2id, XChaCha20-Poly1305).
 //! - [`permissions`]: per-origin grants and pending requests (EIP-2255 style).
 //! - [`api`]: the page-facing request/response messages, their limits and typed errors.
 //! - [`unixfs`]: files to UnixFS blocks and CIDs, as IPFS computes them.
@@ -16,6 +17,7 @@
 //! - [`bootstrap`]: which bootstrap node to dial when, with exponential backoff (sans-IO).
 
 pub mod api;
+pub mod backup;
 pub mod bitswap;
 pub mod bootstrap;
 pub mod entry;

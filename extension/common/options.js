@@ -3,6 +3,7 @@ import { call } from './ui.js';
 const $ = (id) => document.getElementById(id);
 
 async function load() {
+  call('ui_status').then((st) => { $('did').textContent = st.did; }, () => {});
   const s = await call('settings_get');
   $('bootstrap').value = s.bootstrap.join('\n');
   $('ice').value = (s.iceServers ?? []).map((i) => [i.urls, i.username, i.credential].filter(Boolean).join(' ')).join('\n');
@@ -28,4 +29,42 @@ $('save').addEventListener('click', async () => {
 load().catch((e) => {
   $('status').textContent = e.message;
   $('status').className = 'error';
+});
+
+function say(id, text, error = false) {
+  $(id).textContent = text;
+  $(id).className = error ? 'error' : '';
+}
+
+$('export').addEventListener('click', async () => {
+  say('export-status', 'Sealing…');
+  try {
+    const { backup } = await call('identity_export', { passphrase: $('export-pass').value });
+    $('backup-out').value = backup;
+    $('backup-out').hidden = false;
+    const link = $('backup-download');
+    URL.revokeObjectURL(link.href);
+    link.href = URL.createObjectURL(new Blob([backup], { type: 'application/json' }));
+    link.hidden = false;
+    say('export-status', 'Done: save it somewhere safe.');
+  } catch (e) {
+    say('export-status', e.message, true);
+  }
+});
+
+$('backup-file').addEventListener('change', async () => {
+  const file = $('backup-file').files[0];
+  if (file) $('backup-in').value = file.size > 65536 ? '' : await file.text();
+});
+
+$('import').addEventListener('click', async () => {
+  say('import-status', 'Opening…');
+  try {
+    const { did, restart } = await call('identity_import', { backup: $('backup-in').value, passphrase: $('import-pass').value });
+    say('import-status', restart ? `Restored ${did}: restarting…` : `This peer already is ${did}.`);
+    const api = globalThis.browser ?? globalThis.chrome;
+    if (restart) setTimeout(() => api.runtime.reload(), 500);
+  } catch (e) {
+    say('import-status', e.message, true);
+  }
 });

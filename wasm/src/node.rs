@@ -1002,6 +1002,25 @@ async fn handle_ui(
                     .collect(),
             ))
         }
+        UiRequest::ExportIdentity { passphrase } => {
+            let random = |e: String| ApiError::new(ErrorCode::Internal, e);
+            let backup = disot_core::backup::export(
+                &shared.key,
+                &passphrase,
+                crate::store::random_bytes().map_err(random)?,
+                crate::store::random_bytes().map_err(random)?,
+            )
+            .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+            Ok(json!({ "did": shared.did, "backup": backup }))
+        }
+        UiRequest::ImportIdentity { backup, passphrase } => {
+            let key = disot_core::backup::import(&backup, &passphrase)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+            let did = disot_core::identity::did_from_public_key(&key.public())
+                .map_err(|e| internal(&e))?;
+            shared.store.replace_identity(&key).await.map_err(|e| internal(&e))?;
+            Ok(json!({ "did": did, "restart": did != shared.did }))
+        }
         UiRequest::DialPeer(addr) => {
             let (tx, rx) = oneshot::channel();
             commands

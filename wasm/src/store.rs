@@ -162,6 +162,17 @@ impl Store {
         }
     }
 
+    /// Replace the identity key (from a backup); the node uses it from its next start.
+    pub async fn replace_identity(&self, key: &Keypair) -> Result<(), Error> {
+        let encoded =
+            key.to_protobuf_encoding().map_err(|e| Error::DamagedIdentity(e.to_string()))?;
+        let value = js_sys::Uint8Array::from(encoded.as_slice());
+        let tx = self.tx(&[KEYS], TransactionMode::ReadWrite).await?;
+        tx.object_store(KEYS)?.put(&value, Some(&JsValue::from_str(IDENTITY_KEY)))?.await?;
+        tx.commit()?.await?;
+        Ok(())
+    }
+
     pub async fn settings(&self) -> Result<Option<Settings>, Error> {
         self.read_setting(SETTINGS_KEY).await
     }
@@ -359,5 +370,23 @@ impl BlockStore for Store {
 
     async fn objects(&self) -> cas::Result<Vec<ObjectRecord>> {
         self.read_all(OBJECTS, false).await.map_err(backend)?.iter().map(record_from).collect()
+    }
+}
+
+/// `N` bytes from the browser's cryptographic random source.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
+    let mut out = [0u8; N];
+    let buf = js_sys::Uint8Array::new_with_length(N as u32);
+    let crypto =
+        js_sys::Reflect::get(&js_sys::global(), &"crypto".into()).unwrap_or(JsValue::UNDEFINED);
+    let fill = js_sys::Reflect::get(&crypto, &"getRandomValues".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+    match fill.map(|f| f.call1(&crypto, &buf)) {
+        Some(Ok(_)) => {
+            buf.copy_to(&mut out);
+            Ok(out)
+        }
+        _ => Err("crypto.getRandomValues is not available".into()),
     }
 }
