@@ -36,7 +36,7 @@ pub const MAX_WANTS: usize = 4096;
 pub const BLOCK_TIMEOUT_MS: u64 = 15_000;
 /// A want nobody could serve for this long fails.
 pub const WANT_TIMEOUT_MS: u64 = 60_000;
-/// Blocks received recently: a late copy of one of them is not misbehaviour.
+/// Blocks received or given up recently: a late copy of one of them is not misbehaviour.
 const RECENT: usize = 1024;
 
 /// The protobuf messages of the spec (`message.proto`), field numbers as there.
@@ -493,6 +493,8 @@ impl Client {
     /// Stop wanting `cid`.
     pub fn cancel(&mut self, cid: &Cid) {
         if let Some(state) = self.wants.remove(cid) {
+            // The block may already be on its way: when it comes, it is not misbehaviour.
+            self.remember(*cid);
             for peer in state.asked {
                 self.send_want(peer, *cid, WantType::Block, true);
             }
@@ -927,6 +929,22 @@ mod tests {
         );
         c.on_message(second, Incoming { blocks: vec![(cid, data)], ..Default::default() }, 3);
         assert!(matches!(c.poll_event(), Some(Event::Block { from, .. }) if from == second));
+    }
+
+    #[test]
+    fn a_block_that_comes_after_its_want_was_given_up_is_ignored_not_punished() {
+        let a = peer();
+        let (cid, data) = block(b"late");
+        let mut c = Client::new();
+        c.peer_connected(a, 0);
+        c.want(cid, 0).expect("want");
+        c.cancel(&cid);
+        c.on_message(a, Incoming { blocks: vec![(cid, data)], ..Default::default() }, 1);
+        assert_eq!(c.poll_event(), None, "no block event, and no misbehaviour");
+        // A block never asked for still is misbehaviour.
+        let (other, bytes) = block(b"never wanted");
+        c.on_message(a, Incoming { blocks: vec![(other, bytes)], ..Default::default() }, 2);
+        assert!(matches!(c.poll_event(), Some(Event::Misbehaved { peer, .. }) if peer == a));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
 /// Open the extension's storage for a frame.
 #[wasm_bindgen(js_name = openFrame)]
 pub async fn open_frame() -> Result<Frame, JsError> {
+    crate::node::init_logging(None);
     let store = Store::open().await.map_err(|e| JsError::new(&format!("opening storage: {e}")))?;
     Ok(Frame { cas: Rc::new(Cas::new(Rc::new(store))) })
 }

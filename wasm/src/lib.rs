@@ -24,10 +24,9 @@ mod webrtc;
 pub use frame::{open_frame, Frame};
 pub use node::{start, Node};
 
+/// Logging is set up by whoever starts first in this context: the node (at the level of its
+/// settings) or a content frame (warnings).
 #[wasm_bindgen::prelude::wasm_bindgen(start)]
 fn init() {
     console_error_panic_hook::set_once();
-    let config =
-        tracing_wasm::WASMLayerConfigBuilder::new().set_max_level(tracing::Level::WARN).build();
-    tracing_wasm::set_as_global_default_with_config(config);
 }

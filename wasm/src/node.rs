@@ -68,7 +68,7 @@ struct StartOptions {
     log_level: Option<String>,
 }
 
-fn init_logging(level: Option<&str>) {
+pub(crate) fn init_logging(level: Option<&str>) {
     let level = match level {
         Some("error") => tracing::Level::ERROR,
         Some("info") => tracing::Level::INFO,
@@ -547,6 +547,15 @@ impl EventLoop {
                     .filter(|c| c.transport == "relayed")
                     .map(|c| c.id)
                     .collect();
+                // A new direct connection supersedes an older one: the peer restarted, and its
+                // old connection lingers until ICE gives up (about 30 s), swallowing whatever
+                // is written to it.
+                let older_direct: Vec<ConnectionId> = info
+                    .connections
+                    .iter()
+                    .filter(|c| c.transport == "webrtc" && c.id != connection_id)
+                    .map(|c| c.id)
+                    .collect();
                 drop(live);
                 if transport == "relayed" && endpoint.is_dialer() {
                     // Try for a direct connection right away; the relay is for signaling.
@@ -554,7 +563,7 @@ impl EventLoop {
                 } else if transport == "webrtc" {
                     // Direct now: traffic leaves the relay (whichever side dialled; streams
                     // must not be opened on the relayed connection, which peers may refuse).
-                    for id in relayed {
+                    for id in relayed.into_iter().chain(older_direct) {
                         self.swarm.close_connection(id);
                     }
                 }
