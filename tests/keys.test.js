@@ -92,6 +92,8 @@ describe('no answer carries key material', () => {
       ['permissions_decide', { id: 999, approve: true }], ['peers_dial', { addr: '/ip4/127.0.0.1/tcp/1' }],
       ['identity_export', { passphrase: 'short' }], ['identity_export', { passphrase: 'a long passphrase' }],
       ['identity_import', { backup: '{}', passphrase: 'x' }], ['disot_status'], ['no_such_method'],
+      ['trust_set', { did: 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK', level: 70 }],
+      ['trust_set', { did: 'did:key:bad', level: 70 }], ['trust_list'],
     ];
     for (const [method, params] of calls) {
       const answer = await ext.evaluate(async (method, params) => {

@@ -167,6 +167,11 @@ pub enum UiRequest {
     /// `peers_dial {addr}`: connect to a peer by multiaddr (ending in `/p2p/<peer id>`); a
     /// `.../p2p-circuit/webrtc/p2p/<id>` address is reached through the relay, then directly.
     DialPeer(multiaddr::Multiaddr),
+    /// `trust_set {did, level, context?}`: issue (and keep) a trust assertion about `did`;
+    /// level 0 revokes.
+    SetTrust { did: String, level: u8, context: String },
+    /// `trust_list`: the assertions this peer issued, with the score each gives.
+    ListTrust,
     /// `identity_export {passphrase}`: the identity key, sealed under the passphrase.
     ExportIdentity { passphrase: String },
     /// `identity_import {backup, passphrase}`: replace the identity with the one in a backup
@@ -475,6 +480,27 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             }
             Ok(UiRequest::DialPeer(addr))
         }
+        "trust_set" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                did: String,
+                level: u8,
+                #[serde(default)]
+                context: Option<String>,
+            }
+            let p: P = typed(&method, params)?;
+            let invalid = |m: &str| ApiError::new(ErrorCode::InvalidParams, m.to_owned());
+            if p.level > 100 {
+                return Err(invalid("level: 0 to 100"));
+            }
+            if crate::identity::public_key_from_did(&p.did).is_err() {
+                return Err(invalid("did: expected the did:key of an Ed25519 key"));
+            }
+            let context = p.context.unwrap_or_else(|| "content".into());
+            Ok(UiRequest::SetTrust { did: p.did, level: p.level, context })
+        }
+        "trust_list" => expect_no_params(&method, &params).map(|()| UiRequest::ListTrust),
         "identity_export" => {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]

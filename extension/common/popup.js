@@ -62,6 +62,52 @@ async function refresh() {
   }
 }
 
+let shownTrust = '';
+
+async function showTrust() {
+  const list = await call('trust_list');
+  const key = JSON.stringify(list.map(({ did, level, score }) => [did, level, score]));
+  if (key === shownTrust) return;
+  shownTrust = key;
+  if (list.length === 0) {
+    $('trust').replaceChildren(Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' }));
+    return;
+  }
+  $('trust').replaceChildren(...list.map(({ did, level, score, context }) => {
+    const short = `${did.slice(0, 16)}…${did.slice(-6)}`;
+    const li = item(level === 0
+      ? `${short}: revoked (${context})`
+      : `${short}: level ${level}, score ${score === null ? '—' : score.toFixed(2)} (${context}) `);
+    li.dataset.did = did;
+    li.title = did;
+    if (level > 0) {
+      const revoke = document.createElement('button');
+      revoke.textContent = 'Revoke';
+      revoke.className = 'revoke';
+      revoke.addEventListener('click', async () => {
+        revoke.disabled = true;
+        await call('trust_set', { did, level: 0, context });
+        await showTrust();
+      });
+      li.append(revoke);
+    }
+    return li;
+  }));
+}
+
+$('trust-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('trust-error').hidden = true;
+  try {
+    await call('trust_set', { did: $('trust-did').value.trim(), level: Number($('trust-level').value) });
+    $('trust-did').value = '';
+    await showTrust();
+  } catch (e) {
+    $('trust-error').textContent = e.message;
+    $('trust-error').hidden = false;
+  }
+});
+
 let shownGrants = '';
 
 async function showGrants() {
@@ -91,6 +137,8 @@ async function showGrants() {
 
 // Once a second; four times a second while transfers run, so their progress bars move.
 let busy = false;
+// Trust changes only here (each credential is verified when listed): shown once, and after edits.
+showTrust().catch((e) => { $('trust-error').textContent = e.message; $('trust-error').hidden = false; });
 async function loop() {
   await refresh();
   setTimeout(loop, busy ? 250 : 1000);

@@ -1011,6 +1011,63 @@ async fn handle_ui(
                     .collect(),
             ))
         }
+        UiRequest::SetTrust { did, level, context } => {
+            if did == shared.did {
+                return Err(ApiError::new(ErrorCode::InvalidParams, "a peer does not rate itself"));
+            }
+            let assertion = disot_core::trust::Assertion {
+                issuer: shared.did.clone(),
+                subject: did.clone(),
+                level,
+                context: context.clone(),
+                issued_ms: now_ms() as u64,
+                expires_ms: None,
+            };
+            let credential = disot_core::trust::issue(&shared.key, &assertion)
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+            let mut all = shared.store.trust_credentials().await.map_err(|e| internal(&e))?;
+            // The latest assertion about a peer, per context, replaces the earlier one.
+            all.retain(|c| {
+                c.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(did.as_str())
+                    || c.pointer("/credentialSubject/trustContext").and_then(Value::as_str)
+                        != Some(context.as_str())
+            });
+            all.push(credential.clone());
+            shared.store.set_trust_credentials(&all).await.map_err(|e| internal(&e))?;
+            Ok(credential)
+        }
+        UiRequest::ListTrust => {
+            let now = now_ms() as u64;
+            let mut graph = disot_core::trust::TrustGraph::new();
+            let mut listed = Vec::new();
+            for credential in shared.store.trust_credentials().await.map_err(|e| internal(&e))? {
+                // Checked again on every read: the store is not trusted more than the network.
+                match disot_core::trust::verify(&credential, now).await {
+                    Ok(a) => {
+                        graph.insert(a.clone());
+                        listed.push((a, credential));
+                    }
+                    Err(e) => tracing::warn!("ignoring a stored trust credential: {e}"),
+                }
+            }
+            let entries: Vec<Value> = listed
+                .into_iter()
+                .map(|(a, credential)| {
+                    let score = graph.score(&shared.did, &a.subject, &a.context, now);
+                    json!({
+                        "did": a.subject,
+                        "level": a.level,
+                        "context": a.context,
+                        "issuedMs": a.issued_ms,
+                        "score": score.as_ref().map(|s| s.score),
+                        "path": score.map(|s| s.path),
+                        "credential": credential,
+                    })
+                })
+                .collect();
+            Ok(Value::Array(entries))
+        }
         UiRequest::ExportIdentity { passphrase } => {
             let random = |e: String| ApiError::new(ErrorCode::Internal, e);
             let backup = disot_core::backup::export(

@@ -25,6 +25,7 @@ const OBJECTS: &str = "objects";
 const IDENTITY_KEY: &str = "identity";
 const SETTINGS_KEY: &str = "settings";
 const GRANTS_KEY: &str = "grants";
+const TRUST_KEY: &str = "trust";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -160,6 +161,15 @@ impl Store {
                 None => Err(Error::DamagedIdentity("identity could not be stored".into())),
             },
         }
+    }
+
+    /// The trust credentials this peer issued (W3C VCs, as JSON).
+    pub async fn trust_credentials(&self) -> Result<Vec<serde_json::Value>, Error> {
+        Ok(self.read_setting(TRUST_KEY).await?.unwrap_or_default())
+    }
+
+    pub async fn set_trust_credentials(&self, all: &[serde_json::Value]) -> Result<(), Error> {
+        self.write_setting(TRUST_KEY, &all).await
     }
 
     /// Replace the identity key (from a backup); the node uses it from its next start.
