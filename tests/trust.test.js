@@ -2,8 +2,9 @@
 // with that level and score, backed by a W3C Verifiable Credential A signed (its form is
 // checked here; the peer verifies its proof each time it lists it, and the core tests show
 // forged, changed and expired credentials refused); revoking sets level 0 at once.
-// Not here yet (see the issue): exchanging credentials between peers, transitive scores across
-// browsers, and access control by trust.
+// Across peers: B trusts A and C; once A and B are connected, B's credentials reach A (B trusts
+// A), and A's popup shows C through B with the product of the levels.
+// Not here yet (see the issue): access control by trust, and refusal below a threshold.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as h from './lib/harness.js';
@@ -59,5 +60,62 @@ describe('trust in the popup', () => {
     await popup.reload();
     await popup.waitForFunction((did) => document.querySelector(`#trust li[data-did="${did}"]`), {}, didB);
     assert.match(await row(), /revoked/);
+  });
+});
+
+/** From an extension page: a request of the extension's own API. */
+function ui(page, method, params) {
+  return page.evaluate(async (method, params) => {
+    const body = JSON.stringify(params === null ? { method } : { method, params });
+    const reply = JSON.parse((await chrome.runtime.sendMessage({ to: 'background', body })).body);
+    if (reply.error) throw new Error(reply.error.message);
+    return reply.result;
+  }, method, params ?? null);
+}
+
+async function trustInPopup(popup, did, level) {
+  await popup.type('#trust-did', did);
+  await popup.$eval('#trust-level', (e) => { e.value = ''; });
+  await popup.type('#trust-level', String(level));
+  await popup.click('#trust-add');
+  await popup.waitForFunction((did) => document.querySelector(`#trust li[data-did="${did}"]`), {}, did);
+}
+
+describe('trust across peers', () => {
+  test('B tells A whom it trusts; A scores C through B (0.8 × 0.9)', async () => {
+    const C = 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK';
+    const node = await new h.NativeNode(h.tempDir('node-trust')).start();
+    const site = await h.startPageServer();
+    const a = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'trust-net-a' });
+    const b = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'trust-net-b' });
+    try {
+    const popupA = await a.browser.open(`${a.browser.extensionBase}popup.html`);
+    const popupB = await b.browser.open(`${b.browser.extensionBase}popup.html`);
+    const statusA = await ui(popupA, 'ui_status');
+    const statusB = await ui(popupB, 'ui_status');
+    await trustInPopup(popupA, statusB.did, 80);
+    await trustInPopup(popupB, statusA.did, 90);
+    await trustInPopup(popupB, C, 90);
+    // Before A and B meet, A knows nothing of C.
+    assert.ok(!(await ui(popupA, 'trust_list')).some((e) => e.did === C));
+    await h.waitFor(async () => (await ui(popupA, 'ui_status')).peers.some((p) => p.peerId === node.peerId), { what: 'A on the node' });
+    await h.waitFor(async () => (await ui(popupB, 'ui_status')).peers.some((p) => p.peerId === node.peerId), { what: 'B on the node' });
+    await ui(popupA, 'peers_dial', { addr: `${node.wsAddr}/p2p-circuit/p2p/${statusB.peerId}` });
+    const viaB = await h.waitFor(async () => (await ui(popupA, 'trust_list')).find((e) => e.did === C), { what: "B's credentials at A", timeout: 30_000 });
+    assert.equal(viaB.level, null, 'A did not rate C itself');
+    assert.ok(Math.abs(viaB.score - 0.72) < 1e-9, `score ${viaB.score}`);
+    assert.deepEqual(viaB.path, [statusA.did, statusB.did, C]);
+    await popupA.reload();
+    await popupA.waitForFunction((did) => document.querySelector(`#trust li[data-did="${did}"]`), {}, C);
+    const row = await popupA.$eval(`#trust li[data-did="${C}"]`, (e) => e.textContent);
+    assert.match(row, /through 1 trusted peer\(s\), score 0\.72/);
+    // B revokes C: A hears of it and C's score is gone.
+    await trustInPopup(popupB, C, 0);
+    await popupB.waitForFunction((did) => document.querySelector(`#trust li[data-did="${did}"]`)?.textContent.includes('revoked'), {}, C);
+    await h.waitFor(async () => !(await ui(popupA, 'trust_list')).some((e) => e.did === C), { what: 'the revocation to reach A', timeout: 30_000 });
+    } finally {
+      await a.close();
+      await b.close();
+    }
   });
 });

@@ -73,14 +73,16 @@ async function showTrust() {
     $('trust').replaceChildren(Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' }));
     return;
   }
-  $('trust').replaceChildren(...list.map(({ did, level, score, context }) => {
+  $('trust').replaceChildren(...list.map(({ did, level, score, context, path }) => {
     const short = `${did.slice(0, 16)}…${did.slice(-6)}`;
-    const li = item(level === 0
-      ? `${short}: revoked (${context})`
-      : `${short}: level ${level}, score ${score === null ? '—' : score.toFixed(2)} (${context}) `);
+    let text;
+    if (level === null) text = `${short}: through ${path.length - 2} trusted peer(s), score ${score.toFixed(2)} (${context})`;
+    else if (level === 0) text = `${short}: revoked (${context})`;
+    else text = `${short}: level ${level}, score ${score === null ? '—' : score.toFixed(2)} (${context}) `;
+    const li = item(text);
     li.dataset.did = did;
     li.title = did;
-    if (level > 0) {
+    if (level !== null && level > 0) {
       const revoke = document.createElement('button');
       revoke.textContent = 'Revoke';
       revoke.className = 'revoke';

@@ -19,6 +19,7 @@ mod frame;
 mod node;
 pub mod store;
 mod transport;
+mod trustnet;
 mod webrtc;
 
 pub use frame::{open_frame, Frame};

@@ -164,6 +164,8 @@ pub(crate) struct Shared {
     open_prompt: js_sys::Function,
     pub(crate) cas: Cas,
     exchange: Rc<Exchange>,
+    /// Opens trust-credential streams to peers.
+    trust_control: libp2p_stream::Control,
 }
 
 /// The running browser node.
@@ -220,6 +222,9 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         build_swarm(key.clone(), &options.platform).map_err(|e| js_err("building swarm", e))?;
     let exchange = Exchange::new(swarm.behaviour().stream.new_control(), store.clone());
     exchange.start().map_err(|e| js_err("starting bitswap", e))?;
+    crate::trustnet::accept(swarm.behaviour().stream.new_control(), store.clone(), peer_public_did)
+        .map_err(|e| js_err("accepting trust credentials", e))?;
+    let trust_control = swarm.behaviour().stream.new_control();
     let shared = Rc::new(Shared {
         did,
         key,
@@ -235,6 +240,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         open_prompt,
         cas: Cas::new(store.clone()),
         exchange: exchange.clone(),
+        trust_control,
     });
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let mut dialer = Dialer::new(Backoff::new(500, RECONNECT_MAX_DELAY_MS));
@@ -502,10 +508,26 @@ impl EventLoop {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         let now = now_ms() as u64;
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
                 self.pending_dials.remove(&connection_id);
                 let addr = endpoint.get_remote_address().clone();
                 tracing::info!("connection {connection_id} to {peer_id} via {addr}");
+                if num_established.get() == 1 && !self.dialer.is_bootstrap(&peer_id) {
+                    if let Some(did) = peer_public_did(&peer_id) {
+                        wasm_bindgen_futures::spawn_local(crate::trustnet::offer(
+                            self.shared.trust_control.clone(),
+                            self.shared.store.clone(),
+                            peer_id,
+                            did,
+                        ));
+                    }
+                }
                 if self.dialer.is_bootstrap(&peer_id) {
                     self.dialer.on_connected(&peer_id);
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
@@ -1035,37 +1057,78 @@ async fn handle_ui(
             });
             all.push(credential.clone());
             shared.store.set_trust_credentials(&all).await.map_err(|e| internal(&e))?;
+            // Peers we trust and are connected to hear of it now.
+            let connected: Vec<(PeerId, String)> = shared
+                .live
+                .borrow()
+                .peers
+                .iter()
+                .filter_map(|(p, info)| Some((*p, info.did.clone()?)))
+                .collect();
+            for (peer, did) in connected {
+                wasm_bindgen_futures::spawn_local(crate::trustnet::offer(
+                    shared.trust_control.clone(),
+                    shared.store.clone(),
+                    peer,
+                    did,
+                ));
+            }
             Ok(credential)
         }
         UiRequest::ListTrust => {
             let now = now_ms() as u64;
             let mut graph = disot_core::trust::TrustGraph::new();
-            let mut listed = Vec::new();
+            let mut mine = Vec::new();
             for credential in shared.store.trust_credentials().await.map_err(|e| internal(&e))? {
                 // Checked again on every read: the store is not trusted more than the network.
                 match disot_core::trust::verify(&credential, now).await {
                     Ok(a) => {
                         graph.insert(a.clone());
-                        listed.push((a, credential));
+                        mine.push((a, credential));
                     }
                     Err(e) => tracing::warn!("ignoring a stored trust credential: {e}"),
                 }
             }
-            let entries: Vec<Value> = listed
+            // What trusted peers told us (verified when it came).
+            for credential in shared.store.received_trust().await.map_err(|e| internal(&e))? {
+                if let Ok(a) = disot_core::trust::read_form(&credential) {
+                    graph.insert(a);
+                }
+            }
+            let mut entries: Vec<Value> = Vec::new();
+            let mut listed = std::collections::BTreeSet::new();
+            for (a, credential) in mine {
+                let score = graph.score(&shared.did, &a.subject, &a.context, now);
+                listed.insert((a.subject.clone(), a.context.clone()));
+                entries.push(json!({
+                    "did": a.subject,
+                    "level": a.level,
+                    "context": a.context,
+                    "issuedMs": a.issued_ms,
+                    "score": score.as_ref().map(|s| s.score),
+                    "path": score.map(|s| s.path),
+                    "credential": credential,
+                }));
+            }
+            // Peers we trust only through others.
+            let others: Vec<(String, String)> = graph
+                .in_force(now)
+                .map(|a| (a.subject.clone(), a.context.clone()))
+                .filter(|k| k.0 != shared.did && !listed.contains(k))
+                .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
-                .map(|(a, credential)| {
-                    let score = graph.score(&shared.did, &a.subject, &a.context, now);
-                    json!({
-                        "did": a.subject,
-                        "level": a.level,
-                        "context": a.context,
-                        "issuedMs": a.issued_ms,
-                        "score": score.as_ref().map(|s| s.score),
-                        "path": score.map(|s| s.path),
-                        "credential": credential,
-                    })
-                })
                 .collect();
+            for (did, context) in others {
+                if let Some(score) = graph.score(&shared.did, &did, &context, now) {
+                    entries.push(json!({
+                        "did": did,
+                        "level": null,
+                        "context": context,
+                        "score": score.score,
+                        "path": score.path,
+                    }));
+                }
+            }
             Ok(Value::Array(entries))
         }
         UiRequest::ExportIdentity { passphrase } => {

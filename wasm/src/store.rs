@@ -26,6 +26,7 @@ const IDENTITY_KEY: &str = "identity";
 const SETTINGS_KEY: &str = "settings";
 const GRANTS_KEY: &str = "grants";
 const TRUST_KEY: &str = "trust";
+const RECEIVED_TRUST_KEY: &str = "trust-received";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -170,6 +171,15 @@ impl Store {
 
     pub async fn set_trust_credentials(&self, all: &[serde_json::Value]) -> Result<(), Error> {
         self.write_setting(TRUST_KEY, &all).await
+    }
+
+    /// Trust credentials other peers issued and sent us (verified when taken).
+    pub async fn received_trust(&self) -> Result<Vec<serde_json::Value>, Error> {
+        Ok(self.read_setting(RECEIVED_TRUST_KEY).await?.unwrap_or_default())
+    }
+
+    pub async fn set_received_trust(&self, all: &[serde_json::Value]) -> Result<(), Error> {
+        self.write_setting(RECEIVED_TRUST_KEY, &all).await
     }
 
     /// Replace the identity key (from a backup); the node uses it from its next start.

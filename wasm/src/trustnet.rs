@@ -1,0 +1,130 @@
+//! Trust credentials between peers (`/disot/trust/1.0.0`): when a peer we trust connects, and
+//! whenever our assertions change, we send it the trust credentials we issued (one
+//! length-prefixed JSON array on a new stream). What a peer sends us is kept only if it
+//! verifies and was issued by that peer itself, the latest per (issuer, subject, context), so
+//! the web of trust grows one hop per trusted peer and nobody can speak for another.
+use std::rc::Rc;
+
+use disot_core::bitswap::{read_frame_max, write_frame};
+use disot_core::trust;
+use futures::{AsyncWriteExt as _, StreamExt as _};
+use libp2p::{PeerId, StreamProtocol};
+use serde_json::Value;
+
+use crate::store::Store;
+
+pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/disot/trust/1.0.0");
+/// Largest message accepted.
+const MAX_MESSAGE: usize = 512 * 1024;
+/// Most credentials in one message.
+const MAX_CREDENTIALS: usize = 1000;
+/// Most credentials kept from other peers.
+const MAX_RECEIVED: usize = 10_000;
+
+fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// Whether our own credentials say we trust `did` (any context, level above 0).
+fn trusts(mine: &[Value], did: &str) -> bool {
+    mine.iter().any(|c| {
+        c.pointer("/credentialSubject/id").and_then(Value::as_str) == Some(did)
+            && c.pointer("/credentialSubject/trustLevel").and_then(Value::as_u64).unwrap_or(0) > 0
+    })
+}
+
+/// Send our credentials to `peer` (whose DID is `did`) if we trust it.
+pub(crate) async fn offer(
+    mut control: libp2p_stream::Control,
+    store: Rc<Store>,
+    peer: PeerId,
+    did: String,
+) {
+    let mine = match store.trust_credentials().await {
+        Ok(mine) => mine,
+        Err(e) => return tracing::warn!("reading trust credentials: {e}"),
+    };
+    if !trusts(&mine, &did) {
+        return;
+    }
+    let message = match serde_json::to_vec(&mine) {
+        Ok(m) if m.len() <= MAX_MESSAGE => m,
+        _ => return tracing::warn!("our trust credentials do not fit in one message"),
+    };
+    match control.open_stream(peer, PROTOCOL).await {
+        Ok(mut stream) => {
+            if let Err(e) = write_frame(&mut stream, &message).await {
+                tracing::info!("trust credentials to {peer}: {e}");
+            }
+            let _ = stream.close().await;
+        }
+        // Peers that do not speak it (a disot-node) are fine.
+        Err(e) => tracing::debug!("trust credentials to {peer}: {e}"),
+    }
+}
+
+/// Take the credentials peers send us, for as long as the node runs.
+pub(crate) fn accept(
+    mut control: libp2p_stream::Control,
+    store: Rc<Store>,
+    did_of: fn(&PeerId) -> Option<String>,
+) -> Result<(), String> {
+    let mut incoming = control.accept(PROTOCOL).map_err(|e| e.to_string())?;
+    wasm_bindgen_futures::spawn_local(async move {
+        while let Some((peer, mut stream)) = incoming.next().await {
+            let Some(sender) = did_of(&peer) else { continue };
+            let message = match read_frame_max(&mut stream, MAX_MESSAGE).await {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::info!("trust credentials from {peer}: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = take(&store, &sender, &message).await {
+                tracing::warn!("trust credentials from {peer}: {e}");
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn take(store: &Store, sender: &str, message: &[u8]) -> Result<(), String> {
+    let offered: Vec<Value> = serde_json::from_slice(message).map_err(|e| e.to_string())?;
+    if offered.len() > MAX_CREDENTIALS {
+        return Err(format!("more than {MAX_CREDENTIALS} credentials"));
+    }
+    let now = now_ms();
+    let mut received = store.received_trust().await.map_err(|e| e.to_string())?;
+    let mut changed = false;
+    for credential in offered {
+        let a = match trust::verify(&credential, now).await {
+            Ok(a) if a.issuer == sender => a,
+            Ok(_) => continue, // a peer speaks for itself only
+            Err(e) => {
+                tracing::info!("refused a trust credential from {sender}: {e}");
+                continue;
+            }
+        };
+        let same = |c: &Value| {
+            trust::read_form(c).is_ok_and(|b| {
+                b.issuer == a.issuer && b.subject == a.subject && b.context == a.context
+            })
+        };
+        if let Some(at) = received.iter().position(same) {
+            if trust::read_form(&received[at]).is_ok_and(|b| b.issued_ms >= a.issued_ms) {
+                continue;
+            }
+            received.remove(at);
+        }
+        if received.len() >= MAX_RECEIVED {
+            received.remove(0);
+        }
+        received.push(credential);
+        changed = true;
+    }
+    if changed {
+        store.set_received_trust(&received).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
