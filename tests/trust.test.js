@@ -4,7 +4,8 @@
 // forged, changed and expired credentials refused); revoking sets level 0 at once.
 // Across peers: B trusts A and C; once A and B are connected, B's credentials reach A (B trusts
 // A), and A's popup shows C through B with the product of the levels.
-// Not here yet (see the issue): access control by trust, and refusal below a threshold.
+// Access by trust: content A put with a trust threshold is served to B while A trusts B enough,
+// refused (as not held) below it, and refused from the next request once A revokes B.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as h from './lib/harness.js';
@@ -113,6 +114,45 @@ describe('trust across peers', () => {
     await trustInPopup(popupB, C, 0);
     await popupB.waitForFunction((did) => document.querySelector(`#trust li[data-did="${did}"]`)?.textContent.includes('revoked'), {}, C);
     await h.waitFor(async () => !(await ui(popupA, 'trust_list')).some((e) => e.did === C), { what: 'the revocation to reach A', timeout: 30_000 });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
+
+describe('access by trust', () => {
+  test('served at or above the threshold, refused below it and after a revocation', async () => {
+    const node = await new h.NativeNode(h.tempDir('node-access')).start();
+    const site = await h.startPageServer();
+    const a = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'access-a' });
+    const b = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'access-b' });
+    try {
+      const popupA = await a.browser.open(`${a.browser.extensionBase}popup.html`);
+      const extB = await b.browser.open(`${b.browser.extensionBase}options.html`);
+      const statusA = await ui(popupA, 'ui_status');
+      const statusB = await ui(extB, 'ui_status');
+      await trustInPopup(popupA, statusB.did, 80);
+      const put = (minTrust, seed) => a.run(async (minTrust, seed) => {
+        const d = new Uint8Array(300 * 1024).fill(seed);
+        return window.disot.cas.put(d, { minTrust });
+      }, minTrust, seed);
+      const at70 = await put(70, 1);
+      const at90 = await put(90, 2);
+      const at50 = await put(50, 3);
+      await h.waitFor(async () => (await ui(extB, 'ui_status')).peers.some((p) => p.peerId === node.peerId), { what: 'B on the node' });
+      await ui(extB, 'peers_dial', { addr: `${node.wsAddr}/p2p-circuit/webrtc/p2p/${statusA.peerId}` });
+      await h.waitFor(async () => (await ui(extB, 'ui_status')).peers.some((p) => p.peerId === statusA.peerId), { what: 'B connected to A' });
+      const fetch = (cid) => b.run((cid) => window.disot.cas.fetch(cid).then((r) => ({ sha256: r.sha256 }), (e) => ({ code: e.code })), cid);
+      assert.deepEqual(await fetch(at70.cid), { sha256: at70.sha256 }, 'trust 0.80 ≥ 70: served');
+      assert.deepEqual(await fetch(at90.cid), { code: -32001 }, 'trust 0.80 < 90: refused, as if not held');
+      await popupA.evaluate((did) => document.querySelector(`#trust li[data-did="${did}"] button.revoke`).click(), statusB.did);
+      await popupA.waitForFunction((did) => document.querySelector(`#trust li[data-did="${did}"]`)?.textContent.includes('revoked'), {}, statusB.did);
+      assert.deepEqual(await fetch(at50.cid), { code: -32001 }, 'revoked: refused from the next request');
+      // Trusted again: the same request is served (the refusals were the trust rule, not the network).
+      await trustInPopup(popupA, statusB.did, 80);
+      await popupA.waitForFunction((did) => document.querySelector(`#trust li[data-did="${did}"]`)?.textContent.includes('level 80'), {}, statusB.did);
+      assert.deepEqual(await fetch(at50.cid), { sha256: at50.sha256 }, 'trusted again: served');
     } finally {
       await a.close();
       await b.close();

@@ -99,7 +99,7 @@ pub enum PageRequest {
     GetPermissions,
     /// `cas_put_start {name?, mime?, public?}`: begin an upload; returns a handle. A public
     /// object is served to any peer that asks for it by CID; others to no peer (yet).
-    CasPutStart { name: Option<String>, mime: Option<String>, public: bool },
+    CasPutStart { name: Option<String>, mime: Option<String>, public: bool, min_trust: Option<u8> },
     /// `cas_put_chunk {handle, data}`: the next piece of an upload (base64).
     CasPutChunk { handle: u64, data: Vec<u8> },
     /// `cas_put_finish {handle}`: end an upload; returns `{cid, sha256, size}`.
@@ -339,8 +339,13 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
                 mime: Option<String>,
                 #[serde(default)]
                 public: bool,
+                #[serde(default, rename = "minTrust")]
+                min_trust: Option<u8>,
             }
             let p: P = if params.is_null() { P::default() } else { typed(&method, params)? };
+            if p.min_trust.is_some_and(|m| m > 100) {
+                return Err(ApiError::new(ErrorCode::InvalidParams, "minTrust: 0 to 100"));
+            }
             for (what, v) in [("name", &p.name), ("mime", &p.mime)] {
                 if v.as_ref().is_some_and(|v| v.len() > 256) {
                     return Err(ApiError::new(
@@ -349,7 +354,12 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
                     ));
                 }
             }
-            Ok(PageRequest::CasPutStart { name: p.name, mime: p.mime, public: p.public })
+            Ok(PageRequest::CasPutStart {
+                name: p.name,
+                mime: p.mime,
+                public: p.public,
+                min_trust: p.min_trust,
+            })
         }
         "cas_put_chunk" => {
             #[derive(Deserialize)]

@@ -101,6 +101,10 @@ pub struct ObjectRecord {
     /// Served to any peer that asks (by CID); otherwise to none.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub public: bool,
+    /// Also served to peers this peer trusts at least this much (0–100, trust score for
+    /// "content"); `None`: to none of them (unless public).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_trust: Option<u8>,
 }
 
 impl ObjectRecord {
@@ -114,6 +118,7 @@ impl ObjectRecord {
             mime: None,
             origins: Vec::new(),
             public: false,
+            min_trust: None,
         }
     }
 }

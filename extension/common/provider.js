@@ -225,10 +225,14 @@
   }
 
   const cas = Object.freeze({
-    /** Store content; resolves to {cid, sha256, size}. `onProgress(bytesStored)` is optional. */
-    async put(data, { name, mime, public: isPublic, onProgress } = {}) {
+    /** Store content; resolves to {cid, sha256, size}. `onProgress(bytesStored)` is optional;
+     * `public` serves it to every peer, `minTrust` (0–100) to peers trusted at least that much. */
+    async put(data, { name, mime, public: isPublic, minTrust, onProgress } = {}) {
       const path = await contentPath();
-      const { handle } = await path.call('cas_put_start', isPublic === undefined ? { name, mime } : { name, mime, public: isPublic });
+      const start = { name, mime };
+      if (isPublic !== undefined) start.public = isPublic;
+      if (minTrust !== undefined) start.minTrust = minTrust;
+      const { handle } = await path.call('cas_put_start', start);
       let stored = 0;
       try {
         await bounded((async function* () {

@@ -35,6 +35,7 @@ struct Upload {
     name: Option<String>,
     mime: Option<String>,
     public: bool,
+    min_trust: Option<u8>,
     touched: f64,
     /// Blocks written so far: removed again if the upload fails or is abandoned.
     written: Vec<Cid>,
@@ -100,7 +101,7 @@ async fn visible(cas: &Cas, origin: &str, name: &str) -> Result<ObjectRecord, Ap
 }
 
 fn describe(r: &ObjectRecord) -> Value {
-    json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "pinned": r.pinned, "public": r.public, "name": r.name, "mime": r.mime })
+    json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "pinned": r.pinned, "public": r.public, "minTrust": r.min_trust, "name": r.name, "mime": r.mime })
 }
 
 /// The root and byte range a read of up to `length` bytes of object `name` from `offset`
@@ -142,7 +143,7 @@ pub(crate) async fn handle(
     request: PageRequest,
 ) -> Result<Value, ApiError> {
     match request {
-        PageRequest::CasPutStart { name, mime, public } => {
+        PageRequest::CasPutStart { name, mime, public, min_trust } => {
             let now = now_ms();
             let expired: Vec<u64> = cas
                 .uploads
@@ -169,6 +170,7 @@ pub(crate) async fn handle(
                 name,
                 mime,
                 public,
+                min_trust,
                 touched: now,
                 written: Vec::new(),
             };
@@ -231,7 +233,7 @@ pub(crate) async fn handle(
                 uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
                 uploads.remove(&handle).ok_or_else(no_upload)?
             };
-            let Upload { importer, name, mime, public, mut written, .. } = upload;
+            let Upload { importer, name, mime, public, min_trust, mut written, .. } = upload;
             let (blocks, imported) = importer.finish();
             written.extend(blocks.iter().map(|b| b.cid));
             let committed = async {
@@ -246,6 +248,11 @@ pub(crate) async fn handle(
                 record.name = record.name.or(name);
                 record.mime = record.mime.or(mime);
                 record.public |= public;
+                // Put again with another threshold: the lower one holds.
+                record.min_trust = match (record.min_trust, min_trust) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 record.pinned = true;
                 // The record comes last: only now is the object visible, all at once.
                 cas.store.put_object(&record).await?;

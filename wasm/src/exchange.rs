@@ -76,6 +76,10 @@ struct PublicBlocks {
     read_at: f64,
     /// The blocks under each public root, walked once (a DAG never changes).
     walked: HashMap<Cid, Vec<Cid>>,
+    /// Blocks of objects served by trust: the lowest trust level (0–100) any of them asks.
+    restricted: HashMap<Cid, u8>,
+    /// Who we trust, directly and through others (as last read).
+    trust: disot_core::trust::TrustGraph,
 }
 
 pub(crate) struct Exchange {
@@ -85,6 +89,8 @@ pub(crate) struct Exchange {
     outboxes: RefCell<HashMap<PeerId, mpsc::Sender<Vec<u8>>>>,
     store: Rc<Store>,
     public: RefCell<PublicBlocks>,
+    /// This peer's DID (trust scores start here).
+    did: String,
     public_lock: futures::lock::Mutex<()>,
     transfers: RefCell<BTreeMap<String, Transfer>>,
     /// Peers to disconnect (the event loop owns the swarm and takes them).
@@ -92,8 +98,9 @@ pub(crate) struct Exchange {
 }
 
 impl Exchange {
-    pub(crate) fn new(control: libp2p_stream::Control, store: Rc<Store>) -> Rc<Self> {
+    pub(crate) fn new(control: libp2p_stream::Control, store: Rc<Store>, did: String) -> Rc<Self> {
         Rc::new(Exchange {
+            did,
             control: RefCell::new(control),
             client: RefCell::new(Client::new()),
             waiters: RefCell::default(),
@@ -380,6 +387,7 @@ impl Exchange {
             mime: None,
             origins: vec![origin.to_owned()],
             public: false,
+            min_trust: None,
         };
         self.store.put_object(&record).await.map_err(internal)?;
         Ok((record, fetched))
@@ -465,7 +473,7 @@ impl Exchange {
         let mut next = PublicBlocks { read_at: now_ms(), ..Default::default() };
         match self.store.objects().await {
             Ok(objects) => {
-                for record in objects.iter().filter(|r| r.public) {
+                for record in objects.iter().filter(|r| r.public || r.min_trust.is_some()) {
                     let Ok(cid) = record.cid.parse::<Cid>() else { continue };
                     if !walked.contains_key(&cid) {
                         let mut reached = Default::default();
@@ -475,9 +483,16 @@ impl Exchange {
                         walked.insert(cid, reached.into_iter().collect());
                     }
                     if let Some(blocks) = walked.get(&cid) {
-                        next.cids.extend(blocks.iter().copied());
+                        if record.public {
+                            next.cids.extend(blocks.iter().copied());
+                            next.roots.push(cid);
+                        } else if let Some(min) = record.min_trust {
+                            for b in blocks {
+                                let level = next.restricted.entry(*b).or_insert(min);
+                                *level = (*level).min(min);
+                            }
+                        }
                         next.walked.insert(cid, blocks.clone());
-                        next.roots.push(cid);
                     }
                 }
             }
@@ -486,7 +501,34 @@ impl Exchange {
                 next.walked = walked;
             }
         }
+        // Our own assertions and those trusted peers sent (both verified when they came in).
+        for list in [self.store.trust_credentials().await, self.store.received_trust().await] {
+            for credential in list.unwrap_or_default() {
+                if let Ok(a) = disot_core::trust::read_form(&credential) {
+                    next.trust.insert(a);
+                }
+            }
+        }
         *self.public.borrow_mut() = next;
+    }
+
+    /// Trust or objects changed: read them again before the next answer.
+    pub(crate) fn access_changed(&self) {
+        self.public.borrow_mut().read_at = f64::NEG_INFINITY;
+    }
+
+    /// Whether `peer` may have block `cid`, as last read.
+    fn may_have(&self, peer: &PeerId, cid: &Cid) -> bool {
+        let public = self.public.borrow();
+        if public.cids.contains(cid) {
+            return true;
+        }
+        let Some(min) = public.restricted.get(cid) else { return false };
+        let Some(did) = crate::node::peer_public_did(peer) else { return false };
+        public
+            .trust
+            .score(&self.did, &did, "content", now_ms() as u64)
+            .is_some_and(|s| s.score * 100.0 + 1e-9 >= f64::from(*min))
     }
 }
 
@@ -509,29 +551,30 @@ impl Drop for Abandon<'_> {
     }
 }
 
-/// What this browser serves: the blocks of its public objects, to anyone.
+/// What this browser serves: the blocks of its public objects, to anyone, and of objects put
+/// with a trust threshold, to peers it trusts that much. Anything else is answered as not held.
 struct Public<'a>(&'a Exchange);
 
 impl Public<'_> {
-    async fn allowed(&self, cid: &Cid) -> bool {
+    async fn allowed(&self, peer: &PeerId, cid: &Cid) -> bool {
         self.0.refresh_public(false).await;
-        if !self.0.public.borrow().cids.contains(cid) {
+        if !self.0.may_have(peer, cid) {
             // Perhaps published a moment ago (objects are written by other contexts too).
             self.0.refresh_public(true).await;
         }
-        self.0.public.borrow().cids.contains(cid)
+        self.0.may_have(peer, cid)
     }
 }
 
 impl Source for Public<'_> {
-    async fn block(&self, _peer: &PeerId, cid: &Cid) -> Option<Vec<u8>> {
-        if !self.allowed(cid).await {
+    async fn block(&self, peer: &PeerId, cid: &Cid) -> Option<Vec<u8>> {
+        if !self.allowed(peer, cid).await {
             return None;
         }
         self.0.store.get(cid).await.ok().flatten()
     }
 
-    async fn has(&self, _peer: &PeerId, cid: &Cid) -> bool {
-        self.allowed(cid).await && self.0.store.has(cid).await.unwrap_or(false)
+    async fn has(&self, peer: &PeerId, cid: &Cid) -> bool {
+        self.allowed(peer, cid).await && self.0.store.has(cid).await.unwrap_or(false)
     }
 }

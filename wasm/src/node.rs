@@ -220,7 +220,8 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
 
     let swarm =
         build_swarm(key.clone(), &options.platform).map_err(|e| js_err("building swarm", e))?;
-    let exchange = Exchange::new(swarm.behaviour().stream.new_control(), store.clone());
+    let exchange =
+        Exchange::new(swarm.behaviour().stream.new_control(), store.clone(), did.clone());
     exchange.start().map_err(|e| js_err("starting bitswap", e))?;
     crate::trustnet::accept(swarm.behaviour().stream.new_control(), store.clone(), peer_public_did)
         .map_err(|e| js_err("accepting trust credentials", e))?;
@@ -686,7 +687,7 @@ impl EventLoop {
 }
 
 /// The DID of a peer whose id embeds its Ed25519 key (all libp2p Ed25519 peer ids do).
-fn peer_public_did(peer: &PeerId) -> Option<String> {
+pub(crate) fn peer_public_did(peer: &PeerId) -> Option<String> {
     let digest = peer.as_ref();
     if digest.code() != 0 {
         return None; // not an identity multihash: the key is not in the id
@@ -1057,6 +1058,8 @@ async fn handle_ui(
             });
             all.push(credential.clone());
             shared.store.set_trust_credentials(&all).await.map_err(|e| internal(&e))?;
+            // A revocation holds from the very next request.
+            shared.exchange.access_changed();
             // Peers we trust and are connected to hear of it now.
             let connected: Vec<(PeerId, String)> = shared
                 .live
