@@ -17,23 +17,8 @@ const REQUEST = {
   metadata: { title: 'Field notes', tags: ['a', 'b'], license: { name: 'CC-BY', version: 4, parts: [{ by: 'x' }] } },
 };
 
-/** Start `request` in the page; the returned function waits for its outcome. */
-async function start(page, request) {
-  await page.evaluate((r) => {
-    window.__pending = window.disot.request(r).then((result) => ({ result }), (e) => ({ error: { code: e.code, message: e.message } }));
-  }, request);
-  return () => page.evaluate(() => window.__pending);
-}
-
-/** The prompt window that opens next: its text, then click `button`. */
-async function answer(browser, button) {
-  const target = await browser.browser.waitForTarget((t) => t.url().includes('/prompt.html?id='), { timeout: 15_000 });
-  const prompt = await target.asPage();
-  await prompt.waitForFunction(() => !document.getElementById('approve').disabled, { timeout: 15_000 });
-  const text = await prompt.evaluate(() => document.body.innerText);
-  await prompt.click(button);
-  return text;
-}
+const start = h.startInPage;
+const answer = h.answerPrompt;
 
 function verifyNatively(entry) {
   const r = spawnSync(h.NODE_BIN, ['verify', '--json'], { input: JSON.stringify(entry), encoding: 'utf8' });

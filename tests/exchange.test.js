@@ -38,14 +38,7 @@ async function getFromPeersInPage(cid) {
 }
 
 /** The hostile test peer (node/examples/hostile-peer.rs): claims every block, sends junk. */
-async function startHostilePeer() {
-  const proc = spawn(path.join(path.dirname(h.NODE_BIN), 'examples/hostile-peer'), ['0'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const events = [];
-  createInterface({ input: proc.stdout }).on('line', (line) => events.push(JSON.parse(line)));
-  h.onCleanup(() => proc.exitCode === null && proc.signalCode === null && proc.kill('SIGKILL'));
-  const listening = await h.waitFor(() => events.find((e) => e.event === 'listening'), { what: 'the hostile peer to listen' });
-  return { addr: listening.addr, events };
-}
+const startHostilePeer = () => h.startExamplePeer('hostile-peer', ['0']);
 
 describe('bitswap', { concurrency: 1 }, () => {
   test('a page gets content pinned on the disot-node, verified, and it stays', async () => {

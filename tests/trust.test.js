@@ -64,15 +64,7 @@ describe('trust in the popup', () => {
   });
 });
 
-/** From an extension page: a request of the extension's own API. */
-function ui(page, method, params) {
-  return page.evaluate(async (method, params) => {
-    const body = JSON.stringify(params === null ? { method } : { method, params });
-    const reply = JSON.parse((await chrome.runtime.sendMessage({ to: 'background', body })).body);
-    if (reply.error) throw new Error(reply.error.message);
-    return reply.result;
-  }, method, params ?? null);
-}
+const ui = h.ui;
 
 async function trustInPopup(popup, did, level) {
   await popup.type('#trust-did', did);
@@ -153,6 +145,159 @@ describe('access by trust', () => {
       await trustInPopup(popupA, statusB.did, 80);
       await popupA.waitForFunction((did) => document.querySelector(`#trust li[data-did="${did}"]`)?.textContent.includes('level 80'), {}, statusB.did);
       assert.deepEqual(await fetch(at50.cid), { sha256: at50.sha256 }, 'trusted again: served');
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
+
+describe('three browsers', () => {
+  test('A and B trust each other in their popups and see each other verified; C, trusted only by B, is served by A above its threshold and refused below', async () => {
+    const node = await new h.NativeNode(h.tempDir('node-three')).start();
+    const site = await h.startPageServer();
+    const peers = [];
+    try {
+      for (const name of ['three-a', 'three-b', 'three-c']) {
+        peers.push(await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name }));
+      }
+      const [a, b, c] = peers;
+      const popupA = await a.browser.open(`${a.browser.extensionBase}popup.html`);
+      const popupB = await b.browser.open(`${b.browser.extensionBase}popup.html`);
+      const extC = await c.browser.open(`${c.browser.extensionBase}options.html`);
+      const [sa, sb, sc] = [await ui(popupA, 'ui_status'), await ui(popupB, 'ui_status'), await ui(extC, 'ui_status')];
+      await trustInPopup(popupA, sb.did, 80);
+      await trustInPopup(popupB, sa.did, 90);
+      await trustInPopup(popupB, sc.did, 90);
+      for (const [page, what] of [[popupA, 'A'], [popupB, 'B'], [extC, 'C']]) {
+        await h.waitFor(async () => (await ui(page, 'ui_status')).peers.some((p) => p.peerId === node.peerId), { what: `${what} on the node` });
+      }
+      // A dials B; each popup then shows the other's DID as verified by the identity exchange.
+      await ui(popupA, 'peers_dial', { addr: `${node.wsAddr}/p2p-circuit/webrtc/p2p/${sb.peerId}` });
+      const verifiedIn = (popup, peer) => popup.waitForFunction((id) => document.querySelector(`#peers li[data-peer-id="${id}"]`)?.dataset.verifiedDid, { timeout: 30_000 }, peer.peerId)
+        .then(() => popup.$eval(`#peers li[data-peer-id="${peer.peerId}"]`, (e) => [e.dataset.verifiedDid, e.textContent]));
+      const [didAtA, textAtA] = await verifiedIn(popupA, sb);
+      const [didAtB, textAtB] = await verifiedIn(popupB, sa);
+      assert.equal(didAtA, sb.did);
+      assert.equal(didAtB, sa.did);
+      assert.ok(textAtA.includes(`${sb.did} ✓ verified`), textAtA);
+      assert.ok(textAtB.includes(`${sa.did} ✓ verified`), textAtB);
+      await h.screenshot(popupA, 'popup-verified-peer-chromium.png');
+      // B's credentials reach A once the exchange verified A: C scores 0.8 × 0.9 at A.
+      const viaB = await h.waitFor(async () => (await ui(popupA, 'trust_list')).find((e) => e.did === sc.did), { what: "C's score at A", timeout: 30_000 });
+      assert.ok(Math.abs(viaB.score - 0.72) < 1e-9, `score ${viaB.score}`);
+      assert.deepEqual(viaB.path, [sa.did, sb.did, sc.did]);
+      const put = (minTrust, seed) => a.run(async (minTrust, seed) => window.disot.cas.put(new Uint8Array(200 * 1024).fill(seed), { minTrust }), minTrust, seed);
+      const at70 = await put(70, 7);
+      const at80 = await put(80, 8);
+      await ui(extC, 'peers_dial', { addr: `${node.wsAddr}/p2p-circuit/webrtc/p2p/${sa.peerId}` });
+      await h.waitFor(async () => (await ui(popupA, 'ui_status')).peers.find((p) => p.peerId === sc.peerId)?.identity, { what: 'C verified at A', timeout: 30_000 });
+      const fetch = (cid) => c.run((cid) => window.disot.cas.fetch(cid).then((r) => ({ sha256: r.sha256 }), (e) => ({ code: e.code })), cid);
+      assert.deepEqual(await fetch(at70.cid), { sha256: at70.sha256 }, 'C at 0.72 ≥ 70: served');
+      assert.deepEqual(await fetch(at80.cid), { code: -32001 }, 'C at 0.72 < 80: refused, as if not held');
+    } finally {
+      for (const p of peers) await p.close();
+    }
+  });
+});
+
+describe('trust from a page', () => {
+  test('needs the trust permission; every change is approved by the user in the prompt', async () => {
+    const site = await h.startPageServer();
+    const a = await h.launchPeer('chromium', { bootstrap: [], site, name: 'trust-page' });
+    try {
+      const other = 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK';
+      const call = (method, params) => h.startInPage(a.page, params === undefined ? { method } : { method, params }).then((wait) => wait());
+      for (const [method, params] of [['trust_list'], ['trust_score', { did: other }], ['trust_set', { did: other, level: 60 }]]) {
+        assert.equal((await call(method, params)).error?.code, 4100, `${method} without the permission`);
+      }
+      const grant = await h.startInPage(a.page, { method: 'disot_requestPermissions', params: [{ trust: {} }] });
+      assert.match(await h.answerPrompt(a.browser, '#approve'), /see whom you trust/);
+      assert.ok((await grant()).result.some((p) => p.parentCapability === 'trust'));
+      assert.deepEqual((await call('trust_list')).result, []);
+      // The user sees which peer and what level, and agrees.
+      const setting = await h.startInPage(a.page, { method: 'trust_set', params: { did: other, level: 60 } });
+      const shown = await h.answerPrompt(a.browser, '#approve');
+      assert.ok(shown.includes(other) && /level 60 of 100 \(content\)/.test(shown), shown);
+      assert.deepEqual((await setting()).result, { did: other, level: 60, context: 'content' });
+      const [entry] = (await call('trust_list')).result;
+      assert.equal(entry.did, other);
+      assert.equal(entry.level, 60);
+      assert.equal(entry.score, 0.6);
+      assert.equal(entry.credential, undefined, 'pages get the scores, not the credentials');
+      assert.deepEqual((await call('trust_score', { did: other })).result.score, 0.6);
+      // The user refuses a change: 4001, and nothing changed.
+      const refusing = await h.startInPage(a.page, { method: 'trust_set', params: { did: other, level: 0 } });
+      assert.match(await h.answerPrompt(a.browser, '#reject'), /stop trusting this peer/);
+      assert.equal((await refusing()).error?.code, 4001);
+      assert.equal((await call('trust_score', { did: other })).result.score, 0.6);
+      // Bad input is refused before any prompt.
+      assert.equal((await call('trust_set', { did: 'did:key:nope', level: 5 })).error?.code, -32602);
+      assert.equal((await call('trust_set', { did: other, level: 500 })).error?.code, -32602);
+    } finally {
+      await a.close();
+    }
+  });
+});
+
+/** In the popup: the invite's QR image drawn on a canvas, as RGBA pixels. */
+async function qrPixelsInPopup() {
+  const img = document.getElementById('invite-qr');
+  await img.decode();
+  const canvas = Object.assign(document.createElement('canvas'), { width: 400, height: 400 });
+  const g = canvas.getContext('2d');
+  g.fillStyle = '#fff';
+  g.fillRect(0, 0, 400, 400);
+  g.drawImage(img, 0, 0, 400, 400);
+  return Array.from(g.getImageData(0, 0, 400, 400).data);
+}
+
+describe('invites', () => {
+  test('B accepts the invite A made (link or QR code): B trusts A and connects to it; a changed invite is refused', async () => {
+    const { default: jsQR } = await import('jsqr');
+    const node = await new h.NativeNode(h.tempDir('node-invite')).start();
+    const site = await h.startPageServer();
+    const a = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'invite-a' });
+    const b = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'invite-b' });
+    try {
+      const popupA = await a.browser.open(`${a.browser.extensionBase}popup.html`);
+      const popupB = await b.browser.open(`${b.browser.extensionBase}popup.html`);
+      const sa = await ui(popupA, 'ui_status');
+      await h.waitFor(async () => (await ui(popupA, 'ui_status')).relay.state === 'reserved', { what: 'A reserved on the relay' });
+      await popupA.click('#invite-box summary');
+      await popupA.click('#invite-create');
+      await popupA.waitForFunction(() => document.getElementById('invite-out').value.startsWith('disot-invite:'));
+      const invite = await popupA.$eval('#invite-out', (e) => e.value);
+      const pixels = await popupA.evaluate(qrPixelsInPopup);
+      const decoded = jsQR(Uint8ClampedArray.from(pixels), 400, 400);
+      assert.equal(decoded?.data, invite, 'the QR code holds the invite');
+      await h.screenshot(popupA, 'popup-invite-chromium.png');
+      // A changed invite: refused with a clear message, nothing trusted.
+      const [scheme, body] = [invite.slice(0, 13), invite.slice(13)];
+      const json = JSON.parse(Buffer.from(body, 'base64url').toString());
+      json.displayName = 'Mallory';
+      await popupB.click('#invite-box summary');
+      await popupB.type('#invite-in', scheme + Buffer.from(JSON.stringify(json)).toString('base64url'));
+      await popupB.click('#invite-accept');
+      await popupB.waitForFunction(() => document.getElementById('invite-status').className === 'error');
+      assert.match(await popupB.$eval('#invite-status', (e) => e.textContent), /signature does not verify/);
+      assert.deepEqual(await ui(popupB, 'trust_list'), []);
+      // The real one: B trusts A at the level chosen and connects to it, verified.
+      await popupB.$eval('#invite-in', (e) => { e.value = ''; });
+      await popupB.type('#invite-in', invite);
+      await popupB.$eval('#invite-level', (e) => { e.value = ''; });
+      await popupB.type('#invite-level', '70');
+      await popupB.click('#invite-accept');
+      await popupB.waitForFunction(() => document.getElementById('invite-status').textContent.startsWith('Trusting'));
+      const [entry] = await ui(popupB, 'trust_list');
+      assert.equal(entry.did, sa.did);
+      assert.equal(entry.level, 70);
+      const atB = await h.waitFor(async () => (await ui(popupB, 'ui_status')).peers.find((p) => p.peerId === sa.peerId)?.identity, { what: 'B connected to A, verified', timeout: 30_000 });
+      assert.equal(atB.did, sa.did);
+      // The trust graph in B's popup: B and A, one edge.
+      await popupB.reload();
+      await popupB.waitForFunction((did) => document.querySelector(`#trust-graph circle[data-did="${did}"]`), {}, sa.did);
+      assert.equal(await popupB.$$eval('#trust-graph line', (l) => l.length), 1);
     } finally {
       await a.close();
       await b.close();

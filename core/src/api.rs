@@ -129,6 +129,14 @@ pub enum PageRequest {
     Sign(Value),
     /// `disot_verify <entry>`: whether a signed DISOT entry is intact, and who signed it.
     Verify(Value),
+    /// `trust_list`: whom this peer trusts, directly and through others, with scores (needs
+    /// the `trust` permission).
+    TrustList,
+    /// `trust_score {did, context?}`: this peer's trust in one DID, and the path that gives it.
+    TrustScore { did: String, context: String },
+    /// `trust_set {did, level, context?}`: ask the user to trust (or, at level 0, revoke) a
+    /// peer; the prompt shows the DID and the level.
+    TrustSet { did: String, level: u8, context: String },
 }
 
 impl PageRequest {
@@ -141,6 +149,9 @@ impl PageRequest {
             | PageRequest::GetPermissions
             | PageRequest::Verify(_) => None,
             PageRequest::Sign(_) => Some(Permission::Sign),
+            PageRequest::TrustList
+            | PageRequest::TrustScore { .. }
+            | PageRequest::TrustSet { .. } => Some(Permission::Trust),
             _ => Some(Permission::Cas),
         }
     }
@@ -172,6 +183,10 @@ pub enum UiRequest {
     SetTrust { did: String, level: u8, context: String },
     /// `trust_list`: the assertions this peer issued, with the score each gives.
     ListTrust,
+    /// `invite_create`: a signed invite to this peer (text and QR code).
+    CreateInvite,
+    /// `invite_accept {invite, level}`: check an invite, trust its peer at `level` and dial it.
+    AcceptInvite { invite: String, level: u8 },
     /// `identity_export {passphrase}`: the identity key, sealed under the passphrase.
     ExportIdentity { passphrase: String },
     /// `identity_import {backup, passphrase}`: replace the identity with the one in a backup
@@ -188,6 +203,9 @@ pub struct Settings {
     /// STUN/TURN servers for direct connections between browsers.
     #[serde(default)]
     pub ice_servers: Vec<IceServer>,
+    /// The name this peer shows to the peers it connects to (may be empty).
+    #[serde(default)]
+    pub display_name: String,
 }
 
 /// A STUN or TURN server, as `RTCIceServer` takes it.
@@ -427,6 +445,21 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
         "cas_list" => expect_no_params(&method, &params).map(|()| PageRequest::CasList),
         "cas_transfers" => expect_no_params(&method, &params).map(|()| PageRequest::CasTransfers),
         "p2p_peers" => expect_no_params(&method, &params).map(|()| PageRequest::P2pPeers),
+        "trust_list" => expect_no_params(&method, &params).map(|()| PageRequest::TrustList),
+        "trust_score" => {
+            let TrustParams { did, level, context } = trust_params(&method, params)?;
+            if level.is_some() {
+                return Err(ApiError::new(ErrorCode::InvalidParams, "trust_score takes no level"));
+            }
+            Ok(PageRequest::TrustScore { did, context })
+        }
+        "trust_set" => {
+            let TrustParams { did, level, context } = trust_params(&method, params)?;
+            let level = level.ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidParams, "level: 0 to 100 is required")
+            })?;
+            Ok(PageRequest::TrustSet { did, level, context })
+        }
         "disot_sign" if params.is_object() => Ok(PageRequest::Sign(params)),
         "disot_verify" if params.is_object() => Ok(PageRequest::Verify(params)),
         "disot_sign" | "disot_verify" => Err(ApiError::new(
@@ -435,6 +468,41 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
         )),
         _ => Err(unsupported(&method)),
     }
+}
+
+/// `{did, level?, context?}` of the trust methods, checked.
+struct TrustParams {
+    did: String,
+    level: Option<u8>,
+    context: String,
+}
+
+fn trust_params(method: &str, params: Value) -> Result<TrustParams, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        did: String,
+        #[serde(default)]
+        level: Option<u8>,
+        #[serde(default)]
+        context: Option<String>,
+    }
+    let p: P = typed(method, params)?;
+    let invalid = |m: &str| ApiError::new(ErrorCode::InvalidParams, m.to_owned());
+    if p.level.is_some_and(|l| l > 100) {
+        return Err(invalid("level: 0 to 100"));
+    }
+    if crate::identity::public_key_from_did(&p.did).is_err() {
+        return Err(invalid("did: expected the did:key of an Ed25519 key"));
+    }
+    let context = p.context.unwrap_or_else(|| "content".into());
+    if context.is_empty()
+        || context.len() > 64
+        || !context.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid("context: 1 to 64 of a-z, 0-9, - and _"));
+    }
+    Ok(TrustParams { did: p.did, level: p.level, context })
 }
 
 /// Parse a request from the extension's popup or options page.
@@ -448,6 +516,16 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
                 ApiError::new(ErrorCode::InvalidParams, format!("settings_set: {e}"))
             })?;
             validate_ice_servers(&settings.ice_servers)?;
+            let name = &settings.display_name;
+            if name.chars().count() > crate::auth::MAX_NAME || name.chars().any(char::is_control) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParams,
+                    format!(
+                        "displayName: at most {} characters, no control characters",
+                        crate::auth::MAX_NAME
+                    ),
+                ));
+            }
             Ok(UiRequest::SetSettings(settings))
         }
         "permissions_pending" => {
@@ -472,6 +550,26 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
         "permissions_list" => {
             expect_no_params(&method, &params).map(|()| UiRequest::ListPermissions)
         }
+        "invite_create" => expect_no_params(&method, &params).map(|()| UiRequest::CreateInvite),
+        "invite_accept" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                invite: String,
+                level: u8,
+            }
+            let p: P = typed(&method, params)?;
+            if p.level == 0 || p.level > 100 {
+                return Err(ApiError::new(ErrorCode::InvalidParams, "level: 1 to 100"));
+            }
+            if p.invite.len() > crate::invite::MAX_INVITE_BYTES {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParams,
+                    "that is too long for an invite",
+                ));
+            }
+            Ok(UiRequest::AcceptInvite { invite: p.invite, level: p.level })
+        }
         "peers_dial" => {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
@@ -491,24 +589,11 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             Ok(UiRequest::DialPeer(addr))
         }
         "trust_set" => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct P {
-                did: String,
-                level: u8,
-                #[serde(default)]
-                context: Option<String>,
-            }
-            let p: P = typed(&method, params)?;
-            let invalid = |m: &str| ApiError::new(ErrorCode::InvalidParams, m.to_owned());
-            if p.level > 100 {
-                return Err(invalid("level: 0 to 100"));
-            }
-            if crate::identity::public_key_from_did(&p.did).is_err() {
-                return Err(invalid("did: expected the did:key of an Ed25519 key"));
-            }
-            let context = p.context.unwrap_or_else(|| "content".into());
-            Ok(UiRequest::SetTrust { did: p.did, level: p.level, context })
+            let TrustParams { did, level, context } = trust_params(&method, params)?;
+            let level = level.ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidParams, "level: 0 to 100 is required")
+            })?;
+            Ok(UiRequest::SetTrust { did, level, context })
         }
         "trust_list" => expect_no_params(&method, &params).map(|()| UiRequest::ListTrust),
         "identity_export" => {
@@ -643,6 +728,42 @@ mod tests {
     }
 
     #[test]
+    fn trust_methods_need_the_trust_permission_and_checked_params() {
+        use crate::permissions::Permission;
+        let did = "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp";
+        let set = parse_page_request(&format!(
+            r#"{{"method":"trust_set","params":{{"did":"{did}","level":70}}}}"#
+        ))
+        .expect("valid");
+        assert_eq!(
+            set,
+            PageRequest::TrustSet { did: did.into(), level: 70, context: "content".into() }
+        );
+        assert_eq!(set.needs(), Some(Permission::Trust));
+        assert_eq!(
+            parse_page_request(r#"{"method":"trust_list"}"#).expect("valid").needs(),
+            Some(Permission::Trust)
+        );
+        let score =
+            format!(r#"{{"method":"trust_score","params":{{"did":"{did}","context":"relay"}}}}"#);
+        assert_eq!(
+            parse_page_request(&score),
+            Ok(PageRequest::TrustScore { did: did.into(), context: "relay".into() })
+        );
+        for bad in [
+            format!(r#"{{"method":"trust_set","params":{{"did":"{did}","level":101}}}}"#),
+            format!(r#"{{"method":"trust_set","params":{{"did":"{did}"}}}}"#),
+            format!(
+                r#"{{"method":"trust_set","params":{{"did":"{did}","level":5,"context":"a b"}}}}"#
+            ),
+            r#"{"method":"trust_set","params":{"did":"did:web:x","level":5}}"#.to_owned(),
+            format!(r#"{{"method":"trust_score","params":{{"did":"{did}","level":5}}}}"#),
+        ] {
+            assert_eq!(code_of(&bad), -32602, "{bad}");
+        }
+    }
+
+    #[test]
     fn ui_methods_are_not_page_methods() {
         assert_eq!(code_of(r#"{"method":"settings_set","params":{"bootstrap":[]}}"#), 4200);
         assert_eq!(code_of(r#"{"method":"ui_status"}"#), 4200);
@@ -652,9 +773,19 @@ mod tests {
             ),
             Ok(UiRequest::SetSettings(Settings {
                 bootstrap: vec!["/dns4/a/tcp/1/ws".into()],
-                ice_servers: vec![]
+                ice_servers: vec![],
+                display_name: String::new(),
             }))
         );
+        let named = |name: &str| {
+            parse_ui_request(&format!(
+                r#"{{"method":"settings_set","params":{{"bootstrap":[],"displayName":{}}}}}"#,
+                serde_json::Value::String(name.into())
+            ))
+        };
+        assert!(named("Alice's laptop").is_ok());
+        assert_eq!(named(&"x".repeat(65)).expect_err("too long").code, ErrorCode::InvalidParams);
+        assert_eq!(named("a\nb").expect_err("control").code, ErrorCode::InvalidParams);
         let bad = parse_ui_request(r#"{"method":"settings_set","params":{"bootstrap":"x"}}"#);
         assert_eq!(bad.expect_err("wrong type").code, ErrorCode::InvalidParams);
         let ice = |servers: &str| {

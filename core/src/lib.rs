@@ -5,8 +5,10 @@
 //! bytes and time in; this crate decides what they mean.
 //!
 //! - [`identity`]: the peer's DID is `did:key` of its libp2p Ed25519 key, and back.
+//! - [`auth`]: mutual authentication of connections by signed, challenge-bound profiles.
 //! - [`entry`]: signed DISOT entries (Ed25519 over RFC 8785 canonical JSON).
 //! - [`trust`]: trust assertions as Verifiable Credentials (ssi), and trust scores.
+//! - [`invite`]: signed invites (link or QR code) that hand a peer's DID and addresses over.
 //! - [`backup`]: passphrase-encrypted backups of the identity key (Argon2id, XChaCha20-Poly1305).
 //! - [`permissions`]: per-origin grants and pending requests (EIP-2255 style).
 //! - [`api`]: the page-facing request/response messages, their limits and typed errors.
@@ -17,11 +19,13 @@
 //! - [`bootstrap`]: which bootstrap node to dial when, with exponential backoff (sans-IO).
 
 pub mod api;
+pub mod auth;
 pub mod backup;
 pub mod bitswap;
 pub mod bootstrap;
 pub mod entry;
 pub mod identity;
+pub mod invite;
 pub mod permissions;
 pub mod store;
 pub mod trust;

@@ -26,6 +26,8 @@ pub enum Permission {
     Cas,
     /// Ask for DISOT entries to be signed with this peer's DID (each one approved by the user).
     Sign,
+    /// See whom this peer trusts, and ask to change it (each change approved by the user).
+    Trust,
 }
 
 impl Permission {
@@ -33,6 +35,7 @@ impl Permission {
         match name {
             "cas" => Ok(Permission::Cas),
             "sign" => Ok(Permission::Sign),
+            "trust" => Ok(Permission::Trust),
             other => Err(ApiError::new(
                 ErrorCode::InvalidParams,
                 format!("unknown permission {:?}", other.chars().take(32).collect::<String>()),
@@ -119,6 +122,9 @@ pub struct Request {
     /// For a signing request: the entry to be signed, as the user sees it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sign: Option<serde_json::Value>,
+    /// For a trust request: `{did, level, context}`, as the user sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<serde_json::Value>,
     pub asked_at: u64,
 }
 
@@ -137,7 +143,7 @@ impl Pending {
         permissions: Vec<Permission>,
         now_ms: u64,
     ) -> Result<Request, ApiError> {
-        self.open_request(origin, permissions, None, now_ms)
+        self.open_request(origin, permissions, None, None, now_ms)
     }
 
     /// Register a request to sign `entry` (same limits as [`Pending::open`]).
@@ -147,7 +153,17 @@ impl Pending {
         entry: serde_json::Value,
         now_ms: u64,
     ) -> Result<Request, ApiError> {
-        self.open_request(origin, Vec::new(), Some(entry), now_ms)
+        self.open_request(origin, Vec::new(), Some(entry), None, now_ms)
+    }
+
+    /// A page asks the user to trust (or revoke) a peer.
+    pub fn open_trust(
+        &mut self,
+        origin: &str,
+        trust: serde_json::Value,
+        now_ms: u64,
+    ) -> Result<Request, ApiError> {
+        self.open_request(origin, Vec::new(), None, Some(trust), now_ms)
     }
 
     fn open_request(
@@ -155,6 +171,7 @@ impl Pending {
         origin: &str,
         permissions: Vec<Permission>,
         sign: Option<serde_json::Value>,
+        trust: Option<serde_json::Value>,
         now_ms: u64,
     ) -> Result<Request, ApiError> {
         if self.requests.values().any(|r| r.origin == origin) {
@@ -176,6 +193,7 @@ impl Pending {
             origin: origin.to_owned(),
             permissions,
             sign,
+            trust,
             asked_at: now_ms,
         };
         self.requests.insert(request.id, request.clone());

@@ -6,6 +6,7 @@ async function load() {
   call('ui_status').then((st) => { $('did').textContent = st.did; }, () => {});
   const s = await call('settings_get');
   $('bootstrap').value = s.bootstrap.join('\n');
+  $('display-name').value = s.displayName ?? '';
   $('ice').value = (s.iceServers ?? []).map((i) => [i.urls, i.username, i.credential].filter(Boolean).join(' ')).join('\n');
   $('status').textContent = s.isDefault ? 'Using the built-in defaults.' : '';
 }
@@ -17,7 +18,7 @@ $('save').addEventListener('click', async () => {
     return username === undefined ? { urls } : { urls, username, credential };
   });
   try {
-    await call('settings_set', { bootstrap, iceServers });
+    await call('settings_set', { bootstrap, iceServers, displayName: $('display-name').value.trim() });
     $('status').textContent = 'Saved.';
     $('status').className = '';
   } catch (e) {

@@ -34,11 +34,21 @@ async function refresh() {
     $('peers').replaceChildren(
       ...s.peers.map((p) => {
         const via = p.connections.map((c) => c.transport).join(' + ');
-        const li = item(`${p.did ?? p.peerId} · ${via}${p.rttMs != null ? ` · ${p.rttMs.toFixed(0)} ms` : ''}`);
+        // A DID is shown as verified only once the peer's signed profile checked out.
+        const who = p.identity
+          ? `${p.identity.displayName ? `${p.identity.displayName} · ` : ''}${p.identity.did} ✓ verified`
+          : `${p.did ?? p.peerId}${p.identityError ? ` · not verified: ${p.identityError}` : ''}`;
+        const li = item(`${who} · ${via}${p.rttMs != null ? ` · ${p.rttMs.toFixed(0)} ms` : ''}`);
         li.dataset.peerId = p.peerId;
+        if (p.identity) li.dataset.verifiedDid = p.identity.did;
         li.title = p.peerId;
         return li;
       }));
+    $('display-name').textContent = s.displayName || '—';
+    $('refused-box').hidden = s.refused.length === 0;
+    $('refused-count').textContent = String(s.refused.length);
+    $('refused').replaceChildren(...s.refused.slice().reverse().map((r) =>
+      item(`${new Date(r.atMs).toLocaleTimeString()} ${r.what} from ${r.peerId.slice(0, 12)}…: ${r.reason}`)));
     busy = s.transfers.length > 0;
     $('transfers').replaceChildren(
       ...(s.transfers.length ? s.transfers.map((t) => {
@@ -63,12 +73,14 @@ async function refresh() {
 }
 
 let shownTrust = '';
+let myDid = null;
 
 async function showTrust() {
   const list = await call('trust_list');
   const key = JSON.stringify(list.map(({ did, level, score }) => [did, level, score]));
   if (key === shownTrust) return;
   shownTrust = key;
+  drawTrust(list, myDid ?? (myDid = (await call('ui_status')).did));
   if (list.length === 0) {
     $('trust').replaceChildren(Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' }));
     return;
@@ -96,6 +108,74 @@ async function showTrust() {
     return li;
   }));
 }
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  if (text) e.textContent = text;
+  return e;
+}
+
+/** The trust graph: this peer in the middle, peers it trusts directly on an inner ring and
+ * peers trusted through others on an outer one; each edge is a hop of a path that gives a score. */
+function drawTrust(list, me) {
+  const graph = $('trust-graph');
+  const live = list.filter((e) => e.score !== null && e.path);
+  graph.hidden = live.length === 0;
+  if (graph.hidden) return;
+  const rings = [[me], live.filter((e) => e.level !== null).map((e) => e.did), live.filter((e) => e.level === null).map((e) => e.did)];
+  for (const e of live) for (const d of e.path.slice(1, -1)) if (!rings.flat().includes(d)) rings[2].push(d);
+  const at = new Map();
+  rings.forEach((dids, ring) => dids.forEach((did, i) => {
+    const angle = (2 * Math.PI * i) / Math.max(dids.length, 1) - Math.PI / 2 + ring * 0.4;
+    at.set(did, ring === 0 ? [0, 0] : [Math.cos(angle) * ring * 42, Math.sin(angle) * ring * 42]);
+  }));
+  const edges = new Set();
+  for (const e of live) for (let i = 1; i < e.path.length; i++) edges.add(`${e.path[i - 1]} ${e.path[i]}`);
+  const parts = [...edges].map((edge) => {
+    const [a, b] = edge.split(' ').map((d) => at.get(d) ?? [0, 0]);
+    return svg('line', { x1: a[0], y1: a[1], x2: b[0], y2: b[1], 'data-edge': edge });
+  });
+  for (const [did, [x, y]] of at) {
+    const entry = live.find((e) => e.did === did);
+    const cls = did === me ? 'me' : entry?.level === null ? 'through' : 'direct';
+    const dot = svg('circle', { cx: x, cy: y, r: did === me ? 7 : 5, class: cls, 'data-did': did });
+    dot.append(svg('title', {}, did === me ? `you (${did})` : `${did}${entry ? `: score ${entry.score.toFixed(2)}` : ''}`));
+    parts.push(dot, svg('text', { x, y: y + 14 }, did === me ? 'you' : did.slice(-4)));
+  }
+  graph.replaceChildren(...parts);
+}
+
+$('invite-create').addEventListener('click', async () => {
+  $('invite-status').textContent = '';
+  try {
+    const { invite, qrSvg } = await call('invite_create');
+    $('invite-out').value = invite;
+    $('invite-out').hidden = false;
+    $('invite-qr').src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(qrSvg)}`;
+    $('invite-qr').hidden = false;
+  } catch (e) {
+    $('invite-status').textContent = e.message;
+    $('invite-status').className = 'error';
+  }
+});
+
+$('invite-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('invite-status').textContent = '';
+  try {
+    const r = await call('invite_accept', { invite: $('invite-in').value.trim(), level: Number($('invite-level').value) });
+    $('invite-status').textContent = `Trusting ${r.displayName || r.did} at ${r.level}${r.dialing.length ? '; connecting…' : ' (not reachable now)'}`;
+    $('invite-status').className = '';
+    $('invite-in').value = '';
+    await showTrust();
+  } catch (e) {
+    $('invite-status').textContent = e.message;
+    $('invite-status').className = 'error';
+  }
+});
 
 $('trust-form').addEventListener('submit', async (event) => {
   event.preventDefault();

@@ -5,6 +5,7 @@ const id = Number(new URLSearchParams(location.search).get('id'));
 const DESCRIPTIONS = {
   cas: 'store content in your peer, read it back, list and pin it',
   sign: 'ask you to sign entries with your identity (you approve each one)',
+  trust: 'see whom you trust, and ask you to trust peers (you approve each change)',
 };
 
 async function decide(approve) {
@@ -29,6 +30,17 @@ try {
     $('entry').textContent = JSON.stringify(request.sign, null, 2);
     $('entry').hidden = false;
     $('approve').textContent = 'Sign';
+  } else if (request.trust) {
+    // A trust request: exactly which peer, at which level, for what.
+    const { did, level, context } = request.trust;
+    document.title = 'Disot Peer: trust a peer';
+    $('title').textContent = level === 0 ? 'Revoke trust' : 'Trust a peer';
+    $('asks').textContent = level === 0
+      ? `asks you to stop trusting this peer (${context}):`
+      : `asks you to trust this peer at level ${level} of 100 (${context}):`;
+    $('entry').textContent = did;
+    $('entry').hidden = false;
+    $('approve').textContent = level === 0 ? 'Revoke' : 'Trust';
   }
   $('permissions').replaceChildren(...request.permissions.map((p) => {
     const li = document.createElement('li');

@@ -305,7 +305,7 @@
   });
 
   const p2p = Object.freeze({
-    /** Connected peers: [{peerId, did, transports, rttMs, agent}]. */
+    /** Connected peers: [{peerId, did, verified, displayName, transports, rttMs, agent}]. */
     peers: () => request({ method: 'p2p_peers' }),
   });
 
@@ -313,7 +313,14 @@
    * peer's DID (needs the `sign` permission); `verify(entry)` → `{valid, signer?, reason?}`. */
   const sign = (entry) => request({ method: 'disot_sign', params: entry });
   const verify = (entry) => request({ method: 'disot_verify', params: entry });
-  const provider = Object.freeze({ isDisot: true, request, cas, p2p, sign, verify });
+  /** Trust (needs the `trust` permission): `list()`, `score(did, context?)`, and
+   * `set(did, level, context?)`, which the user approves in the extension's prompt. */
+  const trust = Object.freeze({
+    list: () => request({ method: 'trust_list' }),
+    score: (did, context) => request({ method: 'trust_score', params: context ? { did, context } : { did } }),
+    set: (did, level, context) => request({ method: 'trust_set', params: context ? { did, level, context } : { did, level } }),
+  });
+  const provider = Object.freeze({ isDisot: true, request, cas, p2p, sign, verify, trust });
   Object.defineProperty(window, 'disot', { value: provider, enumerable: true });
 
   // Discovery without racing on the global, in the manner of EIP-6963: the provider announces

@@ -14,6 +14,9 @@ export interface Transfer { cid: string; bytes: number; blocks: number; startedM
 export interface PeerInfo {
   peerId: string;
   did: string | null;
+  /** Whether the peer's signed profile checked out in the identity exchange. */
+  verified: boolean;
+  displayName: string | null;
   /** One per open connection: 'websocket', 'webrtc-direct', 'webrtc', 'relayed'. */
   transports: string[];
   rttMs: number | null;
@@ -50,6 +53,23 @@ export interface DisotProvider {
   sign(entry: { contentHash: string; type: string; metadata?: Record<string, unknown>; id?: string }): Promise<DisotEntry>;
   /** Check a signed entry (open to every page). */
   verify(entry: DisotEntry): Promise<{ valid: boolean; signer?: string; reason?: string }>;
+  /** Whom this peer trusts (needs the `trust` permission). */
+  readonly trust: {
+    list(): Promise<TrustEntry[]>;
+    score(did: string, context?: string): Promise<{ did: string; context: string; score: number | null; path: string[] | null }>;
+    /** Ask the user to trust `did` at `level` (0–100; 0 revokes); 4001 if they refuse. */
+    set(did: string, level: number, context?: string): Promise<{ did: string; level: number; context: string }>;
+  };
+}
+
+/** One peer this peer trusts: `level` is null when trusted only through others. */
+export interface TrustEntry {
+  did: string;
+  level: number | null;
+  context: string;
+  score: number | null;
+  path: string[] | null;
+  issuedMs?: number;
 }
 
 /** A signed DISOT entry: Ed25519 by `signer` over RFC 8785 JSON of every other field. */

@@ -274,6 +274,45 @@ export class Browser {
   }
 }
 
+/** From an extension page (puppeteer): a request of the extension's own API; throws its error. */
+export function ui(page, method, params) {
+  return page.evaluate(async (method, params) => {
+    const body = JSON.stringify(params === null ? { method } : { method, params });
+    const api = globalThis.browser ?? globalThis.chrome;
+    const reply = JSON.parse((await api.runtime.sendMessage({ to: 'background', body })).body);
+    if (reply.error) throw new Error(reply.error.message);
+    return reply.result;
+  }, method, params ?? null);
+}
+
+/** Start `request` in the page (puppeteer); the returned function waits for its outcome. */
+export async function startInPage(page, request) {
+  await page.evaluate((r) => {
+    window.__pending = window.disot.request(r).then((result) => ({ result }), (e) => ({ error: { code: e.code, message: e.message } }));
+  }, request);
+  return () => page.evaluate(() => window.__pending);
+}
+
+/** Chromium: the prompt window that opens next; returns its text, then clicks `button`. */
+export async function answerPrompt(browser, button) {
+  const target = await browser.browser.waitForTarget((t) => t.url().includes('/prompt.html?id='), { timeout: 15_000 });
+  const prompt = await target.asPage();
+  await prompt.waitForFunction(() => !document.getElementById('approve').disabled, { timeout: 15_000 });
+  const text = await prompt.evaluate(() => document.body.innerText);
+  await prompt.click(button);
+  return text;
+}
+
+/** A test peer from node/examples (e.g. the impostor peer), its JSON-line events collected. */
+export async function startExamplePeer(name, args) {
+  const proc = spawn(path.join(path.dirname(NODE_BIN), 'examples', name), args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const events = [];
+  createInterface({ input: proc.stdout }).on('line', (line) => events.push(JSON.parse(line)));
+  onCleanup(() => proc.exitCode === null && proc.signalCode === null && proc.kill('SIGKILL'));
+  const listening = await waitFor(() => events.find((e) => e.event === 'listening'), { what: `${name} to listen` });
+  return { addr: listening.addr, peerId: listening.addr.split('/p2p/')[1], did: listening.did, events, stop: () => proc.kill('SIGKILL') };
+}
+
 /** Find the provider through its announcement, as a page should. */
 export function discoverProvider(page) {
   return page.evaluate(() => new Promise((resolve, reject) => {

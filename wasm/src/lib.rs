@@ -8,10 +8,12 @@
 //! - [`webrtc`]: browser-to-browser WebRTC (`/webrtc`) as a libp2p transport.
 //! - [`transport`]: WebSocket and WebRTC-direct, with a workaround for missed wake-ups.
 //! - [`node`]: the swarm, its event loop and the request router ([`node::Node`]).
+//! - [`auth`]: the identity exchange on every connection (signed, challenge-bound profiles).
 //! - [`exchange`]: Bitswap with other peers, and fetching objects from them.
 //! - [`frame`]: the binary path for a page's content requests ([`frame::Frame`]).
 #![cfg(target_arch = "wasm32")]
 
+mod auth;
 mod bench;
 mod cas;
 mod exchange;

@@ -94,6 +94,8 @@ pub(crate) enum Command {
     Provide(Vec<cid::Cid>),
     /// Dial an address the user gave.
     Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
+    /// Close every connection to a peer (it said something refused).
+    Disconnect(PeerId),
 }
 
 /// How often public objects are announced on the DHT (new ones; records are refreshed by
@@ -111,6 +113,10 @@ struct PeerInfo {
     agent: Option<String>,
     /// Why the last attempt at a direct (WebRTC) connection failed, while there is none.
     direct_error: Option<String>,
+    /// What the identity exchange proved: the peer's verified profile.
+    identity: Option<disot_core::auth::Verified>,
+    /// Why its identity exchange failed or was refused, while it has no verified profile.
+    identity_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -138,12 +144,45 @@ impl Default for RelayStatus {
     }
 }
 
+/// Most refusals kept for the popup.
+const MAX_REFUSALS: usize = 32;
+
+/// Something a peer sent that was refused, for the popup.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Refusal {
+    peer_id: String,
+    /// "identity" or "trust credential".
+    what: &'static str,
+    reason: String,
+    at_ms: f64,
+}
+
 /// What the event loop publishes for requests to read.
 #[derive(Debug, Default)]
 struct Live {
     peers: BTreeMap<PeerId, PeerInfo>,
     bootstrap: Vec<bootstrap::NodeStatus>,
     relay: RelayStatus,
+    /// The latest refusals, oldest first.
+    refused: std::collections::VecDeque<Refusal>,
+    /// Relay circuit addresses other peers can reach this one at (while reserved).
+    circuit_addrs: Vec<Multiaddr>,
+}
+
+impl Live {
+    fn refuse(&mut self, peer: &PeerId, what: &'static str, reason: String) {
+        tracing::warn!("refused {what} from {peer}: {reason}");
+        if self.refused.len() >= MAX_REFUSALS {
+            self.refused.pop_front();
+        }
+        self.refused.push_back(Refusal {
+            peer_id: peer.to_string(),
+            what,
+            reason,
+            at_ms: now_ms(),
+        });
+    }
 }
 
 pub(crate) struct Shared {
@@ -164,8 +203,11 @@ pub(crate) struct Shared {
     open_prompt: js_sys::Function,
     pub(crate) cas: Cas,
     exchange: Rc<Exchange>,
-    /// Opens trust-credential streams to peers.
+    /// Opens trust-credential and identity streams to peers.
     trust_control: libp2p_stream::Control,
+    /// How this peer presents itself in identity exchanges.
+    local: RefCell<disot_core::auth::Local>,
+    commands: mpsc::Sender<Command>,
 }
 
 /// The running browser node.
@@ -223,9 +265,12 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     let exchange =
         Exchange::new(swarm.behaviour().stream.new_control(), store.clone(), did.clone());
     exchange.start().map_err(|e| js_err("starting bitswap", e))?;
-    crate::trustnet::accept(swarm.behaviour().stream.new_control(), store.clone(), peer_public_did)
-        .map_err(|e| js_err("accepting trust credentials", e))?;
     let trust_control = swarm.behaviour().stream.new_control();
+    let display_name = settings_name(&store).await;
+    let local = disot_core::auth::Local::new(key.clone(), &display_name)
+        .or_else(|_| disot_core::auth::Local::new(key.clone(), ""))
+        .map_err(|e| js_err("identity profile", e))?;
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let shared = Rc::new(Shared {
         did,
         key,
@@ -242,8 +287,32 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         cas: Cas::new(store.clone()),
         exchange: exchange.clone(),
         trust_control,
+        local: RefCell::new(local),
+        commands: tx.clone(),
     });
-    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let weak = Rc::downgrade(&shared);
+    crate::trustnet::accept(
+        shared.trust_control.clone(),
+        store.clone(),
+        peer_public_did,
+        move |peer, reason| {
+            if let Some(shared) = weak.upgrade() {
+                shared.live.borrow_mut().refuse(&peer, "trust credential", reason);
+            }
+        },
+    )
+    .map_err(|e| js_err("accepting trust credentials", e))?;
+    let (weak_local, weak_done) = (Rc::downgrade(&shared), Rc::downgrade(&shared));
+    crate::auth::accept(
+        shared.trust_control.clone(),
+        move || weak_local.upgrade().map(|shared| shared.local.borrow().clone()),
+        move |peer, result| {
+            if let Some(shared) = weak_done.upgrade() {
+                on_identity(&shared, peer, result.map(Some));
+            }
+        },
+    )
+    .map_err(|e| js_err("accepting identity exchanges", e))?;
     let mut dialer = Dialer::new(Backoff::new(500, RECONNECT_MAX_DELAY_MS));
     dialer.set_nodes(nodes, now_ms() as u64);
     let event_loop = EventLoop {
@@ -401,6 +470,9 @@ impl EventLoop {
                 };
                 let _ = answer.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
             }
+            Command::Disconnect(peer) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
             Command::Provide(roots) => {
                 for root in roots {
                     if self.provided.contains(&root) {
@@ -519,15 +591,18 @@ impl EventLoop {
                 self.pending_dials.remove(&connection_id);
                 let addr = endpoint.get_remote_address().clone();
                 tracing::info!("connection {connection_id} to {peer_id} via {addr}");
-                if num_established.get() == 1 && !self.dialer.is_bootstrap(&peer_id) {
-                    if let Some(did) = peer_public_did(&peer_id) {
-                        wasm_bindgen_futures::spawn_local(crate::trustnet::offer(
-                            self.shared.trust_control.clone(),
-                            self.shared.store.clone(),
-                            peer_id,
-                            did,
-                        ));
-                    }
+                // The side that dialled starts the identity exchange; credentials follow it.
+                if num_established.get() == 1
+                    && endpoint.is_dialer()
+                    && !self.dialer.is_bootstrap(&peer_id)
+                {
+                    let shared = self.shared.clone();
+                    let local = shared.local.borrow().clone();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let control = shared.trust_control.clone();
+                        let result = crate::auth::initiate(control, local, peer_id).await;
+                        on_identity(&shared, peer_id, result);
+                    });
                 }
                 if self.dialer.is_bootstrap(&peer_id) {
                     self.dialer.on_connected(&peer_id);
@@ -544,6 +619,8 @@ impl EventLoop {
                     rtt_ms: None,
                     agent: None,
                     direct_error: None,
+                    identity: None,
+                    identity_error: None,
                 });
                 if transport_of(&addr) == "webrtc" {
                     info.direct_error = None;
@@ -626,9 +703,21 @@ impl EventLoop {
                     self.dialer.on_dial_failed(&peer, &addr, now);
                 }
             }
+            SwarmEvent::NewListenAddr { address, .. }
+                if address.iter().any(|p| p == Protocol::P2pCircuit) =>
+            {
+                let mut live = self.shared.live.borrow_mut();
+                if !live.circuit_addrs.contains(&address) {
+                    live.circuit_addrs.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.shared.live.borrow_mut().circuit_addrs.retain(|a| *a != address);
+            }
             SwarmEvent::ListenerClosed { listener_id, reason, .. }
                 if Some(listener_id) == self.relay_listener =>
             {
+                self.shared.live.borrow_mut().circuit_addrs.clear();
                 tracing::info!("relay listener closed: {reason:?}");
                 self.relay_listener = None;
                 self.shared.live.borrow_mut().relay = RelayStatus { state: "none", relay: None };
@@ -682,6 +771,57 @@ impl EventLoop {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// The display name in the settings ("" when none is set).
+async fn settings_name(store: &Store) -> String {
+    match store.settings().await {
+        Ok(Some(s)) => s.display_name,
+        _ => String::new(),
+    }
+}
+
+/// What an identity exchange with `peer` came to. A verified peer gets our trust credentials
+/// (if we trust it); a peer whose profile was refused is disconnected.
+fn on_identity(
+    shared: &Rc<Shared>,
+    peer: PeerId,
+    result: Result<Option<disot_core::auth::Verified>, disot_core::auth::Error>,
+) {
+    let mut live = shared.live.borrow_mut();
+    match result {
+        Ok(None) => {}
+        Ok(Some(verified)) => {
+            tracing::info!("{peer} is {} ({:?})", verified.did, verified.display_name);
+            let did = verified.did.clone();
+            if let Some(info) = live.peers.get_mut(&peer) {
+                info.identity = Some(verified);
+                info.identity_error = None;
+            }
+            drop(live);
+            wasm_bindgen_futures::spawn_local(crate::trustnet::offer(
+                shared.trust_control.clone(),
+                shared.store.clone(),
+                peer,
+                did,
+            ));
+        }
+        Err(e) if e.is_refusal() => {
+            if let Some(info) = live.peers.get_mut(&peer) {
+                info.identity = None;
+                info.identity_error = Some(e.to_string());
+            }
+            live.refuse(&peer, "identity", e.to_string());
+            drop(live);
+            let _ = shared.commands.clone().try_send(Command::Disconnect(peer));
+        }
+        Err(e) => {
+            tracing::info!("identity exchange with {peer}: {e}");
+            if let Some(info) = live.peers.get_mut(&peer).filter(|i| i.identity.is_none()) {
+                info.identity_error = Some(e.to_string());
+            }
         }
     }
 }
@@ -757,6 +897,27 @@ async fn handle_page(
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())),
         PageRequest::P2pPeers => Ok(p2p_peers(shared)),
         PageRequest::Sign(params) => sign_entry(shared, origin, &params).await,
+        PageRequest::TrustList => trust_entries(shared, false).await,
+        PageRequest::TrustScore { did, context } => {
+            let now = now_ms() as u64;
+            let (graph, _) = load_trust(shared, now).await?;
+            let score = graph.score(&shared.did, &did, &context, now);
+            Ok(json!({
+                "did": did,
+                "context": context,
+                "score": score.as_ref().map(|s| s.score),
+                "path": score.map(|s| s.path),
+            }))
+        }
+        PageRequest::TrustSet { did, level, context } => {
+            let asked = json!({ "did": did, "level": level, "context": context });
+            let request = shared.pending.borrow_mut().open_trust(origin, asked, now_ms() as u64)?;
+            if !ask_user(shared, request.id).await? {
+                return Err(ApiError::new(ErrorCode::UserRejected, "the user did not agree"));
+            }
+            set_trust(shared, did.clone(), level, context.clone()).await?;
+            Ok(json!({ "did": did, "level": level, "context": context }))
+        }
         PageRequest::Verify(entry) => Ok(match disot_core::entry::verify(&entry) {
             Ok(signer) => json!({ "valid": true, "signer": signer }),
             Err(e) => json!({ "valid": false, "reason": e.to_string() }),
@@ -870,6 +1031,8 @@ fn p2p_peers(shared: &Shared) -> Value {
                     "rttMs": p.rtt_ms,
                     "agent": p.agent,
                     "directError": p.direct_error,
+                    "verified": p.identity.is_some(),
+                    "displayName": p.identity.as_ref().map(|v| v.display_name.clone()),
                 })
             })
             .collect(),
@@ -957,6 +1120,131 @@ async fn decide(shared: &Shared, id: u64, approve: bool) -> Result<Value, ApiErr
     Ok(json!({ "id": id, "approved": approve }))
 }
 
+/// Issue (and keep) a trust assertion about `did`, and tell the trusted peers connected now.
+async fn set_trust(
+    shared: &Shared,
+    did: String,
+    level: u8,
+    context: String,
+) -> Result<Value, ApiError> {
+    let internal = |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Internal, e.to_string());
+    if did == shared.did {
+        return Err(ApiError::new(ErrorCode::InvalidParams, "a peer does not rate itself"));
+    }
+    let assertion = disot_core::trust::Assertion {
+        issuer: shared.did.clone(),
+        subject: did.clone(),
+        level,
+        context: context.clone(),
+        issued_ms: now_ms() as u64,
+        expires_ms: None,
+    };
+    let credential = disot_core::trust::issue(&shared.key, &assertion)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+    let mut all = shared.store.trust_credentials().await.map_err(|e| internal(&e))?;
+    // The latest assertion about a peer, per context, replaces the earlier one.
+    all.retain(|c| {
+        c.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(did.as_str())
+            || c.pointer("/credentialSubject/trustContext").and_then(Value::as_str)
+                != Some(context.as_str())
+    });
+    all.push(credential.clone());
+    shared.store.set_trust_credentials(&all).await.map_err(|e| internal(&e))?;
+    // A revocation holds from the very next request.
+    shared.exchange.access_changed();
+    // Peers we trust and are connected to hear of it now.
+    let connected: Vec<(PeerId, String)> = shared
+        .live
+        .borrow()
+        .peers
+        .iter()
+        .filter_map(|(p, info)| Some((*p, info.identity.as_ref()?.did.clone())))
+        .collect();
+    for (peer, did) in connected {
+        wasm_bindgen_futures::spawn_local(crate::trustnet::offer(
+            shared.trust_control.clone(),
+            shared.store.clone(),
+            peer,
+            did,
+        ));
+    }
+    Ok(credential)
+}
+
+/// Whom this peer trusts: its own assertions (with the credential, when `credentials`) and the
+/// peers it trusts only through others, each with its score and path.
+async fn trust_entries(shared: &Shared, credentials: bool) -> Result<Value, ApiError> {
+    let now = now_ms() as u64;
+    let (graph, mine) = load_trust(shared, now).await?;
+    let mut entries: Vec<Value> = Vec::new();
+    let mut listed = std::collections::BTreeSet::new();
+    for (a, credential) in mine {
+        let score = graph.score(&shared.did, &a.subject, &a.context, now);
+        listed.insert((a.subject.clone(), a.context.clone()));
+        let mut entry = json!({
+            "did": a.subject,
+            "level": a.level,
+            "context": a.context,
+            "issuedMs": a.issued_ms,
+            "score": score.as_ref().map(|s| s.score),
+            "path": score.map(|s| s.path),
+        });
+        if credentials {
+            entry["credential"] = credential;
+        }
+        entries.push(entry);
+    }
+    // Peers we trust only through others.
+    let others: Vec<(String, String)> = graph
+        .in_force(now)
+        .map(|a| (a.subject.clone(), a.context.clone()))
+        .filter(|k| k.0 != shared.did && !listed.contains(k))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for (did, context) in others {
+        if let Some(score) = graph.score(&shared.did, &did, &context, now) {
+            entries.push(json!({
+                "did": did,
+                "level": null,
+                "context": context,
+                "score": score.score,
+                "path": score.path,
+            }));
+        }
+    }
+    Ok(Value::Array(entries))
+}
+
+/// The trust graph as this peer sees it (its own assertions, verified again, and what trusted
+/// peers sent, verified when it came), and its own assertions with their credentials.
+async fn load_trust(
+    shared: &Shared,
+    now: u64,
+) -> Result<(disot_core::trust::TrustGraph, Vec<(disot_core::trust::Assertion, Value)>), ApiError> {
+    let internal = |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Internal, e.to_string());
+    let mut graph = disot_core::trust::TrustGraph::new();
+    let mut mine = Vec::new();
+    for credential in shared.store.trust_credentials().await.map_err(|e| internal(&e))? {
+        // Checked again on every read: the store is not trusted more than the network.
+        match disot_core::trust::verify(&credential, now).await {
+            Ok(a) => {
+                graph.insert(a.clone());
+                mine.push((a, credential));
+            }
+            Err(e) => tracing::warn!("ignoring a stored trust credential: {e}"),
+        }
+    }
+    // What trusted peers told us (verified when it came).
+    for credential in shared.store.received_trust().await.map_err(|e| internal(&e))? {
+        if let Ok(a) = disot_core::trust::read_form(&credential) {
+            graph.insert(a);
+        }
+    }
+    Ok((graph, mine))
+}
+
 async fn handle_ui(
     shared: &Shared,
     mut commands: mpsc::Sender<Command>,
@@ -978,6 +1266,8 @@ async fn handle_ui(
                 "peerId": shared.peer_id.to_string(),
                 "connections": live.peers.len(),
                 "peers": live.peers.values().collect::<Vec<_>>(),
+                "refused": live.refused,
+                "displayName": shared.local.borrow().display_name(),
                 "bootstrap": live.bootstrap,
                 "relay": live.relay,
                 "transfers": shared.exchange.transfers(None),
@@ -991,10 +1281,12 @@ async fn handle_ui(
             let settings = stored.unwrap_or_else(|| Settings {
                 bootstrap: shared.defaults.clone(),
                 ice_servers: shared.default_ice.clone(),
+                display_name: String::new(),
             });
             Ok(json!({
                 "bootstrap": settings.bootstrap,
                 "iceServers": settings.ice_servers,
+                "displayName": settings.display_name,
                 "isDefault": is_default,
             }))
         }
@@ -1010,9 +1302,13 @@ async fn handle_ui(
                 .await
                 .map_err(|_| ApiError::new(ErrorCode::Disconnected, "node event loop stopped"))?;
             crate::webrtc::set_ice_servers(&settings.ice_servers);
+            let local = disot_core::auth::Local::new(shared.key.clone(), &settings.display_name)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+            *shared.local.borrow_mut() = local;
             Ok(json!({
                 "bootstrap": settings.bootstrap,
                 "iceServers": settings.ice_servers,
+                "displayName": settings.display_name,
                 "isDefault": false,
             }))
         }
@@ -1034,105 +1330,63 @@ async fn handle_ui(
                     .collect(),
             ))
         }
-        UiRequest::SetTrust { did, level, context } => {
-            if did == shared.did {
-                return Err(ApiError::new(ErrorCode::InvalidParams, "a peer does not rate itself"));
-            }
-            let assertion = disot_core::trust::Assertion {
-                issuer: shared.did.clone(),
-                subject: did.clone(),
-                level,
-                context: context.clone(),
-                issued_ms: now_ms() as u64,
-                expires_ms: None,
-            };
-            let credential = disot_core::trust::issue(&shared.key, &assertion)
-                .await
-                .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
-            let mut all = shared.store.trust_credentials().await.map_err(|e| internal(&e))?;
-            // The latest assertion about a peer, per context, replaces the earlier one.
-            all.retain(|c| {
-                c.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(did.as_str())
-                    || c.pointer("/credentialSubject/trustContext").and_then(Value::as_str)
-                        != Some(context.as_str())
-            });
-            all.push(credential.clone());
-            shared.store.set_trust_credentials(&all).await.map_err(|e| internal(&e))?;
-            // A revocation holds from the very next request.
-            shared.exchange.access_changed();
-            // Peers we trust and are connected to hear of it now.
-            let connected: Vec<(PeerId, String)> = shared
+        UiRequest::SetTrust { did, level, context } => set_trust(shared, did, level, context).await,
+        UiRequest::ListTrust => trust_entries(shared, true).await,
+        UiRequest::CreateInvite => {
+            // Reachable through the relay, then directly: `<circuit>/webrtc/p2p/<me>`.
+            let me = Protocol::P2p(shared.peer_id);
+            let addrs: Vec<String> = shared
                 .live
                 .borrow()
-                .peers
+                .circuit_addrs
                 .iter()
-                .filter_map(|(p, info)| Some((*p, info.did.clone()?)))
+                .map(|a| {
+                    let mut a = a.clone();
+                    if a.iter().last() == Some(me.clone()) {
+                        a.pop();
+                    }
+                    a.with(Protocol::WebRTC).with(me.clone()).to_string()
+                })
                 .collect();
-            for (peer, did) in connected {
-                wasm_bindgen_futures::spawn_local(crate::trustnet::offer(
-                    shared.trust_control.clone(),
-                    shared.store.clone(),
-                    peer,
-                    did,
+            if addrs.is_empty() {
+                return Err(ApiError::new(
+                    ErrorCode::ResourceUnavailable,
+                    "not reachable yet: an invite needs a relay reservation (connect to a bootstrap node)",
                 ));
             }
-            Ok(credential)
+            let expires = now_ms() as u64 + disot_core::invite::DEFAULT_VALIDITY_MS;
+            let name = shared.local.borrow().display_name().to_owned();
+            let text = disot_core::invite::create(&shared.key, &name, addrs, expires)
+                .map_err(|e| internal(&e))?;
+            let qr = disot_core::invite::qr_svg(&text).map_err(|e| internal(&e))?;
+            Ok(json!({ "invite": text, "qrSvg": qr, "expiresMs": expires }))
         }
-        UiRequest::ListTrust => {
-            let now = now_ms() as u64;
-            let mut graph = disot_core::trust::TrustGraph::new();
-            let mut mine = Vec::new();
-            for credential in shared.store.trust_credentials().await.map_err(|e| internal(&e))? {
-                // Checked again on every read: the store is not trusted more than the network.
-                match disot_core::trust::verify(&credential, now).await {
-                    Ok(a) => {
-                        graph.insert(a.clone());
-                        mine.push((a, credential));
-                    }
-                    Err(e) => tracing::warn!("ignoring a stored trust credential: {e}"),
+        UiRequest::AcceptInvite { invite, level } => {
+            let invite = disot_core::invite::open(&invite, now_ms() as u64)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+            if invite.did == shared.did {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParams,
+                    "that is this peer's own invite",
+                ));
+            }
+            set_trust(shared, invite.did.clone(), level, "content".into()).await?;
+            let mut dialing = Vec::new();
+            for addr in invite.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+                let (tx, rx) = oneshot::channel();
+                if commands.send(Command::Dial(addr.clone(), tx)).await.is_ok()
+                    && matches!(rx.await, Ok(Ok(())))
+                {
+                    dialing.push(addr.to_string());
+                    break;
                 }
             }
-            // What trusted peers told us (verified when it came).
-            for credential in shared.store.received_trust().await.map_err(|e| internal(&e))? {
-                if let Ok(a) = disot_core::trust::read_form(&credential) {
-                    graph.insert(a);
-                }
-            }
-            let mut entries: Vec<Value> = Vec::new();
-            let mut listed = std::collections::BTreeSet::new();
-            for (a, credential) in mine {
-                let score = graph.score(&shared.did, &a.subject, &a.context, now);
-                listed.insert((a.subject.clone(), a.context.clone()));
-                entries.push(json!({
-                    "did": a.subject,
-                    "level": a.level,
-                    "context": a.context,
-                    "issuedMs": a.issued_ms,
-                    "score": score.as_ref().map(|s| s.score),
-                    "path": score.map(|s| s.path),
-                    "credential": credential,
-                }));
-            }
-            // Peers we trust only through others.
-            let others: Vec<(String, String)> = graph
-                .in_force(now)
-                .map(|a| (a.subject.clone(), a.context.clone()))
-                .filter(|k| k.0 != shared.did && !listed.contains(k))
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            for (did, context) in others {
-                if let Some(score) = graph.score(&shared.did, &did, &context, now) {
-                    entries.push(json!({
-                        "did": did,
-                        "level": null,
-                        "context": context,
-                        "score": score.score,
-                        "path": score.path,
-                    }));
-                }
-            }
-            Ok(Value::Array(entries))
+            Ok(json!({
+                "did": invite.did,
+                "displayName": invite.display_name,
+                "level": level,
+                "dialing": dialing,
+            }))
         }
         UiRequest::ExportIdentity { passphrase } => {
             let random = |e: String| ApiError::new(ErrorCode::Internal, e);

@@ -63,11 +63,13 @@ pub(crate) async fn offer(
     }
 }
 
-/// Take the credentials peers send us, for as long as the node runs.
+/// Take the credentials peers send us, for as long as the node runs; `refused` hears of each
+/// credential (or message) refused, and why.
 pub(crate) fn accept(
     mut control: libp2p_stream::Control,
     store: Rc<Store>,
     did_of: fn(&PeerId) -> Option<String>,
+    refused: impl Fn(PeerId, String) + 'static,
 ) -> Result<(), String> {
     let mut incoming = control.accept(PROTOCOL).map_err(|e| e.to_string())?;
     wasm_bindgen_futures::spawn_local(async move {
@@ -77,19 +79,21 @@ pub(crate) fn accept(
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
                 Err(e) => {
-                    tracing::info!("trust credentials from {peer}: {e}");
+                    refused(peer, e.to_string());
                     continue;
                 }
             };
-            if let Err(e) = take(&store, &sender, &message).await {
-                tracing::warn!("trust credentials from {peer}: {e}");
+            match take(&store, &sender, &message).await {
+                Ok(reasons) => reasons.into_iter().for_each(|r| refused(peer, r)),
+                Err(e) => refused(peer, e),
             }
         }
     });
     Ok(())
 }
 
-async fn take(store: &Store, sender: &str, message: &[u8]) -> Result<(), String> {
+/// Keep what verifies of one message; returns why each other credential was refused.
+async fn take(store: &Store, sender: &str, message: &[u8]) -> Result<Vec<String>, String> {
     let offered: Vec<Value> = serde_json::from_slice(message).map_err(|e| e.to_string())?;
     if offered.len() > MAX_CREDENTIALS {
         return Err(format!("more than {MAX_CREDENTIALS} credentials"));
@@ -97,12 +101,17 @@ async fn take(store: &Store, sender: &str, message: &[u8]) -> Result<(), String>
     let now = now_ms();
     let mut received = store.received_trust().await.map_err(|e| e.to_string())?;
     let mut changed = false;
+    let mut refusals = Vec::new();
     for credential in offered {
         let a = match trust::verify(&credential, now).await {
             Ok(a) if a.issuer == sender => a,
-            Ok(_) => continue, // a peer speaks for itself only
+            Ok(a) => {
+                // A peer speaks for itself only.
+                refusals.push(format!("a credential issued by {}, not by the sender", a.issuer));
+                continue;
+            }
             Err(e) => {
-                tracing::info!("refused a trust credential from {sender}: {e}");
+                refusals.push(e.to_string());
                 continue;
             }
         };
@@ -126,5 +135,5 @@ async fn take(store: &Store, sender: &str, message: &[u8]) -> Result<(), String>
     if changed {
         store.set_received_trust(&received).await.map_err(|e| e.to_string())?;
     }
-    Ok(())
+    Ok(refusals)
 }

@@ -1,0 +1,233 @@
+//! A test peer for the identity exchange (`/disot/identity/1.0.0`) and trust credentials
+//! (`/disot/trust/1.0.0`). A browser dials it; it answers the browser's hello as its mode says:
+//!
+//! - `honest`: a correct profile named "Test peer".
+//! - `other-did`: a profile claiming another peer's DID (signed with that DID's document but
+//!   this peer's key, since it does not have the other key).
+//! - `forged`: a correct profile whose display name is changed after signing.
+//! - `replay`: the first exchange is honest and the peer then hangs up; every later exchange
+//!   is answered with that first profile again (bytes captured from the first exchange).
+//! - `credentials`: an honest profile, then trust credentials: one good (about `good`), one
+//!   changed after signing (about `forged`), one expired (about `expired`) and one issued by
+//!   another DID (about `foreign`); the subjects' DIDs are printed.
+//!
+//! Prints JSON lines: `listening` (its address and DID), `subjects`, `connected`,
+//! `disconnected`, `answered` (the mode's answer was sent) and `browser-profile` (the
+//! browser's profile as received, with every byte the browser sent, for key-leak scans).
+//!
+//! Usage: impostor-peer <mode> [ws port]
+
+use std::time::Duration;
+
+use disot_core::auth::{self, Local, Message};
+use disot_core::bitswap::{read_frame_max, write_frame};
+use disot_core::trust;
+use futures::{AsyncWriteExt as _, StreamExt as _};
+use libp2p::identity::Keypair;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, noise, ping, yamux, Multiaddr, PeerId, StreamProtocol};
+use serde_json::{json, Value};
+
+const IDENTITY: StreamProtocol = StreamProtocol::new(auth::PROTOCOL);
+const TRUST: StreamProtocol = StreamProtocol::new("/disot/trust/1.0.0");
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn did_of(key: &Keypair) -> Result<String, Error> {
+    Ok(disot_core::identity::did_from_public_key(&key.public())?)
+}
+
+fn emit(event: Value) {
+    println!("{event}");
+}
+
+/// Our answer to a hello, as the mode says, and the challenge it carries; `first` is the
+/// first profile this peer sent.
+fn answer(
+    mode: &str,
+    key: &Keypair,
+    other: &Keypair,
+    browser: &PeerId,
+    hello: &Message,
+    first: &mut Option<Vec<u8>>,
+) -> Result<(Vec<u8>, String), Error> {
+    let Message::Hello { challenge } = hello else { return Err("expected a hello".into()) };
+    let audience = disot_core::identity::did_from_public_key(
+        &libp2p::identity::PublicKey::try_decode_protobuf(browser.as_ref().digest())?,
+    )?;
+    if mode == "replay" {
+        if let Some(bytes) = first {
+            return Ok((bytes.clone(), String::new()));
+        }
+    }
+    let mine = auth::challenge(rand::random());
+    let local = Local::new(key.clone(), "Test peer")?;
+    let mut profile = local.profile(&audience, challenge, Some(mine.clone()), now())?;
+    match mode {
+        "other-did" => {
+            let did = did_of(other)?;
+            profile.did_document = auth::did_document(&did)?;
+            profile.did = did;
+            profile.sign(key)?; // our key: we do not have the other one
+        }
+        "forged" => profile.display_name = "Someone else".into(),
+        _ => {}
+    }
+    let bytes = Message::Profile(profile).encode();
+    if first.is_none() {
+        *first = Some(bytes.clone());
+    }
+    Ok((bytes, mine))
+}
+
+/// The credentials of the `credentials` mode, and the subjects they name.
+async fn credentials(key: &Keypair, other: &Keypair) -> Result<(Vec<Value>, Value), Error> {
+    let me = did_of(key)?;
+    let subject = || did_of(&Keypair::generate_ed25519());
+    let (good, forged, expired, foreign) = (subject()?, subject()?, subject()?, subject()?);
+    let assertion = |subject: &str, issuer: &str, issued_ms: u64, expires_ms| trust::Assertion {
+        issuer: issuer.to_owned(),
+        subject: subject.to_owned(),
+        level: 50,
+        context: "content".into(),
+        issued_ms,
+        expires_ms,
+    };
+    let t = now();
+    let good_vc = trust::issue(key, &assertion(&good, &me, t, None)).await?;
+    let mut forged_vc = trust::issue(key, &assertion(&forged, &me, t, None)).await?;
+    forged_vc["credentialSubject"]["trustLevel"] = json!(100);
+    let expired_vc =
+        trust::issue(key, &assertion(&expired, &me, t - 7_200_000, Some(t - 3_600_000))).await?;
+    let foreign_vc = trust::issue(other, &assertion(&foreign, &did_of(other)?, t, None)).await?;
+    let subjects = json!({"good": good, "forged": forged, "expired": expired, "foreign": foreign});
+    Ok((vec![good_vc, forged_vc, expired_vc, foreign_vc], subjects))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let mode = std::env::args().nth(1).unwrap_or_else(|| "honest".into());
+    if !["honest", "other-did", "forged", "replay", "credentials"].contains(&mode.as_str()) {
+        return Err(format!("unknown mode {mode}").into());
+    }
+    let port: u16 = std::env::args().nth(2).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let key = Keypair::generate_ed25519();
+    let other = Keypair::generate_ed25519();
+    let (creds, subjects) = credentials(&key, &other).await?;
+    emit(json!({"event": "subjects", "subjects": subjects}));
+
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+        .with_tokio()
+        .with_websocket(noise::Config::new, yamux::Config::default)
+        .await?
+        .with_behaviour(|key| Behaviour {
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/disot/0.1.0".into(),
+                key.public(),
+            )),
+            ping: ping::Behaviour::new(ping::Config::new()),
+            stream: libp2p_stream::Behaviour::new(),
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/ws").parse()?;
+    swarm.listen_on(addr)?;
+
+    let (hang_up, mut hang_ups) = tokio::sync::mpsc::channel::<PeerId>(4);
+    let mut control = swarm.behaviour().stream.new_control();
+    let mut incoming = control.accept(IDENTITY)?;
+    let mut trust_in = control.accept(TRUST)?;
+    // Credentials the browser sends are read and dropped (it sends them only if it trusts us).
+    tokio::spawn(async move {
+        while let Some((_, mut s)) = trust_in.next().await {
+            let _ = read_frame_max(&mut s, 1 << 20).await;
+        }
+    });
+    let mode2 = mode.clone();
+    let key2 = key.clone();
+    tokio::spawn(async move {
+        let mut first: Option<Vec<u8>> = None;
+        while let Some((browser, mut stream)) = incoming.next().await {
+            let result: Result<(), Error> = async {
+                let hello = read_frame_max(&mut stream, auth::MAX_MESSAGE)
+                    .await?
+                    .ok_or("closed before the hello")?;
+                let hello = Message::decode(&hello)?;
+                let was_first = first.is_none();
+                let (reply, mine) = answer(&mode2, &key2, &other, &browser, &hello, &mut first)?;
+                write_frame(&mut stream, &reply).await?;
+                emit(json!({"event": "answered", "mode": mode2, "peer": browser.to_string()}));
+                if let Ok(Some(theirs)) = read_frame_max(&mut stream, auth::MAX_MESSAGE).await {
+                    let text = String::from_utf8_lossy(&theirs).into_owned();
+                    let checked = Message::decode(&theirs).and_then(|m| match m {
+                        Message::Profile(p) => Ok(p),
+                        _ => Err(auth::Error::Unexpected("hello")),
+                    });
+                    if let Ok(profile) = checked {
+                        emit(json!({
+                            "event": "browser-profile",
+                            "did": profile.did,
+                            "answersOurs": profile.answers == mine,
+                            "sent": [hello_text(&hello), text],
+                        }));
+                    }
+                }
+                let _ = stream.close().await;
+                if mode2 == "credentials" {
+                    let mut out = control.open_stream(browser, TRUST).await?;
+                    write_frame(&mut out, &serde_json::to_vec(&creds)?).await?;
+                    let _ = out.close().await;
+                    emit(json!({"event": "credentials-sent"}));
+                }
+                if mode2 == "replay" && was_first {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let _ = hang_up.send(browser).await;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                emit(json!({"event": "error", "message": e.to_string()}));
+            }
+        }
+    });
+
+    let me = *swarm.local_peer_id();
+    let did = did_of(&key)?;
+    loop {
+        tokio::select! {
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { address, .. } => emit(
+                    json!({"event": "listening", "addr": format!("{address}/p2p/{me}"), "did": did}),
+                ),
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    emit(json!({"event": "connected", "peer": peer_id.to_string()}))
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    emit(json!({"event": "disconnected", "peer": peer_id.to_string()}))
+                }
+                _ => {}
+            },
+            Some(peer) = hang_ups.recv() => {
+                let _ = swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+}
+
+fn hello_text(hello: &Message) -> String {
+    String::from_utf8_lossy(&hello.encode()).into_owned()
+}
