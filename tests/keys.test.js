@@ -1,8 +1,8 @@
 // The private key never leaves the background: every page request and every request of the
 // extension's own pages is sent (with good and bad parameters), and no answer contains the
-// identity key's secret bytes in any usual encoding. Covered: the page API and the UI API.
-// Not covered yet: what peers can ask (Bitswap, identify, signaling), which is tested only in
-// that those protocols never read the key.
+// identity key's secret bytes in any usual encoding. Covered: the page API, the UI API and what
+// a peer is sent in the identity exchange and with the trust credentials (a test peer records
+// every byte). Bitswap, identify and signaling never read the key.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as h from './lib/harness.js';
@@ -75,6 +75,7 @@ describe('no answer carries key material', () => {
       ['disot_sign', { contentHash: put.sha256, type: 't' }], // no sign permission: 4100
       ['disot_sign', { contentHash: 'nope' }], ['cas_read', { name: 'sha256:00' }], ['no_such_method'],
       ['disot_status', { unexpected: true }], ['identity_export', { passphrase: 'a long passphrase' }],
+      ['trust_list'], ['trust_score', { did }], ['trust_set', { did, level: 5 }], // no trust permission: 4100
       ['ui_status'], ['settings_get'],
     ];
     let answered = 0;
@@ -94,6 +95,8 @@ describe('no answer carries key material', () => {
       ['identity_import', { backup: '{}', passphrase: 'x' }], ['disot_status'], ['no_such_method'],
       ['trust_set', { did: 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK', level: 70 }],
       ['trust_set', { did: 'did:key:bad', level: 70 }], ['trust_list'],
+      ['invite_create'], ['invite_accept', { invite: 'disot-invite:e30', level: 50 }],
+      ['settings_set', { bootstrap: [node.wsAddr], displayName: 'Keys' }],
     ];
     for (const [method, params] of calls) {
       const answer = await ext.evaluate(async (method, params) => {
@@ -105,5 +108,21 @@ describe('no answer carries key material', () => {
         assert.match(text, /disot-identity-backup\/1/, 'the backup itself is sealed');
       }
     }
+  });
+
+  test('what a peer receives: the identity exchange and the trust credentials', async () => {
+    // A peer we trust (so it is sent our credentials too) records every byte we send it.
+    const other = await h.startExamplePeer('impostor-peer', ['honest']);
+    await h.ui(ext, 'trust_set', { did: other.did, level: 50 });
+    await h.ui(ext, 'peers_dial', { addr: other.addr });
+    const seen = await h.waitFor(() => other.events.find((e) => e.event === 'browser-profile'), { what: 'our profile at the peer' });
+    assert.equal(seen.sent.length, 2, 'the hello and the profile');
+    for (const [i, message] of seen.sent.entries()) scan(`identity message ${i}`, message);
+    assert.match(seen.sent[1], /"signature":"/, 'the profile is signed, so the scan saw a signature');
+    const creds = await h.waitFor(() => other.events.find((e) => e.event === 'browser-credentials'), { what: 'our credentials at the peer' });
+    const sent = JSON.parse(creds.sent);
+    assert.ok(sent.some((c) => c.credentialSubject?.id === other.did), 'the credential about the peer was sent');
+    scan('trust credentials', creds.sent);
+    other.stop();
   });
 });

@@ -13,7 +13,8 @@
 //!
 //! Prints JSON lines: `listening` (its address and DID), `subjects`, `connected`,
 //! `disconnected`, `answered` (the mode's answer was sent) and `browser-profile` (the
-//! browser's profile as received, with every byte the browser sent, for key-leak scans).
+//! browser's profile as received, with every byte the browser sent, for key-leak scans) and
+//! `browser-credentials` (the trust credentials the browser sent, as text).
 //!
 //! Usage: impostor-peer <mode> [ws port]
 
@@ -150,10 +151,13 @@ async fn main() -> Result<(), Error> {
     let mut control = swarm.behaviour().stream.new_control();
     let mut incoming = control.accept(IDENTITY)?;
     let mut trust_in = control.accept(TRUST)?;
-    // Credentials the browser sends are read and dropped (it sends them only if it trusts us).
+    // Credentials the browser sends (only if it trusts us) are printed, for key-leak scans.
     tokio::spawn(async move {
         while let Some((_, mut s)) = trust_in.next().await {
-            let _ = read_frame_max(&mut s, 1 << 20).await;
+            if let Ok(Some(bytes)) = read_frame_max(&mut s, 1 << 20).await {
+                let sent = String::from_utf8_lossy(&bytes).into_owned();
+                emit(json!({"event": "browser-credentials", "sent": sent}));
+            }
         }
     });
     let mode2 = mode.clone();

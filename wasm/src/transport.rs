@@ -114,8 +114,15 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Repoll<C> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        repoll(Pin::new(&mut this.inner).poll_flush(cx), &mut this.write_timer, cx)
+        // Everything written is already queued in the browser's socket, which sends it by
+        // itself (writes are held back above its buffer limit). libp2p-websocket-websys 0.6.0
+        // instead waits for `bufferedAmount` to reach 0, which never happens once the socket is
+        // closing with data queued: closing a connection (yamux flushes as it closes) then spun
+        // in a busy loop that froze every extension page sharing the renderer.
+        match Pin::new(&mut self.get_mut().inner).poll_flush(cx) {
+            Poll::Pending => Poll::Ready(Ok(())),
+            ready => ready,
+        }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
