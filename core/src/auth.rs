@@ -199,6 +199,14 @@ fn unb64(text: &str, what: &str) -> Result<Vec<u8>, Error> {
         .map_err(|_| Error::Malformed(format!("{what}: not base64url")))
 }
 
+/// A challenge from the other side must be [`CHALLENGE_BYTES`] bytes.
+fn check_challenge(text: &str) -> Result<(), Error> {
+    if unb64(text, "challenge")?.len() != CHALLENGE_BYTES {
+        return Err(Error::Malformed(format!("challenge: {CHALLENGE_BYTES} bytes")));
+    }
+    Ok(())
+}
+
 /// A challenge as it travels, from [`CHALLENGE_BYTES`] random bytes.
 pub fn challenge(random: [u8; CHALLENGE_BYTES]) -> String {
     b64(&random)
@@ -314,9 +322,7 @@ impl Initiator {
         let verified = verify(&profile, &self.remote, self.local.did(), &self.sent, now_ms)?;
         let theirs =
             profile.challenge.ok_or(Error::Malformed("the responder sent no challenge".into()))?;
-        if unb64(&theirs, "challenge")?.len() != CHALLENGE_BYTES {
-            return Err(Error::Malformed(format!("challenge: {CHALLENGE_BYTES} bytes")));
-        }
+        check_challenge(&theirs)?;
         let mine = self.local.profile(&verified.did, &theirs, None, now_ms)?;
         Ok((verified, Message::Profile(mine)))
     }
@@ -339,9 +345,7 @@ impl Responder {
         let Message::Hello { challenge } = message else {
             return Err(Error::Unexpected("a profile before the hello"));
         };
-        if unb64(&challenge, "challenge")?.len() != CHALLENGE_BYTES {
-            return Err(Error::Malformed(format!("challenge: {CHALLENGE_BYTES} bytes")));
-        }
+        check_challenge(&challenge)?;
         let audience = remote_did(&self.remote)?;
         let profile = self.local.profile(&audience, &challenge, Some(self.sent.clone()), now_ms)?;
         Ok(Message::Profile(profile))

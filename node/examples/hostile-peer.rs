@@ -5,42 +5,21 @@
 //!
 //! Usage: hostile-peer <ws port>
 
-use std::time::Duration;
-
 use disot_core::bitswap::{self, Outgoing, Presence, WantType};
 use futures::StreamExt as _;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, noise, ping, yamux, Multiaddr, StreamProtocol};
+use libp2p::swarm::SwarmEvent;
+use libp2p::StreamProtocol;
 use sha2::Digest as _;
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new(bitswap::PROTOCOL);
 
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    stream: libp2p_stream::Behaviour,
-}
+#[path = "support/mod.rs"]
+mod support;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn main() -> Result<(), support::Error> {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_websocket(noise::Config::new, yamux::Config::default)
-        .await?
-        .with_behaviour(|key| Behaviour {
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/disot/0.1.0".into(),
-                key.public(),
-            )),
-            ping: ping::Behaviour::new(ping::Config::new()),
-            stream: libp2p_stream::Behaviour::new(),
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-        .build();
-    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/ws").parse()?;
-    swarm.listen_on(addr)?;
+    let mut swarm = support::swarm(libp2p::identity::Keypair::generate_ed25519(), port).await?;
     let mut control = swarm.behaviour().stream.new_control();
     let mut incoming = control.accept(PROTOCOL)?;
     tokio::spawn(async move {
@@ -60,9 +39,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                                 let mh = cid::multihash::Multihash::<64>::wrap(0x12, &digest)
                                     .expect("32-byte digest");
                                 let forged = cid::Cid::new_v1(want.cid.codec(), mh);
-                                println!(
-                                    "{}",
-                                    serde_json::json!({"event": "forged", "wanted": want.cid.to_string(), "sent": forged.to_string()})
+                                support::emit(
+                                    serde_json::json!({"event": "forged", "wanted": want.cid.to_string(), "sent": forged.to_string()}),
                                 );
                                 reply.blocks.push((want.cid, junk));
                             }
@@ -81,21 +59,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     loop {
         match swarm.select_next_some().await {
             SwarmEvent::NewListenAddr { address, .. } => {
-                println!(
-                    "{}",
-                    serde_json::json!({"event": "listening", "addr": format!("{address}/p2p/{me}")})
+                support::emit(
+                    serde_json::json!({"event": "listening", "addr": format!("{address}/p2p/{me}")}),
                 );
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                println!(
-                    "{}",
-                    serde_json::json!({"event": "connected", "peer": peer_id.to_string()})
+                support::emit(
+                    serde_json::json!({"event": "connected", "peer": peer_id.to_string()}),
                 );
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                println!(
-                    "{}",
-                    serde_json::json!({"event": "disconnected", "peer": peer_id.to_string()})
+                support::emit(
+                    serde_json::json!({"event": "disconnected", "peer": peer_id.to_string()}),
                 );
             }
             _ => {}

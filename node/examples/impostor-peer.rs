@@ -25,21 +25,16 @@ use disot_core::bitswap::{read_frame_max, write_frame};
 use disot_core::trust;
 use futures::{AsyncWriteExt as _, StreamExt as _};
 use libp2p::identity::Keypair;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, noise, ping, yamux, Multiaddr, PeerId, StreamProtocol};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{PeerId, StreamProtocol};
 use serde_json::{json, Value};
 
 const IDENTITY: StreamProtocol = StreamProtocol::new(auth::PROTOCOL);
 const TRUST: StreamProtocol = StreamProtocol::new("/disot/trust/1.0.0");
 
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    stream: libp2p_stream::Behaviour,
-}
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
+#[path = "support/mod.rs"]
+mod support;
+use support::{emit, Error};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -49,10 +44,6 @@ fn now() -> u64 {
 
 fn did_of(key: &Keypair) -> Result<String, Error> {
     Ok(disot_core::identity::did_from_public_key(&key.public())?)
-}
-
-fn emit(event: Value) {
-    println!("{event}");
 }
 
 /// Our answer to a hello, as the mode says, and the challenge it carries; `first` is the
@@ -130,22 +121,7 @@ async fn main() -> Result<(), Error> {
     let (creds, subjects) = credentials(&key, &other).await?;
     emit(json!({"event": "subjects", "subjects": subjects}));
 
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
-        .with_tokio()
-        .with_websocket(noise::Config::new, yamux::Config::default)
-        .await?
-        .with_behaviour(|key| Behaviour {
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/disot/0.1.0".into(),
-                key.public(),
-            )),
-            ping: ping::Behaviour::new(ping::Config::new()),
-            stream: libp2p_stream::Behaviour::new(),
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-        .build();
-    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/ws").parse()?;
-    swarm.listen_on(addr)?;
+    let mut swarm = support::swarm(key.clone(), port).await?;
 
     let (hang_up, mut hang_ups) = tokio::sync::mpsc::channel::<PeerId>(4);
     let mut control = swarm.behaviour().stream.new_control();
