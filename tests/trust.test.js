@@ -191,7 +191,7 @@ describe('three browsers', () => {
       const at70 = await put(70, 7);
       const at80 = await put(80, 8);
       await ui(extC, 'peers_dial', { addr: `${node.wsAddr}/p2p-circuit/webrtc/p2p/${sa.peerId}` });
-      await h.waitFor(async () => (await ui(extC, 'ui_status')).peers.some((p) => p.peerId === sa.peerId), { what: 'C connected to A', timeout: 30_000 });
+      await h.waitFor(async () => (await ui(popupA, 'ui_status')).peers.find((p) => p.peerId === sc.peerId)?.identity, { what: 'C verified at A', timeout: 30_000 });
       const fetch = (cid) => c.run((cid) => window.disot.cas.fetch(cid).then((r) => ({ sha256: r.sha256 }), (e) => ({ code: e.code })), cid);
       assert.deepEqual(await fetch(at70.cid), { sha256: at70.sha256 }, 'C at 0.72 ≥ 70: served');
       assert.deepEqual(await fetch(at80.cid), { code: -32001 }, 'C at 0.72 < 80: refused, as if not held');

@@ -117,6 +117,9 @@ struct PeerInfo {
     identity: Option<disot_core::auth::Verified>,
     /// Why its identity exchange failed or was refused, while it has no verified profile.
     identity_error: Option<String>,
+    /// Whether an exchange this side started is running.
+    #[serde(skip)]
+    identity_pending: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -203,8 +206,8 @@ pub(crate) struct Shared {
     open_prompt: js_sys::Function,
     pub(crate) cas: Cas,
     exchange: Rc<Exchange>,
-    /// Opens trust-credential and identity streams to peers.
-    trust_control: libp2p_stream::Control,
+    /// Opens our own protocols' streams to peers (identity, trust credentials).
+    control: libp2p_stream::Control,
     /// How this peer presents itself in identity exchanges.
     local: RefCell<disot_core::auth::Local>,
     commands: mpsc::Sender<Command>,
@@ -251,6 +254,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     } else {
         crate::webrtc::set_ice_servers(&ice);
     }
+    let display_name = settings.as_ref().map(|s| s.display_name.clone()).unwrap_or_default();
     let bootstrap_addrs =
         settings.map(|s| s.bootstrap).unwrap_or_else(|| options.default_bootstrap.clone());
     // Bad addresses in the shipped defaults or stored settings must not stop the node: it
@@ -265,8 +269,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     let exchange =
         Exchange::new(swarm.behaviour().stream.new_control(), store.clone(), did.clone());
     exchange.start().map_err(|e| js_err("starting bitswap", e))?;
-    let trust_control = swarm.behaviour().stream.new_control();
-    let display_name = settings_name(&store).await;
+    let control = swarm.behaviour().stream.new_control();
     let local = disot_core::auth::Local::new(key.clone(), &display_name)
         .or_else(|_| disot_core::auth::Local::new(key.clone(), ""))
         .map_err(|e| js_err("identity profile", e))?;
@@ -286,13 +289,13 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         open_prompt,
         cas: Cas::new(store.clone()),
         exchange: exchange.clone(),
-        trust_control,
+        control,
         local: RefCell::new(local),
         commands: tx.clone(),
     });
     let weak = Rc::downgrade(&shared);
     crate::trustnet::accept(
-        shared.trust_control.clone(),
+        shared.control.clone(),
         store.clone(),
         peer_public_did,
         move |peer, reason| {
@@ -304,7 +307,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     .map_err(|e| js_err("accepting trust credentials", e))?;
     let (weak_local, weak_done) = (Rc::downgrade(&shared), Rc::downgrade(&shared));
     crate::auth::accept(
-        shared.trust_control.clone(),
+        shared.control.clone(),
         move || weak_local.upgrade().map(|shared| shared.local.borrow().clone()),
         move |peer, result| {
             if let Some(shared) = weak_done.upgrade() {
@@ -581,29 +584,10 @@ impl EventLoop {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         let now = now_ms() as u64;
         match event {
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                endpoint,
-                num_established,
-                ..
-            } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 self.pending_dials.remove(&connection_id);
                 let addr = endpoint.get_remote_address().clone();
                 tracing::info!("connection {connection_id} to {peer_id} via {addr}");
-                // The side that dialled starts the identity exchange; credentials follow it.
-                if num_established.get() == 1
-                    && endpoint.is_dialer()
-                    && !self.dialer.is_bootstrap(&peer_id)
-                {
-                    let shared = self.shared.clone();
-                    let local = shared.local.borrow().clone();
-                    wasm_bindgen_futures::spawn_local(async move {
-                        let control = shared.trust_control.clone();
-                        let result = crate::auth::initiate(control, local, peer_id).await;
-                        on_identity(&shared, peer_id, result);
-                    });
-                }
                 if self.dialer.is_bootstrap(&peer_id) {
                     self.dialer.on_connected(&peer_id);
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
@@ -621,7 +605,25 @@ impl EventLoop {
                     direct_error: None,
                     identity: None,
                     identity_error: None,
+                    identity_pending: false,
                 });
+                // Each side starts an identity exchange of its own (credentials follow it) on
+                // any connection while the peer is not verified: answering the other side's is
+                // not enough, since its last message can be lost when a relayed connection
+                // closes under it for the direct one, and only the initiator learns that.
+                if !self.dialer.is_bootstrap(&peer_id)
+                    && info.identity.is_none()
+                    && !info.identity_pending
+                {
+                    info.identity_pending = true;
+                    let shared = self.shared.clone();
+                    let local = shared.local.borrow().clone();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let control = shared.control.clone();
+                        let result = crate::auth::initiate(control, local, peer_id).await;
+                        on_identity(&shared, peer_id, result);
+                    });
+                }
                 if transport_of(&addr) == "webrtc" {
                     info.direct_error = None;
                 }
@@ -775,14 +777,6 @@ impl EventLoop {
     }
 }
 
-/// The display name in the settings ("" when none is set).
-async fn settings_name(store: &Store) -> String {
-    match store.settings().await {
-        Ok(Some(s)) => s.display_name,
-        _ => String::new(),
-    }
-}
-
 /// What an identity exchange with `peer` came to. A verified peer gets our trust credentials
 /// (if we trust it); a peer whose profile was refused is disconnected.
 fn on_identity(
@@ -791,6 +785,9 @@ fn on_identity(
     result: Result<Option<disot_core::auth::Verified>, disot_core::auth::Error>,
 ) {
     let mut live = shared.live.borrow_mut();
+    if let Some(info) = live.peers.get_mut(&peer) {
+        info.identity_pending = false;
+    }
     match result {
         Ok(None) => {}
         Ok(Some(verified)) => {
@@ -802,7 +799,7 @@ fn on_identity(
             }
             drop(live);
             wasm_bindgen_futures::spawn_local(crate::trustnet::offer(
-                shared.trust_control.clone(),
+                shared.control.clone(),
                 shared.store.clone(),
                 peer,
                 did,
@@ -1163,7 +1160,7 @@ async fn set_trust(
         .collect();
     for (peer, did) in connected {
         wasm_bindgen_futures::spawn_local(crate::trustnet::offer(
-            shared.trust_control.clone(),
+            shared.control.clone(),
             shared.store.clone(),
             peer,
             did,
