@@ -96,6 +96,7 @@ describe('no answer carries key material', () => {
       ['trust_set', { did: 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK', level: 70 }],
       ['trust_set', { did: 'did:key:bad', level: 70 }], ['trust_list'],
       ['invite_create'], ['invite_accept', { invite: 'disot-invite:e30', level: 50 }],
+      ['identity_lock_remove', { passphrase: 'a long passphrase' }], ['identity_lock', { passphrase: 'short' }],
       ['settings_set', { bootstrap: [node.wsAddr], displayName: 'Keys' }],
     ];
     for (const [method, params] of calls) {

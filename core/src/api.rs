@@ -189,6 +189,12 @@ pub enum UiRequest {
     AcceptInvite { invite: String, level: u8 },
     /// `identity_export {passphrase}`: the identity key, sealed under the passphrase.
     ExportIdentity { passphrase: String },
+    /// `identity_lock {passphrase}`: keep the identity key sealed under the passphrase, and
+    /// ask for it after each browser start.
+    LockIdentity { passphrase: String },
+    /// `identity_lock_remove {passphrase}`: keep the key in the clear again (the passphrase
+    /// must open the sealed key).
+    RemoveLock { passphrase: String },
     /// `identity_import {backup, passphrase}`: replace the identity with the one in a backup
     /// (it takes effect when the peer restarts).
     ImportIdentity { backup: String, passphrase: String },
@@ -596,14 +602,18 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             Ok(UiRequest::SetTrust { did, level, context })
         }
         "trust_list" => expect_no_params(&method, &params).map(|()| UiRequest::ListTrust),
-        "identity_export" => {
+        "identity_export" | "identity_lock" | "identity_lock_remove" => {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
             struct P {
                 passphrase: String,
             }
-            let p: P = typed(&method, params)?;
-            Ok(UiRequest::ExportIdentity { passphrase: p.passphrase })
+            let P { passphrase } = typed(&method, params)?;
+            Ok(match method.as_str() {
+                "identity_export" => UiRequest::ExportIdentity { passphrase },
+                "identity_lock" => UiRequest::LockIdentity { passphrase },
+                _ => UiRequest::RemoveLock { passphrase },
+            })
         }
         "identity_import" => {
             #[derive(Deserialize)]

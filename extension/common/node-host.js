@@ -1,10 +1,48 @@
 // Loads the WASM node once per context and answers requests with it. Used by Chrome's
 // offscreen document and Firefox's background page; it holds no logic of its own.
-import init, { start } from './pkg/disot_wasm.js';
+import init, { start, identityLocked } from './pkg/disot_wasm.js';
 import { errorBody } from './sender.js';
 
 const api = globalThis.browser ?? globalThis.chrome;
 let booting = null;
+
+/**
+ * Stands in for the node while the identity key is locked (sealed under the user's
+ * passphrase): it answers the popup's status and unlock requests only; `unlock` starts the
+ * real node with the passphrase (which the node uses to open the key, then forgets).
+ */
+function lockedNode(unlock) {
+  const locked = 'the peer is locked: unlock it in the extension popup';
+  let unlocked = null;
+  let queue = Promise.resolve();
+  return {
+    locked: true,
+    async request(kind, _origin, body) {
+      if (kind !== 'ui') return errorBody(4900, locked);
+      let method, params;
+      try {
+        ({ method, params } = JSON.parse(body));
+      } catch {
+        return errorBody(-32600, 'invalid request');
+      }
+      if (method === 'ui_status') return JSON.stringify({ result: { locked: true } });
+      if (method !== 'identity_unlock') return errorBody(4900, locked);
+      if (typeof params?.passphrase !== 'string' || params.passphrase.length > 1024) {
+        return errorBody(-32602, 'identity_unlock takes {passphrase}');
+      }
+      try {
+        // One unlock at a time, and one node: a second start would run a second node on the
+        // same store.
+        const attempt = queue.then(() => unlocked ?? unlock(params.passphrase).then((n) => (unlocked = n)));
+        queue = attempt.catch(() => {});
+        const node = await attempt;
+        return JSON.stringify({ result: { unlocked: true, did: node.did } });
+      } catch (e) {
+        return errorBody(-32602, String(e?.message ?? e));
+      }
+    },
+  };
+}
 
 async function boot(platform, openPrompt) {
   // Ask the browser not to evict the store under storage pressure (best effort: the answer
@@ -17,15 +55,18 @@ async function boot(platform, openPrompt) {
   } catch (e) {
     console.warn('disot: no usable config.json, starting without default bootstrap nodes', e);
   }
-  return start(
-    {
-      defaultBootstrap: Array.isArray(config.bootstrap) ? config.bootstrap : [],
-      defaultIceServers: Array.isArray(config.iceServers) ? config.iceServers : [],
-      logLevel: typeof config.logLevel === 'string' ? config.logLevel : undefined,
-      platform,
-    },
-    openPrompt,
-  );
+  const options = {
+    defaultBootstrap: Array.isArray(config.bootstrap) ? config.bootstrap : [],
+    defaultIceServers: Array.isArray(config.iceServers) ? config.iceServers : [],
+    logLevel: typeof config.logLevel === 'string' ? config.logLevel : undefined,
+    platform,
+  };
+  if (!(await identityLocked())) return start(options, openPrompt);
+  return lockedNode(async (passphrase) => {
+    const node = await start({ ...options, passphrase }, openPrompt);
+    booting = Promise.resolve(node);
+    return node;
+  });
 }
 
 /**

@@ -3,7 +3,10 @@ import { call } from './ui.js';
 const $ = (id) => document.getElementById(id);
 
 async function load() {
-  call('ui_status').then((st) => { $('did').textContent = st.did; }, () => {});
+  call('ui_status').then((st) => {
+    $('did').textContent = st.did;
+    $('lock-state').textContent = st.lockEnabled ? 'The lock is on.' : 'The lock is off.';
+  }, () => {});
   const s = await call('settings_get');
   $('bootstrap').value = s.bootstrap.join('\n');
   $('display-name').value = s.displayName ?? '';
@@ -69,3 +72,17 @@ $('import').addEventListener('click', async () => {
     say('import-status', e.message, true);
   }
 });
+
+for (const [button, method, done] of [['lock', 'identity_lock', 'The lock is on.'], ['unlock-remove', 'identity_lock_remove', 'The lock is off.']]) {
+  $(button).addEventListener('click', async () => {
+    say('lock-status', 'Working…');
+    try {
+      await call(method, { passphrase: $('lock-pass').value });
+      $('lock-pass').value = '';
+      $('lock-state').textContent = done;
+      say('lock-status', 'Done.');
+    } catch (e) {
+      say('lock-status', e.message, true);
+    }
+  });
+}

@@ -18,6 +18,13 @@ function formatBytes(n) {
 async function refresh() {
   try {
     const s = await call('ui_status');
+    document.body.dataset.locked = String(Boolean(s.locked));
+    $('locked').hidden = !s.locked;
+    if (s.locked) {
+      $('state').textContent = 'locked';
+      $('state').dataset.state = 'offline';
+      return;
+    }
     $('did').textContent = s.did;
     $('peer-id').textContent = s.peerId;
     $('peer-count').textContent = String(s.connections);
@@ -219,8 +226,23 @@ async function showGrants() {
 
 // Once a second; four times a second while transfers run, so their progress bars move.
 let busy = false;
+$('unlock-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('unlock-error').hidden = true;
+  try {
+    await call('identity_unlock', { passphrase: $('unlock-pass').value });
+    $('unlock-pass').value = '';
+    await refresh();
+    await loadTrust();
+  } catch (e) {
+    $('unlock-error').textContent = e.message;
+    $('unlock-error').hidden = false;
+  }
+});
+
 // Trust changes only here (each credential is verified when listed): shown once, and after edits.
-showTrust().catch((e) => { $('trust-error').textContent = e.message; $('trust-error').hidden = false; });
+const loadTrust = () => showTrust().catch((e) => { $('trust-error').textContent = e.message; $('trust-error').hidden = false; });
+call('ui_status').then((s) => s.locked || loadTrust(), () => {});
 async function loop() {
   await refresh();
   setTimeout(loop, busy ? 250 : 1000);

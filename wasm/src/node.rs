@@ -66,6 +66,9 @@ struct StartOptions {
     /// Most verbose level logged to the console: "error", "warn" (default), "info", "debug".
     #[serde(default)]
     log_level: Option<String>,
+    /// Opens the identity key when it is locked (see [`identity_locked`]).
+    #[serde(default)]
+    passphrase: Option<String>,
 }
 
 pub(crate) fn init_logging(level: Option<&str>) {
@@ -211,6 +214,8 @@ pub(crate) struct Shared {
     /// How this peer presents itself in identity exchanges.
     local: RefCell<disot_core::auth::Local>,
     commands: mpsc::Sender<Command>,
+    /// Whether the key is kept sealed under a passphrase (the lock is on).
+    lock_enabled: std::cell::Cell<bool>,
 }
 
 /// The running browser node.
@@ -228,6 +233,15 @@ fn js_err(context: &str, e: impl std::fmt::Display) -> JsError {
     JsError::new(&format!("{context}: {e}"))
 }
 
+/// Whether the identity key is locked: the node then starts only with its passphrase
+/// (`passphrase` in the start options).
+#[wasm_bindgen(js_name = identityLocked)]
+pub async fn identity_locked() -> Result<bool, JsError> {
+    let store = Store::open().await.map_err(|e| js_err("opening storage", e))?;
+    let sealed = store.sealed_identity().await.map_err(|e| js_err("reading identity", e))?;
+    Ok(sealed.is_some())
+}
+
 /// Start the node: open IndexedDB, load or create the identity, start the swarm and dial the
 /// bootstrap nodes.
 #[wasm_bindgen]
@@ -239,7 +253,12 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     };
     init_logging(options.log_level.as_deref());
     let store = Rc::new(Store::open().await.map_err(|e| js_err("opening storage", e))?);
-    let key = store.identity().await.map_err(|e| js_err("loading identity", e))?;
+    let key = match (store.sealed_identity().await, options.passphrase.as_deref()) {
+        (Ok(Some(sealed)), Some(passphrase)) => disot_core::backup::import(&sealed, passphrase)
+            .map_err(|e| js_err("unlocking the identity", e))?,
+        _ => store.identity().await.map_err(|e| js_err("loading identity", e))?,
+    };
+    let lock_enabled = store.sealed_identity().await.is_ok_and(|s| s.is_some());
     let did = disot_core::identity::did_from_public_key(&key.public())
         .map_err(|e| js_err("computing did", e))?;
     let peer_id = key.public().to_peer_id();
@@ -292,6 +311,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         control,
         local: RefCell::new(local),
         commands: tx.clone(),
+        lock_enabled: std::cell::Cell::new(lock_enabled),
     });
     let weak = Rc::downgrade(&shared);
     crate::trustnet::accept(
@@ -1265,6 +1285,8 @@ async fn handle_ui(
                 "peers": live.peers.values().collect::<Vec<_>>(),
                 "refused": live.refused,
                 "displayName": shared.local.borrow().display_name(),
+                "locked": false,
+                "lockEnabled": shared.lock_enabled.get(),
                 "bootstrap": live.bootstrap,
                 "relay": live.relay,
                 "transfers": shared.exchange.transfers(None),
@@ -1396,12 +1418,37 @@ async fn handle_ui(
             .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
             Ok(json!({ "did": shared.did, "backup": backup }))
         }
+        UiRequest::LockIdentity { passphrase } => {
+            let random = |e: String| ApiError::new(ErrorCode::Internal, e);
+            let sealed = disot_core::backup::export(
+                &shared.key,
+                &passphrase,
+                crate::store::random_bytes().map_err(random)?,
+                crate::store::random_bytes().map_err(random)?,
+            )
+            .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+            shared.store.lock_identity(&sealed).await.map_err(|e| internal(&e))?;
+            shared.lock_enabled.set(true);
+            Ok(json!({ "lockEnabled": true }))
+        }
+        UiRequest::RemoveLock { passphrase } => {
+            let sealed = shared.store.sealed_identity().await.map_err(|e| internal(&e))?;
+            let sealed = sealed
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidParams, "the lock is not on"))?;
+            let key = disot_core::backup::import(&sealed, &passphrase)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+            shared.store.replace_identity(&key).await.map_err(|e| internal(&e))?;
+            shared.lock_enabled.set(false);
+            Ok(json!({ "lockEnabled": false }))
+        }
         UiRequest::ImportIdentity { backup, passphrase } => {
             let key = disot_core::backup::import(&backup, &passphrase)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
             let did = disot_core::identity::did_from_public_key(&key.public())
                 .map_err(|e| internal(&e))?;
+            // The restored key is stored in the clear: a lock is set again from the options.
             shared.store.replace_identity(&key).await.map_err(|e| internal(&e))?;
+            shared.lock_enabled.set(false);
             Ok(json!({ "did": did, "restart": did != shared.did }))
         }
         UiRequest::DialPeer(addr) => {

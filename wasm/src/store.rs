@@ -23,6 +23,8 @@ const SETTINGS: &str = "settings";
 const BLOCKS: &str = "blocks";
 const OBJECTS: &str = "objects";
 const IDENTITY_KEY: &str = "identity";
+/// The identity key sealed under the user's passphrase, in place of [`IDENTITY_KEY`].
+const SEALED_IDENTITY_KEY: &str = "identity-sealed";
 const SETTINGS_KEY: &str = "settings";
 const GRANTS_KEY: &str = "grants";
 const TRUST_KEY: &str = "trust";
@@ -36,6 +38,8 @@ pub enum Error {
     DamagedIdentity(String),
     #[error("stored settings are damaged: {0}")]
     DamagedSettings(String),
+    #[error("the identity key is locked: unlock it with its passphrase")]
+    Locked,
 }
 
 pub struct Store {
@@ -144,6 +148,10 @@ impl Store {
         if let Some(bytes) = self.read(KEYS, IDENTITY_KEY).await? {
             return decode_identity(&bytes);
         }
+        // A locked identity is opened with its passphrase; a new key must never replace it.
+        if self.sealed_identity().await?.is_some() {
+            return Err(Error::Locked);
+        }
         let key = Keypair::generate_ed25519();
         let encoded =
             key.to_protobuf_encoding().map_err(|e| Error::DamagedIdentity(e.to_string()))?;
@@ -183,12 +191,32 @@ impl Store {
     }
 
     /// Replace the identity key (from a backup); the node uses it from its next start.
+    /// The sealed identity (a backup's text), when the lock is on.
+    pub async fn sealed_identity(&self) -> Result<Option<String>, Error> {
+        Ok(self.read(KEYS, SEALED_IDENTITY_KEY).await?.and_then(|v| v.as_string()))
+    }
+
+    /// Turn the lock on: the sealed form replaces the plain key, in one transaction.
+    pub async fn lock_identity(&self, sealed: &str) -> Result<(), Error> {
+        let tx = self.tx(&[KEYS], TransactionMode::ReadWrite).await?;
+        let keys = tx.object_store(KEYS)?;
+        keys.put(&JsValue::from_str(sealed), Some(&JsValue::from_str(SEALED_IDENTITY_KEY)))?
+            .await?;
+        keys.delete(JsValue::from_str(IDENTITY_KEY))?.await?;
+        tx.commit()?.await?;
+        Ok(())
+    }
+
+    /// Store `key` in the clear again, and drop any sealed form (the lock is off; a restored
+    /// backup also ends up here).
     pub async fn replace_identity(&self, key: &Keypair) -> Result<(), Error> {
         let encoded =
             key.to_protobuf_encoding().map_err(|e| Error::DamagedIdentity(e.to_string()))?;
         let value = js_sys::Uint8Array::from(encoded.as_slice());
         let tx = self.tx(&[KEYS], TransactionMode::ReadWrite).await?;
-        tx.object_store(KEYS)?.put(&value, Some(&JsValue::from_str(IDENTITY_KEY)))?.await?;
+        let keys = tx.object_store(KEYS)?;
+        keys.put(&value, Some(&JsValue::from_str(IDENTITY_KEY)))?.await?;
+        keys.delete(JsValue::from_str(SEALED_IDENTITY_KEY))?.await?;
         tx.commit()?.await?;
         Ok(())
     }

@@ -1,0 +1,140 @@
+// The optional lock: with it on (options page), the identity key is kept only sealed under
+// the passphrase in IndexedDB; after a browser restart the peer waits: pages get 4900 "locked",
+// the popup asks for the passphrase, refuses a wrong one and unlocks with the right one as the
+// same DID. Removing the lock stores the key in the clear again. In Chromium (offscreen
+// document) and Firefox (background page), which start the node differently.
+import { describe, test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import * as h from './lib/harness.js';
+
+after(() => h.cleanup());
+
+const PASSPHRASE = 'correct horse battery staple';
+
+/** In an extension page: the names in the `keys` store, and the sealed identity's text. */
+async function keysInExtensionPage() {
+  const db = await new Promise((resolve, reject) => {
+    const r = indexedDB.open('disot-peer');
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+  const store = db.transaction('keys').objectStore('keys');
+  const ask = (r) => new Promise((resolve, reject) => { r.onsuccess = () => resolve(r.result); r.onerror = () => reject(r.error); });
+  const names = await ask(store.getAllKeys());
+  const sealed = await ask(store.get('identity-sealed'));
+  db.close();
+  return { names: names.map(String).sort(), sealed: typeof sealed === 'string' ? sealed : null };
+}
+
+const pageStatus = (page) => page.evaluate(() => window.disot.request({ method: 'disot_status' })
+  .then((r) => ({ did: r.did }), (e) => ({ code: e.code, message: e.message })));
+
+describe('the lock', () => {
+  test('the key is sealed at rest; after a restart the peer waits for the passphrase, refuses a wrong one and unlocks as the same DID', async () => {
+    const site = await h.startPageServer();
+    const ext = h.prepareExtension('chrome', []);
+    const profile = h.tempDir('profile-lock');
+    let browser = await h.Browser.launch('chromium', ext, profile);
+    try {
+      let options = await browser.open(`${browser.extensionBase}options.html`);
+      const { did } = await h.ui(options, 'ui_status');
+      await options.type('#lock-pass', PASSPHRASE);
+      await options.click('#lock');
+      await options.waitForFunction(() => document.getElementById('lock-status').textContent === 'Done.');
+      assert.equal((await h.ui(options, 'ui_status')).lockEnabled, true);
+      const atRest = await options.evaluate(keysInExtensionPage);
+      assert.deepEqual(atRest.names, ['identity-sealed'], 'no plain key at rest');
+      assert.equal(JSON.parse(atRest.sealed).did, did, 'the sealed key names our DID');
+      assert.ok(!atRest.sealed.includes('"secret"'), 'sealed, not written out');
+      // This session goes on: the key is in memory.
+      assert.equal((await pageStatus(await browser.open(`${site.url}/demo.html`))).did, did);
+
+      await browser.close();
+      browser = await h.Browser.launch('chromium', ext, profile);
+      const page = await browser.open(`${site.url}/demo.html`);
+      const locked = await pageStatus(page);
+      assert.equal(locked.code, 4900);
+      assert.match(locked.message, /locked: unlock it in the extension popup/);
+      const popup = await browser.open(`${browser.extensionBase}popup.html`);
+      await popup.waitForFunction(() => !document.getElementById('locked').hidden);
+      await h.screenshot(popup, 'popup-locked-chromium.png');
+      await popup.type('#unlock-pass', 'not the passphrase');
+      await popup.click('#unlock');
+      await popup.waitForFunction(() => !document.getElementById('unlock-error').hidden, { timeout: 30_000 });
+      assert.match(await popup.$eval('#unlock-error', (e) => e.textContent), /wrong passphrase/);
+      assert.equal((await pageStatus(page)).code, 4900, 'still locked');
+      await popup.$eval('#unlock-pass', (e) => { e.value = ''; });
+      await popup.type('#unlock-pass', PASSPHRASE);
+      await popup.click('#unlock');
+      await popup.waitForFunction(() => document.getElementById('locked').hidden && document.getElementById('did').textContent.startsWith('did:key:'), { timeout: 30_000 });
+      assert.equal(await popup.$eval('#did', (e) => e.textContent), did, 'the same identity');
+      assert.equal((await pageStatus(page)).did, did, 'pages are answered again');
+      options = await browser.open(`${browser.extensionBase}options.html`);
+      assert.deepEqual((await options.evaluate(keysInExtensionPage)).names, ['identity-sealed'], 'still sealed at rest');
+
+      // Removing the lock needs the passphrase, and stores the key in the clear again.
+      await options.type('#lock-pass', 'not the passphrase');
+      await options.click('#unlock-remove');
+      await options.waitForFunction(() => document.getElementById('lock-status').className === 'error');
+      assert.match(await options.$eval('#lock-status', (e) => e.textContent), /wrong passphrase/);
+      await options.$eval('#lock-pass', (e) => { e.value = ''; });
+      await options.type('#lock-pass', PASSPHRASE);
+      await options.click('#unlock-remove');
+      await options.waitForFunction(() => document.getElementById('lock-status').textContent === 'Done.');
+      assert.deepEqual((await options.evaluate(keysInExtensionPage)).names, ['identity']);
+      await browser.close();
+      browser = await h.Browser.launch('chromium', ext, profile);
+      assert.equal((await pageStatus(await browser.open(`${site.url}/demo.html`))).did, did, 'starts unlocked, the same DID');
+    } finally {
+      await browser.close();
+    }
+  });
+
+  test('Firefox: locked after a restart, unlocked in the popup as the same DID', async () => {
+    const { By } = await import('selenium-webdriver');
+    const site = await h.startPageServer();
+    const ext = h.prepareExtension('firefox', []);
+    const profile = h.tempDir('profile-lock-f');
+    const uuid = randomUUID();
+    const text = async (driver, id, until) => {
+      const el = await driver.findElement(By.id(id));
+      await driver.wait(async () => until(await el.getText()), 30_000, `${id} to change`);
+      return el.getText();
+    };
+    const pageStatusIn = async (driver) => {
+      await driver.get(`${site.url}/demo.html`);
+      await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+      return driver.executeAsyncScript(`const done = arguments[0];
+        window.disot.request({ method: 'disot_status' }).then((r) => done({ did: r.did }), (e) => done({ code: e.code, message: e.message }));`);
+    };
+    let { driver, base } = await h.launchSeleniumFirefox(ext, { profile, uuid });
+    let did;
+    try {
+      await driver.get(`${base}options.html`);
+      did = await text(driver, 'did', (t) => t.startsWith('did:key:'));
+      await driver.findElement(By.id('lock-pass')).sendKeys(PASSPHRASE);
+      await driver.findElement(By.id('lock')).click();
+      assert.equal(await text(driver, 'lock-status', (t) => t === 'Done.' || /error|must/.test(t)), 'Done.');
+    } finally {
+      await driver.quit();
+    }
+    ({ driver, base } = await h.launchSeleniumFirefox(ext, { profile, uuid }));
+    try {
+      const locked = await pageStatusIn(driver);
+      assert.equal(locked.code, 4900, JSON.stringify(locked));
+      await driver.get(`${base}popup.html`);
+      await driver.wait(async () => driver.findElement(By.id('locked')).isDisplayed(), 20_000, 'the unlock form');
+      await driver.findElement(By.id('unlock-pass')).sendKeys('not the passphrase');
+      await driver.findElement(By.id('unlock')).click();
+      assert.match(await text(driver, 'unlock-error', (t) => t !== ''), /wrong passphrase/);
+      await driver.findElement(By.id('unlock-pass')).clear();
+      await driver.findElement(By.id('unlock-pass')).sendKeys(PASSPHRASE);
+      await driver.findElement(By.id('unlock')).click();
+      assert.equal(await text(driver, 'did', (t) => t.startsWith('did:key:')), did, 'the same identity');
+      assert.equal((await pageStatusIn(driver)).did, did, 'pages are answered again');
+    } finally {
+      await driver.quit();
+    }
+  });
+});
