@@ -1,7 +1,8 @@
 // Trust in the popup, driven as a user would: A enters B's DID and a level; the popup lists B
-// with that level and score, backed by a W3C Verifiable Credential A signed (its form is
-// checked here; the peer verifies its proof each time it lists it, and the core tests show
-// forged, changed and expired credentials refused); revoking sets level 0 at once.
+// with that level and score, backed by a W3C Verifiable Credential A signed and keeps in its
+// content store (its form is checked here; the peer verifies its proof each time it lists it,
+// and the core tests show forged, changed and expired credentials refused); revoking sets
+// level 0 at once.
 // Across peers: B trusts A and C; once A and B are connected, B's credentials reach A (B trusts
 // A), and A's popup shows C through B with the product of the levels.
 // Access by trust: content A put with a trust threshold is served to B while A trusts B enough,
@@ -53,6 +54,9 @@ describe('trust in the popup', () => {
     assert.equal(vc.proof.cryptosuite, 'eddsa-rdfc-2022');
     assert.equal(vc.proof.verificationMethod, `${didA}#${didA.slice('did:key:'.length)}`);
     assert.deepEqual(entry.path, [didA, didB]);
+    // The credential is in the content store too, under its CID, as its canonical JSON.
+    assert.match(entry.cid, /^bafk/, 'a single raw block');
+    assert.ok((await popup.evaluate(h.blockKeysInExtensionPage)).includes(entry.cid), 'its block is stored');
   });
 
   test('revoking sets level 0 at once, and it stays after the popup reopens', async () => {

@@ -1159,6 +1159,9 @@ async fn set_trust(
     let credential = disot_core::trust::issue(&shared.key, &assertion)
         .await
         .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+    crate::trustnet::store_credential(&shared.store, &credential)
+        .await
+        .map_err(|e| internal(&e))?;
     let mut all = shared.store.trust_credentials().await.map_err(|e| internal(&e))?;
     // The latest assertion about a peer, per context, replaces the earlier one.
     all.retain(|c| {
@@ -1208,6 +1211,7 @@ async fn trust_entries(shared: &Shared, credentials: bool) -> Result<Value, ApiE
             "path": score.map(|s| s.path),
         });
         if credentials {
+            entry["cid"] = json!(crate::trustnet::credential_cid(&credential));
             entry["credential"] = credential;
         }
         entries.push(entry);

@@ -21,6 +21,28 @@ const MAX_CREDENTIALS: usize = 1000;
 /// Most credentials kept from other peers.
 const MAX_RECEIVED: usize = 10_000;
 
+/// Keep a trust credential in the content store as well, as an object of its own (pinned,
+/// visible to no page): content-addressed, so anyone can name and check it by its CID.
+pub(crate) async fn store_credential(store: &Store, credential: &Value) -> Result<String, String> {
+    use disot_core::store::BlockStore as _;
+    let bytes = disot_core::entry::canonical(credential).map_err(|e| e.to_string())?;
+    let layout = disot_core::unixfs::Preset::Helia.layout();
+    let mut record =
+        disot_core::store::add(store, layout, [bytes]).await.map_err(|e| e.to_string())?;
+    record.name = Some("trust-credential.json".into());
+    record.mime = Some("application/vc".into());
+    store.put_object(&record).await.map_err(|e| e.to_string())?;
+    Ok(record.cid)
+}
+
+/// The CID a credential has in the content store (see [`store_credential`]).
+pub(crate) fn credential_cid(credential: &Value) -> Option<String> {
+    let bytes = disot_core::entry::canonical(credential).ok()?;
+    let (_, imported) =
+        disot_core::unixfs::import(&bytes, disot_core::unixfs::Preset::Helia.layout());
+    Some(imported.cid.to_string())
+}
+
 fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
@@ -51,15 +73,23 @@ pub(crate) async fn offer(
         Ok(m) if m.len() <= MAX_MESSAGE => m,
         _ => return tracing::warn!("our trust credentials do not fit in one message"),
     };
-    match control.open_stream(peer, PROTOCOL).await {
-        Ok(mut stream) => {
-            if let Err(e) = write_frame(&mut stream, &message).await {
-                tracing::info!("trust credentials to {peer}: {e}");
-            }
-            let _ = stream.close().await;
+    // A few tries: the stream may land on a relayed connection that closes for the direct one.
+    for attempt in 0..3 {
+        if attempt > 0 {
+            futures_timer::Delay::new(std::time::Duration::from_secs(1)).await;
         }
-        // Peers that do not speak it (a disot-node) are fine.
-        Err(e) => tracing::debug!("trust credentials to {peer}: {e}"),
+        match control.open_stream(peer, PROTOCOL).await {
+            Ok(mut stream) => match write_frame(&mut stream, &message).await {
+                Ok(()) => {
+                    let _ = stream.close().await;
+                    return;
+                }
+                Err(e) => tracing::info!("trust credentials to {peer}: {e}"),
+            },
+            // Peers that do not speak it (a disot-node) are fine.
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => return,
+            Err(e) => tracing::info!("trust credentials to {peer}: {e}"),
+        }
     }
 }
 
@@ -128,6 +158,9 @@ async fn take(store: &Store, sender: &str, message: &[u8]) -> Result<Vec<String>
         }
         if received.len() >= MAX_RECEIVED {
             received.remove(0);
+        }
+        if let Err(e) = store_credential(store, &credential).await {
+            return Err(format!("keeping a trust credential: {e}"));
         }
         received.push(credential);
         changed = true;
