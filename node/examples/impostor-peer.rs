@@ -131,6 +131,7 @@ async fn main() -> Result<(), Error> {
     tokio::spawn(async move {
         while let Some((_, mut s)) = trust_in.next().await {
             if let Ok(Some(bytes)) = read_frame_max(&mut s, 1 << 20).await {
+                let _ = write_frame(&mut s, b"ok").await; // the protocol's acknowledgement
                 let sent = String::from_utf8_lossy(&bytes).into_owned();
                 emit(json!({"event": "browser-credentials", "sent": sent}));
             }

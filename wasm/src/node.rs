@@ -313,14 +313,22 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         commands: tx.clone(),
         lock_enabled: std::cell::Cell::new(lock_enabled),
     });
-    let weak = Rc::downgrade(&shared);
+    let (weak, weak_changed) = (Rc::downgrade(&shared), Rc::downgrade(&shared));
     crate::trustnet::accept(
         shared.control.clone(),
         store.clone(),
+        shared.did.clone(),
         peer_public_did,
         move |peer, reason| {
             if let Some(shared) = weak.upgrade() {
                 shared.live.borrow_mut().refuse(&peer, "trust credential", reason);
+            }
+        },
+        move || {
+            if let Some(shared) = weak_changed.upgrade() {
+                // Access by trust is recomputed from the next request.
+                shared.exchange.access_changed();
+                offer_to_connected(&shared);
             }
         },
     )
@@ -1173,7 +1181,13 @@ async fn set_trust(
     shared.store.set_trust_credentials(&all).await.map_err(|e| internal(&e))?;
     // A revocation holds from the very next request.
     shared.exchange.access_changed();
-    // Peers we trust and are connected to hear of it now.
+    offer_to_connected(shared);
+    Ok(credential)
+}
+
+/// What we know of trust changed: the verified peers connected now hear of it (those we trust;
+/// `trustnet::offer` checks).
+fn offer_to_connected(shared: &Shared) {
     let connected: Vec<(PeerId, String)> = shared
         .live
         .borrow()
@@ -1189,7 +1203,6 @@ async fn set_trust(
             did,
         ));
     }
-    Ok(credential)
 }
 
 /// Whom this peer trusts: its own assertions (with the credential, when `credentials`) and the

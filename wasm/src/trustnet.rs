@@ -55,7 +55,9 @@ fn trusts(mine: &[Value], did: &str) -> bool {
     })
 }
 
-/// Send our credentials to `peer` (whose DID is `did`) if we trust it.
+/// Send `peer` (whose DID is `did`), if we trust it, our credentials and those we took from
+/// others (each is signed by its issuer, so passing it on speaks for nobody): this is how
+/// trust paths longer than one hop reach a peer.
 pub(crate) async fn offer(
     mut control: libp2p_stream::Control,
     store: Rc<Store>,
@@ -69,9 +71,23 @@ pub(crate) async fn offer(
     if !trusts(&mine, &did) {
         return;
     }
-    let message = match serde_json::to_vec(&mine) {
-        Ok(m) if m.len() <= MAX_MESSAGE => m,
-        _ => return tracing::warn!("our trust credentials do not fit in one message"),
+    let received = store.received_trust().await.unwrap_or_default();
+    // Ours first, then what others told us (not what the peer itself issued), as much as fits.
+    let mut all: Vec<Value> = Vec::new();
+    let mut size: usize = 2;
+    for c in mine.into_iter().chain(
+        received.into_iter().filter(|c| c.get("issuer").and_then(Value::as_str) != Some(&did)),
+    ) {
+        let len = serde_json::to_vec(&c).map_or(usize::MAX, |b| b.len() + 1);
+        if all.len() >= MAX_CREDENTIALS || size.saturating_add(len) > MAX_MESSAGE {
+            break;
+        }
+        size += len;
+        all.push(c);
+    }
+    let message = match serde_json::to_vec(&all) {
+        Ok(m) => m,
+        Err(e) => return tracing::warn!("encoding trust credentials: {e}"),
     };
     // A few tries: the stream may land on a relayed connection that closes for the direct one.
     for attempt in 0..3 {
@@ -79,7 +95,7 @@ pub(crate) async fn offer(
             futures_timer::Delay::new(std::time::Duration::from_secs(1)).await;
         }
         match control.open_stream(peer, PROTOCOL).await {
-            Ok(mut stream) => match write_frame(&mut stream, &message).await {
+            Ok(mut stream) => match delivered(&mut stream, &message).await {
                 Ok(()) => {
                     let _ = stream.close().await;
                     return;
@@ -93,13 +109,35 @@ pub(crate) async fn offer(
     }
 }
 
+/// How long the receiver has to acknowledge a message.
+const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The receiver's acknowledgement: without it a message written to a connection that was
+/// closing (a relayed one, for the direct one) would be lost unnoticed.
+const ACK: &[u8] = b"ok";
+
+/// Write `message` and wait for the receiver's acknowledgement.
+async fn delivered(stream: &mut libp2p::Stream, message: &[u8]) -> Result<(), String> {
+    write_frame(stream, message).await.map_err(|e| e.to_string())?;
+    let ack = read_frame_max(stream, ACK.len());
+    futures::pin_mut!(ack);
+    match futures::future::select(ack, futures_timer::Delay::new(ACK_TIMEOUT)).await {
+        futures::future::Either::Left((Ok(Some(a)), _)) if a == ACK => Ok(()),
+        futures::future::Either::Left((Ok(_), _)) => Err("no acknowledgement".into()),
+        futures::future::Either::Left((Err(e), _)) => Err(e.to_string()),
+        futures::future::Either::Right(_) => Err("acknowledgement timed out".into()),
+    }
+}
+
 /// Take the credentials peers send us, for as long as the node runs; `refused` hears of each
-/// credential (or message) refused, and why.
+/// credential (or message) refused, and why; `changed` is called when what we know changed
+/// (so that it reaches the peers that trust us in turn).
 pub(crate) fn accept(
     mut control: libp2p_stream::Control,
     store: Rc<Store>,
+    me: String,
     did_of: fn(&PeerId) -> Option<String>,
     refused: impl Fn(PeerId, String) + 'static,
+    changed: impl Fn() + 'static,
 ) -> Result<(), String> {
     let mut incoming = control.accept(PROTOCOL).map_err(|e| e.to_string())?;
     wasm_bindgen_futures::spawn_local(async move {
@@ -108,13 +146,24 @@ pub(crate) fn accept(
             let message = match read_frame_max(&mut stream, MAX_MESSAGE).await {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
-                Err(e) => {
+                Err(e @ disot_core::bitswap::Error::TooLarge(_)) => {
                     refused(peer, e.to_string());
                     continue;
                 }
+                // The stream failed: nothing was said; the sender tries again.
+                Err(e) => {
+                    tracing::info!("trust credentials from {peer}: {e}");
+                    continue;
+                }
             };
-            match take(&store, &sender, &message).await {
-                Ok(reasons) => reasons.into_iter().for_each(|r| refused(peer, r)),
+            let _ = write_frame(&mut stream, ACK).await;
+            match take(&store, &me, &sender, &message).await {
+                Ok((reasons, new)) => {
+                    reasons.into_iter().for_each(|r| refused(peer, r));
+                    if new {
+                        changed();
+                    }
+                }
                 Err(e) => refused(peer, e),
             }
         }
@@ -122,51 +171,82 @@ pub(crate) fn accept(
     Ok(())
 }
 
-/// Keep what verifies of one message; returns why each other credential was refused.
-async fn take(store: &Store, sender: &str, message: &[u8]) -> Result<Vec<String>, String> {
+/// Keep what verifies of one message: credentials the sender issued, and credentials it passes
+/// on from issuers we already trust closely enough for their assertions to end a path of at
+/// most [`trust::MAX_DEPTH`] hops. Returns why each other credential was refused, and whether
+/// anything new was kept.
+async fn take(
+    store: &Store,
+    me: &str,
+    sender: &str,
+    message: &[u8],
+) -> Result<(Vec<String>, bool), String> {
     let offered: Vec<Value> = serde_json::from_slice(message).map_err(|e| e.to_string())?;
     if offered.len() > MAX_CREDENTIALS {
         return Err(format!("more than {MAX_CREDENTIALS} credentials"));
     }
     let now = now_ms();
     let mut received = store.received_trust().await.map_err(|e| e.to_string())?;
-    let mut changed = false;
+    let mut graph = trust::TrustGraph::new();
+    for c in store.trust_credentials().await.map_err(|e| e.to_string())?.iter().chain(&received) {
+        if let Ok(a) = trust::read_form(c) {
+            graph.insert(a);
+        }
+    }
     let mut refusals = Vec::new();
+    let mut waiting = Vec::new();
     for credential in offered {
-        let a = match trust::verify(&credential, now).await {
-            Ok(a) if a.issuer == sender => a,
-            Ok(a) => {
-                // A peer speaks for itself only.
-                refusals.push(format!("a credential issued by {}, not by the sender", a.issuer));
-                continue;
-            }
-            Err(e) => {
-                refusals.push(e.to_string());
-                continue;
-            }
-        };
-        let same = |c: &Value| {
-            trust::read_form(c).is_ok_and(|b| {
-                b.issuer == a.issuer && b.subject == a.subject && b.context == a.context
-            })
-        };
-        if let Some(at) = received.iter().position(same) {
-            if trust::read_form(&received[at]).is_ok_and(|b| b.issued_ms >= a.issued_ms) {
-                continue;
-            }
-            received.remove(at);
+        if received.contains(&credential) {
+            continue; // known already (peers pass on what they know, again and again)
         }
-        if received.len() >= MAX_RECEIVED {
-            received.remove(0);
+        match trust::verify(&credential, now).await {
+            Ok(a) if a.issuer == me => {} // ours: we hold the originals
+            Ok(a) => waiting.push((a, credential)),
+            Err(e) => refusals.push(e.to_string()),
         }
-        if let Err(e) = store_credential(store, &credential).await {
-            return Err(format!("keeping a trust credential: {e}"));
+    }
+    // The sender's own first; then, round by round, those whose issuer is now close enough.
+    let mut changed = false;
+    loop {
+        let (ready, rest): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|(a, _)| {
+            a.issuer == sender
+                || graph
+                    .score(me, &a.issuer, &a.context, now)
+                    .is_some_and(|s| s.path.len() < trust::MAX_DEPTH + 1)
+        });
+        waiting = rest;
+        if ready.is_empty() {
+            break;
         }
-        received.push(credential);
-        changed = true;
+        for (a, credential) in ready {
+            let same = |c: &Value| {
+                trust::read_form(c).is_ok_and(|b| {
+                    b.issuer == a.issuer && b.subject == a.subject && b.context == a.context
+                })
+            };
+            if let Some(at) = received.iter().position(same) {
+                if trust::read_form(&received[at]).is_ok_and(|b| b.issued_ms >= a.issued_ms) {
+                    continue;
+                }
+                received.remove(at);
+            }
+            if received.len() >= MAX_RECEIVED {
+                received.remove(0);
+            }
+            if let Err(e) = store_credential(store, &credential).await {
+                return Err(format!("keeping a trust credential: {e}"));
+            }
+            received.push(credential);
+            graph.insert(a);
+            changed = true;
+        }
+    }
+    for (a, _) in waiting {
+        refusals
+            .push(format!("a credential issued by {}, whom this peer does not trust", a.issuer));
     }
     if changed {
         store.set_received_trust(&received).await.map_err(|e| e.to_string())?;
     }
-    Ok(refusals)
+    Ok((refusals, changed))
 }
