@@ -1279,6 +1279,18 @@ async fn load_trust(
     Ok((graph, mine))
 }
 
+/// The identity key sealed under `passphrase` (a backup; also the lock's form at rest).
+fn seal_identity(shared: &Shared, passphrase: &str) -> Result<String, ApiError> {
+    let random = |e: String| ApiError::new(ErrorCode::Internal, e);
+    disot_core::backup::export(
+        &shared.key,
+        passphrase,
+        crate::store::random_bytes().map_err(random)?,
+        crate::store::random_bytes().map_err(random)?,
+    )
+    .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))
+}
+
 async fn handle_ui(
     shared: &Shared,
     mut commands: mpsc::Sender<Command>,
@@ -1425,25 +1437,10 @@ async fn handle_ui(
             }))
         }
         UiRequest::ExportIdentity { passphrase } => {
-            let random = |e: String| ApiError::new(ErrorCode::Internal, e);
-            let backup = disot_core::backup::export(
-                &shared.key,
-                &passphrase,
-                crate::store::random_bytes().map_err(random)?,
-                crate::store::random_bytes().map_err(random)?,
-            )
-            .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
-            Ok(json!({ "did": shared.did, "backup": backup }))
+            Ok(json!({ "did": shared.did, "backup": seal_identity(shared, &passphrase)? }))
         }
         UiRequest::LockIdentity { passphrase } => {
-            let random = |e: String| ApiError::new(ErrorCode::Internal, e);
-            let sealed = disot_core::backup::export(
-                &shared.key,
-                &passphrase,
-                crate::store::random_bytes().map_err(random)?,
-                crate::store::random_bytes().map_err(random)?,
-            )
-            .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+            let sealed = seal_identity(shared, &passphrase)?;
             shared.store.lock_identity(&sealed).await.map_err(|e| internal(&e))?;
             shared.lock_enabled.set(true);
             Ok(json!({ "lockEnabled": true }))
