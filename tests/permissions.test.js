@@ -14,12 +14,7 @@ function ask(page) {
   }).then(() => () => page.evaluate(() => window.__ask));
 }
 
-async function promptPage(browser) {
-  const target = await browser.browser.waitForTarget((t) => t.url().includes('/prompt.html?id='), { timeout: 15_000 });
-  const prompt = await target.asPage();
-  await prompt.waitForFunction(() => !document.getElementById('approve').disabled, { timeout: 15_000 });
-  return prompt;
-}
+const promptPage = h.promptPage;
 
 describe('chromium permissions', { concurrency: 1 }, () => {
   let browser, page, site;

@@ -157,7 +157,7 @@ describe('access by trust', () => {
 });
 
 describe('three browsers', () => {
-  test('A and B trust each other in their popups and see each other verified; C, trusted only by B, is served by A above its threshold and refused below', async () => {
+  test('A and B trust each other in their popups and see each other verified; C, trusted only by B, is served by A above its threshold and refused below; what C asserts reaches A through B', async () => {
     const node = await new h.NativeNode(h.tempDir('node-three')).start();
     const site = await h.startPageServer();
     const peers = [];
@@ -199,6 +199,14 @@ describe('three browsers', () => {
       const fetch = (cid) => c.run((cid) => window.disot.cas.fetch(cid).then((r) => ({ sha256: r.sha256 }), (e) => ({ code: e.code })), cid);
       assert.deepEqual(await fetch(at70.cid), { sha256: at70.sha256 }, 'C at 0.72 ≥ 70: served');
       assert.deepEqual(await fetch(at80.cid), { code: -32001 }, 'C at 0.72 < 80: refused, as if not held');
+      // Longer paths: C trusts D and tells B; B passes it on to A, which scores D through B and C.
+      const D = 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK';
+      await ui(extC, 'trust_set', { did: sb.did, level: 60 });
+      await ui(extC, 'trust_set', { did: D, level: 50 });
+      await ui(extC, 'peers_dial', { addr: `${node.wsAddr}/p2p-circuit/webrtc/p2p/${sb.peerId}` });
+      const viaC = await h.waitFor(async () => (await ui(popupA, 'trust_list')).find((e) => e.did === D), { what: "D's score at A, through B and C", timeout: 30_000 });
+      assert.ok(Math.abs(viaC.score - 0.36) < 1e-9, `0.8 × 0.9 × 0.5, got ${viaC.score}`);
+      assert.deepEqual(viaC.path, [sa.did, sb.did, sc.did, D]);
     } finally {
       for (const p of peers) await p.close();
     }

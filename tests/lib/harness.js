@@ -293,11 +293,24 @@ export async function startInPage(page, request) {
   return () => page.evaluate(() => window.__pending);
 }
 
-/** Chromium: the prompt window that opens next; returns its text, then clicks `button`. */
-export async function answerPrompt(browser, button) {
-  const target = await browser.browser.waitForTarget((t) => t.url().includes('/prompt.html?id='), { timeout: 15_000 });
+/**
+ * The next approval prompt of a Chromium `browser`, ready to answer. A prompt taken before is
+ * never returned again, so one that is still closing after its answer is not mistaken for the
+ * next.
+ */
+const promptsTaken = new WeakSet();
+export async function promptPage(browser) {
+  const target = await browser.browser.waitForTarget(
+    (t) => t.url().includes('/prompt.html?id=') && !promptsTaken.has(t), { timeout: 15_000 });
+  promptsTaken.add(target);
   const prompt = await target.asPage();
   await prompt.waitForFunction(() => !document.getElementById('approve').disabled, { timeout: 15_000 });
+  return prompt;
+}
+
+/** Chromium: the prompt window that opens next; returns its text, then clicks `button`. */
+export async function answerPrompt(browser, button) {
+  const prompt = await promptPage(browser);
   const text = await prompt.evaluate(() => document.body.innerText);
   await prompt.click(button);
   return text;
@@ -442,9 +455,7 @@ export async function grantInChromium(browser, page) {
   await page.evaluate(() => {
     window.__grant = window.disot.request({ method: 'disot_requestPermissions', params: [{ cas: {} }] });
   });
-  const target = await browser.browser.waitForTarget((t) => t.url().includes('/prompt.html?id='), { timeout: 15_000 });
-  const prompt = await target.asPage();
-  await prompt.waitForFunction(() => !document.getElementById('approve').disabled, { timeout: 15_000 });
+  const prompt = await promptPage(browser);
   await prompt.click('#approve');
   return page.evaluate(() => window.__grant);
 }

@@ -89,10 +89,11 @@ pub(crate) async fn offer(
         Ok(m) => m,
         Err(e) => return tracing::warn!("encoding trust credentials: {e}"),
     };
-    // A few tries: the stream may land on a relayed connection that closes for the direct one.
-    for attempt in 0..3 {
+    // Several tries, further apart each time: the stream may land on a relayed connection
+    // that closes for the direct one, or reach a receiver busy with others.
+    for attempt in 0..6u32 {
         if attempt > 0 {
-            futures_timer::Delay::new(std::time::Duration::from_secs(1)).await;
+            futures_timer::Delay::new(std::time::Duration::from_millis(500 << attempt)).await;
         }
         match control.open_stream(peer, PROTOCOL).await {
             Ok(mut stream) => match delivered(&mut stream, &message).await {
@@ -140,35 +141,90 @@ pub(crate) fn accept(
     changed: impl Fn() + 'static,
 ) -> Result<(), String> {
     let mut incoming = control.accept(PROTOCOL).map_err(|e| e.to_string())?;
+    let context = Rc::new(Receiver {
+        store,
+        me,
+        did_of,
+        refused: Box::new(refused),
+        changed: Box::new(changed),
+        taking: futures::lock::Mutex::new(()),
+        in_flight: std::cell::Cell::new(0),
+    });
     wasm_bindgen_futures::spawn_local(async move {
-        while let Some((peer, mut stream)) = incoming.next().await {
-            let Some(sender) = did_of(&peer) else { continue };
-            let message = match read_frame_max(&mut stream, MAX_MESSAGE).await {
-                Ok(Some(m)) => m,
-                Ok(None) => continue,
-                Err(e @ disot_core::bitswap::Error::TooLarge(_)) => {
-                    refused(peer, e.to_string());
-                    continue;
-                }
-                // The stream failed: nothing was said; the sender tries again.
-                Err(e) => {
-                    tracing::info!("trust credentials from {peer}: {e}");
-                    continue;
-                }
-            };
-            let _ = write_frame(&mut stream, ACK).await;
-            match take(&store, &me, &sender, &message).await {
-                Ok((reasons, new)) => {
-                    reasons.into_iter().for_each(|r| refused(peer, r));
-                    if new {
-                        changed();
-                    }
-                }
-                Err(e) => refused(peer, e),
+        // Each stream is read in a task of its own: the stream behaviour drops a stream that
+        // arrives while the previous one is still being taken, so a sequential loop would lose
+        // messages whenever two peers (or two changes) come close together.
+        while let Some((peer, stream)) = incoming.next().await {
+            if context.in_flight.get() >= MAX_IN_FLIGHT {
+                tracing::info!("trust credentials from {peer}: too many messages at once");
+                continue; // dropped: the sender is not acknowledged and tries again
             }
+            context.in_flight.set(context.in_flight.get() + 1);
+            let context = context.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                context.receive(peer, stream).await;
+                context.in_flight.set(context.in_flight.get() - 1);
+            });
         }
     });
     Ok(())
+}
+
+/// Most messages being read or taken at once.
+const MAX_IN_FLIGHT: usize = 16;
+/// How long a sender has to deliver its message once it opened the stream.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct Receiver {
+    store: Rc<Store>,
+    me: String,
+    did_of: fn(&PeerId) -> Option<String>,
+    refused: Box<dyn Fn(PeerId, String)>,
+    changed: Box<dyn Fn()>,
+    /// One message is taken at a time: taking reads and rewrites what we received.
+    taking: futures::lock::Mutex<()>,
+    in_flight: std::cell::Cell<usize>,
+}
+
+impl Receiver {
+    async fn receive(&self, peer: PeerId, mut stream: libp2p::Stream) {
+        let Some(sender) = (self.did_of)(&peer) else { return };
+        let read = {
+            let read = read_frame_max(&mut stream, MAX_MESSAGE);
+            futures::pin_mut!(read);
+            match futures::future::select(read, futures_timer::Delay::new(READ_TIMEOUT)).await {
+                futures::future::Either::Left((result, _)) => Some(result),
+                futures::future::Either::Right(_) => None,
+            }
+        };
+        let message = match read {
+            Some(Ok(Some(m))) => m,
+            Some(Ok(None)) => return,
+            Some(Err(e @ disot_core::bitswap::Error::TooLarge(_))) => {
+                return (self.refused)(peer, e.to_string());
+            }
+            // The stream failed or stalled: nothing was said; the sender tries again.
+            Some(Err(e)) => return tracing::info!("trust credentials from {peer}: {e}"),
+            None => {
+                return tracing::info!("trust credentials from {peer}: timed out reading");
+            }
+        };
+        let _ = write_frame(&mut stream, ACK).await;
+        let _ = stream.close().await;
+        let result = {
+            let _one = self.taking.lock().await;
+            take(&self.store, &self.me, &sender, &message).await
+        };
+        match result {
+            Ok((reasons, new)) => {
+                reasons.into_iter().for_each(|r| (self.refused)(peer, r));
+                if new {
+                    (self.changed)();
+                }
+            }
+            Err(e) => (self.refused)(peer, e),
+        }
+    }
 }
 
 /// Keep what verifies of one message: credentials the sender issued, and credentials it passes
