@@ -17,6 +17,7 @@
 //! - [`bitswap`]: Bitswap 1.2.0 messages and its client and server state machines (sans-IO).
 //! - [`webrtc`]: browser-to-browser WebRTC: signaling messages and data-channel framing (sans-IO).
 //! - [`bootstrap`]: which bootstrap node to dial when, with exponential backoff (sans-IO).
+//! - [`sync`]: shares and collections as Automerge documents, and their sync between peers.
 
 pub mod api;
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod identity;
 pub mod invite;
 pub mod permissions;
 pub mod store;
+pub mod sync;
 pub mod trust;
 pub mod unixfs;
 pub mod webrtc;

@@ -1,0 +1,1255 @@
+//! Shared documents and their sync between peers (sans-IO).
+//!
+//! A peer's shares and collections are Automerge documents, kept in a [`Library`]:
+//!
+//! - **Shares** from one DID to another live in one document per (sender, recipient) pair, its id
+//!   derived from both DIDs ([`shares_id`]). Only the sender writes it; the recipient reads it.
+//!   Each share names an object (CID, `sha256:` name, size, name, MIME type) or a collection,
+//!   with a note, and may be revoked.
+//! - **Collections** are named, ordered lists of CIDs with metadata. Their owner and editors
+//!   write them; readers only read. Concurrent edits merge as Automerge merges: every addition
+//!   is kept, a removal removes the entry it named, and of two concurrent renames the same one
+//!   wins on every peer.
+//!
+//! The sync protocol ([`session`]) runs Automerge's sync messages for every document the two
+//! peers share, in batches, until neither has anything to send. What a peer may see is decided
+//! here, not by the caller: a document is sent only to its participants, changes are taken
+//! only from its writers, a new document only when it is the sender's shares to us or a
+//! collection the sender shared with us, and nothing at all from a peer the user does not trust
+//! enough ([`Policy`]). Each document's sync state with each peer is kept ([`Library::take_dirty`]),
+//! so that a reconnect sends only what changed since.
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use automerge::sync::{self, SyncDoc as _};
+use automerge::transaction::Transactable as _;
+use automerge::{AutoCommit, ObjType, ReadDoc as _, ROOT};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::bitswap::{read_frame_max, write_frame};
+
+/// The sync protocol.
+pub const PROTOCOL: &str = "/disot/sync/1.0.0";
+/// Largest frame (one document's sync message) accepted.
+pub const MAX_FRAME: usize = 8 << 20;
+/// Most documents a library keeps.
+pub const MAX_DOCS: usize = 10_000;
+/// Most frames in one batch, and most batches in one session.
+pub const MAX_BATCH: usize = 10_000;
+pub const MAX_ROUNDS: usize = 64;
+/// Longest name, note, MIME type or id in a document.
+pub const MAX_TEXT: usize = 1024;
+/// Most entries in a collection.
+pub const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("malformed sync message: {0}")]
+    Malformed(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no document {0}")]
+    NotFound(String),
+    #[error("{0} is not shared with this peer")]
+    Unknown(String),
+    #[error("sync stream: {0}")]
+    Io(String),
+    #[error("document: {0}")]
+    Document(String),
+}
+
+fn doc_err(e: automerge::AutomergeError) -> Error {
+    Error::Document(e.to_string())
+}
+
+/// How much of what a peer shares this peer takes, from how much it trusts that peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Level {
+    /// Nothing: its documents are not taken.
+    Nothing,
+    /// The documents (what is shared, collections), and content only when asked for.
+    Metadata,
+    /// The documents, and the shared content fetched and pinned at once.
+    Full,
+}
+
+/// The trust thresholds (0–100, the peer's trust score × 100) of the sync [`Level`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Policy {
+    /// At or above: fetch shared content at once and pin it.
+    pub fetch_at: u8,
+    /// At or above (and below `fetch_at`): take the metadata only.
+    pub metadata_at: u8,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { fetch_at: 80, metadata_at: 50 }
+    }
+}
+
+impl Policy {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.fetch_at > 100 || self.metadata_at > self.fetch_at {
+            return Err(Error::Invalid("thresholds must be 0 ≤ metadata ≤ fetch ≤ 100".into()));
+        }
+        Ok(())
+    }
+
+    /// The level for a peer whose trust score is `score` (0–1; `None`: not trusted at all).
+    pub fn level(&self, score: Option<f64>) -> Level {
+        let percent = score.unwrap_or(0.0) * 100.0 + 1e-9;
+        if score.is_none() || percent < f64::from(self.metadata_at) || percent < 1.0 {
+            Level::Nothing
+        } else if percent < f64::from(self.fetch_at) {
+            Level::Metadata
+        } else {
+            Level::Full
+        }
+    }
+}
+
+/// The id of the document holding what `from` shares with `to`.
+pub fn shares_id(from: &str, to: &str) -> String {
+    let digest = Sha256::digest(format!("disot-shares\n{from}\n{to}").as_bytes());
+    format!("shares-{}", hex(&digest[..16]))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn valid_id(id: &str) -> bool {
+    let body = id.strip_prefix("shares-").or_else(|| id.strip_prefix("collection-"));
+    body.is_some_and(|b| b.len() == 32 && b.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn text(what: &str, value: &str) -> Result<(), Error> {
+    if value.len() > MAX_TEXT {
+        return Err(Error::Invalid(format!("{what} is over {MAX_TEXT} bytes")));
+    }
+    Ok(())
+}
+
+/// What is shared: an object, or a collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Share {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    #[serde(default)]
+    pub note: String,
+    pub created_ms: u64,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// One entry of a collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub cid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    pub added_by: String,
+    pub added_ms: u64,
+}
+
+/// A collection as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Collection {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub editors: Vec<String>,
+    pub readers: Vec<String>,
+    pub entries: Vec<Entry>,
+}
+
+/// A member's role in a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    Editor,
+    Reader,
+    /// Not a member (any more).
+    None,
+}
+
+/// What one session moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    /// Documents that changed here.
+    pub changed: u64,
+}
+
+/// The documents of one peer, and its sync state with each other peer.
+pub struct Library {
+    me: String,
+    docs: BTreeMap<String, AutoCommit>,
+    /// Documents taken from a peer before their first change arrived: (document → that peer).
+    arriving: BTreeMap<String, String>,
+    states: HashMap<(String, String), sync::State>,
+    dirty_docs: BTreeSet<String>,
+    dirty_states: BTreeSet<(String, String)>,
+}
+
+impl std::fmt::Debug for Library {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Library").field("me", &self.me).field("docs", &self.docs.len()).finish()
+    }
+}
+
+impl Library {
+    pub fn new(me: &str) -> Self {
+        Library {
+            me: me.to_owned(),
+            docs: BTreeMap::new(),
+            arriving: BTreeMap::new(),
+            states: HashMap::new(),
+            dirty_docs: BTreeSet::new(),
+            dirty_states: BTreeSet::new(),
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Load a document saved by [`Library::take_dirty`].
+    pub fn load_doc(&mut self, id: &str, saved: &[u8]) -> Result<(), Error> {
+        if !valid_id(id) {
+            return Err(Error::Invalid(format!("not a document id: {id:.40}")));
+        }
+        let doc = AutoCommit::load(saved).map_err(doc_err)?;
+        self.docs.insert(id.to_owned(), doc);
+        Ok(())
+    }
+
+    /// Load a sync state saved by [`Library::take_dirty`].
+    pub fn load_state(&mut self, peer: &str, doc: &str, saved: &[u8]) -> Result<(), Error> {
+        let state = sync::State::decode(saved).map_err(|e| Error::Malformed(e.to_string()))?;
+        self.states.insert((peer.to_owned(), doc.to_owned()), state);
+        Ok(())
+    }
+
+    /// What changed since the last call, to be persisted: documents (saved whole) and sync
+    /// states (their shared heads), each by key.
+    #[allow(clippy::type_complexity)]
+    pub fn take_dirty(&mut self) -> (Vec<(String, Vec<u8>)>, Vec<((String, String), Vec<u8>)>) {
+        let docs = std::mem::take(&mut self.dirty_docs)
+            .into_iter()
+            .filter_map(|id| {
+                let saved = self.docs.get_mut(&id)?.save();
+                Some((id, saved))
+            })
+            .collect();
+        let states = std::mem::take(&mut self.dirty_states)
+            .into_iter()
+            .filter_map(|key| {
+                let saved = self.states.get(&key)?.encode();
+                Some((key, saved))
+            })
+            .collect();
+        (docs, states)
+    }
+
+    /// Whether anything waits to be persisted.
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty_docs.is_empty() || !self.dirty_states.is_empty()
+    }
+
+    fn json(&mut self, id: &str) -> Option<Value> {
+        let doc = self.docs.get_mut(id)?;
+        serde_json::to_value(automerge::AutoSerde::from(doc.document())).ok()
+    }
+
+    fn room(&self) -> Result<(), Error> {
+        if self.docs.len() >= MAX_DOCS {
+            return Err(Error::Invalid(format!("more than {MAX_DOCS} documents")));
+        }
+        Ok(())
+    }
+
+    /// Who may see document `id`.
+    pub fn participants(&self, id: &str) -> BTreeSet<String> {
+        self.docs.get(id).and_then(meta_of).map(|m| m.participants).unwrap_or_default()
+    }
+
+    /// Who may change document `id`.
+    pub fn writers(&self, id: &str) -> BTreeSet<String> {
+        self.docs.get(id).and_then(meta_of).map(|m| m.writers).unwrap_or_default()
+    }
+
+    /// The documents `peer` takes part in (and those it is sending us for the first time).
+    pub fn docs_with(&mut self, peer: &str) -> Vec<String> {
+        let ids: Vec<String> = self.docs.keys().cloned().collect();
+        ids.into_iter()
+            .filter(|id| {
+                self.arriving.get(id).is_some_and(|p| p == peer)
+                    || self.participants(id).contains(peer)
+            })
+            .collect()
+    }
+
+    /// Share an object or a collection with `to`. Returns the share.
+    pub fn share(&mut self, mut share: Share) -> Result<Share, Error> {
+        share.from = self.me.clone();
+        if share.to == self.me {
+            return Err(Error::Invalid("sharing with yourself".into()));
+        }
+        for (what, v) in [("id", Some(&share.id)), ("note", Some(&share.note))]
+            .into_iter()
+            .chain([("name", share.name.as_ref()), ("MIME type", share.mime.as_ref())])
+            .chain([("cid", share.cid.as_ref()), ("sha256", share.sha256.as_ref())])
+        {
+            if let Some(v) = v {
+                text(what, v)?;
+            }
+        }
+        if share.cid.is_some() == share.collection.is_some() {
+            return Err(Error::Invalid("a share names an object or a collection".into()));
+        }
+        if let Some(c) = &share.collection {
+            if !self.docs.get(c.as_str()).and_then(meta_of).is_some_and(|m| m.kind == "collection")
+            {
+                return Err(Error::NotFound(c.clone()));
+            }
+            let meta = self.docs.get(c.as_str()).and_then(meta_of);
+            if !meta.is_some_and(|m| m.writers.contains(&share.to)) {
+                self.set_member(c, &share.to, Role::Reader, false)?;
+            }
+        }
+        let id = shares_id(&self.me, &share.to);
+        if !self.docs.contains_key(&id) {
+            self.room()?;
+            let mut doc = AutoCommit::new();
+            doc.put(ROOT, "kind", "shares").map_err(doc_err)?;
+            doc.put(ROOT, "from", self.me.as_str()).map_err(doc_err)?;
+            doc.put(ROOT, "to", share.to.as_str()).map_err(doc_err)?;
+            doc.put_object(ROOT, "items", ObjType::Map).map_err(doc_err)?;
+            self.docs.insert(id.clone(), doc);
+        }
+        let doc = self.docs.get_mut(&id).ok_or_else(|| Error::NotFound(id.clone()))?;
+        let items = match doc.get(ROOT, "items").map_err(doc_err)? {
+            Some((_, items)) => items,
+            None => doc.put_object(ROOT, "items", ObjType::Map).map_err(doc_err)?,
+        };
+        let item = doc.put_object(&items, share.id.as_str(), ObjType::Map).map_err(doc_err)?;
+        let fields = [
+            ("cid", share.cid.clone()),
+            ("sha256", share.sha256.clone()),
+            ("name", share.name.clone()),
+            ("mime", share.mime.clone()),
+            ("collection", share.collection.clone()),
+        ];
+        for (key, value) in fields {
+            if let Some(v) = value {
+                doc.put(&item, key, v).map_err(doc_err)?;
+            }
+        }
+        if let Some(size) = share.size {
+            doc.put(&item, "size", size).map_err(doc_err)?;
+        }
+        doc.put(&item, "note", share.note.as_str()).map_err(doc_err)?;
+        doc.put(&item, "createdMs", share.created_ms).map_err(doc_err)?;
+        doc.put(&item, "revoked", false).map_err(doc_err)?;
+        doc.commit();
+        self.dirty_docs.insert(id);
+        Ok(share)
+    }
+
+    /// Revoke a share this peer made: it stays listed as revoked; a shared collection no
+    /// longer syncs with that recipient.
+    pub fn revoke_share(&mut self, to: &str, share_id: &str) -> Result<Share, Error> {
+        let share = self
+            .shares_by_me()
+            .into_iter()
+            .find(|s| s.to == to && s.id == share_id)
+            .ok_or_else(|| Error::NotFound(share_id.to_owned()))?;
+        let id = shares_id(&self.me, to);
+        let doc = self.docs.get_mut(&id).ok_or_else(|| Error::NotFound(id.clone()))?;
+        let (_, items) =
+            doc.get(ROOT, "items").map_err(doc_err)?.ok_or_else(|| Error::NotFound(id.clone()))?;
+        let (_, item) = doc
+            .get(&items, share_id)
+            .map_err(doc_err)?
+            .ok_or_else(|| Error::NotFound(share_id.to_owned()))?;
+        doc.put(&item, "revoked", true).map_err(doc_err)?;
+        doc.commit();
+        self.dirty_docs.insert(id);
+        if let Some(c) = &share.collection {
+            // Still shared with them by another share? Then they stay.
+            let still = self
+                .shares_by_me()
+                .iter()
+                .any(|s| s.to == to && !s.revoked && s.collection.as_deref() == Some(c.as_str()));
+            if !still {
+                self.set_member(c, to, Role::None, false)?;
+            }
+        }
+        Ok(Share { revoked: true, ..share })
+    }
+
+    fn shares_in(&mut self, id: &str) -> Vec<Share> {
+        let Some(doc) = self.json(id) else { return Vec::new() };
+        if doc.get("kind").and_then(Value::as_str) != Some("shares") {
+            return Vec::new();
+        }
+        let (Some(from), Some(to)) = (str_at(&doc, "from"), str_at(&doc, "to")) else {
+            return Vec::new();
+        };
+        let Some(items) = doc.get("items").and_then(Value::as_object) else { return Vec::new() };
+        items
+            .iter()
+            .filter_map(|(key, item)| {
+                let mut item = item.clone();
+                let o = item.as_object_mut()?;
+                o.insert("id".into(), key.clone().into());
+                o.insert("from".into(), from.clone().into());
+                o.insert("to".into(), to.clone().into());
+                serde_json::from_value(item).ok()
+            })
+            .collect()
+    }
+
+    /// What others shared with this peer.
+    pub fn shares_to_me(&mut self) -> Vec<Share> {
+        let ids: Vec<String> =
+            self.docs.keys().filter(|k| k.starts_with("shares-")).cloned().collect();
+        let me = self.me.clone();
+        let mut all: Vec<Share> =
+            ids.into_iter().flat_map(|id| self.shares_in(&id)).filter(|s| s.to == me).collect();
+        all.sort_by_key(|s| std::cmp::Reverse(s.created_ms));
+        all
+    }
+
+    /// What this peer shared.
+    pub fn shares_by_me(&mut self) -> Vec<Share> {
+        let ids: Vec<String> =
+            self.docs.keys().filter(|k| k.starts_with("shares-")).cloned().collect();
+        let me = self.me.clone();
+        let mut all: Vec<Share> =
+            ids.into_iter().flat_map(|id| self.shares_in(&id)).filter(|s| s.from == me).collect();
+        all.sort_by_key(|s| std::cmp::Reverse(s.created_ms));
+        all
+    }
+
+    /// A new collection owned by this peer; `random` makes its id.
+    pub fn create_collection(&mut self, random: [u8; 16], name: &str) -> Result<String, Error> {
+        text("name", name)?;
+        self.room()?;
+        let id = format!("collection-{}", hex(&random));
+        let mut doc = AutoCommit::new();
+        doc.put(ROOT, "kind", "collection").map_err(doc_err)?;
+        doc.put(ROOT, "owner", self.me.as_str()).map_err(doc_err)?;
+        doc.put(ROOT, "name", name).map_err(doc_err)?;
+        doc.put_object(ROOT, "editors", ObjType::Map).map_err(doc_err)?;
+        doc.put_object(ROOT, "readers", ObjType::Map).map_err(doc_err)?;
+        doc.put_object(ROOT, "entries", ObjType::List).map_err(doc_err)?;
+        doc.commit();
+        self.docs.insert(id.clone(), doc);
+        self.dirty_docs.insert(id.clone());
+        Ok(id)
+    }
+
+    /// The collection `id` as it is now.
+    pub fn collection(&mut self, id: &str) -> Option<Collection> {
+        let doc = self.json(id)?;
+        if doc.get("kind").and_then(Value::as_str) != Some("collection") {
+            return None;
+        }
+        Some(Collection {
+            id: id.to_owned(),
+            name: str_at(&doc, "name").unwrap_or_default(),
+            owner: str_at(&doc, "owner")?,
+            editors: keys_at(&doc, "editors").into_iter().collect(),
+            readers: keys_at(&doc, "readers").into_iter().collect(),
+            entries: doc
+                .get("entries")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|e| serde_json::from_value(e.clone()).ok()).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The collections this peer owns, edits or reads.
+    pub fn collections(&mut self) -> Vec<Collection> {
+        let ids: Vec<String> =
+            self.docs.keys().filter(|k| k.starts_with("collection-")).cloned().collect();
+        ids.into_iter().filter_map(|id| self.collection(&id)).collect()
+    }
+
+    fn writable(&mut self, id: &str) -> Result<&mut AutoCommit, Error> {
+        let meta = self.docs.get(id).and_then(meta_of).filter(|m| m.kind == "collection");
+        let meta = meta.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        if !meta.writers.contains(&self.me) {
+            return Err(Error::Refused("this peer may only read that collection".into()));
+        }
+        self.docs.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    fn list(doc: &mut AutoCommit, key: &str, kind: ObjType) -> Result<automerge::ObjId, Error> {
+        match doc.get(ROOT, key).map_err(doc_err)? {
+            Some((_, obj)) => Ok(obj),
+            None => doc.put_object(ROOT, key, kind).map_err(doc_err),
+        }
+    }
+
+    /// Add an entry at the end of collection `id`.
+    pub fn collection_add(&mut self, id: &str, entry: &Entry) -> Result<(), Error> {
+        text("cid", &entry.cid)?;
+        for v in [&entry.name, &entry.mime].into_iter().flatten() {
+            text("name", v)?;
+        }
+        let doc = self.writable(id)?;
+        let entries = Self::list(doc, "entries", ObjType::List)?;
+        let at = doc.length(&entries);
+        if at >= MAX_ENTRIES {
+            return Err(Error::Invalid(format!("more than {MAX_ENTRIES} entries")));
+        }
+        let e = doc.insert_object(&entries, at, ObjType::Map).map_err(doc_err)?;
+        doc.put(&e, "cid", entry.cid.as_str()).map_err(doc_err)?;
+        for (key, v) in [("name", &entry.name), ("mime", &entry.mime)] {
+            if let Some(v) = v {
+                doc.put(&e, key, v.as_str()).map_err(doc_err)?;
+            }
+        }
+        if let Some(size) = entry.size {
+            doc.put(&e, "size", size).map_err(doc_err)?;
+        }
+        doc.put(&e, "addedBy", entry.added_by.as_str()).map_err(doc_err)?;
+        doc.put(&e, "addedMs", entry.added_ms).map_err(doc_err)?;
+        doc.commit();
+        self.dirty_docs.insert(id.to_owned());
+        Ok(())
+    }
+
+    /// Remove every entry of `cid` from collection `id`. Returns how many were removed.
+    pub fn collection_remove(&mut self, id: &str, cid: &str) -> Result<usize, Error> {
+        let doc = self.writable(id)?;
+        let entries = Self::list(doc, "entries", ObjType::List)?;
+        let mut removed = 0;
+        let mut at = doc.length(&entries);
+        while at > 0 {
+            at -= 1;
+            let Some((_, e)) = doc.get(&entries, at).map_err(doc_err)? else { continue };
+            let is = matches!(doc.get(&e, "cid").map_err(doc_err)?,
+                Some((automerge::Value::Scalar(v), _)) if v.as_str() == Some(cid));
+            if is {
+                doc.delete(&entries, at).map_err(doc_err)?;
+                removed += 1;
+            }
+        }
+        doc.commit();
+        self.dirty_docs.insert(id.to_owned());
+        Ok(removed)
+    }
+
+    /// Rename collection `id`.
+    pub fn collection_rename(&mut self, id: &str, name: &str) -> Result<(), Error> {
+        text("name", name)?;
+        let doc = self.writable(id)?;
+        doc.put(ROOT, "name", name).map_err(doc_err)?;
+        doc.commit();
+        self.dirty_docs.insert(id.to_owned());
+        Ok(())
+    }
+
+    /// Make `did` an editor or a reader of collection `id`, or no member. Only the owner and
+    /// editors can; `check` false skips that (for shares this peer makes of its own).
+    pub fn set_member(
+        &mut self,
+        id: &str,
+        did: &str,
+        role: Role,
+        check: bool,
+    ) -> Result<(), Error> {
+        text("DID", did)?;
+        let meta = self.docs.get(id).and_then(meta_of).filter(|m| m.kind == "collection");
+        let owner = meta.ok_or_else(|| Error::NotFound(id.to_owned()))?.owner;
+        if did == owner {
+            return Err(Error::Invalid("the owner's role cannot change".into()));
+        }
+        let doc = if check {
+            self.writable(id)?
+        } else {
+            self.docs.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?
+        };
+        let editors = Self::list(doc, "editors", ObjType::Map)?;
+        let readers = Self::list(doc, "readers", ObjType::Map)?;
+        let (add, remove) = match role {
+            Role::Editor => (Some(&editors), vec![&readers]),
+            Role::Reader => (Some(&readers), vec![&editors]),
+            Role::None => (None, vec![&editors, &readers]),
+        };
+        for map in remove {
+            if doc.get(map, did).map_err(doc_err)?.is_some() {
+                doc.delete(map, did).map_err(doc_err)?;
+            }
+        }
+        if let Some(map) = add {
+            doc.put(map, did, true).map_err(doc_err)?;
+        }
+        doc.commit();
+        self.dirty_docs.insert(id.to_owned());
+        Ok(())
+    }
+
+    /// Forget in-flight sync bookkeeping with `peer`, as after a disconnect: what both have
+    /// (the shared heads) stays, so the next session sends only what is new.
+    pub fn reset_peer(&mut self, peer: &str) {
+        for ((p, _), state) in self.states.iter_mut() {
+            if p == peer {
+                if let Ok(fresh) = sync::State::decode(&state.encode()) {
+                    *state = fresh;
+                }
+            }
+        }
+    }
+
+    /// The next sync message for `peer` about document `id`, if there is one.
+    pub fn generate(&mut self, peer: &str, id: &str) -> Option<Vec<u8>> {
+        let allowed = self.arriving.get(id).is_some_and(|p| p == peer)
+            || self.participants(id).contains(peer);
+        if !allowed {
+            return None;
+        }
+        let doc = self.docs.get_mut(id)?;
+        let key = (peer.to_owned(), id.to_owned());
+        let state = self.states.entry(key.clone()).or_default();
+        let message = doc.sync().generate_sync_message(state)?;
+        self.dirty_states.insert(key);
+        Some(message.encode())
+    }
+
+    /// Whether `peer` may send us document `id` that we do not hold: its shares to us, or a
+    /// collection it shared with us.
+    fn may_introduce(&mut self, peer: &str, id: &str) -> bool {
+        if id == shares_id(peer, &self.me) {
+            return true;
+        }
+        let me = self.me.clone();
+        self.shares_to_me().iter().any(|s| {
+            s.from == peer && s.to == me && !s.revoked && s.collection.as_deref() == Some(id)
+        })
+    }
+
+    /// Take `peer`'s sync message about document `id`, if `level` lets us and `peer` may
+    /// send it. Returns whether the document changed.
+    pub fn receive(
+        &mut self,
+        peer: &str,
+        id: &str,
+        message: &[u8],
+        level: Level,
+    ) -> Result<bool, Error> {
+        if level == Level::Nothing {
+            return Err(Error::Refused("this peer does not trust the sender enough".into()));
+        }
+        if !valid_id(id) {
+            return Err(Error::Malformed(format!("not a document id: {id:.40}")));
+        }
+        let message =
+            sync::Message::decode(message).map_err(|e| Error::Malformed(e.to_string()))?;
+        let arriving = self.arriving.get(id).is_some_and(|p| p == peer);
+        if self.docs.contains_key(id) && !arriving {
+            if !self.participants(id).contains(peer) {
+                return Err(Error::Refused(format!("{id} is not shared with that peer")));
+            }
+            if !message.changes.is_empty() && !self.writers(id).contains(peer) {
+                return Err(Error::Refused(format!("that peer may not change {id}")));
+            }
+        } else if !arriving {
+            if !self.may_introduce(peer, id) {
+                // Perhaps the share naming it is in this very batch: the collection is asked
+                // for once that share arrives (see `expect_collections`).
+                return Err(Error::Unknown(id.to_owned()));
+            }
+            self.room()?;
+            self.docs.insert(id.to_owned(), AutoCommit::new());
+            self.arriving.insert(id.to_owned(), peer.to_owned());
+        }
+        let key = (peer.to_owned(), id.to_owned());
+        let doc = self.docs.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let before = doc.get_heads();
+        let state = self.states.entry(key.clone()).or_default();
+        doc.sync().receive_sync_message(state, message).map_err(doc_err)?;
+        self.dirty_states.insert(key.clone());
+        let changed = doc.get_heads() != before;
+        if changed && self.arriving.contains_key(id) {
+            // Its first content: it must be what the sender may give us.
+            let me = self.me.clone();
+            let fits = self.docs.get(id).and_then(meta_of).is_some_and(|m| {
+                m.writers.contains(peer)
+                    && m.participants.contains(&me)
+                    && match m.kind.as_str() {
+                        "shares" => id == shares_id(peer, &me) && m.owner == peer,
+                        "collection" => id.starts_with("collection-"),
+                        _ => false,
+                    }
+            });
+            self.arriving.remove(id);
+            if !fits {
+                self.docs.remove(id);
+                self.states.remove(&key);
+                self.dirty_states.remove(&key);
+                return Err(Error::Refused(format!("{id} is not what that peer may send")));
+            }
+        }
+        if changed {
+            self.dirty_docs.insert(id.to_owned());
+            if id.starts_with("shares-") {
+                self.expect_collections(peer);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Ask for the collections `peer` shared with us that we do not hold yet: an empty document
+    /// for each, whose first sync message tells the peer we have nothing of it.
+    fn expect_collections(&mut self, peer: &str) {
+        let me = self.me.clone();
+        let wanted: Vec<String> = self
+            .shares_to_me()
+            .into_iter()
+            .filter(|s| s.from == peer && s.to == me && !s.revoked)
+            .filter_map(|s| s.collection)
+            .filter(|c| valid_id(c) && c.starts_with("collection-") && !self.docs.contains_key(c))
+            .collect();
+        for c in wanted {
+            if self.room().is_ok() {
+                self.docs.insert(c.clone(), AutoCommit::new());
+                self.arriving.insert(c, peer.to_owned());
+            }
+        }
+    }
+
+    /// Every document's id.
+    pub fn ids(&self) -> Vec<String> {
+        self.docs.keys().filter(|k| !self.arriving.contains_key(*k)).cloned().collect()
+    }
+
+    /// A document as JSON (for the extension's own UI and tests).
+    pub fn document(&mut self, id: &str) -> Option<Value> {
+        self.json(id)
+    }
+}
+
+fn str_at(doc: &Value, key: &str) -> Option<String> {
+    doc.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn keys_at(doc: &Value, key: &str) -> BTreeSet<String> {
+    doc.get(key).and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// Who a document belongs to, read from its root without reading the rest.
+struct Meta {
+    kind: String,
+    /// The shares' sender, or the collection's owner.
+    owner: String,
+    writers: BTreeSet<String>,
+    participants: BTreeSet<String>,
+}
+
+fn scalar_str(doc: &AutoCommit, obj: &automerge::ObjId, key: &str) -> Option<String> {
+    match doc.get(obj, key).ok()?? {
+        (automerge::Value::Scalar(v), _) => v.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn map_keys(doc: &AutoCommit, key: &str) -> BTreeSet<String> {
+    match doc.get(ROOT, key) {
+        Ok(Some((automerge::Value::Object(ObjType::Map), obj))) => doc.keys(&obj).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+fn meta_of(doc: &AutoCommit) -> Option<Meta> {
+    let kind = scalar_str(doc, &ROOT, "kind")?;
+    match kind.as_str() {
+        "shares" => {
+            let from = scalar_str(doc, &ROOT, "from")?;
+            let to = scalar_str(doc, &ROOT, "to")?;
+            Some(Meta {
+                kind,
+                owner: from.clone(),
+                writers: [from.clone()].into(),
+                participants: [from, to].into(),
+            })
+        }
+        "collection" => {
+            let owner = scalar_str(doc, &ROOT, "owner")?;
+            let mut writers = map_keys(doc, "editors");
+            writers.insert(owner.clone());
+            let mut participants = map_keys(doc, "readers");
+            participants.extend(writers.iter().cloned());
+            Some(Meta { kind, owner, writers, participants })
+        }
+        _ => None,
+    }
+}
+
+/// One frame: a document's id (a byte of length, then the id) and its sync message. An empty
+/// frame ends a batch.
+fn frame(id: &str, message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + id.len() + message.len());
+    out.push(id.len() as u8);
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+fn unframe(bytes: &[u8]) -> Result<(&str, &[u8]), Error> {
+    let (&len, rest) = bytes.split_first().ok_or_else(|| Error::Malformed("empty".into()))?;
+    let len = usize::from(len);
+    if rest.len() < len {
+        return Err(Error::Malformed("truncated document id".into()));
+    }
+    let id = std::str::from_utf8(&rest[..len]).map_err(|e| Error::Malformed(e.to_string()))?;
+    Ok((id, &rest[len..]))
+}
+
+/// One sync session with `peer` on `stream` (the initiator opened it): batches of sync
+/// messages go back and forth until neither side has anything to send. `level` is how much
+/// we take from `peer`; what it sends beyond that, or may not send, is refused (`refused`
+/// hears why) and the session goes on. `lib` is borrowed only between reads and writes.
+pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    lib: &RefCell<Library>,
+    peer: &str,
+    level: Level,
+    initiator: bool,
+    mut refused: impl FnMut(String),
+) -> Result<Stats, Error> {
+    let io = |e: crate::bitswap::Error| Error::Io(e.to_string());
+    let mut stats = Stats::default();
+    lib.borrow_mut().reset_peer(peer);
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    let mut last_sent: Option<usize> = None;
+    if initiator {
+        last_sent = Some(send_batch(stream, lib, peer, &touched, &mut stats).await?);
+    }
+    for _ in 0..MAX_ROUNDS {
+        // Their batch.
+        let mut received = 0;
+        loop {
+            let bytes = read_frame_max(stream, MAX_FRAME)
+                .await
+                .map_err(io)?
+                .ok_or_else(|| Error::Io("closed by the peer".into()))?;
+            if bytes.is_empty() {
+                break;
+            }
+            received += 1;
+            if received > MAX_BATCH {
+                return Err(Error::Malformed(format!("more than {MAX_BATCH} messages in a batch")));
+            }
+            stats.bytes_received += bytes.len() as u64;
+            stats.messages_received += 1;
+            let (id, message) = unframe(&bytes)?;
+            match lib.borrow_mut().receive(peer, id, message, level) {
+                Ok(changed) => {
+                    if changed {
+                        stats.changed += 1;
+                    }
+                    touched.insert(id.to_owned());
+                }
+                Err(e @ (Error::Refused(_) | Error::Malformed(_) | Error::Document(_))) => {
+                    refused(e.to_string())
+                }
+                // Not (yet) shared with us: nothing taken, nothing to say.
+                Err(Error::Unknown(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if received == 0 && last_sent == Some(0) {
+            let _ = stream.close().await;
+            return Ok(stats);
+        }
+        let sent = send_batch(stream, lib, peer, &touched, &mut stats).await?;
+        if received == 0 && sent == 0 {
+            let _ = stream.close().await;
+            return Ok(stats);
+        }
+        last_sent = Some(sent);
+    }
+    Err(Error::Io(format!("no agreement after {MAX_ROUNDS} rounds")))
+}
+
+async fn send_batch<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    lib: &RefCell<Library>,
+    peer: &str,
+    touched: &BTreeSet<String>,
+    stats: &mut Stats,
+) -> Result<usize, Error> {
+    let io = |e: crate::bitswap::Error| Error::Io(e.to_string());
+    let frames: Vec<Vec<u8>> = {
+        let mut lib = lib.borrow_mut();
+        let mut ids: BTreeSet<String> = lib.docs_with(peer).into_iter().collect();
+        ids.extend(touched.iter().cloned());
+        // Shares first: they introduce the collections that follow.
+        let mut ids: Vec<String> = ids.into_iter().collect();
+        ids.sort_by_key(|id| (!id.starts_with("shares-"), id.clone()));
+        ids.iter().filter_map(|id| Some(frame(id, &lib.generate(peer, id)?))).collect()
+    };
+    for f in &frames {
+        stats.bytes_sent += f.len() as u64;
+        stats.messages_sent += 1;
+        write_frame(stream, f).await.map_err(io)?;
+    }
+    write_frame(stream, &[]).await.map_err(io)?;
+    Ok(frames.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    const A: &str = "did:key:z6MkA";
+    const B: &str = "did:key:z6MkB";
+    const C: &str = "did:key:z6MkC";
+
+    fn object_share(to: &str, id: &str, cid: &str) -> Share {
+        Share {
+            id: id.into(),
+            from: String::new(),
+            to: to.into(),
+            cid: Some(cid.into()),
+            sha256: Some(format!("sha256:{:064}", 0)),
+            size: Some(10),
+            name: Some("file.bin".into()),
+            mime: None,
+            collection: None,
+            note: "for you".into(),
+            created_ms: 1,
+            revoked: false,
+        }
+    }
+
+    fn entry(cid: &str, by: &str) -> Entry {
+        Entry {
+            cid: cid.into(),
+            name: None,
+            mime: None,
+            size: None,
+            added_by: by.into(),
+            added_ms: 1,
+        }
+    }
+
+    /// Run a session between two libraries over an in-memory duplex.
+    fn sync_pair(
+        a: &RefCell<Library>,
+        b: &RefCell<Library>,
+        level_at_a: Level,
+        level_at_b: Level,
+    ) -> (Stats, Stats, Vec<String>) {
+        let (mut one, mut two) = duplex();
+        let (da, db) = (a.borrow().me().to_owned(), b.borrow().me().to_owned());
+        let mut refusals = Vec::new();
+        let mut refusals_b = Vec::new();
+        let (sa, sb) = block_on(futures::future::join(
+            session(&mut one, a, &db, level_at_a, true, |r| refusals.push(r)),
+            session(&mut two, b, &da, level_at_b, false, |r| refusals_b.push(r)),
+        ));
+        refusals.extend(refusals_b);
+        (sa.expect("session at a"), sb.expect("session at b"), refusals)
+    }
+
+    /// Two connected in-memory streams.
+    fn duplex() -> (Duplex, Duplex) {
+        let (ab, ba) =
+            (futures_ringbuf::RingBuffer::new(1 << 22), futures_ringbuf::RingBuffer::new(1 << 22));
+        let (ab_r, ab_w) = futures::AsyncReadExt::split(ab);
+        let (ba_r, ba_w) = futures::AsyncReadExt::split(ba);
+        (Duplex { r: ba_r, w: ab_w }, Duplex { r: ab_r, w: ba_w })
+    }
+
+    struct Duplex {
+        r: futures::io::ReadHalf<futures_ringbuf::RingBuffer<u8>>,
+        w: futures::io::WriteHalf<futures_ringbuf::RingBuffer<u8>>,
+    }
+
+    impl AsyncRead for Duplex {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.r).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Duplex {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.w).poll_write(cx, buf)
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.w).poll_flush(cx)
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            // Closing one direction would end the other side's reads early; the test drops both.
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_share_reaches_its_recipient_and_nobody_else() {
+        let a = RefCell::new(Library::new(A));
+        let b = RefCell::new(Library::new(B));
+        let c = RefCell::new(Library::new(C));
+        a.borrow_mut().share(object_share(B, "s1", "bafkone")).expect("share");
+        let (_, sb, refusals) = sync_pair(&a, &b, Level::Full, Level::Full);
+        assert!(refusals.is_empty(), "{refusals:?}");
+        assert_eq!(sb.changed, 1);
+        let got = b.borrow_mut().shares_to_me();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].from.as_str(), got[0].cid.as_deref()), (A, Some("bafkone")));
+        assert_eq!(got[0].note, "for you");
+        // C, even after talking to both, gets nothing of it.
+        let (_, sc, _) = sync_pair(&a, &c, Level::Full, Level::Full);
+        let (_, sc2, _) = sync_pair(&b, &c, Level::Full, Level::Full);
+        assert_eq!(sc.changed + sc2.changed, 0);
+        assert!(c.borrow_mut().shares_to_me().is_empty());
+        assert!(c.borrow().ids().is_empty());
+    }
+
+    #[test]
+    fn nothing_is_taken_from_a_peer_not_trusted_enough() {
+        let a = RefCell::new(Library::new(A));
+        let b = RefCell::new(Library::new(B));
+        a.borrow_mut().share(object_share(B, "s1", "bafkone")).expect("share");
+        let (_, sb, refusals) = sync_pair(&a, &b, Level::Full, Level::Nothing);
+        assert_eq!(sb.changed, 0);
+        assert!(refusals.iter().any(|r| r.contains("does not trust")), "{refusals:?}");
+        assert!(b.borrow_mut().shares_to_me().is_empty());
+    }
+
+    #[test]
+    fn policy_levels_follow_the_thresholds() {
+        let p = Policy::default();
+        assert_eq!(p.level(Some(0.9)), Level::Full);
+        assert_eq!(p.level(Some(0.8)), Level::Full);
+        assert_eq!(p.level(Some(0.6)), Level::Metadata);
+        assert_eq!(p.level(Some(0.5)), Level::Metadata);
+        assert_eq!(p.level(Some(0.3)), Level::Nothing);
+        assert_eq!(p.level(None), Level::Nothing);
+        assert_eq!(Policy { fetch_at: 0, metadata_at: 0 }.level(Some(0.0)), Level::Nothing);
+        assert!(Policy { fetch_at: 40, metadata_at: 60 }.validate().is_err());
+    }
+
+    #[test]
+    fn a_peer_cannot_slip_in_a_document_or_change_one_it_only_reads() {
+        // C pretends that a document is A's shares to B.
+        let mut c = Library::new(C);
+        c.share(object_share(B, "s1", "bafkevil")).expect("share");
+        let mut b = Library::new(B);
+        let msg = c.generate(B, &shares_id(C, B)).expect("a message");
+        // Sent to B under the id of A's shares: not taken (the id is not C's to use).
+        let wrong = b.receive(C, &shares_id(A, B), &msg, Level::Full);
+        assert!(matches!(wrong, Err(Error::Unknown(_))), "{wrong:?}");
+        // A document that says it is A's shares to B, sent by C under C's own id: refused once
+        // its content arrives, and dropped.
+        let mut forger = Library::new(A);
+        forger.share(object_share(B, "s1", "bafkevil")).expect("share");
+        let forged = forger.docs.remove(&shares_id(A, B)).expect("doc");
+        c.docs.insert(shares_id(C, B), forged);
+        let refusal = (0..6).find_map(|_| {
+            let m = c.generate(B, &shares_id(C, B))?;
+            match b.receive(C, &shares_id(C, B), &m, Level::Full) {
+                Err(e) => Some(e),
+                Ok(_) => {
+                    let back = b.generate(C, &shares_id(C, B))?;
+                    let _ = c.receive(B, &shares_id(C, B), &back, Level::Full);
+                    None
+                }
+            }
+        });
+        assert!(matches!(refusal, Some(Error::Refused(_))), "{refusal:?}");
+        assert!(b.ids().is_empty() && b.shares_to_me().is_empty());
+        // A reader sending changes to a collection is refused.
+        let mut a = Library::new(A);
+        let coll = a.create_collection([1; 16], "photos").expect("create");
+        a.set_member(&coll, B, Role::Reader, true).expect("member");
+        let mut b_copy = Library::new(B);
+        b_copy.docs.insert(coll.clone(), a.docs.get_mut(&coll).expect("doc").fork());
+        // B cannot edit it locally…
+        assert!(matches!(b_copy.collection_add(&coll, &entry("bafkx", B)), Err(Error::Refused(_))));
+        // …and a change made anyway (by hand) is refused by A.
+        let doc = b_copy.docs.get_mut(&coll).expect("doc");
+        doc.put(ROOT, "name", "mine now").expect("put");
+        doc.commit();
+        let mut delivered = false;
+        for _ in 0..6 {
+            if let Some(m) = b_copy.generate(A, &coll) {
+                match a.receive(B, &coll, &m, Level::Full) {
+                    Err(Error::Refused(r)) => {
+                        assert!(r.contains("may not change"), "{r}");
+                        delivered = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            if let Some(m) = a.generate(B, &coll) {
+                let _ = b_copy.receive(A, &coll, &m, Level::Full);
+            }
+        }
+        assert!(delivered, "B's change was offered and refused");
+        assert_eq!(a.collection(&coll).expect("c").name, "photos");
+        // Messages that are not sync messages are refused as malformed.
+        assert!(matches!(a.receive(B, &coll, b"nonsense", Level::Full), Err(Error::Malformed(_))));
+    }
+
+    #[test]
+    fn offline_edits_of_a_shared_collection_converge_keeping_both_sides_additions() {
+        let a = RefCell::new(Library::new(A));
+        let b = RefCell::new(Library::new(B));
+        let coll = a.borrow_mut().create_collection([7; 16], "trip").expect("create");
+        for cid in ["bafk1", "bafk2", "bafk3"] {
+            a.borrow_mut().collection_add(&coll, &entry(cid, A)).expect("add");
+        }
+        a.borrow_mut().set_member(&coll, B, Role::Editor, true).expect("editor");
+        let mut s = object_share(B, "s-coll", "x");
+        s.cid = None;
+        s.collection = Some(coll.clone());
+        a.borrow_mut().share(s).expect("share");
+        // Share is a reader role by default; A made B an editor: keep it.
+        a.borrow_mut().set_member(&coll, B, Role::Editor, true).expect("editor again");
+        let (_, _, refusals) = sync_pair(&a, &b, Level::Full, Level::Full);
+        assert!(refusals.is_empty(), "{refusals:?}");
+        assert_eq!(b.borrow_mut().collection(&coll).expect("at b").entries.len(), 3);
+        // Offline: A adds bafk4 and removes bafk1, renames to "trip 2026"; B adds bafk5,
+        // removes bafk2, renames to "summer".
+        {
+            let mut a = a.borrow_mut();
+            a.collection_add(&coll, &entry("bafk4", A)).expect("add");
+            a.collection_remove(&coll, "bafk1").expect("remove");
+            a.collection_rename(&coll, "trip 2026").expect("rename");
+        }
+        {
+            let mut b = b.borrow_mut();
+            b.collection_add(&coll, &entry("bafk5", B)).expect("add");
+            b.collection_remove(&coll, "bafk2").expect("remove");
+            b.collection_rename(&coll, "summer").expect("rename");
+        }
+        let (_, _, refusals) = sync_pair(&a, &b, Level::Full, Level::Full);
+        assert!(refusals.is_empty(), "{refusals:?}");
+        let at_a = a.borrow_mut().collection(&coll).expect("a");
+        let at_b = b.borrow_mut().collection(&coll).expect("b");
+        assert_eq!(at_a, at_b, "converged");
+        let mut cids: Vec<&str> = at_a.entries.iter().map(|e| e.cid.as_str()).collect();
+        cids.sort_unstable();
+        assert_eq!(cids, ["bafk3", "bafk4", "bafk5"], "both additions kept, both removals done");
+        assert!(["trip 2026", "summer"].contains(&at_a.name.as_str()), "{}", at_a.name);
+    }
+
+    #[test]
+    fn a_reconnect_sends_only_what_is_new() {
+        let a = RefCell::new(Library::new(A));
+        let b = RefCell::new(Library::new(B));
+        let coll = a.borrow_mut().create_collection([9; 16], "big").expect("create");
+        for i in 0..2000 {
+            a.borrow_mut().collection_add(&coll, &entry(&format!("bafk{i:05}"), A)).expect("add");
+        }
+        let mut s = object_share(B, "s", "x");
+        s.cid = None;
+        s.collection = Some(coll.clone());
+        a.borrow_mut().share(s).expect("share");
+        let (first, _, _) = sync_pair(&a, &b, Level::Full, Level::Full);
+        assert_eq!(b.borrow_mut().collection(&coll).expect("b").entries.len(), 2000);
+        // Both sides persist and reload their sync states (as after a restart).
+        let saved_a = a.borrow_mut().take_dirty();
+        let saved_b = b.borrow_mut().take_dirty();
+        let reload = |me: &str,
+                      (docs, states): (
+            Vec<(String, Vec<u8>)>,
+            Vec<((String, String), Vec<u8>)>,
+        )| {
+            let mut lib = Library::new(me);
+            for (id, bytes) in docs {
+                lib.load_doc(&id, &bytes).expect("doc");
+            }
+            for ((peer, id), bytes) in states {
+                lib.load_state(&peer, &id, &bytes).expect("state");
+            }
+            RefCell::new(lib)
+        };
+        let a = reload(A, saved_a);
+        let b = reload(B, saved_b);
+        a.borrow_mut().collection_add(&coll, &entry("bafknew", A)).expect("add");
+        let (second, _, _) = sync_pair(&a, &b, Level::Full, Level::Full);
+        assert_eq!(b.borrow_mut().collection(&coll).expect("b").entries.len(), 2001);
+        assert!(
+            second.bytes_sent * 20 < first.bytes_sent,
+            "{} bytes after the reconnect, {} the first time",
+            second.bytes_sent,
+            first.bytes_sent
+        );
+    }
+
+    #[test]
+    fn revoking_a_collection_share_stops_its_sync() {
+        let a = RefCell::new(Library::new(A));
+        let b = RefCell::new(Library::new(B));
+        let coll = a.borrow_mut().create_collection([3; 16], "notes").expect("create");
+        let mut s = object_share(B, "s", "x");
+        s.cid = None;
+        s.collection = Some(coll.clone());
+        a.borrow_mut().share(s).expect("share");
+        sync_pair(&a, &b, Level::Full, Level::Full);
+        assert!(b.borrow_mut().collection(&coll).is_some());
+        a.borrow_mut().revoke_share(B, "s").expect("revoke");
+        a.borrow_mut().collection_add(&coll, &entry("bafksecret", A)).expect("add");
+        sync_pair(&a, &b, Level::Full, Level::Full);
+        let at_b = b.borrow_mut().collection(&coll).expect("b keeps what it had");
+        assert!(at_b.entries.iter().all(|e| e.cid != "bafksecret"), "nothing new reaches B");
+        assert!(b.borrow_mut().shares_to_me()[0].revoked, "B sees the share revoked");
+    }
+}
