@@ -137,7 +137,29 @@ pub enum PageRequest {
     /// `trust_set {did, level, context?}`: ask the user to trust (or, at level 0, revoke) a
     /// peer; the prompt shows the DID and the level.
     TrustSet { did: String, level: u8, context: String },
+    /// Shares and collections (needs the `share` permission): `share {cid | collection, to,
+    /// note?}` (approved by the user), `shares_list`, `collections_list`, `collection_get
+    /// {id}`, `collection_create {name}`, `collection_add {id, cid, name?, mime?, size?}`,
+    /// `collection_remove {id, cid}`, `collection_rename {id, name}`, `collection_member {id,
+    /// did, role}`. Their parameters are checked where they are handled.
+    Sync { method: String, params: Value },
 }
+
+/// The page methods of shares and collections.
+pub const SYNC_PAGE_METHODS: &[&str] = &[
+    "share",
+    "shares_list",
+    "collections_list",
+    "collection_get",
+    "collection_create",
+    "collection_add",
+    "collection_remove",
+    "collection_rename",
+    "collection_member",
+];
+
+/// What the extension's own pages may also do with shares and sync.
+pub const SYNC_UI_METHODS: &[&str] = &["share_revoke", "sync_status", "sync_policy_set"];
 
 impl PageRequest {
     /// The permission a page needs for this request, if any.
@@ -152,6 +174,7 @@ impl PageRequest {
             PageRequest::TrustList
             | PageRequest::TrustScore { .. }
             | PageRequest::TrustSet { .. } => Some(Permission::Trust),
+            PageRequest::Sync { .. } => Some(Permission::Share),
             _ => Some(Permission::Cas),
         }
     }
@@ -183,6 +206,8 @@ pub enum UiRequest {
     SetTrust { did: String, level: u8, context: String },
     /// `trust_list`: the assertions this peer issued, with the score each gives.
     ListTrust,
+    /// Shares, collections and sync ([`SYNC_PAGE_METHODS`] and [`SYNC_UI_METHODS`]).
+    Sync { method: String, params: Value },
     /// `invite_create`: a signed invite to this peer (text and QR code).
     CreateInvite,
     /// `invite_accept {invite, level}`: check an invite, trust its peer at `level` and dial it.
@@ -466,6 +491,7 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
             })?;
             Ok(PageRequest::TrustSet { did, level, context })
         }
+        m if SYNC_PAGE_METHODS.contains(&m) => Ok(PageRequest::Sync { method, params }),
         "disot_sign" if params.is_object() => Ok(PageRequest::Sign(params)),
         "disot_verify" if params.is_object() => Ok(PageRequest::Verify(params)),
         "disot_sign" | "disot_verify" => Err(ApiError::new(
@@ -602,6 +628,9 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             Ok(UiRequest::SetTrust { did, level, context })
         }
         "trust_list" => expect_no_params(&method, &params).map(|()| UiRequest::ListTrust),
+        m if SYNC_PAGE_METHODS.contains(&m) || SYNC_UI_METHODS.contains(&m) => {
+            Ok(UiRequest::Sync { method, params })
+        }
         "identity_export" | "identity_lock" | "identity_lock_remove" => {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]

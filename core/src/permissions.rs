@@ -28,6 +28,9 @@ pub enum Permission {
     Sign,
     /// See whom this peer trusts, and ask to change it (each change approved by the user).
     Trust,
+    /// Share content and collections with peers (each share approved by the user), and see
+    /// what was shared with this peer.
+    Share,
 }
 
 impl Permission {
@@ -36,6 +39,7 @@ impl Permission {
             "cas" => Ok(Permission::Cas),
             "sign" => Ok(Permission::Sign),
             "trust" => Ok(Permission::Trust),
+            "share" => Ok(Permission::Share),
             other => Err(ApiError::new(
                 ErrorCode::InvalidParams,
                 format!("unknown permission {:?}", other.chars().take(32).collect::<String>()),
@@ -125,6 +129,9 @@ pub struct Request {
     /// For a trust request: `{did, level, context}`, as the user sees it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust: Option<serde_json::Value>,
+    /// For a share: `{cid | collection, to, note}` and what is shared, as the user sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share: Option<serde_json::Value>,
     pub asked_at: u64,
 }
 
@@ -143,7 +150,7 @@ impl Pending {
         permissions: Vec<Permission>,
         now_ms: u64,
     ) -> Result<Request, ApiError> {
-        self.open_request(origin, permissions, None, None, now_ms)
+        self.open_request(origin, permissions, None, None, None, now_ms)
     }
 
     /// Register a request to sign `entry` (same limits as [`Pending::open`]).
@@ -153,7 +160,7 @@ impl Pending {
         entry: serde_json::Value,
         now_ms: u64,
     ) -> Result<Request, ApiError> {
-        self.open_request(origin, Vec::new(), Some(entry), None, now_ms)
+        self.open_request(origin, Vec::new(), Some(entry), None, None, now_ms)
     }
 
     /// A page asks the user to trust (or revoke) a peer.
@@ -163,7 +170,17 @@ impl Pending {
         trust: serde_json::Value,
         now_ms: u64,
     ) -> Result<Request, ApiError> {
-        self.open_request(origin, Vec::new(), None, Some(trust), now_ms)
+        self.open_request(origin, Vec::new(), None, Some(trust), None, now_ms)
+    }
+
+    /// A page asks the user to share something with peers.
+    pub fn open_share(
+        &mut self,
+        origin: &str,
+        share: serde_json::Value,
+        now_ms: u64,
+    ) -> Result<Request, ApiError> {
+        self.open_request(origin, Vec::new(), None, None, Some(share), now_ms)
     }
 
     fn open_request(
@@ -172,6 +189,7 @@ impl Pending {
         permissions: Vec<Permission>,
         sign: Option<serde_json::Value>,
         trust: Option<serde_json::Value>,
+        share: Option<serde_json::Value>,
         now_ms: u64,
     ) -> Result<Request, ApiError> {
         if self.requests.values().any(|r| r.origin == origin) {
@@ -194,6 +212,7 @@ impl Pending {
             permissions,
             sign,
             trust,
+            share,
             asked_at: now_ms,
         };
         self.requests.insert(request.id, request.clone());

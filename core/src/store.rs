@@ -105,6 +105,9 @@ pub struct ObjectRecord {
     /// "content"); `None`: to none of them (unless public).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_trust: Option<u8>,
+    /// Also served to these DIDs: the peers it was shared with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
 }
 
 impl ObjectRecord {
@@ -119,6 +122,7 @@ impl ObjectRecord {
             origins: Vec::new(),
             public: false,
             min_trust: None,
+            shared_with: Vec::new(),
         }
     }
 }

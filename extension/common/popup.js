@@ -240,11 +240,76 @@ $('unlock-form').addEventListener('submit', async (event) => {
   }
 });
 
+const short = (did) => `${did.slice(0, 16)}…${did.slice(-6)}`;
+let shownShares = '';
+
+/** Shares, collections and sync status: drawn again only when they change. */
+async function showShares() {
+  const [shares, collections, sync] = await Promise.all([call('shares_list'), call('collections_list'), call('sync_status')]);
+  const key = JSON.stringify([shares, collections, sync.peers.map((p) => [p.did, p.sessions, p.error])]);
+  if (key === shownShares) return;
+  shownShares = key;
+  const none = () => Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' });
+  const what = (s) => s.collection
+    ? `collection ${collections.find((c) => c.id === s.collection)?.name ?? s.collection}`
+    : `${s.name ?? s.cid} (${formatBytes(s.size ?? 0)})`;
+  $('shared-with-me').replaceChildren(...(shares.sharedWithMe.length ? shares.sharedWithMe.map((s) => {
+    const li = item(`${what(s)} from ${short(s.from)}${s.note ? `: “${s.note}”` : ''}${s.revoked ? ' — revoked' : s.held ? ' — here' : ' — not fetched'}`);
+    Object.assign(li.dataset, { share: s.id, cid: s.cid ?? '', held: String(s.held), revoked: String(s.revoked) });
+    li.title = s.cid ?? s.collection;
+    return li;
+  }) : [none()]));
+  $('shared-by-me').replaceChildren(...(shares.sharedByMe.length ? shares.sharedByMe.map((s) => {
+    const li = item(`${what(s)} to ${short(s.to)}${s.revoked ? ' — revoked' : ''} `);
+    Object.assign(li.dataset, { share: s.id, to: s.to });
+    if (!s.revoked) {
+      const revoke = document.createElement('button');
+      revoke.textContent = 'Revoke';
+      revoke.className = 'revoke';
+      revoke.addEventListener('click', async () => {
+        revoke.disabled = true;
+        await call('share_revoke', { to: s.to, id: s.id });
+        await showShares();
+      });
+      li.append(revoke);
+    }
+    return li;
+  }) : [none()]));
+  $('collections').replaceChildren(...(collections.length ? collections.map((c) => {
+    const li = item(`${c.name}: ${c.entries.length} item(s), ${c.editors.length + 1} editor(s), ${c.readers.length} reader(s)`);
+    li.dataset.collection = c.id;
+    return li;
+  }) : [none()]));
+  if (document.activeElement?.form !== $('policy-form')) {
+    $('policy-fetch').value = String(sync.policy.fetchAt);
+    $('policy-metadata').value = String(sync.policy.metadataAt);
+  }
+  $('sync-peers').replaceChildren(...sync.peers.map((p) => {
+    const li = item(`${short(p.did)}: ${p.level}, ${p.sessions} session(s), last ${new Date(p.atMs).toLocaleTimeString()}${p.error ? ` (${p.error})` : p.stats ? `, ${formatBytes(p.stats.bytesSent)} sent, ${formatBytes(p.stats.bytesReceived)} received` : ''}`);
+    li.dataset.did = p.did;
+    return li;
+  }));
+}
+
+$('policy-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('sync-error').hidden = true;
+  try {
+    await call('sync_policy_set', { fetchAt: Number($('policy-fetch').value), metadataAt: Number($('policy-metadata').value) });
+    shownShares = '';
+    await showShares();
+  } catch (e) {
+    $('sync-error').textContent = e.message;
+    $('sync-error').hidden = false;
+  }
+});
+
 // Trust changes only here (each credential is verified when listed): shown once, and after edits.
 const loadTrust = () => showTrust().catch((e) => { $('trust-error').textContent = e.message; $('trust-error').hidden = false; });
 call('ui_status').then((s) => s.locked || loadTrust(), () => {});
 async function loop() {
   await refresh();
+  if (document.body.dataset.locked !== 'true') await showShares().catch(() => {});
   setTimeout(loop, busy ? 250 : 1000);
 }
 loop();

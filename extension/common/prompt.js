@@ -6,6 +6,7 @@ const DESCRIPTIONS = {
   cas: 'store content in your peer, read it back, list and pin it',
   sign: 'ask you to sign entries with your identity (you approve each one)',
   trust: 'see whom you trust, and ask you to trust peers (you approve each change)',
+  share: 'share content and collections with peers (you approve each share), and see what peers shared with you',
 };
 
 async function decide(approve) {
@@ -41,6 +42,17 @@ try {
     $('entry').textContent = did;
     $('entry').hidden = false;
     $('approve').textContent = level === 0 ? 'Revoke' : 'Trust';
+  }
+  if (request.share) {
+    // A share: what, with whom, and the note, exactly as it will be shared.
+    const { cid, collection, to, note, object } = request.share;
+    document.title = 'Disot Peer: share';
+    $('title').textContent = 'Share';
+    const what = collection ? `the collection ${collection}` : `${object?.name ?? cid} (${object?.size ?? '?'} bytes)`;
+    $('asks').textContent = `asks you to share ${what} with:`;
+    $('entry').textContent = [...[to].flat(), ...(note ? [`note: ${note}`] : []), ...(cid ? [cid] : [])].join('\n');
+    $('entry').hidden = false;
+    $('approve').textContent = 'Share';
   }
   $('permissions').replaceChildren(...request.permissions.map((p) => {
     const li = document.createElement('li');

@@ -320,7 +320,23 @@
     score: (did, context) => request({ method: 'trust_score', params: context ? { did, context } : { did } }),
     set: (did, level, context) => request({ method: 'trust_set', params: context ? { did, level, context } : { did, level } }),
   });
-  const provider = Object.freeze({ isDisot: true, request, cas, p2p, sign, verify, trust });
+  /** Shares and collections (needs the `share` permission). `share({cid | collection, to,
+   * note?})` asks the user to share with one DID or a list; `list()` → {sharedWithMe,
+   * sharedByMe}. Collections are named lists of CIDs that sync with their members. */
+  const shares = Object.freeze({
+    share: (params) => request({ method: 'share', params }),
+    list: () => request({ method: 'shares_list' }),
+  });
+  const collections = Object.freeze({
+    list: () => request({ method: 'collections_list' }),
+    get: (id) => request({ method: 'collection_get', params: { id } }),
+    create: (name) => request({ method: 'collection_create', params: { name } }),
+    add: (id, cid, meta = {}) => request({ method: 'collection_add', params: { id, cid, ...meta } }),
+    remove: (id, cid) => request({ method: 'collection_remove', params: { id, cid } }),
+    rename: (id, name) => request({ method: 'collection_rename', params: { id, name } }),
+    member: (id, did, role) => request({ method: 'collection_member', params: { id, did, role } }),
+  });
+  const provider = Object.freeze({ isDisot: true, request, cas, p2p, sign, verify, trust, shares, collections });
   Object.defineProperty(window, 'disot', { value: provider, enumerable: true });
 
   // Discovery without racing on the global, in the manner of EIP-6963: the provider announces

@@ -60,6 +60,46 @@ export interface DisotProvider {
     /** Ask the user to trust `did` at `level` (0–100; 0 revokes); 4001 if they refuse. */
     set(did: string, level: number, context?: string): Promise<{ did: string; level: number; context: string }>;
   };
+  /** Needs the `share` permission. */
+  readonly shares: {
+    /** Ask the user to share an object this origin put, or a collection; 4001 if they refuse. */
+    share(params: { cid?: string; collection?: string; to: string | string[]; note?: string }): Promise<Share[]>;
+    list(): Promise<{ sharedWithMe: (Share & { held: boolean })[]; sharedByMe: Share[] }>;
+  };
+  /** Named, ordered lists of CIDs that sync with their members (Automerge). Needs `share`. */
+  readonly collections: {
+    list(): Promise<Collection[]>;
+    get(id: string): Promise<Collection>;
+    create(name: string): Promise<{ id: string }>;
+    add(id: string, cid: string, meta?: { name?: string; mime?: string; size?: number }): Promise<Collection>;
+    remove(id: string, cid: string): Promise<{ removed: number }>;
+    rename(id: string, name: string): Promise<Collection>;
+    member(id: string, did: string, role: 'editor' | 'reader' | 'none'): Promise<Collection>;
+  };
+}
+
+export interface Share {
+  id: string;
+  from: string;
+  to: string;
+  cid?: string;
+  sha256?: string;
+  size?: number;
+  name?: string;
+  mime?: string;
+  collection?: string;
+  note: string;
+  createdMs: number;
+  revoked: boolean;
+}
+
+export interface Collection {
+  id: string;
+  name: string;
+  owner: string;
+  editors: string[];
+  readers: string[];
+  entries: { cid: string; name?: string; mime?: string; size?: number; addedBy: string; addedMs: number }[];
 }
 
 /** One peer this peer trusts: `level` is null when trusted only through others. */

@@ -78,6 +78,8 @@ struct PublicBlocks {
     walked: HashMap<Cid, Vec<Cid>>,
     /// Blocks of objects served by trust: the lowest trust level (0–100) any of them asks.
     restricted: HashMap<Cid, u8>,
+    /// Blocks of objects shared with particular DIDs.
+    shared: HashMap<Cid, std::collections::BTreeSet<String>>,
     /// Who we trust, directly and through others (as last read).
     trust: disot_core::trust::TrustGraph,
 }
@@ -388,6 +390,7 @@ impl Exchange {
             origins: vec![origin.to_owned()],
             public: false,
             min_trust: None,
+            shared_with: Vec::new(),
         };
         self.store.put_object(&record).await.map_err(internal)?;
         Ok((record, fetched))
@@ -473,7 +476,10 @@ impl Exchange {
         let mut next = PublicBlocks { read_at: now_ms(), ..Default::default() };
         match self.store.objects().await {
             Ok(objects) => {
-                for record in objects.iter().filter(|r| r.public || r.min_trust.is_some()) {
+                for record in objects
+                    .iter()
+                    .filter(|r| r.public || r.min_trust.is_some() || !r.shared_with.is_empty())
+                {
                     let Ok(cid) = record.cid.parse::<Cid>() else { continue };
                     if !walked.contains_key(&cid) {
                         let mut reached = Default::default();
@@ -490,6 +496,14 @@ impl Exchange {
                             for b in blocks {
                                 let level = next.restricted.entry(*b).or_insert(min);
                                 *level = (*level).min(min);
+                            }
+                        }
+                        if !record.public && !record.shared_with.is_empty() {
+                            for b in blocks {
+                                next.shared
+                                    .entry(*b)
+                                    .or_default()
+                                    .extend(record.shared_with.iter().cloned());
                             }
                         }
                         next.walked.insert(cid, blocks.clone());
@@ -523,8 +537,11 @@ impl Exchange {
         if public.cids.contains(cid) {
             return true;
         }
-        let Some(min) = public.restricted.get(cid) else { return false };
         let Some(did) = crate::node::peer_public_did(peer) else { return false };
+        if public.shared.get(cid).is_some_and(|dids| dids.contains(&did)) {
+            return true;
+        }
+        let Some(min) = public.restricted.get(cid) else { return false };
         public
             .trust
             .score(&self.did, &did, "content", now_ms() as u64)

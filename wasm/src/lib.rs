@@ -20,6 +20,7 @@ mod exchange;
 mod frame;
 mod node;
 pub mod store;
+mod sync;
 mod transport;
 mod trustnet;
 mod webrtc;

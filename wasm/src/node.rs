@@ -209,6 +209,7 @@ pub(crate) struct Shared {
     open_prompt: js_sys::Function,
     pub(crate) cas: Cas,
     exchange: Rc<Exchange>,
+    sync: Rc<crate::sync::SyncNode>,
     /// Opens our own protocols' streams to peers (identity, trust credentials).
     control: libp2p_stream::Control,
     /// How this peer presents itself in identity exchanges.
@@ -288,6 +289,14 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     let exchange =
         Exchange::new(swarm.behaviour().stream.new_control(), store.clone(), did.clone());
     exchange.start().map_err(|e| js_err("starting bitswap", e))?;
+    let sync = crate::sync::SyncNode::load(
+        &did,
+        store.clone(),
+        swarm.behaviour().stream.new_control(),
+        exchange.clone(),
+    )
+    .await;
+    sync.accept().map_err(|e| js_err("accepting sync sessions", e))?;
     let control = swarm.behaviour().stream.new_control();
     let local = disot_core::auth::Local::new(key.clone(), &display_name)
         .or_else(|_| disot_core::auth::Local::new(key.clone(), ""))
@@ -308,6 +317,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         open_prompt,
         cas: Cas::new(store.clone()),
         exchange: exchange.clone(),
+        sync,
         control,
         local: RefCell::new(local),
         commands: tx.clone(),
@@ -329,6 +339,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
                 // Access by trust is recomputed from the next request.
                 shared.exchange.access_changed();
                 offer_to_connected(&shared);
+                shared.sync.sync_all();
             }
         },
     )
@@ -474,6 +485,11 @@ impl EventLoop {
             }
             self.dial_due();
             self.keep_relay_reservation();
+            for peer in self.shared.sync.peers_to_reach(now_ms() as u64) {
+                if let Err(e) = self.dial_via_relay(peer) {
+                    tracing::debug!("reaching {peer}: {e}");
+                }
+            }
             for (peer, reason) in self.shared.exchange.take_banned() {
                 tracing::warn!("disconnecting {peer}: {reason}");
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -713,6 +729,7 @@ impl EventLoop {
                     live.peers.remove(&peer_id);
                     drop(live);
                     self.shared.exchange.peer_disconnected(&peer_id);
+                    self.shared.sync.peer_gone(&peer_id);
                     if self.dialer.is_bootstrap(&peer_id) {
                         self.dialer.on_disconnected(&peer_id, now);
                     }
@@ -826,6 +843,7 @@ fn on_identity(
                 info.identity_error = None;
             }
             drop(live);
+            shared.sync.peer_verified(peer, did.clone());
             wasm_bindgen_futures::spawn_local(crate::trustnet::offer(
                 shared.control.clone(),
                 shared.store.clone(),
@@ -943,6 +961,7 @@ async fn handle_page(
             set_trust(shared, did.clone(), level, context.clone()).await?;
             Ok(json!({ "did": did, "level": level, "context": context }))
         }
+        PageRequest::Sync { method, params } => page_sync(shared, origin, &method, params).await,
         PageRequest::Verify(entry) => Ok(match disot_core::entry::verify(&entry) {
             Ok(signer) => json!({ "valid": true, "signer": signer }),
             Err(e) => json!({ "valid": false, "reason": e.to_string() }),
@@ -1104,6 +1123,54 @@ async fn sign_entry(shared: &Shared, origin: &str, params: &Value) -> Result<Val
     disot_core::entry::sign(&shared.key, &unsigned).map_err(invalid)
 }
 
+/// Shares and collections, for a page with the `share` permission: a share is made only once
+/// the user approves it in the prompt, which shows what is shared and with whom.
+async fn page_sync(
+    shared: &Shared,
+    origin: &str,
+    method: &str,
+    params: Value,
+) -> Result<Value, ApiError> {
+    if method != "share" {
+        return shared.sync.collections_or_list(method, params).await;
+    }
+    let share = crate::sync::ShareParams::parse(params)?;
+    let internal = |e: String| ApiError::new(ErrorCode::Internal, e);
+    let mut shown = serde_json::to_value(&share).map_err(|e| internal(e.to_string()))?;
+    if let Some(cid) = &share.cid {
+        let record = shared.store.object(cid).await.map_err(|e| internal(e.to_string()))?;
+        let record = record.filter(|r| r.origins.iter().any(|o| o == origin)).ok_or_else(|| {
+            ApiError::new(ErrorCode::NotFound, "this origin holds no such object")
+        })?;
+        shown["object"] =
+            json!({ "name": record.name, "size": record.size, "sha256": record.sha256 });
+    }
+    let request = shared.pending.borrow_mut().open_share(origin, shown, now_ms() as u64)?;
+    if !ask_user(shared, request.id).await? {
+        return Err(ApiError::new(ErrorCode::UserRejected, "the user did not share it"));
+    }
+    shared.sync.share(&share).await
+}
+
+/// Shares, collections and sync for the extension's own pages (no prompt: the user is there).
+async fn ui_sync(shared: &Shared, method: &str, params: Value) -> Result<Value, ApiError> {
+    match method {
+        "share" => shared.sync.share(&crate::sync::ShareParams::parse(params)?).await,
+        "share_revoke" => {
+            let to = params.get("to").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let id = params.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            shared.sync.revoke(&to, &id).await
+        }
+        "sync_status" => Ok(shared.sync.status()),
+        "sync_policy_set" => {
+            let policy = serde_json::from_value(params)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("policy: {e}")))?;
+            shared.sync.set_policy(policy).await
+        }
+        other => shared.sync.collections_or_list(other, params).await,
+    }
+}
+
 /// Open the prompt for pending request `id` and wait for the user's answer (a prompt closed
 /// unanswered is a no).
 async fn ask_user(shared: &Shared, id: u64) -> Result<bool, ApiError> {
@@ -1182,6 +1249,7 @@ async fn set_trust(
     // A revocation holds from the very next request.
     shared.exchange.access_changed();
     offer_to_connected(shared);
+    shared.sync.sync_all();
     Ok(credential)
 }
 
@@ -1380,6 +1448,7 @@ async fn handle_ui(
         }
         UiRequest::SetTrust { did, level, context } => set_trust(shared, did, level, context).await,
         UiRequest::ListTrust => trust_entries(shared, true).await,
+        UiRequest::Sync { method, params } => ui_sync(shared, &method, params).await,
         UiRequest::CreateInvite => {
             // Reachable through the relay, then directly: `<circuit>/webrtc/p2p/<me>`.
             let me = Protocol::P2p(shared.peer_id);

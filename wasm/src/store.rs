@@ -190,6 +190,49 @@ impl Store {
         self.write_setting(RECEIVED_TRUST_KEY, &all).await
     }
 
+    /// The saved sync documents and states: `(key, bytes)` for each key under `prefix`.
+    pub async fn saved_bytes(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let mut out = Vec::new();
+        for key in self.read_all(SETTINGS, true).await? {
+            let Some(key) = key.as_string().filter(|k| k.starts_with(prefix)) else { continue };
+            if let Some(v) = self.read(SETTINGS, &key).await? {
+                out.push((key, js_sys::Uint8Array::new(&v).to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Save `items` (key, bytes) in one transaction: all of them, or none.
+    pub async fn save_bytes(&self, items: &[(String, Vec<u8>)]) -> Result<(), Error> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let tx = self.tx(&[SETTINGS], TransactionMode::ReadWrite).await?;
+        let os = tx.object_store(SETTINGS)?;
+        for (key, bytes) in items {
+            let value = js_sys::Uint8Array::from(bytes.as_slice());
+            os.put(&value, Some(&JsValue::from_str(key)))?.await?;
+        }
+        tx.commit()?.await?;
+        Ok(())
+    }
+
+    /// A small JSON value kept under `key` (e.g. the sync policy).
+    pub async fn json_setting<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, Error> {
+        self.read_setting(key).await
+    }
+
+    pub async fn set_json_setting<T: serde::Serialize>(
+        &self,
+        key: &str,
+        v: &T,
+    ) -> Result<(), Error> {
+        self.write_setting(key, v).await
+    }
+
     /// Replace the identity key (from a backup); the node uses it from its next start.
     /// The sealed identity (a backup's text), when the lock is on.
     pub async fn sealed_identity(&self) -> Result<Option<String>, Error> {
