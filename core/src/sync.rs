@@ -640,17 +640,66 @@ impl Library {
 
     /// The next sync message for `peer` about document `id`, if there is one.
     pub fn generate(&mut self, peer: &str, id: &str) -> Option<Vec<u8>> {
+        let key = (peer.to_owned(), id.to_owned());
+        let mut state = self.states.remove(&key).unwrap_or_default();
+        let message = self.generate_with(peer, id, &mut state);
+        self.states.insert(key.clone(), state);
+        self.dirty_states.insert(key);
+        message
+    }
+
+    /// The sync state a new session with `peer` starts from for document `id`: what both
+    /// were known to have when a session last ended well (nothing in flight).
+    pub fn session_state(&self, peer: &str, id: &str) -> sync::State {
+        self.states
+            .get(&(peer.to_owned(), id.to_owned()))
+            .and_then(|s| sync::State::decode(&s.encode()).ok())
+            .unwrap_or_default()
+    }
+
+    /// A session ended well: keep what it learned both sides have.
+    pub fn end_session(&mut self, peer: &str, states: HashMap<String, sync::State>) {
+        for (id, state) in states {
+            if self.docs.contains_key(&id) {
+                let key = (peer.to_owned(), id);
+                self.states.insert(key.clone(), state);
+                self.dirty_states.insert(key);
+            }
+        }
+    }
+
+    /// [`Library::generate`] with a session's own state.
+    pub fn generate_with(
+        &mut self,
+        peer: &str,
+        id: &str,
+        state: &mut sync::State,
+    ) -> Option<Vec<u8>> {
         let allowed = self.arriving.get(id).is_some_and(|p| p == peer)
             || self.participants(id).contains(peer);
         if !allowed {
             return None;
         }
         let doc = self.docs.get_mut(id)?;
+        Some(doc.sync().generate_sync_message(state)?.encode())
+    }
+
+    /// Take a message with the library's own state (see [`Library::receive_with`]).
+    pub fn receive(
+        &mut self,
+        peer: &str,
+        id: &str,
+        message: &[u8],
+        level: Level,
+    ) -> Result<bool, Error> {
         let key = (peer.to_owned(), id.to_owned());
-        let state = self.states.entry(key.clone()).or_default();
-        let message = doc.sync().generate_sync_message(state)?;
-        self.dirty_states.insert(key);
-        Some(message.encode())
+        let mut state = self.states.remove(&key).unwrap_or_default();
+        let result = self.receive_with(peer, id, message, level, &mut state);
+        if self.docs.contains_key(id) {
+            self.states.insert(key.clone(), state);
+            self.dirty_states.insert(key);
+        }
+        result
     }
 
     /// Whether `peer` may send us document `id` that we do not hold: its shares to us, or a
@@ -666,22 +715,30 @@ impl Library {
     }
 
     /// Take `peer`'s sync message about document `id`, if `level` lets us and `peer` may
-    /// send it. Returns whether the document changed.
-    pub fn receive(
+    /// send it, with a session's `state`. Returns whether the document changed.
+    pub fn receive_with(
         &mut self,
         peer: &str,
         id: &str,
         message: &[u8],
         level: Level,
+        state: &mut sync::State,
     ) -> Result<bool, Error> {
-        if level == Level::Nothing {
-            return Err(Error::Refused("this peer does not trust the sender enough".into()));
-        }
         if !valid_id(id) {
             return Err(Error::Malformed(format!("not a document id: {id:.40}")));
         }
         let message =
             sync::Message::decode(message).map_err(|e| Error::Malformed(e.to_string()))?;
+        // From a peer not trusted enough nothing is taken: no change and no new document. What
+        // it says of its own state (heads, what it has and needs) is still heard, or it could
+        // never be sent what it is shared.
+        if level == Level::Nothing
+            && (!message.changes.is_empty()
+                || !self.docs.contains_key(id)
+                || self.arriving.contains_key(id))
+        {
+            return Err(Error::Refused("this peer does not trust the sender enough".into()));
+        }
         let arriving = self.arriving.get(id).is_some_and(|p| p == peer);
         if self.docs.contains_key(id) && !arriving {
             if !self.participants(id).contains(peer) {
@@ -703,9 +760,7 @@ impl Library {
         let key = (peer.to_owned(), id.to_owned());
         let doc = self.docs.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let before = doc.get_heads();
-        let state = self.states.entry(key.clone()).or_default();
         doc.sync().receive_sync_message(state, message).map_err(doc_err)?;
-        self.dirty_states.insert(key.clone());
         let changed = doc.get_heads() != before;
         if changed && self.arriving.contains_key(id) {
             // Its first content: it must be what the sender may give us.
@@ -856,11 +911,14 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Stats, Error> {
     let io = |e: crate::bitswap::Error| Error::Io(e.to_string());
     let mut stats = Stats::default();
-    lib.borrow_mut().reset_peer(peer);
+    // This session's own sync states, from what both had when the last one ended well: two
+    // sessions with the same peer (one each way) may run at once without mixing up what each
+    // has in flight.
+    let mut states: HashMap<String, sync::State> = HashMap::new();
     let mut touched: BTreeSet<String> = BTreeSet::new();
     let mut last_sent: Option<usize> = None;
     if initiator {
-        last_sent = Some(send_batch(stream, lib, peer, &touched, &mut stats).await?);
+        last_sent = Some(send_batch(stream, lib, peer, &touched, &mut states, &mut stats).await?);
     }
     for _ in 0..MAX_ROUNDS {
         // Their batch.
@@ -880,7 +938,9 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             stats.bytes_received += bytes.len() as u64;
             stats.messages_received += 1;
             let (id, message) = unframe(&bytes)?;
-            match lib.borrow_mut().receive(peer, id, message, level) {
+            let mut lib = lib.borrow_mut();
+            let state = states.entry(id.to_owned()).or_insert_with(|| lib.session_state(peer, id));
+            match lib.receive_with(peer, id, message, level, state) {
                 Ok(changed) => {
                     if changed {
                         stats.changed += 1;
@@ -896,11 +956,13 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         if received == 0 && last_sent == Some(0) {
+            lib.borrow_mut().end_session(peer, states);
             let _ = stream.close().await;
             return Ok(stats);
         }
-        let sent = send_batch(stream, lib, peer, &touched, &mut stats).await?;
+        let sent = send_batch(stream, lib, peer, &touched, &mut states, &mut stats).await?;
         if received == 0 && sent == 0 {
+            lib.borrow_mut().end_session(peer, states);
             let _ = stream.close().await;
             return Ok(stats);
         }
@@ -914,6 +976,7 @@ async fn send_batch<S: AsyncWrite + Unpin>(
     lib: &RefCell<Library>,
     peer: &str,
     touched: &BTreeSet<String>,
+    states: &mut HashMap<String, sync::State>,
     stats: &mut Stats,
 ) -> Result<usize, Error> {
     let io = |e: crate::bitswap::Error| Error::Io(e.to_string());
@@ -924,7 +987,12 @@ async fn send_batch<S: AsyncWrite + Unpin>(
         // Shares first: they introduce the collections that follow.
         let mut ids: Vec<String> = ids.into_iter().collect();
         ids.sort_by_key(|id| (!id.starts_with("shares-"), id.clone()));
-        ids.iter().filter_map(|id| Some(frame(id, &lib.generate(peer, id)?))).collect()
+        ids.iter()
+            .filter_map(|id| {
+                let state = states.entry(id.clone()).or_insert_with(|| lib.session_state(peer, id));
+                Some(frame(id, &lib.generate_with(peer, id, state)?))
+            })
+            .collect()
     };
     for f in &frames {
         stats.bytes_sent += f.len() as u64;
@@ -1044,7 +1112,8 @@ mod tests {
         let b = RefCell::new(Library::new(B));
         let c = RefCell::new(Library::new(C));
         a.borrow_mut().share(object_share(B, "s1", "bafkone")).expect("share");
-        let (_, sb, refusals) = sync_pair(&a, &b, Level::Full, Level::Full);
+        // A need not trust B to send what it shares with B.
+        let (_, sb, refusals) = sync_pair(&a, &b, Level::Nothing, Level::Full);
         assert!(refusals.is_empty(), "{refusals:?}");
         assert_eq!(sb.changed, 1);
         let got = b.borrow_mut().shares_to_me();
@@ -1057,6 +1126,26 @@ mod tests {
         assert_eq!(sc.changed + sc2.changed, 0);
         assert!(c.borrow_mut().shares_to_me().is_empty());
         assert!(c.borrow().ids().is_empty());
+    }
+
+    #[test]
+    fn two_sessions_at_once_one_each_way_both_deliver() {
+        let a = RefCell::new(Library::new(A));
+        let b = RefCell::new(Library::new(B));
+        a.borrow_mut().share(object_share(B, "s1", "bafkone")).expect("share");
+        b.borrow_mut().share(object_share(A, "s2", "bafktwo")).expect("share");
+        let ((mut a1, mut b1), (mut b2, mut a2)) = (duplex(), duplex());
+        let results = block_on(futures::future::join4(
+            session(&mut a1, &a, B, Level::Full, true, |_| {}),
+            session(&mut b1, &b, A, Level::Full, false, |_| {}),
+            session(&mut b2, &b, A, Level::Full, true, |_| {}),
+            session(&mut a2, &a, B, Level::Full, false, |_| {}),
+        ));
+        for r in [results.0, results.1, results.2, results.3] {
+            r.expect("session");
+        }
+        assert_eq!(b.borrow_mut().shares_to_me().len(), 1);
+        assert_eq!(a.borrow_mut().shares_to_me().len(), 1);
     }
 
     #[test]

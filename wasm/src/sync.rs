@@ -20,8 +20,9 @@ const STATE_PREFIX: &str = "sync-state:";
 const POLICY_KEY: &str = "sync-policy";
 /// The origin under which content fetched for shares is kept.
 pub(crate) const SHARES_ORIGIN: &str = "disot:shares";
-/// How long one session may take.
-const SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long one session may take (documents are small; a session that stalls is on a
+/// connection that went away, and is tried again).
+const SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// How often absent participants are looked for, and dialled again.
 const LOOK_EVERY_MS: u64 = 2_000;
 const REDIAL_MS: u64 = 5_000;

@@ -1,0 +1,178 @@
+// Share and sync between two Chromium browsers through one disot-node, driven through a page
+// (the share, approved in the prompt) and the popups (trust, "Shared with me").
+// B's trust in A decides what B takes: at 90 the shared bytes arrive in B's store without B
+// asking; at 60 only the share (its metadata) arrives until B fetches it; at 30 nothing.
+// Offline: B is closed when A shares; once B is back, the share and its bytes arrive.
+// Collections: A and B edit a shared collection while apart; after they meet both hold the
+// same document, with both sides' additions.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as h from './lib/harness.js';
+
+after(() => h.cleanup());
+const ui = h.ui;
+
+async function trustInPopup(popup, did, level) {
+  await popup.$eval('#trust-did', (e) => { e.value = ''; });
+  await popup.type('#trust-did', did);
+  await popup.$eval('#trust-level', (e) => { e.value = ''; });
+  await popup.type('#trust-level', String(level));
+  await popup.click('#trust-add');
+  await popup.waitForFunction((did, level) => {
+    const text = document.querySelector(`#trust li[data-did="${did}"]`)?.textContent ?? '';
+    return level === 0 ? text.includes('revoked') : text.includes(`level ${level},`);
+  }, {}, did, level);
+}
+
+/** Put `mib` MiB of bytes derived from `seed` in A's page. */
+function put(peer, mib, seed, name) {
+  return peer.run(async (mib, seed, name) => {
+    const d = new Uint8Array(mib << 20);
+    let x = seed >>> 0;
+    for (let i = 0; i < d.length; i += 4) { x = (x * 1664525 + 1013904223) >>> 0; d[i] = x; d[i + 1] = x >> 8; d[i + 2] = x >> 16; d[i + 3] = x >> 24; }
+    return window.disot.cas.put(d, { name });
+  }, mib, seed, name);
+}
+
+describe('share and sync', { concurrency: 1 }, () => {
+  let node, site, a, b, popupA, popupB, sa, sb, profileB, pageB;
+
+  const sessionsWith = async (popup, did) => (await ui(popup, 'sync_status')).peers.find((p) => p.did === did)?.sessions ?? 0;
+  const sharedWithB = async () => (await ui(popupB, 'shares_list')).sharedWithMe;
+
+  async function share(cid, note) {
+    const sharing = await h.startInPage(a.page, { method: 'share', params: { cid, to: sb.did, note } });
+    const shown = await h.answerPrompt(a.browser, '#approve');
+    assert.ok(shown.includes(sb.did) && shown.includes(note), `the prompt shows whom and the note: ${shown}`);
+    const outcome = await sharing();
+    assert.ok(outcome.result, JSON.stringify(outcome));
+    return outcome.result[0];
+  }
+
+  async function openB() {
+    b = await h.Browser.launch('chromium', h.prepareExtension('chrome', [node.wsAddr]), profileB);
+    popupB = await b.open(`${b.extensionBase}popup.html`);
+    return b;
+  }
+
+  before(async () => {
+    node = await new h.NativeNode(h.tempDir('node-sync')).start();
+    site = await h.startPageServer();
+    a = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'sync-a' });
+    profileB = h.tempDir('profile-sync-b');
+    await openB();
+    popupA = await a.browser.open(`${a.browser.extensionBase}popup.html`);
+    sa = await ui(popupA, 'ui_status');
+    sb = await ui(popupB, 'ui_status');
+    // A's page may share (the user approves the permission, then each share).
+    const grant = await h.startInPage(a.page, { method: 'disot_requestPermissions', params: [{ share: {} }] });
+    assert.match(await h.answerPrompt(a.browser, '#approve'), /share content and collections/);
+    assert.ok((await grant()).result.some((p) => p.parentCapability === 'share'));
+    await h.waitFor(async () => (await ui(popupA, 'ui_status')).peers.some((p) => p.peerId === node.peerId), { what: 'A on the node' });
+    await h.waitFor(async () => (await ui(popupB, 'ui_status')).peers.some((p) => p.peerId === node.peerId), { what: 'B on the node' });
+  });
+
+  test('trust 90: a 10 MiB share appears in B\'s "Shared with me" and its bytes are in B\'s store without B asking', async () => {
+    await trustInPopup(popupB, sa.did, 90);
+    const object = await put(a, 10, 1, 'ten.bin');
+    await ui(popupA, 'peers_dial', { addr: `${node.wsAddr}/p2p-circuit/webrtc/p2p/${sb.peerId}` });
+    const made = await share(object.cid, 'ten MiB for you');
+    assert.equal(made.cid, object.cid);
+    await popupB.waitForFunction((cid) => document.querySelector(`#shared-with-me li[data-cid="${cid}"][data-held="true"]`), { timeout: 60_000 }, object.cid);
+    const row = await popupB.$eval(`#shared-with-me li[data-cid="${object.cid}"]`, (e) => e.textContent);
+    assert.match(row, /ten\.bin \(10\.0 MiB\) from did:key:.*ten MiB for you.* here/);
+    // The bytes are B's, verified and pinned: asked for, nothing is fetched from any peer.
+    assert.ok((await popupB.evaluate(h.blockKeysInExtensionPage)).includes(object.cid), 'the root block is in B\'s store');
+    pageB = await b.open(`${site.url}/demo.html`);
+    await h.grantInChromium(b, pageB);
+    const got = (await (await h.startInPage(pageB, { method: 'cas_fetch', params: { name: object.cid } }))()).result;
+    assert.equal(got.sha256, object.sha256);
+    assert.equal(got.size, 10 << 20);
+    assert.equal(got.fetched.blocks, 0, 'already held: nothing fetched when asked');
+  });
+
+  test('trust 60: only the share arrives; the bytes come when B asks', async () => {
+    await trustInPopup(popupB, sa.did, 60);
+    const object = await put(a, 2, 2, 'two.bin');
+    const before = await sessionsWith(popupA, sb.did);
+    await share(object.cid, 'metadata only');
+    await popupB.waitForFunction((cid) => document.querySelector(`#shared-with-me li[data-cid="${cid}"]`), { timeout: 30_000 }, object.cid);
+    // Sessions have run since, and still B holds nothing of it.
+    await h.waitFor(async () => (await sessionsWith(popupA, sb.did)) > before, { what: 'a session after the share' });
+    await new Promise((r) => setTimeout(r, 3000));
+    const entry = (await sharedWithB()).find((s) => s.cid === object.cid);
+    assert.equal(entry.held, false, 'not fetched at trust 60');
+    assert.ok(!(await popupB.evaluate(h.blockKeysInExtensionPage)).includes(object.cid));
+    // B asks: the bytes come from A (shared with B, so A serves them).
+    const fetched = await (await h.startInPage(pageB, { method: 'cas_fetch', params: { name: object.cid } }))();
+    assert.equal(fetched.result?.sha256, object.sha256, JSON.stringify(fetched));
+    assert.ok(fetched.result.fetched.blocks > 0, 'fetched from A');
+    assert.equal((await sharedWithB()).find((s) => s.cid === object.cid).held, true);
+  });
+
+  test('trust 30: nothing arrives', async () => {
+    await trustInPopup(popupB, sa.did, 30);
+    const object = await put(a, 1, 3, 'one.bin');
+    const before = await sessionsWith(popupB, sa.did);
+    await share(object.cid, 'not for you');
+    await h.waitFor(async () => (await sessionsWith(popupB, sa.did)) > before, { what: 'a session at B after the share' });
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.ok(!(await sharedWithB()).some((s) => s.cid === object.cid), 'B took nothing from A');
+    const status = (await ui(popupB, 'sync_status')).peers.find((p) => p.did === sa.did);
+    assert.equal(status.level, 'nothing');
+  });
+
+  test('B offline when A shares: once B is back the share and its bytes arrive within seconds', async () => {
+    await trustInPopup(popupB, sa.did, 90);
+    await b.close();
+    await h.waitFor(async () => !(await ui(popupA, 'ui_status')).peers.some((p) => p.peerId === sb.peerId), { what: 'B gone at A', timeout: 60_000 });
+    const object = await put(a, 3, 4, 'while-away.bin');
+    await share(object.cid, 'while you were away');
+    const back = Date.now();
+    await openB();
+    await popupB.waitForFunction((cid) => document.querySelector(`#shared-with-me li[data-cid="${cid}"][data-held="true"]`), { timeout: 60_000 }, object.cid);
+    h.log(`B back: the share and its 3 MiB arrived ${Date.now() - back} ms after B started`);
+  });
+
+  test('a collection edited on both sides while apart converges, keeping both sides\' additions', async () => {
+    const cids = [];
+    for (let i = 0; i < 5; i++) cids.push((await a.run((i) => window.disot.cas.put(new Uint8Array([i, 7, 7])), i)).cid);
+    const id = await a.run(async (cids, did) => {
+      const { id } = await window.disot.collections.create('trip');
+      for (const cid of cids.slice(0, 3)) await window.disot.collections.add(id, cid);
+      await window.disot.collections.member(id, did, 'editor');
+      return id;
+    }, cids, sb.did);
+    const sharing = await h.startInPage(a.page, { method: 'share', params: { collection: id, to: sb.did, note: 'edit with me' } });
+    assert.match(await h.answerPrompt(a.browser, '#approve'), /the collection/);
+    assert.ok((await sharing()).result);
+    const atB = () => ui(popupB, 'collection_get', { id }).catch(() => null);
+    await h.waitFor(async () => (await atB())?.entries.length === 3, { what: 'the collection at B' });
+    assert.deepEqual((await atB()).editors, [sb.did]);
+    // Apart: B closes; A adds the 4th, removes the 1st and renames; B, back but with no
+    // network, adds the 5th, removes the 2nd and renames.
+    await b.close();
+    await h.waitFor(async () => !(await ui(popupA, 'ui_status')).peers.some((p) => p.peerId === sb.peerId), { what: 'B gone at A', timeout: 60_000 });
+    await ui(popupA, 'collection_add', { id, cid: cids[3] });
+    await ui(popupA, 'collection_remove', { id, cid: cids[0] });
+    await ui(popupA, 'collection_rename', { id, name: 'trip 2026' });
+    b = await h.Browser.launch('chromium', h.prepareExtension('chrome', []), profileB);
+    popupB = await b.open(`${b.extensionBase}popup.html`);
+    await ui(popupB, 'collection_add', { id, cid: cids[4] });
+    await ui(popupB, 'collection_remove', { id, cid: cids[1] });
+    await ui(popupB, 'collection_rename', { id, name: 'summer' });
+    assert.deepEqual((await atB()).entries.map((e) => e.cid), [cids[2], cids[4]], 'B alone');
+    assert.equal((await ui(popupB, 'ui_status')).peers.length, 0, 'B had no peer meanwhile');
+    await b.close();
+    // Together again.
+    await openB();
+    const expected = [cids[2], cids[3], cids[4]].sort();
+    const same = async () => {
+      const [x, y] = [await ui(popupA, 'collection_get', { id }), await atB()];
+      return y && JSON.stringify(x) === JSON.stringify(y) && JSON.stringify(x.entries.map((e) => e.cid).sort()) === JSON.stringify(expected) ? x : null;
+    };
+    const merged = await h.waitFor(same, { what: 'both to hold the same merged collection', timeout: 60_000 });
+    assert.ok(['trip 2026', 'summer'].includes(merged.name), merged.name);
+    h.log(`merged collection: ${merged.name}, ${merged.entries.length} entries`);
+  });
+});
