@@ -35,7 +35,7 @@ function put(peer, mib, seed, name) {
 }
 
 describe('share and sync', { concurrency: 1 }, () => {
-  let node, site, a, b, popupA, popupB, sa, sb, profileB, pageB;
+  let node, site, a, b, popupA, popupB, sa, sb, profileB, pageB, extDirB;
 
   const sessionsWith = async (popup, did) => (await ui(popup, 'sync_status')).peers.find((p) => p.did === did)?.sessions ?? 0;
   const sharedWithB = async () => (await ui(popupB, 'shares_list')).sharedWithMe;
@@ -49,9 +49,12 @@ describe('share and sync', { concurrency: 1 }, () => {
     return outcome.result[0];
   }
 
-  async function openB() {
-    b = await h.Browser.launch('chromium', h.prepareExtension('chrome', [node.wsAddr]), profileB);
+  /** B again, on its profile and its extension directory (the extension's id, and so its
+   * store, come from that directory), with `bootstrap` as its nodes. */
+  async function openB(bootstrap = [node.wsAddr]) {
+    b = await h.Browser.launch('chromium', h.prepareExtension('chrome', bootstrap, extDirB), profileB);
     popupB = await b.open(`${b.extensionBase}popup.html`);
+    assert.equal((await ui(popupB, 'ui_status')).did, sb.did, 'B is the same peer');
     return b;
   }
 
@@ -60,7 +63,11 @@ describe('share and sync', { concurrency: 1 }, () => {
     site = await h.startPageServer();
     a = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'sync-a' });
     profileB = h.tempDir('profile-sync-b');
-    await openB();
+    const peerB = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'sync-b', profile: profileB });
+    b = peerB.browser;
+    extDirB = b.extDir;
+    pageB = peerB.page;
+    popupB = await b.open(`${b.extensionBase}popup.html`);
     popupA = await a.browser.open(`${a.browser.extensionBase}popup.html`);
     sa = await ui(popupA, 'ui_status');
     sb = await ui(popupB, 'ui_status');
@@ -83,8 +90,6 @@ describe('share and sync', { concurrency: 1 }, () => {
     assert.match(row, /ten\.bin \(10\.0 MiB\) from did:key:.*ten MiB for you.* here/);
     // The bytes are B's, verified and pinned: asked for, nothing is fetched from any peer.
     assert.ok((await popupB.evaluate(h.blockKeysInExtensionPage)).includes(object.cid), 'the root block is in B\'s store');
-    pageB = await b.open(`${site.url}/demo.html`);
-    await h.grantInChromium(b, pageB);
     const got = (await (await h.startInPage(pageB, { method: 'cas_fetch', params: { name: object.cid } }))()).result;
     assert.equal(got.sha256, object.sha256);
     assert.equal(got.size, 10 << 20);
@@ -156,12 +161,11 @@ describe('share and sync', { concurrency: 1 }, () => {
     await ui(popupA, 'collection_add', { id, cid: cids[3] });
     await ui(popupA, 'collection_remove', { id, cid: cids[0] });
     await ui(popupA, 'collection_rename', { id, name: 'trip 2026' });
-    b = await h.Browser.launch('chromium', h.prepareExtension('chrome', []), profileB);
-    popupB = await b.open(`${b.extensionBase}popup.html`);
+    await openB([]);
     await ui(popupB, 'collection_add', { id, cid: cids[4] });
     await ui(popupB, 'collection_remove', { id, cid: cids[1] });
     await ui(popupB, 'collection_rename', { id, name: 'summer' });
-    assert.deepEqual((await atB()).entries.map((e) => e.cid), [cids[2], cids[4]], 'B alone');
+    assert.deepEqual((await atB()).entries.map((e) => e.cid), [cids[0], cids[2], cids[4]], 'B alone: its own removal and addition');
     assert.equal((await ui(popupB, 'ui_status')).peers.length, 0, 'B had no peer meanwhile');
     await b.close();
     // Together again.

@@ -732,7 +732,14 @@ impl Library {
         // From a peer not trusted enough nothing is taken: no change and no new document. What
         // it says of its own state (heads, what it has and needs) is still heard, or it could
         // never be sent what it is shared.
+        // An editor this peer itself named for its own collection is taken at its word.
+        let named_by_me = self
+            .docs
+            .get(id)
+            .and_then(meta_of)
+            .is_some_and(|m| m.owner == self.me && m.writers.contains(peer));
         if level == Level::Nothing
+            && !named_by_me
             && (!message.changes.is_empty()
                 || !self.docs.contains_key(id)
                 || self.arriving.contains_key(id))
@@ -1268,7 +1275,8 @@ mod tests {
             b.collection_remove(&coll, "bafk2").expect("remove");
             b.collection_rename(&coll, "summer").expect("rename");
         }
-        let (_, _, refusals) = sync_pair(&a, &b, Level::Full, Level::Full);
+        // A need not trust B: it named B an editor of its own collection.
+        let (_, _, refusals) = sync_pair(&a, &b, Level::Nothing, Level::Full);
         assert!(refusals.is_empty(), "{refusals:?}");
         let at_a = a.borrow_mut().collection(&coll).expect("a");
         let at_b = b.borrow_mut().collection(&coll).expect("b");
