@@ -157,7 +157,7 @@ describe('access by trust', () => {
 });
 
 describe('three browsers', () => {
-  test('A and B trust each other in their popups and see each other verified; C, trusted only by B, is served by A above its threshold and refused below; what C asserts reaches A through B', async () => {
+  test('A and B trust each other in their popups and see each other verified; C, trusted only by B, is served by A above its threshold and refused below; what C asserts reaches A through B; A\'s share with B does not reach C', async () => {
     const node = await new h.NativeNode(h.tempDir('node-three')).start();
     const site = await h.startPageServer();
     const peers = [];
@@ -207,6 +207,17 @@ describe('three browsers', () => {
       const viaC = await h.waitFor(async () => (await ui(popupA, 'trust_list')).find((e) => e.did === D), { what: "D's score at A, through B and C", timeout: 30_000 });
       assert.ok(Math.abs(viaC.score - 0.36) < 1e-9, `0.8 × 0.9 × 0.5, got ${viaC.score}`);
       assert.deepEqual(viaC.path, [sa.did, sb.did, sc.did, D]);
+      // A shares its private object with B (from A's popup): B, trusting A at 90, holds it;
+      // C, connected to both and trusted only by B, gets neither the share nor the bytes.
+      await ui(popupA, 'share', { cid: at80.cid, to: sb.did, note: 'for B only' });
+      await h.waitFor(async () => (await ui(popupB, 'shares_list')).sharedWithMe.find((s) => s.cid === at80.cid)?.held, { what: 'the share and its bytes at B', timeout: 30_000 });
+      for (const [page, peer] of [[popupA, sc], [popupB, sc]]) {
+        await h.waitFor(async () => (await ui(page, 'ui_status')).peers.find((p) => p.peerId === peer.peerId)?.identity, { what: 'C connected and verified' });
+      }
+      await new Promise((r) => setTimeout(r, 3000));
+      assert.deepEqual((await ui(extC, 'shares_list')).sharedWithMe, [], 'nothing was shared with C');
+      assert.equal((await ui(extC, 'sync_status')).documents, 0, 'C holds no document of A or B');
+      assert.deepEqual(await fetch(at80.cid), { code: -32001 }, 'C cannot fetch it from A or from B');
     } finally {
       for (const p of peers) await p.close();
     }

@@ -271,6 +271,11 @@ impl SyncNode {
     /// Run a session with `peer` (one at a time per peer; a request during one runs another
     /// after it).
     pub(crate) fn sync_with(self: &Rc<Self>, peer: PeerId, did: String) {
+        // The side that holds documents with a peer starts the session; with none, the peer
+        // (if it holds some with us) will.
+        if self.lib.borrow_mut().docs_with(&did).is_empty() {
+            return;
+        }
         {
             let mut running = self.running.borrow_mut();
             if let Some(again) = running.get_mut(&peer) {
