@@ -284,11 +284,6 @@ impl Library {
         (docs, states)
     }
 
-    /// Whether anything waits to be persisted.
-    pub fn is_dirty(&self) -> bool {
-        !self.dirty_docs.is_empty() || !self.dirty_states.is_empty()
-    }
-
     fn json(&mut self, id: &str) -> Option<Value> {
         let doc = self.docs.get_mut(id)?;
         serde_json::to_value(automerge::AutoSerde::from(doc.document())).ok()
@@ -626,19 +621,6 @@ impl Library {
         Ok(())
     }
 
-    /// Forget in-flight sync bookkeeping with `peer`, as after a disconnect: what both have
-    /// (the shared heads) stays, so the next session sends only what is new.
-    pub fn reset_peer(&mut self, peer: &str) {
-        for ((p, _), state) in self.states.iter_mut() {
-            if p == peer {
-                if let Ok(fresh) = sync::State::decode(&state.encode()) {
-                    *state = fresh;
-                }
-            }
-        }
-    }
-
-    /// The next sync message for `peer` about document `id`, if there is one.
     pub fn generate(&mut self, peer: &str, id: &str) -> Option<Vec<u8>> {
         let key = (peer.to_owned(), id.to_owned());
         let mut state = self.states.remove(&key).unwrap_or_default();
@@ -820,11 +802,6 @@ impl Library {
     /// Every document's id.
     pub fn ids(&self) -> Vec<String> {
         self.docs.keys().filter(|k| !self.arriving.contains_key(*k)).cloned().collect()
-    }
-
-    /// A document as JSON (for the extension's own UI and tests).
-    pub fn document(&mut self, id: &str) -> Option<Value> {
-        self.json(id)
     }
 }
 
