@@ -8,6 +8,9 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as h from './lib/harness.js';
+import { CID } from 'multiformats/cid';
+import * as raw from 'multiformats/codecs/raw';
+import { sha256 } from 'multiformats/hashes/sha2';
 
 after(() => h.cleanup());
 const ui = h.ui;
@@ -35,7 +38,7 @@ function put(peer, mib, seed, name) {
 }
 
 describe('share and sync', { concurrency: 1 }, () => {
-  let node, site, a, b, popupA, popupB, sa, sb, profileB, pageB, extDirB;
+  let node, site, a, b, popupA, popupB, sa, sb, profileB, pageB, extDirB, collectionId;
 
   const sessionsWith = async (popup, did) => (await ui(popup, 'sync_status')).peers.find((p) => p.did === did)?.sessions ?? 0;
   const sharedWithB = async () => (await ui(popupB, 'shares_list')).sharedWithMe;
@@ -178,5 +181,91 @@ describe('share and sync', { concurrency: 1 }, () => {
     const merged = await h.waitFor(same, { what: 'both to hold the same merged collection', timeout: 60_000 });
     assert.ok(['trip 2026', 'summer'].includes(merged.name), merged.name);
     h.log(`merged collection: ${merged.name}, ${merged.entries.length} entries`);
+    collectionId = id;
+  });
+
+  test('two tabs of B see one state, and both hear of each change; a page without the permission hears nothing', async () => {
+    assert.ok(collectionId, 'needs the collection of the test before');
+    // Two tabs of one origin, granted `share` (the popup is closed meanwhile: a prompt opened
+    // while it is open stops answering the test's driver).
+    await popupB.close();
+    const tabs = [await b.open(`${site.url}/demo.html`), await b.open(`${site.url}/demo.html`)];
+    const grant = await h.startInPage(tabs[0], { method: 'disot_requestPermissions', params: [{ share: {} }] });
+    await h.answerPrompt(b, '#approve');
+    assert.ok((await grant()).result.some((p) => p.parentCapability === 'share'));
+    popupB = await b.open(`${b.extensionBase}popup.html`);
+    for (const t of tabs) {
+      await t.evaluate(() => {
+        window.__changes = [];
+        window.disot.on('change', (e) => window.__changes.push(e));
+      });
+    }
+    const heard = (t, reason) => t.waitForFunction((r) => window.__changes.some((e) => e.reasons.includes(r)), { timeout: 30_000 }, reason);
+    // Another origin (same server, other host name) without the permission learns nothing.
+    const stranger = await b.open(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
+    const refused = await stranger.evaluate(() => window.disot.request({ method: 'sync_watch' }).then(() => null, (e) => e.code));
+    assert.equal(refused, 4100);
+    // A peer's change (A shares with B): both tabs hear "synced" and list the same shares.
+    const object = await put(a, 1, 5, 'for-both-tabs.bin');
+    await share(object.cid, 'seen in two tabs');
+    for (const t of tabs) await heard(t, 'synced');
+    const lists = await Promise.all(tabs.map((t) => t.evaluate(() => window.disot.shares.list())));
+    assert.ok(lists[0].sharedWithMe.some((s) => s.cid === object.cid), 'the share is listed');
+    assert.deepEqual(lists[0].sharedWithMe.map((s) => s.id), lists[1].sharedWithMe.map((s) => s.id), 'both tabs list the same shares');
+    // A change in one tab: the other hears "collection" and reads the same collection.
+    const added = await tabs[1].evaluate((id, cid) => window.disot.collections.add(id, cid, { name: 'from tab 2' }), collectionId, object.cid);
+    await heard(tabs[0], 'collection');
+    assert.deepEqual(await tabs[0].evaluate((id) => window.disot.collections.get(id), collectionId), added);
+    // Bad input gets a clear error.
+    const bad = await tabs[0].evaluate(() => window.disot.request({ method: 'sync_watch', params: { since: 'soon' } }).then(() => null, (e) => e.code));
+    assert.equal(bad, -32602);
+    // And A, editor-owner of the collection, gets the tab's addition by sync.
+    await h.waitFor(async () => (await ui(popupA, 'collection_get', { id: collectionId })).entries.some((e) => e.cid === object.cid), { what: 'the addition at A' });
+  });
+
+  test('B killed while A\'s changes stream in: back, it is sent only what it lacked (bytes counted)', async () => {
+    const entries = async (from, n) => {
+      const out = [];
+      for (let i = from; i < from + n; i++) {
+        const cid = CID.createV1(raw.code, await sha256.digest(new TextEncoder().encode(`entry ${i}`)));
+        out.push({ cid: cid.toString(), name: `entry-${i}.txt`, mime: 'text/plain', size: i });
+      }
+      return out;
+    };
+    const received = async () => (await ui(popupB, 'sync_status')).peers.find((p) => p.did === sa.did)?.bytesReceivedTotal ?? 0;
+    const countAtB = async (id) => (await ui(popupB, 'collection_get', { id }).catch(() => ({ entries: [] }))).entries.length;
+    /** Bytes received from A once they stop growing (sessions may still be closing). */
+    const settled = async () => {
+      let last = -1;
+      return h.waitFor(async () => { const now = await received(); const done = now === last; last = now; return done ? now : null; }, { what: 'sessions to settle', interval: 1500 });
+    };
+    const { id } = await ui(popupA, 'collection_create', { name: 'big' });
+    await ui(popupA, 'collection_member', { id, did: sb.did, role: 'reader' });
+    for (let i = 0; i < 5000; i += 500) await ui(popupA, 'collection_add', { id, entries: await entries(i, 500) });
+    const start = await received();
+    await ui(popupA, 'share', { collection: id, to: sb.did, note: 'a big one' });
+    await h.waitFor(async () => (await countAtB(id)) === 5000, { what: 'the 5,000 entries at B', timeout: 60_000 });
+    const first = (await settled()) - start;
+    // A adds 2,000 more in 20 changes; B is killed (SIGKILL) halfway, while they stream in.
+    let atKill;
+    for (let k = 0; k < 20; k++) {
+      await ui(popupA, 'collection_add', { id, entries: await entries(5000 + 100 * k, 100) });
+      if (k === 9) {
+        atKill = await countAtB(id);
+        process.kill(b.pid, 'SIGKILL');
+        await b.close();
+      }
+    }
+    await openB();
+    const kept = await countAtB(id);
+    assert.ok(kept >= 5000, `B kept what it had saved before the kill (${kept})`);
+    await h.waitFor(async () => (await countAtB(id)) === 7000, { what: 'all 7,000 entries at B', timeout: 60_000 });
+    const resumed = await settled();
+    h.log(`first sync of 5,000 entries: ${first} bytes; B had ${atKill} entries when killed and ${kept} after the restart; the resumed sync of the rest: ${resumed} bytes (${(resumed / first).toFixed(2)} of the first)`);
+    assert.ok(resumed > 0, 'something was sent after the restart');
+    // Sending everything again would cost more than the first sync (7,000 entries against
+    // 5,000); the rest is at most 2,000.
+    assert.ok(resumed < 0.6 * first, `only what B lacked was sent: ${resumed} bytes after the restart, ${first} for the first 5,000`);
+    assert.deepEqual(await ui(popupB, 'collection_get', { id }), await ui(popupA, 'collection_get', { id }), 'the same document on both');
   });
 });

@@ -157,7 +157,7 @@ describe('access by trust', () => {
 });
 
 describe('three browsers', () => {
-  test('A and B trust each other in their popups and see each other verified; C, trusted only by B, is served by A above its threshold and refused below; what C asserts reaches A through B; A\'s share with B does not reach C', async () => {
+  test('A and B trust each other in their popups and see each other verified; C, trusted only by B, is served by A above its threshold and refused below; what C asserts reaches A through B; A\'s share with B does not reach C, and its cas-updates announcement tells C nothing', async () => {
     const node = await new h.NativeNode(h.tempDir('node-three')).start();
     const site = await h.startPageServer();
     const peers = [];
@@ -218,6 +218,18 @@ describe('three browsers', () => {
       assert.deepEqual((await ui(extC, 'shares_list')).sharedWithMe, [], 'nothing was shared with C');
       assert.equal((await ui(extC, 'sync_status')).documents, 0, 'C holds no document of A or B');
       assert.deepEqual(await fetch(at80.cid), { code: -32001 }, 'C cannot fetch it from A or from B');
+      // The share was announced on cas-updates: B found news for it there; C heard the
+      // announcement too (gossipsub gives every subscriber everything) and learnt nothing from
+      // it: no tag for C, and no CID, hash, DID or note on the wire.
+      const gossip = async (page) => (await ui(page, 'sync_status')).announcements;
+      assert.ok((await gossip(popupA)).sent >= 1, 'A announced');
+      await h.waitFor(async () => (await gossip(popupB)).forMe >= 1, { what: 'B to find news for it in an announcement' });
+      const atC = await h.waitFor(async () => { const g = await gossip(extC); return g.heard >= 1 ? g : null; }, { what: 'C to hear an announcement' });
+      assert.equal(atC.forMe, 0, 'nothing in it is for C');
+      for (const secret of [at80.cid, at80.sha256.slice(7), sa.did, sb.did, 'for B only']) {
+        assert.ok(!atC.lastHeard.includes(secret), `the announcement C heard names nothing: ${atC.lastHeard}`);
+      }
+      assert.match(atC.lastHeard, /^\{"v":1,"nonce":"[0-9a-f]{32}","tags":\["[0-9a-f]{32}"(,"[0-9a-f]{32}")*\]\}$/);
     } finally {
       for (const p of peers) await p.close();
     }

@@ -141,7 +141,8 @@ pub enum PageRequest {
     /// note?}` (approved by the user), `shares_list`, `collections_list`, `collection_get
     /// {id}`, `collection_create {name}`, `collection_add {id, cid, name?, mime?, size?}`,
     /// `collection_remove {id, cid}`, `collection_rename {id, name}`, `collection_member {id,
-    /// did, role}`. Their parameters are checked where they are handled.
+    /// did, role}`, `sync_watch {since?}` (waits for the next change to any of them). Their
+    /// parameters are checked where they are handled.
     Sync { method: String, params: Value },
 }
 
@@ -156,6 +157,7 @@ pub const SYNC_PAGE_METHODS: &[&str] = &[
     "collection_remove",
     "collection_rename",
     "collection_member",
+    "sync_watch",
 ];
 
 /// What the extension's own pages may also do with shares and sync.

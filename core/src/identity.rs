@@ -57,6 +57,18 @@ pub fn public_key_from_did(did: &str) -> Result<PublicKey> {
     }
 }
 
+/// The DID of the key behind `peer`, read from the peer id itself (an Ed25519 peer id embeds
+/// its public key); `None` for peer ids that only hash their key, or keys of other types.
+pub fn did_of_peer(peer: &PeerId) -> Option<String> {
+    const IDENTITY: u64 = 0x00;
+    let hash = peer.as_ref();
+    if hash.code() != IDENTITY {
+        return None;
+    }
+    let key = PublicKey::try_decode_protobuf(hash.digest()).ok()?;
+    did_from_public_key(&key).ok()
+}
+
 /// Whether `did` names exactly the key behind `peer`.
 pub fn did_matches_peer(did: &str, peer: &PeerId) -> bool {
     public_key_from_did(did).is_ok_and(|key| key.to_peer_id() == *peer)
@@ -66,6 +78,14 @@ pub fn did_matches_peer(did: &str, peer: &PeerId) -> bool {
 mod tests {
     use super::*;
     use libp2p_identity::Keypair;
+
+    #[test]
+    fn a_peer_id_names_its_did() {
+        let key = Keypair::generate_ed25519();
+        let did = did_from_public_key(&key.public()).expect("did");
+        assert_eq!(did_of_peer(&key.public().to_peer_id()).as_deref(), Some(did.as_str()));
+        assert_eq!(did_of_peer(&PeerId::random()), None, "a random id embeds no key");
+    }
 
     #[test]
     fn did_round_trips_to_the_same_peer() {

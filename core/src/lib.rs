@@ -19,6 +19,7 @@
 //! - [`bootstrap`]: which bootstrap node to dial when, with exponential backoff (sans-IO).
 //! - [`sync`]: shares and collections as Automerge documents, and their sync between peers.
 
+pub mod announce;
 pub mod api;
 pub mod auth;
 pub mod backup;

@@ -523,28 +523,45 @@ impl Library {
 
     /// Add an entry at the end of collection `id`.
     pub fn collection_add(&mut self, id: &str, entry: &Entry) -> Result<(), Error> {
-        text("cid", &entry.cid)?;
-        for v in [&entry.name, &entry.mime].into_iter().flatten() {
-            text("name", v)?;
+        self.collection_add_all(id, std::slice::from_ref(entry))
+    }
+
+    /// Add `added` at the end of collection `id`, in order, as one change: all of them or,
+    /// if any is invalid or they would not fit, none.
+    pub fn collection_add_all(&mut self, id: &str, added: &[Entry]) -> Result<(), Error> {
+        for entry in added {
+            text("cid", &entry.cid)?;
+            for v in [&entry.name, &entry.mime].into_iter().flatten() {
+                text("name", v)?;
+            }
         }
         let doc = self.writable(id)?;
         let entries = Self::list(doc, "entries", ObjType::List)?;
-        let at = doc.length(&entries);
-        if at >= MAX_ENTRIES {
+        let start = doc.length(&entries);
+        if start + added.len() > MAX_ENTRIES {
             return Err(Error::Invalid(format!("more than {MAX_ENTRIES} entries")));
         }
-        let e = doc.insert_object(&entries, at, ObjType::Map).map_err(doc_err)?;
-        doc.put(&e, "cid", entry.cid.as_str()).map_err(doc_err)?;
-        for (key, v) in [("name", &entry.name), ("mime", &entry.mime)] {
-            if let Some(v) = v {
-                doc.put(&e, key, v.as_str()).map_err(doc_err)?;
+        let insert = |doc: &mut AutoCommit| -> Result<(), automerge::AutomergeError> {
+            for (i, entry) in added.iter().enumerate() {
+                let e = doc.insert_object(&entries, start + i, ObjType::Map)?;
+                doc.put(&e, "cid", entry.cid.as_str())?;
+                for (key, v) in [("name", &entry.name), ("mime", &entry.mime)] {
+                    if let Some(v) = v {
+                        doc.put(&e, key, v.as_str())?;
+                    }
+                }
+                if let Some(size) = entry.size {
+                    doc.put(&e, "size", size)?;
+                }
+                doc.put(&e, "addedBy", entry.added_by.as_str())?;
+                doc.put(&e, "addedMs", entry.added_ms)?;
             }
+            Ok(())
+        };
+        if let Err(e) = insert(doc) {
+            doc.rollback();
+            return Err(doc_err(e));
         }
-        if let Some(size) = entry.size {
-            doc.put(&e, "size", size).map_err(doc_err)?;
-        }
-        doc.put(&e, "addedBy", entry.added_by.as_str()).map_err(doc_err)?;
-        doc.put(&e, "addedMs", entry.added_ms).map_err(doc_err)?;
         doc.commit();
         self.dirty_docs.insert(id.to_owned());
         Ok(())
@@ -1022,6 +1039,28 @@ mod tests {
             added_by: by.into(),
             added_ms: 1,
         }
+    }
+
+    #[test]
+    fn many_entries_are_added_as_one_change_or_not_at_all() {
+        let mut a = Library::new(A);
+        let coll = a.create_collection([2; 16], "bulk").expect("create");
+        let heads = |a: &mut Library| a.docs.get_mut(&coll).expect("doc").get_heads().len();
+        let before = a.docs.get_mut(&coll).expect("doc").get_changes(&[]).len();
+        let many: Vec<Entry> = (0..500).map(|i| entry(&format!("bafk{i}"), A)).collect();
+        a.collection_add_all(&coll, &many).expect("add");
+        let after = a.docs.get_mut(&coll).expect("doc").get_changes(&[]).len();
+        assert_eq!(after, before + 1, "one change for 500 entries");
+        assert_eq!(heads(&mut a), 1);
+        let got = a.collection(&coll).expect("collection");
+        assert_eq!(got.entries.len(), 500);
+        assert_eq!(got.entries[499].cid, "bafk499", "in order");
+        // One bad entry (an over-long name): none of them is added.
+        let mut bad: Vec<Entry> = (0..10).map(|i| entry(&format!("bafkz{i}"), A)).collect();
+        bad[7].name = Some("n".repeat(MAX_TEXT + 1));
+        assert!(matches!(a.collection_add_all(&coll, &bad), Err(Error::Invalid(_))));
+        assert_eq!(a.collection(&coll).expect("collection").entries.len(), 500);
+        assert_eq!(a.docs.get_mut(&coll).expect("doc").get_changes(&[]).len(), after);
     }
 
     /// Run a session between two libraries over an in-memory duplex.

@@ -246,7 +246,8 @@ let shownShares = '';
 /** Shares, collections and sync status: drawn again only when they change. */
 async function showShares() {
   const [shares, collections, sync] = await Promise.all([call('shares_list'), call('collections_list'), call('sync_status')]);
-  const key = JSON.stringify([shares, collections, sync.peers.map((p) => [p.did, p.sessions, p.error])]);
+  const { sent, heard, forMe } = sync.announcements;
+  const key = JSON.stringify([shares, collections, sync.peers.map((p) => [p.did, p.sessions, p.error]), sent, heard, forMe]);
   if (key === shownShares) return;
   shownShares = key;
   const none = () => Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' });
@@ -284,6 +285,7 @@ async function showShares() {
     $('policy-fetch').value = String(sync.policy.fetchAt);
     $('policy-metadata').value = String(sync.policy.metadataAt);
   }
+  $('sync-announcements').textContent = `cas-updates: ${sent} announced, ${heard} heard, ${forMe} with news for this peer`;
   $('sync-peers').replaceChildren(...sync.peers.map((p) => {
     const li = item(`${short(p.did)}: ${p.level}, ${p.sessions} session(s), last ${new Date(p.atMs).toLocaleTimeString()}${p.error ? ` (${p.error})` : p.stats ? `, ${formatBytes(p.stats.bytesSent)} sent, ${formatBytes(p.stats.bytesReceived)} received` : ''}`);
     li.dataset.did = p.did;

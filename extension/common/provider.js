@@ -336,7 +336,60 @@
     rename: (id, name) => request({ method: 'collection_rename', params: { id, name } }),
     member: (id, did, role) => request({ method: 'collection_member', params: { id, did, role } }),
   });
-  const provider = Object.freeze({ isDisot: true, request, cas, p2p, sign, verify, trust, shares, collections });
+  // Change events, in the manner of EIP-1193's on/removeListener: while anyone listens, one
+  // `sync_watch` request waits in the peer for the next change to shares or collections (the
+  // peer answers within 20 s either way, and is asked again). Pages without the `share`
+  // permission hear nothing: the first refusal stops the watch and is logged.
+  const EVENTS = ['change'];
+  const listeners = new Set();
+  let watching = false;
+  async function watch() {
+    if (watching) return;
+    watching = true;
+    try {
+      let { seq } = await request({ method: 'sync_watch' });
+      while (listeners.size > 0) {
+        let answer;
+        try {
+          answer = await request({ method: 'sync_watch', params: { since: seq } });
+        } catch (e) {
+          if (e.code === 4100 || e.code === 4200) throw e;
+          await new Promise((r) => setTimeout(r, 2000)); // peer restarting: try again
+          ({ seq } = await request({ method: 'sync_watch' }));
+          listeners.forEach((fn) => deliver(fn, { seq, reasons: ['restarted'], missed: true }));
+          continue;
+        }
+        seq = answer.seq;
+        if (answer.changes.length === 0 && !answer.missed) continue;
+        const event = { seq, reasons: [...new Set(answer.changes.map((c) => c.reason))], missed: answer.missed };
+        listeners.forEach((fn) => deliver(fn, event));
+      }
+    } catch (e) {
+      console.warn(`disot: change events stopped: ${e.message}`);
+    } finally {
+      watching = false;
+    }
+  }
+  const deliver = (fn, event) => {
+    try {
+      fn(event);
+    } catch (e) {
+      console.error('disot: a change listener failed', e);
+    }
+  };
+  function on(event, listener) {
+    if (!EVENTS.includes(event)) throw new ProviderRpcError(-32602, `unknown event ${event}; events: ${EVENTS.join(', ')}`);
+    if (typeof listener !== 'function') throw new ProviderRpcError(-32602, 'the listener must be a function');
+    listeners.add(listener);
+    watch();
+    return provider;
+  }
+  function removeListener(event, listener) {
+    if (event === 'change') listeners.delete(listener);
+    return provider;
+  }
+
+  const provider = Object.freeze({ isDisot: true, request, on, removeListener, cas, p2p, sign, verify, trust, shares, collections });
   Object.defineProperty(window, 'disot', { value: provider, enumerable: true });
 
   // Discovery without racing on the global, in the manner of EIP-6963: the provider announces

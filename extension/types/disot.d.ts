@@ -23,12 +23,25 @@ export interface PeerInfo {
   agent: string | null;
 }
 
+export interface ChangeEvent {
+  seq: number;
+  /** 'shared', 'revoked', 'collection' (a change made here), 'synced' (from a peer), 'fetched'
+   * (a shared object's bytes arrived), 'restarted' (the peer restarted). */
+  reasons: string[];
+  missed: boolean;
+}
+
 export interface DisotProvider {
   readonly isDisot: true;
   request(args: { method: 'disot_status' }): Promise<DisotStatus>;
   request(args: { method: 'disot_requestPermissions'; params: [{ cas: Record<string, never> }] | ['cas'] }): Promise<Permission[]>;
   request(args: { method: 'disot_getPermissions' }): Promise<Permission[]>;
   request(args: { method: string; params?: unknown[] | Record<string, unknown> }): Promise<unknown>;
+  /** Shares or collections changed (here, in another tab, or by a peer's sync). Needs the
+   * `share` permission; re-read with `shares.list()` / `collections.get()`. `missed`: more
+   * changed than the peer keeps, so re-read everything. */
+  on(event: 'change', listener: (event: ChangeEvent) => void): DisotProvider;
+  removeListener(event: 'change', listener: (event: ChangeEvent) => void): DisotProvider;
   readonly cas: {
     /** Name is a CID or `sha256:<hex>`; either works everywhere. */
     put(data: Uint8Array | ArrayBuffer | Blob | ReadableStream<Uint8Array>,

@@ -31,6 +31,12 @@ pub enum Event {
         peer: String,
         agent: String,
     },
+    /// A `cas-updates` announcement passed through (its content is opaque to the node).
+    Announcement {
+        via: String,
+        from: Option<String>,
+        bytes: usize,
+    },
     Reservation {
         peer: String,
         renewed: bool,
@@ -66,6 +72,11 @@ impl std::fmt::Display for Event {
                 }
             }
             Event::Identified { peer, agent } => write!(f, "identified {peer} as {agent}"),
+            Event::Announcement { via, from, bytes } => write!(
+                f,
+                "cas-updates announcement of {bytes} bytes from {} via {via}",
+                from.as_deref().unwrap_or("an unsigned sender")
+            ),
             Event::Reservation { peer, renewed } => {
                 write!(
                     f,

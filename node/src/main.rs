@@ -21,7 +21,9 @@ use futures::StreamExt;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, kad, noise, ping, relay, yamux, Multiaddr, StreamProtocol, Transport};
+use libp2p::{
+    gossipsub, identify, kad, noise, ping, relay, yamux, Multiaddr, StreamProtocol, Transport,
+};
 
 use crate::datadir::DataDir;
 use crate::events::{Event, Output};
@@ -84,6 +86,9 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
+    /// `cas-updates`: the node relays browsers' announcements (it is in every mesh) and reads
+    /// none of them.
+    gossipsub: gossipsub::Behaviour,
 }
 
 #[tokio::main]
@@ -153,7 +158,16 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
             let mut kad =
                 kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
             kad.set_mode(Some(kad::Mode::Server));
-            Behaviour {
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .max_transmit_size(disot_core::announce::MAX_BYTES)
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .build()?;
+            let mut gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )?;
+            gossipsub.subscribe(&gossipsub::IdentTopic::new(disot_core::announce::TOPIC))?;
+            Ok::<_, BoxError>(Behaviour {
                 relay: relay::Behaviour::new(peer, relay_config),
                 kad,
                 identify: identify::Behaviour::new(
@@ -162,7 +176,8 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
                 ),
                 ping: ping::Behaviour::new(ping::Config::new()),
                 stream: libp2p_stream::Behaviour::new(),
-            }
+                gossipsub,
+            })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
@@ -246,6 +261,17 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
                 out.emit(&Event::Identified {
                     peer: peer_id.to_string(),
                     agent: info.agent_version,
+                });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            })) => {
+                out.emit(&Event::Announcement {
+                    via: propagation_source.to_string(),
+                    from: message.source.map(|p| p.to_string()),
+                    bytes: message.data.len(),
                 });
             }
             _ => {}

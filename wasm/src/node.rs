@@ -21,7 +21,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, kad, ping, relay, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{gossipsub, identify, kad, ping, relay, Multiaddr, PeerId, StreamProtocol, Swarm};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
@@ -48,6 +48,8 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
+    /// `cas-updates` announcements (see `disot_core::announce`).
+    gossipsub: gossipsub::Behaviour,
 }
 
 /// Options from the JS host.
@@ -291,6 +293,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     exchange.start().map_err(|e| js_err("starting bitswap", e))?;
     let sync = crate::sync::SyncNode::load(
         &did,
+        &key,
         store.clone(),
         swarm.behaviour().stream.new_control(),
         exchange.clone(),
@@ -411,7 +414,16 @@ fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<B
                 kad::Config::new(StreamProtocol::new("/ipfs/kad/1.0.0")),
             );
             kad.set_mode(Some(kad::Mode::Client));
-            Behaviour {
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .max_transmit_size(disot_core::announce::MAX_BYTES)
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .build()?;
+            let mut gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )?;
+            gossipsub.subscribe(&gossipsub::IdentTopic::new(disot_core::announce::TOPIC))?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
                 relay,
                 kad,
                 identify: identify::Behaviour::new(
@@ -424,7 +436,8 @@ fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<B
                         .with_timeout(Duration::from_secs(10)),
                 ),
                 stream,
-            }
+                gossipsub,
+            })
         })
         .map_err(|e| e.to_string())?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -485,6 +498,7 @@ impl EventLoop {
             }
             self.dial_due();
             self.keep_relay_reservation();
+            self.announce_due();
             for peer in self.shared.sync.peers_to_reach(now_ms() as u64) {
                 if let Err(e) = self.dial_via_relay(peer) {
                     tracing::debug!("reaching {peer}: {e}");
@@ -817,7 +831,31 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message,
+                ..
+            })) => {
+                if let Some(from) = message.source {
+                    self.shared.sync.heard(from, &message.data, now);
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Publish the `cas-updates` announcement the library has waiting, if any. Without a
+    /// subscribed peer to take it, it waits (the sessions on reconnecting carry the news
+    /// anyway).
+    fn announce_due(&mut self) {
+        let Some(bytes) = self.shared.sync.announcement_due() else { return };
+        let topic = gossipsub::IdentTopic::new(disot_core::announce::TOPIC);
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            Ok(_) => self.shared.sync.announced(),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+            Err(e) => {
+                tracing::info!("cas-updates announcement not sent: {e}");
+                self.shared.sync.announced();
+            }
         }
     }
 }

@@ -23,9 +23,13 @@ pub(crate) const SHARES_ORIGIN: &str = "disot:shares";
 /// How long one session may take (documents are small; a session that stalls is on a
 /// connection that went away, and is tried again).
 const SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How often a running session saves what it received so far.
+const SAVE_DURING_SESSION: std::time::Duration = std::time::Duration::from_millis(300);
 /// How often absent participants are looked for, and dialled again.
 const LOOK_EVERY_MS: u64 = 2_000;
 const REDIAL_MS: u64 = 5_000;
+/// Most entries one `collection_add` adds.
+const MAX_ADDED_AT_ONCE: usize = 10_000;
 /// Most sessions answered at once.
 const MAX_INBOUND: usize = 8;
 
@@ -62,6 +66,9 @@ pub(crate) struct PeerSync {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub sessions: u64,
+    /// Bytes of all sessions that ended well since this peer started.
+    pub bytes_sent_total: u64,
+    pub bytes_received_total: u64,
 }
 
 pub(crate) struct SyncNode {
@@ -82,18 +89,65 @@ pub(crate) struct SyncNode {
     /// When each absent participant was last dialled, and when that was last looked at.
     dialled: RefCell<HashMap<String, u64>>,
     looked_ms: Cell<u64>,
-    /// Told after anything in the library changed (pages with permission hear of it).
-    pub(crate) on_change: RefCell<Option<Box<dyn Fn(&str)>>>,
+    /// What changed lately, for pages waiting on `sync_watch`.
+    feed: RefCell<Feed>,
+    /// `cas-updates`: our side of the announcements, whether one is due, what was heard, and
+    /// which peers announced news for us (DID → when), to be reached.
+    announcer: RefCell<disot_core::announce::Announcer>,
+    announce: Cell<bool>,
+    gossip: RefCell<Gossip>,
+    news: RefCell<HashMap<String, u64>>,
 }
+
+/// Announcements sent and heard, for the popup and tests.
+#[derive(Debug, Default, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Gossip {
+    sent: u64,
+    heard: u64,
+    for_me: u64,
+    refused: u64,
+    /// The last announcement heard, as it came (what every subscriber sees).
+    last_heard: Option<String>,
+}
+
+/// How long news announced by a peer keeps it on the list of peers to reach.
+const NEWS_FOR_MS: u64 = 60_000;
+
+/// The change feed: a counter, the reasons of the latest changes, and who waits for the next.
+#[derive(Default)]
+struct Feed {
+    seq: u64,
+    recent: std::collections::VecDeque<(u64, &'static str)>,
+    waiters: Vec<futures::channel::oneshot::Sender<()>>,
+}
+
+/// Changes kept for pages that ask what happened since their last look.
+const FEED_KEPT: usize = 64;
+/// Pages waiting at once (each tab that listens holds one request).
+const MAX_WATCHERS: usize = 256;
+/// How long `sync_watch` waits before answering "nothing new" (the page asks again); under
+/// the content script's 30 s bound on any request.
+const WATCH_FOR: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl SyncNode {
     /// Load the library saved in `store`.
     pub(crate) async fn load(
         me: &str,
+        key: &libp2p::identity::Keypair,
         store: Rc<Store>,
         control: libp2p_stream::Control,
         exchange: Rc<crate::exchange::Exchange>,
     ) -> Rc<SyncNode> {
+        let seed: [u8; 32] = key
+            .clone()
+            .try_into_ed25519()
+            .ok()
+            .and_then(|k| k.secret().as_ref().try_into().ok())
+            .unwrap_or_else(|| {
+                tracing::warn!("the identity key is not Ed25519: announcements cannot be read");
+                crate::store::random_bytes::<32>().unwrap_or([0; 32])
+            });
         let mut lib = Library::new(me);
         for (key, bytes) in store.saved_bytes(DOC_PREFIX).await.unwrap_or_default() {
             let id = &key[DOC_PREFIX.len()..];
@@ -120,7 +174,11 @@ impl SyncNode {
             connected: RefCell::new(HashMap::new()),
             dialled: RefCell::new(HashMap::new()),
             looked_ms: Cell::new(0),
-            on_change: RefCell::new(None),
+            feed: RefCell::default(),
+            announcer: RefCell::new(disot_core::announce::Announcer::new(me, &seed)),
+            announce: Cell::new(false),
+            gossip: RefCell::default(),
+            news: RefCell::default(),
         })
     }
 
@@ -182,16 +240,28 @@ impl SyncNode {
         let level = self.level_for(&did).await;
         let mut refusals = Vec::new();
         let result = {
+            use futures::future::{select, Either};
             let session =
                 disot_core::sync::session(&mut stream, &self.lib, &did, level, initiator, |r| {
                     refusals.push(r)
                 });
             futures::pin_mut!(session);
-            match futures::future::select(session, futures_timer::Delay::new(SESSION_TIMEOUT)).await
-            {
-                futures::future::Either::Left((r, _)) => r,
-                futures::future::Either::Right(_) => {
-                    Err(core_sync::Error::Io("the session timed out".into()))
+            let deadline = futures_timer::Delay::new(SESSION_TIMEOUT);
+            futures::pin_mut!(deadline);
+            // What arrives is saved as the session goes, so a peer killed in the middle of a
+            // long one keeps what it had received, and the next session sends only the rest.
+            loop {
+                let save = futures_timer::Delay::new(SAVE_DURING_SESSION);
+                match select(session.as_mut(), select(deadline.as_mut(), save)).await {
+                    Either::Left((r, _)) => break r,
+                    Either::Right((Either::Left(_), _)) => {
+                        break Err(core_sync::Error::Io("the session timed out".into()))
+                    }
+                    Either::Right((Either::Right(_), _)) => {
+                        if let Err(e) = self.persist().await {
+                            tracing::warn!("saving sync documents: {}", e.message);
+                        }
+                    }
                 }
             }
         };
@@ -210,14 +280,28 @@ impl SyncNode {
         };
         {
             let mut last = self.last.borrow_mut();
-            let sessions = last.get(&did).map_or(0, |l| l.sessions) + 1;
+            let before = last.get(&did);
+            let sessions = before.map_or(0, |l| l.sessions) + 1;
+            let bytes_sent_total = before.map_or(0, |l| l.bytes_sent_total)
+                + stats.map_or(0, |s| s.bytes_sent);
+            let bytes_received_total = before.map_or(0, |l| l.bytes_received_total)
+                + stats.map_or(0, |s| s.bytes_received);
             last.insert(
                 did.clone(),
-                PeerSync { did: did.clone(), at_ms: now_ms(), level, stats, error, sessions },
+                PeerSync {
+                    did: did.clone(),
+                    at_ms: now_ms(),
+                    level,
+                    stats,
+                    error,
+                    sessions,
+                    bytes_sent_total,
+                    bytes_received_total,
+                },
             );
         }
         if stats.is_some_and(|s| s.changed > 0) {
-            self.changed(&did);
+            self.changed("synced");
         }
         if level == Level::Full {
             self.fetch_shared(&did);
@@ -226,6 +310,7 @@ impl SyncNode {
 
     /// A verified peer is connected: sync with it now.
     pub(crate) fn peer_verified(self: &Rc<Self>, peer: PeerId, did: String) {
+        self.news.borrow_mut().remove(&did);
         self.connected.borrow_mut().insert(peer, did.clone());
         self.sync_with(peer, did);
     }
@@ -245,6 +330,8 @@ impl SyncNode {
                 dids.extend(lib.participants(&id));
             }
         }
+        self.news.borrow_mut().retain(|_, at| now.saturating_sub(*at) < NEWS_FOR_MS);
+        dids.extend(self.news.borrow().keys().cloned());
         dids.remove(&self.me);
         let connected: std::collections::BTreeSet<String> =
             self.connected.borrow().values().cloned().collect();
@@ -338,10 +425,73 @@ impl SyncNode {
         }
     }
 
-    fn changed(&self, why: &str) {
-        if let Some(f) = self.on_change.borrow().as_ref() {
-            f(why);
+    /// Something pages can see changed: note it in the feed and wake who waits.
+    fn changed(&self, why: &'static str) {
+        if matches!(why, "shared" | "revoked" | "collection") {
+            self.announce.set(true);
         }
+        let mut feed = self.feed.borrow_mut();
+        feed.seq += 1;
+        let seq = feed.seq;
+        feed.recent.push_back((seq, why));
+        while feed.recent.len() > FEED_KEPT {
+            feed.recent.pop_front();
+        }
+        for w in feed.waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    /// `sync_watch {since?}`: the changes after `since`, waiting up to [`WATCH_FOR`] for one
+    /// if there is none yet. Without `since` it answers at once with the current position.
+    /// `{seq, changes: [{seq, reason}], missed}`: `missed` when more changed than is kept.
+    pub(crate) async fn watch(&self, params: Value) -> Result<Value, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct P {
+            #[serde(default)]
+            since: Option<u64>,
+        }
+        let P { since } = if params.is_null() {
+            P { since: None }
+        } else {
+            serde_json::from_value(params)
+                .map_err(|e| invalid(format!("sync_watch takes {{since?}}: {e}")))?
+        };
+        let answer = |feed: &Feed, since: u64| {
+            let changes: Vec<Value> = feed
+                .recent
+                .iter()
+                .filter(|(seq, _)| *seq > since)
+                .map(|(seq, why)| json!({ "seq": seq, "reason": why }))
+                .collect();
+            let oldest = feed.recent.front().map_or(feed.seq + 1, |(seq, _)| *seq);
+            json!({ "seq": feed.seq, "changes": changes, "missed": since + 1 < oldest && since < feed.seq })
+        };
+        let Some(since) = since else {
+            return Ok(json!({ "seq": self.feed.borrow().seq, "changes": [], "missed": false }));
+        };
+        let wait = {
+            let mut feed = self.feed.borrow_mut();
+            if since > feed.seq {
+                return Err(invalid(format!("since: {since} is ahead of this peer ({})", feed.seq)));
+            }
+            if feed.seq > since {
+                return Ok(answer(&feed, since));
+            }
+            feed.waiters.retain(|w| !w.is_canceled());
+            if feed.waiters.len() >= MAX_WATCHERS {
+                return Err(ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    format!("more than {MAX_WATCHERS} pages are waiting for changes"),
+                ));
+            }
+            let (tx, rx) = futures::channel::oneshot::channel();
+            feed.waiters.push(tx);
+            rx
+        };
+        let _ = futures::future::select(wait, futures_timer::Delay::new(WATCH_FOR)).await;
+        Ok(answer(&self.feed.borrow(), since))
     }
 
     /// Fetch and pin what `from` shared with us and we do not hold (the policy said "full").
@@ -472,14 +622,16 @@ impl SyncNode {
         serde_json::to_value(share).map_err(internal)
     }
 
-    /// `shares_list` and the collection methods.
+    /// `shares_list`, `sync_watch` and the collection methods.
     pub(crate) async fn collections_or_list(
         self: &Rc<Self>,
         method: &str,
         params: Value,
     ) -> Result<Value, ApiError> {
-        if method == "shares_list" {
-            return self.shares_list().await;
+        match method {
+            "shares_list" => return self.shares_list().await,
+            "sync_watch" => return self.watch(params).await,
+            _ => {}
         }
         self.collections(method, params).await
     }
@@ -507,6 +659,19 @@ impl SyncNode {
             did: Option<String>,
             #[serde(default)]
             role: Option<Role>,
+            #[serde(default)]
+            entries: Option<Vec<Added>>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Added {
+            cid: String,
+            #[serde(default)]
+            name: Option<String>,
+            #[serde(default)]
+            mime: Option<String>,
+            #[serde(default)]
+            size: Option<u64>,
         }
         let p: P = if params.is_null() {
             serde_json::from_value(json!({})).map_err(invalid)?
@@ -539,18 +704,41 @@ impl SyncNode {
                         json!({ "id": id })
                     }
                     "collection_add" => {
+                        // One entry ({cid, name?, mime?, size?}) or many ({entries: [...]}),
+                        // added as one change.
                         let id = need(&p.id, "id")?;
-                        let cid = need(&p.cid, "cid")?;
-                        cid.parse::<cid::Cid>().map_err(|_| invalid("cid: not a CID"))?;
-                        let entry = Entry {
-                            cid,
-                            name: p.name,
-                            mime: p.mime,
-                            size: p.size,
-                            added_by: self.me.clone(),
-                            added_ms: now_ms(),
+                        let added = match (p.entries, p.cid) {
+                            (Some(list), None) if list.len() <= MAX_ADDED_AT_ONCE => list,
+                            (Some(_), None) => {
+                                return Err(ApiError::new(
+                                    ErrorCode::LimitExceeded,
+                                    format!("at most {MAX_ADDED_AT_ONCE} entries at once"),
+                                ))
+                            }
+                            (None, Some(cid)) => {
+                                vec![Added { cid, name: p.name, mime: p.mime, size: p.size }]
+                            }
+                            _ => return Err(invalid("collection_add takes cid or entries")),
                         };
-                        lib.collection_add(&id, &entry).map_err(api_err)?;
+                        let now = now_ms();
+                        let entries = added
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, a)| {
+                                a.cid.parse::<cid::Cid>().map_err(|_| {
+                                    invalid(format!("entries[{i}].cid: not a CID"))
+                                })?;
+                                Ok(Entry {
+                                    cid: a.cid,
+                                    name: a.name,
+                                    mime: a.mime,
+                                    size: a.size,
+                                    added_by: self.me.clone(),
+                                    added_ms: now,
+                                })
+                            })
+                            .collect::<Result<Vec<Entry>, ApiError>>()?;
+                        lib.collection_add_all(&id, &entries).map_err(api_err)?;
                         serde_json::to_value(lib.collection(&id)).map_err(internal)?
                     }
                     "collection_remove" => {
@@ -588,11 +776,88 @@ impl SyncNode {
         Ok(result)
     }
 
-    /// The sync status for the popup: policy, and each peer's last session.
+    /// The `cas-updates` announcement to publish, if a local change is not announced yet:
+    /// one tag for each peer we hold documents with.
+    pub(crate) fn announcement_due(&self) -> Option<Vec<u8>> {
+        if !self.announce.get() {
+            return None;
+        }
+        let mut dids = std::collections::BTreeSet::new();
+        {
+            let lib = self.lib.borrow();
+            for id in lib.ids() {
+                dids.extend(lib.participants(&id));
+            }
+        }
+        dids.remove(&self.me);
+        let nonce = random_bytes().ok();
+        let (Some(nonce), false) = (nonce, dids.is_empty()) else {
+            self.announce.set(false);
+            return None;
+        };
+        let recipients: Vec<String> = dids.into_iter().collect();
+        Some(self.announcer.borrow_mut().announce(&recipients, nonce).encode())
+    }
+
+    /// The due announcement went out.
+    pub(crate) fn announced(&self) {
+        self.announce.set(false);
+        self.gossip.borrow_mut().sent += 1;
+    }
+
+    /// A `cas-updates` announcement from `from`: with news for us from a peer we take
+    /// something from, that peer is reached (dialled through the relay if need be) and the
+    /// sessions bring the news.
+    pub(crate) fn heard(self: &Rc<Self>, from: PeerId, data: &[u8], now: u64) {
+        let mut gossip = self.gossip.borrow_mut();
+        gossip.heard += 1;
+        gossip.last_heard = Some(String::from_utf8_lossy(data).into_owned());
+        let Some(did) = disot_core::identity::did_of_peer(&from) else {
+            gossip.refused += 1;
+            return;
+        };
+        let announcement = match disot_core::announce::Announcement::decode(data) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!("cas-updates from {did}: {e}");
+                gossip.refused += 1;
+                return;
+            }
+        };
+        if !self.announcer.borrow_mut().is_for_me(&did, &announcement) {
+            return;
+        }
+        gossip.for_me += 1;
+        drop(gossip);
+        let this = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            if this.level_for(&did).await == Level::Nothing {
+                return;
+            }
+            let connected =
+                this.connected.borrow().iter().find(|(_, d)| **d == did).map(|(p, _)| *p);
+            match connected {
+                Some(peer) => this.sync_with(peer, did),
+                None => {
+                    this.dialled.borrow_mut().remove(&did);
+                    this.news.borrow_mut().insert(did, now);
+                    this.looked_ms.set(0);
+                }
+            }
+        });
+    }
+
+    /// The sync status for the popup: policy, each peer's last session, announcements.
     pub(crate) fn status(&self) -> Value {
         let mut peers: Vec<PeerSync> = self.last.borrow().values().cloned().collect();
         peers.sort_by(|a, b| a.did.cmp(&b.did));
-        json!({ "policy": self.policy.get(), "peers": peers, "documents": self.lib.borrow().ids().len() })
+        json!({
+            "policy": self.policy.get(),
+            "peers": peers,
+            "documents": self.lib.borrow().ids().len(),
+            "announcements": self.gossip.borrow().clone(),
+            "wasmMemoryBytes": wasm_memory_bytes(),
+        })
     }
 
     pub(crate) async fn set_policy(self: &Rc<Self>, policy: Policy) -> Result<Value, ApiError> {
@@ -649,6 +914,14 @@ impl ShareParams {
         }
         Ok(list)
     }
+}
+
+/// This node's linear memory (it only grows: an upper bound of what it holds).
+fn wasm_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    return core::arch::wasm32::memory_size(0) as u64 * 65_536;
+    #[cfg(not(target_arch = "wasm32"))]
+    0
 }
 
 fn random_bytes() -> Result<[u8; 16], ApiError> {
