@@ -117,8 +117,11 @@ impl Announcer {
         if shared == [0; 32] {
             return Err(bad());
         }
-        let (first, second) =
-            if self.me.as_str() < other { (self.me.as_str(), other) } else { (other, self.me.as_str()) };
+        let (first, second) = if self.me.as_str() < other {
+            (self.me.as_str(), other)
+        } else {
+            (other, self.me.as_str())
+        };
         let mut h = Sha256::new();
         h.update(b"disot cas-updates pair key v1\n");
         h.update(first.as_bytes());

@@ -161,7 +161,13 @@ pub const SYNC_PAGE_METHODS: &[&str] = &[
 ];
 
 /// What the extension's own pages may also do with shares and sync.
-pub const SYNC_UI_METHODS: &[&str] = &["share_revoke", "sync_status", "sync_policy_set"];
+pub const SYNC_UI_METHODS: &[&str] = &[
+    "share_revoke",
+    "sync_status",
+    "sync_policy_set",
+    "share_preauth_list",
+    "share_preauth_remove",
+];
 
 impl PageRequest {
     /// The permission a page needs for this request, if any.
@@ -194,8 +200,9 @@ pub enum UiRequest {
     SetSettings(Settings),
     /// `permissions_pending {id}`: a request waiting for the user, for the prompt to show.
     PendingPermission(u64),
-    /// `permissions_decide {id, approve}`: the user's answer.
-    DecidePermission { id: u64, approve: bool },
+    /// `permissions_decide {id, approve, remember?}`: the user's answer. `remember` (shares
+    /// only): let that origin share with those recipients again without asking.
+    DecidePermission { id: u64, approve: bool, remember: bool },
     /// `permissions_list`: every origin's grants.
     ListPermissions,
     /// `permissions_revoke {origin, permission?}`: take back one permission or all of them.
@@ -577,9 +584,11 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             struct P {
                 id: u64,
                 approve: bool,
+                #[serde(default)]
+                remember: bool,
             }
             let p: P = typed(&method, params)?;
-            Ok(UiRequest::DecidePermission { id: p.id, approve: p.approve })
+            Ok(UiRequest::DecidePermission { id: p.id, approve: p.approve, remember: p.remember })
         }
         "permissions_list" => {
             expect_no_params(&method, &params).map(|()| UiRequest::ListPermissions)

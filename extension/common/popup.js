@@ -200,8 +200,8 @@ $('trust-form').addEventListener('submit', async (event) => {
 let shownGrants = '';
 
 async function showGrants() {
-  const list = await call('permissions_list');
-  const key = JSON.stringify(list);
+  const [list, preauth] = await Promise.all([call('permissions_list'), call('share_preauth_list')]);
+  const key = JSON.stringify([list, preauth]);
   if (key === shownGrants) return; // keep buttons stable between refreshes
   shownGrants = key;
   if (list.length === 0) {
@@ -211,6 +211,23 @@ async function showGrants() {
   $('grants').replaceChildren(...list.map(({ origin, grants }) => {
     const li = item(`${origin}: ${grants.map((g) => g.permission).join(', ')} `);
     li.dataset.origin = origin;
+    // Recipients this origin may share with unasked, each with a button to ask again.
+    const unasked = preauth.find((p) => p.origin === origin)?.dids ?? [];
+    const sub = document.createElement('ul');
+    for (const did of unasked) {
+      const row = item(`shares with ${short(did)} without asking `);
+      row.className = 'preauth';
+      row.dataset.did = did;
+      const forget = document.createElement('button');
+      forget.textContent = 'Ask again';
+      forget.addEventListener('click', async () => {
+        forget.disabled = true;
+        await call('share_preauth_remove', { origin, did });
+        await showGrants();
+      });
+      row.append(forget);
+      sub.append(row);
+    }
     const revoke = document.createElement('button');
     revoke.textContent = 'Revoke';
     revoke.className = 'revoke';
@@ -220,6 +237,7 @@ async function showGrants() {
       await showGrants();
     });
     li.append(revoke);
+    if (unasked.length) li.append(sub);
     return li;
   }));
 }

@@ -12,7 +12,8 @@ const DESCRIPTIONS = {
 async function decide(approve) {
   $('approve').disabled = $('reject').disabled = true;
   try {
-    await call('permissions_decide', { id, approve });
+    const remember = approve && !$('remember-row').hidden && $('remember').checked;
+    await call('permissions_decide', remember ? { id, approve, remember } : { id, approve });
     window.close();
   } catch (e) {
     $('error').textContent = e.message;
@@ -53,6 +54,7 @@ try {
     $('entry').textContent = [...[to].flat(), ...(note ? [`note: ${note}`] : []), ...(cid ? [cid] : [])].join('\n');
     $('entry').hidden = false;
     $('approve').textContent = 'Share';
+    $('remember-row').hidden = false;
   }
   $('permissions').replaceChildren(...request.permissions.map((p) => {
     const li = document.createElement('li');

@@ -160,7 +160,7 @@ export async function launchPeer(kind, { bootstrap, site, name = kind, profile, 
       close: () => browser.close(),
     };
   }
-  const { driver } = await launchSeleniumFirefox(prepareExtension('firefox', bootstrap), { profile, prefs: firefoxPrefs });
+  const { driver, base } = await launchSeleniumFirefox(prepareExtension('firefox', bootstrap), { profile, prefs: firefoxPrefs });
   const quit = () => driver.quit().catch(() => {});
   onCleanup(quit);
   await driver.manage().setTimeouts({ script: 300_000 });
@@ -168,7 +168,7 @@ export async function launchPeer(kind, { bootstrap, site, name = kind, profile, 
   await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
   await grantInSeleniumFirefox(driver);
   return {
-    kind, driver,
+    kind, driver, base,
     run: async (fn, ...args) => {
       const r = await driver.executeAsyncScript(
         `const done = arguments[arguments.length - 1];
@@ -438,6 +438,33 @@ export async function launchSeleniumFirefox(extDir, { profile, uuid = randomUUID
     throw e;
   }
   return { driver, base: `moz-extension://${uuid}/`, uuid };
+}
+
+/**
+ * A request of the extension's own API in a Firefox peer from `launchPeer`, made from an
+ * extension tab of its own (opened on first use); the page's tab stays the current one.
+ */
+export async function firefoxUi(peer, method, params) {
+  const { driver } = peer;
+  const main = await driver.getWindowHandle();
+  if (!peer.uiWindow) {
+    await driver.switchTo().newWindow('tab');
+    peer.uiWindow = await driver.getWindowHandle();
+    await driver.get(`${peer.base}options.html`);
+  } else {
+    await driver.switchTo().window(peer.uiWindow);
+  }
+  try {
+    const reply = await driver.executeAsyncScript(`
+      const [method, params, done] = arguments;
+      const body = JSON.stringify(params === null ? { method } : { method, params });
+      browser.runtime.sendMessage({ to: 'background', body })
+        .then((r) => done(JSON.parse(r.body)), (e) => done({ error: { message: String(e) } }));`, method, params ?? null);
+    if (reply.error) throw new Error(reply.error.message);
+    return reply.result;
+  } finally {
+    await driver.switchTo().window(main);
+  }
 }
 
 /** Run `use(driver, extensionBase)` in a Selenium Firefox, always quitting it afterwards. */

@@ -723,8 +723,13 @@ impl EventLoop {
                 } else if transport == "webrtc" {
                     // Direct now: traffic leaves the relay (whichever side dialled; streams
                     // must not be opened on the relayed connection, which peers may refuse).
+                    let superseded = !relayed.is_empty() || !older_direct.is_empty();
                     for id in relayed.into_iter().chain(older_direct) {
                         self.swarm.close_connection(id);
+                    }
+                    // Sessions on the closed connections are lost: run them again here.
+                    if superseded {
+                        self.shared.sync.direct_up(peer_id);
                     }
                 }
             }
@@ -876,12 +881,18 @@ fn on_identity(
         Ok(Some(verified)) => {
             tracing::info!("{peer} is {} ({:?})", verified.did, verified.display_name);
             let did = verified.did.clone();
+            // Over a relayed connection only, a direct one usually follows within a second
+            // (and the relayed one is closed then): sessions wait for it a little.
+            let relayed_only = live.peers.get(&peer).is_some_and(|info| {
+                !info.connections.is_empty()
+                    && info.connections.iter().all(|c| c.transport == "relayed")
+            });
             if let Some(info) = live.peers.get_mut(&peer) {
                 info.identity = Some(verified);
                 info.identity_error = None;
             }
             drop(live);
-            shared.sync.peer_verified(peer, did.clone());
+            shared.sync.peer_verified(peer, did.clone(), relayed_only);
             wasm_bindgen_futures::spawn_local(crate::trustnet::offer(
                 shared.control.clone(),
                 shared.store.clone(),
@@ -1183,6 +1194,10 @@ async fn page_sync(
         shown["object"] =
             json!({ "name": record.name, "size": record.size, "sha256": record.sha256 });
     }
+    // The user may have let this origin share with these recipients without asking.
+    if shared.sync.preauthorised(origin, &share.recipients()?) {
+        return shared.sync.share(&share).await;
+    }
     let request = shared.pending.borrow_mut().open_share(origin, shown, now_ms() as u64)?;
     if !ask_user(shared, request.id).await? {
         return Err(ApiError::new(ErrorCode::UserRejected, "the user did not share it"));
@@ -1200,6 +1215,12 @@ async fn ui_sync(shared: &Shared, method: &str, params: Value) -> Result<Value, 
             shared.sync.revoke(&to, &id).await
         }
         "sync_status" => Ok(shared.sync.status()),
+        "share_preauth_list" => Ok(shared.sync.preauth_list()),
+        "share_preauth_remove" => {
+            let origin = params.get("origin").and_then(Value::as_str).unwrap_or_default();
+            let did = params.get("did").and_then(Value::as_str);
+            shared.sync.preauth_remove(origin, did).await
+        }
         "sync_policy_set" => {
             let policy = serde_json::from_value(params)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("policy: {e}")))?;
@@ -1226,12 +1247,29 @@ async fn ask_user(shared: &Shared, id: u64) -> Result<bool, ApiError> {
 }
 
 /// The user's answer to a pending request (or `false` when its prompt closed unanswered).
-async fn decide(shared: &Shared, id: u64, approve: bool) -> Result<Value, ApiError> {
+async fn decide(
+    shared: &Shared,
+    id: u64,
+    approve: bool,
+    remember: bool,
+) -> Result<Value, ApiError> {
     let request = shared
         .pending
         .borrow_mut()
         .close(id)
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidParams, "no such pending request"))?;
+    if approve && remember {
+        if let Some(share) = &request.share {
+            let to: Vec<String> = match share.get("to") {
+                Some(Value::String(d)) => vec![d.clone()],
+                Some(Value::Array(list)) => {
+                    list.iter().filter_map(|d| d.as_str().map(str::to_owned)).collect()
+                }
+                _ => Vec::new(),
+            };
+            shared.sync.preauthorise(&request.origin, &to).await?;
+        }
+    }
     if approve && !request.permissions.is_empty() {
         let grants = {
             let mut grants = shared.grants.borrow_mut();
@@ -1473,7 +1511,9 @@ async fn handle_ui(
             })?;
             serde_json::to_value(request).map_err(|e| internal(&e))
         }
-        UiRequest::DecidePermission { id, approve } => decide(shared, id, approve).await,
+        UiRequest::DecidePermission { id, approve, remember } => {
+            decide(shared, id, approve, remember).await
+        }
         UiRequest::ListPermissions => {
             let grants = shared.grants.borrow();
             Ok(Value::Array(
@@ -1591,6 +1631,10 @@ async fn handle_ui(
                 grants.clone()
             };
             shared.store.set_grants(&grants).await.map_err(|e| internal(&e))?;
+            // Without the share permission, nothing it was allowed to share unasked stays so.
+            if permission.is_none_or(|p| p == disot_core::permissions::Permission::Share) {
+                shared.sync.preauth_remove(&origin, None).await?;
+            }
             Ok(json!({ "origin": origin, "revoked": true }))
         }
         _ => Err(ApiError::new(ErrorCode::UnsupportedMethod, "not implemented")),

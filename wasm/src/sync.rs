@@ -18,11 +18,21 @@ pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new(core_sync::PROTO
 const DOC_PREFIX: &str = "sync-doc:";
 const STATE_PREFIX: &str = "sync-state:";
 const POLICY_KEY: &str = "sync-policy";
+/// Origins the user let share with some DIDs without asking: origin → DIDs.
+const PREAUTH_KEY: &str = "share-preauth";
+/// Most recipients pre-authorised for one origin.
+const MAX_PREAUTH: usize = 256;
 /// The origin under which content fetched for shares is kept.
 pub(crate) const SHARES_ORIGIN: &str = "disot:shares";
 /// How long one session may take (documents are small; a session that stalls is on a
 /// connection that went away, and is tried again).
 const SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long the first session with a peer reached through the relay waits for the direct
+/// connection that usually follows.
+const RELAYED_GRACE: std::time::Duration = std::time::Duration::from_millis(2_500);
+/// How long the side with the larger DID waits for the other to start the session on
+/// connecting, before starting one itself.
+const CONNECT_DEFER: std::time::Duration = std::time::Duration::from_millis(1_500);
 /// How often a running session saves what it received so far.
 const SAVE_DURING_SESSION: std::time::Duration = std::time::Duration::from_millis(300);
 /// How often absent participants are looked for, and dialled again.
@@ -66,7 +76,7 @@ pub(crate) struct PeerSync {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub sessions: u64,
-    /// Bytes of all sessions that ended well since this peer started.
+    /// Bytes of all sessions (whether they ended well or not) since this peer started.
     pub bytes_sent_total: u64,
     pub bytes_received_total: u64,
 }
@@ -97,6 +107,14 @@ pub(crate) struct SyncNode {
     announce: Cell<bool>,
     gossip: RefCell<Gossip>,
     news: RefCell<HashMap<String, u64>>,
+    /// Sessions peers opened with us, running now (peer → how many), and peers to sync with
+    /// once theirs end.
+    inbound_with: RefCell<HashMap<PeerId, usize>>,
+    after_inbound: RefCell<std::collections::HashSet<PeerId>>,
+    /// Peers whose direct connection came while their first session waited for it.
+    direct_seen: RefCell<std::collections::HashSet<PeerId>>,
+    /// Origins that may share with some DIDs without a prompt (the user said so in one).
+    preauth: RefCell<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
 }
 
 /// Announcements sent and heard, for the popup and tests.
@@ -160,6 +178,7 @@ impl SyncNode {
             let _ = lib.load_state(peer, doc, &bytes);
         }
         let policy = store.json_setting::<Policy>(POLICY_KEY).await.ok().flatten();
+        let preauth = store.json_setting(PREAUTH_KEY).await.ok().flatten().unwrap_or_default();
         Rc::new(SyncNode {
             me: me.to_owned(),
             lib: RefCell::new(lib),
@@ -179,18 +198,24 @@ impl SyncNode {
             announce: Cell::new(false),
             gossip: RefCell::default(),
             news: RefCell::default(),
+            inbound_with: RefCell::default(),
+            after_inbound: RefCell::default(),
+            direct_seen: RefCell::default(),
+            preauth: RefCell::new(preauth),
         })
     }
 
-    /// Write what changed to IndexedDB, in one transaction.
-    async fn persist(&self) -> Result<(), ApiError> {
+    /// Write what changed to IndexedDB, in one transaction. Returns how many documents.
+    async fn persist(&self) -> Result<usize, ApiError> {
         let (docs, states) = self.lib.borrow_mut().take_dirty();
+        let saved = docs.len();
         let mut items: Vec<(String, Vec<u8>)> =
             docs.into_iter().map(|(id, b)| (format!("{DOC_PREFIX}{id}"), b)).collect();
         items.extend(
             states.into_iter().map(|((peer, id), b)| (format!("{STATE_PREFIX}{peer}|{id}"), b)),
         );
-        self.store.save_bytes(&items).await.map_err(internal)
+        self.store.save_bytes(&items).await.map_err(internal)?;
+        Ok(saved)
     }
 
     /// This peer's trust in `did` (for "content"), as a sync level.
@@ -220,10 +245,26 @@ impl SyncNode {
                 }
                 let Some(did) = crate::node::peer_public_did(&peer) else { continue };
                 this.inbound.set(this.inbound.get() + 1);
+                *this.inbound_with.borrow_mut().entry(peer).or_default() += 1;
                 let this = this.clone();
                 wasm_bindgen_futures::spawn_local(async move {
-                    this.run_session(peer, did, stream, false).await;
+                    this.run_session(peer, did.clone(), stream, false).await;
                     this.inbound.set(this.inbound.get() - 1);
+                    let left = {
+                        let mut with = this.inbound_with.borrow_mut();
+                        let n = with.get_mut(&peer).map_or(0, |n| {
+                            *n -= 1;
+                            *n
+                        });
+                        if n == 0 {
+                            with.remove(&peer);
+                        }
+                        n
+                    };
+                    // What changed here while the peer's session ran goes in a session of ours.
+                    if left == 0 && this.after_inbound.borrow_mut().remove(&peer) {
+                        this.sync_with(peer, did);
+                    }
                 });
             }
         });
@@ -234,11 +275,15 @@ impl SyncNode {
         self: &Rc<Self>,
         peer: PeerId,
         did: String,
-        mut stream: libp2p::Stream,
+        stream: libp2p::Stream,
         initiator: bool,
     ) {
         let level = self.level_for(&did).await;
         let mut refusals = Vec::new();
+        let mut saved = 0;
+        // Counted on the stream, so a session that fails halfway counts too.
+        let (sent, received) = (Cell::new(0u64), Cell::new(0u64));
+        let mut stream = Counted { inner: stream, sent: &sent, received: &received };
         let result = {
             use futures::future::{select, Either};
             let session =
@@ -257,20 +302,30 @@ impl SyncNode {
                     Either::Right((Either::Left(_), _)) => {
                         break Err(core_sync::Error::Io("the session timed out".into()))
                     }
-                    Either::Right((Either::Right(_), _)) => {
-                        if let Err(e) = self.persist().await {
-                            tracing::warn!("saving sync documents: {}", e.message);
-                        }
-                    }
+                    Either::Right((Either::Right(_), _)) => match self.persist().await {
+                        Ok(n) => saved += n,
+                        Err(e) => tracing::warn!("saving sync documents: {}", e.message),
+                    },
                 }
             }
         };
         for r in &refusals {
             tracing::info!("sync with {peer}: {r}");
         }
-        if let Err(e) = self.persist().await {
-            tracing::warn!("saving sync documents: {}", e.message);
+        match self.persist().await {
+            Ok(n) => saved += n,
+            Err(e) => tracing::warn!("saving sync documents: {}", e.message),
         }
+        tracing::info!(
+            "sync session with {peer} ({}): {} bytes sent, {} received, {}",
+            if initiator { "ours" } else { "theirs" },
+            sent.get(),
+            received.get(),
+            match &result {
+                Ok(s) => format!("ended well, {} document(s) changed here", s.changed),
+                Err(e) => format!("failed: {e}"),
+            }
+        );
         let (stats, error) = match result {
             Ok(s) => (Some(s), refusals.first().cloned()),
             Err(e) => {
@@ -282,10 +337,9 @@ impl SyncNode {
             let mut last = self.last.borrow_mut();
             let before = last.get(&did);
             let sessions = before.map_or(0, |l| l.sessions) + 1;
-            let bytes_sent_total = before.map_or(0, |l| l.bytes_sent_total)
-                + stats.map_or(0, |s| s.bytes_sent);
-            let bytes_received_total = before.map_or(0, |l| l.bytes_received_total)
-                + stats.map_or(0, |s| s.bytes_received);
+            let bytes_sent_total = before.map_or(0, |l| l.bytes_sent_total) + sent.get();
+            let bytes_received_total =
+                before.map_or(0, |l| l.bytes_received_total) + received.get();
             last.insert(
                 did.clone(),
                 PeerSync {
@@ -300,7 +354,9 @@ impl SyncNode {
                 },
             );
         }
-        if stats.is_some_and(|s| s.changed > 0) {
+        // Documents saved by the session are what the peer changed (local changes are saved
+        // when they are made), whether or not the session ended well.
+        if saved > 0 || stats.is_some_and(|s| s.changed > 0) {
             self.changed("synced");
         }
         if level == Level::Full {
@@ -309,10 +365,52 @@ impl SyncNode {
     }
 
     /// A verified peer is connected: sync with it now.
-    pub(crate) fn peer_verified(self: &Rc<Self>, peer: PeerId, did: String) {
+    /// `relayed_only`: the peer is reached through the relay for now, and a direct connection
+    /// is likely on its way; the first session waits for it up to [`RELAYED_GRACE`] (a session
+    /// on the relayed connection would die with it, and send its bytes again).
+    pub(crate) fn peer_verified(self: &Rc<Self>, peer: PeerId, did: String, relayed_only: bool) {
         self.news.borrow_mut().remove(&did);
         self.connected.borrow_mut().insert(peer, did.clone());
-        self.sync_with(peer, did);
+        if !relayed_only {
+            return self.connect_sync(peer, did);
+        }
+        let this = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            futures_timer::Delay::new(RELAYED_GRACE).await;
+            let still = this.connected.borrow().get(&peer) == Some(&did);
+            if still && !this.direct_seen.borrow_mut().remove(&peer) {
+                this.connect_sync(peer, did);
+            }
+        });
+    }
+
+    /// A direct connection to `peer` replaced its relayed one: sync over it now.
+    pub(crate) fn direct_up(self: &Rc<Self>, peer: PeerId) {
+        let Some(did) = self.connected.borrow().get(&peer).cloned() else { return };
+        self.direct_seen.borrow_mut().insert(peer);
+        self.connect_sync(peer, did);
+    }
+
+    /// The session on (re)connecting. Both sides would start one at the same moment, and each
+    /// would carry the same changes: the side with the smaller DID starts it; the other does
+    /// only if none ran after [`CONNECT_DEFER`] (the first side may hold nothing with us yet).
+    fn connect_sync(self: &Rc<Self>, peer: PeerId, did: String) {
+        if self.me < did {
+            return self.sync_with(peer, did);
+        }
+        fn sessions(this: &SyncNode, did: &str) -> u64 {
+            this.last.borrow().get(did).map_or(0, |l| l.sessions)
+        }
+        let before = sessions(self, &did);
+        let this = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            futures_timer::Delay::new(CONNECT_DEFER).await;
+            let still = this.connected.borrow().get(&peer) == Some(&did);
+            let quiet = sessions(&this, &did) == before;
+            if still && quiet && !this.inbound_with.borrow().contains_key(&peer) {
+                this.sync_with(peer, did);
+            }
+        });
     }
 
     /// Peers we share documents with and are not connected to, to be dialled through the
@@ -352,6 +450,7 @@ impl SyncNode {
     }
 
     pub(crate) fn peer_gone(&self, peer: &PeerId) {
+        self.direct_seen.borrow_mut().remove(peer);
         self.connected.borrow_mut().remove(peer);
     }
 
@@ -361,6 +460,12 @@ impl SyncNode {
         // The side that holds documents with a peer starts the session; with none, the peer
         // (if it holds some with us) will.
         if self.lib.borrow_mut().docs_with(&did).is_empty() {
+            return;
+        }
+        // The peer's own session is running: ours follows it (two at once would each carry
+        // the same changes).
+        if self.inbound_with.borrow().contains_key(&peer) {
+            self.after_inbound.borrow_mut().insert(peer);
             return;
         }
         {
@@ -474,7 +579,10 @@ impl SyncNode {
         let wait = {
             let mut feed = self.feed.borrow_mut();
             if since > feed.seq {
-                return Err(invalid(format!("since: {since} is ahead of this peer ({})", feed.seq)));
+                return Err(invalid(format!(
+                    "since: {since} is ahead of this peer ({})",
+                    feed.seq
+                )));
             }
             if feed.seq > since {
                 return Ok(answer(&feed, since));
@@ -725,9 +833,9 @@ impl SyncNode {
                             .into_iter()
                             .enumerate()
                             .map(|(i, a)| {
-                                a.cid.parse::<cid::Cid>().map_err(|_| {
-                                    invalid(format!("entries[{i}].cid: not a CID"))
-                                })?;
+                                a.cid
+                                    .parse::<cid::Cid>()
+                                    .map_err(|_| invalid(format!("entries[{i}].cid: not a CID")))?;
                                 Ok(Entry {
                                     cid: a.cid,
                                     name: a.name,
@@ -774,6 +882,63 @@ impl SyncNode {
             self.sync_all();
         }
         Ok(result)
+    }
+
+    /// Whether `origin` may share with every one of `to` without asking the user.
+    pub(crate) fn preauthorised(&self, origin: &str, to: &[String]) -> bool {
+        self.preauth.borrow().get(origin).is_some_and(|dids| to.iter().all(|d| dids.contains(d)))
+    }
+
+    /// The user, approving a share, let `origin` share with `to` again without asking.
+    pub(crate) async fn preauthorise(&self, origin: &str, to: &[String]) -> Result<(), ApiError> {
+        let all = {
+            let mut all = self.preauth.borrow_mut();
+            let mut dids = all.get(origin).cloned().unwrap_or_default();
+            dids.extend(to.iter().cloned());
+            if dids.len() > MAX_PREAUTH {
+                return Err(ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    format!("at most {MAX_PREAUTH} peers may be shared with unasked"),
+                ));
+            }
+            all.insert(origin.to_owned(), dids);
+            all.clone()
+        };
+        self.store.set_json_setting(PREAUTH_KEY, &all).await.map_err(internal)
+    }
+
+    /// `share_preauth_list`: `[{origin, dids}]`.
+    pub(crate) fn preauth_list(&self) -> Value {
+        let all = self.preauth.borrow();
+        Value::Array(all.iter().map(|(o, d)| json!({ "origin": o, "dids": d })).collect())
+    }
+
+    /// `share_preauth_remove {origin, did?}`: ask again before `origin` shares with `did`
+    /// (or with anyone).
+    pub(crate) async fn preauth_remove(
+        &self,
+        origin: &str,
+        did: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let all = {
+            let mut all = self.preauth.borrow_mut();
+            match did {
+                Some(did) => {
+                    if let Some(dids) = all.get_mut(origin) {
+                        dids.remove(did);
+                        if dids.is_empty() {
+                            all.remove(origin);
+                        }
+                    }
+                }
+                None => {
+                    all.remove(origin);
+                }
+            }
+            all.clone()
+        };
+        self.store.set_json_setting(PREAUTH_KEY, &all).await.map_err(internal)?;
+        Ok(self.preauth_list())
     }
 
     /// The `cas-updates` announcement to publish, if a local change is not announced yet:
@@ -834,15 +999,12 @@ impl SyncNode {
             if this.level_for(&did).await == Level::Nothing {
                 return;
             }
-            let connected =
-                this.connected.borrow().iter().find(|(_, d)| **d == did).map(|(p, _)| *p);
-            match connected {
-                Some(peer) => this.sync_with(peer, did),
-                None => {
-                    this.dialled.borrow_mut().remove(&did);
-                    this.news.borrow_mut().insert(did, now);
-                    this.looked_ms.set(0);
-                }
+            // A connected announcer runs the session itself after its change.
+            let connected = this.connected.borrow().values().any(|d| *d == did);
+            if !connected {
+                this.dialled.borrow_mut().remove(&did);
+                this.news.borrow_mut().insert(did, now);
+                this.looked_ms.set(0);
             }
         });
     }
@@ -866,6 +1028,55 @@ impl SyncNode {
         self.policy.set(policy);
         self.sync_all();
         Ok(json!(policy))
+    }
+}
+
+/// A stream that counts the bytes read from and written to it.
+struct Counted<'a, S> {
+    inner: S,
+    sent: &'a Cell<u64>,
+    received: &'a Cell<u64>,
+}
+
+impl<S: futures::AsyncRead + Unpin> futures::AsyncRead for Counted<'_, S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            self.received.set(self.received.get() + n as u64);
+        }
+        polled
+    }
+}
+
+impl<S: futures::AsyncWrite + Unpin> futures::AsyncWrite for Counted<'_, S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            self.sent.set(self.sent.get() + n as u64);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 
@@ -899,7 +1110,7 @@ impl ShareParams {
         Ok(p)
     }
 
-    fn recipients(&self) -> Result<Vec<String>, ApiError> {
+    pub(crate) fn recipients(&self) -> Result<Vec<String>, ApiError> {
         let list: Vec<String> = match &self.to {
             Value::String(s) => vec![s.clone()],
             Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
