@@ -114,7 +114,7 @@ describe('share and sync', { concurrency: 1 }, () => {
         window.disot.on('change', (e) => window.__changes.push(e));
       });
     }
-    const heard = (t, reason) => t.waitForFunction((r) => window.__changes.some((e) => e.reasons.includes(r)), { timeout: 30_000 }, reason)
+    const heard = (t, reason) => t.waitForFunction((r) => window.__changes.some((e) => e.reasons.includes(r)), { timeout: 30_000, polling: 200 }, reason)
       .catch(async (e) => {
         const seen = await t.evaluate(() => JSON.stringify(window.__changes));
         const status = JSON.stringify((await ui(popupB, 'sync_status')).peers);

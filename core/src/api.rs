@@ -912,7 +912,7 @@ mod tests {
             parse_ui_request(
                 r#"{"method":"permissions_decide","params":{"id":3,"approve":false}}"#
             ),
-            Ok(UiRequest::DecidePermission { id: 3, approve: false })
+            Ok(UiRequest::DecidePermission { id: 3, approve: false, remember: false })
         );
         assert_eq!(
             parse_ui_request(
