@@ -1077,6 +1077,22 @@ mod tests {
         assert_eq!(a.docs.get_mut(&coll).expect("doc").get_changes(&[]).len(), after);
     }
 
+    /// A library loaded from what [`Library::take_dirty`] gave (as after a restart).
+    #[allow(clippy::type_complexity)]
+    fn reload(
+        me: &str,
+        (docs, states): (Vec<(String, Vec<u8>)>, Vec<((String, String), Vec<u8>)>),
+    ) -> RefCell<Library> {
+        let mut lib = Library::new(me);
+        for (id, bytes) in docs {
+            lib.load_doc(&id, &bytes).expect("doc");
+        }
+        for ((peer, id), bytes) in states {
+            lib.load_state(&peer, &id, &bytes).expect("state");
+        }
+        RefCell::new(lib)
+    }
+
     /// Run a session between two libraries over an in-memory duplex.
     fn sync_pair(
         a: &RefCell<Library>,
@@ -1334,20 +1350,6 @@ mod tests {
         // Both sides persist and reload their sync states (as after a restart).
         let saved_a = a.borrow_mut().take_dirty();
         let saved_b = b.borrow_mut().take_dirty();
-        let reload = |me: &str,
-                      (docs, states): (
-            Vec<(String, Vec<u8>)>,
-            Vec<((String, String), Vec<u8>)>,
-        )| {
-            let mut lib = Library::new(me);
-            for (id, bytes) in docs {
-                lib.load_doc(&id, &bytes).expect("doc");
-            }
-            for ((peer, id), bytes) in states {
-                lib.load_state(&peer, &id, &bytes).expect("state");
-            }
-            RefCell::new(lib)
-        };
         let a = reload(A, saved_a);
         let b = reload(B, saved_b);
         a.borrow_mut().collection_add(&coll, &entry("bafknew", A)).expect("add");
@@ -1379,20 +1381,6 @@ mod tests {
         a.borrow_mut().collection_add_all(&coll, &ten).expect("add");
         sync_pair(&a, &b, Level::Full, Level::Full);
         assert_eq!(b.borrow_mut().collection(&coll).expect("b").entries.len(), 2010);
-        let reload = |me: &str,
-                      (docs, states): (
-            Vec<(String, Vec<u8>)>,
-            Vec<((String, String), Vec<u8>)>,
-        )| {
-            let mut lib = Library::new(me);
-            for (id, bytes) in docs {
-                lib.load_doc(&id, &bytes).expect("doc");
-            }
-            for ((peer, id), bytes) in states {
-                lib.load_state(&peer, &id, &bytes).expect("state");
-            }
-            RefCell::new(lib)
-        };
         // A keeps its state (it knows B had the ten); B restarts from what it had saved.
         let b = reload(B, saved_b);
         assert_eq!(b.borrow_mut().collection(&coll).expect("b").entries.len(), 2000, "B lost ten");

@@ -537,7 +537,7 @@ impl Exchange {
         if public.cids.contains(cid) {
             return true;
         }
-        let Some(did) = crate::node::peer_public_did(peer) else { return false };
+        let Some(did) = disot_core::identity::did_of_peer(peer) else { return false };
         if public.shared.get(cid).is_some_and(|dids| dids.contains(&did)) {
             return true;
         }

@@ -331,7 +331,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         shared.control.clone(),
         store.clone(),
         shared.did.clone(),
-        peer_public_did,
+        disot_core::identity::did_of_peer,
         move |peer, reason| {
             if let Some(shared) = weak.upgrade() {
                 shared.live.borrow_mut().refuse(&peer, "trust credential", reason);
@@ -656,7 +656,7 @@ impl EventLoop {
                 let mut live = self.shared.live.borrow_mut();
                 let info = live.peers.entry(peer_id).or_insert_with(|| PeerInfo {
                     peer_id: peer_id.to_string(),
-                    did: peer_public_did(&peer_id),
+                    did: disot_core::identity::did_of_peer(&peer_id),
                     connections: Vec::new(),
                     rtt_ms: None,
                     agent: None,
@@ -916,16 +916,6 @@ fn on_identity(
             }
         }
     }
-}
-
-/// The DID of a peer whose id embeds its Ed25519 key (all libp2p Ed25519 peer ids do).
-pub(crate) fn peer_public_did(peer: &PeerId) -> Option<String> {
-    let digest = peer.as_ref();
-    if digest.code() != 0 {
-        return None; // not an identity multihash: the key is not in the id
-    }
-    let key = libp2p::identity::PublicKey::try_decode_protobuf(digest.digest()).ok()?;
-    disot_core::identity::did_from_public_key(&key).ok()
 }
 
 #[wasm_bindgen]

@@ -243,7 +243,7 @@ impl SyncNode {
                 if this.inbound.get() >= MAX_INBOUND {
                     continue; // dropped: the peer tries again later
                 }
-                let Some(did) = crate::node::peer_public_did(&peer) else { continue };
+                let Some(did) = disot_core::identity::did_of_peer(&peer) else { continue };
                 this.inbound.set(this.inbound.get() + 1);
                 *this.inbound_with.borrow_mut().entry(peer).or_default() += 1;
                 let this = this.clone();
