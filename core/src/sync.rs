@@ -44,6 +44,9 @@ pub const MAX_ROUNDS: usize = 64;
 pub const MAX_TEXT: usize = 1024;
 /// Most entries in a collection.
 pub const MAX_ENTRIES: usize = 100_000;
+/// A sync message above this size is weighed against the other way to say the same (see
+/// [`Library::generate_with`]).
+const COMPARE_ABOVE: usize = 4096;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -680,7 +683,33 @@ impl Library {
             return None;
         }
         let doc = self.docs.get_mut(id)?;
-        Some(doc.sync().generate_sync_message(state)?.encode())
+        let mut whole = state.clone();
+        let message = doc.sync().generate_sync_message(&mut whole)?.encode();
+        // Automerge sends the whole document in place of what the peer lacks once that is more
+        // than a third of the changes by count, whatever their size: a peer that missed a few
+        // small changes of a document made of a few large ones would get all of it again. For
+        // a message large enough to matter, one of just the changes is made too, and the
+        // smaller goes. A peer that holds nothing is always sent the whole document.
+        let peer_holds_some = state.their_heads.as_ref().is_some_and(|h| !h.is_empty());
+        let v2 = |s: &sync::State| {
+            s.their_capabilities.as_ref().is_some_and(|c| c.contains(&sync::Capability::MessageV2))
+        };
+        if message.len() > COMPARE_ABOVE && peer_holds_some && v2(state) {
+            let mut changes = state.clone();
+            if let Some(caps) = changes.their_capabilities.as_mut() {
+                caps.retain(|c| *c != sync::Capability::MessageV2);
+            }
+            if let Some(other) = doc.sync().generate_sync_message(&mut changes) {
+                let other = other.encode();
+                if other.len() < message.len() {
+                    changes.their_capabilities.clone_from(&state.their_capabilities);
+                    *state = changes;
+                    return Some(other);
+                }
+            }
+        }
+        *state = whole;
+        Some(message)
     }
 
     /// Take a message with the library's own state (see [`Library::receive_with`]).
@@ -1389,6 +1418,41 @@ mod tests {
         assert!(
             again.bytes_sent * 5 < first.bytes_sent,
             "{} bytes to bring back ten entries, {} for the first 2,000",
+            again.bytes_sent,
+            first.bytes_sent
+        );
+    }
+
+    #[test]
+    fn a_peer_that_missed_many_small_changes_is_sent_those_not_the_whole_document() {
+        // CIDs as long and random as real ones.
+        let cid_like = |n: &str| format!("bafkrei{}", &hex(&Sha256::digest(n.as_bytes()))[..52]);
+        // Automerge alone sends the whole document once the changes a peer lacks are more
+        // than a third of all by count, whatever their size.
+        let a = RefCell::new(Library::new(A));
+        let b = RefCell::new(Library::new(B));
+        let coll = a.borrow_mut().create_collection([6; 16], "big").expect("create");
+        for k in 0..5 {
+            let many: Vec<Entry> =
+                (0..500).map(|i| entry(&cid_like(&format!("{k}-{i}")), A)).collect();
+            a.borrow_mut().collection_add_all(&coll, &many).expect("add");
+        }
+        let mut s = object_share(B, "s", "x");
+        s.cid = None;
+        s.collection = Some(coll.clone());
+        a.borrow_mut().share(s).expect("share");
+        let (first, _, _) = sync_pair(&a, &b, Level::Full, Level::Full);
+        // B away; A makes twelve small changes, more than all the others together.
+        for k in 0..12 {
+            let few: Vec<Entry> =
+                (0..5).map(|i| entry(&cid_like(&format!("z{k}-{i}")), A)).collect();
+            a.borrow_mut().collection_add_all(&coll, &few).expect("add");
+        }
+        let (again, _, _) = sync_pair(&a, &b, Level::Full, Level::Full);
+        assert_eq!(b.borrow_mut().collection(&coll).expect("b").entries.len(), 2560);
+        assert!(
+            again.bytes_sent * 4 < first.bytes_sent,
+            "{} bytes to bring sixty entries, {} for the first 2,500",
             again.bytes_sent,
             first.bytes_sent
         );
