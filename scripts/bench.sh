@@ -8,3 +8,4 @@ trap 'rm -rf "$TMPDIR"' EXIT
 DISOT_ARTIFACTS="$ARTIFACTS" node tests/bench/cas.bench.js
 DISOT_ARTIFACTS="$ARTIFACTS" node tests/bench/p2p.bench.js
 DISOT_ARTIFACTS="$ARTIFACTS" node tests/bench/trust.bench.js
+DISOT_ARTIFACTS="$ARTIFACTS" node tests/bench/sync.bench.js

@@ -162,9 +162,11 @@ describe('share and sync', { concurrency: 1 }, () => {
     assert.equal((await sharedWithB()).find((s) => s.cid === object.cid).held, true);
   });
 
+  let notForB;
   test('trust 30: nothing arrives', async () => {
     await trustInPopup(popupB, sa.did, 30);
     const object = await put(a, 1, 3, 'one.bin');
+    notForB = object.cid;
     const before = await sessionsWith(popupB, sa.did);
     await share(object.cid, 'not for you');
     await h.waitFor(async () => (await sessionsWith(popupB, sa.did)) > before, { what: 'a session at B after the share' });
@@ -172,6 +174,22 @@ describe('share and sync', { concurrency: 1 }, () => {
     assert.ok(!(await sharedWithB()).some((s) => s.cid === object.cid), 'B took nothing from A');
     const status = (await ui(popupB, 'sync_status')).peers.find((p) => p.did === sa.did);
     assert.equal(status.level, 'nothing');
+  });
+
+  test('a level of its own for one peer, chosen in the popup: B takes all from A whatever its trust, until "by trust" again', async () => {
+    const row = `#sync-peers li[data-did="${sa.did}"] select.peer-level`;
+    await popupB.waitForSelector(row, { timeout: 10_000 });
+    assert.equal(await popupB.$eval(row, (e) => e.value), '', 'by trust to begin with');
+    await popupB.select(row, 'full');
+    await h.waitFor(async () => (await ui(popupB, 'sync_status')).overrides[sa.did] === 'full', { what: 'the level saved' });
+    // The share B refused at trust 30 comes now, and its bytes with it.
+    await popupB.waitForFunction((cid) => document.querySelector(`#shared-with-me li[data-cid="${cid}"][data-held="true"]`), { timeout: 60_000 }, notForB);
+    assert.equal((await ui(popupB, 'sync_status')).peers.find((p) => p.did === sa.did).level, 'full');
+    await popupB.waitForSelector(row);
+    await popupB.select(row, '');
+    await h.waitFor(async () => !(sa.did in (await ui(popupB, 'sync_status')).overrides), { what: 'the level gone' });
+    await assert.rejects(ui(popupB, 'sync_peer_set', { did: 'did:web:example.com', level: 'full' }), /did/i);
+    await assert.rejects(ui(popupB, 'sync_peer_set', { did: sa.did, level: 'everything' }), /sync_peer_set takes/);
   });
 
   test('"share with these peers without asking": the next share from that site to B needs no prompt, until the user says "Ask again" in the popup', async () => {

@@ -165,6 +165,7 @@ pub const SYNC_UI_METHODS: &[&str] = &[
     "share_revoke",
     "sync_status",
     "sync_policy_set",
+    "sync_peer_set",
     "share_preauth_list",
     "share_preauth_remove",
 ];

@@ -16,7 +16,7 @@
 //! here, not by the caller: a document is sent only to its participants, changes are taken
 //! only from its writers, a new document only when it is the sender's shares to us or a
 //! collection the sender shared with us, and nothing at all from a peer the user does not trust
-//! enough ([`Policy`]). Each document's sync state with each peer is kept ([`Library::take_dirty`]),
+//! enough ([`Policy`]). Each document's sync state with each peer is kept ([`Library::take_writes`]),
 //! so that a reconnect sends only what changed since.
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use automerge::sync::{self, SyncDoc as _};
 use automerge::transaction::Transactable as _;
 use automerge::{AutoCommit, ObjType, ReadDoc as _, ROOT};
-use futures::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use futures::{AsyncRead, AsyncWrite};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -225,6 +225,40 @@ pub struct Library {
     states: HashMap<(String, String), sync::State>,
     dirty_docs: BTreeSet<String>,
     dirty_states: BTreeSet<(String, String)>,
+    /// What storage holds of each document (see [`Library::take_writes`]).
+    stored: HashMap<String, Stored>,
+}
+
+/// What storage holds of one document: a whole save and the chunks appended after it.
+#[derive(Debug, Default)]
+struct Stored {
+    /// The heads of what is stored.
+    heads: Vec<automerge::ChangeHash>,
+    /// Chunks are numbered from 0; this is the next number (chunks below it may exist).
+    next_chunk: u32,
+    whole_bytes: usize,
+    chunk_bytes: usize,
+    /// A chunk failed to load: the next write is a whole save.
+    damaged: bool,
+}
+
+/// Storage keys: a document's whole save, its appended chunks, and sync states.
+pub const DOC_KEY: &str = "sync-doc:";
+pub const STATE_KEY: &str = "sync-state:";
+/// Chunks appended to a document before it is saved whole again, at most.
+const MAX_CHUNKS: u32 = 64;
+
+fn chunk_key(id: &str, n: u32) -> String {
+    format!("{DOC_KEY}{id}+{n:06}")
+}
+
+/// What to write to storage, in one transaction: keys to put, and keys to delete.
+#[derive(Debug, Default)]
+pub struct Writes {
+    pub put: Vec<(String, Vec<u8>)>,
+    pub delete: Vec<String>,
+    /// How many documents these writes save.
+    pub docs: usize,
 }
 
 impl std::fmt::Debug for Library {
@@ -242,6 +276,7 @@ impl Library {
             states: HashMap::new(),
             dirty_docs: BTreeSet::new(),
             dirty_states: BTreeSet::new(),
+            stored: HashMap::new(),
         }
     }
 
@@ -249,42 +284,126 @@ impl Library {
         &self.me
     }
 
-    /// Load a document saved by [`Library::take_dirty`].
-    pub fn load_doc(&mut self, id: &str, saved: &[u8]) -> Result<(), Error> {
-        if !valid_id(id) {
-            return Err(Error::Invalid(format!("not a document id: {id:.40}")));
+    /// Load what [`Library::take_writes`] had stored, as (key, bytes) in any order. A document
+    /// that cannot be read is left out and named in the answer; a damaged chunk loses only
+    /// what it held (peers send it again), and the document is saved whole at the next write.
+    pub fn load(&mut self, items: Vec<(String, Vec<u8>)>) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut wholes = BTreeMap::new();
+        let mut chunks: BTreeMap<String, BTreeMap<u32, Vec<u8>>> = BTreeMap::new();
+        let mut states = Vec::new();
+        for (key, bytes) in items {
+            if let Some(rest) = key.strip_prefix(DOC_KEY) {
+                match rest.split_once('+') {
+                    None => {
+                        wholes.insert(rest.to_owned(), bytes);
+                    }
+                    Some((id, n)) => match n.parse::<u32>() {
+                        Ok(n) => {
+                            chunks.entry(id.to_owned()).or_default().insert(n, bytes);
+                        }
+                        Err(_) => problems.push(format!("{key:.80}: not a chunk number")),
+                    },
+                }
+            } else if let Some(rest) = key.strip_prefix(STATE_KEY) {
+                if let Some((peer, doc)) = rest.split_once('|') {
+                    states.push(((peer.to_owned(), doc.to_owned()), bytes));
+                }
+            }
         }
-        let doc = AutoCommit::load(saved).map_err(doc_err)?;
-        self.docs.insert(id.to_owned(), doc);
-        Ok(())
+        for (id, whole) in wholes {
+            if !valid_id(&id) {
+                problems.push(format!("not a document id: {id:.40}"));
+                continue;
+            }
+            let mut doc = match AutoCommit::load(&whole) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    problems.push(format!("sync document {id} is damaged: {e}"));
+                    continue;
+                }
+            };
+            let mut stored = Stored { whole_bytes: whole.len(), ..Stored::default() };
+            for (n, chunk) in chunks.remove(&id).unwrap_or_default() {
+                stored.next_chunk = stored.next_chunk.max(n + 1);
+                stored.chunk_bytes += chunk.len();
+                // A chunk is its changes after their SHA-256: Automerge would take the changes
+                // of a damaged chunk up to the damage and say nothing.
+                let body = chunk.get(32..).filter(|b| Sha256::digest(b)[..] == chunk[..32]);
+                let loaded = match body {
+                    Some(body) => doc.load_incremental(body).map_err(|e| e.to_string()),
+                    None => Err("its hash does not match".into()),
+                };
+                if let Err(e) = loaded {
+                    problems.push(format!("sync document {id}, chunk {n}, is damaged: {e}"));
+                    stored.damaged = true;
+                }
+            }
+            stored.heads = doc.get_heads();
+            if stored.damaged {
+                self.dirty_docs.insert(id.clone());
+            }
+            self.docs.insert(id.clone(), doc);
+            self.stored.insert(id, stored);
+        }
+        for id in chunks.into_keys() {
+            problems.push(format!("sync document {id:.80}: chunks without the document"));
+        }
+        for ((peer, doc), bytes) in states {
+            match sync::State::decode(&bytes) {
+                Ok(state) => {
+                    self.states.insert((peer, doc), state);
+                }
+                Err(e) => problems.push(format!("sync state with {peer:.80}: {e}")),
+            }
+        }
+        problems
     }
 
-    /// Load a sync state saved by [`Library::take_dirty`].
-    pub fn load_state(&mut self, peer: &str, doc: &str, saved: &[u8]) -> Result<(), Error> {
-        let state = sync::State::decode(saved).map_err(|e| Error::Malformed(e.to_string()))?;
-        self.states.insert((peer.to_owned(), doc.to_owned()), state);
-        Ok(())
-    }
-
-    /// What changed since the last call, to be persisted: documents (saved whole) and sync
-    /// states (their shared heads), each by key.
-    #[allow(clippy::type_complexity)]
-    pub fn take_dirty(&mut self) -> (Vec<(String, Vec<u8>)>, Vec<((String, String), Vec<u8>)>) {
-        let docs = std::mem::take(&mut self.dirty_docs)
-            .into_iter()
-            .filter_map(|id| {
-                let saved = self.docs.get_mut(&id)?.save();
-                Some((id, saved))
-            })
-            .collect();
-        let states = std::mem::take(&mut self.dirty_states)
-            .into_iter()
-            .filter_map(|key| {
-                let saved = self.states.get(&key)?.encode();
-                Some((key, saved))
-            })
-            .collect();
-        (docs, states)
+    /// What changed since the last call, to be written in one transaction: for each changed
+    /// document the changes since what storage holds, as a chunk appended to it, or, once
+    /// the chunks grow past half the whole save or [`MAX_CHUNKS`], the document saved whole
+    /// in place of them; and changed sync states (their shared heads). A change to a large
+    /// document costs the size of the change, not of the document.
+    pub fn take_writes(&mut self) -> Writes {
+        let mut w = Writes::default();
+        for id in std::mem::take(&mut self.dirty_docs) {
+            let Some(doc) = self.docs.get_mut(&id) else { continue };
+            let heads = doc.get_heads();
+            let stored = self.stored.entry(id.clone()).or_default();
+            if stored.heads == heads && !stored.damaged && stored.whole_bytes > 0 {
+                continue;
+            }
+            let chunk = (stored.whole_bytes > 0 && !stored.damaged)
+                .then(|| doc.save_after(&stored.heads))
+                .filter(|c| {
+                    stored.next_chunk < MAX_CHUNKS
+                        && (stored.chunk_bytes + c.len()) * 2 <= stored.whole_bytes
+                });
+            match chunk {
+                Some(changes) => {
+                    let mut chunk = Sha256::digest(&changes).to_vec();
+                    chunk.extend(changes);
+                    stored.chunk_bytes += chunk.len();
+                    w.put.push((chunk_key(&id, stored.next_chunk), chunk));
+                    stored.next_chunk += 1;
+                }
+                None => {
+                    let whole = doc.save();
+                    w.delete.extend((0..stored.next_chunk).map(|n| chunk_key(&id, n)));
+                    *stored = Stored { whole_bytes: whole.len(), ..Stored::default() };
+                    w.put.push((format!("{DOC_KEY}{id}"), whole));
+                }
+            }
+            stored.heads = heads;
+            w.docs += 1;
+        }
+        for key in std::mem::take(&mut self.dirty_states) {
+            if let Some(state) = self.states.get(&key) {
+                w.put.push((format!("{STATE_KEY}{}|{}", key.0, key.1), state.encode()));
+            }
+        }
+        w
     }
 
     fn json(&mut self, id: &str) -> Option<Value> {
@@ -945,6 +1064,8 @@ fn unframe(bytes: &[u8]) -> Result<(&str, &[u8]), Error> {
 /// messages go back and forth until neither side has anything to send. `level` is how much
 /// we take from `peer`; what it sends beyond that, or may not send, is refused (`refused`
 /// hears why) and the session goes on. `lib` is borrowed only between reads and writes.
+/// The caller closes `stream`: the session is over when this returns, and a close handshake
+/// (a data channel's FIN / FIN_ACK) need not hold up what follows.
 pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     lib: &RefCell<Library>,
@@ -1001,13 +1122,11 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if received == 0 && last_sent == Some(0) {
             lib.borrow_mut().end_session(peer, states);
-            let _ = stream.close().await;
             return Ok(stats);
         }
         let sent = send_batch(stream, lib, peer, &touched, &mut states, &mut stats).await?;
         if received == 0 && sent == 0 {
             lib.borrow_mut().end_session(peer, states);
-            let _ = stream.close().await;
             return Ok(stats);
         }
         last_sent = Some(sent);
@@ -1106,19 +1225,30 @@ mod tests {
         assert_eq!(a.docs.get_mut(&coll).expect("doc").get_changes(&[]).len(), after);
     }
 
-    /// A library loaded from what [`Library::take_dirty`] gave (as after a restart).
-    #[allow(clippy::type_complexity)]
-    fn reload(
-        me: &str,
-        (docs, states): (Vec<(String, Vec<u8>)>, Vec<((String, String), Vec<u8>)>),
-    ) -> RefCell<Library> {
+    /// Storage as a platform keeps it: [`Writes`] applied to a key-value map.
+    #[derive(Default, Clone)]
+    struct Storage(BTreeMap<String, Vec<u8>>);
+
+    impl Storage {
+        fn write(&mut self, w: Writes) -> &mut Self {
+            for k in w.delete {
+                self.0.remove(&k);
+            }
+            self.0.extend(w.put);
+            self
+        }
+        fn of(lib: &RefCell<Library>) -> Storage {
+            let mut s = Storage::default();
+            s.write(lib.borrow_mut().take_writes());
+            s
+        }
+    }
+
+    /// A library loaded from `storage` (as after a restart).
+    fn reload(me: &str, storage: &Storage) -> RefCell<Library> {
         let mut lib = Library::new(me);
-        for (id, bytes) in docs {
-            lib.load_doc(&id, &bytes).expect("doc");
-        }
-        for ((peer, id), bytes) in states {
-            lib.load_state(&peer, &id, &bytes).expect("state");
-        }
+        let problems = lib.load(storage.0.clone().into_iter().collect());
+        assert!(problems.is_empty(), "{problems:?}");
         RefCell::new(lib)
     }
 
@@ -1377,10 +1507,10 @@ mod tests {
         let (first, _, _) = sync_pair(&a, &b, Level::Full, Level::Full);
         assert_eq!(b.borrow_mut().collection(&coll).expect("b").entries.len(), 2000);
         // Both sides persist and reload their sync states (as after a restart).
-        let saved_a = a.borrow_mut().take_dirty();
-        let saved_b = b.borrow_mut().take_dirty();
-        let a = reload(A, saved_a);
-        let b = reload(B, saved_b);
+        let saved_a = Storage::of(&a);
+        let saved_b = Storage::of(&b);
+        let a = reload(A, &saved_a);
+        let b = reload(B, &saved_b);
         a.borrow_mut().collection_add(&coll, &entry("bafknew", A)).expect("add");
         let (second, _, _) = sync_pair(&a, &b, Level::Full, Level::Full);
         assert_eq!(b.borrow_mut().collection(&coll).expect("b").entries.len(), 2001);
@@ -1404,14 +1534,14 @@ mod tests {
         s.collection = Some(coll.clone());
         a.borrow_mut().share(s).expect("share");
         let (first, _, _) = sync_pair(&a, &b, Level::Full, Level::Full);
-        let saved_b = b.borrow_mut().take_dirty();
+        let saved_b = Storage::of(&b);
         // A adds ten; B takes them, then stops before saving them; A saved what it sent.
         let ten: Vec<Entry> = (0..10).map(|i| entry(&format!("bafkz{i}"), A)).collect();
         a.borrow_mut().collection_add_all(&coll, &ten).expect("add");
         sync_pair(&a, &b, Level::Full, Level::Full);
         assert_eq!(b.borrow_mut().collection(&coll).expect("b").entries.len(), 2010);
         // A keeps its state (it knows B had the ten); B restarts from what it had saved.
-        let b = reload(B, saved_b);
+        let b = reload(B, &saved_b);
         assert_eq!(b.borrow_mut().collection(&coll).expect("b").entries.len(), 2000, "B lost ten");
         let (again, _, _) = sync_pair(&a, &b, Level::Full, Level::Full);
         assert_eq!(b.borrow_mut().collection(&coll).expect("b").entries.len(), 2010);
@@ -1455,6 +1585,63 @@ mod tests {
             "{} bytes to bring sixty entries, {} for the first 2,500",
             again.bytes_sent,
             first.bytes_sent
+        );
+    }
+
+    #[test]
+    fn a_change_to_a_large_document_is_stored_as_a_small_chunk_and_all_of_it_loads_back() {
+        let a = RefCell::new(Library::new(A));
+        let coll = a.borrow_mut().create_collection([7; 16], "big").expect("create");
+        let many: Vec<Entry> = (0..2000).map(|i| entry(&format!("bafk{i:05}"), A)).collect();
+        a.borrow_mut().collection_add_all(&coll, &many).expect("add");
+        let mut storage = Storage::of(&a);
+        let whole = storage.0[&format!("{DOC_KEY}{coll}")].len();
+        // One entry more: a chunk of about its size, the whole save untouched.
+        a.borrow_mut().collection_add(&coll, &entry("bafkone", A)).expect("add");
+        let w = a.borrow_mut().take_writes();
+        assert_eq!((w.docs, w.delete.len()), (1, 0));
+        assert_eq!(w.put.len(), 1);
+        assert_eq!(w.put[0].0, chunk_key(&coll, 0));
+        assert!(w.put[0].1.len() * 20 < whole, "{} bytes for one entry", w.put[0].1.len());
+        storage.write(w);
+        assert_eq!(
+            reload(A, &storage).borrow_mut().collection(&coll).expect("c").entries.len(),
+            2001
+        );
+        // Nothing changed: nothing written.
+        let w = a.borrow_mut().take_writes();
+        assert!(w.put.is_empty() && w.docs == 0);
+        // Once the chunks grow large, the document is saved whole again and the chunks go.
+        let chunks = |s: &Storage| s.0.keys().filter(|k| k.contains('+')).count();
+        let mut compacted = false;
+        for i in 0..MAX_CHUNKS {
+            a.borrow_mut().collection_add(&coll, &entry(&format!("bafkmore{i}"), A)).expect("add");
+            let w = a.borrow_mut().take_writes();
+            let whole_again = !w.delete.is_empty();
+            storage.write(w);
+            if whole_again {
+                assert_eq!(chunks(&storage), 0, "the chunks went with the whole save");
+                compacted = true;
+            }
+            assert!(chunks(&storage) < MAX_CHUNKS as usize);
+        }
+        assert!(compacted, "saved whole again at least once");
+        let back = reload(A, &storage);
+        assert_eq!(back.borrow_mut().collection(&coll), a.borrow_mut().collection(&coll));
+        // A damaged chunk loses what it held, says so, and the next write saves whole.
+        a.borrow_mut().collection_add(&coll, &entry("bafklast", A)).expect("add");
+        storage.write(a.borrow_mut().take_writes());
+        let key = storage.0.keys().filter(|k| k.contains('+')).max().expect("a chunk").clone();
+        let chunk = storage.0.get_mut(&key).expect("a chunk");
+        let last = chunk.len() - 1;
+        chunk[last] ^= 0xff;
+        let mut damaged = Library::new(A);
+        let problems = damaged.load(storage.0.clone().into_iter().collect());
+        assert!(problems.len() == 1 && problems[0].contains("is damaged"), "{problems:?}");
+        assert_eq!(damaged.collection(&coll).expect("c").entries.len(), 2001 + MAX_CHUNKS as usize);
+        let w = damaged.take_writes();
+        assert!(
+            w.put.iter().any(|(k, _)| *k == format!("{DOC_KEY}{coll}")) && w.delete.contains(&key)
         );
     }
 

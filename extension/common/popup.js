@@ -265,7 +265,7 @@ let shownShares = '';
 async function showShares() {
   const [shares, collections, sync] = await Promise.all([call('shares_list'), call('collections_list'), call('sync_status')]);
   const { sent, heard, forMe } = sync.announcements;
-  const key = JSON.stringify([shares, collections, sync.peers.map((p) => [p.did, p.sessions, p.error]), sent, heard, forMe]);
+  const key = JSON.stringify([shares, collections, sync.peers.map((p) => [p.did, p.sessions, p.error]), sync.overrides, sent, heard, forMe]);
   if (key === shownShares) return;
   shownShares = key;
   const none = () => Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' });
@@ -307,6 +307,29 @@ async function showShares() {
   $('sync-peers').replaceChildren(...sync.peers.map((p) => {
     const li = item(`${short(p.did)}: ${p.level}, ${p.sessions} session(s), last ${new Date(p.atMs).toLocaleTimeString()}${p.error ? ` (${p.error})` : p.stats ? `, ${formatBytes(p.stats.bytesSent)} sent, ${formatBytes(p.stats.bytesReceived)} received` : ''}`);
     li.dataset.did = p.did;
+    // What to take from this peer: by trust (the policy above), or the user's own choice.
+    const pick = document.createElement('select');
+    pick.className = 'peer-level';
+    pick.title = 'What to take from this peer';
+    for (const [value, label] of [['', 'by trust'], ['full', 'fetch and pin'], ['metadata', 'metadata only'], ['nothing', 'nothing']]) {
+      const option = document.createElement('option');
+      option.value = value;
+      option.textContent = label;
+      pick.append(option);
+    }
+    pick.value = sync.overrides?.[p.did] ?? '';
+    pick.addEventListener('change', async () => {
+      $('sync-error').hidden = true;
+      try {
+        await call('sync_peer_set', { did: p.did, level: pick.value || null });
+        shownShares = '';
+        await showShares();
+      } catch (e) {
+        $('sync-error').textContent = e.message;
+        $('sync-error').hidden = false;
+      }
+    });
+    li.append(' ', pick);
     return li;
   }));
 }

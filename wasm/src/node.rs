@@ -342,7 +342,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
                 // Access by trust is recomputed from the next request.
                 shared.exchange.access_changed();
                 offer_to_connected(&shared);
-                shared.sync.sync_all();
+                shared.sync.levels_changed();
             }
         },
     )
@@ -1211,6 +1211,7 @@ async fn ui_sync(shared: &Shared, method: &str, params: Value) -> Result<Value, 
             let did = params.get("did").and_then(Value::as_str);
             shared.sync.preauth_remove(origin, did).await
         }
+        "sync_peer_set" => shared.sync.set_peer_level(params).await,
         "sync_policy_set" => {
             let policy = serde_json::from_value(params)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("policy: {e}")))?;
@@ -1315,7 +1316,7 @@ async fn set_trust(
     // A revocation holds from the very next request.
     shared.exchange.access_changed();
     offer_to_connected(shared);
-    shared.sync.sync_all();
+    shared.sync.levels_changed();
     Ok(credential)
 }
 

@@ -202,13 +202,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Save `items` (key, bytes) in one transaction: all of them, or none.
-    pub async fn save_bytes(&self, items: &[(String, Vec<u8>)]) -> Result<(), Error> {
-        if items.is_empty() {
+    /// Save `items` (key, bytes) and delete the keys `gone` in one transaction: all of it, or
+    /// none.
+    pub async fn save_bytes(
+        &self,
+        items: &[(String, Vec<u8>)],
+        gone: &[String],
+    ) -> Result<(), Error> {
+        if items.is_empty() && gone.is_empty() {
             return Ok(());
         }
         let tx = self.tx(&[SETTINGS], TransactionMode::ReadWrite).await?;
         let os = tx.object_store(SETTINGS)?;
+        for key in gone {
+            os.delete(JsValue::from_str(key))?.await?;
+        }
         for (key, bytes) in items {
             let value = js_sys::Uint8Array::from(bytes.as_slice());
             os.put(&value, Some(&JsValue::from_str(key)))?.await?;

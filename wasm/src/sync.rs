@@ -2,7 +2,7 @@
 //! IndexedDB, synced with each verified peer over `/disot/sync/1.0.0` (the session itself is
 //! `disot_core::sync::session`), and shared content fetched by the sync policy.
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use disot_core::api::{ApiError, ErrorCode};
@@ -15,11 +15,13 @@ use serde_json::{json, Value};
 use crate::store::Store;
 
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new(core_sync::PROTOCOL);
-const DOC_PREFIX: &str = "sync-doc:";
-const STATE_PREFIX: &str = "sync-state:";
 const POLICY_KEY: &str = "sync-policy";
 /// Origins the user let share with some DIDs without asking: origin → DIDs.
 const PREAUTH_KEY: &str = "share-preauth";
+/// Per-peer levels the user set, over what trust would give (DID → level).
+const OVERRIDES_KEY: &str = "sync-overrides";
+/// Peers with a level of their own, at most.
+const MAX_OVERRIDES: usize = 1024;
 /// Most recipients pre-authorised for one origin.
 const MAX_PREAUTH: usize = 256;
 /// The origin under which content fetched for shares is kept.
@@ -88,6 +90,8 @@ pub(crate) struct SyncNode {
     control: RefCell<libp2p_stream::Control>,
     exchange: Rc<crate::exchange::Exchange>,
     policy: Cell<Policy>,
+    /// Levels the user set for single peers, over the policy.
+    overrides: RefCell<BTreeMap<String, Level>>,
     /// Peers a session runs with; `true`: run another when it ends (something changed meanwhile).
     running: RefCell<HashMap<PeerId, bool>>,
     last: RefCell<HashMap<String, PeerSync>>,
@@ -167,18 +171,14 @@ impl SyncNode {
                 crate::store::random_bytes::<32>().unwrap_or([0; 32])
             });
         let mut lib = Library::new(me);
-        for (key, bytes) in store.saved_bytes(DOC_PREFIX).await.unwrap_or_default() {
-            let id = &key[DOC_PREFIX.len()..];
-            if let Err(e) = lib.load_doc(id, &bytes) {
-                tracing::warn!("sync document {id} is damaged and was not loaded: {e}");
-            }
-        }
-        for (key, bytes) in store.saved_bytes(STATE_PREFIX).await.unwrap_or_default() {
-            let Some((peer, doc)) = key[STATE_PREFIX.len()..].split_once('|') else { continue };
-            let _ = lib.load_state(peer, doc, &bytes);
+        let mut saved = store.saved_bytes(core_sync::DOC_KEY).await.unwrap_or_default();
+        saved.extend(store.saved_bytes(core_sync::STATE_KEY).await.unwrap_or_default());
+        for problem in lib.load(saved) {
+            tracing::warn!("loading sync documents: {problem}");
         }
         let policy = store.json_setting::<Policy>(POLICY_KEY).await.ok().flatten();
         let preauth = store.json_setting(PREAUTH_KEY).await.ok().flatten().unwrap_or_default();
+        let overrides = store.json_setting(OVERRIDES_KEY).await.ok().flatten().unwrap_or_default();
         Rc::new(SyncNode {
             me: me.to_owned(),
             lib: RefCell::new(lib),
@@ -186,6 +186,7 @@ impl SyncNode {
             control: RefCell::new(control),
             exchange,
             policy: Cell::new(policy.unwrap_or_default()),
+            overrides: RefCell::new(overrides),
             running: RefCell::new(HashMap::new()),
             last: RefCell::new(HashMap::new()),
             inbound: Cell::new(0),
@@ -207,19 +208,17 @@ impl SyncNode {
 
     /// Write what changed to IndexedDB, in one transaction. Returns how many documents.
     async fn persist(&self) -> Result<usize, ApiError> {
-        let (docs, states) = self.lib.borrow_mut().take_dirty();
-        let saved = docs.len();
-        let mut items: Vec<(String, Vec<u8>)> =
-            docs.into_iter().map(|(id, b)| (format!("{DOC_PREFIX}{id}"), b)).collect();
-        items.extend(
-            states.into_iter().map(|((peer, id), b)| (format!("{STATE_PREFIX}{peer}|{id}"), b)),
-        );
-        self.store.save_bytes(&items).await.map_err(internal)?;
-        Ok(saved)
+        let writes = self.lib.borrow_mut().take_writes();
+        self.store.save_bytes(&writes.put, &writes.delete).await.map_err(internal)?;
+        Ok(writes.docs)
     }
 
-    /// This peer's trust in `did` (for "content"), as a sync level.
+    /// The level the user set for `did`, or else this peer's trust in it (for "content") as
+    /// a sync level.
     async fn level_for(&self, did: &str) -> Level {
+        if let Some(level) = self.overrides.borrow().get(did) {
+            return *level;
+        }
         let now = now_ms();
         let mut graph = disot_core::trust::TrustGraph::new();
         for list in [self.store.trust_credentials().await, self.store.received_trust().await] {
@@ -278,9 +277,12 @@ impl SyncNode {
         stream: libp2p::Stream,
         initiator: bool,
     ) {
+        let started = now_ms();
         let level = self.level_for(&did).await;
+        let trust_ms = now_ms() - started;
         let mut refusals = Vec::new();
         let mut saved = 0;
+        let mut saving_ms = 0;
         // Counted on the stream, so a session that fails halfway counts too.
         let (sent, received) = (Cell::new(0u64), Cell::new(0u64));
         let mut stream = Counted { inner: stream, sent: &sent, received: &received };
@@ -302,25 +304,43 @@ impl SyncNode {
                     Either::Right((Either::Left(_), _)) => {
                         break Err(core_sync::Error::Io("the session timed out".into()))
                     }
-                    Either::Right((Either::Right(_), _)) => match self.persist().await {
-                        Ok(n) => saved += n,
-                        Err(e) => tracing::warn!("saving sync documents: {}", e.message),
-                    },
+                    Either::Right((Either::Right(_), _)) => {
+                        let t = now_ms();
+                        match self.persist().await {
+                            Ok(n) => saved += n,
+                            Err(e) => tracing::warn!("saving sync documents: {}", e.message),
+                        }
+                        saving_ms += now_ms() - t;
+                    }
                 }
             }
         };
+        // Closed in the background: the session is over, and what it changed is saved and
+        // told now, not after the close handshake.
+        let Counted { inner: mut stream, .. } = stream;
+        wasm_bindgen_futures::spawn_local(async move {
+            let t = now_ms();
+            let _ = futures::AsyncWriteExt::close(&mut stream).await;
+            let took = now_ms() - t;
+            if took > 1000 {
+                tracing::info!("closing the sync stream with {peer} took {took} ms");
+            }
+        });
         for r in &refusals {
             tracing::info!("sync with {peer}: {r}");
         }
+        let t = now_ms();
         match self.persist().await {
             Ok(n) => saved += n,
             Err(e) => tracing::warn!("saving sync documents: {}", e.message),
         }
+        saving_ms += now_ms() - t;
         tracing::info!(
-            "sync session with {peer} ({}): {} bytes sent, {} received, {}",
+            "sync session with {peer} ({}): {} bytes sent, {} received, in {} ms (trust {trust_ms} ms, saving {saving_ms} ms), {}",
             if initiator { "ours" } else { "theirs" },
             sent.get(),
             received.get(),
+            now_ms() - started,
             match &result {
                 Ok(s) => format!("ended well, {} document(s) changed here", s.changed),
                 Err(e) => format!("failed: {e}"),
@@ -457,20 +477,28 @@ impl SyncNode {
     /// Run a session with `peer` (one at a time per peer; a request during one runs another
     /// after it).
     pub(crate) fn sync_with(self: &Rc<Self>, peer: PeerId, did: String) {
+        self.start_session(peer, did, false)
+    }
+
+    /// `force`: even holding no document with the peer (what we take from it changed: the
+    /// peer, which does not know, would not start one).
+    fn start_session(self: &Rc<Self>, peer: PeerId, did: String, force: bool) {
         // The side that holds documents with a peer starts the session; with none, the peer
         // (if it holds some with us) will.
-        if self.lib.borrow_mut().docs_with(&did).is_empty() {
+        if !force && self.lib.borrow_mut().docs_with(&did).is_empty() {
             return;
         }
         // The peer's own session is running: ours follows it (two at once would each carry
         // the same changes).
         if self.inbound_with.borrow().contains_key(&peer) {
+            tracing::info!("sync with {peer}: after its own session");
             self.after_inbound.borrow_mut().insert(peer);
             return;
         }
         {
             let mut running = self.running.borrow_mut();
             if let Some(again) = running.get_mut(&peer) {
+                tracing::info!("sync with {peer}: again after the running session");
                 *again = true;
                 return;
             }
@@ -519,6 +547,16 @@ impl SyncNode {
                 }
             }
         });
+    }
+
+    /// What this peer takes from others changed (trust, policy, a peer's own level): a session
+    /// with every connected peer, so what they hold for us and we now take arrives.
+    pub(crate) fn levels_changed(self: &Rc<Self>) {
+        let peers: Vec<(PeerId, String)> =
+            self.connected.borrow().iter().map(|(p, d)| (*p, d.clone())).collect();
+        for (peer, did) in peers {
+            self.start_session(peer, did, true);
+        }
     }
 
     /// Something changed here: every connected peer that takes part hears of it.
@@ -877,7 +915,9 @@ impl SyncNode {
                 }
             };
         if changed {
+            let t = now_ms();
             self.persist().await?;
+            tracing::info!("{method}: saved in {} ms", now_ms() - t);
             self.changed("collection");
             self.sync_all();
         }
@@ -1015,6 +1055,7 @@ impl SyncNode {
         peers.sort_by(|a, b| a.did.cmp(&b.did));
         json!({
             "policy": self.policy.get(),
+            "overrides": self.overrides.borrow().clone(),
             "peers": peers,
             "documents": self.lib.borrow().ids().len(),
             "announcements": self.gossip.borrow().clone(),
@@ -1022,11 +1063,45 @@ impl SyncNode {
         })
     }
 
+    /// `sync_peer_set {did, level}`: `level` (`full`, `metadata`, `nothing`) for `did`
+    /// whatever the trust in it; `null` goes back to the policy.
+    pub(crate) async fn set_peer_level(self: &Rc<Self>, params: Value) -> Result<Value, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct P {
+            did: String,
+            level: Option<Level>,
+        }
+        let P { did, level } = serde_json::from_value(params).map_err(|e| {
+            invalid(format!("sync_peer_set takes {{did, level: full|metadata|nothing|null}}: {e}"))
+        })?;
+        disot_core::identity::public_key_from_did(&did).map_err(invalid)?;
+        let mut all = self.overrides.borrow().clone();
+        match level {
+            Some(level) => {
+                if !all.contains_key(&did) && all.len() >= MAX_OVERRIDES {
+                    return Err(ApiError::new(
+                        ErrorCode::LimitExceeded,
+                        format!("at most {MAX_OVERRIDES} peers with a level of their own"),
+                    ));
+                }
+                all.insert(did.clone(), level);
+            }
+            None => {
+                all.remove(&did);
+            }
+        }
+        self.store.set_json_setting(OVERRIDES_KEY, &all).await.map_err(internal)?;
+        *self.overrides.borrow_mut() = all;
+        self.levels_changed();
+        Ok(json!({ "did": did, "level": level }))
+    }
+
     pub(crate) async fn set_policy(self: &Rc<Self>, policy: Policy) -> Result<Value, ApiError> {
         policy.validate().map_err(invalid)?;
         self.store.set_json_setting(POLICY_KEY, &policy).await.map_err(internal)?;
         self.policy.set(policy);
-        self.sync_all();
+        self.levels_changed();
         Ok(json!(policy))
     }
 }
