@@ -1225,6 +1225,14 @@ mod tests {
         assert_eq!(a.docs.get_mut(&coll).expect("doc").get_changes(&[]).len(), after);
     }
 
+    /// A shares collection `coll` with B.
+    fn share_collection(a: &RefCell<Library>, coll: &str) {
+        let mut s = object_share(B, "s", "x");
+        s.cid = None;
+        s.collection = Some(coll.to_owned());
+        a.borrow_mut().share(s).expect("share");
+    }
+
     /// Storage as a platform keeps it: [`Writes`] applied to a key-value map.
     #[derive(Default, Clone)]
     struct Storage(BTreeMap<String, Vec<u8>>);
@@ -1500,10 +1508,7 @@ mod tests {
         for i in 0..2000 {
             a.borrow_mut().collection_add(&coll, &entry(&format!("bafk{i:05}"), A)).expect("add");
         }
-        let mut s = object_share(B, "s", "x");
-        s.cid = None;
-        s.collection = Some(coll.clone());
-        a.borrow_mut().share(s).expect("share");
+        share_collection(&a, &coll);
         let (first, _, _) = sync_pair(&a, &b, Level::Full, Level::Full);
         assert_eq!(b.borrow_mut().collection(&coll).expect("b").entries.len(), 2000);
         // Both sides persist and reload their sync states (as after a restart).
@@ -1529,10 +1534,7 @@ mod tests {
         let coll = a.borrow_mut().create_collection([5; 16], "big").expect("create");
         let many: Vec<Entry> = (0..2000).map(|i| entry(&format!("bafk{i:05}"), A)).collect();
         a.borrow_mut().collection_add_all(&coll, &many).expect("add");
-        let mut s = object_share(B, "s", "x");
-        s.cid = None;
-        s.collection = Some(coll.clone());
-        a.borrow_mut().share(s).expect("share");
+        share_collection(&a, &coll);
         let (first, _, _) = sync_pair(&a, &b, Level::Full, Level::Full);
         let saved_b = Storage::of(&b);
         // A adds ten; B takes them, then stops before saving them; A saved what it sent.
@@ -1567,10 +1569,7 @@ mod tests {
                 (0..500).map(|i| entry(&cid_like(&format!("{k}-{i}")), A)).collect();
             a.borrow_mut().collection_add_all(&coll, &many).expect("add");
         }
-        let mut s = object_share(B, "s", "x");
-        s.cid = None;
-        s.collection = Some(coll.clone());
-        a.borrow_mut().share(s).expect("share");
+        share_collection(&a, &coll);
         let (first, _, _) = sync_pair(&a, &b, Level::Full, Level::Full);
         // B away; A makes twelve small changes, more than all the others together.
         for k in 0..12 {
@@ -1650,10 +1649,7 @@ mod tests {
         let a = RefCell::new(Library::new(A));
         let b = RefCell::new(Library::new(B));
         let coll = a.borrow_mut().create_collection([3; 16], "notes").expect("create");
-        let mut s = object_share(B, "s", "x");
-        s.cid = None;
-        s.collection = Some(coll.clone());
-        a.borrow_mut().share(s).expect("share");
+        share_collection(&a, &coll);
         sync_pair(&a, &b, Level::Full, Level::Full);
         assert!(b.borrow_mut().collection(&coll).is_some());
         a.borrow_mut().revoke_share(B, "s").expect("revoke");

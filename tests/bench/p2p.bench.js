@@ -11,7 +11,6 @@
 //   - swarming: the same 64 MiB held by three peers (A, C, D) and fetched by B from all at once
 //   - first-byte latency of a 1 KiB object from a connected peer vs an HTTP fetch of 1 KiB
 // Prints ratios; run with `scripts/bench.sh`. Not part of the test suite.
-import http from 'node:http';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { build } from 'esbuild';
@@ -19,17 +18,6 @@ import * as h from '../lib/harness.js';
 
 const MiB = 64;
 const peersOf = () => window.disot.p2p.peers();
-
-function blobServer(bytes) {
-  const server = http.createServer((req, res) => {
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'access-control-allow-origin': '*', 'content-length': bytes.length });
-    res.end(bytes);
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
-    h.onCleanup(() => new Promise((r) => { server.closeAllConnections(); server.close(r); }));
-    resolve(`http://127.0.0.1:${server.address().port}/blob`);
-  }));
-}
 
 async function rawChannel(pa, pb, mib) {
   // Non-trickle signaling through this script: each side gathers all candidates first.
@@ -189,7 +177,7 @@ try {
   const raw = await rawChannel(ea, eb, MiB);
 
   // HTTP download of the same size by B's page.
-  const url = await blobServer(randomBytes(MiB * 1024 * 1024));
+  const url = await h.serveBytes(randomBytes(MiB * 1024 * 1024));
   const httpMs = await b.run(async (u) => {
     const t = performance.now();
     await (await fetch(u, { cache: 'no-store' })).arrayBuffer();
@@ -203,7 +191,7 @@ try {
     await new Promise((r) => setTimeout(r, 300)); // past A's cache of what is public
     small.push(await b.run(async (cid) => { const t = performance.now(); await window.disot.cas.get(cid); return performance.now() - t; }, s.cid));
   }
-  const url1k = await blobServer(randomBytes(1024));
+  const url1k = await h.serveBytes(randomBytes(1024));
   const http1k = [];
   for (let i = 0; i < 7; i++) http1k.push(await b.run(async (u) => { const t = performance.now(); await (await fetch(`${u}?${Math.random()}`, { cache: 'no-store' })).arrayBuffer(); return performance.now() - t; }, url1k));
 

@@ -9,7 +9,6 @@
 //     Goal < 100 ms. Baseline: the native figure.
 //   - memory: B's wasm memory before and after it holds the document, and the saved document.
 // Run with `scripts/bench.sh`. Not part of the test suite.
-import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { CID } from 'multiformats/cid';
@@ -26,17 +25,6 @@ const ui = h.ui;
 async function entry(i) {
   const cid = CID.createV1(raw.code, await sha256.digest(new TextEncoder().encode(`entry ${i}`)));
   return { cid: cid.toString(), name: `entry-${i}.txt`, mime: 'text/plain', size: i };
-}
-
-function blobServer(bytes) {
-  const server = http.createServer((req, res) => {
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'access-control-allow-origin': '*', 'content-length': bytes.length });
-    res.end(bytes);
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
-    h.onCleanup(() => new Promise((r) => { server.closeAllConnections(); server.close(r); }));
-    resolve(`http://127.0.0.1:${server.address().port}/doc`);
-  }));
 }
 
 /** In B's popup, from the feed's current position: the time (Date.now()) of the `synced`
@@ -115,7 +103,7 @@ try {
   const memoryAfter = (await statusB()).wasmMemoryBytes;
 
   // The same number of bytes over HTTP, into B's popup.
-  const url = await blobServer(randomBytes(firstBytes));
+  const url = await h.serveBytes(randomBytes(firstBytes));
   const httpMs = await popupB.evaluate(async (url) => {
     const t = performance.now();
     await (await fetch(url, { cache: 'no-store' })).arrayBuffer();

@@ -3,6 +3,7 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -646,4 +647,17 @@ export async function corruptALeafInExtensionPage() {
   });
   db.close();
   return leaf;
+}
+
+/** Serve `bytes` over HTTP on a loopback port (a benchmark's baseline); closed on cleanup.
+ * Resolves with the URL. */
+export function serveBytes(bytes) {
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'access-control-allow-origin': '*', 'content-length': bytes.length });
+    res.end(bytes);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
+    onCleanup(() => new Promise((r) => { server.closeAllConnections(); server.close(r); }));
+    resolve(`http://127.0.0.1:${server.address().port}/bytes`);
+  }));
 }
