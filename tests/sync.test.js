@@ -135,7 +135,10 @@ describe('share and sync', { concurrency: 1 }, () => {
     const { id } = await tabs[1].evaluate(() => window.disot.collections.create('from tab 2'));
     const added = await tabs[1].evaluate((id, cid) => window.disot.collections.add(id, cid, { name: 'from tab 2' }), id, object.cid);
     await heard(tabs[0], 'collection');
-    assert.deepEqual(await tabs[0].evaluate((id) => window.disot.collections.get(id), id), added);
+    const { entries: got, ...info } = await tabs[0].evaluate((id) => window.disot.collections.get(id), id);
+    assert.deepEqual(info, added, 'an edit answers with the collection without its entries');
+    assert.equal(added.count, 1);
+    assert.deepEqual(got.map((e) => [e.cid, e.name]), [[object.cid, 'from tab 2']]);
     // Bad input gets a clear error.
     const bad = await tabs[0].evaluate(() => window.disot.request({ method: 'sync_watch', params: { since: 'soon' } }).then(() => null, (e) => e.code));
     assert.equal(bad, -32602);
@@ -268,6 +271,12 @@ describe('share and sync', { concurrency: 1 }, () => {
     const merged = await h.waitFor(same, { what: 'both to hold the same merged collection', timeout: 60_000 });
     assert.ok(['trip 2026', 'summer'].includes(merged.name), merged.name);
     h.log(`merged collection: ${merged.name}, ${merged.entries.length} entries`);
+    // A page of it, and the list of collections, which gives no entries.
+    const page = await ui(popupB, 'collection_get', { id, offset: 1, limit: 1 });
+    assert.deepEqual([page.count, page.entries], [3, [merged.entries[1]]]);
+    const listed = (await ui(popupB, 'collections_list')).find((c) => c.id === id);
+    const { entries: _, ...withoutEntries } = merged;
+    assert.deepEqual(listed, withoutEntries);
   });
 
   test('B killed while A\'s changes stream in: back, it keeps what it had saved and converges with A without the whole document sent again (bytes counted)', async () => {
@@ -280,7 +289,7 @@ describe('share and sync', { concurrency: 1 }, () => {
       return out;
     };
     const received = async () => (await ui(popupB, 'sync_status')).peers.find((p) => p.did === sa.did)?.bytesReceivedTotal ?? 0;
-    const countAtB = async (id) => (await ui(popupB, 'collection_get', { id }).catch(() => ({ entries: [] }))).entries.length;
+    const countAtB = async (id) => (await ui(popupB, 'collection_get', { id, limit: 0 }).catch(() => ({ count: 0 }))).count;
     /** Bytes received from A once they stop growing (sessions may still be closing). */
     const settled = async () => {
       let last = -1;

@@ -62,13 +62,15 @@ for (const [ka, kb] of [['chromium', 'chromium'], ['chromium', 'firefox'], ['fir
 
 /** In-page: start getting `cid` without waiting; `window.__get` settles with the outcome. */
 function startGet(cid) {
+  window.__got = undefined;
   window.__get = window.disot.cas.get(cid).then(
     async (bytes) => ({ size: bytes.length, sha256: `sha256:${[...new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))].map((b) => b.toString(16).padStart(2, '0')).join('')}` }),
-    (e) => ({ error: { code: e.code, message: e.message } }));
+    (e) => ({ error: { code: e.code, message: e.message } })).then((r) => (window.__got = r));
 }
 
-/** In-page: bytes fetched so far for `cid` (0 before it starts). */
+/** In-page: bytes fetched so far for `cid` (0 before it starts); throws if the get failed. */
 async function fetchedSoFar(cid) {
+  if (window.__got?.error) throw new Error(`the get failed: ${JSON.stringify(window.__got.error)}`);
   return (await window.disot.cas.transfers()).find((t) => t.cid === cid)?.bytes ?? 0;
 }
 

@@ -171,7 +171,7 @@ impl Announcer {
         match self.pair_key(from) {
             Ok(k) => {
                 let mine = Self::tag(&k, &a.nonce);
-                a.tags.iter().any(|t| *t == mine)
+                a.tags.contains(&mine)
             }
             Err(_) => false,
         }

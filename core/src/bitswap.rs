@@ -36,6 +36,9 @@ pub const MAX_WANTS: usize = 4096;
 pub const BLOCK_TIMEOUT_MS: u64 = 15_000;
 /// A want nobody could serve for this long fails.
 pub const WANT_TIMEOUT_MS: u64 = 60_000;
+/// After a peer that was asked for a block drops off, how long its wants wait for it to come
+/// back (a connection being replaced, e.g. relayed by direct) before they fail.
+pub const RECONNECT_GRACE_MS: u64 = 5_000;
 /// Blocks received or given up recently: a late copy of one of them is not misbehaviour.
 const RECENT: usize = 1024;
 
@@ -440,6 +443,8 @@ struct WantState {
     dont_have: BTreeSet<PeerId>,
     /// The peer asked for the block itself, and since when.
     block_from: Option<(PeerId, u64)>,
+    /// When a peer that was asked dropped off: the want does not fail for a while after.
+    lost_at: Option<u64>,
 }
 
 /// The client side: wants, which peer to ask, what came back.
@@ -511,7 +516,13 @@ impl Client {
         }
     }
 
+    /// `peer` has no connection left. Its wants are asked of it again if it comes back; those
+    /// only it was serving wait [`RECONNECT_GRACE_MS`] for that before they fail.
     pub fn peer_disconnected(&mut self, peer: &PeerId, now: u64) {
+        self.drop_peer(peer, now, true);
+    }
+
+    fn drop_peer(&mut self, peer: &PeerId, now: u64, may_return: bool) {
         if !self.peers.remove(peer) {
             return;
         }
@@ -519,9 +530,14 @@ impl Client {
         let cids: Vec<Cid> = self.wants.keys().copied().collect();
         for cid in cids {
             if let Some(state) = self.wants.get_mut(&cid) {
-                state.asked.remove(peer);
+                let was_serving = state.asked.remove(peer) | state.have.contains(peer);
                 state.have.retain(|p| p != peer);
-                state.dont_have.insert(*peer);
+                if was_serving && may_return {
+                    state.lost_at = Some(now);
+                }
+                if !may_return {
+                    state.dont_have.insert(*peer);
+                }
                 if state.block_from.is_some_and(|(p, _)| p == *peer) {
                     state.block_from = None;
                 }
@@ -632,7 +648,8 @@ impl Client {
 
     fn ban(&mut self, peer: PeerId, reason: String, now: u64) {
         self.banned.insert(peer);
-        self.peer_disconnected(&peer, now);
+        // Not waited for: it is not asked again.
+        self.drop_peer(&peer, now, false);
         self.events.push_back(Event::Misbehaved { peer, reason });
     }
 
@@ -688,7 +705,10 @@ impl Client {
             .copied()
             .collect();
         if unasked.is_empty() {
-            let everyone_said_no = state.asked.is_empty() && !self.peers.is_empty();
+            let waiting_for_return =
+                state.lost_at.is_some_and(|t| now.saturating_sub(t) < RECONNECT_GRACE_MS);
+            let everyone_said_no =
+                state.asked.is_empty() && !self.peers.is_empty() && !waiting_for_return;
             let nobody_came =
                 self.peers.is_empty() && now.saturating_sub(state.since) >= WANT_TIMEOUT_MS;
             if everyone_said_no || nobody_came {
@@ -968,6 +988,43 @@ mod tests {
         c.tick(10 + BLOCK_TIMEOUT_MS);
         c.tick(10 + WANT_TIMEOUT_MS);
         assert!(std::iter::from_fn(|| c.poll_event()).any(|e| e == Event::NotFound { cid: slow }));
+    }
+
+    #[test]
+    fn a_serving_peer_that_drops_off_is_waited_for_and_asked_again() {
+        let (node, a) = (peer(), peer());
+        let (cid, data) = block(b"served by a");
+        let mut c = Client::new();
+        c.peer_connected(node, 0);
+        c.peer_connected(a, 0);
+        c.want(cid, 0).expect("want");
+        sent(&mut c);
+        let dont_have =
+            Incoming { presences: vec![(cid, Presence::DontHave)], ..Default::default() };
+        c.on_message(node, dont_have, 1);
+        // A's only connection is replaced: the want does not fail meanwhile.
+        c.peer_disconnected(&a, 2);
+        c.tick(2 + RECONNECT_GRACE_MS - 1);
+        assert_eq!(c.poll_event(), None);
+        c.peer_connected(a, 3 + RECONNECT_GRACE_MS - 1);
+        let out = sent(&mut c);
+        assert_eq!(out[&a].wants[0].cid, cid, "asked again on the new connection");
+        c.on_message(a, Incoming { blocks: vec![(cid, data)], ..Default::default() }, 4_000);
+        assert!(matches!(c.poll_event(), Some(Event::Block { from, .. }) if from == a));
+
+        // One that does not come back: the want fails once the grace is over.
+        let (gone, _) = block(b"only a had it");
+        c.want(gone, 10_000).expect("want");
+        sent(&mut c);
+        c.on_message(
+            node,
+            Incoming { presences: vec![(gone, Presence::DontHave)], ..Default::default() },
+            10_001,
+        );
+        c.peer_disconnected(&a, 10_002);
+        assert_eq!(c.poll_event(), None);
+        c.tick(10_002 + RECONNECT_GRACE_MS);
+        assert_eq!(c.poll_event(), Some(Event::NotFound { cid: gone }));
     }
 
     #[test]

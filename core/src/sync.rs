@@ -191,7 +191,21 @@ pub struct Collection {
     pub owner: String,
     pub editors: Vec<String>,
     pub readers: Vec<String>,
+    /// How many entries it has (`entries` may be a page of them).
+    pub count: usize,
     pub entries: Vec<Entry>,
+}
+
+/// A collection without its entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionInfo {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub editors: Vec<String>,
+    pub readers: Vec<String>,
+    pub count: usize,
 }
 
 /// A member's role in a collection.
@@ -458,8 +472,7 @@ impl Library {
             return Err(Error::Invalid("a share names an object or a collection".into()));
         }
         if let Some(c) = &share.collection {
-            if !self.docs.get(c.as_str()).and_then(meta_of).is_some_and(|m| m.kind == "collection")
-            {
+            if self.docs.get(c.as_str()).and_then(meta_of).is_none_or(|m| m.kind != "collection") {
                 return Err(Error::NotFound(c.clone()));
             }
             let meta = self.docs.get(c.as_str()).and_then(meta_of);
@@ -600,31 +613,57 @@ impl Library {
         Ok(id)
     }
 
-    /// The collection `id` as it is now.
+    /// The collection `id` as it is now, with all its entries.
     pub fn collection(&mut self, id: &str) -> Option<Collection> {
-        let doc = self.json(id)?;
-        if doc.get("kind").and_then(Value::as_str) != Some("collection") {
+        self.collection_page(id, 0, usize::MAX)
+    }
+
+    /// The collection `id` with `limit` of its entries from `offset` (read from the document
+    /// as they are, without turning the rest of it into JSON).
+    pub fn collection_page(&self, id: &str, offset: usize, limit: usize) -> Option<Collection> {
+        let info = self.collection_info(id)?;
+        let doc = self.docs.get(id)?;
+        let mut entries = Vec::new();
+        if let Ok(Some((automerge::Value::Object(ObjType::List), list))) = doc.get(ROOT, "entries")
+        {
+            let end = offset.saturating_add(limit).min(info.count);
+            for i in offset..end {
+                if let Ok(Some((automerge::Value::Object(ObjType::Map), e))) = doc.get(&list, i) {
+                    entries.extend(entry_at(doc, &e));
+                }
+            }
+        }
+        let CollectionInfo { id, name, owner, editors, readers, count } = info;
+        Some(Collection { id, name, owner, editors, readers, count, entries })
+    }
+
+    /// The collection `id` without its entries: its name, members and how many entries.
+    pub fn collection_info(&self, id: &str) -> Option<CollectionInfo> {
+        let doc = self.docs.get(id)?;
+        if scalar_str(doc, &ROOT, "kind").as_deref() != Some("collection") {
             return None;
         }
-        Some(Collection {
+        let count = match doc.get(ROOT, "entries") {
+            Ok(Some((automerge::Value::Object(ObjType::List), list))) => doc.length(&list),
+            _ => 0,
+        };
+        Some(CollectionInfo {
             id: id.to_owned(),
-            name: str_at(&doc, "name").unwrap_or_default(),
-            owner: str_at(&doc, "owner")?,
-            editors: keys_at(&doc, "editors").into_iter().collect(),
-            readers: keys_at(&doc, "readers").into_iter().collect(),
-            entries: doc
-                .get("entries")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|e| serde_json::from_value(e.clone()).ok()).collect())
-                .unwrap_or_default(),
+            name: scalar_str(doc, &ROOT, "name").unwrap_or_default(),
+            owner: scalar_str(doc, &ROOT, "owner")?,
+            editors: map_keys(doc, "editors").into_iter().collect(),
+            readers: map_keys(doc, "readers").into_iter().collect(),
+            count,
         })
     }
 
-    /// The collections this peer owns, edits or reads.
-    pub fn collections(&mut self) -> Vec<Collection> {
-        let ids: Vec<String> =
-            self.docs.keys().filter(|k| k.starts_with("collection-")).cloned().collect();
-        ids.into_iter().filter_map(|id| self.collection(&id)).collect()
+    /// The collections this peer owns, edits or reads, without their entries.
+    pub fn collections(&self) -> Vec<CollectionInfo> {
+        self.docs
+            .keys()
+            .filter(|k| k.starts_with("collection-"))
+            .filter_map(|id| self.collection_info(id))
+            .collect()
     }
 
     fn writable(&mut self, id: &str) -> Result<&mut AutoCommit, Error> {
@@ -988,10 +1027,6 @@ fn str_at(doc: &Value, key: &str) -> Option<String> {
     doc.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
-fn keys_at(doc: &Value, key: &str) -> BTreeSet<String> {
-    doc.get(key).and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default()
-}
-
 /// Who a document belongs to, read from its root without reading the rest.
 struct Meta {
     kind: String,
@@ -1006,6 +1041,26 @@ fn scalar_str(doc: &AutoCommit, obj: &automerge::ObjId, key: &str) -> Option<Str
         (automerge::Value::Scalar(v), _) => v.as_str().map(str::to_owned),
         _ => None,
     }
+}
+
+/// Entry map `e` of a collection; `None` if a field it must have is missing or of the wrong type.
+fn entry_at(doc: &AutoCommit, e: &automerge::ObjId) -> Option<Entry> {
+    let number = |key: &str| match doc.get(e, key).ok()?? {
+        (automerge::Value::Scalar(v), _) => match v.as_ref() {
+            automerge::ScalarValue::Uint(n) => Some(*n),
+            automerge::ScalarValue::Int(n) => u64::try_from(*n).ok(),
+            _ => None,
+        },
+        _ => None,
+    };
+    Some(Entry {
+        cid: scalar_str(doc, e, "cid")?,
+        name: scalar_str(doc, e, "name"),
+        mime: scalar_str(doc, e, "mime"),
+        size: number("size"),
+        added_by: scalar_str(doc, e, "addedBy")?,
+        added_ms: number("addedMs")?,
+    })
 }
 
 fn map_keys(doc: &AutoCommit, key: &str) -> BTreeSet<String> {
@@ -1209,7 +1264,13 @@ mod tests {
         let coll = a.create_collection([2; 16], "bulk").expect("create");
         let heads = |a: &mut Library| a.docs.get_mut(&coll).expect("doc").get_heads().len();
         let before = a.docs.get_mut(&coll).expect("doc").get_changes(&[]).len();
-        let many: Vec<Entry> = (0..500).map(|i| entry(&format!("bafk{i}"), A)).collect();
+        let mut many: Vec<Entry> = (0..500).map(|i| entry(&format!("bafk{i}"), A)).collect();
+        many[3] = Entry {
+            name: Some("n.txt".into()),
+            mime: Some("text/plain".into()),
+            size: Some(7),
+            ..entry("bafk3", A)
+        };
         a.collection_add_all(&coll, &many).expect("add");
         let after = a.docs.get_mut(&coll).expect("doc").get_changes(&[]).len();
         assert_eq!(after, before + 1, "one change for 500 entries");
@@ -1217,6 +1278,14 @@ mod tests {
         let got = a.collection(&coll).expect("collection");
         assert_eq!(got.entries.len(), 500);
         assert_eq!(got.entries[499].cid, "bafk499", "in order");
+        assert_eq!(got.entries[3], many[3], "every field read back");
+        // A page of the entries, and the collection without them: both give the count.
+        let page = a.collection_page(&coll, 498, 10).expect("page");
+        assert_eq!((page.count, page.entries.clone()), (500, many[498..].to_vec()));
+        assert!(a.collection_page(&coll, 600, 10).expect("past the end").entries.is_empty());
+        let info = a.collection_info(&coll).expect("info");
+        assert_eq!((info.name.as_str(), info.owner.as_str(), info.count), ("bulk", A, 500));
+        assert_eq!(a.collections(), vec![info]);
         // One bad entry (an over-long name): none of them is added.
         let mut bad: Vec<Entry> = (0..10).map(|i| entry(&format!("bafkz{i}"), A)).collect();
         bad[7].name = Some("n".repeat(MAX_TEXT + 1));

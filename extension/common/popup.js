@@ -260,10 +260,18 @@ $('unlock-form').addEventListener('submit', async (event) => {
 
 const short = (did) => `${did.slice(0, 16)}…${did.slice(-6)}`;
 let shownShares = '';
+// The lists of shares and collections, read again only when the peer's change feed moved on
+// (a large collection is not read every second), or every ten seconds.
+let lists = null;
 
 /** Shares, collections and sync status: drawn again only when they change. */
 async function showShares() {
-  const [shares, collections, sync] = await Promise.all([call('shares_list'), call('collections_list'), call('sync_status')]);
+  const [{ seq }, sync] = await Promise.all([call('sync_watch'), call('sync_status')]);
+  if (lists?.seq !== seq || Date.now() - lists.at > 10_000 || !shownShares) {
+    const [shares, collections] = await Promise.all([call('shares_list'), call('collections_list')]);
+    lists = { seq, at: Date.now(), shares, collections };
+  }
+  const { shares, collections } = lists;
   const { sent, heard, forMe } = sync.announcements;
   const key = JSON.stringify([shares, collections, sync.peers.map((p) => [p.did, p.sessions, p.error]), sync.overrides, sent, heard, forMe]);
   if (key === shownShares) return;
@@ -295,7 +303,7 @@ async function showShares() {
     return li;
   }) : [none()]));
   $('collections').replaceChildren(...(collections.length ? collections.map((c) => {
-    const li = item(`${c.name}: ${c.entries.length} item(s), ${c.editors.length + 1} editor(s), ${c.readers.length} reader(s)`);
+    const li = item(`${c.name}: ${c.count} item(s), ${c.editors.length + 1} editor(s), ${c.readers.length} reader(s)`);
     li.dataset.collection = c.id;
     return li;
   }) : [none()]));

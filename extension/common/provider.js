@@ -329,7 +329,7 @@
   });
   const collections = Object.freeze({
     list: () => request({ method: 'collections_list' }),
-    get: (id) => request({ method: 'collection_get', params: { id } }),
+    get: (id, page = {}) => request({ method: 'collection_get', params: { id, ...page } }),
     create: (name) => request({ method: 'collection_create', params: { name } }),
     add: (id, cid, meta = {}) => request({ method: 'collection_add', params: { id, cid, ...meta } }),
     remove: (id, cid) => request({ method: 'collection_remove', params: { id, cid } }),

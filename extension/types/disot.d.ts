@@ -81,13 +81,15 @@ export interface DisotProvider {
   };
   /** Named, ordered lists of CIDs that sync with their members (Automerge). Needs `share`. */
   readonly collections: {
-    list(): Promise<Collection[]>;
-    get(id: string): Promise<Collection>;
+    /** Every collection, without its entries. */
+    list(): Promise<CollectionInfo[]>;
+    /** With its entries: all of them, or `limit` from `offset`. */
+    get(id: string, page?: { offset?: number; limit?: number }): Promise<Collection>;
     create(name: string): Promise<{ id: string }>;
-    add(id: string, cid: string, meta?: { name?: string; mime?: string; size?: number }): Promise<Collection>;
+    add(id: string, cid: string, meta?: { name?: string; mime?: string; size?: number }): Promise<CollectionInfo>;
     remove(id: string, cid: string): Promise<{ removed: number }>;
-    rename(id: string, name: string): Promise<Collection>;
-    member(id: string, did: string, role: 'editor' | 'reader' | 'none'): Promise<Collection>;
+    rename(id: string, name: string): Promise<CollectionInfo>;
+    member(id: string, did: string, role: 'editor' | 'reader' | 'none'): Promise<CollectionInfo>;
   };
 }
 
@@ -106,12 +108,17 @@ export interface Share {
   revoked: boolean;
 }
 
-export interface Collection {
+/** A collection without its entries: `count` is how many it has. */
+export interface CollectionInfo {
   id: string;
   name: string;
   owner: string;
   editors: string[];
   readers: string[];
+  count: number;
+}
+
+export interface Collection extends CollectionInfo {
   entries: { cid: string; name?: string; mime?: string; size?: number; addedBy: string; addedMs: number }[];
 }
 

@@ -45,7 +45,7 @@ async function syncedTo(popup, id, count) {
         const at = Date.now();
         seq = r.seq;
         if (!r.changes.some((c) => c.reason === 'synced')) continue;
-        const held = await call('collection_get', { id }).then((c) => c.entries.length, () => 0);
+        const held = await call('collection_get', { id, limit: 0 }).then((c) => c.count, () => 0);
         if (held >= count) return at;
       }
     })();

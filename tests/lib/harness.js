@@ -428,10 +428,20 @@ export async function launchSeleniumFirefox(extDir, { profile, uuid = randomUUID
     .setPreference('extensions.webextensions.uuids', JSON.stringify({ [FIREFOX_EXTENSION_ID]: uuid }))
     // WebRTC between browsers on loopback (tests only use loopback or their own namespaces).
     .setPreference('media.peerconnection.ice.loopback', true)
-    .setPreference('media.peerconnection.ice.obfuscate_host_addresses', false);
+    .setPreference('media.peerconnection.ice.obfuscate_host_addresses', false)
+    // The extension's console (the node's log) to Firefox's stdout, kept in the artifacts.
+    .setPreference('devtools.console.stdout.chrome', true)
+    .setPreference('devtools.console.stdout.content', true);
   for (const [k, v] of Object.entries(prefs)) options.setPreference(k, v);
-  const service = new firefox.ServiceBuilder(geckodriver).addArguments('--allow-system-access');
-  const driver = await new Builder().forBrowser('firefox').setFirefoxOptions(options).setFirefoxService(service).build();
+  const logFd = fs.openSync(path.join(ARTIFACTS, `firefox-${profile ? path.basename(profile) : uuid.slice(0, 8)}.log`), 'a');
+  const service = new firefox.ServiceBuilder(geckodriver).addArguments('--allow-system-access')
+    .setStdio(['ignore', logFd, logFd]);
+  let driver;
+  try {
+    driver = await new Builder().forBrowser('firefox').setFirefoxOptions(options).setFirefoxService(service).build();
+  } finally {
+    fs.closeSync(logFd); // geckodriver and Firefox hold their own copies
+  }
   try {
     await driver.installAddon(extDir, true);
   } catch (e) {

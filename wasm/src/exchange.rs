@@ -441,7 +441,19 @@ impl Exchange {
                 written = writing => written.map_err(internal)?,
                 arrived = in_flight.select_next_some() => {
                     let (cid, result) = arrived;
-                    let data = result.map_err(|e| failed(format!("block {cid}: {e}")))?;
+                    let data = match result {
+                        Ok(data) => data,
+                        Err(e) => {
+                            // What did arrive is kept: a later fetch asks only for the rest.
+                            if !writing.is_terminated() {
+                                let _ = (&mut writing).await;
+                            }
+                            if !pending.is_empty() {
+                                let _ = self.store.put_imported(&pending).await;
+                            }
+                            return Err(failed(format!("block {cid}: {e}")));
+                        }
+                    };
                     if cid == root {
                         self.note_root(key, &cid, &data);
                     }

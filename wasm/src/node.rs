@@ -370,6 +370,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         kad_bootstrapped: false,
         provider_queries: HashMap::new(),
         provided: std::collections::HashSet::new(),
+        provide_queries: HashMap::new(),
     };
     let mut event_loop = event_loop;
     if let Err(e) = event_loop.swarm.listen_on(Multiaddr::empty().with(Protocol::WebRTC)) {
@@ -473,6 +474,8 @@ struct EventLoop {
     kad_bootstrapped: bool,
     provider_queries: HashMap<kad::QueryId, oneshot::Sender<Vec<PeerId>>>,
     provided: std::collections::HashSet<cid::Cid>,
+    /// Announcements under way: one that fails is made again on the next round.
+    provide_queries: HashMap<kad::QueryId, cid::Cid>,
 }
 
 impl EventLoop {
@@ -535,6 +538,11 @@ impl EventLoop {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::Provide(roots) => {
+                // With no DHT server known yet an announcement reaches nobody (and still
+                // "succeeds"): wait for the next round.
+                if !self.swarm.behaviour_mut().kad.kbuckets().any(|b| b.num_entries() > 0) {
+                    return;
+                }
                 for root in roots {
                     if self.provided.contains(&root) {
                         continue;
@@ -545,8 +553,9 @@ impl EventLoop {
                         .kad
                         .start_providing(root.hash().to_bytes().into())
                     {
-                        Ok(_) => {
+                        Ok(id) => {
                             self.provided.insert(root);
+                            self.provide_queries.insert(id, root);
                         }
                         Err(e) => tracing::info!("providing {root}: {e}"),
                     }
@@ -836,6 +845,19 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::StartProviding(result),
+                ..
+            })) => {
+                if let Some(root) = self.provide_queries.remove(&id) {
+                    if let Err(e) = result {
+                        // Perhaps before the DHT knew any server: announced again next round.
+                        tracing::info!("announcing {root} failed: {e}");
+                        self.provided.remove(&root);
+                    }
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 message,
                 ..
@@ -1097,7 +1119,23 @@ async fn fetch(
     if !direct() {
         tracing::warn!("no direct connection to the providers: fetching through the relay");
     }
-    shared.exchange.fetch_object(cid, origin).await.map(describe)
+    // The DHT named them, so a "not found" now is more likely a moment's race (a connection
+    // being replaced, an announcement ahead of the store) than the truth: ask again a few
+    // times before giving up. Blocks already fetched are kept, so a retry costs only the rest.
+    let mut wait_ms = 500;
+    loop {
+        match shared.exchange.fetch_object(cid, origin).await {
+            Err(e) if e.code == ErrorCode::NotFound && wait_ms <= 4_000 => {
+                tracing::info!(
+                    "fetching {cid} from the providers: {}; again in {wait_ms} ms",
+                    e.message
+                );
+                futures_timer::Delay::new(Duration::from_millis(wait_ms)).await;
+                wait_ms *= 2;
+            }
+            result => return result.map(describe),
+        }
+    }
 }
 
 /// `p2p_peers`: each connected peer with its DID, transports and round-trip time.

@@ -92,6 +92,10 @@ pub(crate) struct SyncNode {
     policy: Cell<Policy>,
     /// Levels the user set for single peers, over the policy.
     overrides: RefCell<BTreeMap<String, Level>>,
+    /// Who we trust, directly and through others, as last read (cleared when trust changes),
+    /// and how many times it was cleared (a read that raced a change is not kept).
+    trust: RefCell<Option<disot_core::trust::TrustGraph>>,
+    trust_epoch: Cell<u64>,
     /// Peers a session runs with; `true`: run another when it ends (something changed meanwhile).
     running: RefCell<HashMap<PeerId, bool>>,
     last: RefCell<HashMap<String, PeerSync>>,
@@ -187,6 +191,8 @@ impl SyncNode {
             exchange,
             policy: Cell::new(policy.unwrap_or_default()),
             overrides: RefCell::new(overrides),
+            trust: RefCell::default(),
+            trust_epoch: Cell::new(0),
             running: RefCell::new(HashMap::new()),
             last: RefCell::new(HashMap::new()),
             inbound: Cell::new(0),
@@ -219,17 +225,31 @@ impl SyncNode {
         if let Some(level) = self.overrides.borrow().get(did) {
             return *level;
         }
-        let now = now_ms();
-        let mut graph = disot_core::trust::TrustGraph::new();
-        for list in [self.store.trust_credentials().await, self.store.received_trust().await] {
-            for c in list.unwrap_or_default() {
-                if let Ok(a) = disot_core::trust::read_form(&c) {
-                    graph.insert(a);
+        if self.trust.borrow().is_none() {
+            let epoch = self.trust_epoch.get();
+            let mut graph = disot_core::trust::TrustGraph::new();
+            for list in [self.store.trust_credentials().await, self.store.received_trust().await] {
+                for c in list.unwrap_or_default() {
+                    if let Ok(a) = disot_core::trust::read_form(&c) {
+                        graph.insert(a);
+                    }
                 }
             }
+            if self.trust_epoch.get() == epoch {
+                *self.trust.borrow_mut() = Some(graph);
+            } else {
+                let score = graph.score(&self.me, did, "content", now_ms());
+                return self.policy.get().level(score.map(|s| s.score));
+            }
         }
-        let score = graph.score(&self.me, did, "content", now).map(|s| s.score);
-        self.policy.get().level(score)
+        let score =
+            self.trust.borrow().as_ref().and_then(|g| g.score(&self.me, did, "content", now_ms()));
+        self.policy.get().level(score.map(|s| s.score))
+    }
+
+    /// The verified peers connected now, with their DIDs.
+    fn connected_peers(&self) -> Vec<(PeerId, String)> {
+        self.connected.borrow().iter().map(|(p, d)| (*p, d.clone())).collect()
     }
 
     /// Answer the sessions peers open with us.
@@ -549,21 +569,20 @@ impl SyncNode {
         });
     }
 
-    /// What this peer takes from others changed (trust, policy, a peer's own level): a session
-    /// with every connected peer, so what they hold for us and we now take arrives.
+    /// What this peer takes from others changed (trust, policy, a peer's own level): trust is
+    /// read again, and a session runs with every connected peer, so what they hold for us and
+    /// we now take arrives.
     pub(crate) fn levels_changed(self: &Rc<Self>) {
-        let peers: Vec<(PeerId, String)> =
-            self.connected.borrow().iter().map(|(p, d)| (*p, d.clone())).collect();
-        for (peer, did) in peers {
+        self.trust.borrow_mut().take();
+        self.trust_epoch.set(self.trust_epoch.get() + 1);
+        for (peer, did) in self.connected_peers() {
             self.start_session(peer, did, true);
         }
     }
 
     /// Something changed here: every connected peer that takes part hears of it.
     pub(crate) fn sync_all(self: &Rc<Self>) {
-        let peers: Vec<(PeerId, String)> =
-            self.connected.borrow().iter().map(|(p, d)| (*p, d.clone())).collect();
-        for (peer, did) in peers {
+        for (peer, did) in self.connected_peers() {
             self.sync_with(peer, did);
         }
     }
@@ -656,14 +675,32 @@ impl SyncNode {
             }
             let this = self.clone();
             wasm_bindgen_futures::spawn_local(async move {
-                if let Ok(root) = cid.parse::<cid::Cid>() {
-                    let held = this.store.object(&cid).await.ok().flatten().is_some();
-                    if !held {
-                        match this.exchange.fetch_object(root, SHARES_ORIGIN).await {
-                            Ok(_) => this.changed("fetched"),
-                            Err(e) => tracing::info!("fetching shared {cid}: {}", e.message),
+                // A fetch that fails (the connection it used closing, the sender's access
+                // not yet read again) is tried again a few times: no later session may come to
+                // ask for it.
+                let mut wait_ms = 1_000;
+                while let Ok(root) = cid.parse::<cid::Cid>() {
+                    if this.store.object(&cid).await.ok().flatten().is_some() {
+                        break;
+                    }
+                    match this.exchange.fetch_object(root, SHARES_ORIGIN).await {
+                        Ok(_) => {
+                            this.changed("fetched");
+                            break;
+                        }
+                        Err(e) if wait_ms > 16_000 => {
+                            tracing::warn!("fetching shared {cid}: {}; giving up", e.message);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::info!(
+                                "fetching shared {cid}: {}; again in {wait_ms} ms",
+                                e.message
+                            )
                         }
                     }
+                    futures_timer::Delay::new(std::time::Duration::from_millis(wait_ms)).await;
+                    wait_ms *= 2;
                 }
                 this.fetching.borrow_mut().remove(&cid);
             });
@@ -689,8 +726,8 @@ impl SyncNode {
                 Some(cid) => self.store.object(cid).await.ok().flatten().is_some(),
                 None => self
                     .lib
-                    .borrow_mut()
-                    .collection(s.collection.as_deref().unwrap_or(""))
+                    .borrow()
+                    .collection_info(s.collection.as_deref().unwrap_or(""))
                     .is_some(),
             };
             mine.push(self.share_json(s, held));
@@ -807,6 +844,10 @@ impl SyncNode {
             role: Option<Role>,
             #[serde(default)]
             entries: Option<Vec<Added>>,
+            #[serde(default)]
+            offset: Option<usize>,
+            #[serde(default)]
+            limit: Option<usize>,
         }
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -839,7 +880,12 @@ impl SyncNode {
                     "collection_get" => {
                         changed = false;
                         let id = need(&p.id, "id")?;
-                        serde_json::to_value(lib.collection(&id).ok_or_else(|| {
+                        let page = lib.collection_page(
+                            &id,
+                            p.offset.unwrap_or(0),
+                            p.limit.unwrap_or(usize::MAX),
+                        );
+                        serde_json::to_value(page.ok_or_else(|| {
                             ApiError::new(ErrorCode::NotFound, "no such collection")
                         })?)
                         .map_err(internal)?
@@ -885,7 +931,7 @@ impl SyncNode {
                             })
                             .collect::<Result<Vec<Entry>, ApiError>>()?;
                         lib.collection_add_all(&id, &entries).map_err(api_err)?;
-                        serde_json::to_value(lib.collection(&id)).map_err(internal)?
+                        serde_json::to_value(lib.collection_info(&id)).map_err(internal)?
                     }
                     "collection_remove" => {
                         let id = need(&p.id, "id")?;
@@ -896,7 +942,7 @@ impl SyncNode {
                     "collection_rename" => {
                         let id = need(&p.id, "id")?;
                         lib.collection_rename(&id, &need(&p.name, "name")?).map_err(api_err)?;
-                        serde_json::to_value(lib.collection(&id)).map_err(internal)?
+                        serde_json::to_value(lib.collection_info(&id)).map_err(internal)?
                     }
                     "collection_member" => {
                         let id = need(&p.id, "id")?;
@@ -904,7 +950,7 @@ impl SyncNode {
                         disot_core::identity::public_key_from_did(&did).map_err(invalid)?;
                         lib.set_member(&id, &did, p.role.unwrap_or(Role::Editor), true)
                             .map_err(api_err)?;
-                        serde_json::to_value(lib.collection(&id)).map_err(internal)?
+                        serde_json::to_value(lib.collection_info(&id)).map_err(internal)?
                     }
                     other => {
                         return Err(ApiError::new(
