@@ -37,7 +37,7 @@ describe('storage full', { concurrency: 1 }, () => {
       const ext = await browser.browser.newPage();
       await ext.goto(`${browser.extensionBase}options.html`);
       await h.waitFor(async () => (await ext.evaluate(h.blockKeysInExtensionPage)).length === BLOCKS_OF_A_AND_C,
-        { what: 'the failed upload\'s blocks removed', timeout: 30_000 });
+        { what: 'the failed upload\'s blocks removed', timeout: 60_000 });
     } finally {
       await browser.close();
     }
@@ -59,7 +59,7 @@ describe('storage full', { concurrency: 1 }, () => {
       checkOverfill(r);
       await driver.get(`${base}options.html`);
       await h.waitFor(async () => (await driver.executeAsyncScript(`const done = arguments[0]; (${h.blockKeysInExtensionPage})().then(done);`)).length === BLOCKS_OF_A_AND_C,
-        { what: 'the failed upload\'s blocks removed', timeout: 30_000 });
+        { what: 'the failed upload\'s blocks removed', timeout: 60_000 });
     } finally {
       await driver.quit();
     }

@@ -210,7 +210,7 @@ describe('three browsers', () => {
       // A shares its private object with B (from A's popup): B, trusting A at 90, holds it;
       // C, connected to both and trusted only by B, gets neither the share nor the bytes.
       await ui(popupA, 'share', { cid: at80.cid, to: sb.did, note: 'for B only' });
-      await h.waitFor(async () => (await ui(popupB, 'shares_list')).sharedWithMe.find((s) => s.cid === at80.cid)?.held, { what: 'the share and its bytes at B', timeout: 30_000 });
+      await h.waitFor(async () => (await ui(popupB, 'shares_list')).sharedWithMe.find((s) => s.cid === at80.cid)?.held, { what: 'the share and its bytes at B', timeout: 60_000 });
       for (const [page, peer] of [[popupA, sc], [popupB, sc]]) {
         await h.waitFor(async () => (await ui(page, 'ui_status')).peers.find((p) => p.peerId === peer.peerId)?.identity, { what: 'C connected and verified' });
       }

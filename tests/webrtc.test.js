@@ -84,7 +84,7 @@ describe('interruptions', { concurrency: 1 }, () => {
       await h.waitFor(async () => (await b.run(peersOf)).some((p) => p.peerId === node.peerId), { what: 'B connected to the node' });
       const put = await a.run(putPublic, MiB);
       await b.run(startGet, put.cid);
-      await h.waitFor(async () => (await b.run(fetchedSoFar, put.cid)) > 4 * 1024 * 1024, { what: 'the transfer under way', timeout: 30_000 });
+      await h.waitFor(async () => (await b.run(fetchedSoFar, put.cid)) > 4 * 1024 * 1024, { what: 'the transfer under way', timeout: 60_000 });
       await node.stop();
       const got = await b.page.evaluate(() => window.__get);
       assert.equal(got.error, undefined, JSON.stringify(got.error));

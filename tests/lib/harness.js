@@ -28,6 +28,9 @@ export function onCleanup(fn) {
   cleanups.push(fn);
 }
 
+/** The browsers' node logs written in this run: a panic in any of them fails the run. */
+const nodeLogs = new Set();
+
 export async function cleanup() {
   while (cleanups.length) {
     const fn = cleanups.pop();
@@ -37,6 +40,14 @@ export async function cleanup() {
       console.error('cleanup:', e.message);
     }
   }
+  const panics = [];
+  for (const file of nodeLogs) {
+    const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+    const line = text.split('\n').find((l) => l.includes('panicked at'));
+    if (line) panics.push(`${path.basename(file)}: ${line.trim().slice(0, 300)}`);
+  }
+  nodeLogs.clear();
+  if (panics.length) throw new Error(`the node panicked:\n${panics.join('\n')}`);
 }
 
 export function tempDir(name) {
@@ -226,6 +237,7 @@ export class Browser {
         .then(async (t) => {
           const cdp = await t.createCDPSession();
           const file = path.join(ARTIFACTS, `chromium-node-${path.basename(profileDir)}.log`);
+          nodeLogs.add(file);
           cdp.on('Runtime.consoleAPICalled', (e) => fs.appendFileSync(file,
             `${e.type}: ${e.args.map((a) => a.value ?? a.description ?? '').join(' ')}\n`));
           await cdp.send('Runtime.enable');
@@ -433,7 +445,9 @@ export async function launchSeleniumFirefox(extDir, { profile, uuid = randomUUID
     .setPreference('devtools.console.stdout.chrome', true)
     .setPreference('devtools.console.stdout.content', true);
   for (const [k, v] of Object.entries(prefs)) options.setPreference(k, v);
-  const logFd = fs.openSync(path.join(ARTIFACTS, `firefox-${profile ? path.basename(profile) : uuid.slice(0, 8)}.log`), 'a');
+  const logFile = path.join(ARTIFACTS, `firefox-${profile ? path.basename(profile) : uuid.slice(0, 8)}.log`);
+  nodeLogs.add(logFile);
+  const logFd = fs.openSync(logFile, 'a');
   const service = new firefox.ServiceBuilder(geckodriver).addArguments('--allow-system-access')
     .setStdio(['ignore', logFd, logFd]);
   let driver;

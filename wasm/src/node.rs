@@ -959,11 +959,24 @@ impl Node {
         let shared = self.shared.clone();
         let commands = self.commands.clone();
         wasm_bindgen_futures::future_to_promise(async move {
+            let started = now_ms();
             let result = match sender.as_str() {
                 "page" => handle_page(&shared, commands, &origin, &body).await,
                 "ui" => handle_ui(&shared, commands, &body).await,
                 _ => Err(ApiError::new(ErrorCode::Unauthorized, "unknown sender")),
             };
+            let took = now_ms() - started;
+            if took > SLOW_REQUEST_MS {
+                #[derive(Deserialize)]
+                struct Method {
+                    method: String,
+                }
+                if let Ok(Method { method }) = serde_json::from_str(&body) {
+                    if !LONG_BY_DESIGN.contains(&method.as_str()) {
+                        tracing::info!("{sender} request {method:.40} took {took:.0} ms");
+                    }
+                }
+            }
             Ok(JsValue::from_str(&api::response_json(result)))
         })
     }
@@ -1040,6 +1053,12 @@ async fn handle_page(
         _ => Err(ApiError::new(ErrorCode::UnsupportedMethod, "not implemented")),
     }
 }
+
+/// Requests slower than this are logged (with their method only).
+const SLOW_REQUEST_MS: f64 = 500.0;
+/// Requests that wait or move content by design, not logged as slow.
+const LONG_BY_DESIGN: &[&str] =
+    &["sync_watch", "cas_fetch", "cas_get", "cas_put", "disot_requestPermissions", "share"];
 
 /// How long a fetch waits for peers found on the DHT to connect.
 const PROVIDER_WAIT_MS: f64 = 15_000.0;

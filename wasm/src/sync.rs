@@ -528,7 +528,9 @@ impl SyncNode {
         wasm_bindgen_futures::spawn_local(async move {
             let mut delay_ms = 500;
             loop {
-                let opened = this.control.borrow_mut().clone().open_stream(peer, PROTOCOL).await;
+                // A clone, so that no borrow is held across the wait (other tasks use it).
+                let mut control = this.control.borrow().clone();
+                let opened = control.open_stream(peer, PROTOCOL).await;
                 let ok = match opened {
                     Ok(stream) => {
                         this.run_session(peer, did.clone(), stream, true).await;
@@ -778,7 +780,7 @@ impl SyncNode {
         self.persist().await?;
         self.changed("shared");
         self.sync_all();
-        Ok(serde_json::to_value(made).map_err(internal)?)
+        serde_json::to_value(made).map_err(internal)
     }
 
     /// Revoke a share we made: the recipient is no longer served its content.
