@@ -1060,6 +1060,8 @@ const SLOW_REQUEST_MS: f64 = 500.0;
 const LONG_BY_DESIGN: &[&str] =
     &["sync_watch", "cas_fetch", "cas_get", "cas_put", "disot_requestPermissions", "share"];
 
+/// How long a fetch waits for peers that just connected to identify themselves.
+const IDENTIFY_WAIT_MS: f64 = 5_000.0;
 /// How long a fetch waits for peers found on the DHT to connect.
 const PROVIDER_WAIT_MS: f64 = 15_000.0;
 /// How long a fetch waits for a direct connection before it goes through the relay.
@@ -1083,6 +1085,28 @@ async fn fetch(
         Ok(done) => return Ok(describe(done)),
         Err(e) if e.code != ErrorCode::NotFound => return Err(e),
         Err(_) => {}
+    }
+    // Peers connected a moment ago are asked only once they said what they speak (identify):
+    // wait for those, and ask again if one of them turns out to speak Bitswap.
+    let unidentified = || -> Vec<PeerId> {
+        let live = shared.live.borrow();
+        live.peers.iter().filter(|(_, info)| info.agent.is_none()).map(|(p, _)| *p).collect()
+    };
+    let waiting = unidentified();
+    if !waiting.is_empty() {
+        let since = now_ms();
+        while now_ms() - since < IDENTIFY_WAIT_MS
+            && !waiting.iter().all(|p| shared.exchange.is_peer(p) || !unidentified().contains(p))
+        {
+            futures_timer::Delay::new(Duration::from_millis(50)).await;
+        }
+        if waiting.iter().any(|p| shared.exchange.is_peer(p)) {
+            match shared.exchange.fetch_object(cid, origin).await {
+                Ok(done) => return Ok(describe(done)),
+                Err(e) if e.code != ErrorCode::NotFound => return Err(e),
+                Err(_) => {}
+            }
+        }
     }
     let unreachable = || ApiError::new(ErrorCode::Internal, "the node is not running");
     // Ask the DHT until someone is named (a provider announces its objects every few
@@ -1128,8 +1152,13 @@ async fn fetch(
     let since = now_ms();
     let direct = || {
         let live = shared.live.borrow();
+        // Direct, and asked over it: identify has run on the new connection.
         providers.iter().any(|p| {
-            live.peers.get(p).is_some_and(|i| i.connections.iter().all(|c| c.transport == "webrtc"))
+            shared.exchange.is_peer(p)
+                && live
+                    .peers
+                    .get(p)
+                    .is_some_and(|i| i.connections.iter().all(|c| c.transport == "webrtc"))
         })
     };
     while !direct() && now_ms() - since < DIRECT_WAIT_MS {
