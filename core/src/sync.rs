@@ -186,13 +186,9 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Collection {
-    pub id: String,
-    pub name: String,
-    pub owner: String,
-    pub editors: Vec<String>,
-    pub readers: Vec<String>,
-    /// How many entries it has (`entries` may be a page of them).
-    pub count: usize,
+    /// Its name, members and how many entries it has (`entries` may be a page of them).
+    #[serde(flatten)]
+    pub info: CollectionInfo,
     pub entries: Vec<Entry>,
 }
 
@@ -633,8 +629,7 @@ impl Library {
                 }
             }
         }
-        let CollectionInfo { id, name, owner, editors, readers, count } = info;
-        Some(Collection { id, name, owner, editors, readers, count, entries })
+        Some(Collection { info, entries })
     }
 
     /// The collection `id` without its entries: its name, members and how many entries.
@@ -1281,7 +1276,7 @@ mod tests {
         assert_eq!(got.entries[3], many[3], "every field read back");
         // A page of the entries, and the collection without them: both give the count.
         let page = a.collection_page(&coll, 498, 10).expect("page");
-        assert_eq!((page.count, page.entries.clone()), (500, many[498..].to_vec()));
+        assert_eq!((page.info.count, page.entries.clone()), (500, many[498..].to_vec()));
         assert!(a.collection_page(&coll, 600, 10).expect("past the end").entries.is_empty());
         let info = a.collection_info(&coll).expect("info");
         assert_eq!((info.name.as_str(), info.owner.as_str(), info.count), ("bulk", A, 500));
@@ -1520,7 +1515,7 @@ mod tests {
             }
         }
         assert!(delivered, "B's change was offered and refused");
-        assert_eq!(a.collection(&coll).expect("c").name, "photos");
+        assert_eq!(a.collection(&coll).expect("c").info.name, "photos");
         // Messages that are not sync messages are refused as malformed.
         assert!(matches!(a.receive(B, &coll, b"nonsense", Level::Full), Err(Error::Malformed(_))));
     }
@@ -1566,7 +1561,7 @@ mod tests {
         let mut cids: Vec<&str> = at_a.entries.iter().map(|e| e.cid.as_str()).collect();
         cids.sort_unstable();
         assert_eq!(cids, ["bafk3", "bafk4", "bafk5"], "both additions kept, both removals done");
-        assert!(["trip 2026", "summer"].contains(&at_a.name.as_str()), "{}", at_a.name);
+        assert!(["trip 2026", "summer"].contains(&at_a.info.name.as_str()), "{}", at_a.info.name);
     }
 
     #[test]
