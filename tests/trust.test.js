@@ -216,7 +216,8 @@ describe('three browsers', () => {
       }
       await new Promise((r) => setTimeout(r, 3000));
       assert.deepEqual((await ui(extC, 'shares_list')).sharedWithMe, [], 'nothing was shared with C');
-      assert.equal((await ui(extC, 'sync_status')).documents, 0, 'C holds no document of A or B');
+      // C holds its own trust document and B's (B trusts C), not A's (A does not).
+      assert.deepEqual((await ui(extC, 'sync_status')).documentKinds, { shares: 0, collections: 0, trust: 2 }, 'C holds no share or collection of A or B');
       assert.deepEqual(await fetch(at80.cid), { code: -32001 }, 'C cannot fetch it from A or from B');
       // The share was announced on cas-updates: B found news for it there; C heard the
       // announcement too (gossipsub gives every subscriber everything) and learnt nothing from

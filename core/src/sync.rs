@@ -10,6 +10,9 @@
 //!   write them; readers only read. Concurrent edits merge as Automerge merges: every addition
 //!   is kept, a removal removes the entry it named, and of two concurrent renames the same one
 //!   wins on every peer.
+//! - **Trust**: each peer publishes its trust assertions (signed credentials: its own and those
+//!   it passes on from others) in one document of its own ([`trust_id`]), read by the peers it
+//!   trusts. Only its issuer writes it; readers verify every credential in it before using it.
 //!
 //! The sync protocol ([`session`]) runs Automerge's sync messages for every document the two
 //! peers share, in batches, until neither has anything to send. What a peer may see is decided
@@ -119,6 +122,17 @@ impl Policy {
     }
 }
 
+/// The id of the document holding the trust assertions `issuer` publishes.
+pub fn trust_id(issuer: &str) -> String {
+    let digest = Sha256::digest(format!("disot-trust\n{issuer}").as_bytes());
+    format!("trust-{}", hex(&digest[..16]))
+}
+
+/// Most credentials in a trust document.
+pub const MAX_TRUST_CREDENTIALS: usize = 1000;
+/// Largest credential in a trust document.
+pub const MAX_CREDENTIAL: usize = crate::trust::MAX_CREDENTIAL_BYTES;
+
 /// The id of the document holding what `from` shares with `to`.
 pub fn shares_id(from: &str, to: &str) -> String {
     let digest = Sha256::digest(format!("disot-shares\n{from}\n{to}").as_bytes());
@@ -130,7 +144,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn valid_id(id: &str) -> bool {
-    let body = id.strip_prefix("shares-").or_else(|| id.strip_prefix("collection-"));
+    let body = id
+        .strip_prefix("shares-")
+        .or_else(|| id.strip_prefix("collection-"))
+        .or_else(|| id.strip_prefix("trust-"));
     body.is_some_and(|b| b.len() == 32 && b.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
@@ -438,15 +455,21 @@ impl Library {
         self.docs.get(id).and_then(meta_of).map(|m| m.writers).unwrap_or_default()
     }
 
-    /// The documents `peer` takes part in (and those it is sending us for the first time).
+    /// The documents this peer syncs with `peer`: those it is sending us for the first time,
+    /// and those both take part in where one of the two may write (two readers have nothing
+    /// to give each other: each takes changes only from writers).
     pub fn docs_with(&mut self, peer: &str) -> Vec<String> {
-        let ids: Vec<String> = self.docs.keys().cloned().collect();
-        ids.into_iter()
-            .filter(|id| {
-                self.arriving.get(id).is_some_and(|p| p == peer)
-                    || self.participants(id).contains(peer)
-            })
-            .collect()
+        self.docs.keys().filter(|id| self.syncs_with(id, peer)).cloned().collect()
+    }
+
+    fn syncs_with(&self, id: &str, peer: &str) -> bool {
+        if self.arriving.get(id).is_some_and(|p| p == peer) {
+            return true;
+        }
+        self.docs.get(id).and_then(meta_of).is_some_and(|m| {
+            m.participants.contains(peer)
+                && (m.writers.contains(peer) || m.writers.contains(&self.me))
+        })
     }
 
     /// Share an object or a collection with `to`. Returns the share.
@@ -794,6 +817,97 @@ impl Library {
         Ok(())
     }
 
+    /// Publish this peer's trust assertions: its trust document holds `credentials` (signed
+    /// trust credentials as JSON text, by a key naming what each asserts: those this peer
+    /// issued and those it passes on from others) and is read by `readers` (the peers it
+    /// trusts) alone. Only what differs from the document is changed. Returns whether anything
+    /// changed.
+    pub fn publish_trust(
+        &mut self,
+        readers: &BTreeSet<String>,
+        credentials: &BTreeMap<String, String>,
+    ) -> Result<bool, Error> {
+        if credentials.len() > MAX_TRUST_CREDENTIALS {
+            return Err(Error::Invalid(format!("more than {MAX_TRUST_CREDENTIALS} credentials")));
+        }
+        for (key, c) in credentials {
+            text("credential key", key)?;
+            if c.len() > MAX_CREDENTIAL {
+                return Err(Error::Invalid(format!("a credential is over {MAX_CREDENTIAL} bytes")));
+            }
+        }
+        for did in readers {
+            text("DID", did)?;
+        }
+        let id = trust_id(&self.me);
+        if !self.docs.contains_key(&id) {
+            self.room()?;
+            let mut doc = AutoCommit::new();
+            doc.put(ROOT, "kind", "trust").map_err(doc_err)?;
+            doc.put(ROOT, "owner", self.me.as_str()).map_err(doc_err)?;
+            doc.commit();
+            self.docs.insert(id.clone(), doc);
+            self.dirty_docs.insert(id.clone());
+        }
+        let doc = self.docs.get_mut(&id).ok_or_else(|| Error::NotFound(id.clone()))?;
+        let before = doc.get_heads();
+        let update = |doc: &mut AutoCommit| -> Result<(), Error> {
+            let map = Self::list(doc, "readers", ObjType::Map)?;
+            let held: BTreeSet<String> = doc.keys(&map).collect();
+            for gone in held.difference(readers) {
+                doc.delete(&map, gone.as_str()).map_err(doc_err)?;
+            }
+            for new in readers.difference(&held) {
+                doc.put(&map, new.as_str(), true).map_err(doc_err)?;
+            }
+            let map = Self::list(doc, "credentials", ObjType::Map)?;
+            let held: Vec<String> = doc.keys(&map).collect();
+            for key in held.iter().filter(|k| !credentials.contains_key(*k)) {
+                doc.delete(&map, key.as_str()).map_err(doc_err)?;
+            }
+            for (key, c) in credentials {
+                if scalar_str(doc, &map, key).as_deref() != Some(c.as_str()) {
+                    doc.put(&map, key.as_str(), c.as_str()).map_err(doc_err)?;
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = update(doc) {
+            doc.rollback();
+            return Err(e);
+        }
+        doc.commit();
+        let changed = doc.get_heads() != before;
+        if changed {
+            self.dirty_docs.insert(id);
+        }
+        Ok(changed)
+    }
+
+    /// The credentials (JSON text, unchecked: verify each before use) in the trust document of
+    /// `issuer`, at most [`MAX_TRUST_CREDENTIALS`] of at most [`MAX_CREDENTIAL`] bytes, and a
+    /// version that changes whenever the document does; `None` if this peer holds none.
+    pub fn trust_of(&mut self, issuer: &str) -> Option<(String, Vec<String>)> {
+        let id = trust_id(issuer);
+        if self.arriving.contains_key(&id) {
+            return None;
+        }
+        let doc = self.docs.get_mut(&id)?;
+        meta_of(doc).filter(|m| m.kind == "trust" && m.owner == issuer)?;
+        let heads: Vec<u8> = doc.get_heads().iter().flat_map(|h| h.0).collect();
+        let version = hex(&Sha256::digest(heads));
+        let doc = &*doc;
+        let mut credentials = Vec::new();
+        if let Ok(Some((automerge::Value::Object(ObjType::Map), map))) =
+            doc.get(ROOT, "credentials")
+        {
+            for key in doc.keys(&map).take(MAX_TRUST_CREDENTIALS) {
+                credentials.extend(scalar_str(doc, &map, &key).filter(|c| c.len() <= MAX_CREDENTIAL));
+            }
+        }
+        Some((version, credentials))
+    }
+
     pub fn generate(&mut self, peer: &str, id: &str) -> Option<Vec<u8>> {
         let key = (peer.to_owned(), id.to_owned());
         let mut state = self.states.remove(&key).unwrap_or_default();
@@ -830,9 +944,7 @@ impl Library {
         id: &str,
         state: &mut sync::State,
     ) -> Option<Vec<u8>> {
-        let allowed = self.arriving.get(id).is_some_and(|p| p == peer)
-            || self.participants(id).contains(peer);
-        if !allowed {
+        if !self.syncs_with(id, peer) {
             return None;
         }
         let doc = self.docs.get_mut(id)?;
@@ -886,7 +998,7 @@ impl Library {
     /// Whether `peer` may send us document `id` that we do not hold: its shares to us, or a
     /// collection it shared with us.
     fn may_introduce(&mut self, peer: &str, id: &str) -> bool {
-        if id == shares_id(peer, &self.me) {
+        if id == shares_id(peer, &self.me) || id == trust_id(peer) {
             return true;
         }
         let me = self.me.clone();
@@ -919,8 +1031,12 @@ impl Library {
             .get(id)
             .and_then(meta_of)
             .is_some_and(|m| m.owner == self.me && m.writers.contains(peer));
+        // A peer's trust document is taken whatever our trust in it: each assertion in it is
+        // checked on its own (signature, expiry, issuer) and counts only through a trust path
+        // from this peer, so what it says of others weighs only as much as we trust it.
         if level == Level::Nothing
             && !named_by_me
+            && !id.starts_with("trust-")
             && (!message.changes.is_empty()
                 || !self.docs.contains_key(id)
                 || self.arriving.contains_key(id))
@@ -973,6 +1089,7 @@ impl Library {
                     && match m.kind.as_str() {
                         "shares" => id == shares_id(peer, &me) && m.owner == peer,
                         "collection" => id.starts_with("collection-"),
+                        "trust" => id == trust_id(peer) && m.owner == peer,
                         _ => false,
                     }
             });
@@ -1085,6 +1202,12 @@ fn meta_of(doc: &AutoCommit) -> Option<Meta> {
             let mut participants = map_keys(doc, "readers");
             participants.extend(writers.iter().cloned());
             Some(Meta { kind, owner, writers, participants })
+        }
+        "trust" => {
+            let owner = scalar_str(doc, &ROOT, "owner")?;
+            let mut participants = map_keys(doc, "readers");
+            participants.insert(owner.clone());
+            Some(Meta { kind, writers: [owner.clone()].into(), owner, participants })
         }
         _ => None,
     }
@@ -1413,6 +1536,60 @@ mod tests {
     }
 
     #[test]
+    fn a_trust_document_reaches_its_readers_alone_and_only_its_issuer_changes_it() {
+        let a = RefCell::new(Library::new(A));
+        let b = RefCell::new(Library::new(B));
+        let c = RefCell::new(Library::new(C));
+        let creds = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let readers: BTreeSet<String> = [B.to_owned()].into();
+        let first = creds(&[("a|c|content", "{\"level\":50}"), ("a|d|content", "{\"level\":70}")]);
+        assert!(a.borrow_mut().publish_trust(&readers, &first).expect("publish"));
+        assert!(!a.borrow_mut().publish_trust(&readers, &first).expect("again"), "no change");
+        // B takes it even trusting A not at all: what is in it counts only through trust.
+        let (_, sb, refusals) = sync_pair(&a, &b, Level::Nothing, Level::Nothing);
+        assert!(refusals.is_empty(), "{refusals:?}");
+        assert_eq!(sb.changed, 1);
+        let (v1, mut got) = b.borrow_mut().trust_of(A).expect("A's trust at B");
+        got.sort();
+        assert_eq!(got, ["{\"level\":50}", "{\"level\":70}"]);
+        // C is no reader: it gets nothing of it, from A or from B.
+        sync_pair(&a, &c, Level::Full, Level::Full);
+        sync_pair(&b, &c, Level::Full, Level::Full);
+        assert!(c.borrow_mut().trust_of(A).is_none());
+        assert!(c.borrow().ids().is_empty());
+        // A replaces one assertion and drops the other: B sees exactly that, as a new version.
+        let second = creds(&[("a|c|content", "{\"level\":0}")]);
+        assert!(a.borrow_mut().publish_trust(&readers, &second).expect("publish"));
+        let (_, sb, _) = sync_pair(&a, &b, Level::Full, Level::Full);
+        assert_eq!(sb.changed, 1);
+        let (v2, got) = b.borrow_mut().trust_of(A).expect("A's trust at B");
+        assert_eq!(got, ["{\"level\":0}"]);
+        assert_ne!(v1, v2);
+        // B, a reader, changes its copy of A's document: A refuses the change.
+        {
+            let mut lib = b.borrow_mut();
+            let doc = lib.docs.get_mut(&trust_id(A)).expect("held");
+            let (_, map) = doc.get(ROOT, "credentials").unwrap().unwrap();
+            doc.put(&map, "a|b|content", "{\"level\":100}").unwrap();
+            doc.commit();
+        }
+        let (sa, _, refusals) = sync_pair(&a, &b, Level::Full, Level::Full);
+        assert_eq!(sa.changed, 0);
+        assert!(refusals.iter().any(|r| r.contains("may not change")), "{refusals:?}");
+        assert_eq!(a.borrow_mut().trust_of(A).expect("own").1, ["{\"level\":0}"]);
+        // B is no reader any more: A's next change does not reach it.
+        assert!(a.borrow_mut().publish_trust(&BTreeSet::new(), &first).expect("publish"));
+        sync_pair(&a, &b, Level::Full, Level::Full);
+        assert!(!b.borrow_mut().trust_of(A).expect("old copy").1.contains(&"{\"level\":70}".to_owned()));
+        // Too much to publish is refused whole.
+        let many: BTreeMap<String, String> =
+            (0..=MAX_TRUST_CREDENTIALS).map(|i| (format!("k{i}"), "{}".to_owned())).collect();
+        assert!(matches!(a.borrow_mut().publish_trust(&readers, &many), Err(Error::Invalid(_))));
+    }
+
+    #[test]
     fn two_sessions_at_once_one_each_way_both_deliver() {
         let a = RefCell::new(Library::new(A));
         let b = RefCell::new(Library::new(B));
@@ -1472,13 +1649,19 @@ mod tests {
         forger.share(object_share(B, "s1", "bafkevil")).expect("share");
         let forged = forger.docs.remove(&shares_id(A, B)).expect("doc");
         c.docs.insert(shares_id(C, B), forged);
+        // C's library would not send a document it does not write: a forger uses Automerge
+        // itself.
+        let mut c_state = sync::State::new();
         let refusal = (0..6).find_map(|_| {
-            let m = c.generate(B, &shares_id(C, B))?;
+            let doc = c.docs.get_mut(&shares_id(C, B))?;
+            let m = doc.sync().generate_sync_message(&mut c_state)?.encode();
             match b.receive(C, &shares_id(C, B), &m, Level::Full) {
                 Err(e) => Some(e),
                 Ok(_) => {
                     let back = b.generate(C, &shares_id(C, B))?;
-                    let _ = c.receive(B, &shares_id(C, B), &back, Level::Full);
+                    let back = sync::Message::decode(&back).ok()?;
+                    let doc = c.docs.get_mut(&shares_id(C, B))?;
+                    let _ = doc.sync().receive_sync_message(&mut c_state, back);
                     None
                 }
             }

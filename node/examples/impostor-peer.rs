@@ -1,5 +1,6 @@
-//! A test peer for the identity exchange (`/disot/identity/1.0.0`) and trust credentials
-//! (`/disot/trust/1.0.0`). A browser dials it; it answers the browser's hello as its mode says:
+//! A test peer for the identity exchange (`/disot/identity/1.0.0`) and the trust documents
+//! peers publish (synced over `/disot/sync/1.0.0`). A browser dials it; it answers the
+//! browser's hello as its mode says:
 //!
 //! - `honest`: a correct profile named "Test peer".
 //! - `other-did`: a profile claiming another peer's DID (signed with that DID's document but
@@ -7,21 +8,27 @@
 //! - `forged`: a correct profile whose display name is changed after signing.
 //! - `replay`: the first exchange is honest and the peer then hangs up; every later exchange
 //!   is answered with that first profile again (bytes captured from the first exchange).
-//! - `credentials`: an honest profile, then trust credentials: one good (about `good`), one
+//! - `credentials`: an honest profile, then a sync session bringing the browser this peer's
+//!   trust document, read by the browser, with four credentials: one good (about `good`), one
 //!   changed after signing (about `forged`), one expired (about `expired`) and one issued by
 //!   another DID (about `foreign`); the subjects' DIDs are printed.
 //!
 //! Prints JSON lines: `listening` (its address and DID), `subjects`, `connected`,
 //! `disconnected`, `answered` (the mode's answer was sent) and `browser-profile` (the
 //! browser's profile as received, with every byte the browser sent, for key-leak scans) and
-//! `browser-credentials` (the trust credentials the browser sent, as text).
+//! `browser-credentials` (the credentials in the browser's trust document, as it synced it to
+//! this peer, as text).
 //!
 //! Usage: impostor-peer <mode> [ws port]
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use disot_core::auth::{self, Local, Message};
 use disot_core::bitswap::{read_frame_max, write_frame};
+use disot_core::sync::{self as core_sync, Level, Library};
 use disot_core::trust;
 use futures::{AsyncWriteExt as _, StreamExt as _};
 use libp2p::identity::Keypair;
@@ -30,7 +37,7 @@ use libp2p::{PeerId, StreamProtocol};
 use serde_json::{json, Value};
 
 const IDENTITY: StreamProtocol = StreamProtocol::new(auth::PROTOCOL);
-const TRUST: StreamProtocol = StreamProtocol::new("/disot/trust/1.0.0");
+const SYNC: StreamProtocol = StreamProtocol::new(core_sync::PROTOCOL);
 
 #[path = "support/mod.rs"]
 mod support;
@@ -109,8 +116,82 @@ async fn credentials(key: &Keypair, other: &Keypair) -> Result<(Vec<Value>, Valu
     Ok((vec![good_vc, forged_vc, expired_vc, foreign_vc], subjects))
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
+    // Sync sessions share one library, which is not `Send`: they run on this thread.
+    tokio::task::LocalSet::new().run_until(run()).await
+}
+
+/// Sync with the browsers: answer their sessions (and print what their trust documents hold,
+/// once), and, in the `credentials` mode, start one with each browser that `publish` names,
+/// to bring it our trust document.
+async fn sync(
+    mut control: libp2p_stream::Control,
+    me: String,
+    credentials: Vec<Value>,
+    mut publish: tokio::sync::mpsc::Receiver<PeerId>,
+) -> Result<(), Error> {
+    let lib = Rc::new(RefCell::new(Library::new(&me)));
+    let mut incoming = control.accept(SYNC)?;
+    let printed = Rc::new(std::cell::Cell::new(false));
+    let credentials: BTreeMap<String, String> = credentials
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Ok((i.to_string(), String::from_utf8(disot_core::entry::canonical(c)?)?)))
+        .collect::<Result<_, Error>>()?;
+    loop {
+        tokio::select! {
+            Some((peer, stream)) = incoming.next() => {
+                let session = session(lib.clone(), printed.clone(), peer, stream, false);
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = session.await {
+                        emit(json!({"event": "error", "message": format!("sync: {e}")}));
+                    }
+                });
+            }
+            Some(browser) = publish.recv() => {
+                let did = disot_core::identity::did_of_peer(&browser).ok_or("no DID")?;
+                lib.borrow_mut().publish_trust(&[did].into(), &credentials)?;
+                let (lib, printed, mut control) = (lib.clone(), printed.clone(), control.clone());
+                tokio::task::spawn_local(async move {
+                    let result = async {
+                        let stream = control.open_stream(browser, SYNC).await?;
+                        session(lib, printed, browser, stream, true).await
+                    };
+                    match result.await {
+                        Ok(()) => emit(json!({"event": "credentials-sent"})),
+                        Err(e) => emit(json!({"event": "error", "message": format!("sync: {e}")})),
+                    }
+                });
+            }
+            else => return Ok(()),
+        }
+    }
+}
+
+/// One sync session with `peer`; the first time the browser's trust document is here, what
+/// it holds is printed.
+async fn session(
+    lib: Rc<RefCell<Library>>,
+    printed: Rc<std::cell::Cell<bool>>,
+    peer: PeerId,
+    mut stream: libp2p::Stream,
+    initiator: bool,
+) -> Result<(), Error> {
+    let did = disot_core::identity::did_of_peer(&peer).ok_or("no DID")?;
+    let result = core_sync::session(&mut stream, &lib, &did, Level::Full, initiator, |_| {}).await;
+    let _ = stream.close().await;
+    result?;
+    let theirs = lib.borrow_mut().trust_of(&did).filter(|_| !printed.get());
+    if let Some((_, theirs)) = theirs {
+        printed.set(true);
+        let parsed: Vec<Value> = theirs.iter().filter_map(|c| serde_json::from_str(c).ok()).collect();
+        emit(json!({"event": "browser-credentials", "sent": serde_json::to_string(&parsed)?}));
+    }
+    Ok(())
+}
+
+async fn run() -> Result<(), Error> {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "honest".into());
     if !["honest", "other-did", "forged", "replay", "credentials"].contains(&mode.as_str()) {
         return Err(format!("unknown mode {mode}").into());
@@ -126,15 +207,11 @@ async fn main() -> Result<(), Error> {
     let (hang_up, mut hang_ups) = tokio::sync::mpsc::channel::<PeerId>(4);
     let mut control = swarm.behaviour().stream.new_control();
     let mut incoming = control.accept(IDENTITY)?;
-    let mut trust_in = control.accept(TRUST)?;
-    // Credentials the browser sends (only if it trusts us) are printed, for key-leak scans.
-    tokio::spawn(async move {
-        while let Some((_, mut s)) = trust_in.next().await {
-            if let Ok(Some(bytes)) = read_frame_max(&mut s, 1 << 20).await {
-                let _ = write_frame(&mut s, b"ok").await; // the protocol's acknowledgement
-                let sent = String::from_utf8_lossy(&bytes).into_owned();
-                emit(json!({"event": "browser-credentials", "sent": sent}));
-            }
+    let (publish, to_publish) = tokio::sync::mpsc::channel::<PeerId>(4);
+    let (sync_control, me) = (control.clone(), did_of(&key)?);
+    tokio::task::spawn_local(async move {
+        if let Err(e) = sync(sync_control, me, creds, to_publish).await {
+            emit(json!({"event": "error", "message": format!("sync: {e}")}));
         }
     });
     let mode2 = mode.clone();
@@ -168,10 +245,7 @@ async fn main() -> Result<(), Error> {
                 }
                 let _ = stream.close().await;
                 if mode2 == "credentials" {
-                    let mut out = control.open_stream(browser, TRUST).await?;
-                    write_frame(&mut out, &serde_json::to_vec(&creds)?).await?;
-                    let _ = out.close().await;
-                    emit(json!({"event": "credentials-sent"}));
+                    publish.send(browser).await?;
                 }
                 if mode2 == "replay" && was_first {
                     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -48,6 +48,34 @@ pub enum Event {
         src: String,
         dst: String,
     },
+    /// The documents kept for trusted peers, read from the data directory at start.
+    DocumentsLoaded {
+        count: usize,
+        problems: Vec<String>,
+    },
+    /// A peer proved its DID in an identity exchange.
+    Verified {
+        peer: String,
+        did: String,
+    },
+    /// A document sync session ended well.
+    Synced {
+        peer: String,
+        did: String,
+        initiator: bool,
+        /// Documents that changed here.
+        changed: u64,
+        sent: u64,
+        received: u64,
+        /// Why what the peer sent was not taken, if anything was not.
+        refused: Vec<String>,
+        /// Documents the node keeps now.
+        documents: usize,
+    },
+    SyncFailed {
+        peer: String,
+        reason: String,
+    },
     Warning {
         message: String,
     },
@@ -86,6 +114,18 @@ impl std::fmt::Display for Event {
             }
             Event::ReservationEnded { peer } => write!(f, "relay reservation of {peer} ended"),
             Event::Circuit { src, dst } => write!(f, "relayed circuit {src} -> {dst}"),
+            Event::DocumentsLoaded { count, problems } => {
+                write!(f, "{count} document(s) loaded")?;
+                problems.iter().try_for_each(|p| write!(f, "\n  not read: {p}"))
+            }
+            Event::Verified { peer, did } => write!(f, "{peer} is {did}"),
+            Event::Synced { peer, changed, sent, received, refused, documents, .. } => write!(
+                f,
+                "synced with {peer}: {changed} document(s) changed, {sent} bytes sent, \
+                 {received} received, {} refused; {documents} document(s) kept",
+                refused.len()
+            ),
+            Event::SyncFailed { peer, reason } => write!(f, "sync with {peer} failed: {reason}"),
             Event::Warning { message } => write!(f, "warning: {message}"),
             Event::Stopped => write!(f, "stopped"),
         }

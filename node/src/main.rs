@@ -8,6 +8,7 @@
 mod cas;
 mod datadir;
 mod diskstore;
+mod docs;
 mod events;
 mod exchange;
 
@@ -69,6 +70,14 @@ struct Args {
     /// Most bytes one relayed connection (circuit) may carry, both ways together
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     relay_max_circuit_bytes: u64,
+
+    /// Keep and sync the shared documents (shares, collections) of this peer, trusting it at
+    /// LEVEL (0–100, default 100; the sync thresholds are the browsers' defaults: 80 and up
+    /// takes everything, 50 and up the documents). Repeatable. The node takes part in a
+    /// document only as one of its participants: to have it pass a collection on while its
+    /// owner is offline, make the node's DID an editor of it.
+    #[arg(long = "trust", value_name = "DID[=LEVEL]", value_parser = docs::parse_trust)]
+    trust: Vec<(String, u8)>,
 
     /// Print events (and command results) as JSON lines on stdout instead of text
     #[arg(long, global = true)]
@@ -140,6 +149,7 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
         max_circuit_bytes: args.relay_max_circuit_bytes,
         ..relay::Config::default()
     };
+    let docs_key = key.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(|key| {
@@ -183,6 +193,19 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
         .build();
     let store = diskstore::DiskStore::open(data.path())?;
     exchange::serve(swarm.behaviour().stream.new_control(), store)?;
+    // Without peers to keep documents for, the node takes part in no sync (and answers no
+    // identity exchange, which only sync needs).
+    let docs = if args.trust.is_empty() {
+        None
+    } else {
+        Some(docs::start(
+            swarm.behaviour().stream.new_control(),
+            docs_key,
+            data.path(),
+            args.trust.iter().cloned().collect(),
+            args.json,
+        )?)
+    };
 
     let ws: Multiaddr = Multiaddr::from(args.listen_ip)
         .with(Protocol::Tcp(args.ws_port))
@@ -232,6 +255,9 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
                 });
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
+                if let (0, Some(docs)) = (num_established, &docs) {
+                    docs.peer_gone(peer_id);
+                }
                 out.emit(&Event::Disconnected {
                     peer: peer_id.to_string(),
                     remaining: num_established,

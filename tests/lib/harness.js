@@ -78,9 +78,11 @@ export async function waitFor(fn, { timeout = 20_000, interval = 200, what = 'co
 
 /** A running disot-node with its parsed JSON events. */
 export class NativeNode {
-  /** `netns`: run inside that network namespace; `listenIp`: the address to listen on. */
-  constructor(dataDir, { netns, listenIp } = {}) {
+  /** `netns`: run inside that network namespace; `listenIp`: the address to listen on;
+   * `args`: more arguments (settable between restarts). */
+  constructor(dataDir, { netns, listenIp, args = [] } = {}) {
     this.netns = netns;
+    this.args = args;
     this.listenIp = listenIp;
     this.dataDir = dataDir;
     this.events = [];
@@ -92,7 +94,7 @@ export class NativeNode {
   async start() {
     this.events = []; // events of this run only; earlier runs are in the log file
     const args = ['--data-dir', this.dataDir, '--ws-port', String(this.wsPort), '--webrtc-port', String(this.webrtcPort), '--json',
-      ...(this.listenIp ? ['--listen-ip', this.listenIp] : [])];
+      ...(this.listenIp ? ['--listen-ip', this.listenIp] : []), ...this.args];
     this.proc = this.netns
       ? spawn('ip', ['netns', 'exec', this.netns, NODE_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
       : spawn(NODE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -69,19 +69,17 @@ fn remove_in_background(cas: &Cas, written: Vec<Cid>) {
         // On a full disk the browser may refuse even the transaction that deletes (Firefox
         // journals it first): try again a few times as space comes back. What is still left
         // after that is an orphan that garbage collection removes.
-        let mut wait_ms = 250;
-        loop {
-            match store::remove_unreferenced(&*store, &written).await {
-                Ok(n) => return tracing::info!("removed {n} blocks of abandoned uploads"),
-                Err(e) if wait_ms > 8_000 => {
-                    return tracing::warn!("removing blocks of abandoned uploads: {e}; giving up")
-                }
-                Err(e) => tracing::info!(
-                    "removing blocks of abandoned uploads: {e}; again in {wait_ms} ms"
-                ),
-            }
-            futures_timer::Delay::new(std::time::Duration::from_millis(wait_ms)).await;
-            wait_ms *= 2;
+        let removed = crate::retry::with_backoff(
+            "removing blocks of abandoned uploads",
+            250,
+            8_000,
+            |_| true,
+            || store::remove_unreferenced(&*store, &written),
+        )
+        .await;
+        match removed {
+            Ok(n) => tracing::info!("removed {n} blocks of abandoned uploads"),
+            Err(e) => tracing::warn!("removing blocks of abandoned uploads: {e}; giving up"),
         }
     });
 }

@@ -19,6 +19,7 @@ mod cas;
 mod exchange;
 mod frame;
 mod node;
+mod retry;
 pub mod store;
 mod sync;
 mod transport;

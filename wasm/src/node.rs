@@ -326,27 +326,39 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         commands: tx.clone(),
         lock_enabled: std::cell::Cell::new(lock_enabled),
     });
-    let (weak, weak_changed) = (Rc::downgrade(&shared), Rc::downgrade(&shared));
-    crate::trustnet::accept(
-        shared.control.clone(),
-        store.clone(),
-        shared.did.clone(),
-        disot_core::identity::did_of_peer,
-        move |peer, reason| {
-            if let Some(shared) = weak.upgrade() {
-                shared.live.borrow_mut().refuse(&peer, "trust credential", reason);
+    let weak = Rc::downgrade(&shared);
+    // One peer's trust document is taken at a time: taking reads and rewrites what we received.
+    let taking = Rc::new(futures::lock::Mutex::new(()));
+    shared.sync.on_trust(Rc::new(move |peer, sender, credentials| {
+        let (weak, taking) = (weak.clone(), taking.clone());
+        wasm_bindgen_futures::spawn_local(async move {
+            let Some(shared) = weak.upgrade() else { return };
+            let result = {
+                let _one = taking.lock().await;
+                crate::trustnet::take(&shared.store, &shared.did, &sender, &credentials).await
+            };
+            match result {
+                Ok((reasons, new)) => {
+                    let mut live = shared.live.borrow_mut();
+                    reasons.into_iter().for_each(|r| live.refuse(&peer, "trust credential", r));
+                    drop(live);
+                    if new {
+                        // Access by trust is recomputed from the next request.
+                        shared.exchange.access_changed();
+                        publish_trust(&shared).await;
+                        shared.sync.levels_changed();
+                    }
+                }
+                Err(e) => {
+                    shared.sync.trust_not_taken(&sender);
+                    shared.live.borrow_mut().refuse(&peer, "trust credential", e);
+                }
             }
-        },
-        move || {
-            if let Some(shared) = weak_changed.upgrade() {
-                // Access by trust is recomputed from the next request.
-                shared.exchange.access_changed();
-                offer_to_connected(&shared);
-                shared.sync.levels_changed();
-            }
-        },
-    )
-    .map_err(|e| js_err("accepting trust credentials", e))?;
+        });
+    }));
+    // Our trust document as our credentials say now (written by an earlier version, or
+    // restored from a backup, they may say more than it).
+    publish_trust(&shared).await;
     let (weak_local, weak_done) = (Rc::downgrade(&shared), Rc::downgrade(&shared));
     crate::auth::accept(
         shared.control.clone(),
@@ -678,10 +690,9 @@ impl EventLoop {
                 // any connection while the peer is not verified: answering the other side's is
                 // not enough, since its last message can be lost when a relayed connection
                 // closes under it for the direct one, and only the initiator learns that.
-                if !self.dialer.is_bootstrap(&peer_id)
-                    && info.identity.is_none()
-                    && !info.identity_pending
-                {
+                // Bootstrap nodes too: one that keeps documents (`--trust`) answers, one that
+                // does not refuses the protocol at once.
+                if info.identity.is_none() && !info.identity_pending {
                     info.identity_pending = true;
                     let shared = self.shared.clone();
                     let local = shared.local.borrow().clone();
@@ -914,13 +925,7 @@ fn on_identity(
                 info.identity_error = None;
             }
             drop(live);
-            shared.sync.peer_verified(peer, did.clone(), relayed_only);
-            wasm_bindgen_futures::spawn_local(crate::trustnet::offer(
-                shared.control.clone(),
-                shared.store.clone(),
-                peer,
-                did,
-            ));
+            shared.sync.peer_verified(peer, did, relayed_only);
         }
         Err(e) if e.is_refusal() => {
             if let Some(info) = live.peers.get_mut(&peer) {
@@ -1170,20 +1175,15 @@ async fn fetch(
     // The DHT named them, so a "not found" now is more likely a moment's race (a connection
     // being replaced, an announcement ahead of the store) than the truth: ask again a few
     // times before giving up. Blocks already fetched are kept, so a retry costs only the rest.
-    let mut wait_ms = 500;
-    loop {
-        match shared.exchange.fetch_object(cid, origin).await {
-            Err(e) if e.code == ErrorCode::NotFound && wait_ms <= 4_000 => {
-                tracing::info!(
-                    "fetching {cid} from the providers: {}; again in {wait_ms} ms",
-                    e.message
-                );
-                futures_timer::Delay::new(Duration::from_millis(wait_ms)).await;
-                wait_ms *= 2;
-            }
-            result => return result.map(describe),
-        }
-    }
+    crate::retry::with_backoff(
+        &format!("fetching {cid} from the providers"),
+        500,
+        4_000,
+        |e: &ApiError| e.code == ErrorCode::NotFound,
+        || shared.exchange.fetch_object(cid, origin),
+    )
+    .await
+    .map(describe)
 }
 
 /// `p2p_peers`: each connected peer with its DID, transports and round-trip time.
@@ -1365,7 +1365,7 @@ async fn decide(
     Ok(json!({ "id": id, "approved": approve }))
 }
 
-/// Issue (and keep) a trust assertion about `did`, and tell the trusted peers connected now.
+/// Issue (and keep) a trust assertion about `did`, and publish it to the peers we trust.
 async fn set_trust(
     shared: &Shared,
     did: String,
@@ -1401,28 +1401,20 @@ async fn set_trust(
     shared.store.set_trust_credentials(&all).await.map_err(|e| internal(&e))?;
     // A revocation holds from the very next request.
     shared.exchange.access_changed();
-    offer_to_connected(shared);
+    publish_trust(shared).await;
     shared.sync.levels_changed();
     Ok(credential)
 }
 
-/// What we know of trust changed: the verified peers connected now hear of it (those we trust;
-/// `trustnet::offer` checks).
-fn offer_to_connected(shared: &Shared) {
-    let connected: Vec<(PeerId, String)> = shared
-        .live
-        .borrow()
-        .peers
-        .iter()
-        .filter_map(|(p, info)| Some((*p, info.identity.as_ref()?.did.clone())))
-        .collect();
-    for (peer, did) in connected {
-        wasm_bindgen_futures::spawn_local(crate::trustnet::offer(
-            shared.control.clone(),
-            shared.store.clone(),
-            peer,
-            did,
-        ));
+/// What we know of trust changed: our trust document says so (and its readers hear of it).
+async fn publish_trust(shared: &Shared) {
+    match crate::trustnet::published(&shared.store).await {
+        Ok((readers, credentials)) => {
+            if let Err(e) = shared.sync.publish_trust(&readers, &credentials).await {
+                tracing::warn!("publishing trust: {}", e.message);
+            }
+        }
+        Err(e) => tracing::warn!("publishing trust: {e}"),
     }
 }
 

@@ -123,7 +123,14 @@ pub(crate) struct SyncNode {
     direct_seen: RefCell<std::collections::HashSet<PeerId>>,
     /// Origins that may share with some DIDs without a prompt (the user said so in one).
     preauth: RefCell<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
+    /// The version of each peer's trust document last taken (DID → version), and who takes
+    /// a new one.
+    trust_taken: RefCell<HashMap<String, String>>,
+    on_trust: RefCell<Option<Rc<TrustHandler>>>,
 }
+
+/// Takes what a peer's trust document says: (peer, its DID, the credentials in it).
+pub(crate) type TrustHandler = dyn Fn(PeerId, String, Vec<String>);
 
 /// Announcements sent and heard, for the popup and tests.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -209,7 +216,46 @@ impl SyncNode {
             after_inbound: RefCell::default(),
             direct_seen: RefCell::default(),
             preauth: RefCell::new(preauth),
+            trust_taken: RefCell::default(),
+            on_trust: RefCell::default(),
         })
+    }
+
+    /// Who takes the trust documents peers publish, when they change.
+    pub(crate) fn on_trust(&self, handler: Rc<TrustHandler>) {
+        *self.on_trust.borrow_mut() = Some(handler);
+    }
+
+    /// Taking the trust document of `did` failed: it is taken again after the next session.
+    pub(crate) fn trust_not_taken(&self, did: &str) {
+        self.trust_taken.borrow_mut().remove(did);
+    }
+
+    /// Publish our trust assertions (see `trustnet::published`); if that changed our trust
+    /// document, it is saved and the connected peers hear of it.
+    pub(crate) async fn publish_trust(
+        self: &Rc<Self>,
+        readers: &std::collections::BTreeSet<String>,
+        credentials: &BTreeMap<String, String>,
+    ) -> Result<(), ApiError> {
+        let changed = self.lib.borrow_mut().publish_trust(readers, credentials).map_err(api_err)?;
+        if changed {
+            self.persist().await?;
+            self.sync_all();
+        }
+        Ok(())
+    }
+
+    /// `did`'s trust document, if it changed since it was last handed out to be taken (two
+    /// sessions ending close together hand it out once).
+    fn trust_news(&self, did: &str) -> Option<Vec<String>> {
+        let (version, credentials) = self.lib.borrow_mut().trust_of(did)?;
+        let mut taken = self.trust_taken.borrow_mut();
+        if taken.get(did) == Some(&version) {
+            return None;
+        }
+        taken.insert(did.to_owned(), version);
+        Some(credentials)
     }
 
     /// Write what changed to IndexedDB, in one transaction. Returns how many documents.
@@ -402,6 +448,14 @@ impl SyncNode {
         if level == Level::Full {
             self.fetch_shared(&did);
         }
+        // Only `did` writes its trust document: what it says now is taken after a session
+        // with it (and once after each start).
+        if let Some(credentials) = self.trust_news(&did) {
+            let handler = self.on_trust.borrow().clone();
+            if let Some(handler) = handler {
+                handler(peer, did, credentials);
+            }
+        }
     }
 
     /// A verified peer is connected: sync with it now.
@@ -463,9 +517,10 @@ impl SyncNode {
         self.looked_ms.set(now);
         let mut dids = std::collections::BTreeSet::new();
         {
+            // Trust documents left out: each peer's own reaches its readers whenever they meet.
             let lib = self.lib.borrow();
-            for id in lib.ids() {
-                dids.extend(lib.participants(&id));
+            for id in lib.ids().iter().filter(|id| !id.starts_with("trust-")) {
+                dids.extend(lib.participants(id));
             }
         }
         self.news.borrow_mut().retain(|_, at| now.saturating_sub(*at) < NEWS_FOR_MS);
@@ -680,29 +735,25 @@ impl SyncNode {
                 // A fetch that fails (the connection it used closing, the sender's access
                 // not yet read again) is tried again a few times: no later session may come to
                 // ask for it.
-                let mut wait_ms = 1_000;
-                while let Ok(root) = cid.parse::<cid::Cid>() {
-                    if this.store.object(&cid).await.ok().flatten().is_some() {
-                        break;
+                if let Ok(root) = cid.parse::<cid::Cid>() {
+                    let fetched = crate::retry::with_backoff(
+                        &format!("fetching shared {cid}"),
+                        1_000,
+                        16_000,
+                        |_| true,
+                        || async {
+                            if this.store.object(&cid).await.ok().flatten().is_some() {
+                                return Ok(false);
+                            }
+                            this.exchange.fetch_object(root, SHARES_ORIGIN).await.map(|_| true)
+                        },
+                    )
+                    .await;
+                    match fetched {
+                        Ok(true) => this.changed("fetched"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!("fetching shared {cid}: {e}; giving up"),
                     }
-                    match this.exchange.fetch_object(root, SHARES_ORIGIN).await {
-                        Ok(_) => {
-                            this.changed("fetched");
-                            break;
-                        }
-                        Err(e) if wait_ms > 16_000 => {
-                            tracing::warn!("fetching shared {cid}: {}; giving up", e.message);
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::info!(
-                                "fetching shared {cid}: {}; again in {wait_ms} ms",
-                                e.message
-                            )
-                        }
-                    }
-                    futures_timer::Delay::new(std::time::Duration::from_millis(wait_ms)).await;
-                    wait_ms *= 2;
                 }
                 this.fetching.borrow_mut().remove(&cid);
             });
@@ -1037,9 +1088,10 @@ impl SyncNode {
         }
         let mut dids = std::collections::BTreeSet::new();
         {
+            // Trust documents left out: each peer's own reaches its readers whenever they meet.
             let lib = self.lib.borrow();
-            for id in lib.ids() {
-                dids.extend(lib.participants(&id));
+            for id in lib.ids().iter().filter(|id| !id.starts_with("trust-")) {
+                dids.extend(lib.participants(id));
             }
         }
         dids.remove(&self.me);
@@ -1101,11 +1153,18 @@ impl SyncNode {
     pub(crate) fn status(&self) -> Value {
         let mut peers: Vec<PeerSync> = self.last.borrow().values().cloned().collect();
         peers.sort_by(|a, b| a.did.cmp(&b.did));
+        let ids = self.lib.borrow().ids();
+        let kinds = |prefix: &str| ids.iter().filter(|id| id.starts_with(prefix)).count();
         json!({
             "policy": self.policy.get(),
             "overrides": self.overrides.borrow().clone(),
             "peers": peers,
-            "documents": self.lib.borrow().ids().len(),
+            "documents": ids.len(),
+            "documentKinds": {
+                "shares": kinds("shares-"),
+                "collections": kinds("collection-"),
+                "trust": kinds("trust-"),
+            },
             "announcements": self.gossip.borrow().clone(),
             "wasmMemoryBytes": wasm_memory_bytes(),
         })

@@ -1,23 +1,17 @@
-//! Trust credentials between peers (`/disot/trust/1.0.0`): when a peer we trust connects, and
-//! whenever our assertions change, we send it the trust credentials we issued (one
-//! length-prefixed JSON array on a new stream). What a peer sends us is kept only if it
-//! verifies and was issued by that peer itself, the latest per (issuer, subject, context), so
-//! the web of trust grows one hop per trusted peer and nobody can speak for another.
-use std::rc::Rc;
+//! The web of trust between peers. Each peer publishes its trust assertions in a trust
+//! document of its own (`disot_core::sync::trust_id`), synced like shares and collections and
+//! read by the peers it trusts: the credentials it issued, and those it took from others (each
+//! signed by its issuer, so passing it on speaks for nobody; this is how trust paths longer
+//! than one hop reach a peer). What arrives in another peer's document is kept only if it
+//! verifies and was issued by that peer itself or by someone we already trust closely enough,
+//! the latest per (issuer, subject, context).
+use std::collections::{BTreeMap, BTreeSet};
 
-use disot_core::bitswap::{read_frame_max, write_frame};
 use disot_core::trust;
-use futures::{AsyncWriteExt as _, StreamExt as _};
-use libp2p::{PeerId, StreamProtocol};
 use serde_json::Value;
 
 use crate::store::Store;
 
-pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/disot/trust/1.0.0");
-/// Largest message accepted.
-const MAX_MESSAGE: usize = 512 * 1024;
-/// Most credentials in one message.
-const MAX_CREDENTIALS: usize = 1000;
 /// Most credentials kept from other peers.
 const MAX_RECEIVED: usize = 10_000;
 
@@ -47,199 +41,55 @@ fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
 
-/// Whether our own credentials say we trust `did` (any context, level above 0).
-fn trusts(mine: &[Value], did: &str) -> bool {
-    mine.iter().any(|c| {
-        c.pointer("/credentialSubject/id").and_then(Value::as_str) == Some(did)
-            && c.pointer("/credentialSubject/trustLevel").and_then(Value::as_u64).unwrap_or(0) > 0
-    })
-}
-
-/// Send `peer` (whose DID is `did`), if we trust it, our credentials and those we took from
-/// others (each is signed by its issuer, so passing it on speaks for nobody): this is how
-/// trust paths longer than one hop reach a peer.
-pub(crate) async fn offer(
-    mut control: libp2p_stream::Control,
-    store: Rc<Store>,
-    peer: PeerId,
-    did: String,
-) {
-    let mine = match store.trust_credentials().await {
-        Ok(mine) => mine,
-        Err(e) => return tracing::warn!("reading trust credentials: {e}"),
-    };
-    if !trusts(&mine, &did) {
-        return;
-    }
-    let received = store.received_trust().await.unwrap_or_default();
-    // Ours first, then what others told us (not what the peer itself issued), as much as fits.
-    let mut all: Vec<Value> = Vec::new();
-    let mut size: usize = 2;
-    for c in mine.into_iter().chain(
-        received.into_iter().filter(|c| c.get("issuer").and_then(Value::as_str) != Some(&did)),
-    ) {
-        let len = serde_json::to_vec(&c).map_or(usize::MAX, |b| b.len() + 1);
-        if all.len() >= MAX_CREDENTIALS || size.saturating_add(len) > MAX_MESSAGE {
+/// What this peer publishes: its readers (the peers it trusts, in any context) and the
+/// credentials, ours first and then those we took from others, as many as a trust document
+/// holds, each by a key naming what it asserts.
+pub(crate) async fn published(
+    store: &Store,
+) -> Result<(BTreeSet<String>, BTreeMap<String, String>), String> {
+    let mine = store.trust_credentials().await.map_err(|e| e.to_string())?;
+    let received = store.received_trust().await.map_err(|e| e.to_string())?;
+    let readers: BTreeSet<String> = mine
+        .iter()
+        .filter_map(|c| trust::read_form(c).ok())
+        .filter(|a| a.level > 0)
+        .map(|a| a.subject)
+        .collect();
+    let mut credentials = BTreeMap::new();
+    for c in mine.iter().chain(&received) {
+        if credentials.len() >= disot_core::sync::MAX_TRUST_CREDENTIALS {
             break;
         }
-        size += len;
-        all.push(c);
-    }
-    let message = match serde_json::to_vec(&all) {
-        Ok(m) => m,
-        Err(e) => return tracing::warn!("encoding trust credentials: {e}"),
-    };
-    // Several tries, further apart each time: the stream may land on a relayed connection
-    // that closes for the direct one, or reach a receiver busy with others.
-    for attempt in 0..6u32 {
-        if attempt > 0 {
-            futures_timer::Delay::new(std::time::Duration::from_millis(500 << attempt)).await;
-        }
-        match control.open_stream(peer, PROTOCOL).await {
-            Ok(mut stream) => match delivered(&mut stream, &message).await {
-                Ok(()) => {
-                    let _ = stream.close().await;
-                    return;
-                }
-                Err(e) => tracing::info!("trust credentials to {peer}: {e}"),
-            },
-            // Peers that do not speak it (a disot-node) are fine.
-            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => return,
-            Err(e) => tracing::info!("trust credentials to {peer}: {e}"),
-        }
-    }
-}
-
-/// How long the receiver has to acknowledge a message.
-const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// The receiver's acknowledgement: without it a message written to a connection that was
-/// closing (a relayed one, for the direct one) would be lost unnoticed.
-const ACK: &[u8] = b"ok";
-
-/// Write `message` and wait for the receiver's acknowledgement.
-async fn delivered(stream: &mut libp2p::Stream, message: &[u8]) -> Result<(), String> {
-    write_frame(stream, message).await.map_err(|e| e.to_string())?;
-    let ack = read_frame_max(stream, ACK.len());
-    futures::pin_mut!(ack);
-    match futures::future::select(ack, futures_timer::Delay::new(ACK_TIMEOUT)).await {
-        futures::future::Either::Left((Ok(Some(a)), _)) if a == ACK => Ok(()),
-        futures::future::Either::Left((Ok(_), _)) => Err("no acknowledgement".into()),
-        futures::future::Either::Left((Err(e), _)) => Err(e.to_string()),
-        futures::future::Either::Right(_) => Err("acknowledgement timed out".into()),
-    }
-}
-
-/// Take the credentials peers send us, for as long as the node runs; `refused` hears of each
-/// credential (or message) refused, and why; `changed` is called when what we know changed
-/// (so that it reaches the peers that trust us in turn).
-pub(crate) fn accept(
-    mut control: libp2p_stream::Control,
-    store: Rc<Store>,
-    me: String,
-    did_of: fn(&PeerId) -> Option<String>,
-    refused: impl Fn(PeerId, String) + 'static,
-    changed: impl Fn() + 'static,
-) -> Result<(), String> {
-    let mut incoming = control.accept(PROTOCOL).map_err(|e| e.to_string())?;
-    let context = Rc::new(Receiver {
-        store,
-        me,
-        did_of,
-        refused: Box::new(refused),
-        changed: Box::new(changed),
-        taking: futures::lock::Mutex::new(()),
-        in_flight: std::cell::Cell::new(0),
-    });
-    wasm_bindgen_futures::spawn_local(async move {
-        // Each stream is read in a task of its own: the stream behaviour drops a stream that
-        // arrives while the previous one is still being taken, so a sequential loop would lose
-        // messages whenever two peers (or two changes) come close together.
-        while let Some((peer, stream)) = incoming.next().await {
-            if context.in_flight.get() >= MAX_IN_FLIGHT {
-                tracing::info!("trust credentials from {peer}: too many messages at once");
-                continue; // dropped: the sender is not acknowledged and tries again
-            }
-            context.in_flight.set(context.in_flight.get() + 1);
-            let context = context.clone();
-            wasm_bindgen_futures::spawn_local(async move {
-                context.receive(peer, stream).await;
-                context.in_flight.set(context.in_flight.get() - 1);
-            });
-        }
-    });
-    Ok(())
-}
-
-/// Most messages being read or taken at once.
-const MAX_IN_FLIGHT: usize = 16;
-/// How long a sender has to deliver its message once it opened the stream.
-const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-struct Receiver {
-    store: Rc<Store>,
-    me: String,
-    did_of: fn(&PeerId) -> Option<String>,
-    refused: Box<dyn Fn(PeerId, String)>,
-    changed: Box<dyn Fn()>,
-    /// One message is taken at a time: taking reads and rewrites what we received.
-    taking: futures::lock::Mutex<()>,
-    in_flight: std::cell::Cell<usize>,
-}
-
-impl Receiver {
-    async fn receive(&self, peer: PeerId, mut stream: libp2p::Stream) {
-        let Some(sender) = (self.did_of)(&peer) else { return };
-        let read = {
-            let read = read_frame_max(&mut stream, MAX_MESSAGE);
-            futures::pin_mut!(read);
-            match futures::future::select(read, futures_timer::Delay::new(READ_TIMEOUT)).await {
-                futures::future::Either::Left((result, _)) => Some(result),
-                futures::future::Either::Right(_) => None,
-            }
+        let (Ok(a), Ok(text)) = (trust::read_form(c), disot_core::entry::canonical(c)) else {
+            continue;
         };
-        let message = match read {
-            Some(Ok(Some(m))) => m,
-            Some(Ok(None)) => return,
-            Some(Err(e @ disot_core::bitswap::Error::TooLarge(_))) => {
-                return (self.refused)(peer, e.to_string());
-            }
-            // The stream failed or stalled: nothing was said; the sender tries again.
-            Some(Err(e)) => return tracing::info!("trust credentials from {peer}: {e}"),
-            None => {
-                return tracing::info!("trust credentials from {peer}: timed out reading");
-            }
-        };
-        let _ = write_frame(&mut stream, ACK).await;
-        let _ = stream.close().await;
-        let result = {
-            let _one = self.taking.lock().await;
-            take(&self.store, &self.me, &sender, &message).await
-        };
-        match result {
-            Ok((reasons, new)) => {
-                reasons.into_iter().for_each(|r| (self.refused)(peer, r));
-                if new {
-                    (self.changed)();
-                }
-            }
-            Err(e) => (self.refused)(peer, e),
+        let Ok(text) = String::from_utf8(text) else { continue };
+        let key = format!("{}|{}|{}", a.issuer, a.subject, a.context);
+        if text.len() <= disot_core::sync::MAX_CREDENTIAL && key.len() <= disot_core::sync::MAX_TEXT
+        {
+            credentials.entry(key).or_insert(text);
         }
     }
+    Ok((readers, credentials))
 }
 
-/// Keep what verifies of one message: credentials the sender issued, and credentials it passes
-/// on from issuers we already trust closely enough for their assertions to end a path of at
+/// Keep what verifies of what `sender` publishes: credentials it issued, and credentials it
+/// passes on from issuers we already trust closely enough for their assertions to end a path of at
 /// most [`trust::MAX_DEPTH`] hops. Returns why each other credential was refused, and whether
 /// anything new was kept.
-async fn take(
+pub(crate) async fn take(
     store: &Store,
     me: &str,
     sender: &str,
-    message: &[u8],
+    texts: &[String],
 ) -> Result<(Vec<String>, bool), String> {
-    let offered: Vec<Value> = serde_json::from_slice(message).map_err(|e| e.to_string())?;
-    if offered.len() > MAX_CREDENTIALS {
-        return Err(format!("more than {MAX_CREDENTIALS} credentials"));
+    let mut refusals = Vec::new();
+    let mut offered = Vec::new();
+    for text in texts {
+        match serde_json::from_str::<Value>(text) {
+            Ok(c) => offered.push(c),
+            Err(e) => refusals.push(format!("not a credential: {e}")),
+        }
     }
     let now = now_ms();
     let mut received = store.received_trust().await.map_err(|e| e.to_string())?;
@@ -249,7 +99,6 @@ async fn take(
             graph.insert(a);
         }
     }
-    let mut refusals = Vec::new();
     let mut waiting = Vec::new();
     for credential in offered {
         if received.contains(&credential) {
