@@ -86,14 +86,17 @@ describe('disot-node keeps shared documents for its trusted peers', () => {
     [b, popupB] = await reopen(profileB, extDirB, sb.did);
     await h.waitFor(async () => JSON.stringify(await ui(popupB, 'collection_get', { id }).catch(() => null)) === JSON.stringify(expected), { what: 'A\'s changes at B, from the node', timeout: 60_000 });
     assert.ok(!node.connectedPeers().has(sa.peerId), 'A was offline all along');
-    const fromNode = (await ui(popupB, 'sync_status')).peers.find((p) => p.did === nodeDid);
-    assert.ok(fromNode?.sessions > 0, `B synced with the node: ${JSON.stringify(fromNode)}`);
+    // (The session is counted once it has saved what it brought, a moment after it is seen.)
+    await h.waitFor(async () => (await ui(popupB, 'sync_status')).peers.find((p) => p.did === nodeDid)?.sessions > 0, { what: 'B\'s sessions with the node counted' });
 
     // B, a reader so far, is made an editor by A; with A away again, B's addition waits at
     // the node and reaches A when A is back.
     [a, popupA] = await reopen(profileA, extDirA, sa.did);
+    const beforeMember = synced();
     await ui(popupA, 'collection_member', { id, did: sb.did, role: 'editor' });
     await h.waitFor(async () => (await ui(popupB, 'collection_get', { id })).editors.includes(sb.did), { what: 'B an editor at B' });
+    // The node too must know B may write before A leaves, or it refuses B's change.
+    await h.waitFor(() => synced() > beforeMember, { what: 'B\'s new role at the node' });
     await a.close();
     await h.waitFor(() => !node.connectedPeers().has(sa.peerId), { what: 'A gone again', timeout: 60_000 });
     const fromB = () => node.events.filter((e) => e.event === 'synced' && e.did === sb.did && e.changed > 0 && e.refused.length === 0).length > bBefore;
