@@ -902,7 +902,8 @@ impl Library {
             doc.get(ROOT, "credentials")
         {
             for key in doc.keys(&map).take(MAX_TRUST_CREDENTIALS) {
-                credentials.extend(scalar_str(doc, &map, &key).filter(|c| c.len() <= MAX_CREDENTIAL));
+                credentials
+                    .extend(scalar_str(doc, &map, &key).filter(|c| c.len() <= MAX_CREDENTIAL));
             }
         }
         Some((version, credentials))
@@ -1582,7 +1583,12 @@ mod tests {
         // B is no reader any more: A's next change does not reach it.
         assert!(a.borrow_mut().publish_trust(&BTreeSet::new(), &first).expect("publish"));
         sync_pair(&a, &b, Level::Full, Level::Full);
-        assert!(!b.borrow_mut().trust_of(A).expect("old copy").1.contains(&"{\"level\":70}".to_owned()));
+        assert!(!b
+            .borrow_mut()
+            .trust_of(A)
+            .expect("old copy")
+            .1
+            .contains(&"{\"level\":70}".to_owned()));
         // Too much to publish is refused whole.
         let many: BTreeMap<String, String> =
             (0..=MAX_TRUST_CREDENTIALS).map(|i| (format!("k{i}"), "{}".to_owned())).collect();

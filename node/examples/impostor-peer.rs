@@ -185,7 +185,8 @@ async fn session(
     let theirs = lib.borrow_mut().trust_of(&did).filter(|_| !printed.get());
     if let Some((_, theirs)) = theirs {
         printed.set(true);
-        let parsed: Vec<Value> = theirs.iter().filter_map(|c| serde_json::from_str(c).ok()).collect();
+        let parsed: Vec<Value> =
+            theirs.iter().filter_map(|c| serde_json::from_str(c).ok()).collect();
         emit(json!({"event": "browser-credentials", "sent": serde_json::to_string(&parsed)?}));
     }
     Ok(())

@@ -175,8 +175,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("documents".into())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build()
-            {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
                     return out.emit(&Event::Warning { message: format!("document sync: {e}") })
@@ -195,7 +194,8 @@ pub fn start(
                 again: RefCell::default(),
                 inbound: Cell::new(0),
             });
-            tokio::task::LocalSet::new().block_on(&runtime, service.run(sessions, identities, gone));
+            tokio::task::LocalSet::new()
+                .block_on(&runtime, service.run(sessions, identities, gone));
         })
         .map_err(|e| format!("starting the document thread: {e}"))?;
     Ok(Handle { gone: gone_tx })
@@ -259,7 +259,10 @@ impl Service {
                 auth::respond(&mut stream, self.local.clone(), peer, rand::random(), now_ms);
             match tokio::time::timeout(IDENTITY_TIMEOUT, exchange).await {
                 Ok(Ok(verified)) => {
-                    self.out.emit(&Event::Verified { peer: peer.to_string(), did: verified.did.clone() });
+                    self.out.emit(&Event::Verified {
+                        peer: peer.to_string(),
+                        did: verified.did.clone(),
+                    });
                     self.peers.borrow_mut().insert(peer, verified.did);
                 }
                 Ok(Err(e)) => self.out.emit(&Event::Warning {
@@ -343,9 +346,9 @@ impl Service {
                     self.pass_on(peer);
                 }
             }
-            Ok(Err(e)) => self
-                .out
-                .emit(&Event::SyncFailed { peer: peer.to_string(), reason: e.to_string() }),
+            Ok(Err(e)) => {
+                self.out.emit(&Event::SyncFailed { peer: peer.to_string(), reason: e.to_string() })
+            }
             Err(_) => self.out.emit(&Event::SyncFailed {
                 peer: peer.to_string(),
                 reason: "the session timed out".into(),
@@ -400,14 +403,17 @@ mod tests {
         let me = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
         let mut lib = Library::new(me);
         let id = lib.create_collection([7; 16], "kept").unwrap();
-        lib.collection_add(&id, &disot_core::sync::Entry {
-            cid: "bafkqaaa".into(),
-            name: Some("empty".into()),
-            mime: None,
-            size: Some(0),
-            added_by: me.into(),
-            added_ms: 1,
-        })
+        lib.collection_add(
+            &id,
+            &disot_core::sync::Entry {
+                cid: "bafkqaaa".into(),
+                name: Some("empty".into()),
+                mime: None,
+                size: Some(0),
+                added_by: me.into(),
+                added_ms: 1,
+            },
+        )
         .unwrap();
         docs.apply(&lib.take_writes()).unwrap();
         // A write cut short leaves a temporary file, which loading removes.
