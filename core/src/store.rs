@@ -217,9 +217,31 @@ pub async fn cat<S: BlockStore>(
         next
     };
     let mut cache = None;
+    // The next blocks of the walk are read while the current one is handed on: a backend
+    // whose reads wait on another thread or process (IndexedDB, the disk) serves them together.
+    let read = |cid: Cid| async move { (cid, store.get(&cid).await) };
+    let mut queued = std::collections::VecDeque::new();
+    let mut reads = futures::stream::FuturesOrdered::new();
     while let Some(walk) = next {
-        let cid = *walk.pending_links().0;
-        let block = store.get(&cid).await?.ok_or(Error::Missing(cid))?;
+        let (first, rest) = walk.pending_links();
+        let cid = *first;
+        let wanted: Vec<Cid> =
+            std::iter::once(first).chain(rest).take(READ_AHEAD).copied().collect();
+        // Reads queued before the walk entered an inner node are not what it wants now.
+        if !queued.iter().zip(&wanted).all(|(q, w)| q == w) {
+            queued.clear();
+            reads = futures::stream::FuturesOrdered::new();
+        }
+        for c in wanted.iter().skip(queued.len()) {
+            queued.push_back(*c);
+            reads.push_back(read(*c));
+        }
+        queued.pop_front();
+        let block = match futures::StreamExt::next(&mut reads).await {
+            Some((got, block)) if got == cid => block?,
+            _ => return Err(Error::Backend("the read-ahead lost its place".into())),
+        };
+        let block = block.ok_or(Error::Missing(cid))?;
         let (content, rest) =
             walk.continue_walk(&block, &mut cache).map_err(|e| malformed(&cid, &e))?;
         sink(content)?;
@@ -227,6 +249,9 @@ pub async fn cat<S: BlockStore>(
     }
     Ok(())
 }
+
+/// Blocks a walk reads at most at once.
+const READ_AHEAD: usize = 8;
 
 /// CIDs of all blocks of the object rooted at `root` (the ones that are stored).
 pub async fn reachable<S: BlockStore>(
@@ -557,5 +582,101 @@ mod tests {
         assert!(matches!(verify(&other, &blocks[0].data), Err(Error::Unsupported { .. })));
         let big = vec![0u8; MAX_BLOCK_SIZE + 1];
         assert!(matches!(verify(&blocks[0].cid, &big), Err(Error::TooLarge { .. })));
+    }
+
+    /// A store whose reads each wait one turn of the executor, counting how many wait at once
+    /// and which blocks were read.
+    #[derive(Default)]
+    struct SlowStore {
+        inner: MemoryStore,
+        waiting: std::cell::Cell<usize>,
+        most: std::cell::Cell<usize>,
+        read: std::cell::RefCell<Vec<Cid>>,
+    }
+
+    impl BlockStore for SlowStore {
+        async fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
+            struct Waiting<'a>(&'a std::cell::Cell<usize>);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    self.0.set(self.0.get() - 1);
+                }
+            }
+            self.waiting.set(self.waiting.get() + 1);
+            self.most.set(self.most.get().max(self.waiting.get()));
+            let _waiting = Waiting(&self.waiting);
+            let mut turned = false;
+            futures::future::poll_fn(|cx| {
+                if std::mem::replace(&mut turned, true) {
+                    std::task::Poll::Ready(())
+                } else {
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            self.read.borrow_mut().push(*cid);
+            self.inner.get(cid).await
+        }
+        async fn has(&self, cid: &Cid) -> Result<bool> {
+            self.inner.has(cid).await
+        }
+        async fn put_blocks(&self, blocks: &[Block]) -> Result<()> {
+            self.inner.put_blocks(blocks).await
+        }
+        async fn delete_block(&self, cid: &Cid) -> Result<()> {
+            self.inner.delete_block(cid).await
+        }
+        async fn block_cids(&self) -> Result<Vec<Cid>> {
+            self.inner.block_cids().await
+        }
+        async fn put_object(&self, record: &ObjectRecord) -> Result<()> {
+            self.inner.put_object(record).await
+        }
+        async fn object(&self, cid: &str) -> Result<Option<ObjectRecord>> {
+            self.inner.object(cid).await
+        }
+        async fn delete_object(&self, cid: &str) -> Result<()> {
+            self.inner.delete_object(cid).await
+        }
+        async fn objects(&self) -> Result<Vec<ObjectRecord>> {
+            self.inner.objects().await
+        }
+    }
+
+    #[test]
+    fn reads_go_ahead_of_the_walk_and_stay_in_the_range() {
+        futures::executor::block_on(async {
+            let store = SlowStore::default();
+            // 64-byte leaves, at most 174 per node: 625 leaves under 4 inner nodes.
+            // No two leaves alike, so that every leaf is its own block.
+            let content: Vec<u8> =
+                (0..40_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+            let layout =
+                crate::unixfs::Preset::Kubo.layout().with_chunk_size(64).unwrap_or_default();
+            let record = add(&store, layout, content.chunks(1000)).await.expect("add");
+            let root: Cid = record.cid.parse().expect("cid");
+            let mut out = Vec::new();
+            let range = 10_000..30_000u64;
+            cat(&store, &root, Some(range.clone()), |b| {
+                out.extend_from_slice(b);
+                Ok(())
+            })
+            .await
+            .expect("cat");
+            assert_eq!(out, content[10_000..30_000]);
+            assert_eq!(store.most.get(), READ_AHEAD, "reads run {READ_AHEAD} at once");
+            // Every block read is the root, an inner node or a leaf the range needs, each
+            // read once, except reads dropped when the walk entered an inner node.
+            let read = store.read.borrow();
+            let distinct: BTreeSet<_> = read.iter().collect();
+            let leaves = (range.end / 64 - range.start / 64) as usize;
+            assert!(
+                (leaves..=1 + 4 + leaves).contains(&distinct.len()),
+                "{} blocks read",
+                distinct.len()
+            );
+            assert!(read.len() <= distinct.len() + 4 * READ_AHEAD, "{} reads", read.len());
+        });
     }
 }

@@ -148,6 +148,70 @@ pub(crate) async fn read_into(
     .map_err(store_error)
 }
 
+/// The first half of taking the next piece of upload `handle`: into the importer, at once.
+///
+/// Call it before anything awaits, in the order the pieces arrived: pieces that wait (for the
+/// permission check, for storage) would otherwise be taken in the order they stop waiting, and
+/// the object would be someone else's bytes.
+pub(crate) fn accept_chunk(
+    cas: &Cas,
+    origin: &str,
+    handle: u64,
+    data: &[u8],
+) -> Result<Vec<disot_core::unixfs::Block>, ApiError> {
+    let mut uploads = cas.uploads.borrow_mut();
+    let upload = uploads.get_mut(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
+    upload.touched = now_ms();
+    let blocks = upload.importer.push(data);
+    upload.written.extend(blocks.iter().map(|b| b.cid));
+    Ok(blocks)
+}
+
+/// Drop upload `handle` and what it wrote, after one of its pieces failed.
+pub(crate) fn abandon(cas: &Cas, origin: &str, handle: u64) {
+    let failed = {
+        let mut uploads = cas.uploads.borrow_mut();
+        match uploads.get(&handle) {
+            Some(u) if u.origin == origin => uploads.remove(&handle),
+            _ => None,
+        }
+    };
+    clean_up(cas, failed.into_iter().collect());
+}
+
+/// The second half: write the blocks [`accept_chunk`] made of a piece of `len` bytes, if there
+/// is room. A failure abandons the upload.
+pub(crate) async fn store_chunk(
+    cas: &Cas,
+    origin: &str,
+    handle: u64,
+    blocks: Vec<disot_core::unixfs::Block>,
+    len: usize,
+) -> Result<Value, ApiError> {
+    if let Some(room) = cas.store.room().await {
+        if room < len as f64 + STORAGE_RESERVE {
+            abandon(cas, origin, handle);
+            return Err(ApiError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "storage is full: {:.1} MiB left and {:.0} MiB are kept in reserve; the upload was abandoned",
+                    room.max(0.0) / 1048576.0,
+                    STORAGE_RESERVE / 1048576.0
+                ),
+            ));
+        }
+    }
+    // An earlier piece failed meanwhile: the upload is gone, and so must these blocks be.
+    if !cas.uploads.borrow().contains_key(&handle) {
+        return Err(no_upload());
+    }
+    if let Err(e) = cas.store.put_imported(&blocks).await {
+        abandon(cas, origin, handle);
+        return Err(store_error(e));
+    }
+    Ok(json!({ "accepted": len }))
+}
+
 pub(crate) async fn handle(
     cas: &Cas,
     origin: &str,
@@ -189,45 +253,8 @@ pub(crate) async fn handle(
             Ok(json!({ "handle": handle, "chunkSize": MAX_CHUNK_BYTES }))
         }
         PageRequest::CasPutChunk { handle, data } => {
-            if let Some(room) = cas.store.room().await {
-                if room < data.len() as f64 + STORAGE_RESERVE {
-                    let failed = {
-                        let mut uploads = cas.uploads.borrow_mut();
-                        uploads
-                            .get(&handle)
-                            .filter(|u| u.origin == origin)
-                            .ok_or_else(no_upload)?;
-                        uploads.remove(&handle)
-                    };
-                    clean_up(cas, failed.into_iter().collect());
-                    return Err(ApiError::new(
-                        ErrorCode::LimitExceeded,
-                        format!(
-                            "storage is full: {:.1} MiB left and {:.0} MiB are kept in reserve; the upload was abandoned",
-                            room.max(0.0) / 1048576.0,
-                            STORAGE_RESERVE / 1048576.0
-                        ),
-                    ));
-                }
-            }
-            // Take the blocks out before awaiting: no RefCell borrow may live across an await.
-            let blocks = {
-                let mut uploads = cas.uploads.borrow_mut();
-                let upload = uploads
-                    .get_mut(&handle)
-                    .filter(|u| u.origin == origin)
-                    .ok_or_else(no_upload)?;
-                upload.touched = now_ms();
-                let blocks = upload.importer.push(&data);
-                upload.written.extend(blocks.iter().map(|b| b.cid));
-                blocks
-            };
-            if let Err(e) = cas.store.put_imported(&blocks).await {
-                let failed = cas.uploads.borrow_mut().remove(&handle);
-                clean_up(cas, failed.into_iter().collect());
-                return Err(store_error(e));
-            }
-            Ok(json!({ "accepted": data.len() }))
+            let blocks = accept_chunk(cas, origin, handle, &data)?;
+            store_chunk(cas, origin, handle, blocks, data.len()).await
         }
         PageRequest::CasPutAbort { handle } => {
             let aborted = {

@@ -10,7 +10,7 @@
 
 use std::rc::Rc;
 
-use disot_core::api::{self, ApiError, ErrorCode, PageRequest, MAX_FRAME_CHUNK_BYTES};
+use disot_core::api::{self, ApiError, ErrorCode, MAX_FRAME_CHUNK_BYTES};
 use disot_core::permissions::{self, Permission};
 use wasm_bindgen::prelude::*;
 
@@ -86,24 +86,30 @@ impl Frame {
         })
     }
 
-    /// The next piece of upload `handle`, as bytes; resolves like [`Frame::request`].
+    /// The next piece of upload `handle`, as bytes; resolves like [`Frame::request`]. Pieces
+    /// are taken in the order of the calls, however many are in flight.
     #[wasm_bindgen(js_name = putChunk)]
     pub fn put_chunk(&self, origin: String, handle: f64, data: Vec<u8>) -> js_sys::Promise {
         let cas = self.cas.clone();
+        // Into the importer now, before the permission check waits (see `cas::accept_chunk`);
+        // if the check fails, the upload is abandoned and nothing of it is stored.
+        let accepted = if data.len() > MAX_FRAME_CHUNK_BYTES {
+            Err(too_big(data.len()))
+        } else if !((0.0..=u32::MAX as f64).contains(&handle) && handle.fract() == 0.0) {
+            Err(ApiError::new(ErrorCode::InvalidParams, "handle must be an upload handle"))
+        } else {
+            cas::accept_chunk(&cas, &origin, handle as u64, &data)
+        };
+        let len = data.len();
+        drop(data);
         wasm_bindgen_futures::future_to_promise(async move {
             let result = async {
-                if data.len() > MAX_FRAME_CHUNK_BYTES {
-                    return Err(too_big(data.len()));
+                let blocks = accepted?;
+                if let Err(e) = authorise(&cas, &origin).await {
+                    cas::abandon(&cas, &origin, handle as u64);
+                    return Err(e);
                 }
-                if !((0.0..=u32::MAX as f64).contains(&handle) && handle.fract() == 0.0) {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidParams,
-                        "handle must be an upload handle",
-                    ));
-                }
-                authorise(&cas, &origin).await?;
-                cas::handle(&cas, &origin, PageRequest::CasPutChunk { handle: handle as u64, data })
-                    .await
+                cas::store_chunk(&cas, &origin, handle as u64, blocks, len).await
             }
             .await;
             Ok(JsValue::from_str(&api::response_json(result)))

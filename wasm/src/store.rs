@@ -391,7 +391,10 @@ impl BlockStore for Store {
     async fn get(&self, cid: &Cid) -> cas::Result<Option<Vec<u8>>> {
         match self.read(BLOCKS, &cid.to_string()).await.map_err(backend)? {
             Some(v) => {
-                let bytes = js_sys::Uint8Array::new(&v);
+                // Stored as a Uint8Array: use it as it is (`new Uint8Array(array)` would copy).
+                let bytes = v
+                    .dyn_into::<js_sys::Uint8Array>()
+                    .unwrap_or_else(|v| js_sys::Uint8Array::new(&v));
                 verify(cid, &bytes).await?;
                 Ok(Some(bytes.to_vec()))
             }

@@ -26,3 +26,52 @@ async fn indexeddb_store_passes_the_conformance_suite() {
     };
     conformance::check_all(make, corrupt).await;
 }
+
+/// A page keeps several pieces of one upload in flight; each waits for the permission check
+/// and for storage, in whatever order those finish. The object must still be the pieces in
+/// the order they were sent.
+#[wasm_bindgen_test]
+async fn pieces_in_flight_are_taken_in_the_order_they_were_sent() {
+    use disot_core::permissions::Permission;
+    use wasm_bindgen::JsValue;
+    use wasm_bindgen_futures::JsFuture;
+
+    let origin = "https://pieces.example";
+    let store = Store::open().await.expect("open the extension's database");
+    let mut grants = store.grants().await.expect("grants");
+    grants.grant(origin, &[Permission::Cas], 1);
+    store.set_grants(&grants).await.expect("grant");
+    let frame = disot_wasm::open_frame().await.expect("frame");
+    let answer = |v: JsValue| -> serde_json::Value {
+        let text = v.as_string().expect("a JSON answer");
+        let reply: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert!(reply.get("error").is_none(), "{text}");
+        reply["result"].clone()
+    };
+    let started =
+        JsFuture::from(frame.request(origin.into(), r#"{"method":"cas_put_start"}"#.into()))
+            .await
+            .expect("start");
+    let handle = answer(started)["handle"].as_f64().expect("handle");
+    // Twelve pieces of 100 KiB, none alike, all sent before any is answered.
+    let pieces: Vec<Vec<u8>> = (0..12u32)
+        .map(|p| {
+            (0..100 * 1024u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 ^ p as u8)
+                .collect()
+        })
+        .collect();
+    let sent: Vec<_> = pieces
+        .iter()
+        .map(|p| JsFuture::from(frame.put_chunk(origin.into(), handle, p.clone())))
+        .collect();
+    for accepted in futures::future::join_all(sent).await {
+        answer(accepted.expect("piece"));
+    }
+    let body = format!(r#"{{"method":"cas_put_finish","params":{{"handle":{handle}}}}}"#);
+    let finished =
+        answer(JsFuture::from(frame.request(origin.into(), body)).await.expect("finish"));
+    let (_, expected) = disot_core::unixfs::import(&pieces.concat(), Default::default());
+    assert_eq!(finished["cid"], expected.cid.to_string());
+    assert_eq!(finished["sha256"], expected.sha256);
+}
