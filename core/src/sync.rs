@@ -128,6 +128,11 @@ pub fn trust_id(issuer: &str) -> String {
     format!("trust-{}", hex(&digest[..16]))
 }
 
+/// Whether `id` names a trust document (see [`trust_id`]).
+pub fn is_trust_id(id: &str) -> bool {
+    id.starts_with("trust-")
+}
+
 /// Most credentials in a trust document.
 pub const MAX_TRUST_CREDENTIALS: usize = 1000;
 /// Largest credential in a trust document.
@@ -448,6 +453,19 @@ impl Library {
     /// Who may see document `id`.
     pub fn participants(&self, id: &str) -> BTreeSet<String> {
         self.docs.get(id).and_then(meta_of).map(|m| m.participants).unwrap_or_default()
+    }
+
+    /// Everyone who takes part in a share or collection with this peer (trust documents left
+    /// out: each peer's own reaches its readers whenever they meet), this peer excluded.
+    pub fn content_peers(&self) -> BTreeSet<String> {
+        let mut dids: BTreeSet<String> = self
+            .ids()
+            .iter()
+            .filter(|id| !is_trust_id(id))
+            .flat_map(|id| self.participants(id))
+            .collect();
+        dids.remove(&self.me);
+        dids
     }
 
     /// Who may change document `id`.
@@ -1037,7 +1055,7 @@ impl Library {
         // from this peer, so what it says of others weighs only as much as we trust it.
         if level == Level::Nothing
             && !named_by_me
-            && !id.starts_with("trust-")
+            && !is_trust_id(id)
             && (!message.changes.is_empty()
                 || !self.docs.contains_key(id)
                 || self.arriving.contains_key(id))

@@ -515,14 +515,7 @@ impl SyncNode {
             return Vec::new();
         }
         self.looked_ms.set(now);
-        let mut dids = std::collections::BTreeSet::new();
-        {
-            // Trust documents left out: each peer's own reaches its readers whenever they meet.
-            let lib = self.lib.borrow();
-            for id in lib.ids().iter().filter(|id| !id.starts_with("trust-")) {
-                dids.extend(lib.participants(id));
-            }
-        }
+        let mut dids = self.lib.borrow().content_peers();
         self.news.borrow_mut().retain(|_, at| now.saturating_sub(*at) < NEWS_FOR_MS);
         dids.extend(self.news.borrow().keys().cloned());
         dids.remove(&self.me);
@@ -1086,15 +1079,7 @@ impl SyncNode {
         if !self.announce.get() {
             return None;
         }
-        let mut dids = std::collections::BTreeSet::new();
-        {
-            // Trust documents left out: each peer's own reaches its readers whenever they meet.
-            let lib = self.lib.borrow();
-            for id in lib.ids().iter().filter(|id| !id.starts_with("trust-")) {
-                dids.extend(lib.participants(id));
-            }
-        }
-        dids.remove(&self.me);
+        let dids = self.lib.borrow().content_peers();
         let nonce = random_bytes().ok();
         let (Some(nonce), false) = (nonce, dids.is_empty()) else {
             self.announce.set(false);
@@ -1163,7 +1148,7 @@ impl SyncNode {
             "documentKinds": {
                 "shares": kinds("shares-"),
                 "collections": kinds("collection-"),
-                "trust": kinds("trust-"),
+                "trust": ids.iter().filter(|id| disot_core::sync::is_trust_id(id)).count(),
             },
             "announcements": self.gossip.borrow().clone(),
             "wasmMemoryBytes": wasm_memory_bytes(),
