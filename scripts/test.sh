@@ -13,6 +13,10 @@ export DISOT_SKIP_SETUP=1
 log "rustfmt"
 cargo fmt --all --check || die "code is not formatted: run cargo fmt --all"
 
+log "clippy"
+cargo clippy -p disot-core -p disot-node --quiet -- -D warnings || die "clippy found problems in core or node"
+cargo clippy -p disot-wasm --target wasm32-unknown-unknown --quiet -- -D warnings || die "clippy found problems in wasm"
+
 log "cargo tests"
 rc=0
 cargo test --workspace > "$CARGO_TARGET_DIR/cargo-test.log" 2>&1 || rc=$?

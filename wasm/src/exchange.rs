@@ -493,12 +493,12 @@ impl Exchange {
                     .filter(|r| r.public || r.min_trust.is_some() || !r.shared_with.is_empty())
                 {
                     let Ok(cid) = record.cid.parse::<Cid>() else { continue };
-                    if !walked.contains_key(&cid) {
+                    if let std::collections::hash_map::Entry::Vacant(unwalked) = walked.entry(cid) {
                         let mut reached = Default::default();
                         if store::reachable(&*self.store, &cid, &mut reached).await.is_err() {
                             continue;
                         }
-                        walked.insert(cid, reached.into_iter().collect());
+                        unwalked.insert(reached.into_iter().collect());
                     }
                     if let Some(blocks) = walked.get(&cid) {
                         if record.public {

@@ -339,9 +339,10 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
             };
             match result {
                 Ok((reasons, new)) => {
-                    let mut live = shared.live.borrow_mut();
-                    reasons.into_iter().for_each(|r| live.refuse(&peer, "trust credential", r));
-                    drop(live);
+                    {
+                        let mut live = shared.live.borrow_mut();
+                        reasons.into_iter().for_each(|r| live.refuse(&peer, "trust credential", r));
+                    }
                     if new {
                         // Access by trust is recomputed from the next request.
                         shared.exchange.access_changed();
