@@ -39,6 +39,8 @@ struct Upload {
     touched: f64,
     /// Blocks written so far: removed again if the upload fails or is abandoned.
     written: Vec<Cid>,
+    /// Pieces taken into the importer whose blocks are not stored yet.
+    storing: usize,
 }
 
 /// The content store as pages see it: the block store plus the uploads in progress. The node
@@ -164,6 +166,7 @@ pub(crate) fn accept_chunk(
     upload.touched = now_ms();
     let blocks = upload.importer.push(data);
     upload.written.extend(blocks.iter().map(|b| b.cid));
+    upload.storing += 1;
     Ok(blocks)
 }
 
@@ -209,6 +212,9 @@ pub(crate) async fn store_chunk(
         abandon(cas, origin, handle);
         return Err(store_error(e));
     }
+    if let Some(upload) = cas.uploads.borrow_mut().get_mut(&handle) {
+        upload.storing = upload.storing.saturating_sub(1);
+    }
     Ok(json!({ "accepted": len }))
 }
 
@@ -248,6 +254,7 @@ pub(crate) async fn handle(
                 min_trust,
                 touched: now,
                 written: Vec::new(),
+                storing: 0,
             };
             uploads.insert(handle, upload);
             Ok(json!({ "handle": handle, "chunkSize": MAX_CHUNK_BYTES }))
@@ -268,7 +275,15 @@ pub(crate) async fn handle(
         PageRequest::CasPutFinish { handle } => {
             let upload = {
                 let mut uploads = cas.uploads.borrow_mut();
-                uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
+                let upload =
+                    uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
+                // Its record would make the object visible before all of its blocks are.
+                if upload.storing > 0 {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidParams,
+                        "pieces of this upload are still being stored: wait for their answers before finishing",
+                    ));
+                }
                 uploads.remove(&handle).ok_or_else(no_upload)?
             };
             let Upload { importer, name, mime, public, min_trust, mut written, .. } = upload;
