@@ -170,16 +170,16 @@ pub(crate) fn accept_chunk(
     Ok(blocks)
 }
 
+/// Upload `handle` of `origin`, taken out of the uploads in progress.
+fn take(cas: &Cas, origin: &str, handle: u64) -> Result<Upload, ApiError> {
+    let mut uploads = cas.uploads.borrow_mut();
+    uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
+    uploads.remove(&handle).ok_or_else(no_upload)
+}
+
 /// Drop upload `handle` and what it wrote, after one of its pieces failed.
 pub(crate) fn abandon(cas: &Cas, origin: &str, handle: u64) {
-    let failed = {
-        let mut uploads = cas.uploads.borrow_mut();
-        match uploads.get(&handle) {
-            Some(u) if u.origin == origin => uploads.remove(&handle),
-            _ => None,
-        }
-    };
-    clean_up(cas, failed.into_iter().collect());
+    clean_up(cas, take(cas, origin, handle).into_iter().collect());
 }
 
 /// The second half: write the blocks [`accept_chunk`] made of a piece of `len` bytes, if there
@@ -264,28 +264,23 @@ pub(crate) async fn handle(
             store_chunk(cas, origin, handle, blocks, data.len()).await
         }
         PageRequest::CasPutAbort { handle } => {
-            let aborted = {
-                let mut uploads = cas.uploads.borrow_mut();
-                uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
-                uploads.remove(&handle)
-            };
-            clean_up(cas, aborted.into_iter().collect());
+            clean_up(cas, vec![take(cas, origin, handle)?]);
             Ok(json!({ "aborted": handle }))
         }
         PageRequest::CasPutFinish { handle } => {
-            let upload = {
-                let mut uploads = cas.uploads.borrow_mut();
-                let upload =
-                    uploads.get(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
-                // Its record would make the object visible before all of its blocks are.
-                if upload.storing > 0 {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidParams,
-                        "pieces of this upload are still being stored: wait for their answers before finishing",
-                    ));
-                }
-                uploads.remove(&handle).ok_or_else(no_upload)?
-            };
+            // Its record would make the object visible before all of its blocks are.
+            if cas
+                .uploads
+                .borrow()
+                .get(&handle)
+                .is_some_and(|u| u.origin == origin && u.storing > 0)
+            {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParams,
+                    "pieces of this upload are still being stored: wait for their answers before finishing",
+                ));
+            }
+            let upload = take(cas, origin, handle)?;
             let Upload { importer, name, mime, public, min_trust, mut written, .. } = upload;
             let (blocks, imported) = importer.finish();
             written.extend(blocks.iter().map(|b| b.cid));

@@ -101,7 +101,6 @@ impl Frame {
             cas::accept_chunk(&cas, &origin, handle as u64, &data)
         };
         let len = data.len();
-        drop(data);
         wasm_bindgen_futures::future_to_promise(async move {
             let result = async {
                 let blocks = accepted?;
