@@ -11,6 +11,9 @@
 //! - The client sends one want-block per CID, to the candidate peer with the fewest blocks
 //!   in flight, and want-have to the others (all with send-dont-have). Parallel wants spread
 //!   over every peer that has the content: swarming comes from the choice of peer per block.
+//!   Among peers equally busy, one that has more often had what was asked is asked first:
+//!   a peer that keeps saying DONT_HAVE (a bootstrap node that holds nothing of ours) would
+//!   otherwise cost the first block of every fetch a round trip.
 //! - The server answers at once from what the store holds and what the asking peer may see;
 //!   it keeps no wantlist for later. "May not see" and "not held" get the same DONT_HAVE.
 //! - Every message is bounded ([`MAX_MESSAGE_SIZE`], [`MAX_ENTRIES`]); so is the client's
@@ -344,8 +347,12 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, message: &[u8]) -> Re
     let mut buf = unsigned_varint::encode::usize_buffer();
     let len = unsigned_varint::encode::usize(message.len(), &mut buf);
     let io = |e: std::io::Error| Error::Io(e.to_string());
-    w.write_all(len).await.map_err(io)?;
-    w.write_all(message).await.map_err(io)?;
+    // One write: over WebRTC each write is a data-channel message, and a prefix sent on its
+    // own would cost a message (and, for a small want, most of its latency) of its own.
+    let mut framed = Vec::with_capacity(len.len() + message.len());
+    framed.extend_from_slice(len);
+    framed.extend_from_slice(message);
+    w.write_all(&framed).await.map_err(io)?;
     w.flush().await.map_err(io)
 }
 
@@ -456,6 +463,9 @@ pub struct Client {
     recent: VecDeque<Cid>,
     outbox: BTreeMap<PeerId, Outgoing>,
     events: VecDeque<Event>,
+    /// Per connected peer: how often it did not have what it was asked for, less how often it
+    /// did (never below zero). Lower is asked first.
+    misses: BTreeMap<PeerId, u32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -488,7 +498,8 @@ impl Client {
             return Err(TooManyWants);
         }
         self.wants.insert(cid, WantState { since: now, ..Default::default() });
-        let peers: Vec<PeerId> = self.peers.iter().copied().collect();
+        let mut peers: Vec<PeerId> = self.peers.iter().copied().collect();
+        peers.sort_by_key(|p| self.rank(p));
         for peer in peers {
             self.ask(cid, peer, now);
         }
@@ -527,6 +538,7 @@ impl Client {
             return;
         }
         self.outbox.remove(peer);
+        self.misses.remove(peer);
         let cids: Vec<Cid> = self.wants.keys().copied().collect();
         for cid in cids {
             if let Some(state) = self.wants.get_mut(&cid) {
@@ -582,6 +594,7 @@ impl Client {
                 true
             }) {
                 self.remember(cid);
+                self.scored(peer, true);
                 self.events.push_back(Event::Block { cid, data, from: peer });
             } else if !self.recent.contains(&cid) {
                 self.ban(peer, format!("sent block {cid} that was not asked for"), now);
@@ -589,6 +602,10 @@ impl Client {
             }
         }
         for (cid, presence) in incoming.presences {
+            if !self.wants.contains_key(&cid) {
+                continue;
+            }
+            self.scored(peer, presence == Presence::Have);
             let Some(state) = self.wants.get_mut(&cid) else { continue };
             match presence {
                 Presence::Have => {
@@ -658,6 +675,17 @@ impl Client {
         self.events.push_back(Event::NotFound { cid });
     }
 
+    /// `peer` had (or did not have) what it was asked for.
+    fn scored(&mut self, peer: PeerId, had: bool) {
+        let misses = self.misses.entry(peer).or_default();
+        *misses = if had { misses.saturating_sub(1) } else { misses.saturating_add(1) };
+    }
+
+    /// The order in which peers are asked: least busy first, then fewest misses.
+    fn rank(&self, peer: &PeerId) -> (usize, u32) {
+        (self.load(peer), self.misses.get(peer).copied().unwrap_or(0))
+    }
+
     /// Blocks in flight from `peer`, over all wants.
     fn load(&self, peer: &PeerId) -> usize {
         self.wants.values().filter(|s| s.block_from.is_some_and(|(p, _)| p == *peer)).count()
@@ -688,7 +716,7 @@ impl Client {
         }
         let mut candidates: Vec<PeerId> =
             state.have.iter().filter(|p| !state.dont_have.contains(p)).copied().collect();
-        candidates.sort_by_key(|p| self.load(p));
+        candidates.sort_by_key(|p| self.rank(p));
         if let Some(peer) = candidates.first().copied() {
             if let Some(state) = self.wants.get_mut(&cid) {
                 state.block_from = Some((peer, now));
@@ -919,6 +947,49 @@ mod tests {
         c.on_message(other, Incoming { blocks: vec![(cid, data)], ..Default::default() }, 6);
         assert_eq!(c.poll_event(), None);
         assert_eq!(c.wanted(), 0);
+    }
+
+    #[test]
+    fn a_peer_that_had_what_was_asked_is_asked_for_the_block_before_one_that_did_not() {
+        // Both ways round, so that the order of the peers' ids decides nothing.
+        for swap in [false, true] {
+            let (mut holder, mut empty) = (peer(), peer());
+            if swap {
+                std::mem::swap(&mut holder, &mut empty);
+            }
+            let mut c = Client::new();
+            c.peer_connected(holder, 0);
+            c.peer_connected(empty, 0);
+            for (i, content) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
+                let (cid, data) = block(content);
+                c.want(cid, 0).expect("want");
+                let out = sent(&mut c);
+                let now = i as u64;
+                c.on_message(
+                    empty,
+                    Incoming { presences: vec![(cid, Presence::DontHave)], ..Default::default() },
+                    now,
+                );
+                let asked_holder_first = out[&holder].wants[0].want_type == WantType::Block;
+                if !asked_holder_first {
+                    c.on_message(
+                        holder,
+                        Incoming { presences: vec![(cid, Presence::Have)], ..Default::default() },
+                        now,
+                    );
+                }
+                c.on_message(
+                    holder,
+                    Incoming { blocks: vec![(cid, data)], ..Default::default() },
+                    now,
+                );
+                let _ = sent(&mut c);
+                while c.poll_event().is_some() {}
+                if i > 0 {
+                    assert!(asked_holder_first, "want {i}: the block was asked of the empty peer");
+                }
+            }
+        }
     }
 
     #[test]

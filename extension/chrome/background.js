@@ -6,11 +6,19 @@ import { declineBody, onPromptClosed, openPromptWindow } from './prompt-window.j
 
 const OFFSCREEN = 'offscreen.html';
 let creating = null;
+// Set once the document is known to exist, so that a request does not ask the browser again
+// (that costs a round trip to the browser process on every request); cleared when a message
+// to it fails.
+let offscreenReady = false;
 
 async function ensureOffscreen() {
+  if (offscreenReady) return;
   const url = chrome.runtime.getURL(OFFSCREEN);
   const existing = await chrome.runtime.getContexts({ contextTypes: ['OFFSCREEN_DOCUMENT'], documentUrls: [url] });
-  if (existing.length > 0) return;
+  if (existing.length > 0) {
+    offscreenReady = true;
+    return;
+  }
   // One creation at a time: a second createDocument while one exists is rejected.
   creating ??= chrome.offscreen
     .createDocument({ url: OFFSCREEN, reasons: ['WEB_RTC'], justification: 'runs the peer-to-peer node' })
@@ -21,14 +29,16 @@ async function ensureOffscreen() {
 }
 
 async function forward(kind, origin, body) {
-  await ensureOffscreen();
-  // The document may still be loading its module; retry briefly until its listener is there.
+  // The document may still be loading its module (or be gone); retry briefly until its
+  // listener is there.
   for (let attempt = 0; ; attempt++) {
     try {
+      await ensureOffscreen();
       const reply = await chrome.runtime.sendMessage({ to: 'node', kind, origin, body });
       if (typeof reply?.body === 'string') return reply.body;
       throw new Error('no answer from the node');
     } catch (e) {
+      offscreenReady = false;
       if (attempt >= 20) return errorBody(4900, `disot peer is not reachable: ${e.message}`);
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -261,7 +261,7 @@
       // Read by CID: a sha256: name would be looked up again for every piece.
       const { cid, size, mime } = await path.call('cas_stat', { name }).catch((e) => {
         if (e.code !== -32001 || String(name).startsWith('sha256:')) throw e;
-        return fetchFromPeers(name, onProgress).then(() => path.call('cas_stat', { name }));
+        return fetchFromPeers(name, onProgress); // answers with the record, as stat would
       });
       const end = Math.min(size, length === undefined ? size : offset + length);
       let got = 0;

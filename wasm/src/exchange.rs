@@ -292,21 +292,26 @@ impl Exchange {
         }
     }
 
-    /// One block from the connected peers, verified (its CID is the hash of its bytes).
-    async fn block(&self, cid: Cid) -> Result<Vec<u8>, String> {
+    /// One block from the connected peers, verified (its CID is the hash of its bytes). The
+    /// want goes out when this is called, not when the answer is first awaited.
+    fn block(&self, cid: Cid) -> impl std::future::Future<Output = Result<Vec<u8>, String>> + '_ {
         // A fetch that gives up drops its other block futures: their wants go with them, so
         // that a later fetch of the same blocks starts afresh instead of sharing a want that
-        // no longer asks the peers connected since. (Declared before the receiver, so that it
-        // is dropped after it and sees it gone.)
-        let _abandon = Abandon { exchange: self, cid };
+        // no longer asks the peers connected since. (Made before the receiver, so that it is
+        // dropped after it and sees it gone.)
+        let abandon = Abandon { exchange: self, cid };
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().entry(cid).or_default().push(tx);
-        if let Err(e) = self.client.borrow_mut().want(cid, now_ms() as u64) {
+        let wanted = self.client.borrow_mut().want(cid, now_ms() as u64);
+        if wanted.is_err() {
             self.waiters.borrow_mut().remove(&cid);
-            return Err(e.to_string());
         }
         self.flush();
-        rx.await.unwrap_or_else(|_| Err("the fetch was dropped".into()))
+        async move {
+            let _abandon = abandon;
+            wanted.map_err(|e| e.to_string())?;
+            rx.await.unwrap_or_else(|_| Err("the fetch was dropped".into()))
+        }
     }
 
     /// Bring object `root` from connected peers into the store, for `origin`.
@@ -316,14 +321,24 @@ impl Exchange {
         origin: &str,
     ) -> Result<(ObjectRecord, Fetched), ApiError> {
         let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
-        if let Some(mut record) = self.store.object(&root.to_string()).await.map_err(internal)? {
+        // A one-block object is asked of the peers at once, while the store is read: for a
+        // small object that read would otherwise be a good part of the time to its first byte.
+        // (If it is held after all, the want is dropped, and with it cancelled.)
+        let early = (root.codec() == RAW_CODEC && self.has_peers()).then(|| self.block(root));
+        // A one-block object may be held without a record (as a block of another object).
+        let (held, local) = if root.codec() == RAW_CODEC {
+            self.store.object_and_block(&root).await.map_err(internal)?
+        } else {
+            (self.store.object(&root.to_string()).await.map_err(internal)?, None)
+        };
+        if let Some(mut record) = held {
             if !record.origins.iter().any(|o| o == origin) {
                 record.origins.push(origin.to_owned());
                 self.store.put_object(&record).await.map_err(internal)?;
             }
             return Ok((record, Fetched::default()));
         }
-        if !self.has_peers() {
+        if local.is_none() && !self.has_peers() {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
                 "not held here and no peer is connected",
@@ -350,49 +365,74 @@ impl Exchange {
                 },
             );
         }
-        let result = self.fetch_dag(root, &key).await;
-        self.transfers.borrow_mut().remove(&key);
-        let fetched = result?;
-        // All blocks are here and verified. A single raw block is named by its own digest;
-        // a larger object is read once to name it and size it.
-        let (sha256, size) = if root.codec() == RAW_CODEC && root.hash().code() == SHA2_256 {
-            let hex: String = root.hash().digest().iter().map(|b| format!("{b:02x}")).collect();
-            let size = if fetched.blocks == 1 {
-                fetched.bytes
-            } else {
-                // Stored by an earlier, interrupted fetch.
-                self.store.get(&root).await.map_err(internal)?.map_or(0, |b| b.len() as u64)
-            };
-            (format!("sha256:{hex}"), size)
+        let result = if root.codec() == RAW_CODEC {
+            self.fetch_block(root, local, early, origin).await
         } else {
-            let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-            let mut size = 0u64;
-            store::cat(&*self.store, &root, None, |bytes| {
-                sha2::Digest::update(&mut hasher, bytes);
-                size += bytes.len() as u64;
-                Ok(())
-            })
-            .await
-            .map_err(internal)?;
-            let digest = sha2::Digest::finalize(hasher);
-            (
-                format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()),
-                size,
-            )
+            self.fetch_file(root, &key, origin).await
         };
-        let record = ObjectRecord {
-            cid: key,
-            sha256,
-            size,
-            pinned: true,
-            name: None,
-            mime: None,
-            origins: vec![origin.to_owned()],
-            public: false,
-            min_trust: None,
-            shared_with: Vec::new(),
-        };
+        self.transfers.borrow_mut().remove(&key);
+        result
+    }
+
+    /// An object of several blocks: its DAG, then its record, once every block is stored and
+    /// verified (the content is read once to name it and size it).
+    async fn fetch_file(
+        &self,
+        root: Cid,
+        key: &str,
+        origin: &str,
+    ) -> Result<(ObjectRecord, Fetched), ApiError> {
+        let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
+        let fetched = self.fetch_dag(root, key).await?;
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut size = 0u64;
+        store::cat(&*self.store, &root, None, |bytes| {
+            sha2::Digest::update(&mut hasher, bytes);
+            size += bytes.len() as u64;
+            Ok(())
+        })
+        .await
+        .map_err(internal)?;
+        let record = fetched_record(&root, &sha2::Digest::finalize(hasher), size, origin);
         self.store.put_object(&record).await.map_err(internal)?;
+        Ok((record, fetched))
+    }
+
+    /// An object of one raw block (`local` if it is held already; `early`, its want if that
+    /// went out already), stored with its record in one transaction.
+    async fn fetch_block(
+        &self,
+        root: Cid,
+        local: Option<Vec<u8>>,
+        early: Option<impl std::future::Future<Output = Result<Vec<u8>, String>>>,
+        origin: &str,
+    ) -> Result<(ObjectRecord, Fetched), ApiError> {
+        let (data, fetched) = match local {
+            Some(data) => (data, Fetched::default()),
+            None => {
+                let answer = match early {
+                    Some(asked) => asked.await,
+                    None => self.block(root).await,
+                };
+                let data = answer.map_err(|e| {
+                    ApiError::new(ErrorCode::NotFound, format!("block {root}: {e}"))
+                })?;
+                let fetched = Fetched { blocks: 1, bytes: data.len() as u64 };
+                (data, fetched)
+            }
+        };
+        // A raw block's CID names the hash of its content: it is the `sha256:` name when that
+        // hash is SHA-256.
+        let sha256 = if root.hash().code() == SHA2_256 {
+            root.hash().digest().to_vec()
+        } else {
+            <sha2::Sha256 as sha2::Digest>::digest(&data).to_vec()
+        };
+        let record = fetched_record(&root, &sha256, data.len() as u64, origin);
+        self.store
+            .put_fetched(&[Block { cid: root, data }], &record)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         Ok((record, fetched))
     }
 
@@ -561,6 +601,22 @@ impl Exchange {
     }
 }
 
+/// The record of an object fetched for `origin`: pinned, served to nobody until it is shared.
+fn fetched_record(root: &Cid, sha256: &[u8], size: u64, origin: &str) -> ObjectRecord {
+    ObjectRecord {
+        cid: root.to_string(),
+        sha256: format!("sha256:{}", sha256.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        size,
+        pinned: true,
+        name: None,
+        mime: None,
+        origins: vec![origin.to_owned()],
+        public: false,
+        min_trust: None,
+        shared_with: Vec::new(),
+    }
+}
+
 /// Cancels a block's want when the last future waiting for it is dropped unanswered.
 struct Abandon<'a> {
     exchange: &'a Exchange,
@@ -587,16 +643,37 @@ struct Public<'a>(&'a Exchange);
 impl Public<'_> {
     async fn allowed(&self, peer: &PeerId, cid: &Cid) -> bool {
         self.0.refresh_public(false).await;
-        if !self.0.may_have(peer, cid) {
-            // Perhaps published a moment ago (objects are written by other contexts too).
-            self.0.refresh_public(true).await;
+        if self.0.may_have(peer, cid) {
+            return true;
         }
+        // Perhaps published a moment ago (objects are written by other contexts too).
+        if self.published(self.0.store.object(&cid.to_string()).await.ok().flatten(), cid) {
+            return true;
+        }
+        self.0.refresh_public(true).await;
         self.0.may_have(peer, cid)
+    }
+
+    /// Whether `record` (that of `cid`, if it has one) makes `cid` the root of a public object;
+    /// if so, it is served from now on. This is one read, where reading every record and the
+    /// trust lists again would keep the asker waiting for its first byte.
+    fn published(&self, record: Option<ObjectRecord>, cid: &Cid) -> bool {
+        if !record.is_some_and(|r| r.public) {
+            return false;
+        }
+        let mut public = self.0.public.borrow_mut();
+        public.cids.insert(*cid);
+        if !public.roots.contains(cid) {
+            public.roots.push(*cid);
+        }
+        true
     }
 }
 
 impl Source for Public<'_> {
     async fn block(&self, peer: &PeerId, cid: &Cid) -> Option<Vec<u8>> {
+        // The block is read only once it may be served: a block held for someone else must
+        // cost no more to refuse than one not held.
         if !self.allowed(peer, cid).await {
             return None;
         }

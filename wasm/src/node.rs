@@ -1085,7 +1085,7 @@ async fn fetch(
         .trim()
         .parse()
         .map_err(|_| ApiError::new(ErrorCode::InvalidParams, "fetching from peers needs a CID"))?;
-    let describe = |(r, fetched): (disot_core::store::ObjectRecord, crate::exchange::Fetched)| json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "fetched": fetched });
+    let describe = |(r, fetched): (disot_core::store::ObjectRecord, crate::exchange::Fetched)| json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "mime": r.mime, "fetched": fetched });
     let first = shared.exchange.fetch_object(cid, origin).await;
     match first {
         Ok(done) => return Ok(describe(done)),

@@ -387,6 +387,69 @@ fn record_from(v: &JsValue) -> cas::Result<ObjectRecord> {
     serde_json::from_str(&text).map_err(|e| cas::Error::Backend(e.to_string()))
 }
 
+// What fetching one-block objects from peers needs: the record and the block in one
+// transaction each way (a first byte from a peer waits for every transaction on its path).
+impl Store {
+    /// An object's record and its root block (verified), read together.
+    pub(crate) async fn object_and_block(
+        &self,
+        cid: &Cid,
+    ) -> cas::Result<(Option<ObjectRecord>, Option<Vec<u8>>)> {
+        let key = JsValue::from_str(&cid.to_string());
+        let tx = self.tx(&[OBJECTS, BLOCKS], TransactionMode::ReadOnly).await.map_err(backend)?;
+        // Both handlers are attached before either request can complete.
+        let record = std::future::IntoFuture::into_future(
+            tx.object_store(OBJECTS).map_err(backend)?.get(key.clone()).map_err(backend)?,
+        );
+        let block = std::future::IntoFuture::into_future(
+            tx.object_store(BLOCKS).map_err(backend)?.get(key).map_err(backend)?,
+        );
+        let (record, block) = futures::try_join!(record, block).map_err(backend)?;
+        tx.await.map_err(backend)?;
+        let record = record.as_ref().map(record_from).transpose()?;
+        let block = match block {
+            Some(v) => {
+                let bytes = v
+                    .dyn_into::<js_sys::Uint8Array>()
+                    .unwrap_or_else(|v| js_sys::Uint8Array::new(&v));
+                verify(cid, &bytes).await?;
+                Some(bytes.to_vec())
+            }
+            None => None,
+        };
+        Ok((record, block))
+    }
+
+    /// Blocks (already verified) and the record of the object they make, in one transaction:
+    /// the object is visible with all its blocks or not at all.
+    pub(crate) async fn put_fetched(
+        &self,
+        blocks: &[Block],
+        record: &ObjectRecord,
+    ) -> cas::Result<()> {
+        let text = serde_json::to_string(record).map_err(|e| cas::Error::Backend(e.to_string()))?;
+        let tx = self.tx(&[BLOCKS, OBJECTS], TransactionMode::ReadWrite).await.map_err(backend)?;
+        let store = tx.object_store(BLOCKS).map_err(backend)?;
+        for b in blocks {
+            check_block(&b.cid, b.data.len())?;
+            let value: JsValue = js_sys::Uint8Array::from(b.data.as_slice()).into();
+            drop(
+                store
+                    .put(&value, Some(&JsValue::from_str(&b.cid.to_string())))
+                    .map_err(write_failure)?,
+            );
+        }
+        drop(
+            tx.object_store(OBJECTS)
+                .map_err(backend)?
+                .put(&JsValue::from_str(&text), Some(&JsValue::from_str(&record.cid)))
+                .map_err(write_failure)?,
+        );
+        tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
+        Ok(())
+    }
+}
+
 impl BlockStore for Store {
     async fn get(&self, cid: &Cid) -> cas::Result<Option<Vec<u8>>> {
         match self.read(BLOCKS, &cid.to_string()).await.map_err(backend)? {
