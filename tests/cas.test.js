@@ -66,6 +66,11 @@ describe('chromium content store', { concurrency: 1 }, () => {
       assert.equal(await other.evaluate((c) => window.disot.cas.has(c), r.put.cid), false);
       assert.equal(await other.evaluate((c) => window.disot.cas.stat(c).then(() => null, (e) => e.code), r.put.cid), -32001);
       assert.deepEqual(await other.evaluate(() => window.disot.cas.list()), []);
+      // Nor can it have the object by naming its CID: what the browser holds for another
+      // origin is not a fetch's answer (no peer serves it here, so it is not found).
+      assert.equal(await other.evaluate((c) => window.disot.cas.get(c, { length: 16 }).then(() => null, (e) => e.code), r.put.cid), -32001);
+      assert.equal(await other.evaluate((c) => window.disot.cas.stat(c).then(() => null, (e) => e.code), r.put.cid), -32001);
+      assert.deepEqual(await other.evaluate(() => window.disot.cas.list()), []);
 
       const popup = await browser.browser.newPage();
       await popup.goto(`${browser.extensionBase}popup.html`);
@@ -120,6 +125,11 @@ describe('firefox content store', () => {
 
       await openDemo(site.url.replace('127.0.0.1', 'localhost'));
       assert.deepEqual(await run(async (cid) => window.disot.cas.has(cid), r.put.cid), { thrown: 4100 });
+      // With its own grant, it can neither see the object nor have it by naming its CID.
+      await h.grantInSeleniumFirefox(driver);
+      assert.equal(await run(async (cid) => window.disot.cas.has(cid), r.put.cid), false);
+      assert.deepEqual(await run(async (cid) => window.disot.cas.get(cid, { length: 16 }), r.put.cid), { thrown: -32001 });
+      assert.deepEqual(await run(async () => window.disot.cas.list()), []);
 
       // Restart on the same profile: the content and the grant are still there.
       await driver.quit();

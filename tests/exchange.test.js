@@ -125,6 +125,38 @@ describe('bitswap', { concurrency: 1 }, () => {
       // A's private object: B is connected to A, yet gets nothing.
       const denied = await b.page.evaluate((cid) => window.disot.cas.get(cid).then(() => null, (e) => e.code), put.priv.cid);
       assert.equal(denied, -32001);
+
+      // Small objects (one block) come with the fetch's answer: a range of one, all of
+      // another, and the answer itself, with `inline` and without.
+      const small = await a.page.evaluate(async () => {
+        const make = (n, seed) => { const d = new Uint8Array(n); crypto.getRandomValues(d); d[0] = seed; return d; };
+        const out = [];
+        for (const [n, seed] of [[1500, 3], [64 * 1024, 4], [900, 5], [700, 6]]) {
+          const d = make(n, seed);
+          out.push({ ...(await window.disot.cas.put(d, { public: true })), bytes: Array.from(d) });
+        }
+        return out;
+      });
+      const got = await b.page.evaluate(async (small) => {
+        const ranged = await window.disot.cas.get(small[0].cid, { offset: 100, length: 50 });
+        const whole = await window.disot.cas.get(small[1].cid, { as: 'blob' });
+        const inline = await window.disot.request({ method: 'cas_fetch', params: { name: small[2].cid, inline: true } });
+        const plain = await window.disot.request({ method: 'cas_fetch', params: { name: small[3].cid } });
+        return {
+          ranged: Array.from(ranged), whole: Array.from(new Uint8Array(await whole.arrayBuffer())),
+          inline, plain, stat: await window.disot.cas.stat(small[2].cid),
+          later: Array.from(await window.disot.cas.get(small[0].cid)),
+        };
+      }, small.map(({ cid }) => ({ cid })));
+      assert.deepEqual(got.ranged, small[0].bytes.slice(100, 150), 'a range of a small fetched object');
+      assert.deepEqual(got.whole, small[1].bytes, '64 KiB, one block, as a Blob');
+      assert.deepEqual(got.later, small[0].bytes, 'the ranged get stored the whole object');
+      assert.deepEqual([...Buffer.from(got.inline.data, 'base64')], small[2].bytes, 'inline: the content with the answer');
+      assert.equal(got.inline.size, 900);
+      assert.equal(got.inline.sha256, small[2].sha256);
+      assert.equal(got.stat.cid, small[2].cid, 'and it is stored');
+      assert.equal(got.plain.data, undefined, 'without inline, no content in the answer');
+      assert.equal(got.plain.size, 700);
     } finally {
       await a.b.close();
       await b.b.close();

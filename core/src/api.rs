@@ -117,9 +117,10 @@ pub enum PageRequest {
     CasList,
     /// `cas_pin {name}` / `cas_unpin {name}`.
     CasPin { name: String, pin: bool },
-    /// `cas_fetch {name}`: bring an object this browser does not hold from connected peers
-    /// (by CID; Bitswap), verify and store it; then it reads like one put here.
-    CasFetch { name: String },
+    /// `cas_fetch {name, inline?}`: bring an object this browser does not hold from connected
+    /// peers (by CID; Bitswap), verify and store it; then it reads like one put here. With
+    /// `inline`, small content that came over the network comes with the answer too.
+    CasFetch { name: String, inline: bool },
     /// `cas_transfers`: fetches in progress for this origin (`[{cid, bytes, blocks}]`).
     CasTransfers,
     /// `p2p_peers`: connected peers with their DID, transport and round-trip time.
@@ -454,11 +455,22 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
                 PageRequest::CasPutAbort { handle: p.handle }
             })
         }
-        "cas_stat" | "cas_has" | "cas_pin" | "cas_unpin" | "cas_fetch" => {
+        "cas_fetch" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                name: String,
+                #[serde(default)]
+                inline: bool,
+            }
+            let p: P = typed(&method, params)?;
+            check_name(&method, &p.name)?;
+            Ok(PageRequest::CasFetch { name: p.name, inline: p.inline })
+        }
+        "cas_stat" | "cas_has" | "cas_pin" | "cas_unpin" => {
             let name = name_param(&method, params)?;
             Ok(match method.as_str() {
                 "cas_stat" => PageRequest::CasStat { name },
-                "cas_fetch" => PageRequest::CasFetch { name },
                 "cas_has" => PageRequest::CasHas { name },
                 "cas_pin" => PageRequest::CasPin { name, pin: true },
                 _ => PageRequest::CasPin { name, pin: false },

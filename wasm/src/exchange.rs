@@ -63,11 +63,18 @@ pub(crate) struct Transfer {
 type BlockWaiter = oneshot::Sender<Result<Vec<u8>, String>>;
 
 /// What a fetch had to bring over the network (blocks already stored are not counted).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Fetched {
     pub blocks: u64,
     pub bytes: u64,
+    /// The content, when it came as one block of at most [`INLINE_MAX`] bytes (so that a page
+    /// can have it with the answer instead of reading it back from the store).
+    #[serde(skip)]
+    pub content: Option<Vec<u8>>,
 }
+
+/// Largest content a fetch hands back with its answer.
+pub(crate) const INLINE_MAX: usize = 64 * 1024;
 
 #[derive(Default)]
 struct PublicBlocks {
@@ -332,10 +339,23 @@ impl Exchange {
             (self.store.object(&root.to_string()).await.map_err(internal)?, None)
         };
         if let Some(mut record) = held {
-            if !record.origins.iter().any(|o| o == origin) {
-                record.origins.push(origin.to_owned());
-                self.store.put_object(&record).await.map_err(internal)?;
+            if record.origins.iter().any(|o| o == origin) {
+                return Ok((record, Fetched::default()));
             }
+            // Held for other origins only. This one may have it as any other content a peer
+            // gives it, but the store must not answer for what it holds for others (that
+            // would tell a page what other sites stored, and give it their bytes by CID): a
+            // connected peer has to serve the root first, as if it were not held.
+            let served = match early {
+                Some(asked) => asked.await,
+                None if self.has_peers() => self.block(root).await,
+                None => Err("no peer is connected".into()),
+            };
+            if let Err(e) = served {
+                return Err(ApiError::new(ErrorCode::NotFound, format!("block {root}: {e}")));
+            }
+            record.origins.push(origin.to_owned());
+            self.store.put_object(&record).await.map_err(internal)?;
             return Ok((record, Fetched::default()));
         }
         if local.is_none() && !self.has_peers() {
@@ -417,7 +437,8 @@ impl Exchange {
                 let data = answer.map_err(|e| {
                     ApiError::new(ErrorCode::NotFound, format!("block {root}: {e}"))
                 })?;
-                let fetched = Fetched { blocks: 1, bytes: data.len() as u64 };
+                let content = (data.len() <= INLINE_MAX).then(|| data.clone());
+                let fetched = Fetched { blocks: 1, bytes: data.len() as u64, content };
                 (data, fetched)
             }
         };

@@ -1015,7 +1015,9 @@ async fn handle_page(
         }
     }
     match request {
-        PageRequest::CasFetch { name } => fetch(shared, commands, origin, &name).await,
+        PageRequest::CasFetch { name, inline } => {
+            fetch(shared, commands, origin, &name, inline).await
+        }
         PageRequest::CasTransfers => serde_json::to_value(shared.exchange.transfers(Some(origin)))
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())),
         PageRequest::P2pPeers => Ok(p2p_peers(shared)),
@@ -1080,12 +1082,20 @@ async fn fetch(
     mut commands: mpsc::Sender<Command>,
     origin: &str,
     name: &str,
+    inline: bool,
 ) -> Result<Value, ApiError> {
     let cid: cid::Cid = name
         .trim()
         .parse()
         .map_err(|_| ApiError::new(ErrorCode::InvalidParams, "fetching from peers needs a CID"))?;
-    let describe = |(r, fetched): (disot_core::store::ObjectRecord, crate::exchange::Fetched)| json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "mime": r.mime, "fetched": fetched });
+    let describe = |(r, fetched): (disot_core::store::ObjectRecord, crate::exchange::Fetched)| {
+        let mut answer = json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "mime": r.mime, "fetched": fetched });
+        if let Some(bytes) = fetched.content.as_ref().filter(|_| inline) {
+            answer["data"] =
+                json!(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes));
+        }
+        answer
+    };
     let first = shared.exchange.fetch_object(cid, origin).await;
     match first {
         Ok(done) => return Ok(describe(done)),
