@@ -14,6 +14,7 @@
 //! the sender needs no field of its own.
 use std::collections::HashMap;
 
+use crate::hex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -176,10 +177,6 @@ impl Announcer {
             Err(_) => false,
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ fn write_canonical(value: &Value, out: &mut String, depth: usize) -> Result<(), 
 fn sha256_name(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(bytes);
-    format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    crate::unixfs::sha256_name(&digest)
 }
 
 fn is_sha256_name(s: &str) -> bool {

@@ -34,3 +34,8 @@ pub mod sync;
 pub mod trust;
 pub mod unixfs;
 pub mod webrtc;
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

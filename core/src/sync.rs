@@ -33,6 +33,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::bitswap::{read_frame_max, write_frame};
+use crate::hex;
 
 /// The sync protocol.
 pub const PROTOCOL: &str = "/disot/sync/1.0.0";
@@ -142,10 +143,6 @@ pub const MAX_CREDENTIAL: usize = crate::trust::MAX_CREDENTIAL_BYTES;
 pub fn shares_id(from: &str, to: &str) -> String {
     let digest = Sha256::digest(format!("disot-shares\n{from}\n{to}").as_bytes());
     format!("shares-{}", hex(&digest[..16]))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn valid_id(id: &str) -> bool {

@@ -6,6 +6,7 @@
 //! whole content. Input is pushed in pieces and blocks come out as soon as they are complete,
 //! so a file never has to sit in memory. The main type is [`Importer`].
 
+use crate::hex;
 use cid::Cid;
 use rust_unixfs::file::adder::{BalancedCollector, Chunker, FileAdder};
 use sha2::{Digest, Sha256};
@@ -138,7 +139,7 @@ impl Importer {
     pub fn finish(self) -> (Vec<Block>, Imported) {
         let blocks: Vec<Block> =
             self.adder.finish().map(|(cid, data)| Block { cid, data }).collect();
-        let sha256 = format!("sha256:{}", hex(&self.hasher.finalize()));
+        let sha256 = sha256_name(&self.hasher.finalize());
         // The importer emits an empty raw leaf for an empty file, so some block always exists.
         let cid = blocks.last().map(|b| b.cid).or(self.last).unwrap_or_else(empty_file_cid);
         (blocks, Imported { cid, sha256, size: self.size })
@@ -154,8 +155,9 @@ fn empty_file_cid() -> Cid {
 /// Multicodec of raw leaves.
 pub const RAW_CODEC: u64 = 0x55;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The seed system's name of content whose SHA-256 is `digest`: `sha256:<lowercase hex>`.
+pub fn sha256_name(digest: &[u8]) -> String {
+    format!("sha256:{}", hex(digest))
 }
 
 /// Import a whole buffer at once.

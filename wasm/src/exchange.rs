@@ -331,9 +331,10 @@ impl Exchange {
         // A one-block object is asked of the peers at once, while the store is read: for a
         // small object that read would otherwise be a good part of the time to its first byte.
         // (If it is held after all, the want is dropped, and with it cancelled.)
-        let early = (root.codec() == RAW_CODEC && self.has_peers()).then(|| self.block(root));
+        let one_block = root.codec() == RAW_CODEC;
+        let early = (one_block && self.has_peers()).then(|| self.block(root));
         // A one-block object may be held without a record (as a block of another object).
-        let (held, local) = if root.codec() == RAW_CODEC {
+        let (held, local) = if one_block {
             self.store.object_and_block(&root).await.map_err(internal)?
         } else {
             (self.store.object(&root.to_string()).await.map_err(internal)?, None)
@@ -385,7 +386,7 @@ impl Exchange {
                 },
             );
         }
-        let result = if root.codec() == RAW_CODEC {
+        let result = if one_block {
             self.fetch_block(root, local, early, origin).await
         } else {
             self.fetch_file(root, &key, origin).await
@@ -626,7 +627,7 @@ impl Exchange {
 fn fetched_record(root: &Cid, sha256: &[u8], size: u64, origin: &str) -> ObjectRecord {
     ObjectRecord {
         cid: root.to_string(),
-        sha256: format!("sha256:{}", sha256.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        sha256: disot_core::unixfs::sha256_name(sha256),
         size,
         pinned: true,
         name: None,

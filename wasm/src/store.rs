@@ -381,6 +381,30 @@ fn write_failure(e: idb::Error) -> cas::Error {
     }
 }
 
+/// The bytes of block `cid` as read from the store, checked against its CID.
+async fn verified(cid: &Cid, value: JsValue) -> cas::Result<Vec<u8>> {
+    // Stored as a Uint8Array: use it as it is (`new Uint8Array(array)` would copy).
+    let bytes =
+        value.dyn_into::<js_sys::Uint8Array>().unwrap_or_else(|v| js_sys::Uint8Array::new(&v));
+    verify(cid, &bytes).await?;
+    Ok(bytes.to_vec())
+}
+
+/// Queue a put of each block in `tx` without waiting: a failed put aborts the transaction,
+/// and its commit reports it.
+fn queue_blocks(tx: &idb::Transaction, blocks: &[Block]) -> cas::Result<()> {
+    let store = tx.object_store(BLOCKS).map_err(backend)?;
+    for b in blocks {
+        let value: JsValue = js_sys::Uint8Array::from(b.data.as_slice()).into();
+        drop(
+            store
+                .put(&value, Some(&JsValue::from_str(&b.cid.to_string())))
+                .map_err(write_failure)?,
+        );
+    }
+    Ok(())
+}
+
 fn record_from(v: &JsValue) -> cas::Result<ObjectRecord> {
     let text =
         v.as_string().ok_or_else(|| cas::Error::Backend("object record is not text".into()))?;
@@ -408,13 +432,7 @@ impl Store {
         tx.await.map_err(backend)?;
         let record = record.as_ref().map(record_from).transpose()?;
         let block = match block {
-            Some(v) => {
-                let bytes = v
-                    .dyn_into::<js_sys::Uint8Array>()
-                    .unwrap_or_else(|v| js_sys::Uint8Array::new(&v));
-                verify(cid, &bytes).await?;
-                Some(bytes.to_vec())
-            }
+            Some(v) => Some(verified(cid, v).await?),
             None => None,
         };
         Ok((record, block))
@@ -429,16 +447,10 @@ impl Store {
     ) -> cas::Result<()> {
         let text = serde_json::to_string(record).map_err(|e| cas::Error::Backend(e.to_string()))?;
         let tx = self.tx(&[BLOCKS, OBJECTS], TransactionMode::ReadWrite).await.map_err(backend)?;
-        let store = tx.object_store(BLOCKS).map_err(backend)?;
         for b in blocks {
             check_block(&b.cid, b.data.len())?;
-            let value: JsValue = js_sys::Uint8Array::from(b.data.as_slice()).into();
-            drop(
-                store
-                    .put(&value, Some(&JsValue::from_str(&b.cid.to_string())))
-                    .map_err(write_failure)?,
-            );
         }
+        queue_blocks(&tx, blocks)?;
         drop(
             tx.object_store(OBJECTS)
                 .map_err(backend)?
@@ -453,14 +465,7 @@ impl Store {
 impl BlockStore for Store {
     async fn get(&self, cid: &Cid) -> cas::Result<Option<Vec<u8>>> {
         match self.read(BLOCKS, &cid.to_string()).await.map_err(backend)? {
-            Some(v) => {
-                // Stored as a Uint8Array: use it as it is (`new Uint8Array(array)` would copy).
-                let bytes = v
-                    .dyn_into::<js_sys::Uint8Array>()
-                    .unwrap_or_else(|v| js_sys::Uint8Array::new(&v));
-                verify(cid, &bytes).await?;
-                Ok(Some(bytes.to_vec()))
-            }
+            Some(v) => Ok(Some(verified(cid, v).await?)),
             None => Ok(None),
         }
     }
@@ -496,17 +501,7 @@ impl BlockStore for Store {
         }
         // One transaction for the whole batch: all of it is stored or none.
         let tx = self.tx(&[BLOCKS], TransactionMode::ReadWrite).await.map_err(backend)?;
-        let store = tx.object_store(BLOCKS).map_err(backend)?;
-        // Queue every put, then wait once: a failed put aborts the transaction, and the
-        // commit reports it.
-        for b in blocks {
-            let value: JsValue = js_sys::Uint8Array::from(b.data.as_slice()).into();
-            drop(
-                store
-                    .put(&value, Some(&JsValue::from_str(&b.cid.to_string())))
-                    .map_err(write_failure)?,
-            );
-        }
+        queue_blocks(&tx, blocks)?;
         tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
         Ok(())
     }
