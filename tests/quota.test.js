@@ -12,6 +12,17 @@ const SMALL_DISK = path.join(h.ROOT, 'tests/lib/small-disk.sh');
 // A: 8 leaves + root; C: 4 leaves + root (1 MiB chunks).
 const BLOCKS_OF_A_AND_C = 14;
 
+/** Wait until the store holds A's and C's blocks only; `keys` lists the blocks held. */
+async function waitForBlocksOfAAndC(keys) {
+  let held = -1;
+  try {
+    await h.waitFor(async () => (held = (await keys()).length) === BLOCKS_OF_A_AND_C,
+      { what: 'the failed upload\'s blocks removed', timeout: 60_000 });
+  } catch (e) {
+    throw new Error(`${e.message}: ${held} blocks held, ${BLOCKS_OF_A_AND_C} expected`);
+  }
+}
+
 function checkOverfill(r) {
   assert.ok(r.a.ok, `A fits: ${JSON.stringify(r.a)}`);
   assert.equal(r.b.error?.code, -32005, `B is refused as over the limit: ${JSON.stringify(r.b)}`);
@@ -36,8 +47,7 @@ describe('storage full', { concurrency: 1 }, () => {
       checkOverfill(r);
       const ext = await browser.browser.newPage();
       await ext.goto(`${browser.extensionBase}options.html`);
-      await h.waitFor(async () => (await ext.evaluate(h.blockKeysInExtensionPage)).length === BLOCKS_OF_A_AND_C,
-        { what: 'the failed upload\'s blocks removed', timeout: 60_000 });
+      await waitForBlocksOfAAndC(() => ext.evaluate(h.blockKeysInExtensionPage));
     } finally {
       await browser.close();
     }
@@ -58,8 +68,7 @@ describe('storage full', { concurrency: 1 }, () => {
       h.log('firefox overfill:', JSON.stringify(r.b));
       checkOverfill(r);
       await driver.get(`${base}options.html`);
-      await h.waitFor(async () => (await driver.executeAsyncScript(`const done = arguments[0]; (${h.blockKeysInExtensionPage})().then(done);`)).length === BLOCKS_OF_A_AND_C,
-        { what: 'the failed upload\'s blocks removed', timeout: 60_000 });
+      await waitForBlocksOfAAndC(() => driver.executeAsyncScript(`const done = arguments[0]; (${h.blockKeysInExtensionPage})().then(done);`));
     } finally {
       await driver.quit();
     }

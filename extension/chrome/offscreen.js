@@ -1,6 +1,7 @@
-// Chrome offscreen document: home of the node. It answers only the service worker's
-// forwarded requests (`to: 'node'`, sent from an extension context, not a tab).
-import { getNode, handle } from './node-host.js';
+// Chrome offscreen document: home of the node. It answers the service worker's forwarded
+// requests (`to: 'node'`, sent from an extension context, not a tab) and content scripts'
+// ports (see node-host.js).
+import { getNode, handle, servePagePorts } from './node-host.js';
 
 chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   if (msg?.to !== 'node' || sender.id !== chrome.runtime.id || sender.tab) return false;
@@ -14,4 +15,5 @@ function openPrompt(id) {
   chrome.runtime.sendMessage({ to: 'background', prompt: id }).catch((e) => console.error('disot: prompt', e));
 }
 
+servePagePorts('chromium', openPrompt);
 getNode('chromium', openPrompt).catch((e) => console.error('disot: node failed to start', e));

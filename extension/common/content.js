@@ -14,6 +14,80 @@
     window.postMessage({ channel: CHANNEL, dir: 'response', id, reply: body }, window.location.origin);
   const error = (code, message) => ({ error: { code, message } });
 
+  // Requests go to the node over a long-lived port (in Chrome straight to the offscreen
+  // document, skipping the service worker). The port is used once the node has said hello on
+  // it; until then, or if nothing answers (the document is not there yet: the service worker
+  // creates it), a request goes as a runtime message through the background.
+  const PORT_HELLO_MS = 2_000;
+  const PORT_RETRY_MS = 1_000;
+  let nodePort = null; // a promise of a port that has said hello, or of null
+  let portFailedAt = -Infinity;
+  let nextCall = 0;
+  const calls = new Map(); // id → settle(reply or null)
+
+  function connectNode() {
+    if (nodePort) return nodePort;
+    if (performance.now() - portFailedAt < PORT_RETRY_MS) return Promise.resolve(null);
+    const attempt = new Promise((resolve) => {
+      let port;
+      try {
+        port = api.runtime.connect({ name: 'disot-page' });
+      } catch {
+        resolve(null);
+        return;
+      }
+      let ready = false;
+      const fail = () => {
+        if (nodePort === attempt) nodePort = null;
+        if (!ready) portFailedAt = performance.now();
+        resolve(null);
+      };
+      const timer = setTimeout(() => {
+        if (ready) return;
+        port.disconnect();
+        fail();
+      }, PORT_HELLO_MS);
+      port.onMessage.addListener((m) => {
+        if (m?.hello === true && !ready) {
+          ready = true;
+          clearTimeout(timer);
+          resolve(port);
+          return;
+        }
+        const settle = calls.get(m?.id);
+        if (settle) {
+          calls.delete(m.id);
+          settle(m);
+        }
+      });
+      port.onDisconnect.addListener(() => {
+        clearTimeout(timer);
+        void api.runtime.lastError; // read, so that Chrome does not log it as unchecked
+        fail();
+        // Requests sent on this port may or may not have been carried out: they fail.
+        for (const settle of calls.values()) settle(null);
+        calls.clear();
+      });
+    });
+    nodePort = attempt;
+    return attempt;
+  }
+
+  async function send(body, call) {
+    const port = await connectNode();
+    if (!port) return api.runtime.sendMessage({ to: 'background', body });
+    const reply = new Promise((resolve) => calls.set(call.id, resolve));
+    try {
+      port.postMessage({ id: call.id, body });
+    } catch (e) {
+      calls.delete(call.id);
+      throw e;
+    }
+    const r = await reply;
+    if (r === null) throw new Error('the connection to the node closed');
+    return r;
+  }
+
   async function forward(request) {
     let body;
     try {
@@ -29,14 +103,15 @@
       const ms = TIMEOUT_MS_FOR[request?.method] ?? TIMEOUT_MS;
       timer = setTimeout(() => resolve(error(4900, 'disot peer did not answer in time')), ms);
     });
-    const answer = api.runtime
-      .sendMessage({ to: 'background', body })
+    const call = { id: nextCall++ };
+    const answer = send(body, call)
       .then((r) => (typeof r?.body === 'string' ? JSON.parse(r.body) : error(4900, 'disot peer gave no answer')))
       .catch((e) => error(4900, `disot peer is not reachable: ${e.message}`));
     try {
       return await Promise.race([answer, timeout]);
     } finally {
       clearTimeout(timer);
+      calls.delete(call.id);
     }
   }
 

@@ -1,7 +1,7 @@
 // Loads the WASM node once per context and answers requests with it. Used by Chrome's
 // offscreen document and Firefox's background page; it holds no logic of its own.
 import init, { start, identityLocked } from './pkg/disot_wasm.js';
-import { errorBody } from './sender.js';
+import { classify, errorBody } from './sender.js';
 
 const api = globalThis.browser ?? globalThis.chrome;
 let booting = null;
@@ -91,4 +91,55 @@ export async function handle(platform, openPrompt, kind, origin, body) {
     return errorBody(4900, `disot peer failed to start: ${e?.message ?? e}`);
   }
   return node.request(kind, origin, body);
+}
+
+const PAGE_PORT = 'disot-page';
+const MAX_PORT_IN_FLIGHT = 256; // the content script's own limit, checked again here
+const MAX_PORT_BODY = 1024 * 1024;
+
+/**
+ * Serve content scripts over long-lived ports, straight to the node: in Chrome that skips the
+ * service worker, one hop each way. Who is asking is decided from the port's sender, as the
+ * browser reports it, exactly as for a runtime message; the node answers "hello" first, so
+ * the content script knows the port has a node at its end.
+ */
+export function servePagePorts(platform, openPrompt) {
+  api.runtime.onConnect.addListener((port) => {
+    if (port.name !== PAGE_PORT) return;
+    const who = classify(port.sender);
+    if (who?.kind !== 'page') {
+      port.disconnect();
+      return;
+    }
+    let inFlight = 0;
+    let open = true;
+    port.onDisconnect.addListener(() => {
+      open = false;
+    });
+    const answer = (id, body) => {
+      if (!open) return;
+      try {
+        port.postMessage({ id, body });
+      } catch {
+        open = false;
+      }
+    };
+    port.onMessage.addListener((msg) => {
+      const id = msg?.id;
+      if (!Number.isSafeInteger(id)) return;
+      if (typeof msg.body !== 'string' || msg.body.length > MAX_PORT_BODY) {
+        answer(id, errorBody(-32600, 'malformed request'));
+        return;
+      }
+      if (inFlight >= MAX_PORT_IN_FLIGHT) {
+        answer(id, errorBody(-32005, `more than ${MAX_PORT_IN_FLIGHT} requests in flight`));
+        return;
+      }
+      inFlight++;
+      handle(platform, openPrompt, who.kind, who.origin, msg.body)
+        .then((body) => answer(id, body))
+        .finally(() => inFlight--);
+    });
+    port.postMessage({ hello: true });
+  });
 }

@@ -170,17 +170,26 @@
     }
   }
 
-  /** Run `tasks` (an async iterable of thunks) with at most `limit` at once, in order of start. */
+  /**
+   * Run `tasks` (an async iterable of thunks) with at most `limit` at once, in order of start.
+   * If one fails, the rest still running are waited for before the failure is thrown: the
+   * extension has answered every piece (and cleaned up after it) by the time the caller knows.
+   */
   async function bounded(tasks, limit) {
     const running = new Set();
-    for await (const task of tasks) {
-      const p = task();
-      p.catch(() => {}); // seen by race/all below; this only marks it handled
-      running.add(p);
-      p.finally(() => running.delete(p)).catch(() => {});
-      if (running.size >= limit) await Promise.race(running);
+    try {
+      for await (const task of tasks) {
+        const p = task();
+        p.catch(() => {}); // seen by race/all below; this only marks it handled
+        running.add(p);
+        p.finally(() => running.delete(p)).catch(() => {});
+        if (running.size >= limit) await Promise.race(running);
+      }
+      await Promise.all(running);
+    } catch (e) {
+      await Promise.allSettled(running);
+      throw e;
     }
-    await Promise.all(running);
   }
 
   /** The bytes of [offset, end) of `cid`, in order, with up to `path.inFlight` reads ahead. */

@@ -1,6 +1,6 @@
 // Firefox background (MV3 event page, a DOM page): the node runs here directly.
 import { classify, errorBody } from './sender.js';
-import { getNode, handle } from './node-host.js';
+import { getNode, handle, servePagePorts } from './node-host.js';
 import { declineBody, onPromptClosed, openPromptWindow } from './prompt-window.js';
 
 function openPrompt(id) {
@@ -25,4 +25,5 @@ browser.runtime.onMessage.addListener((msg, sender, sendResponse) => {
 const HEARTBEAT_MS = 5_000;
 setInterval(() => browser.runtime.getPlatformInfo(), HEARTBEAT_MS);
 
+servePagePorts('firefox', openPrompt);
 getNode('firefox', openPrompt).catch((e) => console.error('disot: node failed to start', e));

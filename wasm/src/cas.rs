@@ -6,7 +6,7 @@
 //! get the same answer.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use base64::Engine as _;
@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use crate::node::now_ms;
 use crate::store::Store;
 
+/// Abandoned uploads whose reason is remembered.
+const FAILED_KEPT: usize = 16;
 /// Uploads one origin may have open at once, and all origins together.
 const MAX_UPLOADS_PER_ORIGIN: usize = 4;
 const MAX_UPLOADS: usize = 16;
@@ -49,41 +51,53 @@ pub(crate) struct Cas {
     pub(crate) store: Rc<Store>,
     uploads: RefCell<HashMap<u64, Upload>>,
     next_upload: Cell<u64>,
+    /// Why recent uploads were abandoned (the latest few), so that their other pieces in
+    /// flight answer with the reason rather than "no such upload".
+    failed: RefCell<VecDeque<(u64, ApiError)>>,
 }
 
 impl Cas {
     pub(crate) fn new(store: Rc<Store>) -> Self {
-        Cas { store, uploads: RefCell::new(HashMap::new()), next_upload: Cell::new(0) }
+        Cas {
+            store,
+            uploads: RefCell::new(HashMap::new()),
+            next_upload: Cell::new(0),
+            failed: RefCell::new(VecDeque::new()),
+        }
     }
 }
 
-/// Remove what abandoned uploads wrote, in the background (blocks other objects share stay).
+/// Remove what expired uploads wrote, in the background (blocks other objects share stay).
 fn clean_up(cas: &Cas, abandoned: Vec<Upload>) {
-    remove_in_background(cas, abandoned.into_iter().flat_map(|u| u.written).collect());
+    let written: Vec<Cid> = abandoned.into_iter().flat_map(|u| u.written).collect();
+    let store = cas.store.clone();
+    wasm_bindgen_futures::spawn_local(async move { remove_written(&store, &written).await });
 }
 
-fn remove_in_background(cas: &Cas, written: Vec<Cid>) {
+/// Remove blocks a failed or abandoned upload wrote (blocks other objects share stay).
+///
+/// Awaited before the failure is answered: the context that runs this (a content frame lives
+/// only as long as its page) may be gone a moment after the page has its answer, and a removal
+/// left running in the background would die with it, leaving the blocks behind.
+async fn remove_written(store: &Store, written: &[Cid]) {
     if written.is_empty() {
         return;
     }
-    let store = cas.store.clone();
-    wasm_bindgen_futures::spawn_local(async move {
-        // On a full disk the browser may refuse even the transaction that deletes (Firefox
-        // journals it first): try again a few times as space comes back. What is still left
-        // after that is an orphan that garbage collection removes.
-        let removed = crate::retry::with_backoff(
-            "removing blocks of abandoned uploads",
-            250,
-            8_000,
-            |_| true,
-            || store::remove_unreferenced(&*store, &written),
-        )
-        .await;
-        match removed {
-            Ok(n) => tracing::info!("removed {n} blocks of abandoned uploads"),
-            Err(e) => tracing::warn!("removing blocks of abandoned uploads: {e}; giving up"),
-        }
-    });
+    // On a full disk the browser may refuse even the transaction that deletes (Firefox
+    // journals it first): try again a few times as space comes back. What is still left after
+    // that is an orphan that garbage collection removes.
+    let removed = crate::retry::with_backoff(
+        "removing blocks of abandoned uploads",
+        250,
+        8_000,
+        |_| true,
+        || store::remove_unreferenced(store, written),
+    )
+    .await;
+    match removed {
+        Ok(n) => tracing::info!("removed {n} blocks of abandoned uploads"),
+        Err(e) => tracing::warn!("removing blocks of abandoned uploads: {e}; giving up"),
+    }
 }
 
 fn store_error(e: store::Error) -> ApiError {
@@ -102,6 +116,12 @@ fn not_found() -> ApiError {
 
 fn no_upload() -> ApiError {
     ApiError::new(ErrorCode::InvalidParams, "no such upload (finished, aborted or expired)")
+}
+
+/// The answer for a piece of upload `handle` that is gone: why it was abandoned, if it was.
+fn gone(cas: &Cas, handle: u64) -> ApiError {
+    let failed = cas.failed.borrow();
+    failed.iter().find(|(h, _)| *h == handle).map_or_else(no_upload, |(_, why)| why.clone())
 }
 
 /// The object `name`, if this origin may see it.
@@ -162,7 +182,10 @@ pub(crate) fn accept_chunk(
     data: &[u8],
 ) -> Result<Vec<disot_core::unixfs::Block>, ApiError> {
     let mut uploads = cas.uploads.borrow_mut();
-    let upload = uploads.get_mut(&handle).filter(|u| u.origin == origin).ok_or_else(no_upload)?;
+    let Some(upload) = uploads.get_mut(&handle).filter(|u| u.origin == origin) else {
+        drop(uploads);
+        return Err(gone(cas, handle));
+    };
     upload.touched = now_ms();
     let blocks = upload.importer.push(data);
     upload.written.extend(blocks.iter().map(|b| b.cid));
@@ -177,9 +200,20 @@ fn take(cas: &Cas, origin: &str, handle: u64) -> Result<Upload, ApiError> {
     uploads.remove(&handle).ok_or_else(no_upload)
 }
 
-/// Drop upload `handle` and what it wrote, after one of its pieces failed.
-pub(crate) fn abandon(cas: &Cas, origin: &str, handle: u64) {
-    clean_up(cas, take(cas, origin, handle).into_iter().collect());
+/// Drop upload `handle` and remove what it wrote, after one of its pieces failed with `why`;
+/// gives back `why`, which its other pieces answer too.
+pub(crate) async fn abandon(cas: &Cas, origin: &str, handle: u64, why: ApiError) -> ApiError {
+    if let Ok(upload) = take(cas, origin, handle) {
+        {
+            let mut failed = cas.failed.borrow_mut();
+            if failed.len() >= FAILED_KEPT {
+                failed.pop_front();
+            }
+            failed.push_back((handle, why.clone()));
+        }
+        remove_written(&cas.store, &upload.written).await;
+    }
+    why
 }
 
 /// The second half: write the blocks [`accept_chunk`] made of a piece of `len` bytes, if there
@@ -193,27 +227,37 @@ pub(crate) async fn store_chunk(
 ) -> Result<Value, ApiError> {
     if let Some(room) = cas.store.room().await {
         if room < len as f64 + STORAGE_RESERVE {
-            abandon(cas, origin, handle);
-            return Err(ApiError::new(
+            let full = ApiError::new(
                 ErrorCode::LimitExceeded,
                 format!(
                     "storage is full: {:.1} MiB left and {:.0} MiB are kept in reserve; the upload was abandoned",
                     room.max(0.0) / 1048576.0,
                     STORAGE_RESERVE / 1048576.0
                 ),
-            ));
+            );
+            return Err(abandon(cas, origin, handle, full).await);
         }
     }
     // An earlier piece failed meanwhile: the upload is gone, and so must these blocks be.
     if !cas.uploads.borrow().contains_key(&handle) {
-        return Err(no_upload());
+        return Err(gone(cas, handle));
     }
     if let Err(e) = cas.store.put_imported(&blocks).await {
-        abandon(cas, origin, handle);
-        return Err(store_error(e));
+        return Err(abandon(cas, origin, handle, store_error(e)).await);
     }
-    if let Some(upload) = cas.uploads.borrow_mut().get_mut(&handle) {
-        upload.storing = upload.storing.saturating_sub(1);
+    let still_open = match cas.uploads.borrow_mut().get_mut(&handle) {
+        Some(upload) => {
+            upload.storing = upload.storing.saturating_sub(1);
+            true
+        }
+        None => false,
+    };
+    if !still_open {
+        // Another piece failed while these blocks were being written, and its clean-up may
+        // have looked for them before they were there: remove them too.
+        let cids: Vec<Cid> = blocks.iter().map(|b| b.cid).collect();
+        remove_written(&cas.store, &cids).await;
+        return Err(gone(cas, handle));
     }
     Ok(json!({ "accepted": len }))
 }
@@ -264,7 +308,8 @@ pub(crate) async fn handle(
             store_chunk(cas, origin, handle, blocks, data.len()).await
         }
         PageRequest::CasPutAbort { handle } => {
-            clean_up(cas, vec![take(cas, origin, handle)?]);
+            let upload = take(cas, origin, handle)?;
+            remove_written(&cas.store, &upload.written).await;
             Ok(json!({ "aborted": handle }))
         }
         PageRequest::CasPutFinish { handle } => {
@@ -312,7 +357,7 @@ pub(crate) async fn handle(
                     Ok(json!({ "cid": record.cid, "sha256": record.sha256, "size": record.size }))
                 }
                 Err(e) => {
-                    remove_in_background(cas, written);
+                    remove_written(&cas.store, &written).await;
                     Err(store_error(e))
                 }
             }

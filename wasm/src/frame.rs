@@ -105,8 +105,7 @@ impl Frame {
             let result = async {
                 let blocks = accepted?;
                 if let Err(e) = authorise(&cas, &origin).await {
-                    cas::abandon(&cas, &origin, handle as u64);
-                    return Err(e);
+                    return Err(cas::abandon(&cas, &origin, handle as u64, e).await);
                 }
                 cas::store_chunk(&cas, &origin, handle as u64, blocks, len).await
             }
