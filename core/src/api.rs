@@ -119,8 +119,11 @@ pub enum PageRequest {
     CasPin { name: String, pin: bool },
     /// `cas_fetch {name, inline?}`: bring an object this browser does not hold from connected
     /// peers (by CID; Bitswap), verify and store it; then it reads like one put here. With
-    /// `inline`, small content that came over the network comes with the answer too.
-    CasFetch { name: String, inline: bool },
+    /// `inline`, small content (one block of at most 64 KiB) comes with the answer too. With
+    /// `localFirst`, the store is looked in before peers are asked (a get that may find it
+    /// held); without, peers are asked at once while the store is read (the caller knows it
+    /// is missing).
+    CasFetch { name: String, inline: bool, local_first: bool },
     /// `cas_transfers`: fetches in progress for this origin (`[{cid, bytes, blocks}]`).
     CasTransfers,
     /// `p2p_peers`: connected peers with their DID, transport and round-trip time.
@@ -462,10 +465,12 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
                 name: String,
                 #[serde(default)]
                 inline: bool,
+                #[serde(default, rename = "localFirst")]
+                local_first: bool,
             }
             let p: P = typed(&method, params)?;
             check_name(&method, &p.name)?;
-            Ok(PageRequest::CasFetch { name: p.name, inline: p.inline })
+            Ok(PageRequest::CasFetch { name: p.name, inline: p.inline, local_first: p.local_first })
         }
         "cas_stat" | "cas_has" | "cas_pin" | "cas_unpin" => {
             let name = name_param(&method, params)?;

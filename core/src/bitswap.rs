@@ -648,8 +648,15 @@ impl Client {
     }
 
     /// The next message to send.
+    /// The next message to send: those that ask for a block go first (the others ask whether
+    /// a peer has it, which matters only if that one fails), so the block is on its way sooner.
     pub fn poll_send(&mut self) -> Option<(PeerId, Outgoing)> {
-        self.outbox.pop_first()
+        let asks_block =
+            |out: &Outgoing| out.wants.iter().any(|w| w.want_type == WantType::Block && !w.cancel);
+        match self.outbox.iter().find(|(_, out)| asks_block(out)).map(|(p, _)| *p) {
+            Some(peer) => self.outbox.remove_entry(&peer),
+            None => self.outbox.pop_first(),
+        }
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -989,6 +996,29 @@ mod tests {
                     assert!(asked_holder_first, "want {i}: the block was asked of the empty peer");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_message_that_asks_for_the_block_is_sent_before_those_that_ask_who_has_it() {
+        for n in 2..6 {
+            let mut c = Client::new();
+            for _ in 0..n {
+                c.peer_connected(peer(), 0);
+            }
+            let (cid, _) = block(b"first");
+            c.want(cid, 0).expect("want");
+            let (_, first) = c.poll_send().expect("a message");
+            assert!(
+                first.wants.iter().any(|w| w.cid == cid && w.want_type == WantType::Block),
+                "{n} peers: the first message sent is a want-have: {first:?}"
+            );
+            let mut rest = 0;
+            while let Some((_, out)) = c.poll_send() {
+                assert!(out.wants.iter().all(|w| w.want_type == WantType::Have));
+                rest += 1;
+            }
+            assert_eq!(rest, n - 1, "every other peer is asked whether it has it");
         }
     }
 

@@ -216,11 +216,12 @@
   }
 
   /**
-   * Bring `cid` from other peers into this browser's store, reporting bytes as they come. The
-   * answer is the object's record, and its content too if it is small (it came in one block).
+   * `cid` from this browser's store if it is held for this page, else from other peers into
+   * the store, reporting bytes as they come. The answer is the object's record, and its
+   * content too if it is small (one block of at most 64 KiB).
    */
   async function fetchFromPeers(cid, onProgress) {
-    const fetching = request({ method: 'cas_fetch', params: { name: cid, inline: true } });
+    const fetching = request({ method: 'cas_fetch', params: { name: cid, inline: true, localFirst: true } });
     let done = false;
     fetching.finally(() => { done = true; }).catch(() => {});
     if (onProgress) {
@@ -270,11 +271,16 @@
     async get(name, { offset = 0, length, onProgress, as = 'bytes' } = {}) {
       if (!['bytes', 'blob', 'stream'].includes(as)) throw new ProviderRpcError(-32602, "as must be 'bytes', 'blob' or 'stream'");
       const path = await contentPath();
-      // Read by CID: a sha256: name would be looked up again for every piece.
-      const { cid, size, mime, data } = await path.call('cas_stat', { name }).catch((e) => {
-        if (e.code !== -32001 || String(name).startsWith('sha256:')) throw e;
-        return fetchFromPeers(name, onProgress); // answers with the record, as stat would
-      });
+      // Read by CID: a sha256: name would be looked up again for every piece. A CID is asked
+      // of the node, which answers from the store or else from peers in one request (and
+      // with small content in the answer); a sha256: name can only be looked up here.
+      const { cid, size, mime, data } = String(name).startsWith('sha256:')
+        ? await path.call('cas_stat', { name })
+        : await fetchFromPeers(name, onProgress).catch((e) => {
+          // The node is not running (locked, starting): the store can still answer.
+          if (e.code !== 4900) throw e;
+          return path.call('cas_stat', { name });
+        });
       const end = Math.min(size, length === undefined ? size : offset + length);
       let got = 0;
       let source;

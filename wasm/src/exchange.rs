@@ -321,6 +321,28 @@ impl Exchange {
         }
     }
 
+    /// Object `root` if `origin` holds it already: its record, and its content when that is one
+    /// block of at most [`INLINE_MAX`] bytes and `inline` asks for it (read and verified).
+    pub(crate) async fn held_for(
+        &self,
+        root: Cid,
+        origin: &str,
+        inline: bool,
+    ) -> Result<Option<(ObjectRecord, Fetched)>, ApiError> {
+        let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
+        let Some(record) = self.store.object(&root.to_string()).await.map_err(internal)? else {
+            return Ok(None);
+        };
+        if !record.origins.iter().any(|o| o == origin) {
+            return Ok(None);
+        }
+        let mut fetched = Fetched::default();
+        if inline && root.codec() == RAW_CODEC && record.size <= INLINE_MAX as u64 {
+            fetched.content = self.store.get(&root).await.map_err(internal)?;
+        }
+        Ok(Some((record, fetched)))
+    }
+
     /// Bring object `root` from connected peers into the store, for `origin`.
     pub(crate) async fn fetch_object(
         &self,

@@ -1015,8 +1015,8 @@ async fn handle_page(
         }
     }
     match request {
-        PageRequest::CasFetch { name, inline } => {
-            fetch(shared, commands, origin, &name, inline).await
+        PageRequest::CasFetch { name, inline, local_first } => {
+            fetch(shared, commands, origin, &name, inline, local_first).await
         }
         PageRequest::CasTransfers => serde_json::to_value(shared.exchange.transfers(Some(origin)))
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())),
@@ -1083,11 +1083,14 @@ async fn fetch(
     origin: &str,
     name: &str,
     inline: bool,
+    local_first: bool,
 ) -> Result<Value, ApiError> {
-    let cid: cid::Cid = name
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::new(ErrorCode::InvalidParams, "fetching from peers needs a CID"))?;
+    let cid: cid::Cid = name.trim().parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidParams,
+            "not a CID (content is named by CID or sha256:<hex>)",
+        )
+    })?;
     let describe = |(r, fetched): (disot_core::store::ObjectRecord, crate::exchange::Fetched)| {
         let mut answer = json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "mime": r.mime, "fetched": fetched });
         if let Some(bytes) = fetched.content.as_ref().filter(|_| inline) {
@@ -1096,6 +1099,11 @@ async fn fetch(
         }
         answer
     };
+    if local_first {
+        if let Some(held) = shared.exchange.held_for(cid, origin, inline).await? {
+            return Ok(describe(held));
+        }
+    }
     let first = shared.exchange.fetch_object(cid, origin).await;
     match first {
         Ok(done) => return Ok(describe(done)),
