@@ -354,6 +354,9 @@ pub(crate) async fn handle(
             .await;
             match committed {
                 Ok(record) => {
+                    if record.public {
+                        crate::notice::published(&record.cid);
+                    }
                     Ok(json!({ "cid": record.cid, "sha256": record.sha256, "size": record.size }))
                 }
                 Err(e) => {

@@ -622,6 +622,13 @@ impl Exchange {
         *self.public.borrow_mut() = next;
     }
 
+    /// Another context says `cid` was just made public: served from now on if its record says
+    /// so (read here; the notice is only a hint). Whether it is public.
+    pub(crate) async fn note_published(&self, cid: Cid) -> bool {
+        let record = self.store.object(&cid.to_string()).await.ok().flatten();
+        Public(self).published(record, &cid)
+    }
+
     /// Trust or objects changed: read them again before the next answer.
     pub(crate) fn access_changed(&self) {
         self.public.borrow_mut().read_at = f64::NEG_INFINITY;

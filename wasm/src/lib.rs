@@ -11,6 +11,7 @@
 //! - [`auth`]: the identity exchange on every connection (signed, challenge-bound profiles).
 //! - [`exchange`]: Bitswap with other peers, and fetching objects from them.
 //! - [`frame`]: the binary path for a page's content requests ([`frame::Frame`]).
+//! - [`notice`]: word from other contexts that an object was just made public.
 #![cfg(target_arch = "wasm32")]
 
 mod auth;
@@ -19,6 +20,7 @@ mod cas;
 mod exchange;
 mod frame;
 mod node;
+mod notice;
 mod retry;
 pub mod store;
 mod sync;

@@ -219,6 +219,8 @@ pub(crate) struct Shared {
     commands: mpsc::Sender<Command>,
     /// Whether the key is kept sealed under a passphrase (the lock is on).
     lock_enabled: std::cell::Cell<bool>,
+    /// Notices of objects made public in other contexts (kept for as long as the node runs).
+    _notices: Option<crate::notice::Listener>,
 }
 
 /// The running browser node.
@@ -305,6 +307,21 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         .or_else(|_| disot_core::auth::Local::new(key.clone(), ""))
         .map_err(|e| js_err("identity profile", e))?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    // An object made public is served at once and announced without waiting for the next
+    // round of provider records.
+    let notices = crate::notice::Listener::new({
+        let exchange = exchange.clone();
+        let commands = tx.clone();
+        move |cid| {
+            let exchange = exchange.clone();
+            let mut commands = commands.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                if exchange.note_published(cid).await {
+                    let _ = commands.try_send(Command::Provide(vec![cid]));
+                }
+            });
+        }
+    });
     let shared = Rc::new(Shared {
         did,
         key,
@@ -325,6 +342,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         local: RefCell::new(local),
         commands: tx.clone(),
         lock_enabled: std::cell::Cell::new(lock_enabled),
+        _notices: notices,
     });
     let weak = Rc::downgrade(&shared);
     // One peer's trust document is taken at a time: taking reads and rewrites what we received.
