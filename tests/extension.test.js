@@ -133,7 +133,7 @@ for (const kind of ['chromium', 'firefox']) {
         await popup.close();
       });
 
-      test('the offscreen peer stays connected while the service worker is stopped', async () => {
+      test('the offscreen peer stays connected while the service worker is stopped, and pages reach it without the worker', async () => {
         const isWorker = (t) => t.type() === 'service_worker' && t.url().startsWith(browser.extensionBase);
         const target = await browser.browser.waitForTarget(isWorker);
         const connectsBefore = node.count('connected', me.peerId);
@@ -144,10 +144,18 @@ for (const kind of ['chromium', 'firefox']) {
         await sleep(3000);
         assert.ok(node.connectedPeers().has(me.peerId), 'node still sees the peer with no worker running');
         assert.equal(node.count('disconnected', me.peerId), 0);
-        const st = await h.status(page); // this request wakes the worker again
+        // A page's request goes over the content script's port straight to the offscreen
+        // document: it is answered with no worker running, and does not start one.
+        const st = await h.status(page);
         assert.equal(st.did, me.did);
         assert.ok(st.connections >= 1);
-        assert.ok(browser.browser.targets().some(isWorker), 'the worker was restarted by the request');
+        assert.ok(!browser.browser.targets().some(isWorker), 'the page request went through a service worker');
+        // The popup's requests still go through the worker, which wakes for them.
+        const popup = await browser.browser.newPage();
+        await popup.goto(`${browser.extensionBase}popup.html`);
+        await popup.waitForFunction(() => document.getElementById('state').textContent === 'connected', { timeout: 15_000 });
+        await popup.close();
+        assert.ok(browser.browser.targets().some(isWorker), 'the worker was started again by the popup');
         assert.equal(node.count('connected', me.peerId), connectsBefore, 'no reconnection was needed');
       });
     } else {
