@@ -40,6 +40,8 @@ pub(crate) const SIGNALING: StreamProtocol = StreamProtocol::new(SIGNALING_PROTO
 /// Longest time from the signaling stream to a connected peer connection (under the swarm's
 /// 10 s dial timeout, so that the error says why).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long the dialer waits for its offer's data channel to open once ICE is connected.
+const INIT_OPEN_WAIT: Duration = Duration::from_secs(2);
 /// A data channel with more than this queued waits before taking more.
 const HIGH_WATER: u32 = 1024 * 1024;
 const LOW_WATER: u32 = 256 * 1024;
@@ -124,6 +126,27 @@ impl Peer {
         pc.set_ondatachannel(Some(on_channel.as_ref().unchecked_ref()));
         Ok(Peer { pc, channels, _on_channel: on_channel })
     }
+}
+
+/// A peer connection that failed to negotiate, or whose connection ended, is closed and its
+/// handlers are cleared (an event on a dropped handler would be an error thrown in the page).
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.pc.set_ondatachannel(None);
+        self.pc.set_onicecandidate(None);
+        self.pc.set_onconnectionstatechange(None);
+        self.pc.close();
+    }
+}
+
+/// A handler that says "something happened" on a channel, for waiting on events in a
+/// `select!` instead of polling.
+fn notifier() -> (Closure<dyn FnMut(web_sys::Event)>, mpsc::UnboundedReceiver<()>) {
+    let (tx, rx) = mpsc::unbounded();
+    let handler = Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| {
+        let _ = tx.unbounded_send(());
+    });
+    (handler, rx)
 }
 
 async fn send_signal<W: AsyncWrite + Unpin>(w: &mut W, s: Signal) -> Result<(), Error> {
@@ -213,7 +236,9 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
             .map_err(js)?;
     }
 
-    // Trade candidates until ICE connects.
+    // Trade candidates until ICE connects, woken by each change of the connection's state.
+    let (on_state, mut state_changes) = notifier();
+    pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
     let mut deadline = futures_timer::Delay::new(CONNECT_TIMEOUT).fuse();
     let mut remote_open = true;
     loop {
@@ -226,7 +251,6 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
             }
             _ => {}
         }
-        let mut tick = futures_timer::Delay::new(Duration::from_millis(20)).fuse();
         futures::select! {
             c = candidates.next() => if let Some(json) = c {
                 send_signal(&mut wr, Signal::Candidate(Some(json))).await?;
@@ -248,7 +272,7 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
                 Some(Err(e)) => return Err(e),
                 None => remote_open = false,
             },
-            () = tick => {},
+            _ = state_changes.next() => {},
             () = deadline => {
                 tracing::warn!("webrtc: ICE timed out; {}", ice_report(pc).await);
                 return Err(Error::Js(
@@ -258,14 +282,22 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
         }
     }
     pc.set_onicecandidate(None);
+    pc.set_onconnectionstatechange(None);
+    drop(on_state);
     if let Some(init) = init {
         // js-libp2p waits for this channel to open before it calls the dial done.
-        for _ in 0..100 {
-            if init.ready_state() != RtcDataChannelState::Connecting {
-                break;
+        let (on_open, mut opened) = notifier();
+        init.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        init.set_onclose(Some(on_open.as_ref().unchecked_ref()));
+        if init.ready_state() == RtcDataChannelState::Connecting {
+            let mut give_up = futures_timer::Delay::new(INIT_OPEN_WAIT).fuse();
+            futures::select! {
+                _ = opened.next() => {},
+                () = give_up => {},
             }
-            futures_timer::Delay::new(Duration::from_millis(20)).await;
         }
+        init.set_onopen(None);
+        init.set_onclose(None);
         init.close();
     }
     let _ = wr.close().await;
@@ -463,14 +495,6 @@ impl Connection {
         Connection {
             inner: SendWrapper::new(ConnectionInner { peer, state_waker, _on_state: on_state }),
         }
-    }
-}
-
-impl Drop for ConnectionInner {
-    fn drop(&mut self) {
-        self.peer.pc.set_onconnectionstatechange(None);
-        self.peer.pc.set_ondatachannel(None);
-        self.peer.pc.close();
     }
 }
 
