@@ -253,6 +253,148 @@ pub async fn cat<S: BlockStore>(
 /// Blocks a walk reads at most at once.
 const READ_AHEAD: usize = 8;
 
+/// The SHA-256 and size of a file's content, worked out from its blocks as they arrive in any
+/// order (a fetch asks for many at once): content is hashed in file order as soon as its turn
+/// comes, and a block that comes ahead of its turn waits. So that a fetch need not read the
+/// whole file back once it is stored. Blocks must be verified against their CIDs before they
+/// are offered. If more than `max_waiting` bytes would wait, it gives up (and
+/// [`ContentHasher::finish`] says so): the caller then reads the content back instead.
+pub struct ContentHasher {
+    walk: Walk,
+    waiting: std::collections::HashMap<Cid, Vec<u8>>,
+    waiting_bytes: usize,
+    max_waiting: usize,
+    hasher: Sha256,
+    size: u64,
+    cache: Option<rust_unixfs::file::visit::Cache>,
+}
+
+enum Walk {
+    /// Nothing offered yet: the root comes first.
+    Root(Cid),
+    Next(rust_unixfs::file::visit::FileVisit),
+    Done,
+    GaveUp,
+}
+
+impl ContentHasher {
+    pub fn new(root: Cid, max_waiting: usize) -> Self {
+        ContentHasher {
+            walk: Walk::Root(root),
+            waiting: Default::default(),
+            waiting_bytes: 0,
+            max_waiting,
+            hasher: Sha256::new(),
+            size: 0,
+            cache: None,
+        }
+    }
+
+    fn next_wanted(&self) -> Option<Cid> {
+        match &self.walk {
+            Walk::Root(root) => Some(*root),
+            Walk::Next(visit) => Some(*visit.pending_links().0),
+            Walk::Done | Walk::GaveUp => None,
+        }
+    }
+
+    fn feed(&mut self, content: &[u8]) {
+        self.hasher.update(content);
+        self.size += content.len() as u64;
+    }
+
+    /// Take the block `cid` (already verified), then every waiting block whose turn it is.
+    fn step(&mut self, cid: &Cid, data: &[u8]) -> Result<()> {
+        use rust_unixfs::file::visit::IdleFileVisit;
+        let malformed =
+            |e: &dyn std::fmt::Display| Error::Malformed { cid: *cid, reason: e.to_string() };
+        let walk = std::mem::replace(&mut self.walk, Walk::GaveUp);
+        let (content, next) = match walk {
+            Walk::Root(_) if cid.codec() == RAW_CODEC => {
+                let (content, _, _, next) = IdleFileVisit::default().start_from_raw(data);
+                (content, next)
+            }
+            Walk::Root(_) => {
+                let (content, _, _, next) =
+                    IdleFileVisit::default().start(data).map_err(|e| malformed(&e))?;
+                (content, next)
+            }
+            Walk::Next(visit) => {
+                visit.continue_walk(data, &mut self.cache).map_err(|e| malformed(&e))?
+            }
+            other => {
+                self.walk = other;
+                return Ok(());
+            }
+        };
+        self.feed(content);
+        self.walk = next.map_or(Walk::Done, Walk::Next);
+        Ok(())
+    }
+
+    /// A block of the file, verified against `cid`. Blocks of other files, and blocks offered
+    /// twice, are ignored. An error only for a block that is not valid UnixFS.
+    pub fn offer(&mut self, cid: &Cid, data: &[u8]) -> Result<()> {
+        if matches!(self.walk, Walk::Done | Walk::GaveUp) {
+            return Ok(());
+        }
+        if self.next_wanted() != Some(*cid) {
+            self.wait(*cid, || data.to_vec());
+            return Ok(());
+        }
+        self.step(cid, data)?;
+        // The same block can come again later in a file (a run of zeros, say).
+        if self.pending_later(cid) {
+            self.wait(*cid, || data.to_vec());
+        }
+        while let Some(next) = self.next_wanted() {
+            let Some(data) = self.waiting.remove(&next) else { break };
+            self.waiting_bytes -= data.len();
+            self.step(&next, &data)?;
+            if self.pending_later(&next) {
+                self.wait(next, || data);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the walk still has to visit `cid`.
+    fn pending_later(&self, cid: &Cid) -> bool {
+        match &self.walk {
+            Walk::Next(visit) => {
+                let (first, rest) = visit.pending_links();
+                first == cid || rest.into_iter().any(|c| c == cid)
+            }
+            _ => false,
+        }
+    }
+
+    /// Keep a block until its turn comes, or give up if that is too much to hold.
+    fn wait(&mut self, cid: Cid, data: impl FnOnce() -> Vec<u8>) {
+        if self.waiting.contains_key(&cid) || matches!(self.walk, Walk::Done | Walk::GaveUp) {
+            return;
+        }
+        let data = data();
+        if self.waiting_bytes.saturating_add(data.len()) > self.max_waiting {
+            self.walk = Walk::GaveUp;
+            self.waiting.clear();
+            self.waiting_bytes = 0;
+            return;
+        }
+        self.waiting_bytes += data.len();
+        self.waiting.insert(cid, data);
+    }
+
+    /// The content's SHA-256 and size, once every block was offered; `None` if it gave up or
+    /// a block is still missing.
+    pub fn finish(self) -> Option<([u8; 32], u64)> {
+        match self.walk {
+            Walk::Done => Some((self.hasher.finalize().into(), self.size)),
+            _ => None,
+        }
+    }
+}
+
 /// CIDs of all blocks of the object rooted at `root` (the ones that are stored).
 pub async fn reachable<S: BlockStore>(
     store: &S,
@@ -572,6 +714,78 @@ mod tests {
             || async { MemoryStore::new() },
             corrupt,
         ));
+    }
+
+    #[test]
+    fn the_content_hash_comes_out_of_blocks_offered_in_any_order() {
+        let layout = crate::unixfs::Preset::Kubo.layout().with_chunk_size(64).expect("layout");
+        let mut x = 7u32;
+        let content: Vec<u8> = (0..40_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let (blocks, imported) = crate::unixfs::import(&content, layout);
+        assert!(blocks.len() > 600, "a tree of two levels: {} blocks", blocks.len());
+        let want: [u8; 32] = Sha256::digest(&content).into();
+        let hashed = |order: &mut dyn Iterator<Item = &Block>, max_waiting: usize| {
+            let mut h = ContentHasher::new(imported.cid, max_waiting);
+            for b in order {
+                h.offer(&b.cid, &b.data).expect("valid blocks");
+            }
+            h.finish()
+        };
+        // The importer gives the root last; leaves first, in order, then their parents.
+        assert_eq!(hashed(&mut blocks.iter().rev(), usize::MAX), Some((want, 40_000)));
+        assert_eq!(hashed(&mut blocks.iter(), usize::MAX), Some((want, 40_000)));
+        // Interleaved from both ends, each offered twice.
+        let n = blocks.len();
+        let mut mixed = (0..n).flat_map(|i| {
+            let j = if i % 2 == 0 { i / 2 } else { n - 1 - i / 2 };
+            [&blocks[j], &blocks[j]]
+        });
+        assert_eq!(hashed(&mut mixed, usize::MAX), Some((want, 40_000)));
+        // Root first, then its children, then the leaves in file order (the order a fetch
+        // mostly sees): only the inner nodes wait for their turn, no leaf does.
+        let mut walk_order: Vec<&Block> = vec![blocks.last().expect("root")];
+        let inner: Vec<&Block> = blocks.iter().filter(|b| b.cid.codec() != RAW_CODEC).collect();
+        let inner = &inner[..inner.len() - 1];
+        walk_order.extend(inner);
+        walk_order.extend(blocks.iter().filter(|b| b.cid.codec() == RAW_CODEC));
+        let inner_bytes = inner.iter().map(|b| b.data.len()).sum();
+        assert_eq!(hashed(&mut walk_order.into_iter(), inner_bytes), Some((want, 40_000)));
+        // Too much ahead of its turn: it gives up rather than hold it.
+        assert_eq!(hashed(&mut blocks.iter(), 1024), None);
+        // A block missing: no answer.
+        assert_eq!(hashed(&mut blocks.iter().skip(1), usize::MAX), None);
+        // Leaves that repeat (every 251st), within a node's links and across nodes: in walk
+        // order, where each position's copy comes in its turn, the hash comes out; in another
+        // order it may give up (a block used once is not kept for a later subtree), never err.
+        let repeating: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (blocks, imported) = crate::unixfs::import(&repeating, layout);
+        let want: [u8; 32] = Sha256::digest(&repeating).into();
+        let mut walk_order: Vec<&Block> = vec![blocks.last().expect("root")];
+        let inner: Vec<&Block> = blocks.iter().filter(|b| b.cid.codec() != RAW_CODEC).collect();
+        walk_order.extend(&inner[..inner.len() - 1]);
+        walk_order.extend(blocks.iter().filter(|b| b.cid.codec() == RAW_CODEC));
+        let hashed = |order: &mut dyn Iterator<Item = &Block>| {
+            let mut h = ContentHasher::new(imported.cid, usize::MAX);
+            for b in order {
+                h.offer(&b.cid, &b.data).expect("valid blocks");
+            }
+            h.finish()
+        };
+        assert_eq!(hashed(&mut walk_order.into_iter()), Some((want, 40_000)));
+        let reversed = hashed(&mut blocks.iter().rev());
+        assert!(reversed.is_none_or(|r| r == (want, 40_000)), "{reversed:?}");
+        // One raw block.
+        let (one, single) = crate::unixfs::import(b"hello", Layout::default());
+        let mut h = ContentHasher::new(single.cid, 0);
+        h.offer(&one[0].cid, &one[0].data).expect("raw");
+        assert_eq!(h.finish(), Some((Sha256::digest(b"hello").into(), 5)));
     }
 
     #[test]

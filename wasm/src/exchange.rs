@@ -38,6 +38,9 @@ const OUTBOX: usize = 16;
 const MAX_WRITE_BATCH: usize = 64;
 /// Blocks read from the store ahead of the one being sent, per asking peer.
 const READ_AHEAD: usize = 4;
+/// Bytes of a fetched file's blocks kept for naming it while they wait for their turn (blocks
+/// arrive about in order: this is the blocks in flight at once, of the largest chunk size).
+const MAX_AHEAD_OF_TURN: usize = PARALLEL_BLOCKS * 1024 * 1024;
 /// How long the set of public blocks is trusted before it is read again.
 const PUBLIC_TTL_MS: f64 = 2_000.0;
 /// Fetches in progress at once.
@@ -418,7 +421,8 @@ impl Exchange {
     }
 
     /// An object of several blocks: its DAG, then its record, once every block is stored and
-    /// verified (the content is read once to name it and size it).
+    /// verified. The content is named (hashed in file order) as its blocks arrive; only if too
+    /// many came ahead of their turn is it read back from the store for that.
     async fn fetch_file(
         &self,
         root: Cid,
@@ -426,17 +430,24 @@ impl Exchange {
         origin: &str,
     ) -> Result<(ObjectRecord, Fetched), ApiError> {
         let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
-        let fetched = self.fetch_dag(root, key).await?;
-        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-        let mut size = 0u64;
-        store::cat(&*self.store, &root, None, |bytes| {
-            sha2::Digest::update(&mut hasher, bytes);
-            size += bytes.len() as u64;
-            Ok(())
-        })
-        .await
-        .map_err(internal)?;
-        let record = fetched_record(&root, &sha2::Digest::finalize(hasher), size, origin);
+        let mut named = store::ContentHasher::new(root, MAX_AHEAD_OF_TURN);
+        let fetched = self.fetch_dag(root, key, &mut named).await?;
+        let (sha256, size) = match named.finish() {
+            Some(done) => done,
+            None => {
+                let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+                let mut size = 0u64;
+                store::cat(&*self.store, &root, None, |bytes| {
+                    sha2::Digest::update(&mut hasher, bytes);
+                    size += bytes.len() as u64;
+                    Ok(())
+                })
+                .await
+                .map_err(internal)?;
+                (sha2::Digest::finalize(hasher).into(), size)
+            }
+        };
+        let record = fetched_record(&root, &sha256, size, origin);
         self.store.put_object(&record).await.map_err(internal)?;
         Ok((record, fetched))
     }
@@ -488,7 +499,12 @@ impl Exchange {
         }
     }
 
-    async fn fetch_dag(&self, root: Cid, key: &str) -> Result<Fetched, ApiError> {
+    async fn fetch_dag(
+        &self,
+        root: Cid,
+        key: &str,
+        named: &mut store::ContentHasher,
+    ) -> Result<Fetched, ApiError> {
         let failed = |what: String| ApiError::new(ErrorCode::NotFound, what);
         let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
         let mut queue = VecDeque::from([root]);
@@ -504,6 +520,8 @@ impl Exchange {
                 let Some(cid) = queue.pop_front() else { break };
                 // Already stored (an earlier, interrupted fetch): only its links are needed.
                 if let Some(data) = self.store.get(&cid).await.map_err(internal)? {
+                    // Not valid UnixFS: the read-back names the error.
+                    let _ = named.offer(&cid, &data);
                     if cid == root {
                         self.note_root(key, &cid, &data);
                     }
@@ -538,6 +556,7 @@ impl Exchange {
                             return Err(failed(format!("block {cid}: {e}")));
                         }
                     };
+                    let _ = named.offer(&cid, &data);
                     if cid == root {
                         self.note_root(key, &cid, &data);
                     }
