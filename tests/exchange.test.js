@@ -29,6 +29,7 @@ async function getFromPeersInPage(cid) {
       size: bytes.length,
       sha256: [...digest].map((b) => b.toString(16).padStart(2, '0')).join(''),
       progress: seen,
+      stat: await window.disot.cas.stat(cid),
       listed: (await window.disot.cas.list()).map((o) => o.cid),
       peers: await window.disot.p2p.peers(),
     };
@@ -116,6 +117,9 @@ describe('bitswap', { concurrency: 1 }, () => {
       const r = await b.page.evaluate(getFromPeersInPage, put.pub.cid);
       assert.equal(r.error, undefined, JSON.stringify(r.error));
       assert.equal(r.sha256, put.pubSha, 'B has A\'s bytes');
+      // Named as it came in (hashed in file order while its blocks arrived).
+      assert.equal(r.stat.sha256, `sha256:${put.pubSha}`, 'B names the fetched object by the hash of its content');
+      assert.equal(r.stat.size, 3 * 1024 * 1024 + 5);
       const aPeer = (await a.page.evaluate(() => window.disot.p2p.peers())).find((p) => p.peerId !== node.peerId);
       assert.ok(aPeer, 'A sees B connected');
       h.log('A sees B as', JSON.stringify(aPeer));
