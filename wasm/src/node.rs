@@ -682,10 +682,19 @@ impl EventLoop {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         let now = now_ms() as u64;
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                established_in,
+                ..
+            } => {
                 self.pending_dials.remove(&connection_id);
                 let addr = endpoint.get_remote_address().clone();
-                tracing::info!("connection {connection_id} to {peer_id} via {addr}");
+                tracing::info!(
+                    "connection {connection_id} to {peer_id} via {addr} ({} ms)",
+                    established_in.as_millis()
+                );
                 if self.dialer.is_bootstrap(&peer_id) {
                     self.dialer.on_connected(&peer_id);
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());

@@ -183,8 +183,29 @@ async fn set_remote(
     Ok(())
 }
 
+/// When each step of a negotiation was done, in ms since it started (for the log).
+#[derive(Debug, Default)]
+struct Steps {
+    described: f64,
+    connected: f64,
+    ready: f64,
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "descriptions traded {:.0} ms, ICE connected {:.0} ms, ready {:.0} ms",
+            self.described, self.connected, self.ready
+        )
+    }
+}
+
 /// Run the signaling on `stream` until `peer` is connected (both roles).
-async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Result<(), Error> {
+async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Result<Steps, Error> {
+    let started = crate::node::now_ms();
+    let since = || crate::node::now_ms() - started;
+    let mut steps = Steps::default();
     let pc = &peer.pc;
     let (mut rd, mut wr) = stream.split();
     // Signals from the peer, read by their own task so that waiting never cuts a message.
@@ -236,6 +257,7 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
             .map_err(js)?;
     }
 
+    steps.described = since();
     // Trade candidates until ICE connects, woken by each change of the connection's state.
     let (on_state, mut state_changes) = notifier();
     pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
@@ -281,6 +303,7 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
             }
         }
     }
+    steps.connected = since();
     pc.set_onicecandidate(None);
     pc.set_onconnectionstatechange(None);
     drop(on_state);
@@ -300,8 +323,9 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
         init.set_onclose(None);
         init.close();
     }
+    steps.ready = since();
     let _ = wr.close().await;
-    Ok(())
+    Ok(steps)
 }
 
 /// The candidate pairs ICE tried, for the log when it fails: `local type address -> remote type
@@ -376,13 +400,13 @@ impl Transport {
                 wasm_bindgen_futures::spawn_local(async move {
                     let result = async {
                         let p = Peer::new()?;
-                        negotiate(&p, stream, false).await?;
-                        Ok::<_, Error>(p)
+                        let steps = negotiate(&p, stream, false).await?;
+                        Ok::<_, Error>((p, steps))
                     }
                     .await;
                     match result {
-                        Ok(p) => {
-                            tracing::info!("webrtc: direct connection from {peer}");
+                        Ok((p, steps)) => {
+                            tracing::info!("webrtc: direct connection from {peer} ({steps})");
                             let _ =
                                 futures::SinkExt::send(&mut inbound.0, (peer, Connection::new(p)))
                                     .await;
@@ -441,10 +465,14 @@ impl libp2p::Transport for Transport {
         };
         let mut control = self.control.clone();
         let dial = async move {
+            let started = crate::node::now_ms();
             let stream = control.open_stream(peer, SIGNALING).await.map_err(signaling)?;
+            let opened = crate::node::now_ms() - started;
             let p = Peer::new()?;
-            negotiate(&p, stream, true).await?;
-            tracing::info!("webrtc: direct connection to {peer}");
+            let steps = negotiate(&p, stream, true).await?;
+            tracing::info!(
+                "webrtc: direct connection to {peer} (signaling stream open {opened:.0} ms, then {steps})"
+            );
             Ok((peer, Connection::new(p)))
         };
         // `SendWrapper` checks at run time that the future stays on the thread that made it,
