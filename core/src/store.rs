@@ -303,7 +303,7 @@ impl ContentHasher {
         self.size += content.len() as u64;
     }
 
-    /// Take the block `cid` (already verified), then every waiting block whose turn it is.
+    /// Walk on with the block `cid`, whose turn it is (an invalid block ends the walk).
     fn step(&mut self, cid: &Cid, data: &[u8]) -> Result<()> {
         use rust_unixfs::file::visit::IdleFileVisit;
         let malformed =
@@ -322,8 +322,8 @@ impl ContentHasher {
             Walk::Next(visit) => {
                 visit.continue_walk(data, &mut self.cache).map_err(|e| malformed(&e))?
             }
-            other => {
-                self.walk = other;
+            finished @ (Walk::Done | Walk::GaveUp) => {
+                self.walk = finished;
                 return Ok(());
             }
         };
@@ -332,8 +332,9 @@ impl ContentHasher {
         Ok(())
     }
 
-    /// A block of the file, verified against `cid`. Blocks of other files, and blocks offered
-    /// twice, are ignored. An error only for a block that is not valid UnixFS.
+    /// A block of the file, verified against `cid`. A block offered again while it waits is
+    /// ignored; one the walk never needs only takes room until the end. An error only for a
+    /// block that is not valid UnixFS (and the hasher gives up).
     pub fn offer(&mut self, cid: &Cid, data: &[u8]) -> Result<()> {
         if matches!(self.walk, Walk::Done | Walk::GaveUp) {
             return Ok(());
@@ -371,7 +372,7 @@ impl ContentHasher {
 
     /// Keep a block until its turn comes, or give up if that is too much to hold.
     fn wait(&mut self, cid: Cid, data: impl FnOnce() -> Vec<u8>) {
-        if self.waiting.contains_key(&cid) || matches!(self.walk, Walk::Done | Walk::GaveUp) {
+        if self.waiting.contains_key(&cid) {
             return;
         }
         let data = data();
