@@ -55,6 +55,9 @@ describe('chromium content store', { concurrency: 1 }, () => {
       checkBadInput(await page.evaluate(h.badInputInPage));
       const r = await page.evaluate(h.putAndGetInPage, MiB);
       checkRoundTrip('chromium', r);
+      // The content frame named it in its worker, not on its own thread.
+      const frame = page.frames().find((f) => f.url() === `${browser.extensionBase}frame.html`);
+      assert.equal(await frame?.evaluate(() => document.documentElement.dataset.hashing), 'worker');
       assert.deepEqual((await page.evaluate(() => window.disot.cas.list())).map((o) => o.cid), [r.put.cid]);
 
       // Another origin: without a grant it cannot probe held vs unheld (same error for both)...
@@ -122,6 +125,11 @@ describe('firefox content store', () => {
       const r = await run(h.putAndGetInPage, MiB);
       assert.equal(r.thrown, undefined, JSON.stringify(r));
       checkRoundTrip('firefox', r);
+      // The content frame named it in its worker, not on its own thread.
+      const { By } = await import('selenium-webdriver');
+      await driver.switchTo().frame(await driver.findElement(By.css(`iframe[src="${base}frame.html"]`)));
+      assert.equal(await driver.executeScript('return document.documentElement.dataset.hashing'), 'worker');
+      await driver.switchTo().defaultContent();
 
       await openDemo(site.url.replace('127.0.0.1', 'localhost'));
       assert.deepEqual(await run(async (cid) => window.disot.cas.has(cid), r.put.cid), { thrown: 4100 });

@@ -92,23 +92,53 @@ pub struct Imported {
     pub size: u64,
 }
 
-/// Streams bytes into UnixFS blocks.
+/// Streams bytes into UnixFS blocks, and names the content with its SHA-256.
 pub struct Importer {
-    adder: FileAdder,
+    blocks: BlockImporter,
     hasher: Sha256,
+}
+
+impl std::fmt::Debug for Importer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Importer").field("size", &self.blocks.size).finish_non_exhaustive()
+    }
+}
+
+impl Importer {
+    pub fn new(layout: Layout) -> Self {
+        Importer { blocks: BlockImporter::new(layout), hasher: Sha256::new() }
+    }
+
+    /// Add bytes; returns the blocks completed by them.
+    pub fn push(&mut self, input: &[u8]) -> Vec<Block> {
+        self.hasher.update(input);
+        self.blocks.push(input)
+    }
+
+    /// End of input: the remaining blocks (the root last) and what was imported.
+    pub fn finish(self) -> (Vec<Block>, Imported) {
+        self.blocks.finish(&self.hasher.finalize().into())
+    }
+}
+
+/// Streams bytes into UnixFS blocks like [`Importer`], but leaves the SHA-256 of the whole
+/// content to the caller (who may compute it on another thread while this one cuts and hashes
+/// the blocks) and takes it at [`BlockImporter::finish`].
+pub struct BlockImporter {
+    adder: FileAdder,
     size: u64,
     /// The last block produced so far: after `finish` it is the root. (A file of exactly one
     /// chunk has its only block produced by `push`, and `finish` adds nothing.)
     last: Option<Cid>,
 }
 
-impl std::fmt::Debug for Importer {
+impl std::fmt::Debug for BlockImporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Importer").field("size", &self.size).finish_non_exhaustive()
+        f.debug_struct("BlockImporter").field("size", &self.size).finish_non_exhaustive()
     }
 }
 
-impl Importer {
+impl BlockImporter {
     pub fn new(layout: Layout) -> Self {
         let adder = FileAdder::builder()
             .with_chunker(Chunker::Size(layout.chunk_size))
@@ -116,12 +146,11 @@ impl Importer {
             .with_cid_version(cid::Version::V1)
             .with_raw_leaves(true)
             .build();
-        Importer { adder, hasher: Sha256::new(), size: 0, last: None }
+        BlockImporter { adder, size: 0, last: None }
     }
 
     /// Add bytes; returns the blocks completed by them.
     pub fn push(&mut self, mut input: &[u8]) -> Vec<Block> {
-        self.hasher.update(input);
         self.size += input.len() as u64;
         let mut out = Vec::new();
         while !input.is_empty() {
@@ -135,14 +164,25 @@ impl Importer {
         out
     }
 
-    /// End of input: the remaining blocks (the root last) and what was imported.
-    pub fn finish(self) -> (Vec<Block>, Imported) {
+    /// End of input, with `content_digest` the SHA-256 of every byte pushed: the remaining
+    /// blocks (the root last) and what was imported. For content of one block the root's own
+    /// digest is that hash, and it names the object whatever was passed.
+    pub fn finish(self, content_digest: &[u8; 32]) -> (Vec<Block>, Imported) {
         let blocks: Vec<Block> =
             self.adder.finish().map(|(cid, data)| Block { cid, data }).collect();
-        let sha256 = sha256_name(&self.hasher.finalize());
         // The importer emits an empty raw leaf for an empty file, so some block always exists.
         let cid = blocks.last().map(|b| b.cid).or(self.last).unwrap_or_else(empty_file_cid);
+        let sha256 = if cid.codec() == RAW_CODEC {
+            sha256_name(cid.hash().digest())
+        } else {
+            sha256_name(content_digest)
+        };
         (blocks, Imported { cid, sha256, size: self.size })
+    }
+
+    /// Bytes pushed so far.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 }
 
@@ -224,6 +264,34 @@ mod tests {
         assert_eq!(blocks.len(), 1);
         assert_eq!(imported.cid, blocks[0].cid);
         assert_eq!(imported.cid.codec(), RAW_CODEC);
+    }
+
+    #[test]
+    fn the_block_importer_takes_the_content_hash_from_outside() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let layout = Layout::default().with_chunk_size(1000).expect("valid");
+        let (blocks, imported) = import(&data, layout);
+        let digest: [u8; 32] = Sha256::digest(&data).into();
+        let mut importer = BlockImporter::new(layout);
+        let mut pieces = importer.push(&data[..2500]);
+        pieces.extend(importer.push(&data[2500..]));
+        assert_eq!(importer.size(), 5000);
+        let (rest, b) = importer.finish(&digest);
+        pieces.extend(rest);
+        assert_eq!((pieces, b), (blocks, imported.clone()));
+        // Several blocks: the name is what the caller hashed.
+        let (_, wrong) = {
+            let mut i = BlockImporter::new(layout);
+            i.push(&data);
+            i.finish(&[0; 32])
+        };
+        assert_eq!(wrong.cid, imported.cid);
+        assert_eq!(wrong.sha256, sha256_name(&[0; 32]));
+        // One block: its CID's digest is the name, whatever the caller passed.
+        let mut one = BlockImporter::new(layout);
+        one.push(b"hello");
+        let (_, single) = one.finish(&[0; 32]);
+        assert_eq!(single.sha256, sha256_name(&Sha256::digest(b"hello")));
     }
 
     #[test]

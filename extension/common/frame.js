@@ -12,13 +12,72 @@ let opening = null;
 let ports = 0;
 
 function frame() {
-  opening ??= init({ module_or_path: api.runtime.getURL('pkg/disot_wasm_bg.wasm') })
-    .then(() => openFrame())
-    .catch((e) => {
-      opening = null;
-      throw e;
-    });
+  opening ??= (async () => {
+    const url = api.runtime.getURL('pkg/disot_wasm_bg.wasm');
+    // Compiled once here and shared with the worker.
+    const module = await WebAssembly.compileStreaming(fetch(url))
+      .catch(async () => WebAssembly.compile(await (await fetch(url)).arrayBuffer()));
+    const [hashers] = await Promise.all([startHashers(module), init({ module_or_path: module })]);
+    document.documentElement.dataset.hashing = hashers ? 'worker' : 'frame'; // for tests
+    return openFrame(hashers);
+  })().catch((e) => {
+    opening = null;
+    throw e;
+  });
   return opening;
+}
+
+/**
+ * A worker that hashes uploads' whole content (their `sha256:` names) while this thread cuts
+ * and stores their blocks: the interface `wasm/src/cas.rs` calls `ContentHashers`. Resolves to
+ * undefined if the worker does not start (then the frame hashes on its own thread).
+ */
+async function startHashers(module) {
+  let worker;
+  try {
+    worker = new Worker(new URL('hash-worker.js', import.meta.url), { type: 'module' });
+  } catch (e) {
+    console.warn('disot: no hashing worker, hashing in the frame', e);
+    return undefined;
+  }
+  const waiting = new Map(); // request id → {resolve, reject}
+  let next = 0;
+  let broken = null;
+  const fail = (why) => {
+    broken ??= new Error(`hashing worker: ${why}`);
+    for (const w of waiting.values()) w.reject(broken);
+    waiting.clear();
+  };
+  const ask = (msg, transfer = []) => new Promise((resolve, reject) => {
+    if (broken) return reject(broken);
+    const id = ++next;
+    waiting.set(id, { resolve, reject });
+    worker.postMessage({ ...msg, id }, transfer);
+  });
+  worker.onmessage = ({ data }) => {
+    const w = waiting.get(data?.id);
+    if (!w) return;
+    waiting.delete(data.id);
+    if (data.error) w.reject(new Error(data.error));
+    else w.resolve(data.digest);
+  };
+  worker.onerror = (e) => {
+    e.preventDefault?.();
+    fail(e.message || 'failed');
+  };
+  try {
+    await ask({ op: 'init', module });
+  } catch (e) {
+    console.warn('disot: no hashing worker, hashing in the frame', e);
+    worker.terminate();
+    return undefined;
+  }
+  return {
+    // The piece's buffer is handed over (it was copied into the frame's memory already).
+    feed: (handle, bytes) => ask({ op: 'feed', handle, buffer: bytes.buffer, offset: bytes.byteOffset, length: bytes.length }, [bytes.buffer]),
+    digest: (handle) => ask({ op: 'digest', handle }),
+    forget: (handle) => { if (!broken) worker.postMessage({ op: 'forget', handle }); },
+  };
 }
 
 const failure = (code, message) => JSON.stringify({ error: { code, message } });

@@ -13,8 +13,11 @@ use base64::Engine as _;
 use cid::Cid;
 use disot_core::api::{ApiError, ErrorCode, PageRequest, MAX_CHUNK_BYTES};
 use disot_core::store::{self, BlockStore, ObjectRecord};
-use disot_core::unixfs::{Importer, Layout};
+use disot_core::unixfs::{BlockImporter, Layout};
 use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
 
 use crate::node::now_ms;
 use crate::store::Store;
@@ -30,10 +33,43 @@ const STORAGE_RESERVE: f64 = 16.0 * 1024.0 * 1024.0;
 /// An upload without a chunk for this long is dropped.
 const UPLOAD_IDLE_MS: f64 = 120_000.0;
 
+#[wasm_bindgen]
+extern "C" {
+    /// Hashes uploads' whole content on another thread (a worker, `extension/common/frame.js`),
+    /// so that the thread that takes the pieces only cuts, hashes and stores blocks. Pieces of
+    /// one upload are fed in order; `feed` resolves once the piece is hashed (which bounds
+    /// what waits in the worker), `digest` to the 32 bytes of SHA-256 of all that was fed,
+    /// `forget` drops an upload that will not finish.
+    pub type ContentHashers;
+    #[wasm_bindgen(method, catch)]
+    fn feed(
+        this: &ContentHashers,
+        handle: f64,
+        bytes: &js_sys::Uint8Array,
+    ) -> Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn digest(this: &ContentHashers, handle: f64) -> Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(method)]
+    fn forget(this: &ContentHashers, handle: f64);
+}
+
+fn js_error(e: &JsValue) -> String {
+    e.as_string()
+        .or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())))
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+fn hashing_failed(e: &JsValue) -> ApiError {
+    ApiError::new(ErrorCode::Internal, format!("hashing the content failed: {}", js_error(e)))
+}
+
 /// An upload in progress from one origin.
 struct Upload {
     origin: String,
-    importer: Importer,
+    importer: BlockImporter,
+    /// SHA-256 of the content so far, when it is hashed here; `None` when the [`Cas`]'s
+    /// hashers do it.
+    content: Option<Sha256>,
     name: Option<String>,
     mime: Option<String>,
     public: bool,
@@ -54,22 +90,42 @@ pub(crate) struct Cas {
     /// Why recent uploads were abandoned (the latest few), so that their other pieces in
     /// flight answer with the reason rather than "no such upload".
     failed: RefCell<VecDeque<(u64, ApiError)>>,
+    /// Where uploads' whole content is hashed, if not on this thread.
+    hashers: Option<ContentHashers>,
 }
 
 impl Cas {
-    pub(crate) fn new(store: Rc<Store>) -> Self {
+    pub(crate) fn new(store: Rc<Store>, hashers: Option<ContentHashers>) -> Self {
         Cas {
             store,
             uploads: RefCell::new(HashMap::new()),
             next_upload: Cell::new(0),
             failed: RefCell::new(VecDeque::new()),
+            hashers,
+        }
+    }
+
+    /// Upload `handle` will not finish: its content hash is not wanted.
+    fn forget(&self, handle: u64, upload: &Upload) {
+        if let (None, Some(hashers)) = (&upload.content, &self.hashers) {
+            hashers.forget(handle as f64);
         }
     }
 }
 
+/// What [`accept_chunk`] took: the blocks to store and, when the content is hashed elsewhere,
+/// the hashing of the piece.
+pub(crate) struct Accepted {
+    blocks: Vec<disot_core::unixfs::Block>,
+    hashed: Option<Result<js_sys::Promise, JsValue>>,
+}
+
 /// Remove what expired uploads wrote, in the background (blocks other objects share stay).
-fn clean_up(cas: &Cas, abandoned: Vec<Upload>) {
-    let written: Vec<Cid> = abandoned.into_iter().flat_map(|u| u.written).collect();
+fn clean_up(cas: &Cas, abandoned: Vec<(u64, Upload)>) {
+    for (handle, upload) in &abandoned {
+        cas.forget(*handle, upload);
+    }
+    let written: Vec<Cid> = abandoned.into_iter().flat_map(|(_, u)| u.written).collect();
     let store = cas.store.clone();
     wasm_bindgen_futures::spawn_local(async move { remove_written(&store, &written).await });
 }
@@ -174,13 +230,15 @@ pub(crate) async fn read_into(
 ///
 /// Call it before anything awaits, in the order the pieces arrived: pieces that wait (for the
 /// permission check, for storage) would otherwise be taken in the order they stop waiting, and
-/// the object would be someone else's bytes.
+/// the object would be someone else's bytes. `js` is the same bytes as a JS array, if the
+/// caller has them so (handed to the hashers without another copy).
 pub(crate) fn accept_chunk(
     cas: &Cas,
     origin: &str,
     handle: u64,
     data: &[u8],
-) -> Result<Vec<disot_core::unixfs::Block>, ApiError> {
+    js: Option<&js_sys::Uint8Array>,
+) -> Result<Accepted, ApiError> {
     let mut uploads = cas.uploads.borrow_mut();
     let Some(upload) = uploads.get_mut(&handle).filter(|u| u.origin == origin) else {
         drop(uploads);
@@ -188,9 +246,29 @@ pub(crate) fn accept_chunk(
     };
     upload.touched = now_ms();
     let blocks = upload.importer.push(data);
+    let hashed = match (&mut upload.content, &cas.hashers) {
+        (Some(hasher), _) => {
+            hasher.update(data);
+            None
+        }
+        (None, Some(hashers)) => Some(match js {
+            Some(bytes) => hashers.feed(handle as f64, bytes),
+            None => hashers.feed(handle as f64, &js_sys::Uint8Array::from(data)),
+        }),
+        (None, None) => Some(Err(JsValue::from_str("no content hasher"))),
+    };
     upload.written.extend(blocks.iter().map(|b| b.cid));
     upload.storing += 1;
-    Ok(blocks)
+    Ok(Accepted { blocks, hashed })
+}
+
+/// SHA-256 of all of upload `handle`, from the hashers.
+async fn content_digest(hashers: &ContentHashers, handle: u64) -> Result<[u8; 32], JsValue> {
+    let digest = JsFuture::from(hashers.digest(handle as f64)?).await?;
+    let digest = digest.dyn_into::<js_sys::Uint8Array>()?.to_vec();
+    digest
+        .try_into()
+        .map_err(|d: Vec<u8>| JsValue::from_str(&format!("a digest of {} bytes", d.len())))
 }
 
 /// Upload `handle` of `origin`, taken out of the uploads in progress.
@@ -204,6 +282,7 @@ fn take(cas: &Cas, origin: &str, handle: u64) -> Result<Upload, ApiError> {
 /// gives back `why`, which its other pieces answer too.
 pub(crate) async fn abandon(cas: &Cas, origin: &str, handle: u64, why: ApiError) -> ApiError {
     if let Ok(upload) = take(cas, origin, handle) {
+        cas.forget(handle, &upload);
         {
             let mut failed = cas.failed.borrow_mut();
             if failed.len() >= FAILED_KEPT {
@@ -217,14 +296,19 @@ pub(crate) async fn abandon(cas: &Cas, origin: &str, handle: u64, why: ApiError)
 }
 
 /// The second half: write the blocks [`accept_chunk`] made of a piece of `len` bytes, if there
-/// is room. A failure abandons the upload.
+/// is room, and wait for the piece's hashing. A failure abandons the upload.
 pub(crate) async fn store_chunk(
     cas: &Cas,
     origin: &str,
     handle: u64,
-    blocks: Vec<disot_core::unixfs::Block>,
+    accepted: Accepted,
     len: usize,
 ) -> Result<Value, ApiError> {
+    let Accepted { blocks, hashed } = accepted;
+    let hashed = match hashed.transpose() {
+        Ok(promise) => promise.map(JsFuture::from),
+        Err(e) => return Err(abandon(cas, origin, handle, hashing_failed(&e)).await),
+    };
     if let Some(room) = cas.store.room().await {
         if room < len as f64 + STORAGE_RESERVE {
             let full = ApiError::new(
@@ -244,6 +328,11 @@ pub(crate) async fn store_chunk(
     }
     if let Err(e) = cas.store.put_imported(&blocks).await {
         return Err(abandon(cas, origin, handle, store_error(e)).await);
+    }
+    if let Some(hashed) = hashed {
+        if let Err(e) = hashed.await {
+            return Err(abandon(cas, origin, handle, hashing_failed(&e)).await);
+        }
     }
     let still_open = match cas.uploads.borrow_mut().get_mut(&handle) {
         Some(upload) => {
@@ -277,7 +366,8 @@ pub(crate) async fn handle(
                 .filter(|(_, u)| now - u.touched >= UPLOAD_IDLE_MS)
                 .map(|(h, _)| *h)
                 .collect();
-            let expired = expired.iter().filter_map(|h| cas.uploads.borrow_mut().remove(h));
+            let expired =
+                expired.iter().filter_map(|h| cas.uploads.borrow_mut().remove(h).map(|u| (*h, u)));
             clean_up(cas, expired.collect());
             let mut uploads = cas.uploads.borrow_mut();
             let mine = uploads.values().filter(|u| u.origin == origin).count();
@@ -291,7 +381,8 @@ pub(crate) async fn handle(
             cas.next_upload.set(handle);
             let upload = Upload {
                 origin: origin.to_owned(),
-                importer: Importer::new(Layout::default()),
+                importer: BlockImporter::new(Layout::default()),
+                content: cas.hashers.is_none().then(Sha256::new),
                 name,
                 mime,
                 public,
@@ -304,11 +395,12 @@ pub(crate) async fn handle(
             Ok(json!({ "handle": handle, "chunkSize": MAX_CHUNK_BYTES }))
         }
         PageRequest::CasPutChunk { handle, data } => {
-            let blocks = accept_chunk(cas, origin, handle, &data)?;
-            store_chunk(cas, origin, handle, blocks, data.len()).await
+            let accepted = accept_chunk(cas, origin, handle, &data, None)?;
+            store_chunk(cas, origin, handle, accepted, data.len()).await
         }
         PageRequest::CasPutAbort { handle } => {
             let upload = take(cas, origin, handle)?;
+            cas.forget(handle, &upload);
             remove_written(&cas.store, &upload.written).await;
             Ok(json!({ "aborted": handle }))
         }
@@ -326,8 +418,21 @@ pub(crate) async fn handle(
                 ));
             }
             let upload = take(cas, origin, handle)?;
-            let Upload { importer, name, mime, public, min_trust, mut written, .. } = upload;
-            let (blocks, imported) = importer.finish();
+            let Upload { importer, content, name, mime, public, min_trust, mut written, .. } =
+                upload;
+            let digest = match (content, &cas.hashers) {
+                (Some(hasher), _) => Ok(hasher.finalize().into()),
+                (None, Some(hashers)) => content_digest(hashers, handle).await,
+                (None, None) => Err(JsValue::from_str("no content hasher")),
+            };
+            let digest: [u8; 32] = match digest {
+                Ok(digest) => digest,
+                Err(e) => {
+                    remove_written(&cas.store, &written).await;
+                    return Err(hashing_failed(&e));
+                }
+            };
+            let (blocks, imported) = importer.finish(&digest);
             written.extend(blocks.iter().map(|b| b.cid));
             let committed = async {
                 cas.store.put_imported(&blocks).await?;

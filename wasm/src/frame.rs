@@ -14,7 +14,7 @@ use disot_core::api::{self, ApiError, ErrorCode, MAX_FRAME_CHUNK_BYTES};
 use disot_core::permissions::{self, Permission};
 use wasm_bindgen::prelude::*;
 
-use crate::cas::{self, Cas};
+use crate::cas::{self, Cas, ContentHashers};
 use crate::store::Store;
 
 /// The content store of one extension frame.
@@ -31,12 +31,39 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(data).to_vec()
 }
 
-/// Open the extension's storage for a frame.
+/// SHA-256 over pieces, for the worker that names a frame's uploads (see
+/// [`ContentHashers`]).
+#[wasm_bindgen]
+pub struct ContentDigest(sha2::Sha256);
+
+#[wasm_bindgen]
+impl ContentDigest {
+    #[wasm_bindgen(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> ContentDigest {
+        use sha2::Digest as _;
+        ContentDigest(sha2::Sha256::new())
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        use sha2::Digest as _;
+        self.0.update(data);
+    }
+
+    /// The 32 bytes of the digest; the hasher is used up.
+    pub fn finish(self) -> Vec<u8> {
+        use sha2::Digest as _;
+        self.0.finalize().to_vec()
+    }
+}
+
+/// Open the extension's storage for a frame. With `hashers`, uploads' whole content is
+/// hashed there (another thread) rather than on the frame's.
 #[wasm_bindgen(js_name = openFrame)]
-pub async fn open_frame() -> Result<Frame, JsError> {
+pub async fn open_frame(hashers: Option<ContentHashers>) -> Result<Frame, JsError> {
     crate::node::init_logging(None);
     let store = Store::open().await.map_err(|e| JsError::new(&format!("opening storage: {e}")))?;
-    Ok(Frame { cas: Rc::new(Cas::new(Rc::new(store))) })
+    Ok(Frame { cas: Rc::new(Cas::new(Rc::new(store), hashers)) })
 }
 
 async fn authorise(cas: &Cas, origin: &str) -> Result<(), ApiError> {
@@ -89,18 +116,23 @@ impl Frame {
     /// The next piece of upload `handle`, as bytes; resolves like [`Frame::request`]. Pieces
     /// are taken in the order of the calls, however many are in flight.
     #[wasm_bindgen(js_name = putChunk)]
-    pub fn put_chunk(&self, origin: String, handle: f64, data: Vec<u8>) -> js_sys::Promise {
+    pub fn put_chunk(
+        &self,
+        origin: String,
+        handle: f64,
+        data: js_sys::Uint8Array,
+    ) -> js_sys::Promise {
         let cas = self.cas.clone();
+        let len = data.length() as usize;
         // Into the importer now, before the permission check waits (see `cas::accept_chunk`);
         // if the check fails, the upload is abandoned and nothing of it is stored.
-        let accepted = if data.len() > MAX_FRAME_CHUNK_BYTES {
-            Err(too_big(data.len()))
+        let accepted = if len > MAX_FRAME_CHUNK_BYTES {
+            Err(too_big(len))
         } else if !((0.0..=u32::MAX as f64).contains(&handle) && handle.fract() == 0.0) {
             Err(ApiError::new(ErrorCode::InvalidParams, "handle must be an upload handle"))
         } else {
-            cas::accept_chunk(&cas, &origin, handle as u64, &data)
+            cas::accept_chunk(&cas, &origin, handle as u64, &data.to_vec(), Some(&data))
         };
-        let len = data.len();
         wasm_bindgen_futures::future_to_promise(async move {
             let result = async {
                 let blocks = accepted?;
