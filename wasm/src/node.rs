@@ -335,7 +335,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         pending: RefCell::new(Pending::default()),
         waiters: RefCell::new(HashMap::new()),
         open_prompt,
-        cas: Cas::new(store.clone()),
+        cas: Cas::new(store.clone(), None),
         exchange: exchange.clone(),
         sync,
         control,
@@ -714,22 +714,6 @@ impl EventLoop {
                     identity_error: None,
                     identity_pending: false,
                 });
-                // Each side starts an identity exchange of its own (credentials follow it) on
-                // any connection while the peer is not verified: answering the other side's is
-                // not enough, since its last message can be lost when a relayed connection
-                // closes under it for the direct one, and only the initiator learns that.
-                // Bootstrap nodes too: one that keeps documents (`--trust`) answers, one that
-                // does not refuses the protocol at once.
-                if info.identity.is_none() && !info.identity_pending {
-                    info.identity_pending = true;
-                    let shared = self.shared.clone();
-                    let local = shared.local.borrow().clone();
-                    wasm_bindgen_futures::spawn_local(async move {
-                        let control = shared.control.clone();
-                        let result = crate::auth::initiate(control, local, peer_id).await;
-                        on_identity(&shared, peer_id, result);
-                    });
-                }
                 if transport_of(&addr) == "webrtc" {
                     info.direct_error = None;
                 }
@@ -743,6 +727,29 @@ impl EventLoop {
                     }
                     _ => transport_of(&addr),
                 };
+                // Each side starts an identity exchange of its own (credentials follow it) on
+                // any connection while the peer is not verified: answering the other side's is
+                // not enough, since its last message can be lost when a relayed connection
+                // closes under it for the direct one, and only the initiator learns that.
+                // Bootstrap nodes too: one that keeps documents (`--trust`) answers, one that
+                // does not refuses the protocol at once.
+                // On a relayed connection it waits for the direct one that usually follows
+                // (see `direct_or_not`): run at once, it would share the relay with the
+                // signaling and slow the direct dial down, and then be cut off by it.
+                if info.identity.is_none() && !info.identity_pending {
+                    info.identity_pending = true;
+                    let shared = self.shared.clone();
+                    let local = shared.local.borrow().clone();
+                    let relayed = transport == "relayed";
+                    wasm_bindgen_futures::spawn_local(async move {
+                        if relayed {
+                            direct_or_not(&shared, peer_id).await;
+                        }
+                        let control = shared.control.clone();
+                        let result = crate::auth::initiate(control, local, peer_id).await;
+                        on_identity(&shared, peer_id, result);
+                    });
+                }
                 info.connections.push(ConnectionInfo {
                     id: connection_id,
                     transport,
@@ -923,6 +930,24 @@ impl EventLoop {
                 self.shared.sync.announced();
             }
         }
+    }
+}
+
+/// How long an identity exchange on a relayed connection waits for a direct one.
+const DIRECT_WAIT: Duration = Duration::from_secs(1);
+
+/// Until `peer` has a direct connection, its direct dial failed, it is gone, or
+/// [`DIRECT_WAIT`] passed.
+async fn direct_or_not(shared: &Shared, peer: PeerId) {
+    let start = now_ms();
+    while now_ms() - start < DIRECT_WAIT.as_millis() as f64 {
+        let settled = shared.live.borrow().peers.get(&peer).is_none_or(|info| {
+            info.direct_error.is_some() || info.connections.iter().any(|c| c.transport == "webrtc")
+        });
+        if settled {
+            return;
+        }
+        futures_timer::Delay::new(Duration::from_millis(10)).await;
     }
 }
 
