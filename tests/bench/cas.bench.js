@@ -3,10 +3,14 @@
 //     of 1 MiB to its own IndexedDB from plain JS (the baseline the store adds work on top of)
 //   - SHA-256 throughput: WebCrypto in the page vs native `openssl speed` on this machine
 //   - peak memory of the whole browser (all its processes, PSS) during a 1 GiB put from a stream
-//     and a 1 GiB get read as a stream, above the same browser idle
+//     and a 1 GiB get read as a stream, above the same browser idle; the processes that grew
+//     most (the page's, the extension's); and, as the baseline, the same page making the same
+//     1 GiB of 1 MiB pieces and dropping them without the extension (what the browser keeps of
+//     garbage before it collects it)
 // Prints ratios; run with `scripts/bench.sh`. Not part of the test suite.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import * as h from '../lib/harness.js';
 
 const MiB = 64;
@@ -81,8 +85,8 @@ function opensslSha256MiBps() {
   return +(kBps * 1000 / (1024 * 1024)).toFixed(1);
 }
 
-/** PSS in MiB of `pid` and all its descendants. */
-function treePssMiB(pid) {
+/** PSS in MiB of `pid` and each of its descendants, by process: Map pid → {mib, role}. */
+function treePss(pid) {
   const children = new Map();
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -92,21 +96,40 @@ function treePssMiB(pid) {
       children.get(ppid).push(Number(entry));
     } catch { /* gone */ }
   }
-  let kib = 0;
+  const out = new Map();
   const stack = [pid];
   while (stack.length) {
     const p = stack.pop();
     try {
       const m = /^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'));
-      if (m) kib += Number(m[1]);
+      if (m) out.set(p, { mib: Number(m[1]) / 1024, role: processRole(p) });
     } catch { /* gone */ }
     stack.push(...(children.get(p) ?? []));
   }
-  return kib / 1024;
+  return out;
 }
 
-/** In the page: put 1 GiB from a stream, then read it back as a stream. */
-async function gibBody() {
+/** What a browser process is: Chromium's --type (and whether it hosts the extension), or
+ * the name Firefox gives its processes ("WebExtensions", "Isolated Web Co", …). */
+function processRole(pid) {
+  try {
+    // Chromium rewrites its command line as one string; Firefox keeps its arguments apart.
+    const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split(/[\0 ]/).filter(Boolean);
+    const type = args.find((a) => a.startsWith('--type='))?.slice(7);
+    if (type) {
+      const sub = args.find((a) => a.startsWith('--utility-sub-type='))?.slice(19).split('.')[0];
+      return [type, sub, args.includes('--extension-process') ? 'extension' : ''].filter(Boolean).join(' ');
+    }
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '?';
+  }
+}
+
+const sumMiB = (byProcess) => [...byProcess.values()].reduce((n, p) => n + p.mib, 0);
+
+/** In the page: put 1 GiB from a stream. */
+async function gibPutBody() {
   const total = 1024 * 1024 * 1024;
   const piece = new Uint8Array(1024 * 1024);
   let made = 0;
@@ -119,27 +142,75 @@ async function gibBody() {
       made += piece.length;
     },
   });
-  let t = performance.now();
+  const t = performance.now();
   const put = await window.disot.cas.put(source);
-  const putS = (performance.now() - t) / 1000;
-  t = performance.now();
-  const reader = (await window.disot.cas.get(put.cid, { as: 'stream' })).getReader();
+  return { cid: put.cid, size: put.size, putS: (performance.now() - t) / 1000 };
+}
+
+/** In the page: read `cid` back as a stream. */
+async function gibGetBody(cid) {
+  const t = performance.now();
+  const reader = (await window.disot.cas.get(cid, { as: 'stream' })).getReader();
   let read = 0;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
     read += value.length;
   }
-  return { size: put.size, read, putS, getS: (performance.now() - t) / 1000 };
+  return { read, getS: (performance.now() - t) / 1000 };
 }
 
-/** Run `body(arg)` in the page and sample the browser's memory meanwhile. */
+/** In the page, the baseline: the same 1 GiB stream read and dropped by the page itself (what
+ * the browser keeps of 1 MiB pieces nobody holds any more, before it collects them). */
+async function gibAloneBody() {
+  const total = 1024 * 1024 * 1024;
+  const piece = new Uint8Array(1024 * 1024);
+  let made = 0;
+  const source = new ReadableStream({
+    pull(c) {
+      if (made >= total) return c.close();
+      crypto.getRandomValues(piece.subarray(0, 65536));
+      piece[0] = made / (1024 * 1024);
+      c.enqueue(piece.slice());
+      made += piece.length;
+    },
+  });
+  const t = performance.now();
+  const reader = source.getReader();
+  let sum = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    sum += value[0] + value[value.length - 1];
+    await new Promise((r) => setTimeout(r, 0)); // a turn of the event loop per piece, as a put has
+  }
+  return { sum, aloneS: (performance.now() - t) / 1000 };
+}
+
+/** 1 GiB put and get with `run(body, arg)`, each with the browser's memory sampled. */
+async function gib(pid, idle, run) {
+  const alone = await withPeakMemory(pid, idle, () => run(gibAloneBody));
+  const put = await withPeakMemory(pid, idle, () => run(gibPutBody));
+  if (put.error) return put;
+  const get = await withPeakMemory(pid, idle, () => run(gibGetBody, put.cid));
+  return { ...put, ...get, alone, put, get };
+}
+
+/** Run `body(arg)` in the page and sample the browser's memory meanwhile: the peak of the
+ * whole browser, and the processes that grew most by then (their own peaks, above idle). */
 async function withPeakMemory(pid, idle, run) {
   let peak = 0;
-  const timer = setInterval(() => { peak = Math.max(peak, treePssMiB(pid)); }, 250);
+  const own = new Map();
+  const timer = setInterval(() => {
+    const now = treePss(pid);
+    peak = Math.max(peak, sumMiB(now));
+    for (const [p, x] of now) if (x.mib > (own.get(p)?.mib ?? 0)) own.set(p, x);
+  }, 250);
   try {
     const r = await run();
-    return { ...r, idleMiB: Math.round(idle), peakAboveIdleMiB: Math.round(peak - idle) };
+    const grew = [...own].map(([p, x]) => ({ role: x.role, mib: Math.round(x.mib - (idle.get(p)?.mib ?? 0)) }))
+      .sort((a, b) => b.mib - a.mib).slice(0, 3);
+    return { ...r, idleMiB: Math.round(sumMiB(idle)), peakAboveIdleMiB: Math.round(peak - sumMiB(idle)), grew };
   } finally {
     clearInterval(timer);
   }
@@ -153,13 +224,13 @@ async function chromium(site) {
   const page = await browser.open(`${site.url}/demo.html`);
   await h.grantInChromium(browser, page);
   await new Promise((r) => setTimeout(r, 2000));
-  const idle = treePssMiB(browser.pid); // the browser with the page open, before any transfer
+  const idle = treePss(browser.pid); // the browser with the page open, before any transfer
   const r = await page.evaluate(pageBenchBody, MiB);
   const ext = await browser.browser.newPage();
   await ext.goto(`${browser.extensionBase}options.html`);
   r.wasmSha = await ext.evaluate(wasmShaBody, MiB);
   await ext.close();
-  if (process.env.DISOT_BENCH_GIB !== '0') r.gib = await withPeakMemory(browser.pid, idle, () => page.evaluate(gibBody));
+  if (process.env.DISOT_BENCH_GIB !== '0') r.gib = await gib(browser.pid, idle, (body, arg) => page.evaluate(body, arg));
   await browser.close();
   return r;
 }
@@ -173,7 +244,7 @@ async function firefox(site) {
     await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
     await h.grantInSeleniumFirefox(driver);
     await new Promise((r) => setTimeout(r, 2000));
-    const idle = treePssMiB(pid);
+    const idle = treePss(pid);
     const r = await driver.executeAsyncScript(inPage(pageBenchBody, MiB));
     const main = await driver.getWindowHandle();
     await driver.switchTo().newWindow('tab');
@@ -181,7 +252,7 @@ async function firefox(site) {
     r.wasmSha = await driver.executeAsyncScript(inPage(wasmShaBody, MiB));
     await driver.close();
     await driver.switchTo().window(main);
-    if (process.env.DISOT_BENCH_GIB !== '0') r.gib = await withPeakMemory(pid, idle, () => driver.executeAsyncScript(inPage(gibBody)));
+    if (process.env.DISOT_BENCH_GIB !== '0') r.gib = await gib(pid, idle, (body, arg) => driver.executeAsyncScript(inPage(body, arg)));
     return r;
   } finally {
     await driver.quit();
@@ -204,8 +275,11 @@ try {
     if (r.gib) {
       const g = r.gib;
       if (g.error) throw new Error(`${kind} 1 GiB: ${g.error}`);
+      const grew = (x) => x.grew.map((p) => `${p.role} ${p.mib}`).join(', ');
       console.log(`  1 GiB    put ${g.putS.toFixed(0)} s, get ${g.getS.toFixed(0)} s (${g.read === g.size ? 'all bytes read back' : `READ ${g.read} OF ${g.size}`}); ` +
-        `browser peak ${g.peakAboveIdleMiB} MiB above idle (${g.idleMiB} MiB)`);
+        `browser peak above idle (${g.idleMiB} MiB): put ${g.put.peakAboveIdleMiB} MiB, get ${g.get.peakAboveIdleMiB} MiB, ` +
+        `vs the page alone making and dropping the same 1 MiB pieces ${g.alone.peakAboveIdleMiB} MiB`);
+      console.log(`           processes that grew most, MiB: put: ${grew(g.put)}; get: ${grew(g.get)}`);
     }
   }
 } finally {
