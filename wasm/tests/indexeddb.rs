@@ -41,7 +41,7 @@ async fn pieces_in_flight_are_taken_in_the_order_they_were_sent() {
     let mut grants = store.grants().await.expect("grants");
     grants.grant(origin, &[Permission::Cas], 1);
     store.set_grants(&grants).await.expect("grant");
-    let frame = disot_wasm::open_frame().await.expect("frame");
+    let frame = disot_wasm::open_frame(None).await.expect("frame");
     let answer = |v: JsValue| -> serde_json::Value {
         let text = v.as_string().expect("a JSON answer");
         let reply: serde_json::Value = serde_json::from_str(&text).expect("JSON");
@@ -63,7 +63,9 @@ async fn pieces_in_flight_are_taken_in_the_order_they_were_sent() {
         .collect();
     let sent: Vec<_> = pieces
         .iter()
-        .map(|p| JsFuture::from(frame.put_chunk(origin.into(), handle, p.clone())))
+        .map(|p| {
+            JsFuture::from(frame.put_chunk(origin.into(), handle, js_sys::Uint8Array::from(&p[..])))
+        })
         .collect();
     for accepted in futures::future::join_all(sent).await {
         answer(accepted.expect("piece"));
