@@ -36,6 +36,14 @@ function checkRoundTrip(kind, r) {
   h.log(`${kind}: put ${MiB} MiB at ${figures[kind].putMiBps} MiB/s, get at ${figures[kind].getMiBps} MiB/s`);
 }
 
+function checkPutForms(r) {
+  assert.equal(r.kept, true, "the page's buffer is left whole");
+  assert.equal(r.same, true, 'the bytes read back are the bytes put');
+  assert.deepEqual(r.sizes, Array(3).fill(3 * 1024 * 1024 + 7));
+  assert.ok(r.chunks >= 8, `the stream came in many uneven chunks (${r.chunks})`);
+  assert.equal(new Set(r.cids).size, 1, `one object whatever the form: ${r.cids}`);
+}
+
 describe('chromium content store', { concurrency: 1 }, () => {
   test('64 MiB round trip, origins, restart, corruption', async () => {
     const site = await h.startPageServer();
@@ -97,6 +105,7 @@ describe('chromium content store', { concurrency: 1 }, () => {
       const err = await page.evaluate((cid) => window.disot.cas.get(cid).then(() => null, (e) => ({ code: e.code, message: e.message })), r.put.cid);
       assert.equal(err.code, -32603);
       assert.match(err.message, /does not match its cid/);
+      checkPutForms(await page.evaluate(h.putFormsInPage));
     } finally {
       await browser.close();
     }
@@ -155,6 +164,7 @@ describe('firefox content store', () => {
       await openDemo();
       const err = await run(async (cid) => window.disot.cas.get(cid), r.put.cid);
       assert.deepEqual(err, { thrown: -32603 });
+      checkPutForms(await run(h.putFormsInPage));
     } finally {
       await driver.quit();
     }

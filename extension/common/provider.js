@@ -142,29 +142,49 @@
   // Checks by shape rather than instanceof, so that values from another realm (an iframe, a
   // test driver's sandbox) are accepted too.
   const tag = (v) => Object.prototype.toString.call(v);
+  /**
+   * `data` in pieces of `size` bytes (the last may be shorter), each in a buffer of its own
+   * that may be transferred to the frame: the page's bytes are copied once (a Blob's are read
+   * straight into such a buffer), and the page's own buffers are never detached. A stream's
+   * chunks, of any sizes, are gathered into pieces without joining buffers.
+   */
   async function* pieces(data, size) {
     if (tag(data) === '[object ArrayBuffer]') data = new Uint8Array(data);
     if (ArrayBuffer.isView(data)) {
       const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
+      for (let i = 0; i < bytes.length; i += size) yield bytes.slice(i, i + size);
     } else if (tag(data) === '[object Blob]' || tag(data) === '[object File]') {
       for (let i = 0; i < data.size; i += size) yield new Uint8Array(await data.slice(i, i + size).arrayBuffer());
     } else if (tag(data) === '[object ReadableStream]') {
       const reader = data.getReader();
-      let pending = new Uint8Array(0);
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        if (!ArrayBuffer.isView(value)) throw new ProviderRpcError(-32602, 'the stream must yield Uint8Array chunks');
-        const piece = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-        const joined = new Uint8Array(pending.length + piece.length);
-        joined.set(pending);
-        joined.set(piece, pending.length);
-        let at = 0;
-        for (; joined.length - at >= size; at += size) yield joined.subarray(at, at + size);
-        pending = joined.slice(at);
+      let finished = false;
+      try {
+        let out = null;
+        let filled = 0;
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          if (!ArrayBuffer.isView(value)) throw new ProviderRpcError(-32602, 'the stream must yield Uint8Array chunks');
+          const chunk = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+          for (let at = 0; at < chunk.length;) {
+            out ??= new Uint8Array(size);
+            const n = Math.min(size - filled, chunk.length - at);
+            out.set(chunk.subarray(at, at + n), filled);
+            filled += n;
+            at += n;
+            if (filled === size) {
+              yield out;
+              out = null;
+              filled = 0;
+            }
+          }
+        }
+        finished = true;
+        if (filled) yield out.slice(0, filled);
+      } finally {
+        // A put that failed stops the page's source rather than leaving it locked and running.
+        if (!finished) reader.cancel().catch(() => {});
       }
-      if (pending.length) yield pending;
     } else {
       throw new ProviderRpcError(-32602, 'put expects a Uint8Array, ArrayBuffer, Blob or ReadableStream');
     }
@@ -250,9 +270,8 @@
       try {
         await bounded((async function* () {
           for await (const piece of pieces(data, path.pieceSize)) {
-            const bytes = piece.slice(); // an own buffer, transferred to the frame
-            const n = bytes.length; // read before the transfer empties it
-            yield () => path.put(handle, bytes).then(() => {
+            const n = piece.length; // read before the transfer empties it
+            yield () => path.put(handle, piece).then(() => {
               stored += n;
               onProgress?.(stored);
             });

@@ -2,8 +2,9 @@
 //   - page cas.put / cas.get of 64 MiB vs the same page writing / reading the same 64 blocks
 //     of 1 MiB to its own IndexedDB from plain JS (the baseline the store adds work on top of)
 //   - SHA-256 throughput: WebCrypto in the page vs native `openssl speed` on this machine
-//   - peak memory of the whole browser (all its processes, PSS) during a 1 GiB put from a stream
-//     and a 1 GiB get read as a stream, above the same browser idle; the processes that grew
+//   - peak memory of the whole browser (all its processes, PSS) during a 1 GiB put from a stream,
+//     a 1 GiB get read as a stream and a put of a 1 GiB file picked in the page, above the same
+//     browser idle; the processes that grew
 //     most (the page's, the extension's); and, as the baseline, the same page making the same
 //     1 GiB of 1 MiB pieces and dropping them without the extension (what the browser keeps of
 //     garbage before it collects it)
@@ -147,6 +148,40 @@ async function gibPutBody() {
   return { cid: put.cid, size: put.size, putS: (performance.now() - t) / 1000 };
 }
 
+/** In the page: put the file picked in its file input (a user's upload: the bytes are on disk). */
+async function gibFilePutBody() {
+  const file = document.getElementById('gib-file').files[0];
+  const t = performance.now();
+  const put = await window.disot.cas.put(file);
+  return { cid: put.cid, size: put.size, filePutS: (performance.now() - t) / 1000 };
+}
+
+/** A file of 1 GiB in `dir`, every MiB different (nothing deduplicated), for the page to pick. */
+function gibFile(dir) {
+  const file = path.join(dir, 'upload.bin');
+  const fd = fs.openSync(file, 'w');
+  try {
+    const piece = Buffer.alloc(1024 * 1024);
+    for (let i = 0; i < 1024; i++) {
+      crypto.getRandomValues(piece.subarray(0, 65536));
+      piece[1] = i & 0xff;
+      piece[2] = i >> 8;
+      fs.writeSync(fd, piece);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return file;
+}
+
+/** In the page: an `<input type=file>` for the driver to set. */
+async function addFileInputBody() {
+  const input = document.createElement('input');
+  input.type = 'file';
+  input.id = 'gib-file';
+  document.body.append(input);
+}
+
 /** In the page: read `cid` back as a stream. */
 async function gibGetBody(cid) {
   const t = performance.now();
@@ -187,13 +222,19 @@ async function gibAloneBody() {
   return { sum, aloneS: (performance.now() - t) / 1000 };
 }
 
-/** 1 GiB put and get with `run(body, arg)`, each with the browser's memory sampled. */
-async function gib(pid, idle, run) {
+/** 1 GiB put and get with `run(body, arg)`, each with the browser's memory sampled; then a
+ * put of a 1 GiB file after `pick(file)` has set it in the page's file input. */
+async function gib(pid, idle, run, pick) {
   const alone = await withPeakMemory(pid, idle, () => run(gibAloneBody));
   const put = await withPeakMemory(pid, idle, () => run(gibPutBody));
   if (put.error) return put;
   const get = await withPeakMemory(pid, idle, () => run(gibGetBody, put.cid));
-  return { ...put, ...get, alone, put, get };
+  if (get.error) return get;
+  await run(addFileInputBody);
+  await pick(gibFile(h.tempDir('bench-upload')));
+  const filePut = await withPeakMemory(pid, idle, () => run(gibFilePutBody));
+  if (filePut.error) return filePut;
+  return { ...put, ...get, alone, put, get, filePut };
 }
 
 /** Run `body(arg)` in the page and sample the browser's memory meanwhile: the peak of the
@@ -230,7 +271,10 @@ async function chromium(site) {
   await ext.goto(`${browser.extensionBase}options.html`);
   r.wasmSha = await ext.evaluate(wasmShaBody, MiB);
   await ext.close();
-  if (process.env.DISOT_BENCH_GIB !== '0') r.gib = await gib(browser.pid, idle, (body, arg) => page.evaluate(body, arg));
+  if (process.env.DISOT_BENCH_GIB !== '0') {
+    const pick = async (file) => (await page.$('#gib-file')).uploadFile(file);
+    r.gib = await gib(browser.pid, idle, (body, arg) => page.evaluate(body, arg), pick);
+  }
   await browser.close();
   return r;
 }
@@ -252,7 +296,11 @@ async function firefox(site) {
     r.wasmSha = await driver.executeAsyncScript(inPage(wasmShaBody, MiB));
     await driver.close();
     await driver.switchTo().window(main);
-    if (process.env.DISOT_BENCH_GIB !== '0') r.gib = await gib(pid, idle, (body, arg) => driver.executeAsyncScript(inPage(body, arg)));
+    if (process.env.DISOT_BENCH_GIB !== '0') {
+      const { By } = await import('selenium-webdriver');
+      const pick = async (file) => (await driver.findElement(By.id('gib-file'))).sendKeys(file);
+      r.gib = await gib(pid, idle, (body, arg) => driver.executeAsyncScript(inPage(body, arg)), pick);
+    }
     return r;
   } finally {
     await driver.quit();
@@ -280,6 +328,8 @@ try {
         `browser peak above idle (${g.idleMiB} MiB): put ${g.put.peakAboveIdleMiB} MiB, get ${g.get.peakAboveIdleMiB} MiB, ` +
         `vs the page alone making and dropping the same 1 MiB pieces ${g.alone.peakAboveIdleMiB} MiB`);
       console.log(`           processes that grew most, MiB: put: ${grew(g.put)}; get: ${grew(g.get)}`);
+      console.log(`  1 GiB    put of a file picked in the page ${g.filePut.filePutS.toFixed(0)} s; browser peak above idle ${g.filePut.peakAboveIdleMiB} MiB; ` +
+        `grew most: ${grew(g.filePut)}`);
     }
   }
 } finally {

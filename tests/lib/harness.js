@@ -562,6 +562,39 @@ export async function putAndGetInPage(mib) {
 }
 
 /**
+ * In-page, with the cas grant: the same 3 MiB (and a few bytes) put as a Blob, as a view into
+ * a bigger Uint8Array and as a stream of uneven chunks (1 byte to 1.4 MiB) must be one object,
+ * and the page's buffer must be left whole (the extension copies, never takes it).
+ */
+export async function putFormsInPage() {
+  const whole = new Uint8Array(4 * 1024 * 1024);
+  for (let i = 0; i < whole.length; i += 65536) crypto.getRandomValues(whole.subarray(i, i + 65536));
+  const part = whole.subarray(123, 123 + 3 * 1024 * 1024 + 7);
+  const sizes = [1, 1000, 300_000, 1_500_000, 7, 65_536, 12_345];
+  let at = 0;
+  let n = 0;
+  const stream = new ReadableStream({
+    pull(c) {
+      if (at >= part.length) return c.close();
+      const k = Math.min(sizes[n++ % sizes.length], part.length - at);
+      c.enqueue(part.subarray(at, at + k));
+      at += k;
+    },
+  });
+  const blob = await window.disot.cas.put(new Blob([part]));
+  const view = await window.disot.cas.put(part);
+  const streamed = await window.disot.cas.put(stream);
+  const back = await window.disot.cas.get(blob.cid);
+  return {
+    cids: [blob.cid, view.cid, streamed.cid],
+    sizes: [blob.size, view.size, streamed.size],
+    chunks: n,
+    kept: whole.byteLength === 4 * 1024 * 1024 && part.length === 3 * 1024 * 1024 + 7,
+    same: back.length === part.length && back.every((b, i) => b === part[i]),
+  };
+}
+
+/**
  * In-page, with the cas grant: bad input through the typed wrapper, through raw requests and
  * straight to the extension's content frame (as a hostile page could); error codes, and what
  * is listed afterwards.
