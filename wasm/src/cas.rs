@@ -30,6 +30,10 @@ const MAX_UPLOADS: usize = 16;
 /// Room left for the browser itself and the records: an upload stops with a clear error
 /// rather than fill the disk to the last byte.
 const STORAGE_RESERVE: f64 = 16.0 * 1024.0 * 1024.0;
+/// How long the browser's estimate of the room left is used (less what was written since)
+/// before it is asked again; it is asked for every piece within [`ROOM_MARGIN`] of the reserve.
+const ROOM_ESTIMATE_MS: f64 = 1_000.0;
+const ROOM_MARGIN: f64 = 4.0 * STORAGE_RESERVE;
 /// An upload without a chunk for this long is dropped.
 const UPLOAD_IDLE_MS: f64 = 120_000.0;
 
@@ -92,6 +96,17 @@ pub(crate) struct Cas {
     failed: RefCell<VecDeque<(u64, ApiError)>>,
     /// Where uploads' whole content is hashed, if not on this thread.
     hashers: Option<ContentHashers>,
+    /// The last estimate of the room left, see [`Cas::room_for`].
+    room: Cell<Option<Room>>,
+}
+
+/// The browser's estimate of the room left for storage, when it was made, and the bytes
+/// accepted for storing since.
+#[derive(Clone, Copy)]
+struct Room {
+    estimate: f64,
+    at: f64,
+    since: f64,
 }
 
 impl Cas {
@@ -102,7 +117,24 @@ impl Cas {
             next_upload: Cell::new(0),
             failed: RefCell::new(VecDeque::new()),
             hashers,
+            room: Cell::new(None),
         }
+    }
+
+    /// The room left for storage before `len` more bytes are written, if the browser says.
+    /// Asking costs a trip to the browser's own process (about 3 ms in Chromium), so a recent
+    /// estimate is used, less what was written since, unless that comes near the reserve.
+    async fn room_for(&self, len: f64) -> Option<f64> {
+        if let Some(r) = self.room.get() {
+            let left = r.estimate - r.since;
+            if now_ms() - r.at < ROOM_ESTIMATE_MS && left - len >= ROOM_MARGIN {
+                self.room.set(Some(Room { since: r.since + len, ..r }));
+                return Some(left);
+            }
+        }
+        let estimate = self.store.room().await?;
+        self.room.set(Some(Room { estimate, at: now_ms(), since: len }));
+        Some(estimate)
     }
 
     /// Upload `handle` will not finish: its content hash is not wanted.
@@ -309,7 +341,7 @@ pub(crate) async fn store_chunk(
         Ok(promise) => promise.map(JsFuture::from),
         Err(e) => return Err(abandon(cas, origin, handle, hashing_failed(&e)).await),
     };
-    if let Some(room) = cas.store.room().await {
+    if let Some(room) = cas.room_for(len as f64).await {
         if room < len as f64 + STORAGE_RESERVE {
             let full = ApiError::new(
                 ErrorCode::LimitExceeded,
