@@ -17,9 +17,9 @@ function frame() {
     // Compiled once here and shared with the worker.
     const module = await WebAssembly.compileStreaming(fetch(url))
       .catch(async () => WebAssembly.compile(await (await fetch(url)).arrayBuffer()));
-    const [hashers] = await Promise.all([startHashers(module), init({ module_or_path: module })]);
-    document.documentElement.dataset.hashing = hashers ? 'worker' : 'frame'; // for tests
-    return openFrame(hashers);
+    const [importers] = await Promise.all([startImporters(module), init({ module_or_path: module })]);
+    document.documentElement.dataset.hashing = importers ? 'worker' : 'frame'; // for tests
+    return openFrame(importers);
   })().catch((e) => {
     opening = null;
     throw e;
@@ -28,16 +28,16 @@ function frame() {
 }
 
 /**
- * A worker that hashes uploads' whole content (their `sha256:` names) while this thread cuts
- * and stores their blocks: the interface `wasm/src/cas.rs` calls `ContentHashers`. Resolves to
- * undefined if the worker does not start (then the frame hashes on its own thread).
+ * A worker that imports uploads (cuts them into blocks and hashes them) while this thread
+ * stores the blocks: the interface `wasm/src/cas.rs` calls `ContentImporters`. Resolves to
+ * undefined if the worker does not start (then the frame imports on its own thread).
  */
-async function startHashers(module) {
+async function startImporters(module) {
   let worker;
   try {
     worker = new Worker(new URL('hash-worker.js', import.meta.url), { type: 'module' });
   } catch (e) {
-    console.warn('disot: no hashing worker, hashing in the frame', e);
+    console.warn('disot: no importing worker, importing in the frame', e);
     return undefined;
   }
   const waiting = new Map(); // request id → {resolve, reject}
@@ -59,7 +59,7 @@ async function startHashers(module) {
     if (!w) return;
     waiting.delete(data.id);
     if (data.error) w.reject(new Error(data.error));
-    else w.resolve(data.digest);
+    else w.resolve(data);
   };
   worker.onerror = (e) => {
     e.preventDefault?.();
@@ -68,14 +68,24 @@ async function startHashers(module) {
   try {
     await ask({ op: 'init', module });
   } catch (e) {
-    console.warn('disot: no hashing worker, hashing in the frame', e);
+    console.warn('disot: no importing worker, importing in the frame', e);
     worker.terminate();
     return undefined;
   }
   return {
-    // The piece's buffer is handed over (it was copied into the frame's memory already).
-    feed: (handle, bytes) => ask({ op: 'feed', handle, buffer: bytes.buffer, offset: bytes.byteOffset, length: bytes.length }, [bytes.buffer]),
-    digest: (handle) => ask({ op: 'digest', handle }),
+    // The piece's buffer is handed over and comes back with the blocks; a block that is the
+    // whole piece is stored from it (a view of part of a buffer would store all of it).
+    push: async (handle, bytes) => {
+      const { byteOffset: offset, length } = bytes;
+      const { blocks, buffer } = await ask({ op: 'push', handle, buffer: bytes.buffer, offset, length }, [bytes.buffer]);
+      const piece = offset === 0 && length === buffer.byteLength
+        ? new Uint8Array(buffer) : new Uint8Array(buffer.slice(offset, offset + length));
+      return blocks.map(([cid, data]) => [cid, data ?? piece]);
+    },
+    finish: async (handle) => {
+      const { blocks, cid, sha256, size } = await ask({ op: 'finish', handle });
+      return [blocks, cid, sha256, size];
+    },
     forget: (handle) => { if (!broken) worker.postMessage({ op: 'forget', handle }); },
   };
 }

@@ -1,33 +1,44 @@
-// The content frame's second thread: SHA-256 of each upload's whole content (its `sha256:`
-// name), fed piece by piece in order while the frame cuts and stores the blocks (see
-// `startHashers` in frame.js). Messages are handled one at a time, in the order they came.
-import init, { ContentDigest } from './pkg/disot_wasm.js';
+// The content frame's second thread: imports uploads (cuts them into blocks, hashes every
+// block for its CID and the whole content for its `sha256:` name) while the frame stores what
+// comes back (see `startImporters` in frame.js). Messages are handled one at a time, in the
+// order they came, so the pieces of an upload are taken in order.
+import init, { WorkerImport } from './pkg/disot_wasm.js';
 
 const MAX_UPLOADS = 64; // more than a frame has open at once (wasm/src/cas.rs)
-const digests = new Map(); // upload handle → ContentDigest
+const imports = new Map(); // upload handle → WorkerImport
 let ready = null;
 
+/** `[cid, bytes | null]` pairs as replies carry them, and the buffers they hand over. */
+function reply(pairs, transfer) {
+  for (const [, bytes] of pairs) if (bytes) transfer.push(bytes.buffer);
+  return pairs;
+}
+
 function handle(msg) {
+  const transfer = [];
   switch (msg.op) {
-    case 'feed': {
-      let d = digests.get(msg.handle);
-      if (!d) {
-        if (digests.size >= MAX_UPLOADS) throw new Error(`more than ${MAX_UPLOADS} uploads being hashed`);
-        d = new ContentDigest();
-        digests.set(msg.handle, d);
+    case 'push': {
+      let imp = imports.get(msg.handle);
+      if (!imp) {
+        if (imports.size >= MAX_UPLOADS) throw new Error(`more than ${MAX_UPLOADS} uploads being imported`);
+        imp = new WorkerImport();
+        imports.set(msg.handle, imp);
       }
-      d.update(new Uint8Array(msg.buffer, msg.offset, msg.length));
-      return {};
+      const blocks = reply(imp.push(new Uint8Array(msg.buffer, msg.offset, msg.length)), transfer);
+      // The piece goes back: the frame stores it as the block it is, when it is one.
+      transfer.push(msg.buffer);
+      return [{ blocks, buffer: msg.buffer }, transfer];
     }
-    case 'digest': {
-      const d = digests.get(msg.handle) ?? new ContentDigest(); // nothing fed: empty content
-      digests.delete(msg.handle);
-      return { digest: d.finish() };
+    case 'finish': {
+      const imp = imports.get(msg.handle) ?? new WorkerImport(); // nothing pushed: empty content
+      imports.delete(msg.handle);
+      const [blocks, cid, sha256, size] = imp.finish();
+      return [{ blocks: reply(blocks, transfer), cid, sha256, size }, transfer];
     }
     case 'forget':
-      digests.get(msg.handle)?.free();
-      digests.delete(msg.handle);
-      return null;
+      imports.get(msg.handle)?.free();
+      imports.delete(msg.handle);
+      return [null, transfer];
   }
   throw new Error(`unknown request ${msg.op}`);
 }
@@ -43,8 +54,8 @@ self.onmessage = async ({ data: msg }) => {
     // Before init has finished, later messages wait for it, in order.
     if (!ready) throw new Error('not started');
     await ready;
-    const reply = handle(msg);
-    if (reply && msg.id !== undefined) self.postMessage({ id: msg.id, ...reply });
+    const [answer, transfer] = handle(msg);
+    if (answer && msg.id !== undefined) self.postMessage({ id: msg.id, ...answer }, transfer);
   } catch (e) {
     if (msg?.id !== undefined) self.postMessage({ id: msg.id, error: String(e?.message ?? e) });
   }

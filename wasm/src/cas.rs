@@ -13,9 +13,8 @@ use base64::Engine as _;
 use cid::Cid;
 use disot_core::api::{ApiError, ErrorCode, PageRequest, MAX_CHUNK_BYTES};
 use disot_core::store::{self, BlockStore, ObjectRecord};
-use disot_core::unixfs::{BlockImporter, Layout};
+use disot_core::unixfs::{Block, Imported, Importer, Layout};
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
@@ -39,22 +38,61 @@ const UPLOAD_IDLE_MS: f64 = 120_000.0;
 
 #[wasm_bindgen]
 extern "C" {
-    /// Hashes uploads' whole content on another thread (a worker, `extension/common/frame.js`),
-    /// so that the thread that takes the pieces only cuts, hashes and stores blocks. Pieces of
-    /// one upload are fed in order; `feed` resolves once the piece is hashed (which bounds
-    /// what waits in the worker), `digest` to the 32 bytes of SHA-256 of all that was fed,
-    /// `forget` drops an upload that will not finish.
-    pub type ContentHashers;
+    /// Imports uploads on another thread (a worker, `extension/common/frame.js`): cuts them into
+    /// blocks and hashes the blocks and the whole content, so that the thread that takes the
+    /// pieces only stores them. Pieces of one upload are pushed in order (the piece's buffer
+    /// is handed over); `push` resolves to the blocks the piece completed as `[cid, bytes]`
+    /// pairs (a block that is the whole piece comes back in the piece's own buffer), `finish`
+    /// to `[blocks, cid, sha256, size]`, and `forget` drops an upload that will not finish.
+    pub type ContentImporters;
     #[wasm_bindgen(method, catch)]
-    fn feed(
-        this: &ContentHashers,
+    fn push(
+        this: &ContentImporters,
         handle: f64,
         bytes: &js_sys::Uint8Array,
     ) -> Result<js_sys::Promise, JsValue>;
     #[wasm_bindgen(method, catch)]
-    fn digest(this: &ContentHashers, handle: f64) -> Result<js_sys::Promise, JsValue>;
+    fn finish(this: &ContentImporters, handle: f64) -> Result<js_sys::Promise, JsValue>;
     #[wasm_bindgen(method)]
-    fn forget(this: &ContentHashers, handle: f64);
+    fn forget(this: &ContentImporters, handle: f64);
+}
+
+/// The bytes of a piece of an upload, as they came: in this memory (the node's JSON path) or
+/// as a JS array (the content frame's binary path).
+pub(crate) enum Piece<'a> {
+    Bytes(&'a [u8]),
+    Js(&'a js_sys::Uint8Array),
+}
+
+/// Blocks whose bytes are JS arrays, as the importers give them back.
+type JsBlocks = Vec<(Cid, js_sys::Uint8Array)>;
+
+/// `[cid, bytes]` pairs from the importers.
+fn js_blocks(v: &JsValue) -> Result<JsBlocks, JsValue> {
+    let pairs = v.dyn_ref::<js_sys::Array>().ok_or("blocks are not a list")?;
+    let mut out = Vec::with_capacity(pairs.length() as usize);
+    for pair in pairs.iter() {
+        let pair = pair.dyn_into::<js_sys::Array>().map_err(|_| "a block is not a pair")?;
+        let cid =
+            pair.get(0).as_string().and_then(|c| c.parse::<Cid>().ok()).ok_or("a block's CID")?;
+        let bytes = pair.get(1).dyn_into::<js_sys::Uint8Array>().map_err(|_| "a block's bytes")?;
+        out.push((cid, bytes));
+    }
+    Ok(out)
+}
+
+/// What the importers made of a whole upload.
+async fn finish_elsewhere(
+    importers: &ContentImporters,
+    handle: u64,
+) -> Result<(JsBlocks, Imported), JsValue> {
+    let done = JsFuture::from(importers.finish(handle as f64)?).await?;
+    let done = done.dyn_into::<js_sys::Array>().map_err(|_| "not a finished import")?;
+    let blocks = js_blocks(&done.get(0))?;
+    let cid = done.get(1).as_string().and_then(|c| c.parse::<Cid>().ok()).ok_or("the root CID")?;
+    let sha256 = done.get(2).as_string().filter(|n| n.starts_with("sha256:")).ok_or("the name")?;
+    let size = done.get(3).as_f64().filter(|n| *n >= 0.0).ok_or("the size")? as u64;
+    Ok((blocks, Imported { cid, sha256, size }))
 }
 
 fn js_error(e: &JsValue) -> String {
@@ -70,10 +108,8 @@ fn hashing_failed(e: &JsValue) -> ApiError {
 /// An upload in progress from one origin.
 struct Upload {
     origin: String,
-    importer: BlockImporter,
-    /// SHA-256 of the content so far, when it is hashed here; `None` when the [`Cas`]'s
-    /// hashers do it.
-    content: Option<Sha256>,
+    /// The import, when it runs on this thread; `None` when the [`Cas`]'s importers run it.
+    importer: Option<Importer>,
     name: Option<String>,
     mime: Option<String>,
     public: bool,
@@ -94,8 +130,8 @@ pub(crate) struct Cas {
     /// Why recent uploads were abandoned (the latest few), so that their other pieces in
     /// flight answer with the reason rather than "no such upload".
     failed: RefCell<VecDeque<(u64, ApiError)>>,
-    /// Where uploads' whole content is hashed, if not on this thread.
-    hashers: Option<ContentHashers>,
+    /// Where uploads are cut and hashed, if not on this thread.
+    importers: Option<ContentImporters>,
     /// The last estimate of the room left, see [`Cas::room_for`].
     room: Cell<Option<Room>>,
 }
@@ -110,13 +146,13 @@ struct Room {
 }
 
 impl Cas {
-    pub(crate) fn new(store: Rc<Store>, hashers: Option<ContentHashers>) -> Self {
+    pub(crate) fn new(store: Rc<Store>, importers: Option<ContentImporters>) -> Self {
         Cas {
             store,
             uploads: RefCell::new(HashMap::new()),
             next_upload: Cell::new(0),
             failed: RefCell::new(VecDeque::new()),
-            hashers,
+            importers,
             room: Cell::new(None),
         }
     }
@@ -137,19 +173,18 @@ impl Cas {
         Some(estimate)
     }
 
-    /// Upload `handle` will not finish: its content hash is not wanted.
+    /// Upload `handle` will not finish: its import elsewhere is not wanted.
     fn forget(&self, handle: u64, upload: &Upload) {
-        if let (None, Some(hashers)) = (&upload.content, &self.hashers) {
-            hashers.forget(handle as f64);
+        if let (None, Some(importers)) = (&upload.importer, &self.importers) {
+            importers.forget(handle as f64);
         }
     }
 }
 
-/// What [`accept_chunk`] took: the blocks to store and, when the content is hashed elsewhere,
-/// the hashing of the piece.
-pub(crate) struct Accepted {
-    blocks: Vec<disot_core::unixfs::Block>,
-    hashed: Option<Result<js_sys::Promise, JsValue>>,
+/// What [`accept_chunk`] took: the blocks to store, or their import elsewhere.
+pub(crate) enum Accepted {
+    Blocks(Vec<Block>),
+    Importing(js_sys::Promise),
 }
 
 /// Remove what expired uploads wrote, in the background (blocks other objects share stay).
@@ -262,14 +297,13 @@ pub(crate) async fn read_into(
 ///
 /// Call it before anything awaits, in the order the pieces arrived: pieces that wait (for the
 /// permission check, for storage) would otherwise be taken in the order they stop waiting, and
-/// the object would be someone else's bytes. `js` is the same bytes as a JS array, if the
-/// caller has them so (handed to the hashers without another copy).
+/// the object would be someone else's bytes. A piece that came as a JS array goes to the
+/// importers (if there are) without a copy.
 pub(crate) fn accept_chunk(
     cas: &Cas,
     origin: &str,
     handle: u64,
-    data: &[u8],
-    js: Option<&js_sys::Uint8Array>,
+    piece: Piece<'_>,
 ) -> Result<Accepted, ApiError> {
     let mut uploads = cas.uploads.borrow_mut();
     let Some(upload) = uploads.get_mut(&handle).filter(|u| u.origin == origin) else {
@@ -277,30 +311,37 @@ pub(crate) fn accept_chunk(
         return Err(gone(cas, handle));
     };
     upload.touched = now_ms();
-    let blocks = upload.importer.push(data);
-    let hashed = match (&mut upload.content, &cas.hashers) {
-        (Some(hasher), _) => {
-            hasher.update(data);
-            None
+    let accepted = match (&mut upload.importer, &cas.importers) {
+        (Some(importer), _) => {
+            let blocks = match piece {
+                Piece::Bytes(bytes) => importer.push(bytes),
+                Piece::Js(array) => importer.push(&array.to_vec()),
+            };
+            upload.written.extend(blocks.iter().map(|b| b.cid));
+            Accepted::Blocks(blocks)
         }
-        (None, Some(hashers)) => Some(match js {
-            Some(bytes) => hashers.feed(handle as f64, bytes),
-            None => hashers.feed(handle as f64, &js_sys::Uint8Array::from(data)),
-        }),
-        (None, None) => Some(Err(JsValue::from_str("no content hasher"))),
+        (None, Some(importers)) => {
+            let pushed = match piece {
+                Piece::Bytes(bytes) => {
+                    importers.push(handle as f64, &js_sys::Uint8Array::from(bytes))
+                }
+                Piece::Js(array) => importers.push(handle as f64, array),
+            };
+            match pushed {
+                Ok(promise) => Accepted::Importing(promise),
+                Err(e) => {
+                    drop(uploads);
+                    return Err(hashing_failed(&e));
+                }
+            }
+        }
+        (None, None) => {
+            drop(uploads);
+            return Err(hashing_failed(&JsValue::from_str("no importer")));
+        }
     };
-    upload.written.extend(blocks.iter().map(|b| b.cid));
     upload.storing += 1;
-    Ok(Accepted { blocks, hashed })
-}
-
-/// SHA-256 of all of upload `handle`, from the hashers.
-async fn content_digest(hashers: &ContentHashers, handle: u64) -> Result<[u8; 32], JsValue> {
-    let digest = JsFuture::from(hashers.digest(handle as f64)?).await?;
-    let digest = digest.dyn_into::<js_sys::Uint8Array>()?.to_vec();
-    digest
-        .try_into()
-        .map_err(|d: Vec<u8>| JsValue::from_str(&format!("a digest of {} bytes", d.len())))
+    Ok(accepted)
 }
 
 /// Upload `handle` of `origin`, taken out of the uploads in progress.
@@ -327,6 +368,28 @@ pub(crate) async fn abandon(cas: &Cas, origin: &str, handle: u64, why: ApiError)
     why
 }
 
+/// Blocks to store: made here, or by the importers.
+enum Stored {
+    Here(Vec<Block>),
+    Js(JsBlocks),
+}
+
+impl Stored {
+    async fn store(&self, store: &Store) -> store::Result<()> {
+        match self {
+            Stored::Here(blocks) => store.put_imported(blocks).await,
+            Stored::Js(blocks) => store.put_js_blocks(blocks).await,
+        }
+    }
+
+    fn cids(&self) -> Vec<Cid> {
+        match self {
+            Stored::Here(blocks) => blocks.iter().map(|b| b.cid).collect(),
+            Stored::Js(blocks) => blocks.iter().map(|(cid, _)| *cid).collect(),
+        }
+    }
+}
+
 /// The second half: write the blocks [`accept_chunk`] made of a piece of `len` bytes, if there
 /// is room, and wait for the piece's hashing. A failure abandons the upload.
 pub(crate) async fn store_chunk(
@@ -336,10 +399,14 @@ pub(crate) async fn store_chunk(
     accepted: Accepted,
     len: usize,
 ) -> Result<Value, ApiError> {
-    let Accepted { blocks, hashed } = accepted;
-    let hashed = match hashed.transpose() {
-        Ok(promise) => promise.map(JsFuture::from),
-        Err(e) => return Err(abandon(cas, origin, handle, hashing_failed(&e)).await),
+    let blocks = match accepted {
+        Accepted::Blocks(blocks) => Stored::Here(blocks),
+        Accepted::Importing(promise) => {
+            match JsFuture::from(promise).await.and_then(|v| js_blocks(&v)) {
+                Ok(blocks) => Stored::Js(blocks),
+                Err(e) => return Err(abandon(cas, origin, handle, hashing_failed(&e)).await),
+            }
+        }
     };
     if let Some(room) = cas.room_for(len as f64).await {
         if room < len as f64 + STORAGE_RESERVE {
@@ -358,13 +425,12 @@ pub(crate) async fn store_chunk(
     if !cas.uploads.borrow().contains_key(&handle) {
         return Err(gone(cas, handle));
     }
-    if let Err(e) = cas.store.put_imported(&blocks).await {
-        return Err(abandon(cas, origin, handle, store_error(e)).await);
+    if let (Stored::Js(blocks), Some(upload)) = (&blocks, cas.uploads.borrow_mut().get_mut(&handle))
+    {
+        upload.written.extend(blocks.iter().map(|(cid, _)| *cid));
     }
-    if let Some(hashed) = hashed {
-        if let Err(e) = hashed.await {
-            return Err(abandon(cas, origin, handle, hashing_failed(&e)).await);
-        }
+    if let Err(e) = blocks.store(&cas.store).await {
+        return Err(abandon(cas, origin, handle, store_error(e)).await);
     }
     let still_open = match cas.uploads.borrow_mut().get_mut(&handle) {
         Some(upload) => {
@@ -376,8 +442,7 @@ pub(crate) async fn store_chunk(
     if !still_open {
         // Another piece failed while these blocks were being written, and its clean-up may
         // have looked for them before they were there: remove them too.
-        let cids: Vec<Cid> = blocks.iter().map(|b| b.cid).collect();
-        remove_written(&cas.store, &cids).await;
+        remove_written(&cas.store, &blocks.cids()).await;
         return Err(gone(cas, handle));
     }
     Ok(json!({ "accepted": len }))
@@ -413,8 +478,7 @@ pub(crate) async fn handle(
             cas.next_upload.set(handle);
             let upload = Upload {
                 origin: origin.to_owned(),
-                importer: BlockImporter::new(Layout::default()),
-                content: cas.hashers.is_none().then(Sha256::new),
+                importer: cas.importers.is_none().then(|| Importer::new(Layout::default())),
                 name,
                 mime,
                 public,
@@ -427,7 +491,7 @@ pub(crate) async fn handle(
             Ok(json!({ "handle": handle, "chunkSize": MAX_CHUNK_BYTES }))
         }
         PageRequest::CasPutChunk { handle, data } => {
-            let accepted = accept_chunk(cas, origin, handle, &data, None)?;
+            let accepted = accept_chunk(cas, origin, handle, Piece::Bytes(&data))?;
             store_chunk(cas, origin, handle, accepted, data.len()).await
         }
         PageRequest::CasPutAbort { handle } => {
@@ -450,24 +514,27 @@ pub(crate) async fn handle(
                 ));
             }
             let upload = take(cas, origin, handle)?;
-            let Upload { importer, content, name, mime, public, min_trust, mut written, .. } =
-                upload;
-            let digest = match (content, &cas.hashers) {
-                (Some(hasher), _) => Ok(hasher.finalize().into()),
-                (None, Some(hashers)) => content_digest(hashers, handle).await,
-                (None, None) => Err(JsValue::from_str("no content hasher")),
+            let Upload { importer, name, mime, public, min_trust, mut written, .. } = upload;
+            let finished = match (importer, &cas.importers) {
+                (Some(importer), _) => {
+                    let (blocks, imported) = importer.finish();
+                    Ok((Stored::Here(blocks), imported))
+                }
+                (None, Some(importers)) => finish_elsewhere(importers, handle)
+                    .await
+                    .map(|(blocks, imported)| (Stored::Js(blocks), imported)),
+                (None, None) => Err(JsValue::from_str("no importer")),
             };
-            let digest: [u8; 32] = match digest {
-                Ok(digest) => digest,
+            let (blocks, imported) = match finished {
+                Ok(done) => done,
                 Err(e) => {
                     remove_written(&cas.store, &written).await;
                     return Err(hashing_failed(&e));
                 }
             };
-            let (blocks, imported) = importer.finish(&digest);
-            written.extend(blocks.iter().map(|b| b.cid));
+            written.extend(blocks.cids());
             let committed = async {
-                cas.store.put_imported(&blocks).await?;
+                blocks.store(&cas.store).await?;
                 let mut record = match cas.store.object(&imported.cid.to_string()).await? {
                     Some(existing) => existing,
                     None => ObjectRecord::new(&imported),

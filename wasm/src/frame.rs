@@ -14,8 +14,9 @@ use disot_core::api::{self, ApiError, ErrorCode, MAX_FRAME_CHUNK_BYTES};
 use disot_core::permissions::{self, Permission};
 use wasm_bindgen::prelude::*;
 
-use crate::cas::{self, Cas, ContentHashers};
+use crate::cas::{self, Cas, ContentImporters, Piece};
 use crate::store::Store;
+use disot_core::unixfs::{Importer, Layout};
 
 /// The content store of one extension frame.
 #[wasm_bindgen]
@@ -31,39 +32,63 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(data).to_vec()
 }
 
-/// SHA-256 over pieces, for the worker that names a frame's uploads (see
-/// [`ContentHashers`]).
+/// An upload's import on the worker that takes it off the frame's thread (see
+/// [`ContentImporters`]): cuts the pieces into blocks, hashes each block for its CID and the whole
+/// content for its `sha256:` name, the same as the frame would.
 #[wasm_bindgen]
-pub struct ContentDigest(sha2::Sha256);
+pub struct WorkerImport(Importer);
+
+/// The blocks of `blocks` for JS as `[cid, bytes]` pairs; `bytes` is `null` for a block that
+/// is exactly `piece` (its bytes are in the caller's hands already: no copy out of this memory).
+fn block_pairs(blocks: &[disot_core::unixfs::Block], piece: &[u8]) -> js_sys::Array {
+    let out = js_sys::Array::new_with_length(blocks.len() as u32);
+    for (i, b) in blocks.iter().enumerate() {
+        let bytes: JsValue = if !piece.is_empty() && b.data == piece {
+            JsValue::NULL
+        } else {
+            js_sys::Uint8Array::from(b.data.as_slice()).into()
+        };
+        let pair = js_sys::Array::of2(&JsValue::from_str(&b.cid.to_string()), &bytes);
+        out.set(i as u32, pair.into());
+    }
+    out
+}
 
 #[wasm_bindgen]
-impl ContentDigest {
+impl WorkerImport {
+    /// An upload with the store's layout.
     #[wasm_bindgen(constructor)]
     #[allow(clippy::new_without_default)]
-    pub fn new() -> ContentDigest {
-        use sha2::Digest as _;
-        ContentDigest(sha2::Sha256::new())
+    pub fn new() -> WorkerImport {
+        WorkerImport(Importer::new(Layout::default()))
     }
 
-    pub fn update(&mut self, data: &[u8]) {
-        use sha2::Digest as _;
-        self.0.update(data);
+    /// The next piece: the blocks it completed, as `[cid, bytes | null]` pairs (`null`: the
+    /// block is the piece itself).
+    pub fn push(&mut self, piece: &[u8]) -> js_sys::Array {
+        block_pairs(&self.0.push(piece), piece)
     }
 
-    /// The 32 bytes of the digest; the hasher is used up.
-    pub fn finish(self) -> Vec<u8> {
-        use sha2::Digest as _;
-        self.0.finalize().to_vec()
+    /// End of the upload: `[blocks, cid, sha256, size]`, the blocks as from `push` (the root
+    /// last); the importer is used up.
+    pub fn finish(self) -> js_sys::Array {
+        let (blocks, imported) = self.0.finish();
+        let out = js_sys::Array::new();
+        out.push(&block_pairs(&blocks, &[]));
+        out.push(&JsValue::from_str(&imported.cid.to_string()));
+        out.push(&JsValue::from_str(&imported.sha256));
+        out.push(&JsValue::from_f64(imported.size as f64));
+        out
     }
 }
 
-/// Open the extension's storage for a frame. With `hashers`, uploads' whole content is
-/// hashed there (another thread) rather than on the frame's.
+/// Open the extension's storage for a frame. With `importers`, uploads are cut into blocks and
+/// hashed there (another thread) rather than on the frame's, which only stores them.
 #[wasm_bindgen(js_name = openFrame)]
-pub async fn open_frame(hashers: Option<ContentHashers>) -> Result<Frame, JsError> {
+pub async fn open_frame(importers: Option<ContentImporters>) -> Result<Frame, JsError> {
     crate::node::init_logging(None);
     let store = Store::open().await.map_err(|e| JsError::new(&format!("opening storage: {e}")))?;
-    Ok(Frame { cas: Rc::new(Cas::new(Rc::new(store), hashers)) })
+    Ok(Frame { cas: Rc::new(Cas::new(Rc::new(store), importers)) })
 }
 
 async fn authorise(cas: &Cas, origin: &str) -> Result<(), ApiError> {
@@ -131,7 +156,7 @@ impl Frame {
         } else if !((0.0..=u32::MAX as f64).contains(&handle) && handle.fract() == 0.0) {
             Err(ApiError::new(ErrorCode::InvalidParams, "handle must be an upload handle"))
         } else {
-            cas::accept_chunk(&cas, &origin, handle as u64, &data.to_vec(), Some(&data))
+            cas::accept_chunk(&cas, &origin, handle as u64, Piece::Js(&data))
         };
         wasm_bindgen_futures::future_to_promise(async move {
             let result = async {

@@ -28,7 +28,7 @@ mod transport;
 mod trustnet;
 mod webrtc;
 
-pub use frame::{open_frame, ContentDigest, Frame};
+pub use frame::{open_frame, Frame, WorkerImport};
 pub use node::{start, Node};
 
 /// Logging is set up by whoever starts first in this context: the node (at the level of its

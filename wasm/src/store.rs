@@ -462,6 +462,33 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Blocks an upload's importer made (hashed from these very bytes), in one transaction;
+    /// their bytes are JS arrays already and go to IndexedDB as they are.
+    pub(crate) async fn put_js_blocks(
+        &self,
+        blocks: &[(Cid, js_sys::Uint8Array)],
+    ) -> cas::Result<()> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        for (cid, bytes) in blocks {
+            check_block(cid, bytes.length() as usize)?;
+        }
+        let tx = self.tx(&[BLOCKS], TransactionMode::ReadWrite).await.map_err(backend)?;
+        let store = tx.object_store(BLOCKS).map_err(backend)?;
+        for (cid, bytes) in blocks {
+            drop(
+                store
+                    .put(bytes, Some(&JsValue::from_str(&cid.to_string())))
+                    .map_err(write_failure)?,
+            );
+        }
+        tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
+        Ok(())
+    }
+}
+
 impl BlockStore for Store {
     async fn get(&self, cid: &Cid) -> cas::Result<Option<Vec<u8>>> {
         match self.read(BLOCKS, &cid.to_string()).await.map_err(backend)? {
