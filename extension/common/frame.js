@@ -78,9 +78,11 @@ async function startImporters(module) {
     push: async (handle, bytes) => {
       const { byteOffset: offset, length } = bytes;
       const { blocks, buffer } = await ask({ op: 'push', handle, buffer: bytes.buffer, offset, length }, [bytes.buffer]);
-      const piece = offset === 0 && length === buffer.byteLength
-        ? new Uint8Array(buffer) : new Uint8Array(buffer.slice(offset, offset + length));
-      return blocks.map(([cid, data]) => [cid, data ?? piece]);
+      // A block given as null is the whole piece: its bytes are the buffer that came back.
+      let piece;
+      const whole = () => (piece ??= offset === 0 && length === buffer.byteLength
+        ? new Uint8Array(buffer) : new Uint8Array(buffer.slice(offset, offset + length)));
+      return blocks.map(([cid, data]) => [cid, data ?? whole()]);
     },
     finish: async (handle) => {
       const { blocks, cid, sha256, size } = await ask({ op: 'finish', handle });

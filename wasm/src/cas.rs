@@ -422,12 +422,14 @@ pub(crate) async fn store_chunk(
         }
     }
     // An earlier piece failed meanwhile: the upload is gone, and so must these blocks be.
-    if !cas.uploads.borrow().contains_key(&handle) {
-        return Err(gone(cas, handle));
-    }
-    if let (Stored::Js(blocks), Some(upload)) = (&blocks, cas.uploads.borrow_mut().get_mut(&handle))
-    {
-        upload.written.extend(blocks.iter().map(|(cid, _)| *cid));
+    // The worker's blocks were not seen on this thread before: record them for the clean-up.
+    match cas.uploads.borrow_mut().get_mut(&handle) {
+        Some(upload) => {
+            if let Stored::Js(blocks) = &blocks {
+                upload.written.extend(blocks.iter().map(|(cid, _)| *cid));
+            }
+        }
+        None => return Err(gone(cas, handle)),
     }
     if let Err(e) = blocks.store(&cas.store).await {
         return Err(abandon(cas, origin, handle, store_error(e)).await);

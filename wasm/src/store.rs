@@ -390,19 +390,9 @@ async fn verified(cid: &Cid, value: JsValue) -> cas::Result<Vec<u8>> {
     Ok(bytes.to_vec())
 }
 
-/// Queue a put of each block in `tx` without waiting: a failed put aborts the transaction,
-/// and its commit reports it.
-fn queue_blocks(tx: &idb::Transaction, blocks: &[Block]) -> cas::Result<()> {
-    let store = tx.object_store(BLOCKS).map_err(backend)?;
-    for b in blocks {
-        let value: JsValue = js_sys::Uint8Array::from(b.data.as_slice()).into();
-        drop(
-            store
-                .put(&value, Some(&JsValue::from_str(&b.cid.to_string())))
-                .map_err(write_failure)?,
-        );
-    }
-    Ok(())
+/// Each block's bytes as a JS array, for IndexedDB.
+fn js_values(blocks: &[Block]) -> Vec<(Cid, js_sys::Uint8Array)> {
+    blocks.iter().map(|b| (b.cid, js_sys::Uint8Array::from(b.data.as_slice()))).collect()
 }
 
 fn record_from(v: &JsValue) -> cas::Result<ObjectRecord> {
@@ -445,20 +435,7 @@ impl Store {
         blocks: &[Block],
         record: &ObjectRecord,
     ) -> cas::Result<()> {
-        let text = serde_json::to_string(record).map_err(|e| cas::Error::Backend(e.to_string()))?;
-        let tx = self.tx(&[BLOCKS, OBJECTS], TransactionMode::ReadWrite).await.map_err(backend)?;
-        for b in blocks {
-            check_block(&b.cid, b.data.len())?;
-        }
-        queue_blocks(&tx, blocks)?;
-        drop(
-            tx.object_store(OBJECTS)
-                .map_err(backend)?
-                .put(&JsValue::from_str(&text), Some(&JsValue::from_str(&record.cid)))
-                .map_err(write_failure)?,
-        );
-        tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
-        Ok(())
+        self.put_values(&js_values(blocks), Some(record)).await
     }
 }
 
@@ -469,18 +446,43 @@ impl Store {
         &self,
         blocks: &[(Cid, js_sys::Uint8Array)],
     ) -> cas::Result<()> {
-        if blocks.is_empty() {
-            return Ok(());
-        }
+        self.put_values(blocks, None).await
+    }
+
+    /// Blocks, and the record of an object if there is one, in one transaction: all of it is
+    /// stored or none. Each put is queued without waiting: a failed put aborts the
+    /// transaction, and its commit reports it.
+    async fn put_values(
+        &self,
+        blocks: &[(Cid, js_sys::Uint8Array)],
+        record: Option<&ObjectRecord>,
+    ) -> cas::Result<()> {
         for (cid, bytes) in blocks {
             check_block(cid, bytes.length() as usize)?;
         }
-        let tx = self.tx(&[BLOCKS], TransactionMode::ReadWrite).await.map_err(backend)?;
+        let text = record
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| cas::Error::Backend(e.to_string()))?;
+        let stores: &[&str] = match (&text, blocks.is_empty()) {
+            (None, true) => return Ok(()),
+            (None, false) => &[BLOCKS],
+            (Some(_), _) => &[BLOCKS, OBJECTS],
+        };
+        let tx = self.tx(stores, TransactionMode::ReadWrite).await.map_err(backend)?;
         let store = tx.object_store(BLOCKS).map_err(backend)?;
         for (cid, bytes) in blocks {
             drop(
                 store
                     .put(bytes, Some(&JsValue::from_str(&cid.to_string())))
+                    .map_err(write_failure)?,
+            );
+        }
+        if let (Some(text), Some(record)) = (text, record) {
+            drop(
+                tx.object_store(OBJECTS)
+                    .map_err(backend)?
+                    .put(&JsValue::from_str(&text), Some(&JsValue::from_str(&record.cid)))
                     .map_err(write_failure)?,
             );
         }
@@ -515,22 +517,14 @@ impl BlockStore for Store {
             check_block(&b.cid, b.data.len())?;
         }
         // Hash them all at once: the browser's SHA-256 runs them on its own threads.
-        let copies: Vec<_> =
-            blocks.iter().map(|b| js_sys::Uint8Array::from(b.data.as_slice())).collect();
-        futures::future::try_join_all(blocks.iter().zip(&copies).map(|(b, c)| verify(&b.cid, c)))
-            .await?;
-        self.put_imported(blocks).await
+        let values = js_values(blocks);
+        futures::future::try_join_all(values.iter().map(|(cid, bytes)| verify(cid, bytes))).await?;
+        self.put_values(&values, None).await
     }
 
     async fn put_imported(&self, blocks: &[Block]) -> cas::Result<()> {
-        if blocks.is_empty() {
-            return Ok(());
-        }
         // One transaction for the whole batch: all of it is stored or none.
-        let tx = self.tx(&[BLOCKS], TransactionMode::ReadWrite).await.map_err(backend)?;
-        queue_blocks(&tx, blocks)?;
-        tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
-        Ok(())
+        self.put_values(&js_values(blocks), None).await
     }
 
     async fn delete_block(&self, cid: &Cid) -> cas::Result<()> {
