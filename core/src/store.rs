@@ -222,32 +222,44 @@ pub async fn cat<S: BlockStore>(
     let read = |cid: Cid| async move { (cid, store.get(&cid).await) };
     let mut queued = std::collections::VecDeque::new();
     let mut reads = futures::stream::FuturesOrdered::new();
-    while let Some(walk) = next {
-        let (first, rest) = walk.pending_links();
-        let cid = *first;
-        let wanted: Vec<Cid> =
-            std::iter::once(first).chain(rest).take(READ_AHEAD).copied().collect();
-        // Reads queued before the walk entered an inner node are not what it wants now.
-        if !queued.iter().zip(&wanted).all(|(q, w)| q == w) {
-            queued.clear();
-            reads = futures::stream::FuturesOrdered::new();
+    let walked = async {
+        while let Some(walk) = next {
+            let (first, rest) = walk.pending_links();
+            let cid = *first;
+            let wanted: Vec<Cid> =
+                std::iter::once(first).chain(rest).take(READ_AHEAD).copied().collect();
+            // Reads queued before the walk entered an inner node are not what it wants now.
+            if !queued.iter().zip(&wanted).all(|(q, w)| q == w) {
+                queued.clear();
+                finish_reads(&mut reads).await;
+            }
+            for c in wanted.iter().skip(queued.len()) {
+                queued.push_back(*c);
+                reads.push_back(read(*c));
+            }
+            queued.pop_front();
+            let block = match futures::StreamExt::next(&mut reads).await {
+                Some((got, block)) if got == cid => block?,
+                _ => return Err(Error::Backend("the read-ahead lost its place".into())),
+            };
+            let block = block.ok_or(Error::Missing(cid))?;
+            let (content, rest) =
+                walk.continue_walk(&block, &mut cache).map_err(|e| malformed(&cid, &e))?;
+            sink(content)?;
+            next = rest;
         }
-        for c in wanted.iter().skip(queued.len()) {
-            queued.push_back(*c);
-            reads.push_back(read(*c));
-        }
-        queued.pop_front();
-        let block = match futures::StreamExt::next(&mut reads).await {
-            Some((got, block)) if got == cid => block?,
-            _ => return Err(Error::Backend("the read-ahead lost its place".into())),
-        };
-        let block = block.ok_or(Error::Missing(cid))?;
-        let (content, rest) =
-            walk.continue_walk(&block, &mut cache).map_err(|e| malformed(&cid, &e))?;
-        sink(content)?;
-        next = rest;
+        Ok(())
     }
-    Ok(())
+    .await;
+    // A walk that ends early (a bad block, a sink that gives up) still lets the reads it
+    // started finish: a backend may not take a request back once it is made (IndexedDB).
+    finish_reads(&mut reads).await;
+    walked
+}
+
+/// Wait for every read in `reads` and drop what they read.
+async fn finish_reads<F: std::future::Future>(reads: &mut futures::stream::FuturesOrdered<F>) {
+    while futures::StreamExt::next(reads).await.is_some() {}
 }
 
 /// Blocks a walk reads at most at once.

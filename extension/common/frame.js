@@ -19,7 +19,7 @@ function frame() {
       .catch(async () => WebAssembly.compile(await (await fetch(url)).arrayBuffer()));
     const [importers] = await Promise.all([startImporters(module), init({ module_or_path: module })]);
     document.documentElement.dataset.hashing = importers ? 'worker' : 'frame'; // for tests
-    return openFrame(importers);
+    return openFrame(importers, importers);
   })().catch((e) => {
     opening = null;
     throw e;
@@ -27,24 +27,20 @@ function frame() {
   return opening;
 }
 
-/**
- * A worker that imports uploads (cuts them into blocks and hashes them) while this thread
- * stores the blocks: the interface `wasm/src/cas.rs` calls `ContentImporters`. Resolves to
- * undefined if the worker does not start (then the frame imports on its own thread).
- */
-async function startImporters(module) {
+/** One content worker, started: `ask` sends it a request and resolves to its answer. */
+async function startWorker(module) {
   let worker;
   try {
     worker = new Worker(new URL('hash-worker.js', import.meta.url), { type: 'module' });
   } catch (e) {
-    console.warn('disot: no importing worker, importing in the frame', e);
+    console.warn('disot: no content worker', e);
     return undefined;
   }
   const waiting = new Map(); // request id → {resolve, reject}
   let next = 0;
   let broken = null;
   const fail = (why) => {
-    broken ??= new Error(`hashing worker: ${why}`);
+    broken ??= new Error(`content worker: ${why}`);
     for (const w of waiting.values()) w.reject(broken);
     waiting.clear();
   };
@@ -68,16 +64,29 @@ async function startImporters(module) {
   try {
     await ask({ op: 'init', module });
   } catch (e) {
-    console.warn('disot: no importing worker, importing in the frame', e);
+    console.warn('disot: no content worker', e);
     worker.terminate();
     return undefined;
   }
+  return { ask, tell: (msg) => { if (!broken) worker.postMessage(msg); } };
+}
+
+/**
+ * A worker that imports uploads (cuts them into blocks and hashes them) while this thread
+ * stores the blocks, and reads content (every block verified) while this thread checks
+ * permissions and hands the bytes on: the interfaces `wasm/src/cas.rs` calls
+ * `ContentImporters` and `wasm/src/frame.rs` calls `ContentReaders`. Resolves to undefined if
+ * the worker does not start (then the frame does all of it on its own thread).
+ */
+async function startImporters(module) {
+  const worker = await startWorker(module);
+  if (!worker) return undefined;
   return {
     // The piece's buffer is handed over and comes back with the blocks; a block that is the
     // whole piece is stored from it (a view of part of a buffer would store all of it).
     push: async (handle, bytes) => {
       const { byteOffset: offset, length } = bytes;
-      const { blocks, buffer } = await ask({ op: 'push', handle, buffer: bytes.buffer, offset, length }, [bytes.buffer]);
+      const { blocks, buffer } = await worker.ask({ op: 'push', handle, buffer: bytes.buffer, offset, length }, [bytes.buffer]);
       // A block given as null is the whole piece: its bytes are the buffer that came back.
       let piece;
       const whole = () => (piece ??= offset === 0 && length === buffer.byteLength
@@ -85,10 +94,17 @@ async function startImporters(module) {
       return blocks.map(([cid, data]) => [cid, data ?? whole()]);
     },
     finish: async (handle) => {
-      const { blocks, cid, sha256, size } = await ask({ op: 'finish', handle });
+      const { blocks, cid, sha256, size } = await worker.ask({ op: 'finish', handle });
       return [blocks, cid, sha256, size];
     },
-    forget: (handle) => { if (!broken) worker.postMessage({ op: 'forget', handle }); },
+    forget: (handle) => worker.tell({ op: 'forget', handle }),
+    // The bytes of a range (or the JSON text of an error), read and verified on the worker.
+    read: async (root, start, end) => {
+      const { bytes, body } = await worker.ask({ op: 'read', root, start, end });
+      const dataset = document.documentElement.dataset; // for tests
+      dataset.workerReads = String(Number(dataset.workerReads ?? 0) + 1);
+      return bytes ?? body;
+    },
   };
 }
 

@@ -1,12 +1,14 @@
 // The content frame's second thread: imports uploads (cuts them into blocks, hashes every
 // block for its CID and the whole content for its `sha256:` name) while the frame stores what
-// comes back (see `startImporters` in frame.js). Messages are handled one at a time, in the
-// order they came, so the pieces of an upload are taken in order.
-import init, { WorkerImport } from './pkg/disot_wasm.js';
+// comes back, and reads ranges of content from the store, verifying every block, for the
+// frame to hand on (see `startImporters` in frame.js). Import messages are handled one at a
+// time, in the order they came, so the pieces of an upload are taken in order; reads overlap.
+import init, { WorkerImport, openReader } from './pkg/disot_wasm.js';
 
 const MAX_UPLOADS = 64; // more than a frame has open at once (wasm/src/cas.rs)
 const imports = new Map(); // upload handle → WorkerImport
 let ready = null;
+let reader = null; // its own connection to the store, opened at the first read
 
 /** `[cid, bytes | null]` pairs as replies carry them, and the buffers they hand over. */
 function reply(pairs, transfer) {
@@ -54,6 +56,13 @@ self.onmessage = async ({ data: msg }) => {
     // Before init has finished, later messages wait for it, in order.
     if (!ready) throw new Error('not started');
     await ready;
+    if (msg.op === 'read') {
+      reader ??= openReader();
+      const got = await (await reader).read(msg.root, msg.start, msg.end);
+      if (typeof got === 'string') self.postMessage({ id: msg.id, body: got });
+      else self.postMessage({ id: msg.id, bytes: got }, [got.buffer]);
+      return;
+    }
     const [answer, transfer] = handle(msg);
     if (answer && msg.id !== undefined) self.postMessage({ id: msg.id, ...answer }, transfer);
   } catch (e) {

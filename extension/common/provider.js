@@ -93,7 +93,7 @@
       put: (handle, bytes) => call({ op: 'put', handle, data: bytes.buffer }, [bytes.buffer]),
       read: (name, offset, length) => call({ op: 'read', name, offset, length }),
       pieceSize: 1024 * 1024,
-      readSize: 2 * 1024 * 1024,
+      readSize: 4 * 1024 * 1024, // the most one frame message takes
       inFlight: 4,
     };
   }

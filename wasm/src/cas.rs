@@ -277,7 +277,7 @@ pub(crate) async fn read_range(
 
 /// Stream the bytes of `range` of the object rooted at `root` to `sink`, every block verified.
 pub(crate) async fn read_into(
-    cas: &Cas,
+    store: &Store,
     root: &Cid,
     range: std::ops::Range<u64>,
     mut sink: impl FnMut(&[u8]),
@@ -285,7 +285,7 @@ pub(crate) async fn read_into(
     if range.is_empty() {
         return Ok(());
     }
-    store::cat(&*cas.store, root, Some(range), |bytes| {
+    store::cat(store, root, Some(range), |bytes| {
         sink(bytes);
         Ok(())
     })
@@ -580,7 +580,7 @@ pub(crate) async fn handle(
         PageRequest::CasRead { name, offset, length } => {
             let (root, range) = read_range(cas, origin, &name, offset, length).await?;
             let mut data = Vec::with_capacity((range.end - range.start) as usize);
-            read_into(cas, &root, range, |bytes| data.extend_from_slice(bytes)).await?;
+            read_into(&cas.store, &root, range, |bytes| data.extend_from_slice(bytes)).await?;
             Ok(
                 json!({ "offset": offset, "data": base64::engine::general_purpose::STANDARD.encode(&data) }),
             )

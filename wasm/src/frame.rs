@@ -16,12 +16,15 @@ use wasm_bindgen::prelude::*;
 
 use crate::cas::{self, Cas, ContentImporters, Piece};
 use crate::store::Store;
+use cid::Cid;
 use disot_core::unixfs::{Importer, Layout};
+use wasm_bindgen_futures::JsFuture;
 
 /// The content store of one extension frame.
 #[wasm_bindgen]
 pub struct Frame {
     cas: Rc<Cas>,
+    readers: Option<ContentReaders>,
 }
 
 /// SHA-256 of `data` with the same code the store verifies blocks with; for the benchmark that
@@ -83,12 +86,16 @@ impl WorkerImport {
 }
 
 /// Open the extension's storage for a frame. With `importers`, uploads are cut into blocks and
-/// hashed there (another thread) rather than on the frame's, which only stores them.
+/// hashed there (another thread) rather than on the frame's, which only stores them; with
+/// `readers`, content is read and verified there.
 #[wasm_bindgen(js_name = openFrame)]
-pub async fn open_frame(importers: Option<ContentImporters>) -> Result<Frame, JsError> {
+pub async fn open_frame(
+    importers: Option<ContentImporters>,
+    readers: Option<ContentReaders>,
+) -> Result<Frame, JsError> {
     crate::node::init_logging(None);
     let store = Store::open().await.map_err(|e| JsError::new(&format!("opening storage: {e}")))?;
-    Ok(Frame { cas: Rc::new(Cas::new(Rc::new(store), importers)) })
+    Ok(Frame { cas: Rc::new(Cas::new(Rc::new(store), importers)), readers })
 }
 
 async fn authorise(cas: &Cas, origin: &str) -> Result<(), ApiError> {
@@ -172,14 +179,14 @@ impl Frame {
     }
 
     /// Up to `length` bytes of object `name` from `offset`: resolves to a `Uint8Array`, or to
-    /// the JSON text of `{error}`.
+    /// the JSON text of `{error}`. The blocks are read and verified on the worker when there
+    /// is one: this thread only checks the permission and looks the object up.
     pub fn read(&self, origin: String, name: String, offset: f64, length: f64) -> js_sys::Promise {
         let cas = self.cas.clone();
+        let readers = self.readers.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let result = async {
-                let valid =
-                    |n: f64| (0.0..=9_007_199_254_740_991.0).contains(&n) && n.fract() == 0.0;
-                if !valid(offset) || !valid(length) {
+                if !whole_bytes(offset) || !whole_bytes(length) {
                     return Err(ApiError::new(
                         ErrorCode::InvalidParams,
                         "offset and length must be whole numbers of bytes",
@@ -191,15 +198,110 @@ impl Frame {
                 authorise(&cas, &origin).await?;
                 let (root, range) =
                     cas::read_range(&cas, &origin, &name, offset as u64, length as u64).await?;
-                // Straight into the buffer that is handed to the page: no copy in between.
-                let out = js_sys::Uint8Array::new_with_length((range.end - range.start) as u32);
-                let mut at = 0u32;
-                cas::read_into(&cas, &root, range, |bytes| {
-                    out.subarray(at, at + bytes.len() as u32).copy_from(bytes);
-                    at += bytes.len() as u32;
-                })
-                .await?;
-                Ok(out)
+                if let Some(readers) = &readers {
+                    match read_elsewhere(readers, &root, &range).await {
+                        Ok(answer) => return Ok(answer),
+                        // The worker failed (not the read): this thread reads instead.
+                        Err(e) => tracing::warn!("content worker: {e:?}; reading in the frame"),
+                    }
+                }
+                read_array(&cas.store, &root, range).await.map(JsValue::from)
+            }
+            .await;
+            Ok(match result {
+                Ok(answer) => answer,
+                Err(e) => JsValue::from_str(&api::response_json(Err(e))),
+            })
+        })
+    }
+}
+
+/// A byte offset or count as JS gives it: a whole number that a double holds exactly.
+fn whole_bytes(n: f64) -> bool {
+    (0.0..=9_007_199_254_740_991.0).contains(&n) && n.fract() == 0.0
+}
+
+/// `range` of the object rooted at `root`, read by `readers`: its bytes, or the JSON text of
+/// the error the read ended with. `Err` if the readers themselves failed.
+async fn read_elsewhere(
+    readers: &ContentReaders,
+    root: &Cid,
+    range: &std::ops::Range<u64>,
+) -> Result<JsValue, JsValue> {
+    let promise = readers.read(&root.to_string(), range.start as f64, range.end as f64)?;
+    let answer = JsFuture::from(promise).await?;
+    let right_size = answer
+        .dyn_ref::<js_sys::Uint8Array>()
+        .is_some_and(|a| u64::from(a.length()) == range.end - range.start);
+    if right_size || answer.is_string() {
+        Ok(answer)
+    } else {
+        Err(JsValue::from_str("the worker's answer is not the range asked for"))
+    }
+}
+
+/// The bytes of `range` of the object rooted at `root`, every block verified, in one array
+/// (written straight into the buffer that is handed on: no copy in between).
+async fn read_array(
+    store: &Store,
+    root: &Cid,
+    range: std::ops::Range<u64>,
+) -> Result<js_sys::Uint8Array, ApiError> {
+    let out = js_sys::Uint8Array::new_with_length((range.end - range.start) as u32);
+    let mut at = 0u32;
+    cas::read_into(store, root, range, |bytes| {
+        out.subarray(at, at + bytes.len() as u32).copy_from(bytes);
+        at += bytes.len() as u32;
+    })
+    .await?;
+    Ok(out)
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// Reads content on another thread (the frame's worker, `extension/common/frame.js`):
+    /// `read(root, start, end)` resolves like [`Frame::read`], to the bytes of that range of the
+    /// object rooted at `root` (every block verified there) or to the JSON text of `{error}`.
+    #[derive(Clone)]
+    pub type ContentReaders;
+    #[wasm_bindgen(method, catch)]
+    fn read(
+        this: &ContentReaders,
+        root: &str,
+        start: f64,
+        end: f64,
+    ) -> Result<js_sys::Promise, JsValue>;
+}
+
+/// The worker's side of [`ContentReaders`]: its own connection to the extension's storage.
+#[wasm_bindgen]
+pub struct WorkerReader(Rc<Store>);
+
+/// Open the extension's storage for reading on a worker.
+#[wasm_bindgen(js_name = openReader)]
+pub async fn open_reader() -> Result<WorkerReader, JsError> {
+    let store = Store::open().await.map_err(|e| JsError::new(&format!("opening storage: {e}")))?;
+    Ok(WorkerReader(Rc::new(store)))
+}
+
+#[wasm_bindgen]
+impl WorkerReader {
+    /// Bytes `start..end` of the object rooted at `root` (which the frame has already found
+    /// this origin may read): resolves to a `Uint8Array`, or to the JSON text of `{error}`.
+    pub fn read(&self, root: String, start: f64, end: f64) -> js_sys::Promise {
+        let store = self.0.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let result = async {
+                let root: Cid = root
+                    .parse()
+                    .map_err(|_| ApiError::new(ErrorCode::InvalidParams, "root is not a CID"))?;
+                if !whole_bytes(start) || !whole_bytes(end) || end < start {
+                    return Err(ApiError::new(ErrorCode::InvalidParams, "not a range of bytes"));
+                }
+                if end - start > MAX_FRAME_CHUNK_BYTES as f64 {
+                    return Err(too_big((end - start) as usize));
+                }
+                read_array(&store, &root, start as u64..end as u64).await
             }
             .await;
             Ok(match result {
