@@ -47,8 +47,10 @@ describe('the lock', () => {
       assert.deepEqual(atRest.names, ['identity-sealed'], 'no plain key at rest');
       assert.equal(JSON.parse(atRest.sealed).did, did, 'the sealed key names our DID');
       assert.ok(!atRest.sealed.includes('"secret"'), 'sealed, not written out');
-      // This session goes on: the key is in memory.
-      assert.equal((await pageStatus(await browser.open(`${site.url}/demo.html`))).did, did);
+      // This session goes on: the key is in memory. (A page is told the DID once granted.)
+      const granted = await browser.open(`${site.url}/demo.html`);
+      await h.grantInChromium(browser, granted);
+      assert.equal((await pageStatus(granted)).did, did);
 
       await browser.close();
       browser = await h.Browser.launch('chromium', ext, profile);
@@ -111,6 +113,10 @@ describe('the lock', () => {
     let { driver, base } = await h.launchSeleniumFirefox(ext, { profile, uuid });
     let did;
     try {
+      // A page is told the DID once granted; the grant outlives the restart below.
+      await driver.get(`${site.url}/demo.html`);
+      await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+      await h.grantInSeleniumFirefox(driver);
       await driver.get(`${base}options.html`);
       did = await text(driver, 'did', (t) => t.startsWith('did:key:'));
       await driver.findElement(By.id('lock-pass')).sendKeys(PASSPHRASE);

@@ -25,8 +25,11 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     page = await browser.open(`${site.url}/demo.html`);
   });
 
-  test('a page starts with no permissions', async () => {
+  test('a page starts with no permissions, and is not told who the peer is', async () => {
     assert.deepEqual((await h.pageRequest(page, { method: 'disot_getPermissions' })).result, []);
+    const status = (await h.pageRequest(page, { method: 'disot_status' })).result;
+    assert.deepEqual([status.did, status.peerId], [null, null], 'no DID for a site the user has not granted anything');
+    assert.equal(typeof status.connections, 'number');
   });
 
   test('rejecting in the prompt gives 4001, and a second prompt while one waits gives -32002', async () => {
@@ -59,10 +62,15 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     assert.deepEqual((await h.pageRequest(page, { method: 'disot_getPermissions' })).result, result);
     // Asking again for what is granted answers at once, without a prompt.
     assert.deepEqual((await h.pageRequest(page, { method: 'disot_requestPermissions', params: ['cas'] })).result, result);
+    // A granted origin is told who the peer is (the popup shows the same DID).
+    const status = (await h.pageRequest(page, { method: 'disot_status' })).result;
+    assert.match(status.did, /^did:key:z6Mk/);
+    assert.equal(typeof status.peerId, 'string');
 
     // Another origin (localhost instead of 127.0.0.1) has nothing.
     const other = await browser.open(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
     assert.deepEqual((await h.pageRequest(other, { method: 'disot_getPermissions' })).result, []);
+    assert.equal((await h.pageRequest(other, { method: 'disot_status' })).result.did, null, 'nor is it told the DID');
 
     const popup = await browser.browser.newPage();
     await popup.goto(`${browser.extensionBase}popup.html`);
@@ -72,6 +80,10 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     await h.waitFor(async () => (await h.pageRequest(page, { method: 'disot_getPermissions' })).result.length === 0,
       { what: 'the revocation to take effect' });
     await popup.waitForSelector('#grants li.none');
+    await popup.waitForFunction(() => document.getElementById('did').textContent.startsWith('did:key:'));
+    assert.equal(await popup.$eval('#did', (e) => e.textContent), status.did, 'the DID the popup shows');
+    // Revoked: the page is not told any more.
+    assert.equal((await h.pageRequest(page, { method: 'disot_status' })).result.did, null);
   });
 
   test('grants survive a browser restart', async () => {

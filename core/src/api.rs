@@ -294,13 +294,26 @@ pub fn validate_ice_servers(servers: &[IceServer]) -> Result<(), ApiError> {
 }
 
 /// What `disot_status` returns to a page.
+///
+/// Who this peer is is told only to an origin the user has granted something (in the manner of
+/// `eth_accounts`, empty until a site is connected): the DID is the same on every site, so any
+/// site that could read it could follow the user from site to site. Other origins get `null`
+/// for both names; the number of connections, which names nobody, is told to every page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PageStatus {
-    pub did: String,
-    pub peer_id: String,
+    pub did: Option<String>,
+    pub peer_id: Option<String>,
     /// Number of peers with at least one open connection.
     pub connections: usize,
+}
+
+impl PageStatus {
+    /// The answer for an origin: the peer's `did` and `peer_id` only if the origin holds a grant.
+    pub fn for_origin(granted: bool, did: &str, peer_id: &str, connections: usize) -> Self {
+        let name = |n: &str| granted.then(|| n.to_owned());
+        PageStatus { did: name(did), peer_id: name(peer_id), connections }
+    }
 }
 
 /// A request body split into its method name and params, before the method is interpreted.
@@ -745,6 +758,15 @@ pub fn response_json(result: Result<Value, ApiError>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_names_the_peer_only_to_granted_origins() {
+        let did = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
+        let granted = serde_json::to_value(PageStatus::for_origin(true, did, "12D3Koo", 3)).unwrap();
+        assert_eq!(granted, json!({ "did": did, "peerId": "12D3Koo", "connections": 3 }));
+        let stranger = serde_json::to_value(PageStatus::for_origin(false, did, "12D3Koo", 3)).unwrap();
+        assert_eq!(stranger, json!({ "did": null, "peerId": null, "connections": 3 }));
+    }
 
     fn code_of(body: &str) -> i32 {
         parse_page_request(body).expect_err("must be rejected").code.code()

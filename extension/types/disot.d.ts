@@ -6,7 +6,9 @@ export interface ProviderRpcError extends Error {
   code: number;
 }
 
-export interface DisotStatus { did: string; peerId: string; connections: number }
+/** `did` and `peerId` are null until the user has granted this origin some permission: the DID
+ * is the same on every site, so it is not told to sites the user has not connected. */
+export interface DisotStatus { did: string | null; peerId: string | null; connections: number }
 export interface Permission { parentCapability: 'cas'; invoker: string; date: number }
 export interface Stored { cid: string; sha256: string; size: number }
 export interface ObjectInfo extends Stored { pinned: boolean; public: boolean; name?: string | null; mime?: string | null }

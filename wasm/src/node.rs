@@ -1040,12 +1040,14 @@ impl Node {
     }
 }
 
-fn page_status(shared: &Shared) -> PageStatus {
-    PageStatus {
-        did: shared.did.clone(),
-        peer_id: shared.peer_id.to_string(),
-        connections: shared.live.borrow().peers.len(),
-    }
+fn page_status(shared: &Shared, origin: &str) -> PageStatus {
+    let granted = !shared.grants.borrow().of(origin).is_empty();
+    PageStatus::for_origin(
+        granted,
+        &shared.did,
+        &shared.peer_id.to_string(),
+        shared.live.borrow().peers.len(),
+    )
 }
 
 async fn handle_page(
@@ -1104,7 +1106,7 @@ async fn handle_page(
         request if request.needs() == Some(Permission::Cas) => {
             crate::cas::handle(&shared.cas, origin, request).await
         }
-        PageRequest::Status => serde_json::to_value(page_status(shared))
+        PageRequest::Status => serde_json::to_value(page_status(shared, origin))
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string())),
         PageRequest::GetPermissions => Ok(eip2255(origin, &shared.grants.borrow().of(origin))),
         PageRequest::RequestPermissions(wanted) => {
