@@ -762,9 +762,11 @@ mod tests {
     #[test]
     fn status_names_the_peer_only_to_granted_origins() {
         let did = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
-        let granted = serde_json::to_value(PageStatus::for_origin(true, did, "12D3Koo", 3)).unwrap();
+        let granted =
+            serde_json::to_value(PageStatus::for_origin(true, did, "12D3Koo", 3)).unwrap();
         assert_eq!(granted, json!({ "did": did, "peerId": "12D3Koo", "connections": 3 }));
-        let stranger = serde_json::to_value(PageStatus::for_origin(false, did, "12D3Koo", 3)).unwrap();
+        let stranger =
+            serde_json::to_value(PageStatus::for_origin(false, did, "12D3Koo", 3)).unwrap();
         assert_eq!(stranger, json!({ "did": null, "peerId": null, "connections": 3 }));
     }
 
