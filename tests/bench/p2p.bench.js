@@ -145,6 +145,7 @@ try {
   await ea.evaluate((total) => globalThis.jsBench.serve(total), MiB * 1024 * 1024);
   const js = await eb.evaluate((addr, total) => globalThis.jsBench.fetch(addr, total), jsAddrA, MiB * 1024 * 1024);
   if (js.limited) throw new Error(`js-libp2p stayed on the relay: ${js.addr}`);
+  if (js.retried) console.log(`  (js-libp2p's first dial failed and was retried: ${js.retried})`);
   await ea.evaluate(() => globalThis.jsBench.stop());
   await eb.evaluate(() => globalThis.jsBench.stop());
 
