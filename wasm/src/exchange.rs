@@ -645,7 +645,35 @@ impl Exchange {
     /// so (read here; the notice is only a hint). Whether it is public.
     pub(crate) async fn note_published(&self, cid: Cid) -> bool {
         let record = self.store.object(&cid.to_string()).await.ok().flatten();
-        Public(self).published(record, &cid)
+        self.admit_public(record, &cid).await
+    }
+
+    /// Whether `record` (that of `cid`, if it has one) makes `cid` the root of a public object;
+    /// if so, it and every block under it are served from now on. This walks one object, where
+    /// reading every record and the trust lists again would keep the asker waiting.
+    async fn admit_public(&self, record: Option<ObjectRecord>, cid: &Cid) -> bool {
+        if !record.is_some_and(|r| r.public) {
+            return false;
+        }
+        let known = self.public.borrow().walked.get(cid).cloned();
+        let blocks = match known {
+            Some(blocks) => blocks,
+            None => {
+                let mut reached = std::collections::BTreeSet::new();
+                if let Err(e) = store::reachable(&*self.store, cid, &mut reached).await {
+                    tracing::warn!("walking public object {cid}: {e}");
+                    return false;
+                }
+                reached.into_iter().collect()
+            }
+        };
+        let mut public = self.public.borrow_mut();
+        public.cids.extend(blocks.iter().copied());
+        if !public.roots.contains(cid) {
+            public.roots.push(*cid);
+        }
+        public.walked.insert(*cid, blocks);
+        true
     }
 
     /// Trust or objects changed: read them again before the next answer.
@@ -712,31 +740,36 @@ struct Public<'a>(&'a Exchange);
 
 impl Public<'_> {
     async fn allowed(&self, peer: &PeerId, cid: &Cid) -> bool {
+        // Access shrinks only through this node, which marks the set stale at once
+        // (`access_changed`); other contexts only add objects. So a block the set names is
+        // served without reading the set again, however old it is.
+        if self.0.public.borrow().read_at.is_finite() && self.0.may_have(peer, cid) {
+            return true;
+        }
         self.0.refresh_public(false).await;
         if self.0.may_have(peer, cid) {
             return true;
         }
-        // Perhaps published a moment ago (objects are written by other contexts too).
-        if self.published(self.0.store.object(&cid.to_string()).await.ok().flatten(), cid) {
+        // Perhaps put a moment ago by another context: one record read (records name roots;
+        // the blocks under a root are admitted with it). Blocks not held and blocks held for
+        // nobody else cost this same read to refuse, and never a read of every record: a peer
+        // asking for what we do not have is the common case, and each such read would be paid
+        // by every peer it asks.
+        let record = self.0.store.object(&cid.to_string()).await.ok().flatten();
+        let restricted = record
+            .as_ref()
+            .is_some_and(|r| !r.public && (r.min_trust.is_some() || !r.shared_with.is_empty()))
+            && !self.0.public.borrow().walked.contains_key(cid);
+        if self.0.admit_public(record, cid).await {
             return true;
         }
-        self.0.refresh_public(true).await;
-        self.0.may_have(peer, cid)
-    }
-
-    /// Whether `record` (that of `cid`, if it has one) makes `cid` the root of a public object;
-    /// if so, it is served from now on. This is one read, where reading every record and the
-    /// trust lists again would keep the asker waiting for its first byte.
-    fn published(&self, record: Option<ObjectRecord>, cid: &Cid) -> bool {
-        if !record.is_some_and(|r| r.public) {
-            return false;
+        if restricted {
+            // Served by trust or to named peers, and not seen before: work out who may have it
+            // (once per such object; after that it is refused as fast as anything else).
+            self.0.refresh_public(true).await;
+            return self.0.may_have(peer, cid);
         }
-        let mut public = self.0.public.borrow_mut();
-        public.cids.insert(*cid);
-        if !public.roots.contains(cid) {
-            public.roots.push(*cid);
-        }
-        true
+        false
     }
 }
 
