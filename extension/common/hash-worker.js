@@ -57,7 +57,11 @@ self.onmessage = async ({ data: msg }) => {
     if (!ready) throw new Error('not started');
     await ready;
     if (msg.op === 'read') {
-      reader ??= openReader();
+      // A failed open is tried again at the next read, not kept.
+      reader ??= openReader().catch((e) => {
+        reader = null;
+        throw e;
+      });
       const got = await (await reader).read(msg.root, msg.start, msg.end);
       if (typeof got === 'string') self.postMessage({ id: msg.id, body: got });
       else self.postMessage({ id: msg.id, bytes: got }, [got.buffer]);

@@ -104,6 +104,9 @@ pub(crate) struct Exchange {
     /// This peer's DID (trust scores start here).
     did: String,
     public_lock: futures::lock::Mutex<()>,
+    /// Counts [`Exchange::access_changed`]: a read of the public set that a change overtook
+    /// is installed as stale, so that it is read again before it is trusted.
+    access_epoch: std::cell::Cell<u64>,
     transfers: RefCell<BTreeMap<String, Transfer>>,
     /// Peers to disconnect (the event loop owns the swarm and takes them).
     banned: RefCell<Vec<(PeerId, String)>>,
@@ -120,6 +123,7 @@ impl Exchange {
             store,
             public: RefCell::default(),
             public_lock: futures::lock::Mutex::new(()),
+            access_epoch: std::cell::Cell::new(0),
             transfers: RefCell::default(),
             banned: RefCell::default(),
         })
@@ -587,6 +591,7 @@ impl Exchange {
         if read_at >= asked_at || (age < PUBLIC_TTL_MS && !(force && age > 200.0)) {
             return;
         }
+        let epoch = self.access_epoch.get();
         let mut walked = std::mem::take(&mut self.public.borrow_mut().walked);
         let mut next = PublicBlocks { read_at: now_ms(), ..Default::default() };
         match self.store.objects().await {
@@ -638,6 +643,11 @@ impl Exchange {
                 }
             }
         }
+        // Access changed while this was read (a share revoked, trust lowered): what was read
+        // may be from before it, so it must not be trusted as fresh.
+        if self.access_epoch.get() != epoch {
+            next.read_at = f64::NEG_INFINITY;
+        }
         *self.public.borrow_mut() = next;
     }
 
@@ -678,6 +688,7 @@ impl Exchange {
 
     /// Trust or objects changed: read them again before the next answer.
     pub(crate) fn access_changed(&self) {
+        self.access_epoch.set(self.access_epoch.get().wrapping_add(1));
         self.public.borrow_mut().read_at = f64::NEG_INFINITY;
     }
 
@@ -752,9 +763,9 @@ impl Public<'_> {
         }
         // Perhaps put a moment ago by another context: one record read (records name roots;
         // the blocks under a root are admitted with it). Blocks not held and blocks held for
-        // nobody else cost this same read to refuse, and never a read of every record: a peer
-        // asking for what we do not have is the common case, and each such read would be paid
-        // by every peer it asks.
+        // nobody else cost this same read to refuse, and no read of every record beyond the
+        // one the set's time to live asks for: a peer asking for what we do not have is the
+        // common case, and each such read would be paid by every peer it asks.
         let record = self.0.store.object(&cid.to_string()).await.ok().flatten();
         let restricted = record
             .as_ref()
