@@ -125,6 +125,20 @@ impl ObjectRecord {
             shared_with: Vec::new(),
         }
     }
+
+    /// `self`, the record stored now, joined by `other`, a record of the same object written
+    /// from an older read or for another origin (a fetch): `other`'s origins are added and
+    /// it may pin, but what `self` says of access (public, trust threshold, shares) stands, so
+    /// a write that raced with a revocation cannot undo it and a fetch never takes access away.
+    pub fn joined(mut self, other: &ObjectRecord) -> Self {
+        for origin in &other.origins {
+            if !self.origins.contains(origin) {
+                self.origins.push(origin.clone());
+            }
+        }
+        self.pinned |= other.pinned;
+        self
+    }
 }
 
 /// Storage of blocks and object records. Implementations must verify blocks on `put_blocks`
@@ -714,6 +728,40 @@ pub mod conformance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a fetch that read a record, waited on the network and wrote its copy back
+    /// restored a share revoked meanwhile; a fetched object's fresh record dropped `public`.
+    #[test]
+    fn joined_record_keeps_access_as_stored_and_adds_origins() {
+        let stored = ObjectRecord {
+            cid: "bafk".into(),
+            sha256: "sha256:00".into(),
+            size: 1,
+            pinned: false,
+            name: Some("a.txt".into()),
+            mime: None,
+            origins: vec!["https://a.example".into()],
+            public: true,
+            min_trust: Some(70),
+            shared_with: vec![],
+        };
+        let older = ObjectRecord {
+            origins: vec!["https://b.example".into(), "https://a.example".into()],
+            public: false,
+            min_trust: None,
+            shared_with: vec!["did:key:z6Mkrevoked".into()],
+            pinned: true,
+            name: None,
+            ..stored.clone()
+        };
+        let joined = stored.clone().joined(&older);
+        assert_eq!(joined.origins, vec!["https://a.example", "https://b.example"]);
+        assert!(joined.public);
+        assert_eq!(joined.min_trust, Some(70));
+        assert!(joined.shared_with.is_empty(), "a revoked share stays revoked");
+        assert!(joined.pinned);
+        assert_eq!(joined.name.as_deref(), Some("a.txt"));
+    }
 
     #[test]
     fn memory_store_passes_the_conformance_suite() {

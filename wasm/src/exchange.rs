@@ -384,8 +384,10 @@ impl Exchange {
             if let Err(e) = served {
                 return Err(ApiError::new(ErrorCode::NotFound, format!("block {root}: {e}")));
             }
+            // Joined to the record as stored by then: a share revoked while the peer was
+            // asked stays revoked.
             record.origins.push(origin.to_owned());
-            self.store.put_object(&record).await.map_err(internal)?;
+            self.store.put_fetched(&[], &record).await.map_err(internal)?;
             return Ok((record, Fetched::default()));
         }
         if local.is_none() && !self.has_peers() {
@@ -452,7 +454,8 @@ impl Exchange {
             }
         };
         let record = fetched_record(&root, &sha256, size, origin);
-        self.store.put_object(&record).await.map_err(internal)?;
+        // Joined to a record another context wrote meanwhile (the same content put by a page).
+        self.store.put_fetched(&[], &record).await.map_err(internal)?;
         Ok((record, fetched))
     }
 

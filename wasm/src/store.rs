@@ -429,7 +429,9 @@ impl Store {
     }
 
     /// Blocks (already verified) and the record of the object they make, in one transaction:
-    /// the object is visible with all its blocks or not at all.
+    /// the object is visible with all its blocks or not at all. A record stored meanwhile (the
+    /// same content put by a page, a share made or revoked) stands, joined by `record`'s
+    /// origins ([`ObjectRecord::joined`]): the record is read and written in that transaction.
     pub(crate) async fn put_fetched(
         &self,
         blocks: &[Block],
@@ -449,9 +451,9 @@ impl Store {
         self.put_values(blocks, None).await
     }
 
-    /// Blocks, and the record of an object if there is one, in one transaction: all of it is
-    /// stored or none. Each put is queued without waiting: a failed put aborts the
-    /// transaction, and its commit reports it.
+    /// Blocks, and the record of an object if there is one (joined to the record stored, if
+    /// any), in one transaction: all of it is stored or none. Each put is queued without
+    /// waiting: a failed put aborts the transaction, and its commit reports it.
     async fn put_values(
         &self,
         blocks: &[(Cid, js_sys::Uint8Array)],
@@ -460,11 +462,7 @@ impl Store {
         for (cid, bytes) in blocks {
             check_block(cid, bytes.length() as usize)?;
         }
-        let text = record
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| cas::Error::Backend(e.to_string()))?;
-        let stores: &[&str] = match (&text, blocks.is_empty()) {
+        let stores: &[&str] = match (record, blocks.is_empty()) {
             (None, true) => return Ok(()),
             (None, false) => &[BLOCKS],
             (Some(_), _) => &[BLOCKS, OBJECTS],
@@ -478,13 +476,17 @@ impl Store {
                     .map_err(write_failure)?,
             );
         }
-        if let (Some(text), Some(record)) = (text, record) {
-            drop(
-                tx.object_store(OBJECTS)
-                    .map_err(backend)?
-                    .put(&JsValue::from_str(&text), Some(&JsValue::from_str(&record.cid)))
-                    .map_err(write_failure)?,
-            );
+        if let Some(record) = record {
+            // Read while the blocks are written; the record goes in once the read is back.
+            let key = JsValue::from_str(&record.cid);
+            let objects = tx.object_store(OBJECTS).map_err(backend)?;
+            let joined = match objects.get(key.clone()).map_err(backend)?.await.map_err(backend)? {
+                Some(stored) => record_from(&stored)?.joined(record),
+                None => record.clone(),
+            };
+            let text =
+                serde_json::to_string(&joined).map_err(|e| cas::Error::Backend(e.to_string()))?;
+            drop(objects.put(&JsValue::from_str(&text), Some(&key)).map_err(write_failure)?);
         }
         tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
         Ok(())
