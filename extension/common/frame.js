@@ -17,9 +17,9 @@ function frame() {
     // Compiled once here and shared with the worker.
     const module = await WebAssembly.compileStreaming(fetch(url))
       .catch(async () => WebAssembly.compile(await (await fetch(url)).arrayBuffer()));
-    const [importers] = await Promise.all([startImporters(module), init({ module_or_path: module })]);
-    document.documentElement.dataset.hashing = importers ? 'worker' : 'frame'; // for tests
-    return openFrame(importers, importers);
+    const [worker] = await Promise.all([startContentWorker(module), init({ module_or_path: module })]);
+    document.documentElement.dataset.hashing = worker ? 'worker' : 'frame'; // for tests
+    return openFrame(worker, worker);
   })().catch((e) => {
     opening = null;
     throw e;
@@ -78,7 +78,7 @@ async function startWorker(module) {
  * `ContentImporters` and `wasm/src/frame.rs` calls `ContentReaders`. Resolves to undefined if
  * the worker does not start (then the frame does all of it on its own thread).
  */
-async function startImporters(module) {
+async function startContentWorker(module) {
   const worker = await startWorker(module);
   if (!worker) return undefined;
   return {

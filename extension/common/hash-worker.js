@@ -1,7 +1,7 @@
 // The content frame's second thread: imports uploads (cuts them into blocks, hashes every
 // block for its CID and the whole content for its `sha256:` name) while the frame stores what
 // comes back, and reads ranges of content from the store, verifying every block, for the
-// frame to hand on (see `startImporters` in frame.js). Import messages are handled one at a
+// frame to hand on (see `startContentWorker` in frame.js). Import messages are handled one at a
 // time, in the order they came, so the pieces of an upload are taken in order; reads overlap.
 import init, { WorkerImport, openReader } from './pkg/disot_wasm.js';
 

@@ -387,7 +387,7 @@ impl Exchange {
             // Joined to the record as stored by then: a share revoked while the peer was
             // asked stays revoked.
             record.origins.push(origin.to_owned());
-            self.store.put_fetched(&[], &record).await.map_err(internal)?;
+            self.store.join_object(&record).await.map_err(internal)?;
             return Ok((record, Fetched::default()));
         }
         if local.is_none() && !self.has_peers() {
@@ -455,7 +455,7 @@ impl Exchange {
         };
         let record = fetched_record(&root, &sha256, size, origin);
         // Joined to a record another context wrote meanwhile (the same content put by a page).
-        self.store.put_fetched(&[], &record).await.map_err(internal)?;
+        self.store.join_object(&record).await.map_err(internal)?;
         Ok((record, fetched))
     }
 
@@ -757,11 +757,14 @@ impl Public<'_> {
         // Access shrinks only through this node, which marks the set stale at once
         // (`access_changed`); other contexts only add objects. So a block the set names is
         // served without reading the set again, however old it is.
-        if self.0.public.borrow().read_at.is_finite() && self.0.may_have(peer, cid) {
+        let read_at = self.0.public.borrow().read_at;
+        if read_at.is_finite() && self.0.may_have(peer, cid) {
             return true;
         }
         self.0.refresh_public(false).await;
-        if self.0.may_have(peer, cid) {
+        // Asked again only of a set that was read again (a trust score is not cheap).
+        let asked = read_at.is_finite() && self.0.public.borrow().read_at == read_at;
+        if !asked && self.0.may_have(peer, cid) {
             return true;
         }
         // Perhaps put a moment ago by another context: one record read (records name roots;

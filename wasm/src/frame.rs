@@ -94,8 +94,12 @@ pub async fn open_frame(
     readers: Option<ContentReaders>,
 ) -> Result<Frame, JsError> {
     crate::node::init_logging(None);
+    Ok(Frame { cas: Rc::new(Cas::new(open_store().await?, importers)), readers })
+}
+
+async fn open_store() -> Result<Rc<Store>, JsError> {
     let store = Store::open().await.map_err(|e| JsError::new(&format!("opening storage: {e}")))?;
-    Ok(Frame { cas: Rc::new(Cas::new(Rc::new(store), importers)), readers })
+    Ok(Rc::new(store))
 }
 
 async fn authorise(cas: &Cas, origin: &str) -> Result<(), ApiError> {
@@ -280,8 +284,7 @@ pub struct WorkerReader(Rc<Store>);
 /// Open the extension's storage for reading on a worker.
 #[wasm_bindgen(js_name = openReader)]
 pub async fn open_reader() -> Result<WorkerReader, JsError> {
-    let store = Store::open().await.map_err(|e| JsError::new(&format!("opening storage: {e}")))?;
-    Ok(WorkerReader(Rc::new(store)))
+    Ok(WorkerReader(open_store().await?))
 }
 
 #[wasm_bindgen]

@@ -439,6 +439,12 @@ impl Store {
     ) -> cas::Result<()> {
         self.put_values(&js_values(blocks), Some(record)).await
     }
+
+    /// `record` joined to the object's record as stored ([`ObjectRecord::joined`]), read and
+    /// written in one transaction.
+    pub(crate) async fn join_object(&self, record: &ObjectRecord) -> cas::Result<()> {
+        self.put_values(&[], Some(record)).await
+    }
 }
 
 impl Store {
@@ -465,16 +471,19 @@ impl Store {
         let stores: &[&str] = match (record, blocks.is_empty()) {
             (None, true) => return Ok(()),
             (None, false) => &[BLOCKS],
-            (Some(_), _) => &[BLOCKS, OBJECTS],
+            (Some(_), true) => &[OBJECTS],
+            (Some(_), false) => &[BLOCKS, OBJECTS],
         };
         let tx = self.tx(stores, TransactionMode::ReadWrite).await.map_err(backend)?;
-        let store = tx.object_store(BLOCKS).map_err(backend)?;
-        for (cid, bytes) in blocks {
-            drop(
-                store
-                    .put(bytes, Some(&JsValue::from_str(&cid.to_string())))
-                    .map_err(write_failure)?,
-            );
+        if !blocks.is_empty() {
+            let store = tx.object_store(BLOCKS).map_err(backend)?;
+            for (cid, bytes) in blocks {
+                drop(
+                    store
+                        .put(bytes, Some(&JsValue::from_str(&cid.to_string())))
+                        .map_err(write_failure)?,
+                );
+            }
         }
         if let Some(record) = record {
             // Read while the blocks are written; the record goes in once the read is back.
