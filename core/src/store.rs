@@ -162,6 +162,19 @@ pub trait BlockStore {
     /// Make an object visible (or update its record).
     async fn put_object(&self, record: &ObjectRecord) -> Result<()>;
     async fn object(&self, cid: &str) -> Result<Option<ObjectRecord>>;
+    /// Change object `cid`'s record as it is stored when the change is made: `change` is given
+    /// that record (or `None`) and returns the record to write, or `None` to write nothing.
+    /// Resolves to what was written. A backend whose records other tasks may write between
+    /// this read and this write (IndexedDB: the extension's frames, workers and node) must do
+    /// both at once; the default, for a backend with one writer, reads and then writes.
+    async fn update_object<F>(&self, cid: &str, change: F) -> Result<Option<ObjectRecord>>
+    where
+        F: FnOnce(Option<ObjectRecord>) -> Option<ObjectRecord>,
+    {
+        let Some(record) = change(self.object(cid).await?) else { return Ok(None) };
+        self.put_object(&record).await?;
+        Ok(Some(record))
+    }
     async fn delete_object(&self, cid: &str) -> Result<()>;
     async fn objects(&self) -> Result<Vec<ObjectRecord>>;
 }
@@ -199,9 +212,14 @@ where
     }
     let (blocks, imported) = importer.finish();
     store.put_imported(&blocks).await?;
-    let record = ObjectRecord::new(&imported);
-    store.put_object(&record).await?;
-    Ok(record)
+    // Content stored before keeps its record (who may see it, its name), now pinned.
+    let fresh = ObjectRecord::new(&imported);
+    let written = store
+        .update_object(&fresh.cid, |stored| {
+            Some(stored.map_or_else(|| fresh.clone(), |s| s.joined(&fresh)))
+        })
+        .await?;
+    Ok(written.unwrap_or(fresh))
 }
 
 /// Stream an object's bytes (optionally a byte range) to `sink`, verifying every block.
@@ -625,6 +643,7 @@ pub mod conformance {
         garbage_collection_keeps_what_pinned_objects_share(&make().await).await;
         an_abandoned_upload_leaves_no_blocks_behind(&make().await).await;
         corruption_is_detected_on_read(&make().await, corrupt).await;
+        record_updates_made_at_once_all_hold(&make().await).await;
     }
 
     pub async fn blocks_round_trip<S: BlockStore>(store: &S) {
@@ -710,6 +729,33 @@ pub mod conformance {
         assert_eq!(after, before, "exactly the upload's own blocks went");
         let cid: Cid = kept.cid.parse().expect("cid");
         assert_eq!(read_all(store, &cid, None).await.expect("intact"), data(3000, 4));
+    }
+
+    /// Updates of one record made at once (say, two pages putting the same content, or a
+    /// revocation racing a pin) each see the others' writes: none is lost.
+    pub async fn record_updates_made_at_once_all_hold<S: BlockStore>(store: &S) {
+        let record = add(store, small_layout(), [data(700, 6)]).await.expect("add");
+        let origins: Vec<String> = (0..8).map(|i| format!("https://{i}.example")).collect();
+        let updates = origins.iter().map(|origin| {
+            store.update_object(&record.cid, move |stored| {
+                let mut stored = stored?;
+                stored.origins.push(origin.clone());
+                Some(stored)
+            })
+        });
+        for written in futures::future::join_all(updates).await {
+            assert!(written.expect("update").is_some());
+        }
+        let stored = store.object(&record.cid).await.expect("object").expect("stored");
+        for origin in &origins {
+            assert!(stored.origins.contains(origin), "{origin} was lost: {:?}", stored.origins);
+        }
+        let unchanged = store.update_object(&record.cid, |_| None).await.expect("no change");
+        assert_eq!(unchanged, None);
+        assert_eq!(store.object(&record.cid).await.expect("object"), Some(stored));
+        let other = crate::unixfs::import(b"not stored", Layout::default()).1.cid.to_string();
+        let absent = store.update_object(&other, |stored| stored).await.expect("absent");
+        assert_eq!(absent, None, "nothing is written for a record not stored");
     }
 
     pub async fn corruption_is_detected_on_read<S: BlockStore>(store: &S, corrupt: Corrupt<S>) {

@@ -537,25 +537,27 @@ pub(crate) async fn handle(
             written.extend(blocks.cids());
             let committed = async {
                 blocks.store(&cas.store).await?;
-                let mut record = match cas.store.object(&imported.cid.to_string()).await? {
-                    Some(existing) => existing,
-                    None => ObjectRecord::new(&imported),
+                // The record comes last: only now is the object visible, all at once. It is
+                // changed as stored when it is written (another page may have put the same
+                // content, or the user shared or revoked it, since this upload began).
+                let change = |stored: Option<ObjectRecord>| {
+                    let mut record = stored.unwrap_or_else(|| ObjectRecord::new(&imported));
+                    if !record.origins.iter().any(|o| o == origin) {
+                        record.origins.push(origin.to_owned());
+                    }
+                    record.name = record.name.or(name);
+                    record.mime = record.mime.or(mime);
+                    record.public |= public;
+                    // Put again with another threshold: the lower one holds.
+                    record.min_trust = match (record.min_trust, min_trust) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    record.pinned = true;
+                    Some(record)
                 };
-                if !record.origins.iter().any(|o| o == origin) {
-                    record.origins.push(origin.to_owned());
-                }
-                record.name = record.name.or(name);
-                record.mime = record.mime.or(mime);
-                record.public |= public;
-                // Put again with another threshold: the lower one holds.
-                record.min_trust = match (record.min_trust, min_trust) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                record.pinned = true;
-                // The record comes last: only now is the object visible, all at once.
-                cas.store.put_object(&record).await?;
-                Ok(record)
+                let written = cas.store.update_object(&imported.cid.to_string(), change).await?;
+                written.ok_or_else(|| store::Error::Backend("the record was not written".into()))
             }
             .await;
             match committed {
@@ -595,10 +597,22 @@ pub(crate) async fn handle(
             ))
         }
         PageRequest::CasPin { name, pin } => {
-            let mut record = visible(cas, origin, &name).await?;
-            record.pinned = pin;
-            cas.store.put_object(&record).await.map_err(store_error)?;
-            Ok(describe(&record))
+            let record = visible(cas, origin, &name).await?;
+            // Changed as stored now: a share, revocation or another page's put made since it
+            // was read stands. Gone meanwhile (collected): not found, as if never seen.
+            let pinned = cas
+                .store
+                .update_object(&record.cid, |stored| {
+                    let mut stored = stored?;
+                    stored.pinned = pin;
+                    Some(stored)
+                })
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::NotFound, format!("{name} is not stored"))
+                })?;
+            Ok(describe(&pinned))
         }
         _ => Err(ApiError::new(ErrorCode::UnsupportedMethod, "not a content-store method")),
     }

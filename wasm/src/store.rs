@@ -437,14 +437,23 @@ impl Store {
         blocks: &[Block],
         record: &ObjectRecord,
     ) -> cas::Result<()> {
-        self.put_values(&js_values(blocks), Some(record)).await
+        self.put_values(&js_values(blocks), Some((&record.cid, join_to(record)))).await?;
+        Ok(())
     }
 
     /// `record` joined to the object's record as stored ([`ObjectRecord::joined`]), read and
     /// written in one transaction.
     pub(crate) async fn join_object(&self, record: &ObjectRecord) -> cas::Result<()> {
-        self.put_values(&[], Some(record)).await
+        self.update_object(&record.cid, join_to(record)).await?;
+        Ok(())
     }
+}
+
+/// The change that joins `record` to the record stored, or writes it if there is none.
+fn join_to(
+    record: &ObjectRecord,
+) -> impl FnOnce(Option<ObjectRecord>) -> Option<ObjectRecord> + '_ {
+    move |stored| Some(stored.map_or_else(|| record.clone(), |s| s.joined(record)))
 }
 
 impl Store {
@@ -454,22 +463,27 @@ impl Store {
         &self,
         blocks: &[(Cid, js_sys::Uint8Array)],
     ) -> cas::Result<()> {
-        self.put_values(blocks, None).await
+        self.put_values(blocks, None::<(&str, fn(_) -> _)>).await?;
+        Ok(())
     }
 
-    /// Blocks, and the record of an object if there is one (joined to the record stored, if
-    /// any), in one transaction: all of it is stored or none. Each put is queued without
-    /// waiting: a failed put aborts the transaction, and its commit reports it.
-    async fn put_values(
+    /// Blocks, and a change to an object's record if one is given (see
+    /// [`BlockStore::update_object`]), in one transaction: all of it is stored or none. Each
+    /// put is queued without waiting: a failed put aborts the transaction, and its commit
+    /// reports it. Resolves to the record written, if any.
+    async fn put_values<F>(
         &self,
         blocks: &[(Cid, js_sys::Uint8Array)],
-        record: Option<&ObjectRecord>,
-    ) -> cas::Result<()> {
+        record: Option<(&str, F)>,
+    ) -> cas::Result<Option<ObjectRecord>>
+    where
+        F: FnOnce(Option<ObjectRecord>) -> Option<ObjectRecord>,
+    {
         for (cid, bytes) in blocks {
             check_block(cid, bytes.length() as usize)?;
         }
-        let stores: &[&str] = match (record, blocks.is_empty()) {
-            (None, true) => return Ok(()),
+        let stores: &[&str] = match (&record, blocks.is_empty()) {
+            (None, true) => return Ok(None),
             (None, false) => &[BLOCKS],
             (Some(_), true) => &[OBJECTS],
             (Some(_), false) => &[BLOCKS, OBJECTS],
@@ -485,20 +499,44 @@ impl Store {
                 );
             }
         }
-        if let Some(record) = record {
-            // Read while the blocks are written; the record goes in once the read is back.
-            let key = JsValue::from_str(&record.cid);
+        let mut written = None;
+        if let Some((cid, change)) = record {
+            // Read while the blocks are written; the new record goes in once the read is back,
+            // in the same transaction, so no other writer comes in between.
+            let key = JsValue::from_str(cid);
             let objects = tx.object_store(OBJECTS).map_err(backend)?;
-            let joined = match objects.get(key.clone()).map_err(backend)?.await.map_err(backend)? {
-                Some(stored) => record_from(&stored)?.joined(record),
-                None => record.clone(),
-            };
-            let text =
-                serde_json::to_string(&joined).map_err(|e| cas::Error::Backend(e.to_string()))?;
-            drop(objects.put(&JsValue::from_str(&text), Some(&key)).map_err(write_failure)?);
+            let stored = objects.get(key.clone()).map_err(backend)?.await.map_err(backend)?;
+            let changed = stored.as_ref().map(record_from).transpose().and_then(|stored| {
+                let Some(new) = change(stored) else { return Ok(None) };
+                if new.cid != cid {
+                    return Err(cas::Error::Backend(format!(
+                        "a change to {cid}'s record wrote {}'s",
+                        new.cid
+                    )));
+                }
+                let text =
+                    serde_json::to_string(&new).map_err(|e| cas::Error::Backend(e.to_string()))?;
+                Ok(Some((new, text)))
+            });
+            match changed {
+                Ok(Some((new, text))) => {
+                    drop(
+                        objects
+                            .put(&JsValue::from_str(&text), Some(&key))
+                            .map_err(write_failure)?,
+                    );
+                    written = Some(new);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Nothing of it is stored: not the blocks either.
+                    let _ = tx.abort();
+                    return Err(e);
+                }
+            }
         }
         tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
-        Ok(())
+        Ok(written)
     }
 }
 
@@ -530,12 +568,14 @@ impl BlockStore for Store {
         // Hash them all at once: the browser's SHA-256 runs them on its own threads.
         let values = js_values(blocks);
         futures::future::try_join_all(values.iter().map(|(cid, bytes)| verify(cid, bytes))).await?;
-        self.put_values(&values, None).await
+        self.put_values(&values, None::<(&str, fn(_) -> _)>).await?;
+        Ok(())
     }
 
     async fn put_imported(&self, blocks: &[Block]) -> cas::Result<()> {
         // One transaction for the whole batch: all of it is stored or none.
-        self.put_values(&js_values(blocks), None).await
+        self.put_values(&js_values(blocks), None::<(&str, fn(_) -> _)>).await?;
+        Ok(())
     }
 
     async fn delete_block(&self, cid: &Cid) -> cas::Result<()> {
@@ -554,6 +594,15 @@ impl BlockStore for Store {
 
     async fn object(&self, cid: &str) -> cas::Result<Option<ObjectRecord>> {
         self.read(OBJECTS, cid).await.map_err(backend)?.as_ref().map(record_from).transpose()
+    }
+
+    async fn update_object<F>(&self, cid: &str, change: F) -> cas::Result<Option<ObjectRecord>>
+    where
+        F: FnOnce(Option<ObjectRecord>) -> Option<ObjectRecord>,
+    {
+        // Other frames, workers and the node write records too: read and write in one
+        // transaction.
+        self.put_values(&[], Some((cid, change))).await
     }
 
     async fn delete_object(&self, cid: &str) -> cas::Result<()> {

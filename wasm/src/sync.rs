@@ -801,9 +801,18 @@ impl SyncNode {
                 revoked: false,
             };
             if let Some(cid) = &params.cid {
-                let mut record = self
+                // The record is changed as stored when it is written, in one transaction.
+                let mut added = false;
+                let record = self
                     .store
-                    .object(cid)
+                    .update_object(cid, |stored| {
+                        let mut record = stored?;
+                        added = !record.shared_with.contains(&to);
+                        if added {
+                            record.shared_with.push(to.clone());
+                        }
+                        Some(record)
+                    })
                     .await
                     .map_err(internal)?
                     .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such object here"))?;
@@ -812,9 +821,7 @@ impl SyncNode {
                 share.size = Some(record.size);
                 share.name = record.name.clone();
                 share.mime = record.mime.clone();
-                if !record.shared_with.contains(&to) {
-                    record.shared_with.push(to.clone());
-                    self.store.put_object(&record).await.map_err(internal)?;
+                if added {
                     self.exchange.access_changed();
                 }
             }
@@ -838,9 +845,17 @@ impl SyncNode {
                 .iter()
                 .any(|s| s.to == to && !s.revoked && s.cid.as_deref() == Some(cid.as_str()));
             if !still {
-                if let Ok(Some(mut record)) = self.store.object(cid).await {
-                    record.shared_with.retain(|d| d != to);
-                    self.store.put_object(&record).await.map_err(internal)?;
+                // Changed as stored when it is written: a put or pin made meanwhile stands.
+                let revoked = self
+                    .store
+                    .update_object(cid, |stored| {
+                        let mut record = stored?;
+                        record.shared_with.retain(|d| d != to);
+                        Some(record)
+                    })
+                    .await
+                    .map_err(internal)?;
+                if revoked.is_some() {
                     self.exchange.access_changed();
                 }
             }

@@ -21,11 +21,14 @@ pub(crate) async fn store_credential(store: &Store, credential: &Value) -> Resul
     use disot_core::store::BlockStore as _;
     let bytes = disot_core::entry::canonical(credential).map_err(|e| e.to_string())?;
     let layout = disot_core::unixfs::Preset::Helia.layout();
-    let mut record =
-        disot_core::store::add(store, layout, [bytes]).await.map_err(|e| e.to_string())?;
-    record.name = Some("trust-credential.json".into());
-    record.mime = Some("application/vc".into());
-    store.put_object(&record).await.map_err(|e| e.to_string())?;
+    let record = disot_core::store::add(store, layout, [bytes]).await.map_err(|e| e.to_string())?;
+    let named = |stored: Option<disot_core::store::ObjectRecord>| {
+        let mut record = stored?;
+        record.name.get_or_insert_with(|| "trust-credential.json".into());
+        record.mime.get_or_insert_with(|| "application/vc".into());
+        Some(record)
+    };
+    store.update_object(&record.cid, named).await.map_err(|e| e.to_string())?;
     Ok(record.cid)
 }
 
