@@ -69,6 +69,7 @@ describe('chromium content store', { concurrency: 1 }, () => {
       const frame = page.frames().find((f) => f.url() === `${browser.extensionBase}frame.html`);
       assert.equal(await frame?.evaluate(() => document.documentElement.dataset.hashing), 'worker');
       assert.ok(Number(await frame.evaluate(() => document.documentElement.dataset.workerReads)) >= 16, 'ranges read on the worker');
+      assert.equal(await frame.evaluate(() => document.documentElement.dataset.readers), '2', 'two workers read');
       assert.deepEqual((await page.evaluate(() => window.disot.cas.list())).map((o) => o.cid), [r.put.cid]);
 
       // Another origin: without a grant it cannot probe held vs unheld (same error for both)...
@@ -142,6 +143,7 @@ describe('firefox content store', () => {
       await driver.switchTo().frame(await driver.findElement(By.css(`iframe[src="${base}frame.html"]`)));
       assert.equal(await driver.executeScript('return document.documentElement.dataset.hashing'), 'worker');
       assert.ok(Number(await driver.executeScript('return document.documentElement.dataset.workerReads')) >= 16, 'ranges read on the worker');
+      assert.equal(await driver.executeScript('return document.documentElement.dataset.readers'), '2', 'two workers read');
       await driver.switchTo().defaultContent();
 
       await openDemo(site.url.replace('127.0.0.1', 'localhost'));

@@ -79,8 +79,11 @@ async function startWorker(module) {
  * the worker does not start (then the frame does all of it on its own thread).
  */
 async function startContentWorker(module) {
-  const worker = await startWorker(module);
+  // Reading is bound by one thread's work (hashing each block, taking it out of storage), so a
+  // second worker reads too: the first takes uploads and reads, the second only reads.
+  const [worker, second] = await Promise.all([startWorker(module), startWorker(module)]);
   if (!worker) return undefined;
+  const readers = [worker, second].filter(Boolean).map((w) => ({ w, reading: 0 }));
   return {
     // The piece's buffer is handed over and comes back with the blocks; a block that is the
     // whole piece is stored from it (a view of part of a buffer would store all of it).
@@ -100,10 +103,17 @@ async function startContentWorker(module) {
     forget: (handle) => worker.tell({ op: 'forget', handle }),
     // The bytes of a range (or the JSON text of an error), read and verified on the worker.
     read: async (root, start, end) => {
-      const { bytes, body } = await worker.ask({ op: 'read', root, start, end });
-      const dataset = document.documentElement.dataset; // for tests
-      dataset.workerReads = String(Number(dataset.workerReads ?? 0) + 1);
-      return bytes ?? body;
+      const r = readers.reduce((a, b) => (b.reading < a.reading ? b : a)); // the less busy
+      r.reading++;
+      try {
+        const { bytes, body } = await r.w.ask({ op: 'read', root, start, end });
+        const dataset = document.documentElement.dataset; // for tests
+        dataset.workerReads = String(Number(dataset.workerReads ?? 0) + 1);
+        dataset.readers = String(readers.length);
+        return bytes ?? body;
+      } finally {
+        r.reading--;
+      }
     },
   };
 }
