@@ -70,6 +70,7 @@ describe('chromium content store', { concurrency: 1 }, () => {
       assert.equal(await frame?.evaluate(() => document.documentElement.dataset.hashing), 'worker');
       assert.ok(Number(await frame.evaluate(() => document.documentElement.dataset.workerReads)) >= 16, 'ranges read on the worker');
       assert.equal(await frame.evaluate(() => document.documentElement.dataset.readers), '2', 'two workers read');
+      assert.equal(await frame.evaluate(() => document.documentElement.dataset.contentHashing), 'second worker', 'the sha256: name is hashed on the second worker');
       assert.deepEqual((await page.evaluate(() => window.disot.cas.list())).map((o) => o.cid), [r.put.cid]);
 
       // Another origin: without a grant it cannot probe held vs unheld (same error for both)...
@@ -144,6 +145,7 @@ describe('firefox content store', () => {
       assert.equal(await driver.executeScript('return document.documentElement.dataset.hashing'), 'worker');
       assert.ok(Number(await driver.executeScript('return document.documentElement.dataset.workerReads')) >= 16, 'ranges read on the worker');
       assert.equal(await driver.executeScript('return document.documentElement.dataset.readers'), '2', 'two workers read');
+      assert.equal(await driver.executeScript('return document.documentElement.dataset.contentHashing'), 'second worker', 'the sha256: name is hashed on the second worker');
       await driver.switchTo().defaultContent();
 
       await openDemo(site.url.replace('127.0.0.1', 'localhost'));

@@ -68,7 +68,7 @@ async function startWorker(module) {
     worker.terminate();
     return undefined;
   }
-  return { ask, tell: (msg) => { if (!broken) worker.postMessage(msg); } };
+  return { ask, tell: (msg, transfer = []) => { if (!broken) worker.postMessage(msg, transfer); } };
 }
 
 /**
@@ -79,17 +79,25 @@ async function startWorker(module) {
  * the worker does not start (then the frame does all of it on its own thread).
  */
 async function startContentWorker(module) {
-  // Reading is bound by one thread's work (hashing each block, taking it out of storage), so a
-  // second worker reads too: the first takes uploads and reads, the second only reads.
+  // Both uploads and reads are bound by one thread's work (hashing), so there are two workers:
+  // the first cuts uploads into blocks and hashes those, while the second hashes the whole
+  // content for its `sha256:` name; both read.
   const [worker, second] = await Promise.all([startWorker(module), startWorker(module)]);
   if (!worker) return undefined;
   const readers = [worker, second].filter(Boolean).map((w) => ({ w, reading: 0 }));
+  const split = !!second;
+  document.documentElement.dataset.contentHashing = split ? 'second worker' : 'first worker'; // for tests
   return {
     // The piece's buffer is handed over and comes back with the blocks; a block that is the
-    // whole piece is stored from it (a view of part of a buffer would store all of it).
+    // whole piece is stored from it (a view of part of a buffer would store all of it). The
+    // second worker gets a copy first: the pieces of an upload reach both in order.
     push: async (handle, bytes) => {
       const { byteOffset: offset, length } = bytes;
-      const { blocks, buffer } = await worker.ask({ op: 'push', handle, buffer: bytes.buffer, offset, length }, [bytes.buffer]);
+      if (split) {
+        const copy = bytes.slice();
+        second.tell({ op: 'hash', handle, buffer: copy.buffer, offset: 0, length }, [copy.buffer]);
+      }
+      const { blocks, buffer } = await worker.ask({ op: 'push', handle, split, buffer: bytes.buffer, offset, length }, [bytes.buffer]);
       // A block given as null is the whole piece: its bytes are the buffer that came back.
       let piece;
       const whole = () => (piece ??= offset === 0 && length === buffer.byteLength
@@ -97,10 +105,14 @@ async function startContentWorker(module) {
       return blocks.map(([cid, data]) => [cid, data ?? whole()]);
     },
     finish: async (handle) => {
-      const { blocks, cid, sha256, size } = await worker.ask({ op: 'finish', handle });
+      const digest = split ? (await second.ask({ op: 'digest', handle })).digest : undefined;
+      const { blocks, cid, sha256, size } = await worker.ask({ op: 'finish', handle, digest });
       return [blocks, cid, sha256, size];
     },
-    forget: (handle) => worker.tell({ op: 'forget', handle }),
+    forget: (handle) => {
+      worker.tell({ op: 'forget', handle });
+      second?.tell({ op: 'forget', handle });
+    },
     // The bytes of a range (or the JSON text of an error), read and verified on the worker.
     read: async (root, start, end) => {
       const r = readers.reduce((a, b) => (b.reading < a.reading ? b : a)); // the less busy

@@ -1,12 +1,14 @@
-// The content frame's second thread: imports uploads (cuts them into blocks, hashes every
-// block for its CID and the whole content for its `sha256:` name) while the frame stores what
-// comes back, and reads ranges of content from the store, verifying every block, for the
-// frame to hand on (see `startContentWorker` in frame.js). Import messages are handled one at a
-// time, in the order they came, so the pieces of an upload are taken in order; reads overlap.
-import init, { WorkerImport, openReader } from './pkg/disot_wasm.js';
+// A worker of the content frame (it starts two): imports uploads (cuts them into blocks,
+// hashes every block for its CID and, unless the other worker does it, the whole content for
+// its `sha256:` name) while the frame stores what comes back, and reads ranges of content from
+// the store, verifying every block, for the frame to hand on (see `startContentWorker` in
+// frame.js). Import messages are handled one at a time, in the order they came, so the pieces
+// of an upload are taken in order; reads overlap.
+import init, { ContentHash, WorkerImport, openReader } from './pkg/disot_wasm.js';
 
 const MAX_UPLOADS = 64; // more than a frame has open at once (wasm/src/cas.rs)
 const imports = new Map(); // upload handle → WorkerImport
+const hashes = new Map(); // upload handle → ContentHash, when another worker imports it
 let ready = null;
 let reader = null; // its own connection to the store, opened at the first read
 
@@ -23,7 +25,8 @@ function handle(msg) {
       let imp = imports.get(msg.handle);
       if (!imp) {
         if (imports.size >= MAX_UPLOADS) throw new Error(`more than ${MAX_UPLOADS} uploads being imported`);
-        imp = new WorkerImport();
+        // With `split`, another worker hashes the whole content (`hash` below).
+        imp = msg.split ? WorkerImport.blocksOnly() : new WorkerImport();
         imports.set(msg.handle, imp);
       }
       const blocks = reply(imp.push(new Uint8Array(msg.buffer, msg.offset, msg.length)), transfer);
@@ -32,14 +35,34 @@ function handle(msg) {
       return [{ blocks, buffer: msg.buffer }, transfer];
     }
     case 'finish': {
-      const imp = imports.get(msg.handle) ?? new WorkerImport(); // nothing pushed: empty content
+      // Nothing pushed: empty content.
+      const imp = imports.get(msg.handle) ?? (msg.digest ? WorkerImport.blocksOnly() : new WorkerImport());
       imports.delete(msg.handle);
-      const [blocks, cid, sha256, size] = imp.finish();
+      const [blocks, cid, sha256, size] = imp.finish(msg.digest);
       return [{ blocks: reply(blocks, transfer), cid, sha256, size }, transfer];
+    }
+    case 'hash': {
+      // No answer is sent: a piece that cannot be hashed marks the upload (null), and its
+      // digest is refused, so no object is ever named by a hash of part of its content.
+      let hash = hashes.get(msg.handle);
+      if (hash === undefined) {
+        hash = hashes.size >= MAX_UPLOADS ? null : new ContentHash();
+        hashes.set(msg.handle, hash);
+      }
+      hash?.push(new Uint8Array(msg.buffer, msg.offset, msg.length));
+      return [null, transfer];
+    }
+    case 'digest': {
+      const hash = hashes.get(msg.handle);
+      hashes.delete(msg.handle);
+      if (hash === null) throw new Error(`more than ${MAX_UPLOADS} uploads were being hashed`);
+      return [{ digest: (hash ?? new ContentHash()).finish() }, transfer]; // none: empty content
     }
     case 'forget':
       imports.get(msg.handle)?.free();
       imports.delete(msg.handle);
+      hashes.get(msg.handle)?.free();
+      hashes.delete(msg.handle);
       return [null, transfer];
   }
   throw new Error(`unknown request ${msg.op}`);

@@ -17,7 +17,7 @@ use wasm_bindgen::prelude::*;
 use crate::cas::{self, Cas, ContentImporters, Piece};
 use crate::store::Store;
 use cid::Cid;
-use disot_core::unixfs::{Importer, Layout};
+use disot_core::unixfs::{BlockImporter, Importer, Layout};
 use wasm_bindgen_futures::JsFuture;
 
 /// The content store of one extension frame.
@@ -36,10 +36,16 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
 }
 
 /// An upload's import on the worker that takes it off the frame's thread (see
-/// [`ContentImporters`]): cuts the pieces into blocks, hashes each block for its CID and the whole
-/// content for its `sha256:` name, the same as the frame would.
+/// [`ContentImporters`]): cuts the pieces into blocks and hashes each block for its CID; and
+/// hashes the whole content for its `sha256:` name too, unless another worker does that
+/// ([`ContentHash`]) and its digest is given at the end.
 #[wasm_bindgen]
-pub struct WorkerImport(Importer);
+pub struct WorkerImport(Import);
+
+enum Import {
+    Whole(Importer),
+    Blocks(BlockImporter),
+}
 
 /// The blocks of `blocks` for JS as `[cid, bytes]` pairs; `bytes` is `null` for a block that
 /// is exactly `piece` (its bytes are in the caller's hands already: no copy out of this memory).
@@ -59,29 +65,76 @@ fn block_pairs(blocks: &[disot_core::unixfs::Block], piece: &[u8]) -> js_sys::Ar
 
 #[wasm_bindgen]
 impl WorkerImport {
-    /// An upload with the store's layout.
+    /// An upload with the store's layout, its content hashed here too.
     #[wasm_bindgen(constructor)]
     #[allow(clippy::new_without_default)]
     pub fn new() -> WorkerImport {
-        WorkerImport(Importer::new(Layout::default()))
+        WorkerImport(Import::Whole(Importer::new(Layout::default())))
+    }
+
+    /// An upload with the store's layout whose content another worker hashes: `finish` takes
+    /// that digest.
+    #[wasm_bindgen(js_name = blocksOnly)]
+    pub fn blocks_only() -> WorkerImport {
+        WorkerImport(Import::Blocks(BlockImporter::new(Layout::default())))
     }
 
     /// The next piece: the blocks it completed, as `[cid, bytes | null]` pairs (`null`: the
     /// block is the piece itself).
     pub fn push(&mut self, piece: &[u8]) -> js_sys::Array {
-        block_pairs(&self.0.push(piece), piece)
+        let blocks = match &mut self.0 {
+            Import::Whole(importer) => importer.push(piece),
+            Import::Blocks(importer) => importer.push(piece),
+        };
+        block_pairs(&blocks, piece)
     }
 
     /// End of the upload: `[blocks, cid, sha256, size]`, the blocks as from `push` (the root
-    /// last); the importer is used up.
-    pub fn finish(self) -> js_sys::Array {
-        let (blocks, imported) = self.0.finish();
+    /// last); the importer is used up. `content_digest`, the SHA-256 of all the content, is
+    /// needed if the import was made [`WorkerImport::blocks_only`].
+    pub fn finish(self, content_digest: Option<Vec<u8>>) -> Result<js_sys::Array, JsError> {
+        let (blocks, imported) = match self.0 {
+            Import::Whole(importer) => importer.finish(),
+            Import::Blocks(importer) => {
+                let digest: [u8; 32] = content_digest
+                    .as_deref()
+                    .and_then(|d| d.try_into().ok())
+                    .ok_or_else(|| JsError::new("the content's SHA-256 (32 bytes) is needed"))?;
+                importer.finish(&digest)
+            }
+        };
         let out = js_sys::Array::new();
         out.push(&block_pairs(&blocks, &[]));
         out.push(&JsValue::from_str(&imported.cid.to_string()));
         out.push(&JsValue::from_str(&imported.sha256));
         out.push(&JsValue::from_f64(imported.size as f64));
-        out
+        Ok(out)
+    }
+}
+
+/// The SHA-256 of an upload's whole content (its `sha256:` name), worked out on a worker of its
+/// own while another cuts and hashes the blocks ([`WorkerImport::blocks_only`]).
+#[wasm_bindgen]
+pub struct ContentHash(sha2::Sha256);
+
+#[wasm_bindgen]
+impl ContentHash {
+    #[wasm_bindgen(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> ContentHash {
+        use sha2::Digest as _;
+        ContentHash(sha2::Sha256::new())
+    }
+
+    pub fn push(&mut self, piece: &[u8]) {
+        use sha2::Digest as _;
+        self.0.update(piece);
+    }
+
+    /// The digest of everything pushed; the hasher is used up.
+    pub fn finish(self) -> Vec<u8> {
+        use sha2::Digest as _;
+        self.0.finalize().to_vec()
     }
 }
 
