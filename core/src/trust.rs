@@ -275,14 +275,50 @@ impl TrustGraph {
     /// one in force, else the best path of at most [`MAX_DEPTH`] assertions (product of
     /// `level / 100`). `None` when no path exists.
     pub fn score(&self, from: &str, to: &str, context: &str, now_ms: u64) -> Option<Score> {
+        let (direct, best) = self.paths(from, context, now_ms);
+        if let Some(level) = direct.get(to) {
+            return Some(Score { score: *level, path: vec![from.to_owned(), to.to_owned()] });
+        }
+        let (score, path) = best.get(to).filter(|_| to != from)?;
+        Some(Score { score: *score, path: path.iter().map(|s| (*s).to_owned()).collect() })
+    }
+
+    /// Every DID `from` trusts for `context` at `now_ms`, with the score [`TrustGraph::score`]
+    /// gives it, worked out at once (to look up later in constant time); and the time until
+    /// which they hold: the first expiry among the assertions in force.
+    pub fn scores(&self, from: &str, context: &str, now_ms: u64) -> (HashMap<String, f64>, u64) {
+        let (direct, best) = self.paths(from, context, now_ms);
+        let mut out: HashMap<String, f64> = best
+            .into_iter()
+            .filter(|(to, _)| *to != from)
+            .map(|(to, (score, _))| (to.to_owned(), score))
+            .collect();
+        out.extend(direct.into_iter().map(|(to, level)| (to.to_owned(), level)));
+        let until = self
+            .in_force(now_ms)
+            .filter(|a| a.context == context)
+            .filter_map(|a| a.expires_ms)
+            .min()
+            .unwrap_or(u64::MAX);
+        (out, until)
+    }
+
+    /// `from`'s own assertions of `context` in force (subject → level / 100), and the best
+    /// path to every DID reachable in at most [`MAX_DEPTH`] assertions (score, path).
+    #[allow(clippy::type_complexity)]
+    fn paths<'a>(
+        &'a self,
+        from: &'a str,
+        context: &str,
+        now_ms: u64,
+    ) -> (HashMap<&'a str, f64>, HashMap<&'a str, (f64, Vec<&'a str>)>) {
         // Edges of this context, by issuer.
         let mut edges: HashMap<&str, Vec<(&str, f64)>> = HashMap::new();
         for a in self.in_force(now_ms).filter(|a| a.context == context) {
             edges.entry(&a.issuer).or_default().push((&a.subject, f64::from(a.level) / 100.0));
         }
-        if let Some(direct) = edges.get(from).and_then(|out| out.iter().find(|(s, _)| *s == to)) {
-            return Some(Score { score: direct.1, path: vec![from.to_owned(), to.to_owned()] });
-        }
+        let direct: HashMap<&str, f64> =
+            edges.get(from).into_iter().flatten().map(|(s, w)| (*s, *w)).collect();
         // Best product over paths of at most MAX_DEPTH edges: Bellman-Ford by rounds (each
         // round allows one more edge), keeping for each node its best score and predecessor.
         let mut best: HashMap<&str, (f64, Vec<&str>)> = HashMap::new();
@@ -312,8 +348,7 @@ impl TrustGraph {
             frontier = next.keys().copied().collect();
             best.extend(next);
         }
-        let (score, path) = best.get(to).filter(|_| to != from)?;
-        Some(Score { score: *score, path: path.iter().map(|s| (*s).to_owned()).collect() })
+        (direct, best)
     }
 }
 
@@ -435,6 +470,37 @@ mod tests {
         assert_eq!(g.score("A", "G", "content", 10), None, "five hops is too far");
         assert_eq!(g.score("A", "C", "relay", 10), None, "another context");
         assert_eq!(g.score("C", "A", "content", 10), None, "trust is not symmetric");
+    }
+
+    /// Scores worked out at once for every DID are those `score` gives one at a time, and
+    /// hold until the first assertion in force expires.
+    #[test]
+    fn all_scores_at_once_match_each_score() {
+        let (mut g, peers) = sample_graph(600, 80, 3);
+        g.insert(Assertion {
+            issuer: peers[0].clone(),
+            subject: peers[1].clone(),
+            level: 70,
+            context: "content".into(),
+            issued_ms: u64::MAX / 2,
+            expires_ms: Some(5_000),
+        });
+        let (all, until) = g.scores(&peers[0], "content", 10);
+        assert_eq!(until, 5_000);
+        assert_eq!(all.get(&peers[1]), Some(&0.7), "the direct assertion stands");
+        let mut scored = 0;
+        for to in &peers {
+            let one = g.score(&peers[0], to, "content", 10).map(|s| s.score);
+            // Equal up to rounding: paths of equal score may be found in another order.
+            match (all.get(to), one) {
+                (Some(a), Some(b)) => assert!((a - b).abs() < 1e-12, "{to}: {a} vs {b}"),
+                (a, b) => assert_eq!(a.copied(), b, "{to}"),
+            }
+            scored += usize::from(one.is_some());
+        }
+        assert!(scored > 10, "the graph reaches many ({scored})");
+        assert_eq!(all.len(), scored, "and names no one else");
+        assert!(g.scores("did:key:nobody", "content", 10).0.is_empty());
     }
 
     #[test]

@@ -92,6 +92,11 @@ struct PublicBlocks {
     shared: HashMap<Cid, std::collections::BTreeSet<String>>,
     /// Who we trust, directly and through others (as last read).
     trust: disot_core::trust::TrustGraph,
+    /// Every DID's trust score for content, worked out when the set was read: refusing a
+    /// restricted block then costs a lookup, as long as refusing one not held, and the time
+    /// of an answer tells a peer nothing. Good until `scores_until` (the first expiry).
+    scores: HashMap<String, f64>,
+    scores_until: u64,
 }
 
 pub(crate) struct Exchange {
@@ -646,6 +651,7 @@ impl Exchange {
                 }
             }
         }
+        (next.scores, next.scores_until) = next.trust.scores(&self.did, "content", now_ms() as u64);
         // Access changed while this was read (a share revoked, trust lowered): what was read
         // may be from before it, so it must not be trusted as fresh.
         if self.access_epoch.get() != epoch {
@@ -706,10 +712,14 @@ impl Exchange {
             return true;
         }
         let Some(min) = public.restricted.get(cid) else { return false };
-        public
-            .trust
-            .score(&self.did, &did, "content", now_ms() as u64)
-            .is_some_and(|s| s.score * 100.0 + 1e-9 >= f64::from(*min))
+        let now = now_ms() as u64;
+        let score = if now < public.scores_until {
+            public.scores.get(&did).copied()
+        } else {
+            // An assertion has expired since the scores were worked out.
+            public.trust.score(&self.did, &did, "content", now).map(|s| s.score)
+        };
+        score.is_some_and(|s| s * 100.0 + 1e-9 >= f64::from(*min))
     }
 }
 
@@ -762,7 +772,7 @@ impl Public<'_> {
             return true;
         }
         self.0.refresh_public(false).await;
-        // Asked again only of a set that was read again (a trust score is not cheap).
+        // Asked again only of a set that was read again.
         let asked = read_at.is_finite() && self.0.public.borrow().read_at == read_at;
         if !asked && self.0.may_have(peer, cid) {
             return true;
