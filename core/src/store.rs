@@ -289,6 +289,80 @@ pub async fn cat<S: BlockStore>(
     walked
 }
 
+/// The part of a raw leaf that a range of a file covers: the leaf's bytes `within` (offsets in
+/// the leaf, which must be `size` bytes long, as its parent says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafSpan {
+    pub cid: Cid,
+    pub size: u64,
+    pub within: std::ops::Range<u64>,
+}
+
+/// The raw leaves that hold bytes `range` of the file rooted at `root`, in file order, each
+/// with its part in the range: for a reader that takes leaves out of storage itself and copies
+/// only those parts. Only the branch blocks are read here (verified); the caller must verify
+/// each leaf and check its size. `None` for a file that is not raw leaves under plain file
+/// branches (one block, leaves in dag-pb, metadata, a deeper tree than any importer makes):
+/// [`cat`] reads those.
+pub async fn leaf_spans<S: BlockStore>(
+    store: &S,
+    root: &Cid,
+    range: std::ops::Range<u64>,
+) -> Result<Option<Vec<LeafSpan>>> {
+    use rust_unixfs::file::adder::parse_file_branch;
+    enum Item {
+        Branch { cid: Cid, start: u64, depth: usize },
+        Leaf(LeafSpan),
+    }
+    if root.codec() != DAG_PB_CODEC {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    // Depth first, children pushed last to first: items come off in file order.
+    let mut stack = vec![Item::Branch { cid: *root, start: 0, depth: 0 }];
+    while let Some(item) = stack.pop() {
+        let (cid, start, depth) = match item {
+            Item::Leaf(span) => {
+                out.push(span);
+                continue;
+            }
+            Item::Branch { cid, start, depth } => (cid, start, depth),
+        };
+        if depth > MAX_TREE_DEPTH {
+            return Ok(None);
+        }
+        let block = store.get(&cid).await?.ok_or(Error::Missing(cid))?;
+        let Some(branch) = parse_file_branch(&block) else { return Ok(None) };
+        let malformed = |reason: &str| Error::Malformed { cid, reason: reason.to_owned() };
+        let mut children = Vec::new();
+        let mut at = start;
+        let mut total = 0u64;
+        for link in branch.links {
+            let end = at.checked_add(link.blocksize).ok_or_else(|| malformed("sizes overflow"))?;
+            total += link.blocksize;
+            if at < range.end && end > range.start {
+                let within = range.start.max(at) - at..range.end.min(end) - at;
+                children.push(match link.cid.codec() {
+                    RAW_CODEC => {
+                        Item::Leaf(LeafSpan { cid: link.cid, size: link.blocksize, within })
+                    }
+                    DAG_PB_CODEC => Item::Branch { cid: link.cid, start: at, depth: depth + 1 },
+                    _ => return Ok(None),
+                });
+            }
+            at = end;
+        }
+        if total != branch.filesize {
+            return Err(malformed("the sizes of its links do not add up to its file size"));
+        }
+        stack.extend(children.into_iter().rev());
+    }
+    Ok(Some(out))
+}
+
+/// Deeper than any importer's tree of any file this store can hold.
+const MAX_TREE_DEPTH: usize = 16;
+
 /// Wait for every read in `reads` and drop what they read.
 async fn finish_reads<F: std::future::Future>(reads: &mut futures::stream::FuturesOrdered<F>) {
     while futures::StreamExt::next(reads).await.is_some() {}
@@ -680,6 +754,20 @@ pub mod conformance {
             read_all(store, &cid, Some(100..12_345)).await.expect("range"),
             content[100..12_345]
         );
+        // The same ranges by their leaves (a tree of two levels: 625 leaves, 174 to a branch).
+        for range in [0..40_000, 100..12_345, 11_100..11_200, 63..65, 39_990..40_000, 500..500] {
+            let spans = leaf_spans(store, &cid, range.clone()).await.expect("spans").expect("raw");
+            let mut out = Vec::new();
+            for span in spans {
+                let leaf = store.get(&span.cid).await.expect("leaf").expect("stored");
+                assert_eq!(leaf.len() as u64, span.size);
+                out.extend_from_slice(&leaf[span.within.start as usize..span.within.end as usize]);
+            }
+            assert_eq!(out, content[range.start as usize..range.end as usize], "{range:?}");
+        }
+        let single = add(store, small_layout(), [&content[..10]]).await.expect("one block");
+        let single: Cid = single.cid.parse().expect("cid");
+        assert_eq!(leaf_spans(store, &single, 0..10).await.expect("spans"), None, "cat reads it");
         assert_eq!(resolve(store, &record.sha256).await.expect("by sha256").cid, record.cid);
         assert_eq!(resolve(store, &record.cid).await.expect("by cid"), record);
         assert!(matches!(resolve(store, "sha256:00").await, Err(Error::UnknownObject(_))));

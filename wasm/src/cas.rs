@@ -293,6 +293,53 @@ pub(crate) async fn read_into(
     .map_err(store_error)
 }
 
+/// The bytes of `range` of the object rooted at `root`, in a JS array, every block verified.
+/// A file of raw leaves has each leaf's part copied from the array storage gave straight to the
+/// answer, and its leaves read all at once; other files are walked by [`store::cat`].
+pub(crate) async fn read_js(
+    store: &Store,
+    root: &Cid,
+    range: std::ops::Range<u64>,
+) -> Result<js_sys::Uint8Array, ApiError> {
+    let out = js_sys::Uint8Array::new_with_length((range.end - range.start) as u32);
+    if range.is_empty() {
+        return Ok(out);
+    }
+    let Some(spans) = store::leaf_spans(store, root, range.clone()).await.map_err(store_error)?
+    else {
+        let mut at = 0u32;
+        read_into(store, root, range, |bytes| {
+            out.subarray(at, at + bytes.len() as u32).copy_from(bytes);
+            at += bytes.len() as u32;
+        })
+        .await?;
+        return Ok(out);
+    };
+    // Every read is waited for, even after one failed: storage takes no request back.
+    let leaves = futures::future::join_all(spans.iter().map(|s| store.get_js(&s.cid))).await;
+    let mut at = 0u32;
+    for (span, leaf) in spans.iter().zip(leaves) {
+        let leaf = leaf.and_then(|l| l.ok_or(store::Error::Missing(span.cid)));
+        let leaf = leaf.map_err(store_error)?;
+        if u64::from(leaf.length()) != span.size {
+            return Err(store_error(store::Error::Malformed {
+                cid: span.cid,
+                reason: format!("{} bytes where its parent says {}", leaf.length(), span.size),
+            }));
+        }
+        let part = leaf.subarray(span.within.start as u32, span.within.end as u32);
+        out.set(&part, at);
+        at += part.length();
+    }
+    if at != out.length() {
+        return Err(store_error(store::Error::Malformed {
+            cid: *root,
+            reason: "the file is shorter than its record says".into(),
+        }));
+    }
+    Ok(out)
+}
+
 /// The first half of taking the next piece of upload `handle`: into the importer, at once.
 ///
 /// Call it before anything awaits, in the order the pieces arrived: pieces that wait (for the

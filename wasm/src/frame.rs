@@ -262,7 +262,7 @@ impl Frame {
                         Err(e) => tracing::warn!("content worker: {e:?}; reading in the frame"),
                     }
                 }
-                read_array(&cas.store, &root, range).await.map(JsValue::from)
+                cas::read_js(&cas.store, &root, range).await.map(JsValue::from)
             }
             .await;
             Ok(match result {
@@ -295,23 +295,6 @@ async fn read_elsewhere(
     } else {
         Err(JsValue::from_str("the worker's answer is not the range asked for"))
     }
-}
-
-/// The bytes of `range` of the object rooted at `root`, every block verified, in one array
-/// (written straight into the buffer that is handed on: no copy in between).
-async fn read_array(
-    store: &Store,
-    root: &Cid,
-    range: std::ops::Range<u64>,
-) -> Result<js_sys::Uint8Array, ApiError> {
-    let out = js_sys::Uint8Array::new_with_length((range.end - range.start) as u32);
-    let mut at = 0u32;
-    cas::read_into(store, root, range, |bytes| {
-        out.subarray(at, at + bytes.len() as u32).copy_from(bytes);
-        at += bytes.len() as u32;
-    })
-    .await?;
-    Ok(out)
 }
 
 #[wasm_bindgen]
@@ -357,7 +340,7 @@ impl WorkerReader {
                 if end - start > MAX_FRAME_CHUNK_BYTES as f64 {
                     return Err(too_big((end - start) as usize));
                 }
-                read_array(&store, &root, start as u64..end as u64).await
+                cas::read_js(&store, &root, start as u64..end as u64).await
             }
             .await;
             Ok(match result {

@@ -383,11 +383,27 @@ fn write_failure(e: idb::Error) -> cas::Error {
 
 /// The bytes of block `cid` as read from the store, checked against its CID.
 async fn verified(cid: &Cid, value: JsValue) -> cas::Result<Vec<u8>> {
+    Ok(verified_js(cid, value).await?.to_vec())
+}
+
+/// The JS array of block `cid` as read from the store, checked against its CID.
+async fn verified_js(cid: &Cid, value: JsValue) -> cas::Result<js_sys::Uint8Array> {
     // Stored as a Uint8Array: use it as it is (`new Uint8Array(array)` would copy).
     let bytes =
         value.dyn_into::<js_sys::Uint8Array>().unwrap_or_else(|v| js_sys::Uint8Array::new(&v));
     verify(cid, &bytes).await?;
-    Ok(bytes.to_vec())
+    Ok(bytes)
+}
+
+impl Store {
+    /// Block `cid` as the JS array storage gives, checked against its CID: for a reader that
+    /// copies parts of it straight to its answer, without a copy into this memory.
+    pub(crate) async fn get_js(&self, cid: &Cid) -> cas::Result<Option<js_sys::Uint8Array>> {
+        match self.read(BLOCKS, &cid.to_string()).await.map_err(backend)? {
+            Some(v) => Ok(Some(verified_js(cid, v).await?)),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Each block's bytes as a JS array, for IndexedDB.
