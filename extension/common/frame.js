@@ -8,6 +8,7 @@ const api = globalThis.browser ?? globalThis.chrome;
 const MAX_PORTS = 8; // pages (provider instances) one frame serves
 const MAX_PENDING = 16; // requests in flight on one port
 const MAX_PIECE = 4 * 1024 * 1024; // bytes in one message (the node checks again)
+const ASK_TIMEOUT_MS = 60_000; // a 4 MiB piece or range takes well under a second
 let opening = null;
 let ports = 0;
 
@@ -44,10 +45,20 @@ async function startWorker(module) {
     for (const w of waiting.values()) w.reject(broken);
     waiting.clear();
   };
+  // A worker that does not answer fails the request after ASK_TIMEOUT_MS rather than keeping
+  // it waiting for ever (a read then falls back to the frame; an upload fails and says so).
   const ask = (msg, transfer = []) => new Promise((resolve, reject) => {
     if (broken) return reject(broken);
     const id = ++next;
-    waiting.set(id, { resolve, reject });
+    const timer = setTimeout(() => {
+      if (!waiting.delete(id)) return;
+      reject(new Error(`content worker: no answer to ${msg.op} in ${ASK_TIMEOUT_MS / 1000} s`));
+    }, ASK_TIMEOUT_MS);
+    const done = (settle) => (value) => {
+      clearTimeout(timer);
+      settle(value);
+    };
+    waiting.set(id, { resolve: done(resolve), reject: done(reject) });
     worker.postMessage({ ...msg, id }, transfer);
   });
   worker.onmessage = ({ data }) => {

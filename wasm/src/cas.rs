@@ -609,7 +609,7 @@ pub(crate) async fn handle(
             .await;
             match committed {
                 Ok(record) => {
-                    if record.public {
+                    if record.public || record.min_trust.is_some() {
                         crate::notice::published(&record.cid);
                     }
                     Ok(json!({ "cid": record.cid, "sha256": record.sha256, "size": record.size }))

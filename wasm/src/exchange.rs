@@ -660,11 +660,21 @@ impl Exchange {
         *self.public.borrow_mut() = next;
     }
 
-    /// Another context says `cid` was just made public: served from now on if its record says
-    /// so (read here; the notice is only a hint). Whether it is public.
+    /// Another context says `cid` was just made public or put to be served by trust: served
+    /// from now on as its record says (read here; the notice is only a hint). An object served
+    /// by trust has the set read again now, not when the first peer asks for it. Whether it is
+    /// public.
     pub(crate) async fn note_published(&self, cid: Cid) -> bool {
         let record = self.store.object(&cid.to_string()).await.ok().flatten();
-        self.admit_public(record, &cid).await
+        let by_trust = record.as_ref().is_some_and(|r| !r.public && r.min_trust.is_some())
+            && !self.public.borrow().walked.contains_key(&cid);
+        if self.admit_public(record, &cid).await {
+            return true;
+        }
+        if by_trust {
+            self.refresh_public(true).await;
+        }
+        false
     }
 
     /// Whether `record` (that of `cid`, if it has one) makes `cid` the root of a public object;

@@ -1,7 +1,9 @@
-//! Word between the extension's contexts that an object was just made public. A page's put
-//! is usually stored by its content frame, a context of its own, and the node would otherwise
-//! learn of the object only when it next reads the store: on the first want for it (one more
-//! read while the asker waits) or on its next round of provider records.
+//! Word between the extension's contexts that an object was just made public, or put to be
+//! served by trust. A page's put is usually stored by its content frame, a context of its own,
+//! and the node would otherwise learn of the object only when it next reads the store: on the
+//! first want for it (one more read while the asker waits, and for an object served by trust a
+//! read of every record: a refusal that takes longer than any other) or on its next round of
+//! provider records.
 //!
 //! Only a hint: the node reads the object's record before it serves or announces anything, and
 //! without the hint the same happens a little later. Only the extension's own contexts can
@@ -15,7 +17,7 @@ const CHANNEL: &str = "disot-objects";
 /// Longer than any CID this store names objects by.
 const MAX_NOTICE: usize = 256;
 
-/// Tell the other contexts that object `cid` is public now.
+/// Tell the other contexts that object `cid` is public now, or served by trust.
 pub(crate) fn published(cid: &str) {
     match BroadcastChannel::new(CHANNEL) {
         Ok(channel) => {
