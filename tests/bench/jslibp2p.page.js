@@ -77,6 +77,16 @@ globalThis.jsBench = {
     return { dialMs, ms: performance.now() - t1, limited: conn.limits != null, addr: conn.remoteAddr.toString(), retried }
   },
 
+  /** Dial `addr` (`/webrtc` through the relay) and hang up: ms until the dial resolved. */
+  async dial (addr) {
+    const t0 = performance.now()
+    const conn = await node.dial(multiaddr(addr))
+    const ms = performance.now() - t0
+    if (conn.limits != null) throw new Error(`js-libp2p stayed on the relay: ${conn.remoteAddr}`)
+    await conn.close()
+    return ms
+  },
+
   async stop () {
     await node?.stop()
   }
