@@ -9,6 +9,7 @@ const MAX_PORTS = 8; // pages (provider instances) one frame serves
 const MAX_PENDING = 16; // requests in flight on one port
 const MAX_PIECE = 4 * 1024 * 1024; // bytes in one message (the node checks again)
 const ASK_TIMEOUT_MS = 60_000; // a 4 MiB piece or range takes well under a second
+const MAX_HASH_BEHIND = 8; // pieces of an upload the hashing worker may be behind the importing one
 let opening = null;
 let ports = 0;
 
@@ -98,17 +99,26 @@ async function startContentWorker(module) {
   const readers = [worker, second].filter(Boolean).map((w) => ({ w, reading: 0 }));
   const split = !!second;
   document.documentElement.dataset.contentHashing = split ? 'second worker' : 'first worker'; // for tests
+  const hashing = new Map(); // upload handle → the second worker's answers not yet back
   return {
     // The piece's buffer is handed over and comes back with the blocks; a block that is the
     // whole piece is stored from it (a view of part of a buffer would store all of it). The
-    // second worker gets a copy first: the pieces of an upload reach both in order.
+    // second worker gets a copy first: the pieces of an upload reach both in order. If it
+    // falls MAX_HASH_BEHIND pieces behind, the upload waits for it (copies do not pile up).
     push: async (handle, bytes) => {
       const { byteOffset: offset, length } = bytes;
+      let behind;
       if (split) {
         const copy = bytes.slice();
-        second.tell({ op: 'hash', handle, buffer: copy.buffer, offset: 0, length }, [copy.buffer]);
+        const waiting = hashing.get(handle) ?? [];
+        hashing.set(handle, waiting);
+        const hashed = second.ask({ op: 'hash', handle, buffer: copy.buffer, offset: 0, length }, [copy.buffer]);
+        hashed.catch(() => {}); // a failure is the digest's to report
+        waiting.push(hashed);
+        if (waiting.length > MAX_HASH_BEHIND) behind = waiting.shift();
       }
       const { blocks, buffer } = await worker.ask({ op: 'push', handle, split, buffer: bytes.buffer, offset, length }, [bytes.buffer]);
+      await behind;
       // A block given as null is the whole piece: its bytes are the buffer that came back.
       let piece;
       const whole = () => (piece ??= offset === 0 && length === buffer.byteLength
@@ -116,11 +126,13 @@ async function startContentWorker(module) {
       return blocks.map(([cid, data]) => [cid, data ?? whole()]);
     },
     finish: async (handle) => {
+      hashing.delete(handle);
       const digest = split ? (await second.ask({ op: 'digest', handle })).digest : undefined;
       const { blocks, cid, sha256, size } = await worker.ask({ op: 'finish', handle, digest });
       return [blocks, cid, sha256, size];
     },
     forget: (handle) => {
+      hashing.delete(handle);
       worker.tell({ op: 'forget', handle });
       second?.tell({ op: 'forget', handle });
     },

@@ -42,15 +42,20 @@ function handle(msg) {
       return [{ blocks: reply(blocks, transfer), cid, sha256, size }, transfer];
     }
     case 'hash': {
-      // No answer is sent: a piece that cannot be hashed marks the upload (null), and its
-      // digest is refused, so no object is ever named by a hash of part of its content.
+      // A piece that cannot be hashed marks the upload (null), and its digest is refused, so
+      // no object is ever named by a hash of part of its content.
       let hash = hashes.get(msg.handle);
       if (hash === undefined) {
         hash = hashes.size >= MAX_UPLOADS ? null : new ContentHash();
         hashes.set(msg.handle, hash);
       }
-      hash?.push(new Uint8Array(msg.buffer, msg.offset, msg.length));
-      return [null, transfer];
+      try {
+        hash?.push(new Uint8Array(msg.buffer, msg.offset, msg.length));
+      } catch (e) {
+        hashes.set(msg.handle, null);
+        throw e;
+      }
+      return [{}, transfer];
     }
     case 'digest': {
       const hash = hashes.get(msg.handle);
