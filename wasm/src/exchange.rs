@@ -496,10 +496,31 @@ impl Exchange {
             <sha2::Sha256 as sha2::Digest>::digest(&data).to_vec()
         };
         let record = fetched_record(&root, &sha256, data.len() as u64, origin);
-        self.store
-            .put_fetched(&[Block { cid: root, data }], &record)
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let store = self.store.clone();
+        let written = record.clone();
+        let mut write =
+            Box::pin(
+                async move { store.put_fetched(&[Block { cid: root, data }], &written).await },
+            );
+        // Content fetched just now goes back to the page without waiting for its write to
+        // commit (a good part of a first byte's time). The write's transaction is made here,
+        // before anyone hears of the fetch, and IndexedDB runs every transaction made later on
+        // the same stores after it, in any context: whoever reads next sees block and record.
+        // (Only a connection the browser closed, reopened first, makes it later: by then the
+        // write waits on that open alone.) Content not handed back waits for the write, as does
+        // a write that fails at once; a write that fails later leaves nothing stored and says
+        // so in the log (the bytes handed back were verified).
+        match futures::poll!(&mut write) {
+            std::task::Poll::Ready(done) => done.map_err(|e| internal_err(&e))?,
+            std::task::Poll::Pending if fetched.content.is_some() => {
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Err(e) = write.await {
+                        tracing::warn!("storing fetched block {root}: {e}");
+                    }
+                });
+            }
+            std::task::Poll::Pending => write.await.map_err(|e| internal_err(&e))?,
+        }
         Ok((record, fetched))
     }
 
@@ -731,6 +752,10 @@ impl Exchange {
         };
         score.is_some_and(|s| s * 100.0 + 1e-9 >= f64::from(*min))
     }
+}
+
+fn internal_err(e: &store::Error) -> ApiError {
+    ApiError::new(ErrorCode::Internal, e.to_string())
 }
 
 /// The record of an object fetched for `origin`: pinned, served to nobody until it is shared.
