@@ -215,7 +215,12 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
             let next = match read_frame_max(&mut rd, MAX_SIGNAL).await {
                 Ok(Some(bytes)) => Signal::decode(&bytes).map_err(signaling),
                 Ok(None) => break,
-                Err(e) => Err(signaling(e)),
+                // A stream cut off is a stream ended: the peer may close the relayed
+                // connection as soon as its side of the direct one is up (see below).
+                Err(e) => {
+                    tracing::info!("webrtc: signaling stream ended: {e}");
+                    break;
+                }
             };
             let stop = next.is_err();
             if futures::SinkExt::send(&mut in_tx, next).await.is_err() || stop {
@@ -263,6 +268,7 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
     pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
     let mut deadline = futures_timer::Delay::new(CONNECT_TIMEOUT).fuse();
     let mut remote_open = true;
+    let mut sending = true;
     loop {
         match pc.connection_state() {
             RtcPeerConnectionState::Connected => break,
@@ -274,8 +280,16 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
             _ => {}
         }
         futures::select! {
+            // Once the descriptions are traded, ICE decides, not the stream: the peer, whose
+            // side may connect first, closes the relayed connection for the direct one, and a
+            // candidate that can no longer be sent is not needed.
             c = candidates.next() => if let Some(json) = c {
-                send_signal(&mut wr, Signal::Candidate(Some(json))).await?;
+                if sending {
+                    if let Err(e) = send_signal(&mut wr, Signal::Candidate(Some(json))).await {
+                        tracing::info!("webrtc: signaling stream closed while ICE runs: {e:?}");
+                        sending = false;
+                    }
+                }
             },
             s = incoming.next() => match s {
                 Some(Ok(Signal::Candidate(Some(json)))) if remote_open => {
