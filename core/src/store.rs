@@ -141,6 +141,14 @@ impl ObjectRecord {
     }
 }
 
+/// The change for [`BlockStore::update_object`] that joins `record` to the record stored
+/// ([`ObjectRecord::joined`]), or writes it as it is if none is.
+pub fn join_to(
+    record: &ObjectRecord,
+) -> impl FnOnce(Option<ObjectRecord>) -> Option<ObjectRecord> + '_ {
+    move |stored| Some(stored.map_or_else(|| record.clone(), |s| s.joined(record)))
+}
+
 /// Storage of blocks and object records. Implementations must verify blocks on `put_blocks`
 /// and on `get` (use [`verify`]).
 #[allow(async_fn_in_trait)] // one backend is !Send (IndexedDB): no Send bound is wanted
@@ -214,11 +222,7 @@ where
     store.put_imported(&blocks).await?;
     // Content stored before keeps its record (who may see it, its name), now pinned.
     let fresh = ObjectRecord::new(&imported);
-    let written = store
-        .update_object(&fresh.cid, |stored| {
-            Some(stored.map_or_else(|| fresh.clone(), |s| s.joined(&fresh)))
-        })
-        .await?;
+    let written = store.update_object(&fresh.cid, join_to(&fresh)).await?;
     Ok(written.unwrap_or(fresh))
 }
 

@@ -98,7 +98,9 @@ async function startContentWorker(module) {
   if (!worker) return undefined;
   const readers = [worker, second].filter(Boolean).map((w) => ({ w, reading: 0 }));
   const split = !!second;
-  document.documentElement.dataset.contentHashing = split ? 'second worker' : 'first worker'; // for tests
+  const dataset = document.documentElement.dataset; // for tests
+  dataset.contentHashing = split ? 'second worker' : 'first worker';
+  dataset.readers = String(readers.length);
   const hashing = new Map(); // upload handle → the second worker's answers not yet back
   return {
     // The piece's buffer is handed over and comes back with the blocks; a block that is the
@@ -142,9 +144,7 @@ async function startContentWorker(module) {
       r.reading++;
       try {
         const { bytes, body } = await r.w.ask({ op: 'read', root, start, end });
-        const dataset = document.documentElement.dataset; // for tests
         dataset.workerReads = String(Number(dataset.workerReads ?? 0) + 1);
-        dataset.readers = String(readers.length);
         return bytes ?? body;
       } finally {
         r.reading--;

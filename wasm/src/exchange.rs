@@ -341,7 +341,6 @@ impl Exchange {
         origin: &str,
         inline: bool,
     ) -> Result<Option<(ObjectRecord, Fetched)>, ApiError> {
-        let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
         let Some(record) = self.store.object(&root.to_string()).await.map_err(internal)? else {
             return Ok(None);
         };
@@ -361,7 +360,6 @@ impl Exchange {
         root: Cid,
         origin: &str,
     ) -> Result<(ObjectRecord, Fetched), ApiError> {
-        let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
         // A one-block object is asked of the peers at once, while the store is read: for a
         // small object that read would otherwise be a good part of the time to its first byte.
         // (If it is held after all, the want is dropped, and with it cancelled.)
@@ -440,7 +438,6 @@ impl Exchange {
         key: &str,
         origin: &str,
     ) -> Result<(ObjectRecord, Fetched), ApiError> {
-        let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
         let mut named = store::ContentHasher::new(root, MAX_AHEAD_OF_TURN);
         let fetched = self.fetch_dag(root, key, &mut named).await?;
         let (sha256, size) = match named.finish() {
@@ -511,7 +508,7 @@ impl Exchange {
         // a write that fails at once; a write that fails later leaves nothing stored and says
         // so in the log (the bytes handed back were verified).
         match futures::poll!(&mut write) {
-            std::task::Poll::Ready(done) => done.map_err(|e| internal_err(&e))?,
+            std::task::Poll::Ready(done) => done.map_err(internal)?,
             std::task::Poll::Pending if fetched.content.is_some() => {
                 wasm_bindgen_futures::spawn_local(async move {
                     if let Err(e) = write.await {
@@ -519,7 +516,7 @@ impl Exchange {
                     }
                 });
             }
-            std::task::Poll::Pending => write.await.map_err(|e| internal_err(&e))?,
+            std::task::Poll::Pending => write.await.map_err(internal)?,
         }
         Ok((record, fetched))
     }
@@ -539,7 +536,6 @@ impl Exchange {
         named: &mut store::ContentHasher,
     ) -> Result<Fetched, ApiError> {
         let failed = |what: String| ApiError::new(ErrorCode::NotFound, what);
-        let internal = |e: store::Error| ApiError::new(ErrorCode::Internal, e.to_string());
         let mut queue = VecDeque::from([root]);
         let mut in_flight = FuturesUnordered::new();
         let mut fetched = Fetched::default();
@@ -754,7 +750,8 @@ impl Exchange {
     }
 }
 
-fn internal_err(e: &store::Error) -> ApiError {
+/// A store failure as the page's API reports it.
+fn internal(e: store::Error) -> ApiError {
     ApiError::new(ErrorCode::Internal, e.to_string())
 }
 

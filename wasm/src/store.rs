@@ -10,7 +10,9 @@
 use cid::Cid;
 use disot_core::api::Settings;
 use disot_core::permissions::Grants;
-use disot_core::store::{self as cas, check_block, check_digest, BlockStore, ObjectRecord};
+use disot_core::store::{
+    self as cas, check_block, check_digest, join_to, BlockStore, ObjectRecord,
+};
 use disot_core::unixfs::Block;
 use idb::{Database, DatabaseEvent, Factory, ObjectStoreParams, TransactionMode};
 use libp2p::identity::Keypair;
@@ -465,13 +467,6 @@ impl Store {
     }
 }
 
-/// The change that joins `record` to the record stored, or writes it if there is none.
-fn join_to(
-    record: &ObjectRecord,
-) -> impl FnOnce(Option<ObjectRecord>) -> Option<ObjectRecord> + '_ {
-    move |stored| Some(stored.map_or_else(|| record.clone(), |s| s.joined(record)))
-}
-
 impl Store {
     /// Blocks an upload's importer made (hashed from these very bytes), in one transaction;
     /// their bytes are JS arrays already and go to IndexedDB as they are.
@@ -584,14 +579,12 @@ impl BlockStore for Store {
         // Hash them all at once: the browser's SHA-256 runs them on its own threads.
         let values = js_values(blocks);
         futures::future::try_join_all(values.iter().map(|(cid, bytes)| verify(cid, bytes))).await?;
-        self.put_values(&values, None::<(&str, fn(_) -> _)>).await?;
-        Ok(())
+        self.put_js_blocks(&values).await
     }
 
     async fn put_imported(&self, blocks: &[Block]) -> cas::Result<()> {
         // One transaction for the whole batch: all of it is stored or none.
-        self.put_values(&js_values(blocks), None::<(&str, fn(_) -> _)>).await?;
-        Ok(())
+        self.put_js_blocks(&js_values(blocks)).await
     }
 
     async fn delete_block(&self, cid: &Cid) -> cas::Result<()> {
