@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use cid::Cid;
-use disot_core::store::{self, BlockStore, ObjectRecord};
+use disot_core::store::{self, join_to, BlockStore, ObjectRecord};
 use disot_core::unixfs::{Importer, Preset};
 
 use crate::diskstore::DiskStore;
@@ -182,7 +182,9 @@ async fn add(args: &AddArgs, data_dir: &Path, json: bool) -> Result<(), BoxError
         args.file.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
     if let Some(store) = &store {
         store.put_imported(&blocks).await?;
-        store.put_object(&record).await?;
+        // Content held already keeps what its record says (a pin, who it is served to):
+        // adding it again with `--no-pin` must not unpin it.
+        store.update_object(&record.cid, join_to(&record)).await?;
     }
     if json {
         println!(

@@ -170,6 +170,11 @@ fn add_cat_pin_gc_round_trip_and_corruption_is_caught() {
 
     let ls = String::from_utf8(node(&dir, &["ls"], None).stdout).expect("utf-8");
     assert!(ls.contains(&cid) && ls.contains("pinned"), "{ls}");
+    // Adding the same content again without a pin keeps the pin it has.
+    let out = node(&dir, &["add", "--no-pin", "--chunk-size", "65536"], Some(&content));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ls = String::from_utf8(node(&dir, &["ls"], None).stdout).expect("utf-8");
+    assert!(ls.contains(&format!("{cid} {sha} 3000000 pinned")), "{ls}");
     let gc = String::from_utf8(node(&dir, &["gc"], None).stdout).expect("utf-8");
     assert_eq!(gc.trim(), "removed 0 blocks", "a pinned object keeps its blocks");
 
