@@ -97,7 +97,9 @@ describe('trust across peers', () => {
     assert.ok(!(await ui(popupA, 'trust_list')).some((e) => e.did === C));
     await h.waitFor(async () => (await ui(popupA, 'ui_status')).peers.some((p) => p.peerId === node.peerId), { what: 'A on the node' });
     await h.waitFor(async () => (await ui(popupB, 'ui_status')).peers.some((p) => p.peerId === node.peerId), { what: 'B on the node' });
-    await ui(popupA, 'peers_dial', { addr: `${node.wsAddr}/p2p-circuit/p2p/${statusB.peerId}` });
+    // Asked to wait, a dial answers once connected: here through the relay.
+    const dialed = await ui(popupA, 'peers_dial', { addr: `${node.wsAddr}/p2p-circuit/p2p/${statusB.peerId}`, wait: true });
+    assert.equal(dialed.transport, 'relayed');
     const viaB = await h.waitFor(async () => (await ui(popupA, 'trust_list')).find((e) => e.did === C), { what: "B's credentials at A", timeout: 30_000 });
     assert.equal(viaB.level, null, 'A did not rate C itself');
     assert.ok(Math.abs(viaB.score - 0.72) < 1e-9, `score ${viaB.score}`);
@@ -137,8 +139,13 @@ describe('access by trust', () => {
       const at90 = await put(90, 2);
       const at50 = await put(50, 3);
       await h.waitFor(async () => (await ui(extB, 'ui_status')).peers.some((p) => p.peerId === node.peerId), { what: 'B on the node' });
-      await ui(extB, 'peers_dial', { addr: `${node.wsAddr}/p2p-circuit/webrtc/p2p/${statusA.peerId}` });
-      await h.waitFor(async () => (await ui(extB, 'ui_status')).peers.some((p) => p.peerId === statusA.peerId), { what: 'B connected to A' });
+      // A dial that cannot connect says so when asked to wait; a direct address answers once
+      // the direct connection is up.
+      await assert.rejects(ui(extB, 'peers_dial', { addr: `/ip4/127.0.0.1/tcp/1/ws/p2p/${statusA.peerId}`, wait: true }), /could not connect to \/ip4\/127\.0\.0\.1\/tcp\/1\/ws/);
+      const dialed = await ui(extB, 'peers_dial', { addr: `${node.wsAddr}/p2p-circuit/webrtc/p2p/${statusA.peerId}`, wait: true });
+      assert.equal(dialed.transport, 'webrtc');
+      const toA = (await ui(extB, 'ui_status')).peers.find((p) => p.peerId === statusA.peerId);
+      assert.ok(toA?.connections.some((c) => c.transport === 'webrtc'), JSON.stringify(toA));
       const fetch = (cid) => b.run((cid) => window.disot.cas.fetch(cid).then((r) => ({ sha256: r.sha256 }), (e) => ({ code: e.code })), cid);
       assert.deepEqual(await fetch(at70.cid), { sha256: at70.sha256 }, 'trust 0.80 ≥ 70: served');
       assert.deepEqual(await fetch(at90.cid), { code: -32001 }, 'trust 0.80 < 90: refused, as if not held');

@@ -212,9 +212,11 @@ pub enum UiRequest {
     ListPermissions,
     /// `permissions_revoke {origin, permission?}`: take back one permission or all of them.
     RevokePermission { origin: String, permission: Option<crate::permissions::Permission> },
-    /// `peers_dial {addr}`: connect to a peer by multiaddr (ending in `/p2p/<peer id>`); a
-    /// `.../p2p-circuit/webrtc/p2p/<id>` address is reached through the relay, then directly.
-    DialPeer(multiaddr::Multiaddr),
+    /// `peers_dial {addr, wait?}`: connect to a peer by multiaddr (ending in `/p2p/<peer id>`);
+    /// a `.../p2p-circuit/webrtc/p2p/<id>` address is reached through the relay, then directly.
+    /// `wait`: answer once connected (directly, for such an address) or failed, not when the
+    /// dial starts.
+    DialPeer { addr: multiaddr::Multiaddr, wait: bool },
     /// `trust_set {did, level, context?}`: issue (and keep) a trust assertion about `did`;
     /// level 0 revokes.
     SetTrust { did: String, level: u8, context: String },
@@ -649,6 +651,8 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             #[serde(deny_unknown_fields)]
             struct P {
                 addr: String,
+                #[serde(default)]
+                wait: bool,
             }
             let p: P = typed(&method, params)?;
             let invalid = |m: String| ApiError::new(ErrorCode::InvalidParams, m);
@@ -660,7 +664,7 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             if !matches!(addr.iter().last(), Some(multiaddr::Protocol::P2p(_))) {
                 return Err(invalid("the address must end in /p2p/<peer id>".into()));
             }
-            Ok(UiRequest::DialPeer(addr))
+            Ok(UiRequest::DialPeer { addr, wait: p.wait })
         }
         "trust_set" => {
             let TrustParams { did, level, context } = trust_params(&method, params)?;

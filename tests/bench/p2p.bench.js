@@ -84,25 +84,18 @@ function ui(page, method, params) {
   }, method, params ?? null);
 }
 
-/** Dial `peerId` from the extension page `from` through the relay; ms until the direct one is up. */
+/** Dial `peerId` from the extension page `from` through the relay; ms until the direct
+ * connection is up (`peers_dial` with `wait` answers then, as js-libp2p's `dial` resolves). */
 function dialDirect(from, relay, peerId) {
-  return from.evaluate(async (addr, peerId) => {
-    const call = async (method, params) => {
-      const body = JSON.stringify(params ? { method, params } : { method });
-      const reply = JSON.parse((await chrome.runtime.sendMessage({ to: 'background', body })).body);
-      if (reply.error) throw new Error(reply.error.message);
-      return reply.result;
-    };
+  return from.evaluate(async (addr) => {
     const t = performance.now();
-    await call('peers_dial', { addr });
-    for (;;) {
-      const peer = (await call('ui_status')).peers.find((p) => p.peerId === peerId);
-      if (peer?.connections.length && peer.connections.every((c) => c.transport === 'webrtc')) return performance.now() - t;
-      if (peer?.directError) throw new Error(peer.directError);
-      if (performance.now() - t > 20_000) throw new Error('no direct connection after 20 s');
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  }, `${relay}/p2p-circuit/webrtc/p2p/${peerId}`, peerId);
+    const body = JSON.stringify({ method: 'peers_dial', params: { addr, wait: true } });
+    const reply = JSON.parse((await chrome.runtime.sendMessage({ to: 'background', body })).body);
+    const ms = performance.now() - t;
+    if (reply.error) throw new Error(reply.error.message);
+    if (reply.result.transport !== 'webrtc') throw new Error(`connected by ${reply.result.transport}, not directly`);
+    return ms;
+  }, `${relay}/p2p-circuit/webrtc/p2p/${peerId}`);
 }
 
 /** In a page: put `mib` MiB of bytes that depend only on `seed` (the same object in every peer). */

@@ -16,6 +16,7 @@ use disot_core::bootstrap::{self, Backoff, Dialer};
 use disot_core::permissions::{self, Grants, Pending, Permission};
 use disot_core::store::BlockStore as _;
 use futures::channel::{mpsc, oneshot};
+use futures::future::Either;
 use futures::{FutureExt, SinkExt, StreamExt};
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
@@ -97,10 +98,27 @@ pub(crate) enum Command {
     DialViaRelay(PeerId, oneshot::Sender<Result<(), String>>),
     /// Announce these roots as provided by this peer (new ones only).
     Provide(Vec<cid::Cid>),
-    /// Dial an address the user gave.
-    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
+    /// Dial an address the user gave. The answer comes when the dial starts (`None`) or, with
+    /// `wait`, once the peer is connected (by which transport) or the dial failed.
+    Dial {
+        addr: Multiaddr,
+        wait: bool,
+        answer: oneshot::Sender<DialOutcome>,
+    },
     /// Close every connection to a peer (it said something refused).
     Disconnect(PeerId),
+}
+
+type DialOutcome = Result<Option<&'static str>, String>;
+
+/// A dial the user waits on (`peers_dial` with `wait`).
+struct DialWaiter {
+    peer: PeerId,
+    /// Whether it waits for the direct (WebRTC) connection that follows a relayed one.
+    direct: bool,
+    /// The dial it started (the relayed one, for a direct address).
+    first: ConnectionId,
+    answer: oneshot::Sender<DialOutcome>,
 }
 
 /// How often public objects are announced on the DHT (new ones; records are refreshed by
@@ -397,6 +415,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         shared: shared.clone(),
         relay_listener: None,
         pending_dials: HashMap::new(),
+        dial_waiters: Vec::new(),
         last_relay_attempt: f64::NEG_INFINITY,
         kad_bootstrapped: false,
         provider_queries: HashMap::new(),
@@ -502,6 +521,7 @@ struct EventLoop {
     last_relay_attempt: f64,
     /// Dials of bootstrap addresses in flight, to credit each result to its address.
     pending_dials: HashMap<ConnectionId, (PeerId, Multiaddr)>,
+    dial_waiters: Vec<DialWaiter>,
     kad_bootstrapped: bool,
     provider_queries: HashMap<kad::QueryId, oneshot::Sender<Vec<PeerId>>>,
     provided: std::collections::HashSet<cid::Cid>,
@@ -555,15 +575,42 @@ impl EventLoop {
             Command::DialViaRelay(peer, answer) => {
                 let _ = answer.send(self.dial_via_relay(peer));
             }
-            Command::Dial(addr, answer) => {
+            Command::Dial { addr, wait, answer } => {
+                let direct = transport_of(&addr) == "webrtc";
+                let peer = match addr.iter().last() {
+                    Some(Protocol::P2p(peer)) => Some(peer),
+                    _ => None,
+                };
+                if let Some(peer) = peer.filter(|_| wait) {
+                    let live = self.shared.live.borrow();
+                    let up = live.peers.get(&peer).and_then(|info| {
+                        info.connections.iter().find(|c| !direct || c.transport == "webrtc")
+                    });
+                    if let Some(c) = up {
+                        let _ = answer.send(Ok(Some(c.transport)));
+                        return;
+                    }
+                }
                 // A direct address through a relay: the relayed connection first; the direct
                 // one follows by itself (see ConnectionEstablished).
-                let addr: Multiaddr = if transport_of(&addr) == "webrtc" {
+                let addr: Multiaddr = if direct {
                     addr.iter().filter(|p| !matches!(p, Protocol::WebRTC)).collect()
                 } else {
                     addr
                 };
-                let _ = answer.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
+                let opts = DialOpts::from(addr);
+                let first = opts.connection_id();
+                match (self.swarm.dial(opts), peer) {
+                    (Err(e), _) => {
+                        let _ = answer.send(Err(e.to_string()));
+                    }
+                    (Ok(()), Some(peer)) if wait => {
+                        self.dial_waiters.push(DialWaiter { peer, direct, first, answer })
+                    }
+                    (Ok(()), _) => {
+                        let _ = answer.send(Ok(None));
+                    }
+                }
             }
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -591,6 +638,21 @@ impl EventLoop {
                         Err(e) => tracing::info!("providing {root}: {e}"),
                     }
                 }
+            }
+        }
+    }
+
+    /// Answer each waiting dial that `outcome` settles; forget those nobody waits on any more.
+    fn settle_dials(&mut self, outcome: impl Fn(&DialWaiter) -> Option<DialOutcome>) {
+        for waiter in std::mem::take(&mut self.dial_waiters) {
+            if waiter.answer.is_canceled() {
+                continue;
+            }
+            match outcome(&waiter) {
+                Some(settled) => {
+                    let _ = waiter.answer.send(settled);
+                }
+                None => self.dial_waiters.push(waiter),
             }
         }
     }
@@ -772,6 +834,10 @@ impl EventLoop {
                     .map(|c| c.id)
                     .collect();
                 drop(live);
+                self.settle_dials(|w| {
+                    (w.peer == peer_id && (!w.direct || transport == "webrtc"))
+                        .then_some(Ok(Some(transport)))
+                });
                 if transport == "relayed" && endpoint.is_dialer() {
                     // Try for a direct connection right away; the relay is for signaling.
                     self.dial_direct(peer_id, &addr);
@@ -817,8 +883,13 @@ impl EventLoop {
                 if let Some(info) = self.shared.live.borrow_mut().peers.get_mut(&peer) {
                     info.direct_error = Some(error.to_string());
                 }
+                self.settle_dials(|w| {
+                    (w.peer == peer && w.direct)
+                        .then(|| Err(format!("no direct connection: {error}")))
+                });
             }
             SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                self.settle_dials(|w| (w.first == connection_id).then(|| Err(error.to_string())));
                 if let Some((peer, addr)) = self.pending_dials.remove(&connection_id) {
                     tracing::info!("dial {addr} failed: {error}");
                     self.dialer.on_dial_failed(&peer, &addr, now);
@@ -1711,9 +1782,8 @@ async fn handle_ui(
             let mut dialing = Vec::new();
             for addr in invite.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
                 let (tx, rx) = oneshot::channel();
-                if commands.send(Command::Dial(addr.clone(), tx)).await.is_ok()
-                    && matches!(rx.await, Ok(Ok(())))
-                {
+                let dial = Command::Dial { addr: addr.clone(), wait: false, answer: tx };
+                if commands.send(dial).await.is_ok() && matches!(rx.await, Ok(Ok(_))) {
                     dialing.push(addr.to_string());
                     break;
                 }
@@ -1754,16 +1824,35 @@ async fn handle_ui(
             shared.lock_enabled.set(false);
             Ok(json!({ "did": did, "restart": did != shared.did }))
         }
-        UiRequest::DialPeer(addr) => {
-            let (tx, rx) = oneshot::channel();
+        UiRequest::DialPeer { addr, wait } => {
+            let (answer, rx) = oneshot::channel();
             commands
-                .send(Command::Dial(addr.clone(), tx))
+                .send(Command::Dial { addr: addr.clone(), wait, answer })
                 .await
                 .map_err(|_| ApiError::new(ErrorCode::Disconnected, "node event loop stopped"))?;
-            match rx.await {
-                Ok(Ok(())) => Ok(json!({ "dialing": addr.to_string() })),
-                Ok(Err(e)) => Err(ApiError::new(ErrorCode::InvalidParams, e)),
-                Err(_) => Err(ApiError::new(ErrorCode::Disconnected, "node event loop stopped")),
+            // A direct dial gives up after its own deadline; this one only bounds the wait.
+            let outcome = futures::future::select(
+                rx,
+                Box::pin(futures_timer::Delay::new(Duration::from_secs(30))),
+            )
+            .await;
+            match outcome {
+                Either::Left((Ok(Ok(None)), _)) => Ok(json!({ "dialing": addr.to_string() })),
+                Either::Left((Ok(Ok(Some(transport))), _)) => {
+                    Ok(json!({ "connected": addr.to_string(), "transport": transport }))
+                }
+                Either::Left((Ok(Err(e)), _)) if wait => Err(ApiError::new(
+                    ErrorCode::ResourceUnavailable,
+                    format!("could not connect to {addr}: {e}"),
+                )),
+                Either::Left((Ok(Err(e)), _)) => Err(ApiError::new(ErrorCode::InvalidParams, e)),
+                Either::Left((Err(_), _)) => {
+                    Err(ApiError::new(ErrorCode::Disconnected, "node event loop stopped"))
+                }
+                Either::Right(_) => Err(ApiError::new(
+                    ErrorCode::ResourceUnavailable,
+                    format!("no connection to {addr} after 30 s"),
+                )),
             }
         }
         UiRequest::RevokePermission { origin, permission } => {
