@@ -14,13 +14,18 @@ cargo build -p disot-node --bins --examples --quiet
 log "building the wasm node"
 cargo build -p disot-wasm --target wasm32-unknown-unknown --release --quiet
 pkg="$CARGO_TARGET_DIR/disot-pkg"
-rm -rf "$pkg"
-wasm-bindgen --target web --no-typescript --out-dir "$pkg" \
-  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/disot_wasm.wasm"
-node_modules/.bin/wasm-opt -Os --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
-  --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue \
-  "$pkg/disot_wasm_bg.wasm" -o "$pkg/disot_wasm_bg.opt.wasm"
-mv "$pkg/disot_wasm_bg.opt.wasm" "$pkg/disot_wasm_bg.wasm"
+wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/disot_wasm.wasm"
+# Bindings and wasm-opt (minutes) run again only when the module or the tools changed.
+stamp="$(sha256sum "$wasm" | cut -d' ' -f1) $(wasm-bindgen --version) $(node_modules/.bin/wasm-opt --version)"
+if [ "$(cat "$pkg/.stamp" 2>/dev/null)" != "$stamp" ]; then
+  rm -rf "$pkg"
+  wasm-bindgen --target web --no-typescript --out-dir "$pkg" "$wasm"
+  node_modules/.bin/wasm-opt -Os --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+    --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue \
+    "$pkg/disot_wasm_bg.wasm" -o "$pkg/disot_wasm_bg.opt.wasm"
+  mv "$pkg/disot_wasm_bg.opt.wasm" "$pkg/disot_wasm_bg.wasm"
+  printf '%s' "$stamp" > "$pkg/.stamp"
+fi
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 bootstrap_json="$(node -e 'console.log(JSON.stringify({bootstrap: process.argv.slice(1)}))' ${DISOT_BOOTSTRAP:-})"
