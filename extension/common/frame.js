@@ -102,6 +102,18 @@ async function startContentWorker(module) {
   dataset.contentHashing = split ? 'second worker' : 'first worker';
   dataset.readers = String(readers.length);
   const hashing = new Map(); // upload handle → the second worker's answers not yet back
+  // The second worker hands each copy's buffer back once hashed, and the next copies are made
+  // into those: a new buffer per piece would leave the worker a piece of garbage per piece
+  // (a gigabyte's upload held ~100 MiB of it before a collection). Kept while uploads run.
+  const spare = [];
+  const bufferFor = (length) => {
+    const at = spare.findIndex((b) => b.byteLength >= length);
+    return at < 0 ? new ArrayBuffer(length) : spare.splice(at, 1)[0];
+  };
+  const done = (handle) => {
+    hashing.delete(handle);
+    if (hashing.size === 0) spare.length = 0;
+  };
   return {
     // The piece's buffer is handed over and comes back with the blocks; a block that is the
     // whole piece is stored from it (a view of part of a buffer would store all of it). The
@@ -111,11 +123,13 @@ async function startContentWorker(module) {
       const { byteOffset: offset, length } = bytes;
       let behind;
       if (split) {
-        const copy = bytes.slice();
+        const copy = bufferFor(length);
+        new Uint8Array(copy, 0, length).set(bytes);
         const waiting = hashing.get(handle) ?? [];
         hashing.set(handle, waiting);
-        const hashed = second.ask({ op: 'hash', handle, buffer: copy.buffer, offset: 0, length }, [copy.buffer]);
-        hashed.catch(() => {}); // a failure is the digest's to report
+        const hashed = second.ask({ op: 'hash', handle, buffer: copy, offset: 0, length }, [copy]);
+        // A failure is the digest's to report.
+        hashed.then(({ buffer }) => { if (hashing.size && spare.length <= MAX_HASH_BEHIND) spare.push(buffer); }, () => {});
         waiting.push(hashed);
         if (waiting.length > MAX_HASH_BEHIND) behind = waiting.shift();
       }
@@ -128,13 +142,13 @@ async function startContentWorker(module) {
       return blocks.map(([cid, data]) => [cid, data ?? whole()]);
     },
     finish: async (handle) => {
-      hashing.delete(handle);
+      done(handle);
       const digest = split ? (await second.ask({ op: 'digest', handle })).digest : undefined;
       const { blocks, cid, sha256, size } = await worker.ask({ op: 'finish', handle, digest });
       return [blocks, cid, sha256, size];
     },
     forget: (handle) => {
-      hashing.delete(handle);
+      done(handle);
       worker.tell({ op: 'forget', handle });
       second?.tell({ op: 'forget', handle });
     },

@@ -55,7 +55,9 @@ function handle(msg) {
         hashes.set(msg.handle, null);
         throw e;
       }
-      return [{}, transfer];
+      // The buffer goes back, for the next piece's copy.
+      transfer.push(msg.buffer);
+      return [{ buffer: msg.buffer }, transfer];
     }
     case 'digest': {
       const hash = hashes.get(msg.handle);
