@@ -152,14 +152,14 @@ async function startContentWorker(module) {
       worker.tell({ op: 'forget', handle });
       second?.tell({ op: 'forget', handle });
     },
-    // The bytes of a range (or the JSON text of an error), read and verified on the worker.
+    // The parts of a range (or the JSON text of an error), read and verified on the worker.
     read: async (root, start, end) => {
       const r = readers.reduce((a, b) => (b.reading < a.reading ? b : a)); // the less busy
       r.reading++;
       try {
-        const { bytes, body } = await r.w.ask({ op: 'read', root, start, end });
+        const { parts, body } = await r.w.ask({ op: 'read', root, start, end });
         dataset.workerReads = String(Number(dataset.workerReads ?? 0) + 1);
-        return bytes ?? body;
+        return parts ?? body;
       } finally {
         r.reading--;
       }
@@ -188,7 +188,7 @@ async function answer(origin, msg) {
     case 'read': {
       if (typeof msg.name !== 'string' || msg.name.length > 256 || typeof msg.offset !== 'number' || typeof msg.length !== 'number') break;
       const r = await f.read(origin, msg.name, msg.offset, msg.length);
-      return typeof r === 'string' ? { body: r } : { bytes: r };
+      return typeof r === 'string' ? { body: r } : { parts: r };
     }
   }
   return { body: failure(-32600, 'malformed frame message') };
@@ -206,7 +206,8 @@ function serve(port, origin) {
     pending++;
     try {
       const reply = await answer(origin, msg);
-      if (reply.bytes) port.postMessage({ id, bytes: reply.bytes }, [reply.bytes.buffer]);
+      // Each part has a buffer of its own: all of them are handed over, none copied.
+      if (reply.parts) port.postMessage({ id, parts: reply.parts }, reply.parts.map((p) => p.buffer));
       else port.postMessage({ id, body: reply.body });
     } catch (e) {
       port.postMessage({ id, body: failure(-32603, `content frame: ${e?.message ?? e}`) });

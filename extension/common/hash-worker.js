@@ -92,9 +92,10 @@ self.onmessage = async ({ data: msg }) => {
         reader = null;
         throw e;
       });
+      // Parts, each on a buffer of its own, handed over as they are (no copy stays here).
       const got = await (await reader).read(msg.root, msg.start, msg.end);
       if (typeof got === 'string') self.postMessage({ id: msg.id, body: got });
-      else self.postMessage({ id: msg.id, bytes: got }, [got.buffer]);
+      else self.postMessage({ id: msg.id, parts: got }, got.map((p) => p.buffer));
       return;
     }
     const [answer, transfer] = handle(msg);

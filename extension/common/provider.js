@@ -69,7 +69,8 @@
       if (!w) return;
       waiting.delete(data.id);
       clearTimeout(w.timer);
-      if (data.bytes instanceof Uint8Array) return w.resolve(data.bytes);
+      // A range read comes as its parts, in order.
+      if (Array.isArray(data.parts) && data.parts.every((p) => p instanceof Uint8Array)) return w.resolve(data.parts);
       let reply;
       try {
         reply = JSON.parse(data.body);
@@ -101,7 +102,7 @@
   const messagePath = {
     call: (method, params) => request(params === undefined ? { method } : { method, params }),
     put: (handle, bytes) => request({ method: 'cas_put_chunk', params: { handle, data: toBase64(bytes) } }),
-    read: async (name, offset, length) => fromBase64((await request({ method: 'cas_read', params: { name, offset, length } })).data),
+    read: async (name, offset, length) => [fromBase64((await request({ method: 'cas_read', params: { name, offset, length } })).data)],
     pieceSize: 512 * 1024,
     readSize: 512 * 1024,
     inFlight: 1,
@@ -212,7 +213,8 @@
     }
   }
 
-  /** The bytes of [offset, end) of `cid`, in order, with up to `path.inFlight` reads ahead. */
+  /** The bytes of [offset, end) of `cid`, in parts, in order, with up to `path.inFlight`
+   * reads (of up to `path.readSize` bytes, each answered in parts) ahead. */
   async function* ranges(path, cid, offset, end) {
     const ahead = [];
     let next = offset;
@@ -220,18 +222,18 @@
       const at = next;
       const length = Math.min(path.readSize, end - at);
       next += length;
-      const p = path.read(cid, at, length).then((bytes) => {
-        if (bytes.length !== length) throw new ProviderRpcError(-32603, 'the object ended early');
-        return bytes;
+      const p = path.read(cid, at, length).then((parts) => {
+        if (parts.reduce((n, part) => n + part.length, 0) !== length) throw new ProviderRpcError(-32603, 'the object ended early');
+        return parts;
       });
       p.catch(() => {});
       ahead.push(p);
     };
     while (next < end && ahead.length < path.inFlight) issue();
     while (ahead.length) {
-      const bytes = await ahead.shift();
+      const parts = await ahead.shift();
       if (next < end) issue();
-      yield bytes;
+      yield* parts;
     }
   }
 

@@ -293,31 +293,35 @@ pub(crate) async fn read_into(
     .map_err(store_error)
 }
 
-/// The bytes of `range` of the object rooted at `root`, in a JS array, every block verified.
-/// A file of raw leaves has each leaf's part copied from the array storage gave straight to the
-/// answer, and its leaves read all at once; other files are walked by [`store::cat`].
+/// The bytes of `range` of the object rooted at `root`, every block verified, as a JS array of
+/// `Uint8Array` parts in order, each the only view of a buffer of its own (so each can be
+/// transferred to another context as it is). A file of raw leaves has its leaves read all at
+/// once and each whole leaf handed on as storage gave it (a part of one is copied out); other
+/// files are walked by [`store::cat`] into one part.
 pub(crate) async fn read_js(
     store: &Store,
     root: &Cid,
     range: std::ops::Range<u64>,
-) -> Result<js_sys::Uint8Array, ApiError> {
-    let out = js_sys::Uint8Array::new_with_length((range.end - range.start) as u32);
+) -> Result<js_sys::Array, ApiError> {
+    let parts = js_sys::Array::new();
     if range.is_empty() {
-        return Ok(out);
+        return Ok(parts);
     }
     let Some(spans) = store::leaf_spans(store, root, range.clone()).await.map_err(store_error)?
     else {
+        let out = js_sys::Uint8Array::new_with_length((range.end - range.start) as u32);
         let mut at = 0u32;
         read_into(store, root, range, |bytes| {
             out.subarray(at, at + bytes.len() as u32).copy_from(bytes);
             at += bytes.len() as u32;
         })
         .await?;
-        return Ok(out);
+        parts.push(&out);
+        return Ok(parts);
     };
     // Every read is waited for, even after one failed: storage takes no request back.
     let leaves = futures::future::join_all(spans.iter().map(|s| store.get_js(&s.cid))).await;
-    let mut at = 0u32;
+    let mut total = 0u64;
     for (span, leaf) in spans.iter().zip(leaves) {
         let leaf = leaf.and_then(|l| l.ok_or(store::Error::Missing(span.cid)));
         let leaf = leaf.map_err(store_error)?;
@@ -327,17 +331,24 @@ pub(crate) async fn read_js(
                 reason: format!("{} bytes where its parent says {}", leaf.length(), span.size),
             }));
         }
-        let part = leaf.subarray(span.within.start as u32, span.within.end as u32);
-        out.set(&part, at);
-        at += part.length();
+        let whole = span.within.start == 0
+            && span.within.end == span.size
+            && leaf.byte_offset() == 0
+            && leaf.byte_length() == leaf.buffer().byte_length();
+        if whole {
+            parts.push(&leaf);
+        } else {
+            parts.push(&leaf.slice(span.within.start as u32, span.within.end as u32));
+        }
+        total += span.within.end - span.within.start;
     }
-    if at != out.length() {
+    if total != range.end - range.start {
         return Err(store_error(store::Error::Malformed {
             cid: *root,
             reason: "the file is shorter than its record says".into(),
         }));
     }
-    Ok(out)
+    Ok(parts)
 }
 
 /// The first half of taking the next piece of upload `handle`: into the importer, at once.

@@ -235,7 +235,8 @@ impl Frame {
         })
     }
 
-    /// Up to `length` bytes of object `name` from `offset`: resolves to a `Uint8Array`, or to
+    /// Up to `length` bytes of object `name` from `offset`: resolves to an array of
+    /// `Uint8Array` parts, in order, each on a buffer of its own (see [`cas::read_js`]), or to
     /// the JSON text of `{error}`. The blocks are read and verified on the worker when there
     /// is one: this thread only checks the permission and looks the object up.
     pub fn read(&self, origin: String, name: String, offset: f64, length: f64) -> js_sys::Promise {
@@ -278,7 +279,7 @@ fn whole_bytes(n: f64) -> bool {
     (0.0..=9_007_199_254_740_991.0).contains(&n) && n.fract() == 0.0
 }
 
-/// `range` of the object rooted at `root`, read by `readers`: its bytes, or the JSON text of
+/// `range` of the object rooted at `root`, read by `readers`: its parts, or the JSON text of
 /// the error the read ended with. `Err` if the readers themselves failed.
 async fn read_elsewhere(
     readers: &ContentReaders,
@@ -287,9 +288,12 @@ async fn read_elsewhere(
 ) -> Result<JsValue, JsValue> {
     let promise = readers.read(&root.to_string(), range.start as f64, range.end as f64)?;
     let answer = JsFuture::from(promise).await?;
-    let right_size = answer
-        .dyn_ref::<js_sys::Uint8Array>()
-        .is_some_and(|a| u64::from(a.length()) == range.end - range.start);
+    let right_size = answer.dyn_ref::<js_sys::Array>().is_some_and(|parts| {
+        let mut total = 0u64;
+        parts.iter().all(|p| {
+            p.dyn_ref::<js_sys::Uint8Array>().inspect(|a| total += u64::from(a.length())).is_some()
+        }) && total == range.end - range.start
+    });
     if right_size || answer.is_string() {
         Ok(answer)
     } else {
@@ -300,8 +304,9 @@ async fn read_elsewhere(
 #[wasm_bindgen]
 extern "C" {
     /// Reads content on another thread (the frame's worker, `extension/common/frame.js`):
-    /// `read(root, start, end)` resolves like [`Frame::read`], to the bytes of that range of the
-    /// object rooted at `root` (every block verified there) or to the JSON text of `{error}`.
+    /// `read(root, start, end)` resolves like [`Frame::read`], to the parts of that range of
+    /// the object rooted at `root` (every block verified there) or to the JSON text of
+    /// `{error}`.
     #[derive(Clone)]
     pub type ContentReaders;
     #[wasm_bindgen(method, catch)]
@@ -326,7 +331,8 @@ pub async fn open_reader() -> Result<WorkerReader, JsError> {
 #[wasm_bindgen]
 impl WorkerReader {
     /// Bytes `start..end` of the object rooted at `root` (which the frame has already found
-    /// this origin may read): resolves to a `Uint8Array`, or to the JSON text of `{error}`.
+    /// this origin may read): resolves to an array of `Uint8Array` parts (see
+    /// [`cas::read_js`]), or to the JSON text of `{error}`.
     pub fn read(&self, root: String, start: f64, end: f64) -> js_sys::Promise {
         let store = self.0.clone();
         wasm_bindgen_futures::future_to_promise(async move {
@@ -344,7 +350,7 @@ impl WorkerReader {
             }
             .await;
             Ok(match result {
-                Ok(bytes) => bytes.into(),
+                Ok(parts) => parts.into(),
                 Err(e) => JsValue::from_str(&api::response_json(Err(e))),
             })
         })
