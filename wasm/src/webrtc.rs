@@ -201,12 +201,50 @@ impl std::fmt::Display for Steps {
     }
 }
 
-/// Run the signaling on `stream` until `peer` is connected (both roles).
-async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Result<Steps, Error> {
+/// Run the signaling on `stream` until `peer` is connected (both roles). The dialer makes its
+/// offer while `stream` is still being opened, so that ICE starts gathering candidates then.
+async fn negotiate(
+    peer: &Peer,
+    stream: impl std::future::Future<Output = Result<libp2p::Stream, Error>>,
+    initiator: bool,
+) -> Result<Steps, Error> {
     let started = crate::node::now_ms();
     let since = || crate::node::now_ms() - started;
     let mut steps = Steps::default();
     let pc = &peer.pc;
+    // Candidates gathered before the stream is open wait here until the descriptions are
+    // traded.
+    let (cand_tx, mut candidates) = mpsc::unbounded::<String>();
+    let on_candidate = Closure::<dyn FnMut(RtcPeerConnectionIceEvent)>::new(
+        move |ev: RtcPeerConnectionIceEvent| {
+            let json = ev
+                .candidate()
+                .filter(|c| !c.candidate().is_empty())
+                .and_then(|c| js_sys::JSON::stringify(&c).ok())
+                .and_then(|s| s.as_string());
+            if let Some(json) = json {
+                let _ = cand_tx.unbounded_send(json);
+            }
+        },
+    );
+    pc.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
+
+    let mut init = None;
+    let (stream, offer) = if initiator {
+        // The SDP needs a data channel to offer; js-libp2p's listener closes this one.
+        init = Some(pc.create_data_channel("init"));
+        let offer = async {
+            let offer = sdp_of(&JsFuture::from(pc.create_offer()).await.map_err(js)?)?;
+            JsFuture::from(pc.set_local_description(&description(RtcSdpType::Offer, &offer)))
+                .await
+                .map_err(js)?;
+            Ok::<_, Error>(Some(offer))
+        };
+        futures::join!(stream, offer)
+    } else {
+        (stream.await, Ok(None))
+    };
+    let (stream, offer) = (stream?, offer?);
     let (mut rd, mut wr) = stream.split();
     // Signals from the peer, read by their own task so that waiting never cuts a message.
     let (mut in_tx, mut incoming) = mpsc::channel::<Result<Signal, Error>>(16);
@@ -228,30 +266,8 @@ async fn negotiate(peer: &Peer, stream: libp2p::Stream, initiator: bool) -> Resu
             }
         }
     });
-    let (cand_tx, mut candidates) = mpsc::unbounded::<String>();
-    let on_candidate = Closure::<dyn FnMut(RtcPeerConnectionIceEvent)>::new(
-        move |ev: RtcPeerConnectionIceEvent| {
-            let json = ev
-                .candidate()
-                .filter(|c| !c.candidate().is_empty())
-                .and_then(|c| js_sys::JSON::stringify(&c).ok())
-                .and_then(|s| s.as_string());
-            if let Some(json) = json {
-                let _ = cand_tx.unbounded_send(json);
-            }
-        },
-    );
-    pc.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
-
-    let mut init = None;
-    if initiator {
-        // The SDP needs a data channel to offer; js-libp2p's listener closes this one.
-        init = Some(pc.create_data_channel("init"));
-        let offer = sdp_of(&JsFuture::from(pc.create_offer()).await.map_err(js)?)?;
-        send_signal(&mut wr, Signal::Offer(offer.clone())).await?;
-        JsFuture::from(pc.set_local_description(&description(RtcSdpType::Offer, &offer)))
-            .await
-            .map_err(js)?;
+    if let Some(offer) = offer {
+        send_signal(&mut wr, Signal::Offer(offer)).await?;
         set_remote(pc, &mut incoming, RtcSdpType::Answer).await?;
     } else {
         set_remote(pc, &mut incoming, RtcSdpType::Offer).await?;
@@ -414,7 +430,7 @@ impl Transport {
                 wasm_bindgen_futures::spawn_local(async move {
                     let result = async {
                         let p = Peer::new()?;
-                        let steps = negotiate(&p, stream, false).await?;
+                        let steps = negotiate(&p, async { Ok(stream) }, false).await?;
                         Ok::<_, Error>((p, steps))
                     }
                     .await;
@@ -480,12 +496,17 @@ impl libp2p::Transport for Transport {
         let mut control = self.control.clone();
         let dial = async move {
             let started = crate::node::now_ms();
-            let stream = control.open_stream(peer, SIGNALING).await.map_err(signaling)?;
-            let opened = crate::node::now_ms() - started;
+            let opened = std::cell::Cell::new(0.0);
+            let stream = async {
+                let stream = control.open_stream(peer, SIGNALING).await.map_err(signaling);
+                opened.set(crate::node::now_ms() - started);
+                stream
+            };
             let p = Peer::new()?;
             let steps = negotiate(&p, stream, true).await?;
             tracing::info!(
-                "webrtc: direct connection to {peer} (signaling stream open {opened:.0} ms, then {steps})"
+                "webrtc: direct connection to {peer} (signaling stream open {:.0} ms; {steps})",
+                opened.get()
             );
             Ok((peer, Connection::new(p)))
         };
