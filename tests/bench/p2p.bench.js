@@ -11,6 +11,8 @@
 //         "centralized solution")
 //   - swarming: the same 64 MiB held by three peers (A, C, D) and fetched by B from all at once
 //   - first-byte latency of a 1 KiB object from a connected peer vs an HTTP fetch of 1 KiB
+//   - a 1 KiB object from a peer not yet connected, by a fresh browser E, from each of A, C and
+//     D (the DHT lookup, the relayed dial, the direct connection, Bitswap): for the record
 // Prints ratios; run with `scripts/bench.sh`. Not part of the test suite.
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -209,6 +211,20 @@ try {
       return { fetch: t2 - t1, messaging: t3 - t2, local: t4 - t3 };
     }, s.cid));
   }
+  // A 1 KiB object from a peer not connected yet: a fresh browser E gets one of A's, one of C's
+  // and one of D's, after they have announced them.
+  const coldObjects = [];
+  for (const p of [a, c, d]) coldObjects.push(await p.run(async () => { const x = new Uint8Array(1024); crypto.getRandomValues(x); return window.disot.cas.put(x, { public: true }); }));
+  const e = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'bench-e' });
+  await h.waitFor(async () => (await e.run(peersOf)).length > 0, { what: 'E on the node' });
+  await new Promise((r) => setTimeout(r, 6000)); // past the next announcements (every 5 s)
+  const cold = [];
+  for (const o of coldObjects) {
+    const got = await e.run(async (cid) => { const t = performance.now(); const b = await window.disot.cas.get(cid); return { ms: performance.now() - t, size: b.length }; }, o.cid);
+    if (got.size !== 1024) throw new Error(`E got ${got.size} bytes`);
+    cold.push(got.ms);
+  }
+  await e.close();
   const url1k = await h.serveBytes(randomBytes(1024));
   const http1k = [];
   for (let i = 0; i < 7; i++) http1k.push(await b.run(async (u) => { const t = performance.now(); await (await fetch(`${u}?${Math.random()}`, { cache: 'no-store' })).arrayBuffer(); return performance.now() - t; }, url1k));
@@ -223,7 +239,7 @@ try {
   console.log(`chromium → chromium, ${MiB} MiB on loopback`);
   const ms = (xs) => xs.map((x) => x.toFixed(0)).join(', ');
   console.log(`  dial to a working direct connection, median of ${dialsJs.length === 3 ? 'three' : 'the'} peers: extension ${median(dialsExt).toFixed(0)} ms (${ms(dialsExt)}), js-libp2p ${median(dialsJs).toFixed(0)} ms (${ms(dialsJs)}) → ${(median(dialsExt) / median(dialsJs)).toFixed(2)}x js-libp2p`);
-  console.log(`  extension, first get (DHT lookup, dial, direct WebRTC, Bitswap, verify, store): ${f(ext)} MiB/s`);
+  console.log(`  extension, get to a Uint8Array (Bitswap, verify, store, read back):           ${f(ext)} MiB/s`);
   console.log(`  extension, connection up (Bitswap, verify, store):                             ${f(warm)} MiB/s`);
   console.log(`  raw RTCDataChannel, same browsers:                                             ${f(raw)} MiB/s → extension ${(warm / raw).toFixed(2)}x raw`);
   console.log(`  js-libp2p /webrtc, same browsers (one stream, not verified or stored):         ${f(jsRate)} MiB/s → extension ${(warm / jsRate).toFixed(2)}x js-libp2p`);
@@ -232,6 +248,7 @@ try {
   console.log(`  first byte, 1 KiB from a connected peer: median ${median(small).toFixed(1)} ms vs HTTP ${median(http1k).toFixed(1)} ms = ${(median(small) / median(http1k)).toFixed(1)}x`);
   const part = (k) => median(parts.map((p) => p[k])).toFixed(1);
   console.log(`    medians of its parts: fetch from the peer ${part('fetch')} ms (a request that does nothing: ${part('messaging')} ms), get once held ${part('local')} ms`);
+  console.log(`  1 KiB from a peer not yet connected (fresh browser: DHT lookup, relayed dial, direct WebRTC, Bitswap): median ${median(cold).toFixed(0)} ms (${ms(cold)})`);
 } finally {
   await h.cleanup();
 }
