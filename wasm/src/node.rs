@@ -111,6 +111,9 @@ pub(crate) enum Command {
 
 type DialOutcome = Result<Option<&'static str>, String>;
 
+/// Dials waited on at once (`peers_dial` with `wait`; each waits 30 s at most).
+const MAX_DIAL_WAITERS: usize = 32;
+
 /// A dial the user waits on (`peers_dial` with `wait`).
 struct DialWaiter {
     peer: PeerId,
@@ -588,6 +591,14 @@ impl EventLoop {
                     });
                     if let Some(c) = up {
                         let _ = answer.send(Ok(Some(c.transport)));
+                        return;
+                    }
+                }
+                if wait {
+                    self.dial_waiters.retain(|w| !w.answer.is_canceled());
+                    if self.dial_waiters.len() >= MAX_DIAL_WAITERS {
+                        let busy = format!("{MAX_DIAL_WAITERS} dials are waited on already");
+                        let _ = answer.send(Err(busy));
                         return;
                     }
                 }
