@@ -23,7 +23,7 @@ function checkBadInput(bad) {
 
 function checkRoundTrip(kind, r) {
   assert.equal(r.same, true, 'the bytes read back are the bytes put');
-  assert.equal(r.rangeSame, true, 'a byte range reads back right');
+  assert.equal(r.rangeSame, true, 'byte ranges read back right, also three gets at once');
   assert.equal(r.put.size, MiB * 1024 * 1024);
   assert.equal(r.put.sha256, `sha256:${r.digest}`, 'the seed name is the SHA-256 of the content');
   assert.match(r.put.cid, /^bafybei/);

@@ -59,6 +59,7 @@
   // If the frame cannot be opened, content moves in base64 chunks through request(), because
   // extension messaging in Chrome is JSON.
   const FRAME_TIMEOUT_MS = 30_000;
+  const MAX_IN_FLIGHT = 16;
   let framePath = null;
 
   function frameClient(port) {
@@ -80,22 +81,34 @@
       if (reply.error) w.reject(new ProviderRpcError(reply.error.code, reply.error.message));
       else w.resolve(reply.result);
     };
-    const call = (msg, transfer = []) => new Promise((resolve, reject) => {
-      const id = next++;
-      const timer = setTimeout(() => {
-        waiting.delete(id);
-        reject(new ProviderRpcError(4900, 'disot content frame did not answer in time'));
-      }, FRAME_TIMEOUT_MS);
-      waiting.set(id, { resolve, reject, timer });
-      port.postMessage({ ...msg, id }, transfer);
-    });
+    // The frame refuses more than MAX_IN_FLIGHT requests at once from one page (MAX_PENDING
+    // in frame.js): more wait here for a turn, so that gets and puts running together never
+    // fail for it.
+    let sent = 0;
+    const turns = [];
+    const call = async (msg, transfer = []) => {
+      while (sent >= MAX_IN_FLIGHT) await new Promise((r) => turns.push(r));
+      sent++;
+      return new Promise((resolve, reject) => {
+        const id = next++;
+        const timer = setTimeout(() => {
+          waiting.delete(id);
+          reject(new ProviderRpcError(4900, 'disot content frame did not answer in time'));
+        }, FRAME_TIMEOUT_MS);
+        waiting.set(id, { resolve, reject, timer });
+        port.postMessage({ ...msg, id }, transfer);
+      }).finally(() => {
+        sent--;
+        turns.shift()?.();
+      });
+    };
     return {
       call: (method, params) => call({ op: 'request', body: JSON.stringify(params === undefined ? { method } : { method, params }) }),
       put: (handle, bytes) => call({ op: 'put', handle, data: bytes.buffer }, [bytes.buffer]),
       read: (name, offset, length) => call({ op: 'read', name, offset, length }),
       pieceSize: 1024 * 1024,
       readSize: 4 * 1024 * 1024, // the most one frame message takes
-      inFlight: 4,
+      inFlight: 8, // ranges read ahead by one get (two workers read them)
     };
   }
 
