@@ -304,16 +304,17 @@
      */
     async get(name, { offset = 0, length, onProgress, as = 'bytes' } = {}) {
       if (!['bytes', 'blob', 'stream'].includes(as)) throw new ProviderRpcError(-32602, "as must be 'bytes', 'blob' or 'stream'");
-      const path = await contentPath();
       // Read by CID: a sha256: name would be looked up again for every piece. A CID is asked
       // of the node, which answers from the store or else from peers in one request (and
-      // with small content in the answer); a sha256: name can only be looked up here.
+      // with small content in the answer); a sha256: name can only be looked up here. The
+      // content frame is opened only when it is needed: its start (compiling the store's wasm,
+      // two workers) shares a thread with the node in Chromium, and would hold up the fetch.
       const { cid, size, mime, data } = String(name).startsWith('sha256:')
-        ? await path.call('cas_stat', { name })
-        : await fetchFromPeers(name, onProgress).catch((e) => {
+        ? await (await contentPath()).call('cas_stat', { name })
+        : await fetchFromPeers(name, onProgress).catch(async (e) => {
           // The node is not running (locked, starting): the store can still answer.
           if (e.code !== 4900) throw e;
-          return path.call('cas_stat', { name });
+          return (await contentPath()).call('cas_stat', { name });
         });
       const end = Math.min(size, length === undefined ? size : offset + length);
       let got = 0;
@@ -326,7 +327,7 @@
           if (end > offset) yield all.subarray(offset, end);
         })();
       } else {
-        source = ranges(path, cid, offset, end);
+        source = ranges(await contentPath(), cid, offset, end);
       }
       const next = async () => {
         const { value } = await source.next();
