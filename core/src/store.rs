@@ -211,6 +211,22 @@ where
     I: IntoIterator,
     I::Item: AsRef<[u8]>,
 {
+    add_with(store, layout, chunks, |_| {}).await
+}
+
+/// [`add`], with `finish` applied to the record as it is written (the record stored before,
+/// if any, joined with the new one), in the same write.
+pub async fn add_with<S, I>(
+    store: &S,
+    layout: Layout,
+    chunks: I,
+    finish: impl FnOnce(&mut ObjectRecord),
+) -> Result<ObjectRecord>
+where
+    S: BlockStore,
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
     let mut importer = Importer::new(layout);
     for chunk in chunks {
         let blocks = importer.push(chunk.as_ref());
@@ -222,7 +238,12 @@ where
     store.put_imported(&blocks).await?;
     // Content stored before keeps its record (who may see it, its name), now pinned.
     let fresh = ObjectRecord::new(&imported);
-    let written = store.update_object(&fresh.cid, join_to(&fresh)).await?;
+    let change = |stored| {
+        let mut record = join_to(&fresh)(stored)?;
+        finish(&mut record);
+        Some(record)
+    };
+    let written = store.update_object(&fresh.cid, change).await?;
     Ok(written.unwrap_or(fresh))
 }
 
@@ -913,6 +934,35 @@ mod tests {
             || async { MemoryStore::new() },
             corrupt,
         ));
+    }
+
+    /// `add_with` changes the record in the write that makes it: a name given where none is
+    /// stored, and what is stored (a name, a pin, origins) kept.
+    #[test]
+    fn add_with_finishes_the_record_in_its_own_write() {
+        futures::executor::block_on(async {
+            let store = MemoryStore::new();
+            let layout = crate::unixfs::Layout::default();
+            let name = |r: &mut ObjectRecord| {
+                r.name.get_or_insert_with(|| "given.json".into());
+            };
+            let first =
+                add_with(&store, layout, [b"credential".as_slice()], name).await.expect("add");
+            assert_eq!(first.name.as_deref(), Some("given.json"));
+            let stored = store.object(&first.cid).await.expect("read").expect("stored");
+            assert_eq!(stored, first);
+            let renamed = ObjectRecord {
+                name: Some("kept.json".into()),
+                origins: vec!["https://a.example".into()],
+                ..stored
+            };
+            store.put_object(&renamed).await.expect("rename");
+            let again =
+                add_with(&store, layout, [b"credential".as_slice()], name).await.expect("again");
+            assert_eq!(again.name.as_deref(), Some("kept.json"), "a stored name stands");
+            assert_eq!(again.origins, vec!["https://a.example"]);
+            assert_eq!(store.object(&first.cid).await.expect("read"), Some(again));
+        });
     }
 
     #[test]

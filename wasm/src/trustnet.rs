@@ -18,17 +18,15 @@ const MAX_RECEIVED: usize = 10_000;
 /// Keep a trust credential in the content store as well, as an object of its own (pinned,
 /// visible to no page): content-addressed, so anyone can name and check it by its CID.
 pub(crate) async fn store_credential(store: &Store, credential: &Value) -> Result<String, String> {
-    use disot_core::store::BlockStore as _;
     let bytes = disot_core::entry::canonical(credential).map_err(|e| e.to_string())?;
     let layout = disot_core::unixfs::Preset::Helia.layout();
-    let record = disot_core::store::add(store, layout, [bytes]).await.map_err(|e| e.to_string())?;
-    let named = |stored: Option<disot_core::store::ObjectRecord>| {
-        let mut record = stored?;
+    let named = |record: &mut disot_core::store::ObjectRecord| {
         record.name.get_or_insert_with(|| "trust-credential.json".into());
         record.mime.get_or_insert_with(|| "application/vc".into());
-        Some(record)
     };
-    store.update_object(&record.cid, named).await.map_err(|e| e.to_string())?;
+    let record = disot_core::store::add_with(store, layout, [bytes], named)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(record.cid)
 }
 
