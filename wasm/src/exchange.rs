@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::node::now_ms;
 use crate::store::Store;
+use crate::sync::internal;
 
 /// Blocks of one object fetched at once.
 const PARALLEL_BLOCKS: usize = 32;
@@ -748,11 +749,6 @@ impl Exchange {
         };
         score.is_some_and(|s| s * 100.0 + 1e-9 >= f64::from(*min))
     }
-}
-
-/// A store failure as the page's API reports it.
-fn internal(e: store::Error) -> ApiError {
-    ApiError::new(ErrorCode::Internal, e.to_string())
 }
 
 /// The record of an object fetched for `origin`: pinned, served to nobody until it is shared.

@@ -288,12 +288,12 @@ async fn read_elsewhere(
 ) -> Result<JsValue, JsValue> {
     let promise = readers.read(&root.to_string(), range.start as f64, range.end as f64)?;
     let answer = JsFuture::from(promise).await?;
-    let right_size = answer.dyn_ref::<js_sys::Array>().is_some_and(|parts| {
-        let mut total = 0u64;
-        parts.iter().all(|p| {
-            p.dyn_ref::<js_sys::Uint8Array>().inspect(|a| total += u64::from(a.length())).is_some()
-        }) && total == range.end - range.start
+    let total = answer.dyn_ref::<js_sys::Array>().and_then(|parts| {
+        parts
+            .iter()
+            .try_fold(0u64, |n, p| Some(n + u64::from(p.dyn_ref::<js_sys::Uint8Array>()?.length())))
     });
+    let right_size = total == Some(range.end - range.start);
     if right_size || answer.is_string() {
         Ok(answer)
     } else {

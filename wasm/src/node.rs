@@ -30,6 +30,7 @@ use wasm_bindgen::prelude::*;
 use crate::cas::Cas;
 use crate::exchange::{self, Exchange};
 use crate::store::Store;
+use crate::sync::internal;
 
 /// How often the event loop wakes up without an event, to run due dials.
 const TICK: Duration = Duration::from_millis(250);
@@ -581,51 +582,7 @@ impl EventLoop {
             Command::DialViaRelay(peer, answer) => {
                 let _ = answer.send(self.dial_via_relay(peer));
             }
-            Command::Dial { addr, wait, answer } => {
-                let direct = transport_of(&addr) == "webrtc";
-                let peer = match addr.iter().last() {
-                    Some(Protocol::P2p(peer)) => Some(peer),
-                    _ => None,
-                };
-                if let Some(peer) = peer.filter(|_| wait) {
-                    let live = self.shared.live.borrow();
-                    let up = live.peers.get(&peer).and_then(|info| {
-                        info.connections.iter().find(|c| !direct || c.transport == "webrtc")
-                    });
-                    if let Some(c) = up {
-                        let _ = answer.send(Ok(Some(c.transport)));
-                        return;
-                    }
-                }
-                if wait {
-                    self.dial_waiters.retain(|w| !w.answer.is_canceled());
-                    if self.dial_waiters.len() >= MAX_DIAL_WAITERS {
-                        let busy = format!("{MAX_DIAL_WAITERS} dials are waited on already");
-                        let _ = answer.send(Err(busy));
-                        return;
-                    }
-                }
-                // A direct address through a relay: the relayed connection first; the direct
-                // one follows by itself (see ConnectionEstablished).
-                let addr: Multiaddr = if direct {
-                    addr.iter().filter(|p| !matches!(p, Protocol::WebRTC)).collect()
-                } else {
-                    addr
-                };
-                let opts = DialOpts::from(addr);
-                let first = opts.connection_id();
-                match (self.swarm.dial(opts), peer) {
-                    (Err(e), _) => {
-                        let _ = answer.send(Err(e.to_string()));
-                    }
-                    (Ok(()), Some(peer)) if wait => {
-                        self.dial_waiters.push(DialWaiter { peer, direct, first, answer })
-                    }
-                    (Ok(()), _) => {
-                        let _ = answer.send(Ok(None));
-                    }
-                }
-            }
+            Command::Dial { addr, wait, answer } => self.dial_for_user(addr, wait, answer),
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
@@ -652,6 +609,52 @@ impl EventLoop {
                         Err(e) => tracing::info!("providing {root}: {e}"),
                     }
                 }
+            }
+        }
+    }
+
+    /// Dial an address the user gave; with `wait`, `answer` once the peer it names is connected
+    /// (directly, for a `/webrtc` address), at once if it is already.
+    fn dial_for_user(&mut self, addr: Multiaddr, wait: bool, answer: oneshot::Sender<DialOutcome>) {
+        let direct = transport_of(&addr) == "webrtc";
+        let waiting_on = match addr.iter().last() {
+            Some(Protocol::P2p(peer)) if wait => Some(peer),
+            _ => None,
+        };
+        if let Some(peer) = waiting_on {
+            let live = self.shared.live.borrow();
+            let up = live.peers.get(&peer).and_then(|info| {
+                info.connections.iter().find(|c| !direct || c.transport == "webrtc")
+            });
+            if let Some(c) = up {
+                let _ = answer.send(Ok(Some(c.transport)));
+                return;
+            }
+            drop(live);
+            self.dial_waiters.retain(|w| !w.answer.is_canceled());
+            if self.dial_waiters.len() >= MAX_DIAL_WAITERS {
+                let _ = answer.send(Err(format!("{MAX_DIAL_WAITERS} dials are waited on already")));
+                return;
+            }
+        }
+        // A direct address through a relay: the relayed connection first; the direct one
+        // follows by itself (see ConnectionEstablished).
+        let addr: Multiaddr = if direct {
+            addr.iter().filter(|p| !matches!(p, Protocol::WebRTC)).collect()
+        } else {
+            addr
+        };
+        let opts = DialOpts::from(addr);
+        let first = opts.connection_id();
+        match (self.swarm.dial(opts), waiting_on) {
+            (Err(e), _) => {
+                let _ = answer.send(Err(e.to_string()));
+            }
+            (Ok(()), Some(peer)) => {
+                self.dial_waiters.push(DialWaiter { peer, direct, first, answer })
+            }
+            (Ok(()), None) => {
+                let _ = answer.send(Ok(None));
             }
         }
     }
@@ -1370,7 +1373,7 @@ async fn storage_summary(shared: &Shared) -> Result<Value, ApiError> {
     if let Some(kept) = shared.storage.borrow_mut().as_mut() {
         kept.refreshing = false;
     }
-    let objects = objects.map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let objects = objects.map_err(internal)?;
     let value = json!({
         "objects": objects.len(),
         "pinned": objects.iter().filter(|o| o.pinned).count(),
@@ -1459,10 +1462,9 @@ async fn page_sync(
         return shared.sync.collections_or_list(method, params).await;
     }
     let share = crate::sync::ShareParams::parse(params)?;
-    let internal = |e: String| ApiError::new(ErrorCode::Internal, e);
-    let mut shown = serde_json::to_value(&share).map_err(|e| internal(e.to_string()))?;
+    let mut shown = serde_json::to_value(&share).map_err(internal)?;
     if let Some(cid) = &share.cid {
-        let record = shared.store.object(cid).await.map_err(|e| internal(e.to_string()))?;
+        let record = shared.store.object(cid).await.map_err(internal)?;
         let record = record.filter(|r| r.origins.iter().any(|o| o == origin)).ok_or_else(|| {
             ApiError::new(ErrorCode::NotFound, "this origin holds no such object")
         })?;
@@ -1571,7 +1573,6 @@ async fn set_trust(
     level: u8,
     context: String,
 ) -> Result<Value, ApiError> {
-    let internal = |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Internal, e.to_string());
     if did == shared.did {
         return Err(ApiError::new(ErrorCode::InvalidParams, "a peer does not rate itself"));
     }
@@ -1586,10 +1587,8 @@ async fn set_trust(
     let credential = disot_core::trust::issue(&shared.key, &assertion)
         .await
         .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
-    crate::trustnet::store_credential(&shared.store, &credential)
-        .await
-        .map_err(|e| internal(&e))?;
-    let mut all = shared.store.trust_credentials().await.map_err(|e| internal(&e))?;
+    crate::trustnet::store_credential(&shared.store, &credential).await.map_err(internal)?;
+    let mut all = shared.store.trust_credentials().await.map_err(internal)?;
     // The latest assertion about a peer, per context, replaces the earlier one.
     all.retain(|c| {
         c.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(did.as_str())
@@ -1597,7 +1596,7 @@ async fn set_trust(
                 != Some(context.as_str())
     });
     all.push(credential.clone());
-    shared.store.set_trust_credentials(&all).await.map_err(|e| internal(&e))?;
+    shared.store.set_trust_credentials(&all).await.map_err(internal)?;
     // A revocation holds from the very next request.
     shared.exchange.access_changed();
     publish_trust(shared).await;
@@ -1669,10 +1668,9 @@ async fn load_trust(
     shared: &Shared,
     now: u64,
 ) -> Result<(disot_core::trust::TrustGraph, Vec<(disot_core::trust::Assertion, Value)>), ApiError> {
-    let internal = |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Internal, e.to_string());
     let mut graph = disot_core::trust::TrustGraph::new();
     let mut mine = Vec::new();
-    for credential in shared.store.trust_credentials().await.map_err(|e| internal(&e))? {
+    for credential in shared.store.trust_credentials().await.map_err(internal)? {
         // Checked again on every read: the store is not trusted more than the network.
         match disot_core::trust::verify(&credential, now).await {
             Ok(a) => {
@@ -1683,7 +1681,7 @@ async fn load_trust(
         }
     }
     // What trusted peers told us (verified when it came).
-    for credential in shared.store.received_trust().await.map_err(|e| internal(&e))? {
+    for credential in shared.store.received_trust().await.map_err(internal)? {
         if let Ok(a) = disot_core::trust::read_form(&credential) {
             graph.insert(a);
         }
@@ -1708,7 +1706,6 @@ async fn handle_ui(
     mut commands: mpsc::Sender<Command>,
     body: &str,
 ) -> Result<Value, ApiError> {
-    let internal = |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Internal, e.to_string());
     match api::parse_ui_request(body)? {
         UiRequest::Status => {
             let storage = storage_summary(shared).await?;
@@ -1731,7 +1728,7 @@ async fn handle_ui(
             }))
         }
         UiRequest::GetSettings => {
-            let stored = shared.store.settings().await.map_err(|e| internal(&e))?;
+            let stored = shared.store.settings().await.map_err(internal)?;
             let is_default = stored.is_none();
             let settings = stored.unwrap_or_else(|| Settings {
                 bootstrap: shared.defaults.clone(),
@@ -1747,7 +1744,7 @@ async fn handle_ui(
         }
         UiRequest::SetSettings(settings) => {
             let nodes = bootstrap::parse_addrs(&settings.bootstrap)?;
-            shared.store.set_settings(&settings).await.map_err(|e| internal(&e))?;
+            shared.store.set_settings(&settings).await.map_err(internal)?;
             let (done, applied) = oneshot::channel();
             commands
                 .send(Command::SetBootstrap(nodes, done))
@@ -1772,7 +1769,7 @@ async fn handle_ui(
             let request = pending.get(id).ok_or_else(|| {
                 ApiError::new(ErrorCode::InvalidParams, "no such pending request")
             })?;
-            serde_json::to_value(request).map_err(|e| internal(&e))
+            serde_json::to_value(request).map_err(internal)
         }
         UiRequest::DecidePermission { id, approve, remember } => {
             decide(shared, id, approve, remember).await
@@ -1814,9 +1811,9 @@ async fn handle_ui(
             }
             let expires = now_ms() as u64 + disot_core::invite::DEFAULT_VALIDITY_MS;
             let name = shared.local.borrow().display_name().to_owned();
-            let text = disot_core::invite::create(&shared.key, &name, addrs, expires)
-                .map_err(|e| internal(&e))?;
-            let qr = disot_core::invite::qr_svg(&text).map_err(|e| internal(&e))?;
+            let text =
+                disot_core::invite::create(&shared.key, &name, addrs, expires).map_err(internal)?;
+            let qr = disot_core::invite::qr_svg(&text).map_err(internal)?;
             Ok(json!({ "invite": text, "qrSvg": qr, "expiresMs": expires }))
         }
         UiRequest::AcceptInvite { invite, level } => {
@@ -1850,27 +1847,26 @@ async fn handle_ui(
         }
         UiRequest::LockIdentity { passphrase } => {
             let sealed = seal_identity(shared, &passphrase)?;
-            shared.store.lock_identity(&sealed).await.map_err(|e| internal(&e))?;
+            shared.store.lock_identity(&sealed).await.map_err(internal)?;
             shared.lock_enabled.set(true);
             Ok(json!({ "lockEnabled": true }))
         }
         UiRequest::RemoveLock { passphrase } => {
-            let sealed = shared.store.sealed_identity().await.map_err(|e| internal(&e))?;
+            let sealed = shared.store.sealed_identity().await.map_err(internal)?;
             let sealed = sealed
                 .ok_or_else(|| ApiError::new(ErrorCode::InvalidParams, "the lock is not on"))?;
             let key = disot_core::backup::import(&sealed, &passphrase)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
-            shared.store.replace_identity(&key).await.map_err(|e| internal(&e))?;
+            shared.store.replace_identity(&key).await.map_err(internal)?;
             shared.lock_enabled.set(false);
             Ok(json!({ "lockEnabled": false }))
         }
         UiRequest::ImportIdentity { backup, passphrase } => {
             let key = disot_core::backup::import(&backup, &passphrase)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
-            let did = disot_core::identity::did_from_public_key(&key.public())
-                .map_err(|e| internal(&e))?;
+            let did = disot_core::identity::did_from_public_key(&key.public()).map_err(internal)?;
             // The restored key is stored in the clear: a lock is set again from the options.
-            shared.store.replace_identity(&key).await.map_err(|e| internal(&e))?;
+            shared.store.replace_identity(&key).await.map_err(internal)?;
             shared.lock_enabled.set(false);
             Ok(json!({ "did": did, "restart": did != shared.did }))
         }
@@ -1911,7 +1907,7 @@ async fn handle_ui(
                 grants.revoke(&origin, permission);
                 grants.clone()
             };
-            shared.store.set_grants(&grants).await.map_err(|e| internal(&e))?;
+            shared.store.set_grants(&grants).await.map_err(internal)?;
             // Without the share permission, nothing it was allowed to share unasked stays so.
             if permission.is_none_or(|p| p == disot_core::permissions::Permission::Share) {
                 shared.sync.preauth_remove(&origin, None).await?;

@@ -49,7 +49,8 @@ fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+/// A failure inside the node (a store error, say) as the API reports it.
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::Internal, e.to_string())
 }
 

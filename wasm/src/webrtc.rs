@@ -229,10 +229,9 @@ async fn negotiate(
     );
     pc.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
 
-    let mut init = None;
+    // The SDP needs a data channel to offer; js-libp2p's listener closes this one.
+    let init = initiator.then(|| pc.create_data_channel("init"));
     let (stream, offer) = if initiator {
-        // The SDP needs a data channel to offer; js-libp2p's listener closes this one.
-        init = Some(pc.create_data_channel("init"));
         let offer = async {
             let offer = sdp_of(&JsFuture::from(pc.create_offer()).await.map_err(js)?)?;
             JsFuture::from(pc.set_local_description(&description(RtcSdpType::Offer, &offer)))
