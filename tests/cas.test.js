@@ -1,10 +1,13 @@
 // The content store through the page API, in both browsers: 64 MiB in and out byte-identical,
-// still there after a browser restart, invisible without a grant and to other origins, and a
-// block corrupted in IndexedDB detected on read.
+// still there after a browser restart, invisible without a grant and to other origins, a block
+// corrupted in IndexedDB detected on read, and pages' puts named with @helia/unixfs's CIDs.
 import { describe, test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { unixfs } from '@helia/unixfs';
+import { MemoryBlockstore } from 'blockstore-core/memory';
 import * as h from './lib/harness.js';
 
 after(() => h.cleanup());
@@ -36,6 +39,28 @@ function checkRoundTrip(kind, r) {
   figures[kind] = { putMiBps: +(MiB / (r.putMs / 1000)).toFixed(1), getMiBps: +(MiB / (r.getMs / 1000)).toFixed(1) };
   h.log(`${kind}: put ${MiB} MiB at ${figures[kind].putMiBps} MiB/s, get at ${figures[kind].getMiBps} MiB/s`);
 }
+
+// Files whose CIDs a page's put must share with @helia/unixfs `addBytes` (its defaults: 1 MiB
+// chunks, raw leaves, 1024 links): empty, one byte, around one chunk, several chunks with a
+// short last one. The browser cuts and hashes leaves on its own path (wasm/src/frame.rs), not
+// the one `disot-node add` shares with tests/unixfs.test.js, so it is checked here too.
+const CHUNK = 1024 * 1024;
+const GENERATED = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * CHUNK + 123].map((size, i) => ({ size, seed: 1000 + i }));
+
+async function checkGenerated(ours) {
+  const helia = unixfs({ blockstore: new MemoryBlockstore() });
+  // The last file twice: through the typed wrapper, then straight to the frame in uneven pieces.
+  const files = [...GENERATED, GENERATED.at(-1)];
+  assert.equal(ours.length, files.length);
+  for (const [i, { size, seed }] of files.entries()) {
+    const bytes = h.generate(size, seed);
+    const expected = (await helia.addBytes(bytes)).toString();
+    assert.equal(ours[i].cid, expected, `${size} bytes: the CID @helia/unixfs gives`);
+    assert.equal(ours[i].sha256, `sha256:${createHash('sha256').update(bytes).digest('hex')}`);
+  }
+}
+
+const generatedInPage = () => ({ cases: GENERATED, generateSource: h.generate.toString() });
 
 function checkPutForms(r) {
   assert.equal(r.kept, true, "the page's buffer is left whole");
@@ -111,6 +136,7 @@ describe('chromium content store', { concurrency: 1 }, () => {
       assert.equal(err.code, -32603);
       assert.match(err.message, /does not match its cid/);
       checkPutForms(await page.evaluate(h.putFormsInPage));
+      await checkGenerated(await page.evaluate(h.putGeneratedInPage, generatedInPage()));
     } finally {
       await browser.close();
     }
@@ -173,6 +199,7 @@ describe('firefox content store', () => {
       const err = await run(async (cid) => window.disot.cas.get(cid), r.put.cid);
       assert.deepEqual(err, { thrown: -32603 });
       checkPutForms(await run(h.putFormsInPage));
+      await checkGenerated(await run(h.putGeneratedInPage, generatedInPage()));
     } finally {
       await driver.quit();
     }

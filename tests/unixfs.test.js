@@ -24,19 +24,6 @@ const MiB = 1024 * KiB;
 const PRESETS = { helia: 1024, kubo: 174 };
 const CHUNK = { helia: MiB, kubo: 256 * KiB };
 
-/** Deterministic pseudo-random bytes (xorshift32), so every run tests the same files. */
-function generate(size, seed) {
-  const out = new Uint8Array(size);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
-
 const cases = [];
 for (const preset of Object.keys(PRESETS)) {
   const chunk = CHUNK[preset];
@@ -51,7 +38,7 @@ const dir = h.tempDir('unixfs');
 
 for (const { preset, chunk, size } of cases) {
   test(`${preset} preset, ${chunk}-byte chunks, ${size} bytes: same CID as @helia/unixfs`, async () => {
-    const bytes = generate(size, size + chunk);
+    const bytes = h.generate(size, size + chunk);
     const file = path.join(dir, `${preset}-${chunk}-${size}.bin`);
     fs.writeFileSync(file, bytes);
 
@@ -73,7 +60,7 @@ for (const { preset, chunk, size } of cases) {
 }
 
 test('the helia preset is exactly @helia/unixfs addBytes with no options', async () => {
-  const bytes = generate(3 * MiB, 42);
+  const bytes = h.generate(3 * MiB, 42);
   const file = path.join(dir, 'defaults.bin');
   fs.writeFileSync(file, bytes);
   const expected = await unixfs({ blockstore: new MemoryBlockstore() }).addBytes(bytes);

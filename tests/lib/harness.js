@@ -602,6 +602,65 @@ export async function putFormsInPage() {
   };
 }
 
+/** Deterministic pseudo-random bytes (xorshift32): the same file in Node and, from this
+ * function's source, in a page. */
+export function generate(size, seed) {
+  const out = new Uint8Array(size);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/**
+ * In-page, with the cas grant: the files `cases` ({size, seed}, made by `generate`, whose
+ * source is passed) put through the typed wrapper; and the last of them sent again straight to
+ * the content frame in uneven pieces (7 bytes to 4 MiB), as a page may. Their `{cid, sha256}`.
+ */
+export async function putGeneratedInPage({ cases, generateSource }) {
+  const make = (0, eval)(`(${generateSource})`);
+  const out = [];
+  for (const { size, seed } of cases) {
+    const { cid, sha256 } = await window.disot.cas.put(make(size, seed));
+    out.push({ cid, sha256 });
+  }
+  const last = cases.at(-1);
+  const bytes = make(last.size, last.seed);
+  const iframe = document.querySelector('iframe[src*="-extension://"]');
+  const { port1, port2 } = new MessageChannel();
+  iframe.contentWindow.postMessage({ channel: 'disot-frame' }, '*', [port2]);
+  let id = 0;
+  const ask = (msg, transfer = []) => new Promise((resolve, reject) => {
+    const mine = ++id;
+    port1.onmessage = ({ data }) => {
+      if (data.id !== mine) return;
+      const body = JSON.parse(data.body);
+      if (body.error) reject(new Error(body.error.message));
+      else resolve(body.result);
+    };
+    port1.postMessage({ ...msg, id: mine }, transfer);
+  });
+  const call = (method, params) => ask({ op: 'request', body: JSON.stringify({ method, params }) });
+  try {
+    const { handle } = await call('cas_put_start', {});
+    const sizes = [3000, 7, 2_500_000, 1 << 20, 4 << 20, 777_777];
+    for (let at = 0, n = 0; at < bytes.length; n++) {
+      const piece = bytes.slice(at, at + sizes[n % sizes.length]);
+      at += piece.length;
+      await ask({ op: 'put', handle, data: piece.buffer }, [piece.buffer]);
+    }
+    const { cid, sha256 } = await call('cas_put_finish', { handle });
+    out.push({ cid, sha256 });
+  } finally {
+    port1.close();
+  }
+  return out;
+}
+
 /**
  * In-page, with the cas grant: bad input through the typed wrapper, through raw requests and
  * straight to the extension's content frame (as a hostile page could); error codes, and what

@@ -17,7 +17,7 @@ use wasm_bindgen::prelude::*;
 use crate::cas::{self, Cas, ContentImporters, Piece};
 use crate::store::Store;
 use cid::Cid;
-use disot_core::unixfs::{BlockImporter, Importer, Layout};
+use disot_core::unixfs::{Layout, LeafTree};
 use wasm_bindgen_futures::JsFuture;
 
 /// The content store of one extension frame.
@@ -36,75 +36,65 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
 }
 
 /// An upload's import on the worker that takes it off the frame's thread (see
-/// [`ContentImporters`]): cuts the pieces into blocks and hashes each block for its CID; and
-/// hashes the whole content for its `sha256:` name too, unless another worker does that
-/// ([`ContentHash`]) and its digest is given at the end.
+/// [`ContentImporters`]): the worker cuts the pieces into leaves and hashes each with the
+/// browser's SHA-256 (several times faster than this code's); this builds the tree over them.
+/// The whole content's `sha256:` name is hashed apart ([`ContentHash`]), and its digest given
+/// at the end.
 #[wasm_bindgen]
-pub struct WorkerImport(Import);
+pub struct WorkerImport(LeafTree);
 
-enum Import {
-    Whole(Importer),
-    Blocks(BlockImporter),
-}
-
-/// The blocks of `blocks` for JS as `[cid, bytes]` pairs; `bytes` is `null` for a block that
-/// is exactly `piece` (its bytes are in the caller's hands already: no copy out of this memory).
-fn block_pairs(blocks: &[disot_core::unixfs::Block], piece: &[u8]) -> js_sys::Array {
-    let out = js_sys::Array::new_with_length(blocks.len() as u32);
-    for (i, b) in blocks.iter().enumerate() {
-        let bytes: JsValue = if !piece.is_empty() && b.data == piece {
-            JsValue::NULL
-        } else {
-            js_sys::Uint8Array::from(b.data.as_slice()).into()
-        };
-        let pair = js_sys::Array::of2(&JsValue::from_str(&b.cid.to_string()), &bytes);
-        out.set(i as u32, pair.into());
-    }
-    out
+/// `blocks` for JS as `[cid, bytes]` pairs.
+fn block_pairs(blocks: &[disot_core::unixfs::Block]) -> js_sys::Array {
+    blocks
+        .iter()
+        .map(|b| {
+            let bytes = js_sys::Uint8Array::from(b.data.as_slice());
+            js_sys::Array::of2(&JsValue::from_str(&b.cid.to_string()), &bytes)
+        })
+        .collect()
 }
 
 #[wasm_bindgen]
 impl WorkerImport {
-    /// An upload with the store's layout, its content hashed here too.
+    /// An upload with the store's layout.
     #[wasm_bindgen(constructor)]
     #[allow(clippy::new_without_default)]
     pub fn new() -> WorkerImport {
-        WorkerImport(Import::Whole(Importer::new(Layout::default())))
+        WorkerImport(LeafTree::new(Layout::default()))
     }
 
-    /// An upload with the store's layout whose content another worker hashes: `finish` takes
-    /// that digest.
-    #[wasm_bindgen(js_name = blocksOnly)]
-    pub fn blocks_only() -> WorkerImport {
-        WorkerImport(Import::Blocks(BlockImporter::new(Layout::default())))
+    /// The size the worker cuts leaves to: every leaf but the last is exactly this long.
+    #[wasm_bindgen(js_name = chunkSize)]
+    pub fn chunk_size() -> usize {
+        Layout::default().chunk_size()
     }
 
-    /// The next piece: the blocks it completed, as `[cid, bytes | null]` pairs (`null`: the
-    /// block is the piece itself).
-    pub fn push(&mut self, piece: &[u8]) -> js_sys::Array {
-        let blocks = match &mut self.0 {
-            Import::Whole(importer) => importer.push(piece),
-            Import::Blocks(importer) => importer.push(piece),
-        };
-        block_pairs(&blocks, piece)
+    /// The next leaf, by its SHA-256 and length: `[cid, blocks]`, the leaf's CID and the
+    /// branch blocks it completed as `[cid, bytes]` pairs. Errs on a leaf out of shape (see
+    /// [`LeafTree::push_leaf`]).
+    #[wasm_bindgen(js_name = pushLeaf)]
+    pub fn push_leaf(&mut self, digest: &[u8], len: usize) -> Result<js_sys::Array, JsError> {
+        let digest: &[u8; 32] =
+            digest.try_into().map_err(|_| JsError::new("a leaf's SHA-256 is 32 bytes"))?;
+        let (cid, branches) = self.0.push_leaf(digest, len).map_err(|e| JsError::new(&e))?;
+        Ok(js_sys::Array::of2(&JsValue::from_str(&cid.to_string()), &block_pairs(&branches)))
     }
 
-    /// End of the upload: `[blocks, cid, sha256, size]`, the blocks as from `push` (the root
-    /// last); the importer is used up. `content_digest`, the SHA-256 of all the content, is
-    /// needed if the import was made [`WorkerImport::blocks_only`].
-    pub fn finish(self, content_digest: Option<Vec<u8>>) -> Result<js_sys::Array, JsError> {
-        let (blocks, imported) = match self.0 {
-            Import::Whole(importer) => importer.finish(),
-            Import::Blocks(importer) => {
-                let digest: [u8; 32] = content_digest
-                    .as_deref()
-                    .and_then(|d| d.try_into().ok())
-                    .ok_or_else(|| JsError::new("the content's SHA-256 (32 bytes) is needed"))?;
-                importer.finish(&digest)
-            }
-        };
+    /// Leaves taken so far.
+    pub fn leaves(&self) -> f64 {
+        self.0.leaves() as f64
+    }
+
+    /// End of the upload, with `content_digest` the SHA-256 of all of it: `[blocks, cid,
+    /// sha256, size]`, the last branches as from `pushLeaf` (the root last); used up. With no
+    /// leaf pushed the content is empty, and its one (empty) leaf is the caller's to store.
+    pub fn finish(self, content_digest: &[u8]) -> Result<js_sys::Array, JsError> {
+        let digest: &[u8; 32] = content_digest
+            .try_into()
+            .map_err(|_| JsError::new("the content's SHA-256 (32 bytes) is needed"))?;
+        let (blocks, imported) = self.0.finish(digest);
         let out = js_sys::Array::new();
-        out.push(&block_pairs(&blocks, &[]));
+        out.push(&block_pairs(&blocks));
         out.push(&JsValue::from_str(&imported.cid.to_string()));
         out.push(&JsValue::from_str(&imported.sha256));
         out.push(&JsValue::from_f64(imported.size as f64));
@@ -112,8 +102,9 @@ impl WorkerImport {
     }
 }
 
-/// The SHA-256 of an upload's whole content (its `sha256:` name), worked out on a worker of its
-/// own while another cuts and hashes the blocks ([`WorkerImport::blocks_only`]).
+/// The SHA-256 of an upload's whole content (its `sha256:` name), worked out piece by piece
+/// (the browser's SHA-256 takes only whole buffers): on a worker of its own while another cuts
+/// and hashes the leaves ([`WorkerImport`]), or on that one if it is alone.
 #[wasm_bindgen]
 pub struct ContentHash(sha2::Sha256);
 
