@@ -9,9 +9,10 @@ const MAX_PORTS = 8; // pages (provider instances) one frame serves
 const MAX_PENDING = 16; // requests in flight on one port
 const MAX_PIECE = 4 * 1024 * 1024; // bytes in one message (the node checks again)
 const ASK_TIMEOUT_MS = 60_000; // a 4 MiB piece or range takes well under a second
-const MAX_HASH_BEHIND = 8; // pieces of an upload the hashing worker may be behind the importing one
 let opening = null;
 let ports = 0;
+let importers = null; // the content workers, once started (else the frame imports uploads itself)
+let reading = Promise.resolve(); // without workers: Blob pieces read in the order they came
 
 function frame() {
   opening ??= (async () => {
@@ -21,6 +22,7 @@ function frame() {
       .catch(async () => WebAssembly.compile(await (await fetch(url)).arrayBuffer()));
     const [worker] = await Promise.all([startContentWorker(module), init({ module_or_path: module })]);
     document.documentElement.dataset.hashing = worker ? 'worker' : 'frame'; // for tests
+    importers = worker ?? null;
     return openFrame(worker, worker);
   })().catch((e) => {
     opening = null;
@@ -91,67 +93,38 @@ async function startWorker(module) {
  * the worker does not start (then the frame does all of it on its own thread).
  */
 async function startContentWorker(module) {
-  // Both uploads and reads are bound by one thread's work (hashing), so there are two workers:
-  // the first cuts uploads into blocks and hashes those, while the second hashes the whole
-  // content for its `sha256:` name; both read.
+  // Reads are bound by one thread's work (taking values out of IndexedDB and hashing them), so
+  // there are two workers, and a range goes to the less busy. Uploads are imported by the
+  // first.
   const [worker, second] = await Promise.all([startWorker(module), startWorker(module)]);
   if (!worker) return undefined;
   const readers = [worker, second].filter(Boolean).map((w) => ({ w, reading: 0 }));
-  const split = !!second;
   const dataset = document.documentElement.dataset; // for tests
-  dataset.contentHashing = split ? 'second worker' : 'first worker';
   dataset.readers = String(readers.length);
-  const hashing = new Map(); // upload handle → the second worker's answers not yet back
-  // The second worker hands each copy's buffer back once hashed, and the next copies are made
-  // into those: a new buffer per piece would leave the worker a piece of garbage per piece
-  // (a gigabyte's upload held ~100 MiB of it before a collection). Kept while uploads run.
-  const spare = [];
-  const bufferFor = (length) => {
-    const at = spare.findIndex((b) => b.byteLength >= length);
-    return at < 0 ? new ArrayBuffer(length) : spare.splice(at, 1)[0];
-  };
-  const done = (handle) => {
-    hashing.delete(handle);
-    if (hashing.size === 0) spare.length = 0;
-  };
   return {
-    // The piece's buffer is handed over and comes back with the blocks; a block that is the
-    // whole piece is stored from it (a view of part of a buffer would store all of it). The
-    // second worker gets a copy first: the pieces of an upload reach both in order. If it
-    // falls MAX_HASH_BEHIND pieces behind, the upload waits for it (copies do not pile up).
-    push: async (handle, bytes) => {
-      const { byteOffset: offset, length } = bytes;
-      let behind;
-      if (split) {
-        const copy = bufferFor(length);
-        new Uint8Array(copy, 0, length).set(bytes);
-        const waiting = hashing.get(handle) ?? [];
-        hashing.set(handle, waiting);
-        const hashed = second.ask({ op: 'hash', handle, buffer: copy, offset: 0, length }, [copy]);
-        // A failure is the digest's to report.
-        hashed.then(({ buffer }) => { if (hashing.size && spare.length <= MAX_HASH_BEHIND) spare.push(buffer); }, () => {});
-        waiting.push(hashed);
-        if (waiting.length > MAX_HASH_BEHIND) behind = waiting.shift();
-      }
-      const { blocks, buffer } = await worker.ask({ op: 'push', handle, split, buffer: bytes.buffer, offset, length }, [bytes.buffer]);
-      await behind;
-      // A block given as null is the whole piece: its bytes are the buffer that came back.
-      let piece;
-      const whole = () => (piece ??= offset === 0 && length === buffer.byteLength
-        ? new Uint8Array(buffer) : new Uint8Array(buffer.slice(offset, offset + length)));
-      return blocks.map(([cid, data]) => [cid, data ?? whole()]);
+    // A piece comes as a Blob (the page's provider sends Blobs: no bytes pass through this
+    // thread, and IndexedDB stores a Blob faster than an array) or as bytes, whose buffer is
+    // handed over and comes back with the blocks. A block that is the whole piece is stored
+    // as the piece (a view of part of a buffer would store all of it).
+    push: async (handle, piece) => {
+      const blob = piece instanceof Blob;
+      const { byteOffset: offset, length } = blob ? {} : piece;
+      const { blocks, buffer } = blob
+        ? await worker.ask({ op: 'push', handle, blob: piece })
+        : await worker.ask({ op: 'push', handle, buffer: piece.buffer, offset, length }, [piece.buffer]);
+      // A block given as null is the whole piece.
+      let whole;
+      const asPiece = () => (whole ??= blob ? piece
+        : offset === 0 && length === buffer.byteLength ? new Uint8Array(buffer) : new Uint8Array(buffer.slice(offset, offset + length)));
+      return blocks.map(([cid, data]) => [cid, data ?? asPiece()]);
     },
+    // The page's word that upload `handle` has had its last piece (see hash-worker.js).
+    last: (handle) => worker.tell({ op: 'last', handle }),
     finish: async (handle) => {
-      done(handle);
-      const digest = split ? (await second.ask({ op: 'digest', handle })).digest : undefined;
-      const { blocks, cid, sha256, size } = await worker.ask({ op: 'finish', handle, digest });
+      const { blocks, cid, sha256, size } = await worker.ask({ op: 'finish', handle });
       return [blocks, cid, sha256, size];
     },
-    forget: (handle) => {
-      done(handle);
-      worker.tell({ op: 'forget', handle });
-      second?.tell({ op: 'forget', handle });
-    },
+    forget: (handle) => worker.tell({ op: 'forget', handle }),
     // The parts of a range (or the JSON text of an error), read and verified on the worker.
     read: async (root, start, end) => {
       const r = readers.reduce((a, b) => (b.reading < a.reading ? b : a)); // the less busy
@@ -180,11 +153,28 @@ async function answer(origin, msg) {
     case 'request':
       if (typeof msg.body !== 'string') break;
       return { body: await f.request(origin, msg.body) };
-    case 'put':
-      if (!(msg.data instanceof ArrayBuffer) || typeof msg.handle !== 'number') break;
-      // Refused before it is copied into the node's memory.
-      if (msg.data.byteLength > MAX_PIECE) return { body: failure(-32005, `${msg.data.byteLength} bytes in one message; the limit is ${MAX_PIECE}`) };
-      return { body: await f.putChunk(origin, msg.handle, new Uint8Array(msg.data)) };
+    case 'put': {
+      const { data } = msg;
+      const blob = data instanceof Blob;
+      if (!(blob || data instanceof ArrayBuffer) || typeof msg.handle !== 'number') break;
+      // Refused before it is read or copied into the node's memory.
+      const size = blob ? data.size : data.byteLength;
+      if (size > MAX_PIECE) return { body: failure(-32005, `${size} bytes in one message; the limit is ${MAX_PIECE}`) };
+      let piece = blob ? data : new Uint8Array(data);
+      if (blob && !importers) {
+        // This thread imports it, from bytes: read in order, so the pieces stay in order.
+        const read = reading.then(() => data.arrayBuffer());
+        reading = read.catch(() => {});
+        try {
+          piece = new Uint8Array(await read);
+        } catch (e) {
+          return { body: failure(-32602, `the piece could not be read: ${e?.message ?? e}`) };
+        }
+      }
+      const putting = f.putChunk(origin, msg.handle, piece); // taken in, in order, before it waits
+      if (msg.last === true) importers?.last(msg.handle);
+      return { body: await putting };
+    }
     case 'read': {
       if (typeof msg.name !== 'string' || msg.name.length > 256 || typeof msg.offset !== 'number' || typeof msg.length !== 'number') break;
       const r = await f.read(origin, msg.name, msg.offset, msg.length);

@@ -55,7 +55,7 @@
   }
 
   // The content store's two paths. The binary one is a MessagePort to a hidden extension frame
-  // (opened on first use) that moves content as transferable buffers, several pieces in flight.
+  // (opened on first use) that moves content as Blobs (puts) and transferable buffers (gets), several pieces in flight.
   // If the frame cannot be opened, content moves in base64 chunks through request(), because
   // extension messaging in Chrome is JSON.
   const FRAME_TIMEOUT_MS = 30_000;
@@ -104,17 +104,18 @@
     };
     return {
       call: (method, params) => call({ op: 'request', body: JSON.stringify(params === undefined ? { method } : { method, params }) }),
-      put: (handle, bytes) => call({ op: 'put', handle, data: bytes.buffer }, [bytes.buffer]),
+      put: (handle, piece, last) => call({ op: 'put', handle, data: piece, last }),
       read: (name, offset, length) => call({ op: 'read', name, offset, length }),
       pieceSize: 1024 * 1024,
       readSize: 4 * 1024 * 1024, // the most one frame message takes
       inFlight: 8, // ranges read ahead by one get (two workers read them)
+      putsInFlight: 16,
     };
   }
 
   const messagePath = {
     call: (method, params) => request(params === undefined ? { method } : { method, params }),
-    put: (handle, bytes) => request({ method: 'cas_put_chunk', params: { handle, data: toBase64(bytes) } }),
+    put: async (handle, piece) => request({ method: 'cas_put_chunk', params: { handle, data: toBase64(new Uint8Array(await piece.arrayBuffer())) } }),
     read: async (name, offset, length) => [fromBase64((await request({ method: 'cas_read', params: { name, offset, length } })).data)],
     pieceSize: 512 * 1024,
     readSize: 512 * 1024,
@@ -157,23 +158,26 @@
   // test driver's sandbox) are accepted too.
   const tag = (v) => Object.prototype.toString.call(v);
   /**
-   * `data` in pieces of `size` bytes (the last may be shorter), each in a buffer of its own
-   * that may be transferred to the frame: the page's bytes are copied once (a Blob's are read
-   * straight into such a buffer), and the page's own buffers are never detached. A stream's
-   * chunks, of any sizes, are gathered into pieces without joining buffers.
+   * `data` in pieces of `size` bytes (the last may be shorter), as `{piece, last}` with each
+   * piece a Blob and `last` set on the last one if that is known then (a stream that ends at a
+   * piece's end is known to have ended only after). The page's bytes are copied once, into
+   * the Blobs (a Blob's or File's pieces are slices of it, not read here), and the page's own
+   * buffers are never touched after. The content frame stores each piece as the Blob it is. A
+   * stream's chunks, of any sizes, are gathered into pieces.
    */
   async function* pieces(data, size) {
     if (tag(data) === '[object ArrayBuffer]') data = new Uint8Array(data);
     if (ArrayBuffer.isView(data)) {
       const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      for (let i = 0; i < bytes.length; i += size) yield bytes.slice(i, i + size);
+      for (let i = 0; i < bytes.length; i += size) yield { piece: new Blob([bytes.subarray(i, i + size)]), last: i + size >= bytes.length };
     } else if (tag(data) === '[object Blob]' || tag(data) === '[object File]') {
-      for (let i = 0; i < data.size; i += size) yield new Uint8Array(await data.slice(i, i + size).arrayBuffer());
+      for (let i = 0; i < data.size; i += size) yield { piece: data.slice(i, i + size), last: i + size >= data.size };
     } else if (tag(data) === '[object ReadableStream]') {
       const reader = data.getReader();
       let finished = false;
       try {
-        let out = null;
+        // One buffer, reused: each full piece is copied out of it into its Blob.
+        const out = new Uint8Array(size);
         let filled = 0;
         for (;;) {
           const { done, value } = await reader.read();
@@ -181,20 +185,18 @@
           if (!ArrayBuffer.isView(value)) throw new ProviderRpcError(-32602, 'the stream must yield Uint8Array chunks');
           const chunk = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
           for (let at = 0; at < chunk.length;) {
-            out ??= new Uint8Array(size);
             const n = Math.min(size - filled, chunk.length - at);
             out.set(chunk.subarray(at, at + n), filled);
             filled += n;
             at += n;
             if (filled === size) {
-              yield out;
-              out = null;
+              yield { piece: new Blob([out]), last: false };
               filled = 0;
             }
           }
         }
         finished = true;
-        if (filled) yield out.slice(0, filled);
+        if (filled) yield { piece: new Blob([out.subarray(0, filled)]), last: true };
       } finally {
         // A put that failed stops the page's source rather than leaving it locked and running.
         if (!finished) reader.cancel().catch(() => {});
@@ -284,14 +286,14 @@
       let stored = 0;
       try {
         await bounded((async function* () {
-          for await (const piece of pieces(data, path.pieceSize)) {
-            const n = piece.length; // read before the transfer empties it
-            yield () => path.put(handle, piece).then(() => {
+          for await (const { piece, last } of pieces(data, path.pieceSize)) {
+            const n = piece.size;
+            yield () => path.put(handle, piece, last).then(() => {
               stored += n;
               onProgress?.(stored);
             });
           }
-        })(), path.inFlight);
+        })(), path.putsInFlight ?? path.inFlight);
       } catch (e) {
         await path.call('cas_put_abort', { handle }).catch(() => {});
         throw e;

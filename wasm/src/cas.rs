@@ -33,6 +33,10 @@ const STORAGE_RESERVE: f64 = 16.0 * 1024.0 * 1024.0;
 /// before it is asked again; it is asked for every piece within [`ROOM_MARGIN`] of the reserve.
 const ROOM_ESTIMATE_MS: f64 = 1_000.0;
 const ROOM_MARGIN: f64 = 4.0 * STORAGE_RESERVE;
+/// For this long after blocks were removed, an upload short of room asks again, every
+/// [`RECLAIM_POLL_MS`], before it gives up: the room they took may show as free only later.
+const RECLAIM_MS: f64 = 15_000.0;
+const RECLAIM_POLL_MS: u64 = 500;
 /// An upload without a chunk for this long is dropped.
 const UPLOAD_IDLE_MS: f64 = 120_000.0;
 
@@ -49,7 +53,7 @@ extern "C" {
     fn push(
         this: &ContentImporters,
         handle: f64,
-        bytes: &js_sys::Uint8Array,
+        bytes: &JsValue,
     ) -> Result<js_sys::Promise, JsValue>;
     #[wasm_bindgen(method, catch)]
     fn finish(this: &ContentImporters, handle: f64) -> Result<js_sys::Promise, JsValue>;
@@ -58,14 +62,14 @@ extern "C" {
 }
 
 /// The bytes of a piece of an upload, as they came: in this memory (the node's JSON path) or
-/// as a JS array (the content frame's binary path).
+/// as a JS value, a `Uint8Array` or a `Blob` (the content frame's binary path).
 pub(crate) enum Piece<'a> {
     Bytes(&'a [u8]),
-    Js(&'a js_sys::Uint8Array),
+    Js(&'a JsValue),
 }
 
-/// Blocks whose bytes are JS arrays, as the importers give them back.
-type JsBlocks = Vec<(Cid, js_sys::Uint8Array)>;
+/// Blocks whose bytes are JS values (`Uint8Array`s or `Blob`s), as the importers give them back.
+type JsBlocks = Vec<(Cid, JsValue)>;
 
 /// `[cid, bytes]` pairs from the importers.
 fn js_blocks(v: &JsValue) -> Result<JsBlocks, JsValue> {
@@ -75,7 +79,8 @@ fn js_blocks(v: &JsValue) -> Result<JsBlocks, JsValue> {
         let pair = pair.dyn_into::<js_sys::Array>().map_err(|_| "a block is not a pair")?;
         let cid =
             pair.get(0).as_string().and_then(|c| c.parse::<Cid>().ok()).ok_or("a block's CID")?;
-        let bytes = pair.get(1).dyn_into::<js_sys::Uint8Array>().map_err(|_| "a block's bytes")?;
+        let bytes = pair.get(1);
+        crate::store::value_len(&bytes).ok_or("a block's bytes")?;
         out.push((cid, bytes));
     }
     Ok(out)
@@ -173,6 +178,23 @@ impl Cas {
         Some(estimate)
     }
 
+    /// [`Cas::room_for`] a piece of upload `handle`, but if that is short of `len` and the
+    /// reserve soon after blocks were removed, asked again until it is not, [`RECLAIM_MS`] have
+    /// passed since the removal or the upload is gone (Firefox frees the files of removed Blob
+    /// values some seconds later).
+    async fn room_after_removals(&self, handle: u64, len: f64) -> Option<f64> {
+        let mut room = self.room_for(len).await?;
+        while room < len + STORAGE_RESERVE
+            && self.store.since_removal() < RECLAIM_MS
+            && self.uploads.borrow().contains_key(&handle)
+        {
+            futures_timer::Delay::new(std::time::Duration::from_millis(RECLAIM_POLL_MS)).await;
+            self.room.set(None); // asked afresh
+            room = self.room_for(len).await?;
+        }
+        Some(room)
+    }
+
     /// Upload `handle` will not finish: its import elsewhere is not wanted.
     fn forget(&self, handle: u64, upload: &Upload) {
         if let (None, Some(importers)) = (&upload.importer, &self.importers) {
@@ -217,6 +239,7 @@ async fn remove_written(store: &Store, written: &[Cid]) {
         || store::remove_unreferenced(store, written),
     )
     .await;
+    store.removed();
     match removed {
         Ok(n) => tracing::info!("removed {n} blocks of abandoned uploads"),
         Err(e) => tracing::warn!("removing blocks of abandoned uploads: {e}; giving up"),
@@ -373,7 +396,16 @@ pub(crate) fn accept_chunk(
         (Some(importer), _) => {
             let blocks = match piece {
                 Piece::Bytes(bytes) => importer.push(bytes),
-                Piece::Js(array) => importer.push(&array.to_vec()),
+                Piece::Js(value) => match value.dyn_ref::<js_sys::Uint8Array>() {
+                    Some(array) => importer.push(&array.to_vec()),
+                    None => {
+                        drop(uploads);
+                        return Err(ApiError::new(
+                            ErrorCode::InvalidParams,
+                            "a piece read on this thread must be bytes",
+                        ));
+                    }
+                },
             };
             upload.written.extend(blocks.iter().map(|b| b.cid));
             Accepted::Blocks(blocks)
@@ -381,9 +413,9 @@ pub(crate) fn accept_chunk(
         (None, Some(importers)) => {
             let pushed = match piece {
                 Piece::Bytes(bytes) => {
-                    importers.push(handle as f64, &js_sys::Uint8Array::from(bytes))
+                    importers.push(handle as f64, &js_sys::Uint8Array::from(bytes).into())
                 }
-                Piece::Js(array) => importers.push(handle as f64, array),
+                Piece::Js(value) => importers.push(handle as f64, value),
             };
             match pushed {
                 Ok(promise) => Accepted::Importing(promise),
@@ -466,7 +498,7 @@ pub(crate) async fn store_chunk(
             }
         }
     };
-    if let Some(room) = cas.room_for(len as f64).await {
+    if let Some(room) = cas.room_after_removals(handle, len as f64).await {
         if room < len as f64 + STORAGE_RESERVE {
             let full = ApiError::new(
                 ErrorCode::LimitExceeded,

@@ -193,26 +193,24 @@ impl Frame {
         })
     }
 
-    /// The next piece of upload `handle`, as bytes; resolves like [`Frame::request`]. Pieces
-    /// are taken in the order of the calls, however many are in flight.
+    /// The next piece of upload `handle`, as a `Uint8Array` or a `Blob`; resolves like
+    /// [`Frame::request`]. Pieces are taken in the order of the calls, however many are in
+    /// flight.
     #[wasm_bindgen(js_name = putChunk)]
-    pub fn put_chunk(
-        &self,
-        origin: String,
-        handle: f64,
-        data: js_sys::Uint8Array,
-    ) -> js_sys::Promise {
+    pub fn put_chunk(&self, origin: String, handle: f64, data: JsValue) -> js_sys::Promise {
         let cas = self.cas.clone();
-        let len = data.length() as usize;
+        let len = crate::store::value_len(&data);
         // Into the importer now, before the permission check waits (see `cas::accept_chunk`);
         // if the check fails, the upload is abandoned and nothing of it is stored.
-        let accepted = if len > MAX_FRAME_CHUNK_BYTES {
-            Err(too_big(len))
-        } else if !((0.0..=u32::MAX as f64).contains(&handle) && handle.fract() == 0.0) {
-            Err(ApiError::new(ErrorCode::InvalidParams, "handle must be an upload handle"))
-        } else {
-            cas::accept_chunk(&cas, &origin, handle as u64, Piece::Js(&data))
+        let accepted = match len {
+            None => Err(ApiError::new(ErrorCode::InvalidParams, "a piece must be bytes or a Blob")),
+            Some(len) if len > MAX_FRAME_CHUNK_BYTES => Err(too_big(len)),
+            Some(_) if !((0.0..=u32::MAX as f64).contains(&handle) && handle.fract() == 0.0) => {
+                Err(ApiError::new(ErrorCode::InvalidParams, "handle must be an upload handle"))
+            }
+            Some(_) => cas::accept_chunk(&cas, &origin, handle as u64, Piece::Js(&data)),
         };
+        let len = len.unwrap_or(0);
         wasm_bindgen_futures::future_to_promise(async move {
             let result = async {
                 let blocks = accepted?;
