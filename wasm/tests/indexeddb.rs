@@ -64,7 +64,11 @@ async fn pieces_in_flight_are_taken_in_the_order_they_were_sent() {
     let sent: Vec<_> = pieces
         .iter()
         .map(|p| {
-            JsFuture::from(frame.put_chunk(origin.into(), handle, js_sys::Uint8Array::from(&p[..])))
+            JsFuture::from(frame.put_chunk(
+                origin.into(),
+                handle,
+                js_sys::Uint8Array::from(&p[..]).into(),
+            ))
         })
         .collect();
     for accepted in futures::future::join_all(sent).await {
