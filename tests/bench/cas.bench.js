@@ -2,7 +2,8 @@
 //   - page cas.put / cas.get of 64 MiB vs the same page writing / reading the same blocks (the
 //     1 MiB leaves of the store's Helia layout, one to a transaction, as the store writes a
 //     piece) to its own IndexedDB from plain JS (the baseline the store adds work on top of),
-//     and vs 256 KiB values four to a transaction (the Kubo layout's leaves)
+//     vs 256 KiB values four to a transaction (the Kubo layout's leaves), and vs the 1 MiB
+//     blocks as Blobs (as the store keeps uploads); three rounds of each, medians printed
 //   - SHA-256 throughput: WebCrypto in the page vs native `openssl speed` on this machine
 //   - peak memory of the whole browser (all its processes, PSS) during a 1 GiB put from a stream,
 //     a 1 GiB get read as a stream and a put of a 1 GiB file picked in the page, above the same
@@ -18,81 +19,83 @@ import * as h from '../lib/harness.js';
 
 const MiB = 64;
 
-/** In the page: WebCrypto SHA-256, raw IndexedDB, then the extension's cas.put / cas.get. */
+/**
+ * In the page: WebCrypto SHA-256; then, ROUNDS times over, raw IndexedDB puts and gets and the
+ * extension's cas.put / cas.get of the same bytes (each figure the median of its rounds). The
+ * content frame is started first, apart (its start is a page's first put, not throughput).
+ */
 async function pageBenchBody(mib) {
   {
+    const ROUNDS = 3;
     const size = mib * 1024 * 1024;
     const data = new Uint8Array(size);
     for (let i = 0; i < size; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
     const rate = (ms) => +(mib / (ms / 1000)).toFixed(1);
+    const timed = async (f) => {
+      const t = performance.now();
+      const out = await f();
+      return [rate(performance.now() - t), out];
+    };
+    const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
-    let t = performance.now();
-    await crypto.subtle.digest('SHA-256', data);
-    const webcrypto = rate(performance.now() - t);
+    const [webcrypto] = await timed(() => crypto.subtle.digest('SHA-256', data));
 
     const db = await new Promise((resolve, reject) => {
       const r = indexedDB.open(`bench-${Date.now()}`, 1);
       r.onupgradeneeded = () => {
-        r.result.createObjectStore('blocks');
-        r.result.createObjectStore('leaves');
+        for (const name of ['blocks', 'leaves', 'blobs']) r.result.createObjectStore(name);
       };
       r.onsuccess = () => resolve(r.result);
       r.onerror = () => reject(r.error);
     });
-    t = performance.now();
-    for (let i = 0; i < mib; i++) {
-      await new Promise((resolve, reject) => {
-        const tx = db.transaction('blocks', 'readwrite');
-        tx.objectStore('blocks').put(data.slice(i << 20, (i + 1) << 20), i);
-        tx.oncomplete = resolve;
-        tx.onerror = () => reject(tx.error);
-      });
-    }
-    const idbPut = rate(performance.now() - t);
-    t = performance.now();
-    for (let i = 0; i < mib; i++) {
-      await new Promise((resolve) => {
-        const r = db.transaction('blocks').objectStore('blocks').get(i);
-        r.onsuccess = () => resolve(r.result);
-      });
-    }
-    const idbGet = rate(performance.now() - t);
-    // The Kubo layout's 256 KiB leaves, the four of each MiB in one transaction, read back
-    // four to a transaction.
-    const LEAF = 256 * 1024;
-    t = performance.now();
-    for (let i = 0; i < mib; i++) {
-      await new Promise((resolve, reject) => {
-        const tx = db.transaction('leaves', 'readwrite');
-        for (let k = 0; k < 4; k++) {
-          const at = (i << 20) + k * LEAF;
-          tx.objectStore('leaves').put(data.slice(at, at + LEAF), i * 4 + k);
-        }
-        tx.oncomplete = resolve;
-        tx.onerror = () => reject(tx.error);
-      });
-    }
-    const leafPut = rate(performance.now() - t);
-    t = performance.now();
-    for (let i = 0; i < mib; i++) {
-      await new Promise((resolve, reject) => {
-        const tx = db.transaction('leaves');
+    const done = (tx) => new Promise((resolve, reject) => {
+      tx.oncomplete = resolve;
+      tx.onerror = () => reject(tx.error);
+    });
+    // `per` values of `mib / per` MiB each to a transaction, made by `value(at, length)`.
+    const rawPut = async (store, per, value) => {
+      const len = (1 << 20) / per;
+      for (let i = 0; i < mib; i++) {
+        const tx = db.transaction(store, 'readwrite');
+        for (let k = 0; k < per; k++) tx.objectStore(store).put(value((i << 20) + k * len, len), i * per + k);
+        await done(tx);
+      }
+    };
+    const rawGet = async (store, per, read = (v) => v) => {
+      for (let i = 0; i < mib; i++) {
+        const tx = db.transaction(store);
         const got = [];
-        for (let k = 0; k < 4; k++) tx.objectStore('leaves').get(i * 4 + k).onsuccess = (e) => got.push(e.target.result);
-        tx.oncomplete = () => resolve(got);
-        tx.onerror = () => reject(tx.error);
-      });
-    }
-    const leafGet = rate(performance.now() - t);
-    db.close();
+        for (let k = 0; k < per; k++) tx.objectStore(store).get(i * per + k).onsuccess = (e) => got.push(read(e.target.result));
+        await done(tx);
+        await Promise.all(got);
+      }
+    };
+    const t0 = performance.now();
+    await window.disot.cas.put(new Uint8Array(1)); // starts the content frame
+    const frameStartMs = Math.round(performance.now() - t0);
 
-    t = performance.now();
-    const put = await window.disot.cas.put(data);
-    const casPut = rate(performance.now() - t);
-    t = performance.now();
-    await window.disot.cas.get(put.cid);
-    const casGet = rate(performance.now() - t);
-    return { webcrypto, idbPut, idbGet, leafPut, leafGet, casPut, casGet };
+    const runs = { idbPut: [], idbGet: [], leafPut: [], leafGet: [], blobPut: [], blobGet: [], casPut: [], casGet: [] };
+    for (let round = 0; round < ROUNDS; round++) {
+      runs.idbPut.push((await timed(() => rawPut('blocks', 1, (at, n) => data.slice(at, at + n))))[0]);
+      runs.idbGet.push((await timed(() => rawGet('blocks', 1)))[0]);
+      // The Kubo layout's 256 KiB leaves, the four of each MiB in one transaction.
+      runs.leafPut.push((await timed(() => rawPut('leaves', 4, (at, n) => data.slice(at, at + n))))[0]);
+      runs.leafGet.push((await timed(() => rawGet('leaves', 4)))[0]);
+      // The same 1 MiB blocks as Blobs, as the store keeps a page's upload, read back to bytes.
+      runs.blobPut.push((await timed(() => rawPut('blobs', 1, (at, n) => new Blob([data.subarray(at, at + n)]))))[0]);
+      runs.blobGet.push((await timed(() => rawGet('blobs', 1, (b) => b.arrayBuffer())))[0]);
+      data[0] = round; // new content each round
+      const [casPut, put] = await timed(() => window.disot.cas.put(data));
+      runs.casPut.push(casPut);
+      runs.casGet.push((await timed(() => window.disot.cas.get(put.cid)))[0]);
+    }
+    db.close();
+    const out = { webcrypto, frameStartMs, rounds: ROUNDS };
+    for (const [k, v] of Object.entries(runs)) {
+      out[k] = median(v);
+      out[`${k}Runs`] = v;
+    }
+    return out;
   }
 }
 
@@ -364,10 +367,14 @@ try {
     console.log(`${kind}: ${MiB} MiB`);
     console.log(`  SHA-256  WebCrypto ${r.webcrypto} MiB/s vs native openssl ${native} MiB/s = ${(r.webcrypto / native).toFixed(2)}x`);
     console.log(`  SHA-256  wasm (the store's) ${r.wasmSha} MiB/s vs native openssl = ${(r.wasmSha / native).toFixed(2)}x`);
-    console.log(`  put      cas.put ${r.casPut} MiB/s vs raw IndexedDB puts of the same 1 MiB blocks ${r.idbPut} MiB/s = ${(r.casPut / r.idbPut).toFixed(2)}x` +
-      ` (of 256 KiB values, four to a transaction, ${r.leafPut} MiB/s = ${(r.casPut / r.leafPut).toFixed(2)}x)`);
-    console.log(`  get      cas.get ${r.casGet} MiB/s vs raw IndexedDB gets of the same 1 MiB blocks ${r.idbGet} MiB/s = ${(r.casGet / r.idbGet).toFixed(2)}x` +
-      ` (of 256 KiB values, four to a transaction, ${r.leafGet} MiB/s = ${(r.casGet / r.leafGet).toFixed(2)}x)`);
+    const ratio = (a, b) => (a / b).toFixed(2);
+    console.log(`  (medians of ${r.rounds} rounds; the content frame started first, in ${r.frameStartMs} ms)`);
+    console.log(`  put      cas.put ${r.casPut} MiB/s vs raw IndexedDB puts of the same 1 MiB blocks ${r.idbPut} MiB/s = ${ratio(r.casPut, r.idbPut)}x` +
+      ` (of 256 KiB values, four to a transaction, ${r.leafPut} MiB/s = ${ratio(r.casPut, r.leafPut)}x; of the 1 MiB blocks as Blobs, ${r.blobPut} MiB/s = ${ratio(r.casPut, r.blobPut)}x)`);
+    console.log(`           rounds: cas.put ${r.casPutRuns.join(', ')}; raw ${r.idbPutRuns.join(', ')}; Blobs ${r.blobPutRuns.join(', ')}`);
+    console.log(`  get      cas.get ${r.casGet} MiB/s vs raw IndexedDB gets of the same 1 MiB blocks ${r.idbGet} MiB/s = ${ratio(r.casGet, r.idbGet)}x` +
+      ` (of 256 KiB values, four to a transaction, ${r.leafGet} MiB/s = ${ratio(r.casGet, r.leafGet)}x; of the Blobs, read to bytes, ${r.blobGet} MiB/s = ${ratio(r.casGet, r.blobGet)}x)`);
+    console.log(`           rounds: cas.get ${r.casGetRuns.join(', ')}; raw ${r.idbGetRuns.join(', ')}; Blobs ${r.blobGetRuns.join(', ')}`);
     if (r.gib) {
       const g = r.gib;
       if (g.error) throw new Error(`${kind} 1 GiB: ${g.error}`);
