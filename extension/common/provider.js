@@ -55,7 +55,7 @@
   }
 
   // The content store's two paths. The binary one is a MessagePort to a hidden extension frame
-  // (opened on first use) that moves content as Blobs (puts) and transferable buffers (gets), several pieces in flight.
+  // (opened on first use) that moves content as Blobs and transferable buffers, several pieces in flight.
   // If the frame cannot be opened, content moves in base64 chunks through request(), because
   // extension messaging in Chrome is JSON.
   const FRAME_TIMEOUT_MS = 30_000;
@@ -104,7 +104,9 @@
     };
     return {
       call: (method, params) => call({ op: 'request', body: JSON.stringify(params === undefined ? { method } : { method, params }) }),
-      put: (handle, piece, last) => call({ op: 'put', handle, data: piece, last }),
+      put: (handle, piece, last) => (piece instanceof Blob
+        ? call({ op: 'put', handle, data: piece, last })
+        : call({ op: 'put', handle, data: piece.buffer, last }, [piece.buffer])),
       read: (name, offset, length) => call({ op: 'read', name, offset, length }),
       pieceSize: 1024 * 1024,
       readSize: 4 * 1024 * 1024, // the most one frame message takes
@@ -115,7 +117,10 @@
 
   const messagePath = {
     call: (method, params) => request(params === undefined ? { method } : { method, params }),
-    put: async (handle, piece) => request({ method: 'cas_put_chunk', params: { handle, data: toBase64(new Uint8Array(await piece.arrayBuffer())) } }),
+    put: async (handle, piece) => {
+      const bytes = piece instanceof Blob ? new Uint8Array(await piece.arrayBuffer()) : piece;
+      return request({ method: 'cas_put_chunk', params: { handle, data: toBase64(bytes) } });
+    },
     read: async (name, offset, length) => [fromBase64((await request({ method: 'cas_read', params: { name, offset, length } })).data)],
     pieceSize: 512 * 1024,
     readSize: 512 * 1024,
@@ -157,26 +162,39 @@
   // Checks by shape rather than instanceof, so that values from another realm (an iframe, a
   // test driver's sandbox) are accepted too.
   const tag = (v) => Object.prototype.toString.call(v);
+  // The first BLOB_BYTES of an upload of bytes go as Blobs, the rest as bytes (transferred).
+  // A Blob is faster to send and to store, but its memory (in the browser's own process, in
+  // Chromium) is freed only once every context that saw it has collected its handle, and
+  // nothing urges a collection in the content frame, which holds no bytes: a gigabyte's upload
+  // all in Blobs held ~900 MiB there.
+  const BLOB_BYTES = 64 * 1024 * 1024;
+
   /**
-   * `data` in pieces of `size` bytes (the last may be shorter), as `{piece, last}` with each
-   * piece a Blob and `last` set on the last one if that is known then (a stream that ends at a
-   * piece's end is known to have ended only after). The page's bytes are copied once, into
-   * the Blobs (a Blob's or File's pieces are slices of it, not read here), and the page's own
-   * buffers are never touched after. The content frame stores each piece as the Blob it is. A
-   * stream's chunks, of any sizes, are gathered into pieces.
+   * `data` in pieces of `size` bytes (the last may be shorter), as `{piece, last}`: each piece
+   * a Blob or a Uint8Array on a buffer of its own (see BLOB_BYTES), `last` set on the last one
+   * if that is known then (a stream that ends at a piece's end is known to have ended only
+   * after). The page's bytes are copied once, and its own buffers are never touched after; a
+   * Blob's or File's pieces are slices of it, not read here. The content frame stores a piece
+   * as the Blob or bytes it is. A stream's chunks, of any sizes, are gathered into pieces.
    */
   async function* pieces(data, size) {
+    let sent = 0;
+    const copy = (view) => {
+      const piece = sent < BLOB_BYTES ? new Blob([view]) : view.slice();
+      sent += view.length;
+      return piece;
+    };
     if (tag(data) === '[object ArrayBuffer]') data = new Uint8Array(data);
     if (ArrayBuffer.isView(data)) {
       const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      for (let i = 0; i < bytes.length; i += size) yield { piece: new Blob([bytes.subarray(i, i + size)]), last: i + size >= bytes.length };
+      for (let i = 0; i < bytes.length; i += size) yield { piece: copy(bytes.subarray(i, i + size)), last: i + size >= bytes.length };
     } else if (tag(data) === '[object Blob]' || tag(data) === '[object File]') {
       for (let i = 0; i < data.size; i += size) yield { piece: data.slice(i, i + size), last: i + size >= data.size };
     } else if (tag(data) === '[object ReadableStream]') {
       const reader = data.getReader();
       let finished = false;
       try {
-        // One buffer, reused: each full piece is copied out of it into its Blob.
+        // One buffer, reused: each full piece is copied out of it.
         const out = new Uint8Array(size);
         let filled = 0;
         for (;;) {
@@ -190,13 +208,13 @@
             filled += n;
             at += n;
             if (filled === size) {
-              yield { piece: new Blob([out]), last: false };
+              yield { piece: copy(out), last: false };
               filled = 0;
             }
           }
         }
         finished = true;
-        if (filled) yield { piece: new Blob([out.subarray(0, filled)]), last: true };
+        if (filled) yield { piece: copy(out.subarray(0, filled)), last: true };
       } finally {
         // A put that failed stops the page's source rather than leaving it locked and running.
         if (!finished) reader.cancel().catch(() => {});
@@ -287,7 +305,7 @@
       try {
         await bounded((async function* () {
           for await (const { piece, last } of pieces(data, path.pieceSize)) {
-            const n = piece.size;
+            const n = piece.size ?? piece.length; // read before a transfer empties it
             yield () => path.put(handle, piece, last).then(() => {
               stored += n;
               onProgress?.(stored);
