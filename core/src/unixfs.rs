@@ -232,8 +232,8 @@ impl LeafTree {
     }
 
     /// The next raw leaf: its SHA-256 and length. Returns the leaf's CID and the branch blocks
-    /// it completed; errs (taking nothing) if the leaf is longer than a chunk or follows a
-    /// shorter one.
+    /// it completed; errs (taking nothing) if the leaf is longer than a chunk, follows a
+    /// shorter one, or is empty but not the only one.
     pub fn push_leaf(
         &mut self,
         digest: &[u8; 32],
@@ -245,6 +245,9 @@ impl LeafTree {
         }
         if self.ended {
             return Err("a leaf after the last (shorter than a chunk) one".into());
+        }
+        if len == 0 && self.leaves > 0 {
+            return Err("an empty leaf is only the whole of empty content".into());
         }
         Ok(self.add(digest, len))
     }
@@ -498,6 +501,7 @@ mod tests {
         let mut tree = LeafTree::new(layout);
         assert!(tree.push_leaf(&[1; 32], 11).is_err(), "longer than a chunk");
         tree.push_leaf(&[1; 32], 10).expect("a whole chunk");
+        assert!(tree.push_leaf(&[0; 32], 0).is_err(), "an empty leaf after others");
         tree.push_leaf(&[2; 32], 4).expect("a short last leaf");
         assert!(tree.push_leaf(&[3; 32], 10).is_err(), "after the short last leaf");
         assert_eq!(tree.leaves(), 2, "a refused leaf is not taken");
