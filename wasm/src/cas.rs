@@ -14,6 +14,7 @@ use cid::Cid;
 use disot_core::api::{ApiError, ErrorCode, PageRequest, MAX_CHUNK_BYTES};
 use disot_core::store::{self, BlockStore, ObjectRecord};
 use disot_core::unixfs::{Block, Imported, Importer, Layout};
+use futures::channel::oneshot;
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -37,6 +38,8 @@ const ROOM_MARGIN: f64 = 4.0 * STORAGE_RESERVE;
 /// [`RECLAIM_POLL_MS`], before it gives up: the room they took may show as free only later.
 const RECLAIM_MS: f64 = 15_000.0;
 const RECLAIM_POLL_MS: u64 = 500;
+/// The most pieces whose blocks are written in one transaction (see [`Cas::write`]).
+const MAX_PIECES_PER_WRITE: usize = 16;
 /// An upload without a chunk for this long is dropped.
 const UPLOAD_IDLE_MS: f64 = 120_000.0;
 
@@ -139,7 +142,14 @@ pub(crate) struct Cas {
     importers: Option<ContentImporters>,
     /// The last estimate of the room left, see [`Cas::room_for`].
     room: Cell<Option<Room>>,
+    /// Pieces' blocks waiting for the transaction being written to end (see [`Cas::write`]),
+    /// and whether one is.
+    writes: Rc<RefCell<WriteQueue>>,
+    writing: Rc<Cell<bool>>,
 }
+
+/// The blocks of pieces to write, each with where its outcome goes.
+type WriteQueue = Vec<(Vec<(Cid, JsValue)>, oneshot::Sender<Result<(), ApiError>>)>;
 
 /// The browser's estimate of the room left for storage, when it was made, and the bytes
 /// accepted for storing since.
@@ -159,7 +169,45 @@ impl Cas {
             failed: RefCell::new(VecDeque::new()),
             importers,
             room: Cell::new(None),
+            writes: Rc::default(),
+            writing: Rc::default(),
         }
+    }
+
+    /// Write the blocks of one piece. While a transaction is being written, the blocks of
+    /// pieces that become ready meanwhile wait and go together in the next one (up to
+    /// [`MAX_PIECES_PER_WRITE`]): IndexedDB writes several Blobs in one transaction 2–2.5× as
+    /// fast as in one each (measured in Chromium). A transaction that fails fails every piece
+    /// in it.
+    async fn write(&self, blocks: Vec<(Cid, JsValue)>) -> Result<(), ApiError> {
+        let (done, outcome) = oneshot::channel();
+        self.writes.borrow_mut().push((blocks, done));
+        if !self.writing.replace(true) {
+            let (store, queue, writing) =
+                (self.store.clone(), self.writes.clone(), self.writing.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                loop {
+                    let group: WriteQueue = {
+                        let mut queue = queue.borrow_mut();
+                        let n = queue.len().min(MAX_PIECES_PER_WRITE);
+                        queue.drain(..n).collect()
+                    };
+                    if group.is_empty() {
+                        break;
+                    }
+                    let all: Vec<(Cid, JsValue)> =
+                        group.iter().flat_map(|(blocks, _)| blocks.iter().cloned()).collect();
+                    let result = store.put_js_blocks(&all).await.map_err(store_error);
+                    for (_, done) in group {
+                        let _ = done.send(result.clone());
+                    }
+                }
+                writing.set(false);
+            });
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Err(ApiError::new(ErrorCode::Internal, "the write of the blocks was dropped"))
+        })
     }
 
     /// The room left for storage before `len` more bytes are written, if the browser says.
@@ -478,6 +526,14 @@ impl Stored {
             Stored::Js(blocks) => blocks.iter().map(|(cid, _)| *cid).collect(),
         }
     }
+
+    /// The blocks as JS values, as IndexedDB takes them.
+    fn js(&self) -> Vec<(Cid, JsValue)> {
+        match self {
+            Stored::Here(blocks) => crate::store::js_values(blocks),
+            Stored::Js(blocks) => blocks.clone(),
+        }
+    }
 }
 
 /// The second half: write the blocks [`accept_chunk`] made of a piece of `len` bytes, if there
@@ -521,8 +577,8 @@ pub(crate) async fn store_chunk(
         }
         None => return Err(gone(cas, handle)),
     }
-    if let Err(e) = blocks.store(&cas.store).await {
-        return Err(abandon(cas, origin, handle, store_error(e)).await);
+    if let Err(e) = cas.write(blocks.js()).await {
+        return Err(abandon(cas, origin, handle, e).await);
     }
     let still_open = match cas.uploads.borrow_mut().get_mut(&handle) {
         Some(upload) => {

@@ -454,7 +454,7 @@ impl Store {
 }
 
 /// Each block's bytes as a JS array, for IndexedDB.
-fn js_values(blocks: &[Block]) -> Vec<(Cid, JsValue)> {
+pub(crate) fn js_values(blocks: &[Block]) -> Vec<(Cid, JsValue)> {
     blocks.iter().map(|b| (b.cid, js_sys::Uint8Array::from(b.data.as_slice()).into())).collect()
 }
 
