@@ -22,7 +22,8 @@ const MiB = 64;
 /**
  * In the page: WebCrypto SHA-256; then, ROUNDS times over, raw IndexedDB puts and gets and the
  * extension's cas.put / cas.get of the same bytes (each figure the median of its rounds). The
- * content frame is started first, apart (its start is a page's first put, not throughput).
+ * content frame is started first, apart, by a 1-byte put and get (a page's first put and first
+ * get pay that start; it is printed, not counted in the throughput).
  */
 async function pageBenchBody(mib) {
   {
@@ -71,7 +72,9 @@ async function pageBenchBody(mib) {
       }
     };
     const t0 = performance.now();
-    await window.disot.cas.put(new Uint8Array(1)); // starts the content frame
+    // Starts the content frame, its workers and their own connections to the store.
+    const warm = await window.disot.cas.put(new Uint8Array(1));
+    await window.disot.cas.get(warm.cid);
     const frameStartMs = Math.round(performance.now() - t0);
 
     const runs = { idbPut: [], idbGet: [], leafPut: [], leafGet: [], blobPut: [], blobGet: [], casPut: [], casGet: [] };
@@ -368,7 +371,7 @@ try {
     console.log(`  SHA-256  WebCrypto ${r.webcrypto} MiB/s vs native openssl ${native} MiB/s = ${(r.webcrypto / native).toFixed(2)}x`);
     console.log(`  SHA-256  wasm (the store's) ${r.wasmSha} MiB/s vs native openssl = ${(r.wasmSha / native).toFixed(2)}x`);
     const ratio = (a, b) => (a / b).toFixed(2);
-    console.log(`  (medians of ${r.rounds} rounds; the content frame started first, in ${r.frameStartMs} ms)`);
+    console.log(`  (medians of ${r.rounds} rounds; the content frame started first, a 1-byte put and get: ${r.frameStartMs} ms)`);
     console.log(`  put      cas.put ${r.casPut} MiB/s vs raw IndexedDB puts of the same 1 MiB blocks ${r.idbPut} MiB/s = ${ratio(r.casPut, r.idbPut)}x` +
       ` (of 256 KiB values, four to a transaction, ${r.leafPut} MiB/s = ${ratio(r.casPut, r.leafPut)}x; of the 1 MiB blocks as Blobs, ${r.blobPut} MiB/s = ${ratio(r.casPut, r.blobPut)}x)`);
     console.log(`           rounds: cas.put ${r.casPutRuns.join(', ')}; raw ${r.idbPutRuns.join(', ')}; Blobs ${r.blobPutRuns.join(', ')}`);
