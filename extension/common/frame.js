@@ -12,7 +12,7 @@ const ASK_TIMEOUT_MS = 60_000; // a 4 MiB piece or range takes well under a seco
 let opening = null;
 let ports = 0;
 let importers = null; // the content workers, once started (else the frame imports uploads itself)
-let reading = Promise.resolve(); // without workers: Blob pieces read in the order they came
+let reading = Promise.resolve(); // without workers: pieces taken in the order they came
 
 function frame() {
   opening ??= (async () => {
@@ -102,9 +102,9 @@ async function startContentWorker(module) {
   const dataset = document.documentElement.dataset; // for tests
   dataset.readers = String(readers.length);
   return {
-    // A piece comes as a Blob (the page's provider sends Blobs: no bytes pass through this
-    // thread, and IndexedDB stores a Blob faster than an array) or as bytes, whose buffer is
-    // handed over and comes back with the blocks. A block that is the whole piece is stored
+    // A piece comes as a Blob (the provider sends an upload's first 64 MiB so: no bytes pass
+    // through this thread, and IndexedDB stores a Blob faster than an array) or as bytes, whose
+    // buffer is handed over and comes back with the blocks. A block that is the whole piece is stored
     // as the piece (a view of part of a buffer would store all of it).
     push: async (handle, piece) => {
       const blob = piece instanceof Blob;
@@ -161,9 +161,10 @@ async function answer(origin, msg) {
       const size = blob ? data.size : data.byteLength;
       if (size > MAX_PIECE) return { body: failure(-32005, `${size} bytes in one message; the limit is ${MAX_PIECE}`) };
       let piece = blob ? data : new Uint8Array(data);
-      if (blob && !importers) {
-        // This thread imports it, from bytes: read in order, so the pieces stay in order.
-        const read = reading.then(() => data.arrayBuffer());
+      if (!importers) {
+        // This thread imports it, from bytes. A Blob is read first; every piece waits for the
+        // reads before it, so the pieces stay in the order they came.
+        const read = reading.then(() => (blob ? data.arrayBuffer() : data));
         reading = read.catch(() => {});
         try {
           piece = new Uint8Array(await read);
