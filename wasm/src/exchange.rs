@@ -49,12 +49,6 @@ const MAX_TRANSFERS: usize = 16;
 
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new(bitswap::PROTOCOL);
 
-/// The SHA-256 of each block of a message, made with the browser's (all at once).
-async fn hash_blocks(message: &bitswap::Unhashed) -> Result<Vec<[u8; 32]>, wasm_bindgen::JsValue> {
-    let hashing = message.blocks.iter().map(|(_, data)| crate::store::webcrypto_sha256(data));
-    futures::future::try_join_all(hashing).await
-}
-
 /// A fetch in progress, as pages and the popup see it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -214,19 +208,7 @@ impl Exchange {
                     return;
                 }
             };
-            // Each block is named by the hash of its bytes: one sent for another is a block
-            // nobody asked for, or a wrong one (see `Client`).
-            let incoming = match bitswap::decode_unhashed(&message) {
-                Ok(m) => match hash_blocks(&m).await {
-                    Ok(digests) => m.hashed(&digests),
-                    Err(e) => {
-                        tracing::warn!("bitswap stream from {peer}: hashing a block: {e:?}");
-                        return;
-                    }
-                },
-                Err(e) => Err(e),
-            };
-            let incoming = match incoming {
+            let incoming = match bitswap::decode(&message) {
                 Ok(m) => m,
                 Err(e) => {
                     self.banned.borrow_mut().push((peer, e.to_string()));
