@@ -5,8 +5,6 @@
 use std::cell::RefCell;
 use std::time::Instant;
 
-use cid::multihash::Multihash;
-use cid::Cid;
 use disot_core::sync::{session, Entry, Level, Library, Share, DOC_KEY};
 use futures::executor::block_on;
 use sha2::{Digest as _, Sha256};
@@ -21,9 +19,8 @@ const PER_CHANGE: usize = 1_000;
 /// Entry `i`: the raw CID of the bytes `entry {i}`.
 fn entry(i: usize) -> Entry {
     let digest = Sha256::digest(format!("entry {i}").as_bytes());
-    let mh = Multihash::<64>::wrap(0x12, &digest).expect("a 32-byte digest fits");
     Entry {
-        cid: Cid::new_v1(0x55, mh).to_string(),
+        cid: disot_core::unixfs::raw_cid(&digest.into()).to_string(),
         name: Some(format!("entry-{i}.txt")),
         mime: Some("text/plain".into()),
         size: Some(i as u64),

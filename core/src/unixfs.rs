@@ -291,7 +291,7 @@ impl LeafTree {
         let mut level = 0;
         let root = loop {
             let rest = std::mem::take(&mut self.levels[level]);
-            let above = self.levels.iter().skip(level + 1).map(Vec::len).sum::<usize>();
+            let above: usize = self.levels[level + 1..].iter().map(Vec::len).sum();
             match (rest.as_slice(), above) {
                 ([], 0) => break None,
                 ([only], 0) => break Some(only.cid),

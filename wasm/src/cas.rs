@@ -287,7 +287,10 @@ async fn remove_written(store: &Store, written: &[Cid]) {
         || store::remove_unreferenced(store, written),
     )
     .await;
-    store.removed();
+    // Room may show as free only some seconds after (see `Cas::room_after_removals`).
+    if !matches!(removed, Ok(0)) {
+        store.removed();
+    }
     match removed {
         Ok(n) => tracing::info!("removed {n} blocks of abandoned uploads"),
         Err(e) => tracing::warn!("removing blocks of abandoned uploads: {e}; giving up"),
