@@ -5,11 +5,14 @@
 //   - 64 MiB through the extension (page in A puts, page in B gets by CID: Bitswap over our
 //     direct WebRTC connection, every block verified and stored) vs
 //     (a) a raw RTCDataChannel between the same two browsers (extension pages, 64 KiB messages,
-//         back-pressure at 1 MiB buffered), (b) js-libp2p /webrtc between the same two browsers
+//         back-pressure at 1 MiB buffered; also in 16 KiB messages, the largest the libp2p
+//         WebRTC spec sends), (b) js-libp2p /webrtc between the same two browsers
 //         (the reference implementation; one stream, 64 KiB writes, nothing verified or stored)
 //         and (c) an HTTP download of the same bytes by B's page from a loopback server (the
 //         "centralized solution")
-//   - swarming: the same 64 MiB held by three peers (A, C, D) and fetched by B from all at once
+//   - swarming: the same 64 MiB held by three peers (A, C, D) and fetched by B from all at once,
+//     vs raw RTCDataChannels from A, C and D into B at once (what the machine allows three
+//     senders)
 //   - first-byte latency of a 1 KiB object from a connected peer vs an HTTP fetch of 1 KiB
 //   - a 1 KiB object from a peer not yet connected, by a fresh browser E, from each of A, C and
 //     D (the DHT lookup, the relayed dial, the direct connection, Bitswap): for the record
@@ -22,48 +25,80 @@ import * as h from '../lib/harness.js';
 const MiB = 64;
 const peersOf = () => window.disot.p2p.peers();
 
-async function rawChannel(pa, pb, mib) {
-  // Non-trickle signaling through this script: each side gathers all candidates first.
-  const offer = await pa.evaluate(async () => {
-    window.pc = new RTCPeerConnection();
-    window.dc = window.pc.createDataChannel('bench');
-    window.dc.binaryType = 'arraybuffer';
-    await window.pc.setLocalDescription(await window.pc.createOffer());
-    await new Promise((r) => { if (window.pc.iceGatheringState === 'complete') r(); else window.pc.onicegatheringstatechange = () => window.pc.iceGatheringState === 'complete' && r(); });
-    return window.pc.localDescription.toJSON();
-  });
-  const answer = await pb.evaluate(async (offer, total) => {
-    window.pc = new RTCPeerConnection();
-    window.received = new Promise((resolve) => {
-      window.pc.ondatachannel = ({ channel }) => {
-        channel.binaryType = 'arraybuffer';
-        let got = 0;
-        let start;
-        channel.onmessage = (ev) => {
-          start ??= performance.now();
-          got += ev.data.byteLength;
-          if (got >= total) resolve(performance.now() - start);
-        };
+/** Raw RTCDataChannels into the extension page `receiver`, one from each page of `senders`, all
+ * sending at once (`mib` MiB split evenly between them) in messages of `piece` bytes, with
+ * back-pressure at 1 MiB buffered. MiB/s from the first message received to the last. */
+async function rawChannels(senders, receiver, mib, piece) {
+  const total = mib * 1024 * 1024;
+  // Whole bytes each; the first sender takes what does not divide evenly.
+  const shares = senders.map((_, i) => Math.floor(total / senders.length) + (i === 0 ? total % senders.length : 0));
+  // A fresh key per call: the pages keep earlier runs' connections apart.
+  const run = `raw${Math.random().toString(36).slice(2)}`;
+  await receiver.evaluate((run, total) => {
+    let got = 0;
+    let start;
+    window[run] = { pcs: [] };
+    window[run].received = new Promise((resolve) => {
+      window[run].onBytes = (n) => {
+        start ??= performance.now();
+        got += n;
+        if (got >= total) resolve(performance.now() - start);
       };
     });
-    await window.pc.setRemoteDescription(offer);
-    await window.pc.setLocalDescription(await window.pc.createAnswer());
-    await new Promise((r) => { if (window.pc.iceGatheringState === 'complete') r(); else window.pc.onicegatheringstatechange = () => window.pc.iceGatheringState === 'complete' && r(); });
-    return window.pc.localDescription.toJSON();
-  }, offer, mib * 1024 * 1024);
-  await pa.evaluate(async (answer, total) => {
-    await window.pc.setRemoteDescription(answer);
-    const dc = window.dc;
-    await new Promise((r) => { if (dc.readyState === 'open') r(); else dc.onopen = r; });
-    const piece = new Uint8Array(64 * 1024);
-    crypto.getRandomValues(piece);
+  }, run, total);
+  // Non-trickle signaling through this script: each side gathers all candidates first.
+  for (const sender of senders) {
+    const offer = await sender.evaluate(async (run) => {
+      const pc = new RTCPeerConnection();
+      const dc = pc.createDataChannel('bench');
+      window[run] = { pc, dc };
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise((r) => {
+        if (pc.iceGatheringState === 'complete') r();
+        else pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && r();
+      });
+      return pc.localDescription.toJSON();
+    }, run);
+    const answer = await receiver.evaluate(async (run, offer) => {
+      const pc = new RTCPeerConnection();
+      window[run].pcs.push(pc);
+      pc.ondatachannel = ({ channel }) => {
+        channel.binaryType = 'arraybuffer';
+        channel.onmessage = (ev) => window[run].onBytes(ev.data.byteLength);
+      };
+      await pc.setRemoteDescription(offer);
+      await pc.setLocalDescription(await pc.createAnswer());
+      await new Promise((r) => {
+        if (pc.iceGatheringState === 'complete') r();
+        else pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && r();
+      });
+      return pc.localDescription.toJSON();
+    }, run, offer);
+    await sender.evaluate(async (run, answer) => {
+      const { pc, dc } = window[run];
+      await pc.setRemoteDescription(answer);
+      await new Promise((r) => { if (dc.readyState === 'open') r(); else dc.onopen = r; });
+    }, run, answer);
+  }
+  // All connected: send at once.
+  const sending = senders.map((sender, i) => sender.evaluate(async (run, share, size) => {
+    const { dc } = window[run];
+    const piece = new Uint8Array(size);
+    crypto.getRandomValues(piece.subarray(0, Math.min(size, 65536)));
     dc.bufferedAmountLowThreshold = 256 * 1024;
-    for (let sent = 0; sent < total; sent += piece.length) {
+    for (let sent = 0; sent < share; sent += piece.length) {
       if (dc.bufferedAmount > 1024 * 1024) await new Promise((r) => { dc.onbufferedamountlow = r; });
-      dc.send(piece);
+      dc.send(sent + piece.length <= share ? piece : piece.subarray(0, share - sent));
     }
-  }, answer, mib * 1024 * 1024);
-  const ms = await pb.evaluate(() => window.received);
+  }, run, shares[i], piece));
+  const ms = await receiver.evaluate((run) => window[run].received, run);
+  await Promise.all(sending);
+  for (const p of [receiver, ...senders]) {
+    await p.evaluate((run) => {
+      for (const pc of [window[run].pc, ...(window[run].pcs ?? [])]) pc?.close();
+      delete window[run];
+    }, run);
+  }
   return mib / (ms / 1000);
 }
 
@@ -174,8 +209,11 @@ try {
   await new Promise((r) => setTimeout(r, 300)); // past the providers' cache of what is public
   const swarm = await fetchTimed(b, held[0].cid);
 
-  // Raw data channel between extension pages of the same two browsers.
-  const raw = await rawChannel(ea, eb, MiB);
+  // Raw data channels between extension pages of the same browsers: A to B in 64 KiB messages
+  // and in 16 KiB ones (the largest the libp2p WebRTC spec sends), and A, C and D to B at once.
+  const raw = await rawChannels([ea], eb, MiB, 64 * 1024);
+  const raw16 = await rawChannels([ea], eb, MiB, 16 * 1024);
+  const rawSwarm = await rawChannels([ea, ec, ed], eb, MiB, 64 * 1024);
 
   // HTTP download of the same size by B's page.
   const url = await h.serveBytes(randomBytes(MiB * 1024 * 1024));
@@ -243,7 +281,9 @@ try {
   console.log(`  extension, connection up (Bitswap, verify, store):                             ${f(warm)} MiB/s`);
   console.log(`  raw RTCDataChannel, same browsers:                                             ${f(raw)} MiB/s → extension ${(warm / raw).toFixed(2)}x raw`);
   console.log(`  js-libp2p /webrtc, same browsers (one stream, not verified or stored):         ${f(jsRate)} MiB/s → extension ${(warm / jsRate).toFixed(2)}x js-libp2p`);
+  console.log(`  raw RTCDataChannel in 16 KiB messages:                                         ${f(raw16)} MiB/s → extension ${(warm / raw16).toFixed(2)}x`);
   console.log(`  extension, swarming from 3 peers:                                              ${f(swarmed)} MiB/s → ${(swarmed / warm).toFixed(2)}x one peer`);
+  console.log(`  raw RTCDataChannels from the same 3 peers at once:                             ${f(rawSwarm)} MiB/s → ${(rawSwarm / raw).toFixed(2)}x one raw channel; extension swarming ${(swarmed / rawSwarm).toFixed(2)}x it`);
   console.log(`  HTTP download from loopback:                                                   ${f(web)} MiB/s → extension ${(warm / web).toFixed(3)}x, swarming ${(swarmed / web).toFixed(3)}x HTTP`);
   console.log(`  first byte, 1 KiB from a connected peer: median ${median(small).toFixed(1)} ms vs HTTP ${median(http1k).toFixed(1)} ms = ${(median(small) / median(http1k)).toFixed(1)}x`);
   const part = (k) => median(parts.map((p) => p[k])).toFixed(1);
