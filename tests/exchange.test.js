@@ -44,7 +44,9 @@ const startHostilePeer = () => h.startExamplePeer('hostile-peer', ['0']);
 describe('bitswap', { concurrency: 1 }, () => {
   test('a page gets content pinned on the disot-node, verified, and it stays', async () => {
     const dataDir = h.tempDir('node-exchange');
-    const content = randomBytes(48 * 1024 * 1024 + 123); // long enough for the popup to see it
+    // Long enough for the popup to see it, and larger than a fetch names by one digest at the
+    // end (64 MiB): named as its blocks arrive.
+    const content = randomBytes(64 * 1024 * 1024 + 123);
     const added = nodeAdd(dataDir, content);
     const node = await new h.NativeNode(dataDir).start();
     const site = await h.startPageServer();
@@ -74,6 +76,7 @@ describe('bitswap', { concurrency: 1 }, () => {
       assert.equal(r.size, content.length);
       assert.equal(`sha256:${r.sha256}`, `sha256:${createHash('sha256').update(content).digest('hex')}`);
       assert.equal(`sha256:${r.sha256}`, added.sha256, 'the same seed name as the node gave it');
+      assert.equal(r.stat.sha256, added.sha256, 'the browser names it as the node did');
       assert.deepEqual(r.listed, [added.cid], 'the fetched object is now this origin\'s');
       const nodePeer = r.peers.find((p) => p.peerId === node.peerId);
       assert.ok(nodePeer?.did?.startsWith('did:key:'), 'p2p_peers shows the peer with its DID');

@@ -21,7 +21,7 @@ async function getAndHash(cid) {
   const bytes = await window.disot.cas.get(cid);
   const ms = performance.now() - t;
   const digest = [...new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))].map((b) => b.toString(16).padStart(2, '0')).join('');
-  return { size: bytes.length, sha256: `sha256:${digest}`, ms };
+  return { size: bytes.length, sha256: `sha256:${digest}`, ms, named: (await window.disot.cas.stat(cid)).sha256 };
 }
 
 const peersOf = () => window.disot.p2p.peers();
@@ -42,6 +42,8 @@ for (const [ka, kb] of [['chromium', 'chromium'], ['chromium', 'firefox'], ['fir
         const relayed = node.ioBytes() - before;
         assert.equal(got.size, MiB * 1024 * 1024);
         assert.equal(got.sha256, put.sha256, 'B has exactly A\'s bytes');
+        // Named by one digest over the blocks as they were written (64 MiB is the most so).
+        assert.equal(got.named, put.sha256, 'B names the object by the hash of its content');
         const aPeers = await a.run(peersOf);
         const bPeers = await b.run(peersOf);
         const aSeesB = aPeers.find((p) => p.peerId !== node.peerId);

@@ -402,14 +402,43 @@ const READ_AHEAD: usize = 8;
 /// whole file back once it is stored. Blocks must be verified against their CIDs before they
 /// are offered. If more than `max_waiting` bytes would wait, it gives up (and
 /// [`ContentHasher::finish`] says so): the caller then reads the content back instead.
+///
+/// Made with [`ContentHasher::spans_up_to`], it does not hash a file that small: it notes where
+/// each piece of the content lies in its blocks ([`Named::Spans`]), for the caller to hash with
+/// a faster SHA-256 than this code has (a browser's is four times faster than it compiled to
+/// wasm).
 pub struct ContentHasher {
     walk: Walk,
     waiting: std::collections::HashMap<Cid, Vec<u8>>,
     waiting_bytes: usize,
     max_waiting: usize,
-    hasher: Sha256,
+    sink: Sink,
     size: u64,
     cache: Option<rust_unixfs::file::visit::Cache>,
+}
+
+/// Where a file's content goes, in file order.
+enum Sink {
+    Hash(Sha256),
+    /// Spans noted, if the file is at most this large (decided by its root).
+    SpansUpTo(u64),
+    Spans(Vec<ContentSpan>),
+}
+
+/// A piece of a file's content: `len` bytes at `offset` in block `cid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentSpan {
+    pub cid: Cid,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// What [`ContentHasher::finish`] gives: the content's SHA-256, or where its bytes are (in file
+/// order), and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    Hashed([u8; 32], u64),
+    Spans(Vec<ContentSpan>, u64),
 }
 
 enum Walk {
@@ -422,12 +451,28 @@ enum Walk {
 
 impl ContentHasher {
     pub fn new(root: Cid, max_waiting: usize) -> Self {
+        Self::with_sink(root, max_waiting, Sink::Hash(Sha256::new()))
+    }
+
+    /// One that notes the content's spans instead of hashing it, if the file (as its root
+    /// says) is at most `max_size` bytes.
+    pub fn spans_up_to(root: Cid, max_waiting: usize, max_size: u64) -> Self {
+        Self::with_sink(root, max_waiting, Sink::SpansUpTo(max_size))
+    }
+
+    /// Whether it notes spans (known once the root was offered): the caller must then keep the
+    /// blocks' bytes, or have them stored, for [`Named::Spans`].
+    pub fn notes_spans(&self) -> bool {
+        matches!(self.sink, Sink::Spans(_))
+    }
+
+    fn with_sink(root: Cid, max_waiting: usize, sink: Sink) -> Self {
         ContentHasher {
             walk: Walk::Root(root),
             waiting: Default::default(),
             waiting_bytes: 0,
             max_waiting,
-            hasher: Sha256::new(),
+            sink,
             size: 0,
             cache: None,
         }
@@ -441,9 +486,25 @@ impl ContentHasher {
         }
     }
 
-    fn feed(&mut self, content: &[u8]) {
-        self.hasher.update(content);
+    /// The next piece of content, `content`, a part of block `cid`'s bytes `data`.
+    fn feed(&mut self, cid: &Cid, data: &[u8], content: &[u8]) -> Result<()> {
+        match &mut self.sink {
+            Sink::Hash(hasher) => hasher.update(content),
+            Sink::Spans(spans) if !content.is_empty() => {
+                // The visitor hands out a part of the block it was given.
+                let offset = (content.as_ptr() as usize)
+                    .checked_sub(data.as_ptr() as usize)
+                    .filter(|o| o + content.len() <= data.len())
+                    .ok_or_else(|| Error::Malformed {
+                        cid: *cid,
+                        reason: "content outside its block".into(),
+                    })?;
+                spans.push(ContentSpan { cid: *cid, offset, len: content.len() });
+            }
+            Sink::Spans(_) | Sink::SpansUpTo(_) => {}
+        }
         self.size += content.len() as u64;
+        Ok(())
     }
 
     /// Walk on with the block `cid`, whose turn it is (an invalid block ends the walk).
@@ -453,13 +514,19 @@ impl ContentHasher {
             |e: &dyn std::fmt::Display| Error::Malformed { cid: *cid, reason: e.to_string() };
         let walk = std::mem::replace(&mut self.walk, Walk::GaveUp);
         let (content, next) = match walk {
-            Walk::Root(_) if cid.codec() == RAW_CODEC => {
-                let (content, _, _, next) = IdleFileVisit::default().start_from_raw(data);
-                (content, next)
-            }
             Walk::Root(_) => {
-                let (content, _, _, next) =
-                    IdleFileVisit::default().start(data).map_err(|e| malformed(&e))?;
+                let (content, size, _, next) = if cid.codec() == RAW_CODEC {
+                    IdleFileVisit::default().start_from_raw(data)
+                } else {
+                    IdleFileVisit::default().start(data).map_err(|e| malformed(&e))?
+                };
+                if let Sink::SpansUpTo(max) = self.sink {
+                    self.sink = if size <= max {
+                        Sink::Spans(Vec::new())
+                    } else {
+                        Sink::Hash(Sha256::new())
+                    };
+                }
                 (content, next)
             }
             Walk::Next(visit) => {
@@ -470,7 +537,7 @@ impl ContentHasher {
                 return Ok(());
             }
         };
-        self.feed(content);
+        self.feed(cid, data, content)?;
         self.walk = next.map_or(Walk::Done, Walk::Next);
         Ok(())
     }
@@ -529,11 +596,14 @@ impl ContentHasher {
         self.waiting.insert(cid, data);
     }
 
-    /// The content's SHA-256 and size, once every block was offered; `None` if it gave up or
-    /// a block is still missing.
-    pub fn finish(self) -> Option<([u8; 32], u64)> {
-        match self.walk {
-            Walk::Done => Some((self.hasher.finalize().into(), self.size)),
+    /// The content's SHA-256 (or its spans) and size, once every block was offered; `None` if
+    /// it gave up or a block is still missing.
+    pub fn finish(self) -> Option<Named> {
+        match (self.walk, self.sink) {
+            (Walk::Done, Sink::Hash(hasher)) => {
+                Some(Named::Hashed(hasher.finalize().into(), self.size))
+            }
+            (Walk::Done, Sink::Spans(spans)) => Some(Named::Spans(spans, self.size)),
             _ => None,
         }
     }
@@ -985,7 +1055,7 @@ mod tests {
             for b in order {
                 h.offer(&b.cid, &b.data).expect("valid blocks");
             }
-            h.finish()
+            h.finish().map(hashed_only)
         };
         // The importer gives the root last; leaves first, in order, then their parents.
         assert_eq!(hashed(&mut blocks.iter().rev(), usize::MAX), Some((want, 40_000)));
@@ -1025,7 +1095,7 @@ mod tests {
             for b in order {
                 h.offer(&b.cid, &b.data).expect("valid blocks");
             }
-            h.finish()
+            h.finish().map(hashed_only)
         };
         assert_eq!(hashed(&mut walk_order.into_iter()), Some((want, 40_000)));
         let reversed = hashed(&mut blocks.iter().rev());
@@ -1034,7 +1104,67 @@ mod tests {
         let (one, single) = crate::unixfs::import(b"hello", Layout::default());
         let mut h = ContentHasher::new(single.cid, 0);
         h.offer(&one[0].cid, &one[0].data).expect("raw");
-        assert_eq!(h.finish(), Some((Sha256::digest(b"hello").into(), 5)));
+        assert_eq!(h.finish(), Some(Named::Hashed(Sha256::digest(b"hello").into(), 5)));
+    }
+
+    fn hashed_only(named: Named) -> ([u8; 32], u64) {
+        match named {
+            Named::Hashed(digest, size) => (digest, size),
+            Named::Spans(..) => panic!("spans from a hasher made to hash"),
+        }
+    }
+
+    #[test]
+    fn a_small_file_gives_the_spans_of_its_content_and_a_larger_one_its_hash() {
+        use rust_unixfs::file::adder::{BalancedCollector, Chunker, FileAdder};
+        let content: Vec<u8> = (0..25_000u32).map(|i| (i * 31 % 253) as u8).collect();
+        // Raw leaves (each span a whole block), and leaves wrapped in dag-pb as CIDv0 files
+        // have them (each span a part of its block).
+        for raw_leaves in [true, false] {
+            let mut adder = FileAdder::builder()
+                .with_chunker(Chunker::Size(100))
+                .with_collector(BalancedCollector::with_branching_factor(11))
+                .with_cid_version(if raw_leaves { cid::Version::V1 } else { cid::Version::V0 })
+                .with_raw_leaves(raw_leaves)
+                .build();
+            let mut blocks = Vec::new();
+            let mut input = content.as_slice();
+            while !input.is_empty() {
+                let (made, used) = adder.push(input);
+                blocks.extend(made);
+                input = &input[used..];
+            }
+            blocks.extend(adder.finish());
+            let root = blocks.last().expect("root").0;
+            assert!(blocks.len() > 250 + 25, "two levels: {} blocks", blocks.len());
+            let by_cid: std::collections::HashMap<Cid, &[u8]> =
+                blocks.iter().map(|(cid, data)| (*cid, data.as_slice())).collect();
+            // Offered root first, the rest in the importer's order (leaves before their
+            // parents: most wait for their turn).
+            let offered = |mut h: ContentHasher| {
+                for (cid, data) in std::iter::once(blocks.last().expect("root")).chain(&blocks) {
+                    h.offer(cid, data).expect("valid blocks");
+                }
+                h.finish()
+            };
+            let mut h = ContentHasher::spans_up_to(root, usize::MAX, 25_000);
+            assert!(!h.notes_spans(), "before the root says how large the file is");
+            h.offer(&root, &blocks.last().expect("root").1).expect("valid root");
+            assert!(h.notes_spans());
+            let Some(Named::Spans(spans, 25_000)) = offered(h) else {
+                panic!("no spans for a file of the largest size that has them");
+            };
+            let mut joined = Vec::new();
+            for s in &spans {
+                assert!(raw_leaves == (s.offset == 0 && s.len == by_cid[&s.cid].len()));
+                joined.extend_from_slice(&by_cid[&s.cid][s.offset..s.offset + s.len]);
+            }
+            assert!(joined == content, "the spans put together are the content");
+            assert_eq!(
+                offered(ContentHasher::spans_up_to(root, usize::MAX, 24_999)),
+                Some(Named::Hashed(Sha256::digest(&content).into(), 25_000)),
+            );
+        }
     }
 
     #[test]

@@ -17,7 +17,9 @@ use std::rc::Rc;
 use cid::Cid;
 use disot_core::api::{ApiError, ErrorCode};
 use disot_core::bitswap::{self, Client, Event, Incoming, Source};
-use disot_core::store::{self, BlockStore, ObjectRecord, DAG_PB_CODEC, SHA2_256};
+use disot_core::store::{
+    self, BlockStore, ContentSpan, Named, ObjectRecord, DAG_PB_CODEC, SHA2_256,
+};
 use disot_core::unixfs::Block;
 use disot_core::unixfs::RAW_CODEC;
 use futures::channel::{mpsc, oneshot};
@@ -42,6 +44,10 @@ const READ_AHEAD: usize = 4;
 /// Bytes of a fetched file's blocks kept for naming it while they wait for their turn (blocks
 /// arrive about in order: this is the blocks in flight at once, of the largest chunk size).
 const MAX_AHEAD_OF_TURN: usize = PARALLEL_BLOCKS * 1024 * 1024;
+/// A fetched file up to this size is named by one digest with the browser's SHA-256 (four times
+/// faster than wasm's) over its content, put together from the blocks as they were written;
+/// a larger one is hashed in wasm as its blocks arrive.
+const NAMED_AT_ONCE: u64 = 64 * 1024 * 1024;
 /// How long the set of public blocks is trusted before it is read again.
 const PUBLIC_TTL_MS: f64 = 2_000.0;
 /// Fetches in progress at once.
@@ -439,9 +445,16 @@ impl Exchange {
         key: &str,
         origin: &str,
     ) -> Result<(ObjectRecord, Fetched), ApiError> {
-        let mut named = store::ContentHasher::new(root, MAX_AHEAD_OF_TURN);
-        let fetched = self.fetch_dag(root, key, &mut named).await?;
-        let (sha256, size) = match named.finish() {
+        let mut named = store::ContentHasher::spans_up_to(root, MAX_AHEAD_OF_TURN, NAMED_AT_ONCE);
+        let mut kept = HashMap::new();
+        let fetched = self.fetch_dag(root, key, &mut named, &mut kept).await?;
+        let named = match named.finish() {
+            Some(Named::Spans(spans, size)) => self.hash_spans(&spans, size, &kept).await,
+            Some(Named::Hashed(sha256, size)) => Some((sha256, size)),
+            None => None,
+        };
+        drop(kept);
+        let (sha256, size) = match named {
             Some(done) => done,
             None => {
                 let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
@@ -530,11 +543,48 @@ impl Exchange {
         }
     }
 
+    /// The SHA-256 and size of content of `size` bytes lying in `spans` of blocks, those in
+    /// `kept` from there and the others from the store; `None` if that cannot be done (it is
+    /// then read back).
+    async fn hash_spans(
+        &self,
+        spans: &[ContentSpan],
+        size: u64,
+        kept: &HashMap<Cid, js_sys::Uint8Array>,
+    ) -> Option<([u8; 32], u64)> {
+        if size > NAMED_AT_ONCE {
+            return None;
+        }
+        let content = js_sys::Uint8Array::new_with_length(size as u32);
+        let mut at = 0u32;
+        for span in spans {
+            let block = match kept.get(&span.cid) {
+                Some(block) => block.clone(),
+                None => self.store.get_js(&span.cid).await.ok()??,
+            };
+            let (start, end) = (span.offset as u32, (span.offset + span.len) as u32);
+            if end > block.length() || at + (end - start) > size as u32 {
+                return None;
+            }
+            content.set(&block.subarray(start, end), at);
+            at += end - start;
+        }
+        if u64::from(at) != size {
+            return None;
+        }
+        let digest = crate::store::sha256(&content).await.ok()?;
+        Some((digest.try_into().ok()?, size))
+    }
+
+    /// The blocks of `root`'s DAG that are not stored yet, from the peers, verified and written
+    /// in batches; the content named by `named` as they come. If it notes spans, each block's
+    /// bytes are kept in `kept` (as written) for naming the content at the end.
     async fn fetch_dag(
         &self,
         root: Cid,
         key: &str,
         named: &mut store::ContentHasher,
+        kept: &mut HashMap<Cid, js_sys::Uint8Array>,
     ) -> Result<Fetched, ApiError> {
         let failed = |what: String| ApiError::new(ErrorCode::NotFound, what);
         let mut queue = VecDeque::from([root]);
@@ -543,7 +593,8 @@ impl Exchange {
         // Blocks arrive verified (the Bitswap client names each by the hash of its bytes).
         // They are written in batches, one transaction each, while the next ones arrive: a
         // transaction per block made the store, not the network, the limit.
-        let mut pending: Vec<Block> = Vec::new();
+        let mut pending: Vec<(Cid, wasm_bindgen::JsValue)> = Vec::new();
+        let mut kept_bytes = 0u64;
         let mut writing: Fuse<LocalBoxFuture<'_, store::Result<()>>> = Fuse::terminated();
         loop {
             while in_flight.len() < PARALLEL_BLOCKS && pending.len() < MAX_WRITE_BATCH {
@@ -564,7 +615,8 @@ impl Exchange {
             }
             if writing.is_terminated() && !pending.is_empty() {
                 let batch = std::mem::take(&mut pending);
-                writing = async move { self.store.put_imported(&batch).await }.boxed_local().fuse();
+                writing =
+                    async move { self.store.put_js_blocks(&batch).await }.boxed_local().fuse();
             }
             if in_flight.is_empty() && writing.is_terminated() {
                 break;
@@ -581,7 +633,7 @@ impl Exchange {
                                 let _ = (&mut writing).await;
                             }
                             if !pending.is_empty() {
-                                let _ = self.store.put_imported(&pending).await;
+                                let _ = self.store.put_js_blocks(&pending).await;
                             }
                             return Err(failed(format!("block {cid}: {e}")));
                         }
@@ -599,7 +651,14 @@ impl Exchange {
                         t.blocks = fetched.blocks;
                         t.bytes = fetched.bytes;
                     }
-                    pending.push(Block { cid, data });
+                    let bytes = js_sys::Uint8Array::from(data.as_slice());
+                    // (The content and the blocks that link it.)
+                    let room = NAMED_AT_ONCE + NAMED_AT_ONCE / 16;
+                    if named.notes_spans() && kept_bytes + u64::from(bytes.length()) <= room {
+                        kept_bytes += u64::from(bytes.length());
+                        kept.insert(cid, bytes.clone());
+                    }
+                    pending.push((cid, bytes.into()));
                 },
             }
         }

@@ -360,7 +360,7 @@ async fn verify(cid: &Cid, bytes: &js_sys::Uint8Array) -> cas::Result<()> {
 }
 
 /// SHA-256 with the `crypto.subtle` of whichever global this runs in (window or worker).
-async fn sha256(bytes: &js_sys::Uint8Array) -> Result<Vec<u8>, JsValue> {
+pub(crate) async fn sha256(bytes: &js_sys::Uint8Array) -> Result<Vec<u8>, JsValue> {
     use js_sys::Reflect;
     let crypto = Reflect::get(&js_sys::global(), &"crypto".into())?;
     let subtle = Reflect::get(&crypto, &"subtle".into())?;
