@@ -227,38 +227,90 @@ pub fn prefix_of(cid: &Cid) -> Vec<u8> {
     out
 }
 
-/// The CID of `data` under `prefix`. Only sha2-256 is accepted. A CIDv0 prefix may also come
-/// as just the hash code and length (some implementations write it so).
-fn cid_from_prefix(prefix: &[u8], data: &[u8]) -> Result<Cid, Error> {
-    let mut fields = Vec::with_capacity(4);
-    let mut rest = prefix;
-    while !rest.is_empty() && fields.len() < 4 {
-        let (n, r) = unsigned_varint::decode::u64(rest).map_err(malformed)?;
-        fields.push(n);
-        rest = r;
+/// What a block's CID prefix says: everything of the CID but the digest. Only sha2-256 is
+/// accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    version: u64,
+    codec: u64,
+}
+
+impl Prefix {
+    /// Read a prefix as go-cid writes it. A CIDv0 prefix may also come as just the hash code and
+    /// length (some implementations write it so).
+    fn parse(prefix: &[u8]) -> Result<Prefix, Error> {
+        let mut fields = Vec::with_capacity(4);
+        let mut rest = prefix;
+        while !rest.is_empty() && fields.len() < 4 {
+            let (n, r) = unsigned_varint::decode::u64(rest).map_err(malformed)?;
+            fields.push(n);
+            rest = r;
+        }
+        if !rest.is_empty() {
+            return Err(malformed("block prefix is too long"));
+        }
+        let (version, codec, code, len) = match fields[..] {
+            [version, codec, code, len] => (version, codec, code, len),
+            [code, len] => (0, 0x70, code, len),
+            _ => return Err(malformed("block prefix has the wrong number of fields")),
+        };
+        if code != SHA2_256 || len != 32 {
+            return Err(malformed("only sha2-256 blocks are accepted"));
+        }
+        if !matches!((version, codec), (0, 0x70) | (1, _)) {
+            return Err(malformed("unsupported cid version in block prefix"));
+        }
+        Ok(Prefix { version, codec })
     }
-    if !rest.is_empty() {
-        return Err(malformed("block prefix is too long"));
-    }
-    let (version, codec, code, len) = match fields[..] {
-        [version, codec, code, len] => (version, codec, code, len),
-        [code, len] => (0, 0x70, code, len),
-        _ => return Err(malformed("block prefix has the wrong number of fields")),
-    };
-    if code != SHA2_256 || len != 32 {
-        return Err(malformed("only sha2-256 blocks are accepted"));
-    }
-    let digest = Sha256::digest(data);
-    let mh = cid::multihash::Multihash::<64>::wrap(code, &digest).map_err(malformed)?;
-    match version {
-        0 if codec == 0x70 => Cid::new_v0(mh).map_err(malformed),
-        1 => Ok(Cid::new_v1(codec, mh)),
-        _ => Err(malformed("unsupported cid version in block prefix")),
+
+    /// The CID of a block under this prefix whose SHA-256 is `digest`.
+    pub fn cid(&self, digest: &[u8; 32]) -> Result<Cid, Error> {
+        let mh = cid::multihash::Multihash::<64>::wrap(SHA2_256, digest).map_err(malformed)?;
+        if self.version == 0 {
+            Cid::new_v0(mh).map_err(malformed)
+        } else {
+            Ok(Cid::new_v1(self.codec, mh))
+        }
     }
 }
 
-/// Decode one message (without its length prefix).
+/// A message decoded but for its blocks' hashing: each block comes with its prefix, and gets
+/// its CID from the SHA-256 of its bytes ([`Unhashed::hashed`]). (The browser hashes with its
+/// own SHA-256, several times faster than this code's.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unhashed {
+    pub wants: Vec<Want>,
+    pub blocks: Vec<(Prefix, Vec<u8>)>,
+    pub presences: Vec<(Cid, Presence)>,
+}
+
+impl Unhashed {
+    /// The message, each block named by the CID its prefix and `digests` (the SHA-256 of each
+    /// block's bytes, in order) make.
+    pub fn hashed(self, digests: &[[u8; 32]]) -> Result<Incoming, Error> {
+        if digests.len() != self.blocks.len() {
+            return Err(malformed("a digest for every block is needed"));
+        }
+        let blocks = self
+            .blocks
+            .into_iter()
+            .zip(digests)
+            .map(|((prefix, data), digest)| Ok((prefix.cid(digest)?, data)))
+            .collect::<Result<_, Error>>()?;
+        Ok(Incoming { wants: self.wants, blocks, presences: self.presences })
+    }
+}
+
+/// Decode one message (without its length prefix), every block named by the hash of its bytes.
 pub fn decode(bytes: &[u8]) -> Result<Incoming, Error> {
+    let message = decode_unhashed(bytes)?;
+    let digests: Vec<[u8; 32]> =
+        message.blocks.iter().map(|(_, data)| Sha256::digest(data).into()).collect();
+    message.hashed(&digests)
+}
+
+/// Decode one message (without its length prefix), its blocks to be hashed by the caller.
+pub fn decode_unhashed(bytes: &[u8]) -> Result<Unhashed, Error> {
     use prost::Message as _;
     if bytes.len() > MAX_MESSAGE_SIZE {
         return Err(Error::TooLarge(bytes.len()));
@@ -271,7 +323,7 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming, Error> {
     {
         return Err(malformed("too many entries"));
     }
-    let mut out = Incoming::default();
+    let mut out = Unhashed::default();
     for e in entries {
         let cid = Cid::try_from(e.block.as_slice()).map_err(malformed)?;
         let want_type = match e.want_type {
@@ -290,20 +342,15 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming, Error> {
         };
         out.presences.push((cid, presence));
     }
-    let v0 = prefix_of(
-        &Cid::new_v0(cid::multihash::Multihash::<64>::wrap(SHA2_256, &[0; 32]).map_err(malformed)?)
-            .map_err(malformed)?,
-    );
-    for (prefix, data) in msg
-        .payload
-        .into_iter()
-        .map(|b| (b.prefix, b.data))
-        .chain(msg.blocks.into_iter().map(|data| (v0.clone(), data)))
-    {
+    // Bitswap 1.0's bare blocks are CIDv0 (dag-pb, sha2-256).
+    let v0 = Prefix { version: 0, codec: 0x70 };
+    let payload = msg.payload.into_iter().map(|b| Ok((Prefix::parse(&b.prefix)?, b.data)));
+    for block in payload.chain(msg.blocks.into_iter().map(|data| Ok((v0, data)))) {
+        let (prefix, data) = block?;
         if data.len() > MAX_BLOCK_SIZE {
             return Err(malformed(format!("block of {} bytes", data.len())));
         }
-        out.blocks.push((cid_from_prefix(&prefix, &data)?, data));
+        out.blocks.push((prefix, data));
     }
     Ok(out)
 }
@@ -785,6 +832,22 @@ mod tests {
             all.presences.extend(one.presences);
         }
         all
+    }
+
+    #[test]
+    fn blocks_hashed_by_the_caller_get_the_cids_of_their_digests() {
+        let (cid, data) = block(b"hashed elsewhere");
+        let out = Outgoing { blocks: vec![(cid, data.clone())], ..Default::default() };
+        let bytes = out.encode().remove(0);
+        let unhashed = decode_unhashed(&bytes).expect("decode");
+        assert_eq!(unhashed.blocks.len(), 1);
+        let digest: [u8; 32] = Sha256::digest(&data).into();
+        let hashed = unhashed.clone().hashed(&[digest]).expect("hashed");
+        assert_eq!(hashed, decode(&bytes).expect("decode"));
+        assert_eq!(hashed.blocks, vec![(cid, data)]);
+        // A digest that is not the bytes' names another block, which nobody asked for.
+        assert_ne!(unhashed.clone().hashed(&[[0; 32]]).expect("hashed").blocks[0].0, cid);
+        assert!(unhashed.hashed(&[]).is_err(), "a digest for every block");
     }
 
     fn sent(client: &mut Client) -> BTreeMap<PeerId, Outgoing> {

@@ -55,6 +55,28 @@ const MAX_TRANSFERS: usize = 16;
 
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new(bitswap::PROTOCOL);
 
+/// Messages of one inbound stream being hashed at once.
+const HASHING_AHEAD: usize = 4;
+
+/// Why an inbound stream is read no further.
+enum Stop {
+    Misbehaved(bitswap::Error),
+    Hashing(wasm_bindgen::JsValue),
+}
+
+/// A received message decoded, each of its blocks named by the hash of its bytes (made with the
+/// browser's SHA-256, all at once): one sent for another is then a block nobody asked for, or a
+/// wrong one (see `Client`).
+fn hashed(message: Vec<u8>) -> LocalBoxFuture<'static, Result<Incoming, Stop>> {
+    async move {
+        let message = bitswap::decode_unhashed(&message).map_err(Stop::Misbehaved)?;
+        let hashing = message.blocks.iter().map(|(_, data)| crate::store::webcrypto_sha256(data));
+        let digests = futures::future::try_join_all(hashing).await.map_err(Stop::Hashing)?;
+        message.hashed(&digests).map_err(Stop::Misbehaved)
+    }
+    .boxed_local()
+}
+
 /// A fetch in progress, as pages and the popup see it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -205,23 +227,48 @@ impl Exchange {
     }
 
     async fn serve(self: Rc<Self>, peer: PeerId, mut stream: libp2p::Stream) {
-        loop {
-            let message = match bitswap::read_frame(&mut stream).await {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::info!("bitswap stream from {peer}: {e}");
+        // The stream is read on while the blocks of the messages before are hashed (the
+        // browser's SHA-256 settles later; Firefox settles it on this thread, behind the data
+        // channel's own events). Messages are handed on in the order they came.
+        let (mut to_hash, hashing) = mpsc::channel(HASHING_AHEAD);
+        let reading = async move {
+            loop {
+                let message = match bitswap::read_frame(&mut stream).await {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::info!("bitswap stream from {peer}: {e}");
+                        return;
+                    }
+                };
+                if to_hash.send(hashed(message)).await.is_err() {
                     return;
                 }
-            };
-            let incoming = match bitswap::decode(&message) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.banned.borrow_mut().push((peer, e.to_string()));
-                    return;
+            }
+        };
+        let handling = async {
+            let mut hashed = hashing.buffered(HASHING_AHEAD);
+            while let Some(incoming) = hashed.next().await {
+                match incoming {
+                    Ok(incoming) => self.on_message(peer, incoming).await,
+                    Err(Stop::Misbehaved(e)) => {
+                        self.banned.borrow_mut().push((peer, e.to_string()));
+                        return;
+                    }
+                    Err(Stop::Hashing(e)) => {
+                        tracing::warn!("bitswap stream from {peer}: hashing a block: {e:?}");
+                        return;
+                    }
                 }
-            };
-            self.on_message(peer, incoming).await;
+            }
+        };
+        futures::pin_mut!(reading, handling);
+        // When the stream ends, what was read is still handed on; when handling stops (a peer
+        // that misbehaved), the stream is read no further.
+        if let futures::future::Either::Left(((), handling)) =
+            futures::future::select(reading, handling).await
+        {
+            handling.await;
         }
     }
 
