@@ -21,6 +21,16 @@ let CHUNK = 0; // every leaf but the last is this long
 
 const sha256 = async (bytes) => new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
 
+// Content hashed in wasm goes in steps of at most this: wasm memory grows to hold the largest
+// step, and never shrinks.
+const HASH_STEP = 1024 * 1024;
+function hashInSteps(hash, bytes) {
+  for (let at = 0; at < bytes.length; at += HASH_STEP) hash.push(bytes.subarray(at, at + HASH_STEP));
+}
+
+/** Give a buffer's memory back now, not at the next garbage collection. */
+const release = (bytes) => bytes.buffer.transfer?.(0);
+
 /**
  * An upload's import: its tree, the leaf being filled, and its whole content, kept (if no other
  * upload is) or else hashed as it comes.
@@ -42,6 +52,7 @@ function newUpload(handle) {
 function drop(handle, up) {
   imports.delete(handle);
   if (keeping === handle) keeping = null;
+  if (up.kept) release(up.kept.bytes); // its digest, if one was started, has its own copy
   up.tree?.free(); // null once `finish` has used it up
   up.hash?.free();
 }
@@ -57,11 +68,12 @@ function addContent(up, bytes) {
   if (up.kept) {
     // Too big to keep: hashed piece by piece from here on.
     up.hash = new ContentHash();
-    up.hash.push(up.kept.bytes.subarray(0, up.kept.size));
+    hashInSteps(up.hash, up.kept.bytes.subarray(0, up.kept.size));
+    release(up.kept.bytes);
     up.kept = null;
     keeping = null;
   }
-  up.hash.push(bytes);
+  hashInSteps(up.hash, bytes);
 }
 
 /** The SHA-256 of all of an upload's content. */
