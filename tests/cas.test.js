@@ -205,3 +205,32 @@ describe('firefox content store', () => {
     }
   });
 });
+
+// A browser that cannot start the content frame's workers (they are an optimisation): the frame
+// imports and reads on its own thread, and gives the same CIDs and bytes.
+describe('chromium content store without workers', () => {
+  test('puts named as @helia/unixfs names them, and read back whole', async () => {
+    const ext = h.prepareExtension('chrome', []);
+    const frameJs = path.join(ext, 'frame.js');
+    fs.writeFileSync(frameJs, `globalThis.Worker = undefined; // as if workers could not start\n${fs.readFileSync(frameJs, 'utf8')}`);
+    const site = await h.startPageServer();
+    const browser = await h.Browser.launch('chromium', ext, h.tempDir('profile-noworker'));
+    try {
+      const page = await browser.open(`${site.url}/demo.html`);
+      await h.grantInChromium(browser, page);
+      await checkGenerated(await page.evaluate(h.putGeneratedInPage, generatedInPage()));
+      const frame = page.frames().find((f) => f.url().endsWith('/frame.html'));
+      assert.equal(await frame.evaluate(() => document.documentElement.dataset.hashing), 'frame', 'no worker started');
+      const { size, seed } = GENERATED.at(-1);
+      const back = await page.evaluate(async (size, seed, generateSource) => {
+        const bytes = (0, eval)(`(${generateSource})`)(size, seed);
+        const put = await window.disot.cas.put(bytes);
+        const got = await window.disot.cas.get(put.cid);
+        return { same: got.length === bytes.length && got.every((b, i) => b === bytes[i]) };
+      }, size, seed, h.generate.toString());
+      assert.equal(back.same, true, 'the bytes read back are the bytes put');
+    } finally {
+      await browser.close();
+    }
+  });
+});
