@@ -229,8 +229,9 @@ impl Exchange {
     async fn serve(self: Rc<Self>, peer: PeerId, mut stream: libp2p::Stream) {
         // The stream is read on while the blocks of the messages before are hashed (the
         // browser's SHA-256 settles later; Firefox settles it on this thread, behind the data
-        // channel's own events). Messages are handed on in the order they came.
-        let (mut to_hash, hashing) = mpsc::channel(HASHING_AHEAD);
+        // channel's own events). Messages are handed on in the order they came. Read ahead: those
+        // being hashed, and one more.
+        let (mut to_hash, hashing) = mpsc::channel(0);
         let reading = async move {
             loop {
                 let message = match bitswap::read_frame(&mut stream).await {
