@@ -620,8 +620,7 @@ impl Exchange {
         if u64::from(at) != size {
             return None;
         }
-        let digest = crate::store::sha256(&content).await.ok()?;
-        Some((digest.try_into().ok()?, size))
+        Some((crate::store::sha256(&content).await.ok()?, size))
     }
 
     /// The blocks of `root`'s DAG that are not stored yet, from the peers, verified and written

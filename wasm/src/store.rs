@@ -360,21 +360,26 @@ async fn verify(cid: &Cid, bytes: &js_sys::Uint8Array) -> cas::Result<()> {
 }
 
 /// SHA-256 with the `crypto.subtle` of whichever global this runs in (window or worker).
-pub(crate) async fn sha256(bytes: &js_sys::Uint8Array) -> Result<Vec<u8>, JsValue> {
+pub(crate) async fn sha256(bytes: &js_sys::Uint8Array) -> Result<[u8; 32], JsValue> {
     use js_sys::Reflect;
     let crypto = Reflect::get(&js_sys::global(), &"crypto".into())?;
     let subtle = Reflect::get(&crypto, &"subtle".into())?;
     let digest: js_sys::Function = Reflect::get(&subtle, &"digest".into())?.into();
     let promise: js_sys::Promise = digest.call2(&subtle, &"SHA-256".into(), bytes)?.into();
     let buffer = wasm_bindgen_futures::JsFuture::from(promise).await?;
-    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    let digest = js_sys::Uint8Array::new(&buffer);
+    if digest.length() != 32 {
+        return Err(JsValue::from_str("a SHA-256 digest is 32 bytes"));
+    }
+    let mut out = [0u8; 32];
+    digest.copy_to(&mut out);
+    Ok(out)
 }
 
 /// SHA-256 of bytes in this memory with the browser's own (copied out to it first: still
 /// several times faster than hashing here).
 pub(crate) async fn webcrypto_sha256(data: &[u8]) -> Result<[u8; 32], JsValue> {
-    let digest = sha256(&js_sys::Uint8Array::from(data)).await?;
-    digest.try_into().map_err(|_| JsValue::from_str("a SHA-256 digest is 32 bytes"))
+    sha256(&js_sys::Uint8Array::from(data)).await
 }
 
 fn decode_identity(value: &JsValue) -> Result<Keypair, Error> {
