@@ -361,11 +361,30 @@ async fn verify(cid: &Cid, bytes: &js_sys::Uint8Array) -> cas::Result<()> {
 
 /// SHA-256 with the `crypto.subtle` of whichever global this runs in (window or worker).
 pub(crate) async fn sha256(bytes: &js_sys::Uint8Array) -> Result<[u8; 32], JsValue> {
+    digest_of(start_digest(|| bytes.clone())?).await
+}
+
+/// SHA-256 of bytes in this memory with the browser's own (several times faster than hashing
+/// here). WebCrypto copies its input when called, so it is given a view of this memory rather
+/// than a copy in a new array.
+#[allow(unsafe_code)]
+pub(crate) async fn webcrypto_sha256(data: &[u8]) -> Result<[u8; 32], JsValue> {
+    // SAFETY: the view is handed to `digest` at once, with nothing allocated here in between
+    // (which could grow this memory and move `data`), and `digest` copies it before returning.
+    digest_of(start_digest(|| unsafe { js_sys::Uint8Array::view(data) })?).await
+}
+
+/// `crypto.subtle.digest("SHA-256", input())`, with `input` made just before the call.
+fn start_digest(input: impl FnOnce() -> js_sys::Uint8Array) -> Result<js_sys::Promise, JsValue> {
     use js_sys::Reflect;
     let crypto = Reflect::get(&js_sys::global(), &"crypto".into())?;
     let subtle = Reflect::get(&crypto, &"subtle".into())?;
     let digest: js_sys::Function = Reflect::get(&subtle, &"digest".into())?.into();
-    let promise: js_sys::Promise = digest.call2(&subtle, &"SHA-256".into(), bytes)?.into();
+    let algorithm = JsValue::from_str("SHA-256");
+    Ok(digest.call2(&subtle, &algorithm, &input())?.into())
+}
+
+async fn digest_of(promise: js_sys::Promise) -> Result<[u8; 32], JsValue> {
     let buffer = wasm_bindgen_futures::JsFuture::from(promise).await?;
     let digest = js_sys::Uint8Array::new(&buffer);
     if digest.length() != 32 {
@@ -374,12 +393,6 @@ pub(crate) async fn sha256(bytes: &js_sys::Uint8Array) -> Result<[u8; 32], JsVal
     let mut out = [0u8; 32];
     digest.copy_to(&mut out);
     Ok(out)
-}
-
-/// SHA-256 of bytes in this memory with the browser's own (copied out to it first: still
-/// several times faster than hashing here).
-pub(crate) async fn webcrypto_sha256(data: &[u8]) -> Result<[u8; 32], JsValue> {
-    sha256(&js_sys::Uint8Array::from(data)).await
 }
 
 fn decode_identity(value: &JsValue) -> Result<Keypair, Error> {
