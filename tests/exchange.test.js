@@ -170,6 +170,50 @@ describe('bitswap', { concurrency: 1 }, () => {
     }
   });
 
+  test('a peer that opens more streams than it should gets a few served, the rest reset, and the browser\'s memory does not grow with what it claims', async () => {
+    const dataDir = h.tempDir('node-flood');
+    const content = randomBytes(2 * 1024 * 1024);
+    const added = nodeAdd(dataDir, content);
+    const node = await new h.NativeNode(dataDir).start();
+    const flood = await h.startExamplePeer('flood-peer', ['0']);
+    const site = await h.startPageServer();
+    const browser = await h.Browser.launch('chromium', h.prepareExtension('chrome', [node.wsAddr, flood.addr]), h.tempDir('profile-flood'));
+    try {
+      const page = await browser.open(`${site.url}/demo.html`);
+      await h.grantInChromium(browser, page);
+      await h.waitFor(async () => {
+        const ids = (await page.evaluate(() => window.disot.p2p.peers())).map((p) => p.peerId);
+        return ids.includes(node.peerId) && ids.includes(flood.peerId);
+      }, { what: 'both peers connected' });
+      const popup = await browser.browser.newPage();
+      await popup.goto(`${browser.extensionBase}popup.html`);
+      const memory = async () => (await h.ui(popup, 'sync_status')).wasmMemoryBytes;
+      const before = await memory();
+      // 40 streams of each protocol, each with a message begun that claims the protocol's
+      // largest size (4 MiB for Bitswap) and never finished.
+      flood.send('flood 40');
+      const reports = await h.waitFor(() => {
+        const r = flood.events.filter((e) => e.event === 'flood');
+        return r.length === 3 && r;
+      }, { what: 'the flood peer\'s reports' });
+      console.log(`flood reports: ${JSON.stringify(reports)}`);
+      const limits = { '/ipfs/bitswap/1.2.0': 4, '/webrtc-signaling/0.0.1': 2, '/disot/identity/1.0.0': 4 };
+      for (const r of reports) {
+        assert.equal(r.opened, 40, `${r.protocol}: every stream was opened (${JSON.stringify(r)})`);
+        assert.equal(r.held, limits[r.protocol], `${r.protocol}: served up to its limit, no more (${JSON.stringify(r)})`);
+      }
+      const grew = (await memory()) - before;
+      console.log(`the node's memory grew ${grew} bytes during the flood`);
+      assert.ok(grew < 16 * 1024 * 1024, `the node's memory grew ${grew} bytes (40 Bitswap messages claimed 4 MiB each)`);
+      // The browser still works: content comes from the node.
+      const r = await page.evaluate(getFromPeersInPage, added.cid);
+      assert.equal(r.error, undefined, JSON.stringify(r.error));
+      assert.equal(`sha256:${r.sha256}`, added.sha256);
+    } finally {
+      await browser.close();
+    }
+  });
+
   test('a peer that answers with wrong bytes gets nothing stored and is disconnected; the get succeeds from an honest peer', async () => {
     const dataDir = h.tempDir('node-honest');
     const content = randomBytes(8 * 1024 * 1024);

@@ -381,12 +381,34 @@ pub async fn read_frame_max<R: AsyncRead + Unpin>(
             if len as usize > max {
                 return Err(Error::TooLarge(len as usize));
             }
-            let mut buf = vec![0; len as usize];
-            r.read_exact(&mut buf).await.map_err(|e| Error::Io(e.to_string()))?;
-            return Ok(Some(buf));
+            return read_body(r, len as usize).await.map(Some);
         }
     }
     Err(malformed("length prefix is too long"))
+}
+
+/// The first memory taken for a message's body; more is taken (doubling) only as its bytes
+/// arrive.
+const FIRST_TAKE: usize = 64 * 1024;
+
+/// A message body of `len` bytes. Memory grows with what arrives, not with what the length
+/// prefix claims: a peer that announces a large message and sends little of it holds little.
+async fn read_body<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> Result<Vec<u8>, Error> {
+    let mut buf = Vec::new();
+    let mut filled = 0;
+    while filled < len {
+        if filled == buf.len() {
+            let more = buf.len().max(FIRST_TAKE).min(len - buf.len());
+            buf.reserve_exact(more);
+            buf.resize(buf.len() + more, 0);
+        }
+        match r.read(&mut buf[filled..]).await {
+            Ok(0) => return Err(Error::Io("stream ended inside a message".into())),
+            Ok(n) => filled += n,
+            Err(e) => return Err(Error::Io(e.to_string())),
+        }
+    }
+    Ok(buf)
 }
 
 /// Write one message with its length prefix.
@@ -934,6 +956,40 @@ mod tests {
             assert!(matches!(read_frame(&mut huge).await, Err(Error::TooLarge(_))));
             let mut small = futures::io::Cursor::new(vec![5, 1, 2, 3, 4, 5]);
             assert!(matches!(read_frame_max(&mut small, 4).await, Err(Error::TooLarge(5))));
+        });
+    }
+
+    /// A reader that gives at most `step` bytes a read, as a data channel gives its messages.
+    struct InSteps {
+        data: futures::io::Cursor<Vec<u8>>,
+        step: usize,
+    }
+
+    impl futures::AsyncRead for InSteps {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.step);
+            std::pin::Pin::new(&mut self.data).poll_read(cx, &mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn a_large_message_arriving_in_small_pieces_is_read_whole_and_a_cut_one_is_an_error() {
+        futures::executor::block_on(async {
+            let body: Vec<u8> = (0..3 * 1024 * 1024 + 5).map(|i| (i % 251) as u8).collect();
+            let mut framed = Vec::new();
+            write_frame(&mut framed, &body).await.expect("write");
+            write_frame(&mut framed, b"next").await.expect("write");
+            let mut r = InSteps { data: futures::io::Cursor::new(framed.clone()), step: 16_000 };
+            assert_eq!(read_frame(&mut r).await.expect("whole").as_deref(), Some(&body[..]));
+            assert_eq!(read_frame(&mut r).await.expect("next").as_deref(), Some(&b"next"[..]));
+            // The prefix promises 3 MiB; the stream ends after 100 KB of it.
+            let mut cut =
+                InSteps { data: futures::io::Cursor::new(framed[..100_000].to_vec()), step: 7 };
+            assert!(matches!(read_frame(&mut cut).await, Err(Error::Io(_))));
         });
     }
 

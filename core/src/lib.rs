@@ -16,6 +16,7 @@
 //! - [`store`]: the block-store trait, verified reads, atomic objects, garbage collection.
 //! - [`bitswap`]: Bitswap 1.2.0 messages and its client and server state machines (sans-IO).
 //! - [`webrtc`]: browser-to-browser WebRTC: signaling messages and data-channel framing (sans-IO).
+//! - [`inbound`]: how many streams of a protocol peers may have open with us at once.
 //! - [`bootstrap`]: which bootstrap node to dial when, with exponential backoff (sans-IO).
 //! - [`sync`]: shares and collections as Automerge documents, and their sync between peers.
 
@@ -27,6 +28,7 @@ pub mod bitswap;
 pub mod bootstrap;
 pub mod entry;
 pub mod identity;
+pub mod inbound;
 pub mod invite;
 pub mod permissions;
 pub mod store;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use cid::Cid;
 use disot_core::bitswap::{self, Source};
+use disot_core::inbound::InboundLimit;
 use disot_core::store::BlockStore as _;
 use futures::StreamExt as _;
 use libp2p::{PeerId, StreamProtocol};
@@ -32,13 +33,29 @@ impl Source for Everything<'_> {
     }
 }
 
-/// Accept Bitswap streams and answer their wants for as long as the node runs.
+/// Inbound Bitswap streams answered at once for one peer, and for all (each holds at most one
+/// message of up to `bitswap::MAX_MESSAGE_SIZE`).
+const INBOUND_PER_PEER: usize = 4;
+const INBOUND_TOTAL: usize = 128;
+
+/// Accept Bitswap streams and answer their wants for as long as the node runs, as many at once
+/// as [`INBOUND_PER_PEER`] and [`INBOUND_TOTAL`] allow (the others are reset).
 pub fn serve(mut control: libp2p_stream::Control, store: DiskStore) -> Result<(), String> {
     let mut incoming = control.accept(PROTOCOL).map_err(|e| e.to_string())?;
     let store = Arc::new(store);
+    let limit = InboundLimit::new(INBOUND_PER_PEER, INBOUND_TOTAL);
     tokio::spawn(async move {
         while let Some((peer, stream)) = incoming.next().await {
-            tokio::spawn(answer(control.clone(), store.clone(), peer, stream));
+            let Ok(admitted) = limit.admit(&peer).inspect_err(|e| {
+                tracing::debug!("bitswap stream from {peer} refused: {e}");
+            }) else {
+                continue;
+            };
+            let answering = answer(control.clone(), store.clone(), peer, stream);
+            tokio::spawn(async move {
+                answering.await;
+                drop(admitted);
+            });
         }
     });
     Ok(())

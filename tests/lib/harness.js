@@ -333,12 +333,14 @@ export async function answerPrompt(browser, button) {
 
 /** A test peer from node/examples (e.g. the impostor peer), its JSON-line events collected. */
 export async function startExamplePeer(name, args) {
-  const proc = spawn(path.join(path.dirname(NODE_BIN), 'examples', name), args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(path.join(path.dirname(NODE_BIN), 'examples', name), args, { stdio: ['pipe', 'pipe', 'inherit'] });
   const events = [];
   createInterface({ input: proc.stdout }).on('line', (line) => events.push(JSON.parse(line)));
   onCleanup(() => proc.exitCode === null && proc.signalCode === null && proc.kill('SIGKILL'));
   const listening = await waitFor(() => events.find((e) => e.event === 'listening'), { what: `${name} to listen` });
-  return { addr: listening.addr, peerId: listening.addr.split('/p2p/')[1], did: listening.did, events, stop: () => proc.kill('SIGKILL') };
+  // `send`: a command line on its stdin (the peers that take commands say which).
+  const send = (line) => proc.stdin.write(`${line}\n`);
+  return { addr: listening.addr, peerId: listening.addr.split('/p2p/')[1], did: listening.did, events, send, stop: () => proc.kill('SIGKILL') };
 }
 
 /** Find the provider through its announcement, as a page should. */

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use disot_core::auth::{self, Local, Verified};
+use disot_core::inbound::InboundLimit;
 use futures::StreamExt as _;
 use libp2p::{PeerId, StreamProtocol};
 
@@ -12,6 +13,9 @@ pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new(auth::PROTOCOL);
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts when the stream fails (a relayed connection closed under it for a direct one).
 const ATTEMPTS: usize = 3;
+/// Exchanges answered at once for one peer (one per connection, and a retry), and in all.
+const EXCHANGES_PER_PEER: usize = 4;
+const EXCHANGES_TOTAL: usize = 32;
 
 fn now() -> u64 {
     js_sys::Date::now() as u64
@@ -69,11 +73,18 @@ pub(crate) fn accept(
 ) -> Result<(), String> {
     let mut incoming = control.accept(PROTOCOL).map_err(|e| e.to_string())?;
     let done = std::rc::Rc::new(done);
+    let limit = InboundLimit::new(EXCHANGES_PER_PEER, EXCHANGES_TOTAL);
     wasm_bindgen_futures::spawn_local(async move {
         while let Some((peer, mut stream)) = incoming.next().await {
             let Some(local) = local() else { break };
+            let Ok(admitted) = limit.admit(&peer).inspect_err(|e| {
+                tracing::debug!("identity exchange from {peer} refused: {e}");
+            }) else {
+                continue;
+            };
             let done = done.clone();
             wasm_bindgen_futures::spawn_local(async move {
+                let _admitted = admitted; // until this exchange is over
                 let result = match random() {
                     Ok(r) => with_timeout(auth::respond(&mut stream, local, peer, r, now)).await,
                     Err(e) => Err(e),

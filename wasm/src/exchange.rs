@@ -17,6 +17,7 @@ use std::rc::Rc;
 use cid::Cid;
 use disot_core::api::{ApiError, ErrorCode};
 use disot_core::bitswap::{self, Client, Event, Incoming, Source};
+use disot_core::inbound::InboundLimit;
 use disot_core::store::{
     self, BlockStore, ContentSpan, Named, ObjectRecord, DAG_PB_CODEC, SHA2_256,
 };
@@ -57,6 +58,11 @@ pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new(bitswap::PROTOCO
 
 /// Messages of one inbound stream being hashed at once.
 const HASHING_AHEAD: usize = 4;
+/// Inbound Bitswap streams served at once from one peer (ours keeps one open; others may open
+/// a few), and from all peers. Each holds up to `HASHING_AHEAD + 1` messages of up to
+/// `bitswap::MAX_MESSAGE_SIZE` and the one being read.
+const INBOUND_PER_PEER: usize = 4;
+const INBOUND_TOTAL: usize = 32;
 
 /// Why an inbound stream is read no further.
 enum Stop {
@@ -163,14 +169,24 @@ impl Exchange {
         })
     }
 
-    /// Serve inbound Bitswap streams for as long as the node runs.
+    /// Serve inbound Bitswap streams for as long as the node runs, as many at once as
+    /// [`INBOUND_PER_PEER`] and [`INBOUND_TOTAL`] allow (the others are reset).
     pub(crate) fn start(self: &Rc<Self>) -> Result<(), String> {
         let mut incoming = self.control.borrow_mut().accept(PROTOCOL).map_err(|e| e.to_string())?;
         let this = self.clone();
+        let limit = InboundLimit::new(INBOUND_PER_PEER, INBOUND_TOTAL);
         wasm_bindgen_futures::spawn_local(async move {
             while let Some((peer, stream)) = incoming.next().await {
+                let Ok(admitted) = limit.admit(&peer).inspect_err(|e| {
+                    tracing::debug!("bitswap stream from {peer} refused: {e}");
+                }) else {
+                    continue;
+                };
                 let this = this.clone();
-                wasm_bindgen_futures::spawn_local(async move { this.serve(peer, stream).await });
+                wasm_bindgen_futures::spawn_local(async move {
+                    this.serve(peer, stream).await;
+                    drop(admitted);
+                });
             }
         });
         Ok(())

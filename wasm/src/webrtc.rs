@@ -17,6 +17,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use disot_core::bitswap::{read_frame_max, write_frame};
+use disot_core::inbound::InboundLimit;
 use disot_core::webrtc::{Signal, StreamState, MAX_SIGNAL, SIGNALING_PROTOCOL};
 use futures::channel::mpsc;
 use futures::future::{BoxFuture, Ready};
@@ -49,6 +50,9 @@ const LOW_WATER: u32 = 256 * 1024;
 const MAX_WRITE: usize = 256 * 1024;
 /// Connections negotiated but not yet taken by the swarm.
 const INBOUND_QUEUE: usize = 8;
+/// Inbound negotiations at once from one peer (it dials us once per attempt), and in all.
+const SIGNALING_PER_PEER: usize = 2;
+const SIGNALING_TOTAL: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -420,13 +424,22 @@ impl Transport {
         (Transport { control, listener: None, incoming }, Inbound(tx))
     }
 
-    /// Answer the signaling streams peers open to us, for as long as the node runs.
+    /// Answer the signaling streams peers open to us, for as long as the node runs: as many
+    /// negotiations at once as [`SIGNALING_PER_PEER`] and [`SIGNALING_TOTAL`] allow (each makes
+    /// an `RTCPeerConnection`; the other streams are reset).
     pub fn accept(mut control: libp2p_stream::Control, inbound: Inbound) -> Result<(), String> {
         let mut streams = control.accept(SIGNALING).map_err(|e| e.to_string())?;
+        let limit = InboundLimit::new(SIGNALING_PER_PEER, SIGNALING_TOTAL);
         wasm_bindgen_futures::spawn_local(async move {
             while let Some((peer, stream)) = streams.next().await {
+                let Ok(admitted) = limit.admit(&peer).inspect_err(|e| {
+                    tracing::debug!("webrtc: signaling stream from {peer} refused: {e}");
+                }) else {
+                    continue;
+                };
                 let mut inbound = inbound.clone();
                 wasm_bindgen_futures::spawn_local(async move {
+                    let _admitted = admitted; // until this negotiation is over
                     let result = async {
                         let p = Peer::new()?;
                         let steps = negotiate(&p, async { Ok(stream) }, false).await?;

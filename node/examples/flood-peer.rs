@@ -1,0 +1,117 @@
+//! A peer for tests that opens more streams than a browser peer should serve. For each line
+//! `flood <n>` on stdin it opens `n` streams of each protocol the browser answers (Bitswap,
+//! WebRTC signaling, the identity exchange) to the peer that connected last, begins a message
+//! on each (a length prefix claiming the protocol's largest message, and part of it) and never
+//! finishes it. Three seconds later it reports, per protocol, how many streams the other side
+//! still holds open and how many it reset.
+//!
+//! Prints JSON lines: `listening`, `connected`, `disconnected`, and `flood` with `protocol`,
+//! `opened`, `held` and `reset`.
+//!
+//! Usage: flood-peer <ws port>
+
+use std::time::Duration;
+
+use disot_core::{auth, bitswap, webrtc};
+use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{PeerId, StreamProtocol};
+use tokio::io::AsyncBufReadExt as _;
+
+#[path = "support/mod.rs"]
+mod support;
+
+/// The protocols flooded: name, largest message, bytes of it sent.
+const PROTOCOLS: [(&str, usize, usize); 3] = [
+    (bitswap::PROTOCOL, bitswap::MAX_MESSAGE_SIZE, 200 * 1024),
+    (webrtc::SIGNALING_PROTOCOL, webrtc::MAX_SIGNAL, 1024),
+    (auth::PROTOCOL, auth::MAX_MESSAGE, 100),
+];
+
+/// How long the streams are held before they are looked at.
+const HOLD: Duration = Duration::from_secs(3);
+
+#[tokio::main]
+async fn main() -> Result<(), support::Error> {
+    let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let mut swarm = support::swarm(libp2p::identity::Keypair::generate_ed25519(), port).await?;
+    let control = swarm.behaviour().stream.new_control();
+    let me = *swarm.local_peer_id();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut last: Option<PeerId> = None;
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Ok(Some(line)) = line else { return Ok(()) };
+                let n = line.strip_prefix("flood ").and_then(|n| n.trim().parse::<usize>().ok());
+                if let (Some(n), Some(peer)) = (n, last) {
+                    for (name, max, sent) in PROTOCOLS {
+                        tokio::spawn(flood(control.clone(), peer, name, max, sent, n));
+                    }
+                }
+            }
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { address, .. } => support::emit(
+                    serde_json::json!({"event": "listening", "addr": format!("{address}/p2p/{me}")}),
+                ),
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    last = Some(peer_id);
+                    support::emit(serde_json::json!({"event": "connected", "peer": peer_id.to_string()}));
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => support::emit(
+                    serde_json::json!({"event": "disconnected", "peer": peer_id.to_string()}),
+                ),
+                _ => {}
+            },
+        }
+    }
+}
+
+/// Open `n` streams of `protocol` to `peer`, each with `sent` bytes of a message claiming to
+/// be `max` long; after [`HOLD`], report how many are still open.
+async fn flood(
+    control: libp2p_stream::Control,
+    peer: PeerId,
+    name: &'static str,
+    max: usize,
+    sent: usize,
+    n: usize,
+) {
+    let opening = (0..n).map(|_| {
+        let mut control = control.clone();
+        let protocol = StreamProtocol::new(name);
+        async move {
+            let mut stream = control.open_stream(peer, protocol).await.ok()?;
+            let mut begun = unsigned_varint::encode::usize_buffer();
+            let mut message = unsigned_varint::encode::usize(max, &mut begun).to_vec();
+            message.resize(message.len() + sent, 7);
+            // A stream reset at once may fail here already.
+            let _ = stream.write_all(&message).await;
+            let _ = stream.flush().await;
+            Some(stream)
+        }
+    });
+    let streams: Vec<_> = futures::future::join_all(opening).await.into_iter().flatten().collect();
+    let opened = streams.len();
+    tokio::time::sleep(HOLD).await;
+    let mut held = 0;
+    let mut kept = Vec::new();
+    for mut stream in streams {
+        // A stream still served gives nothing to read (it waits for the rest of the message);
+        // a reset one ends or fails at once.
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await {
+            Err(_) | Ok(Ok(1..)) => {
+                held += 1;
+                kept.push(stream);
+            }
+            Ok(Ok(0) | Err(_)) => {}
+        }
+    }
+    support::emit(serde_json::json!({
+        "event": "flood", "protocol": name, "opened": opened, "held": held, "reset": opened - held,
+    }));
+    // The held streams stay open until the next flood's report has been made.
+    tokio::time::sleep(HOLD * 2).await;
+    drop(kept);
+}
