@@ -39,6 +39,12 @@ describe('identity exchange with a lying peer', { concurrency: 1 }, () => {
     await page.waitForFunction((id) => document.querySelector(`#peers li[data-peer-id="${id}"]`)?.dataset.verifiedDid, {}, peer.peerId);
     assert.match(await page.$eval(`#peers li[data-peer-id="${peer.peerId}"]`, (e) => e.textContent), /^Test peer · did:key:z6Mk\S+ ✓ verified · websocket/);
     assert.deepEqual(await refusals(peer.peerId), []);
+    // Hung up from the popup: the peer sees it, and it leaves the list.
+    await page.click(`#peers li[data-peer-id="${peer.peerId}"] button.hang-up`);
+    await h.waitFor(() => peer.events.some((e) => e.event === 'disconnected'), { what: 'the peer to see the hang-up' });
+    await h.waitFor(async () => !(await peerOf(peer.peerId)), { what: 'the peer gone from the list' });
+    await page.waitForFunction((id) => !document.querySelector(`#peers li[data-peer-id="${id}"]`), {}, peer.peerId);
+    assert.deepEqual(await h.ui(ext, 'peers_disconnect', { peerId: peer.peerId }), { disconnected: false });
     peer.stop();
   });
 

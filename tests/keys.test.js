@@ -90,7 +90,7 @@ describe('no answer carries key material', () => {
   test('requests of the extension\'s own pages, good and bad', async () => {
     const calls = [
       ['ui_status'], ['settings_get'], ['permissions_list'], ['permissions_pending', { id: 999 }],
-      ['permissions_decide', { id: 999, approve: true }], ['peers_dial', { addr: '/ip4/127.0.0.1/tcp/1' }],
+      ['permissions_decide', { id: 999, approve: true }], ['peers_dial', { addr: '/ip4/127.0.0.1/tcp/1' }], ['peers_disconnect', { peerId: 'not a peer' }],
       ['identity_export', { passphrase: 'short' }], ['identity_export', { passphrase: 'a long passphrase' }],
       ['identity_import', { backup: '{}', passphrase: 'x' }], ['disot_status'], ['no_such_method'],
       ['trust_set', { did: 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK', level: 70 }],

@@ -220,6 +220,20 @@ describe('share and sync', { concurrency: 1 }, () => {
     await share(three.cid, 'asked again');
   });
 
+  test('hung up from both popups, neither peer dials the other again to sync; a dial asked for connects them again', async () => {
+    const direct = `${node.wsAddr}/p2p-circuit/webrtc/p2p/${sb.peerId}`;
+    const connected = async () => (await ui(popupA, 'ui_status')).peers.some((p) => p.peerId === sb.peerId);
+    await ui(popupA, 'peers_dial', { addr: direct, wait: true });
+    const answers = await Promise.all([ui(popupA, 'peers_disconnect', { peerId: sb.peerId }), ui(popupB, 'peers_disconnect', { peerId: sa.peerId })]);
+    assert.ok(answers.some((a) => a.disconnected), JSON.stringify(answers));
+    await h.waitFor(async () => !(await connected()), { what: 'the hang-up' });
+    // Each looks for absent peers it syncs with every 2 s, and dials one at most every 5 s.
+    await new Promise((r) => setTimeout(r, 7000));
+    assert.equal(await connected(), false, 'still apart after the redial interval');
+    await ui(popupA, 'peers_dial', { addr: direct, wait: true });
+    assert.equal(await connected(), true, 'connected again when asked');
+  });
+
   test('B offline when A shares: once B is back the share and its bytes arrive within seconds', async () => {
     await trustInPopup(popupB, sa.did, 90);
     await b.close();

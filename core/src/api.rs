@@ -217,6 +217,9 @@ pub enum UiRequest {
     /// `wait`: answer once connected (directly, for such an address) or failed, not when the
     /// dial starts.
     DialPeer { addr: multiaddr::Multiaddr, wait: bool },
+    /// `peers_disconnect {peerId}`: close every connection to a peer. This peer does not dial
+    /// it again by itself (to sync) for a minute; it may connect, or be dialled by request.
+    DisconnectPeer { peer: libp2p_identity::PeerId },
     /// `trust_set {did, level, context?}`: issue (and keep) a trust assertion about `did`;
     /// level 0 revokes.
     SetTrust { did: String, level: u8, context: String },
@@ -646,6 +649,18 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             }
             Ok(UiRequest::AcceptInvite { invite: p.invite, level: p.level })
         }
+        "peers_disconnect" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields, rename_all = "camelCase")]
+            struct P {
+                peer_id: String,
+            }
+            let p: P = typed(&method, params)?;
+            let peer = p.peer_id.parse().map_err(|e| {
+                ApiError::new(ErrorCode::InvalidParams, format!("peerId {}: {e}", p.peer_id))
+            })?;
+            Ok(UiRequest::DisconnectPeer { peer })
+        }
         "peers_dial" => {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
@@ -857,6 +872,25 @@ mod tests {
         ] {
             assert_eq!(code_of(&bad), -32602, "{bad}");
         }
+    }
+
+    #[test]
+    fn disconnecting_names_a_peer_id() {
+        let id = "12D3KooWEcvbTQf6BfmtDjZxmFPmsStj3jv5APhJYi8F9nJ5AeJ7";
+        assert_eq!(
+            parse_ui_request(&format!(
+                r#"{{"method":"peers_disconnect","params":{{"peerId":"{id}"}}}}"#
+            )),
+            Ok(UiRequest::DisconnectPeer { peer: id.parse().expect("peer id") })
+        );
+        for bad in [r#"{"peerId":"not-a-peer"}"#, r#"{"peerId":7}"#, r#"{}"#, r#"{"peer":"x"}"#] {
+            let r = parse_ui_request(&format!(r#"{{"method":"peers_disconnect","params":{bad}}}"#));
+            assert_eq!(r.expect_err(bad).code, ErrorCode::InvalidParams, "{bad}");
+        }
+        assert_eq!(
+            code_of(&format!(r#"{{"method":"peers_disconnect","params":{{"peerId":"{id}"}}}}"#)),
+            4200
+        );
     }
 
     #[test]

@@ -49,6 +49,12 @@ async function refresh() {
         li.dataset.peerId = p.peerId;
         if (p.identity) li.dataset.verifiedDid = p.identity.did;
         li.title = p.peerId;
+        const hangUp = Object.assign(document.createElement('button'), { className: 'hang-up', textContent: 'Hang up', title: 'Close every connection to this peer' });
+        hangUp.addEventListener('click', () => call('peers_disconnect', { peerId: p.peerId }).then(refresh, (e) => {
+          $('error').textContent = e.message;
+          $('error').hidden = false;
+        }));
+        li.append(' ', hangUp);
         return li;
       }));
     $('display-name').textContent = s.displayName || '—';

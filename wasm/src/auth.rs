@@ -35,17 +35,23 @@ async fn with_timeout<T>(
     }
 }
 
-/// Run the exchange with `peer` as its initiator. `Ok(None)`: the peer does not speak the
-/// protocol (a `disot-node`, a js-libp2p peer).
+/// Run the exchange with `peer` as its initiator, for as long as `connected` says the peer is
+/// (opening a stream to a peer no longer connected would dial it again: after a hang-up, or a
+/// peer gone away). `Ok(None)`: the peer does not speak the protocol (a `disot-node`, a
+/// js-libp2p peer).
 pub(crate) async fn initiate(
     mut control: libp2p_stream::Control,
     local: Local,
     peer: PeerId,
+    connected: impl Fn() -> bool,
 ) -> Result<Option<Verified>, auth::Error> {
     let mut last = auth::Error::Io("not tried".into());
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             futures_timer::Delay::new(Duration::from_secs(1)).await;
+        }
+        if !connected() {
+            return Err(auth::Error::Io(format!("no longer connected ({last})")));
         }
         let mut stream = match control.open_stream(peer, PROTOCOL).await {
             Ok(s) => s,

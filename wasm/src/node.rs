@@ -108,10 +108,14 @@ pub(crate) enum Command {
     },
     /// Close every connection to a peer (it said something refused).
     Disconnect(PeerId),
+    /// Close every connection to a peer because the user asked (see `EventLoop::hung_up`).
+    HangUp(PeerId),
 }
 
 type DialOutcome = Result<Option<&'static str>, String>;
 
+/// How long a peer the user hung up on is not dialled again to sync with it.
+const HANG_UP_HOLD_MS: f64 = 60_000.0;
 /// Dials waited on at once (`peers_dial` with `wait`; each waits 30 s at most).
 const MAX_DIAL_WAITERS: usize = 32;
 
@@ -428,6 +432,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         provider_queries: HashMap::new(),
         provided: std::collections::HashSet::new(),
         provide_queries: HashMap::new(),
+        hung_up: HashMap::new(),
     };
     let mut event_loop = event_loop;
     if let Err(e) = event_loop.swarm.listen_on(Multiaddr::empty().with(Protocol::WebRTC)) {
@@ -534,6 +539,9 @@ struct EventLoop {
     provided: std::collections::HashSet<cid::Cid>,
     /// Announcements under way: one that fails is made again on the next round.
     provide_queries: HashMap<kad::QueryId, cid::Cid>,
+    /// Peers the user hung up on, and when: not dialled again by this node on its own (to sync)
+    /// for [`HANG_UP_HOLD_MS`]; a dial the user asks for clears it.
+    hung_up: HashMap<PeerId, f64>,
 }
 
 impl EventLoop {
@@ -560,7 +568,12 @@ impl EventLoop {
             self.dial_due();
             self.keep_relay_reservation();
             self.announce_due();
-            for peer in self.shared.sync.peers_to_reach(now_ms() as u64) {
+            let now = now_ms();
+            self.hung_up.retain(|_, at| now - *at < HANG_UP_HOLD_MS);
+            for peer in self.shared.sync.peers_to_reach(now as u64) {
+                if self.hung_up.contains_key(&peer) {
+                    continue;
+                }
                 if let Err(e) = self.dial_via_relay(peer) {
                     tracing::debug!("reaching {peer}: {e}");
                 }
@@ -584,6 +597,10 @@ impl EventLoop {
             }
             Command::Dial { addr, wait, answer } => self.dial_for_user(addr, wait, answer),
             Command::Disconnect(peer) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::HangUp(peer) => {
+                self.hung_up.insert(peer, now_ms());
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::Provide(roots) => {
@@ -617,6 +634,9 @@ impl EventLoop {
     /// (directly, for a `/webrtc` address), at once if it is already.
     fn dial_for_user(&mut self, addr: Multiaddr, wait: bool, answer: oneshot::Sender<DialOutcome>) {
         let direct = transport_of(&addr) == "webrtc";
+        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+            self.hung_up.remove(&peer);
+        }
         let waiting_on = match addr.iter().last() {
             Some(Protocol::P2p(peer)) if wait => Some(peer),
             _ => None,
@@ -825,7 +845,9 @@ impl EventLoop {
                             direct_or_not(&shared, peer_id).await;
                         }
                         let control = shared.control.clone();
-                        let result = crate::auth::initiate(control, local, peer_id).await;
+                        let connected = || shared.live.borrow().peers.contains_key(&peer_id);
+                        let result =
+                            crate::auth::initiate(control, local, peer_id, connected).await;
                         on_identity(&shared, peer_id, result);
                     });
                 }
@@ -1869,6 +1891,14 @@ async fn handle_ui(
             shared.store.replace_identity(&key).await.map_err(internal)?;
             shared.lock_enabled.set(false);
             Ok(json!({ "did": did, "restart": did != shared.did }))
+        }
+        UiRequest::DisconnectPeer { peer } => {
+            let connected = shared.live.borrow().peers.contains_key(&peer);
+            commands
+                .send(Command::HangUp(peer))
+                .await
+                .map_err(|_| ApiError::new(ErrorCode::Disconnected, "node event loop stopped"))?;
+            Ok(json!({ "disconnected": connected }))
         }
         UiRequest::DialPeer { addr, wait } => {
             let (answer, rx) = oneshot::channel();
