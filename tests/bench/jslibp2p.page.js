@@ -77,8 +77,9 @@ globalThis.jsBench = {
     return { dialMs, ms: performance.now() - t1, limited: conn.limits != null, addr: conn.remoteAddr.toString(), retried }
   },
 
-  /** Dial `addr` (`/webrtc` through the relay) and hang up: {ms} until the dial resolved, or
-   * {failed} with why if it failed twice (like `fetch`, it tries once more and says so). */
+  /** Dial `addr` (`/webrtc` through the relay) and hang up (every connection to the peer, the
+   * relayed one too, so that the next dial starts from nothing): {ms} until the dial resolved,
+   * or {failed} with why if it failed twice (like `fetch`, it tries once more and says so). */
   async dial (addr) {
     let retried = false
     for (;;) {
@@ -87,7 +88,7 @@ globalThis.jsBench = {
         const conn = await node.dial(multiaddr(addr))
         const ms = performance.now() - t0
         if (conn.limits != null) throw new Error(`js-libp2p stayed on the relay: ${conn.remoteAddr}`)
-        await conn.close()
+        await node.hangUp(conn.remotePeer)
         return { ms, retried }
       } catch (e) {
         if (retried) return { failed: String(e?.message ?? e), retried }

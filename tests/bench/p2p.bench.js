@@ -1,7 +1,8 @@
 // Browser-to-browser benchmark, in one run, Chromium profiles on loopback, one disot-node:
-//   - time from dial to a working direct connection, B to each of three peers (the median): the
-//     extension (relayed connection, then our /webrtc) vs js-libp2p's /webrtc between extension
-//     pages of the same browsers
+//   - time from dial to a working direct connection, B to each of three peers in turn, hung up
+//     after each, three rounds (medians): the extension (relayed connection, then our /webrtc)
+//     vs js-libp2p's /webrtc between extension pages of the same browsers; and the extension's
+//     first dial after B started, apart
 //   - 64 MiB through the extension (page in A puts, page in B gets by CID: Bitswap over our
 //     direct WebRTC connection, every block verified and stored) vs
 //     (a) a raw RTCDataChannel between the same two browsers (extension pages, 64 KiB messages,
@@ -265,6 +266,14 @@ function dialDirect(from, relay, peerId) {
   }, `${relay}/p2p-circuit/webrtc/p2p/${peerId}`);
 }
 
+/** Hang up every connection of the extension in page `from` to `peerId`, and wait until none
+ * is left (the next dial then starts from nothing, the relayed connection too). */
+async function hangUp(from, peerId) {
+  await ui(from, 'peers_disconnect', { peerId });
+  await h.waitFor(async () => !(await ui(from, 'ui_status')).peers.some((p) => p.peerId === peerId), { what: 'the hang-up' });
+  await new Promise((r) => setTimeout(r, 200));
+}
+
 /** In a page: put `mib` MiB of bytes that depend only on `seed` (the same object in every peer). */
 async function putSeededInPage(mib, seed) {
   const data = new Uint8Array(mib * 1024 * 1024);
@@ -279,6 +288,8 @@ async function putSeededInPage(mib, seed) {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const rate = (ms) => MiB / (ms / 1000);
+/** Rounds of dials to each of the three peers, by each kind. */
+const DIAL_ROUNDS = Number(process.env.DISOT_BENCH_DIAL_ROUNDS ?? 3);
 /** Rounds of the transfers that are compared with each other. */
 const ROUNDS = Number(process.env.DISOT_BENCH_ROUNDS ?? 3);
 
@@ -299,24 +310,36 @@ try {
   const idOf = async (page) => (await ui(page, 'ui_status')).peerId;
   const [idA, idC, idD] = [await idOf(ea), await idOf(ec), await idOf(ed)];
 
-  // Dial to a working direct connection, B to each of A, C and D: the extension, then
-  // js-libp2p in the same browsers (one dial is too few to compare: they vary 2x run to run).
-  const dialsExt = [];
-  for (const id of [idA, idC, idD]) dialsExt.push(await dialDirect(eb, node.wsAddr, id));
+  // Dial to a working direct connection. Both kinds dial from B's extension renderer (js-libp2p
+  // in an extension page, the extension's node in its offscreen document), where the first
+  // WebRTC connection also starts WebRTC itself: that first dial (the extension's, to A) is
+  // reported apart. Then B dials A, C and D in turn, the extension and js-libp2p one after the
+  // other, each hanging up every connection to the peer afterwards (the relayed one too),
+  // DIAL_ROUNDS times: medians (dials vary 2x from one to the next).
+  const firstDial = await dialDirect(eb, node.wsAddr, idA);
+  await hangUp(eb, idA);
   const bundle = await jsLibp2pBundle();
   for (const p of [ea, eb, ec, ed]) await p.evaluate(bundle);
   const jsAddrs = [];
   for (const p of [ea, eb, ec, ed]) jsAddrs.push(await p.evaluate((relay) => globalThis.jsBench.start(relay), node.wsAddr));
+  const dialsExt = [];
+  const dialsJs = [];
+  for (let round = 0; round < DIAL_ROUNDS; round++) {
+    for (const [id, addr] of [[idA, jsAddrs[0]], [idC, jsAddrs[2]], [idD, jsAddrs[3]]]) {
+      dialsExt.push(await dialDirect(eb, node.wsAddr, id));
+      await hangUp(eb, id);
+      const d = await eb.evaluate((a) => globalThis.jsBench.dial(a), addr);
+      if (d.retried) console.log(`  (a js-libp2p dial failed${d.failed ? ' twice, left out' : ' and was retried'}: ${d.retried})`);
+      if (!d.failed) dialsJs.push(d.ms);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  // Connected to all three again for what follows.
+  for (const id of [idA, idC, idD]) await dialDirect(eb, node.wsAddr, id);
   await ea.evaluate((total) => globalThis.jsBench.serve(total), MiB * 1024 * 1024);
   const js = await eb.evaluate((addr, total) => globalThis.jsBench.fetch(addr, total), jsAddrs[0], MiB * 1024 * 1024);
   if (js.limited) throw new Error(`js-libp2p stayed on the relay: ${js.addr}`);
-  if (js.retried) console.log(`  (js-libp2p's first dial failed and was retried: ${js.retried})`);
-  const dialsJs = [js.dialMs];
-  for (const addr of [jsAddrs[2], jsAddrs[3]]) {
-    const d = await eb.evaluate((a) => globalThis.jsBench.dial(a), addr);
-    if (d.retried) console.log(`  (a js-libp2p dial failed${d.failed ? ' twice, left out' : ' and was retried'}: ${d.retried})`);
-    if (!d.failed) dialsJs.push(d.ms);
-  }
+  if (js.retried) console.log(`  (js-libp2p's dial for the transfer failed and was retried: ${js.retried})`);
   for (const p of [ea, eb, ec, ed]) await p.evaluate(() => globalThis.jsBench.stop());
 
   // Through the extension.
@@ -411,7 +434,8 @@ try {
   const f = (x) => x.toFixed(1).padStart(6);
   console.log(`chromium → chromium, ${MiB} MiB on loopback`);
   const ms = (xs) => xs.map((x) => x.toFixed(0)).join(', ');
-  console.log(`  dial to a working direct connection, median of ${dialsJs.length === 3 ? 'three' : 'the'} peers: extension ${median(dialsExt).toFixed(0)} ms (${ms(dialsExt)}), js-libp2p ${median(dialsJs).toFixed(0)} ms (${ms(dialsJs)}) → ${(median(dialsExt) / median(dialsJs)).toFixed(2)}x js-libp2p`);
+  console.log(`  dial to a working direct connection, medians of ${dialsExt.length} and ${dialsJs.length} dials (B to A, C and D in turn, hung up after each): extension ${median(dialsExt).toFixed(0)} ms (${ms(dialsExt)}), js-libp2p ${median(dialsJs).toFixed(0)} ms (${ms(dialsJs)}) → ${(median(dialsExt) / median(dialsJs)).toFixed(2)}x js-libp2p`);
+  console.log(`    the first dial after B started (WebRTC starting in its extension renderer): extension ${firstDial.toFixed(0)} ms`);
   console.log(`  extension, get to a Uint8Array (Bitswap, verify, store, read back):           ${f(ext)} MiB/s`);
   console.log(`  js-libp2p /webrtc, same browsers (one stream, not verified or stored):         ${f(jsRate)} MiB/s (one round) → extension, connection up, ${(warm / jsRate).toFixed(2)}x js-libp2p`);
   const all = (k) => `(${rounds[k].map((x) => x.toFixed(1)).join(', ')})`;
