@@ -103,6 +103,6 @@ mod tests {
         // Nothing is left counted against a peer whose streams all closed.
         let again: Vec<_> = (0..2).map(|_| limit.admit(&"a").expect("a again")).collect();
         assert_eq!(again.len(), 2);
-        assert!(limit.open.lock().expect("lock").by_peer.len() == 1);
+        assert_eq!(limit.open.lock().expect("lock").by_peer.len(), 1);
     }
 }

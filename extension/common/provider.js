@@ -168,10 +168,14 @@
   // nothing urges a collection in the content frame, which holds no bytes: a gigabyte's upload
   // all in Blobs held ~900 MiB there.
   const BLOB_BYTES = 64 * 1024 * 1024;
+  // A piece smaller than this goes as bytes all the same: reading a small Blob back from the
+  // store asks the browser's own process for it, which made serving a 1 KiB block to a peer
+  // ~1 ms slower than reading bytes.
+  const BLOB_MIN = 64 * 1024;
 
   /**
    * `data` in pieces of `size` bytes (the last may be shorter), as `{piece, last}`: each piece
-   * a Blob or a Uint8Array on a buffer of its own (see BLOB_BYTES), `last` set on the last one
+   * a Blob or a Uint8Array on a buffer of its own (see BLOB_BYTES, BLOB_MIN), `last` set on the last one
    * if that is known then (a stream that ends at a piece's end is known to have ended only
    * after). The page's bytes are copied once, and its own buffers are never touched after; a
    * Blob's or File's pieces are slices of it, not read here. The content frame stores a piece
@@ -180,7 +184,7 @@
   async function* pieces(data, size) {
     let sent = 0;
     const copy = (view) => {
-      const piece = sent < BLOB_BYTES ? new Blob([view]) : view.slice();
+      const piece = sent < BLOB_BYTES && view.length >= BLOB_MIN ? new Blob([view]) : view.slice();
       sent += view.length;
       return piece;
     };
