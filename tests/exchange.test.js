@@ -214,6 +214,17 @@ describe('bitswap', { concurrency: 1 }, () => {
     }
   });
 
+  test('disot-node serves a peer four Bitswap streams at once and resets the rest', async () => {
+    const node = await new h.NativeNode(h.tempDir('node-flooded')).start();
+    const flood = await h.startExamplePeer('flood-peer', ['0', node.wsAddr]);
+    await h.waitFor(() => flood.events.some((e) => e.event === 'connected'), { what: 'the flood peer on the node' });
+    flood.send('flood 40');
+    const report = await h.waitFor(() => flood.events.find((e) => e.event === 'flood' && e.protocol === '/ipfs/bitswap/1.2.0'), { what: 'the flood peer\'s report' });
+    assert.equal(report.opened, 40, JSON.stringify(report));
+    assert.equal(report.held, 4, `served up to the limit, no more: ${JSON.stringify(report)}`);
+    assert.equal(node.proc.exitCode, null, 'the node still runs');
+  });
+
   test('a peer that answers with wrong bytes gets nothing stored and is disconnected; the get succeeds from an honest peer', async () => {
     const dataDir = h.tempDir('node-honest');
     const content = randomBytes(8 * 1024 * 1024);

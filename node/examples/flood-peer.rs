@@ -8,7 +8,7 @@
 //! Prints JSON lines: `listening`, `connected`, `disconnected`, and `flood` with `protocol`,
 //! `opened`, `held` and `reset`.
 //!
-//! Usage: flood-peer <ws port>
+//! Usage: flood-peer <ws port> [address to dial]
 
 use std::time::Duration;
 
@@ -35,6 +35,9 @@ const HOLD: Duration = Duration::from_secs(3);
 async fn main() -> Result<(), support::Error> {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     let mut swarm = support::swarm(libp2p::identity::Keypair::generate_ed25519(), port).await?;
+    if let Some(addr) = std::env::args().nth(2) {
+        swarm.dial(addr.parse::<libp2p::Multiaddr>()?)?;
+    }
     let control = swarm.behaviour().stream.new_control();
     let me = *swarm.local_peer_id();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
