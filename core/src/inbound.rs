@@ -66,6 +66,12 @@ impl<K: Hash + Eq + Clone> InboundLimit<K> {
     pub fn open(&self) -> usize {
         self.open.lock().unwrap_or_else(PoisonError::into_inner).total
     }
+
+    /// Streams open now from `peer`.
+    pub fn open_from(&self, peer: &K) -> usize {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.by_peer.get(peer).copied().unwrap_or(0)
+    }
 }
 
 impl<K: Hash + Eq + Clone> Drop for Admitted<K> {
@@ -96,6 +102,10 @@ mod tests {
         assert_eq!(limit.open(), 3);
         drop(a1);
         assert_eq!(limit.open(), 2);
+        assert_eq!(
+            (limit.open_from(&"a"), limit.open_from(&"b"), limit.open_from(&"z")),
+            (1, 1, 0)
+        );
         let c1 = limit.admit(&"c").expect("a place came back");
         assert_eq!(limit.admit(&"b").err(), Some(Refused::Total(3)));
         drop((a2, b1, c1));

@@ -11,7 +11,7 @@
 //! Sessions run on a thread of their own (the library is single-threaded, as in the browser);
 //! the swarm's thread only tells it which peers went away.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io::{ErrorKind, Read as _, Write as _};
@@ -20,6 +20,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use disot_core::auth::{self, Local};
+use disot_core::inbound::InboundLimit;
 use disot_core::sync::{self as core_sync, Level, Library, Policy, Writes};
 use futures::{AsyncWriteExt as _, StreamExt as _};
 use libp2p::identity::Keypair;
@@ -192,7 +193,7 @@ pub fn start(
                 peers: RefCell::default(),
                 running: RefCell::default(),
                 again: RefCell::default(),
-                inbound: Cell::new(0),
+                inbound: InboundLimit::new(MAX_INBOUND, MAX_INBOUND),
             });
             tokio::task::LocalSet::new()
                 .block_on(&runtime, service.run(sessions, identities, gone));
@@ -214,7 +215,8 @@ struct Service {
     /// Peers a session of ours runs with now, and those to run another with after it.
     running: RefCell<HashSet<PeerId>>,
     again: RefCell<HashSet<PeerId>>,
-    inbound: Cell<usize>,
+    /// Identity exchanges and sessions peers opened, answered at once ([`MAX_INBOUND`] at most).
+    inbound: InboundLimit<PeerId>,
 }
 
 fn now_ms() -> u64 {
@@ -250,11 +252,10 @@ impl Service {
 
     /// Answer `peer`'s identity exchange, so that it knows the node is who its key says.
     fn identify(self: Rc<Self>, peer: PeerId, mut stream: libp2p::Stream) {
-        if self.inbound.get() >= MAX_INBOUND {
-            return; // dropped: the peer tries again
-        }
-        self.inbound.set(self.inbound.get() + 1);
+        // Over the limit: dropped, and the peer tries again.
+        let Ok(admitted) = self.inbound.admit(&peer) else { return };
         tokio::task::spawn_local(async move {
+            let _admitted = admitted; // until the exchange is over
             let exchange =
                 auth::respond(&mut stream, self.local.clone(), peer, rand::random(), now_ms);
             match tokio::time::timeout(IDENTITY_TIMEOUT, exchange).await {
@@ -273,20 +274,17 @@ impl Service {
                 }),
             }
             let _ = stream.close().await;
-            self.inbound.set(self.inbound.get() - 1);
         });
     }
 
     fn inbound_session(self: Rc<Self>, peer: PeerId, stream: libp2p::Stream) {
         let Some(did) = disot_core::identity::did_of_peer(&peer) else { return };
-        if self.inbound.get() >= MAX_INBOUND {
-            return; // dropped: the peer tries again
-        }
-        self.inbound.set(self.inbound.get() + 1);
+        // Over the limit: dropped, and the peer tries again.
+        let Ok(admitted) = self.inbound.admit(&peer) else { return };
         self.peers.borrow_mut().insert(peer, did.clone());
         tokio::task::spawn_local(async move {
             self.session(peer, did, stream, false).await;
-            self.inbound.set(self.inbound.get() - 1);
+            drop(admitted);
         });
     }
 

@@ -634,13 +634,14 @@ impl EventLoop {
     /// (directly, for a `/webrtc` address), at once if it is already.
     fn dial_for_user(&mut self, addr: Multiaddr, wait: bool, answer: oneshot::Sender<DialOutcome>) {
         let direct = transport_of(&addr) == "webrtc";
-        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
-            self.hung_up.remove(&peer);
-        }
-        let waiting_on = match addr.iter().last() {
-            Some(Protocol::P2p(peer)) if wait => Some(peer),
+        let named = match addr.iter().last() {
+            Some(Protocol::P2p(peer)) => Some(peer),
             _ => None,
         };
+        if let Some(peer) = named {
+            self.hung_up.remove(&peer);
+        }
+        let waiting_on = named.filter(|_| wait);
         if let Some(peer) = waiting_on {
             let live = self.shared.live.borrow();
             let up = live.peers.get(&peer).and_then(|info| {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use disot_core::api::{ApiError, ErrorCode};
+use disot_core::inbound::InboundLimit;
 use disot_core::store::BlockStore as _;
 use disot_core::sync::{self as core_sync, Entry, Level, Library, Policy, Role, Share, Stats};
 use libp2p::{PeerId, StreamProtocol};
@@ -100,7 +101,6 @@ pub(crate) struct SyncNode {
     /// Peers a session runs with; `true`: run another when it ends (something changed meanwhile).
     running: RefCell<HashMap<PeerId, bool>>,
     last: RefCell<HashMap<String, PeerSync>>,
-    inbound: Cell<usize>,
     /// Shared objects being fetched by the policy.
     fetching: RefCell<std::collections::BTreeSet<String>>,
     /// Peers connected and verified now (peer id → DID), for syncing after a local change.
@@ -116,9 +116,9 @@ pub(crate) struct SyncNode {
     announce: Cell<bool>,
     gossip: RefCell<Gossip>,
     news: RefCell<HashMap<String, u64>>,
-    /// Sessions peers opened with us, running now (peer → how many), and peers to sync with
-    /// once theirs end.
-    inbound_with: RefCell<HashMap<PeerId, usize>>,
+    /// Sessions peers opened with us, running now ([`MAX_INBOUND`] at most), and peers to sync
+    /// with once theirs end.
+    inbound: InboundLimit<PeerId>,
     after_inbound: RefCell<std::collections::HashSet<PeerId>>,
     /// Peers whose direct connection came while their first session waited for it.
     direct_seen: RefCell<std::collections::HashSet<PeerId>>,
@@ -203,7 +203,6 @@ impl SyncNode {
             trust_epoch: Cell::new(0),
             running: RefCell::new(HashMap::new()),
             last: RefCell::new(HashMap::new()),
-            inbound: Cell::new(0),
             fetching: RefCell::new(Default::default()),
             connected: RefCell::new(HashMap::new()),
             dialled: RefCell::new(HashMap::new()),
@@ -213,7 +212,7 @@ impl SyncNode {
             announce: Cell::new(false),
             gossip: RefCell::default(),
             news: RefCell::default(),
-            inbound_with: RefCell::default(),
+            inbound: InboundLimit::new(MAX_INBOUND, MAX_INBOUND),
             after_inbound: RefCell::default(),
             direct_seen: RefCell::default(),
             preauth: RefCell::new(preauth),
@@ -306,29 +305,17 @@ impl SyncNode {
         wasm_bindgen_futures::spawn_local(async move {
             use futures::StreamExt as _;
             while let Some((peer, stream)) = incoming.next().await {
-                if this.inbound.get() >= MAX_INBOUND {
-                    continue; // dropped: the peer tries again later
-                }
+                // Over the limit: dropped, and the peer tries again later.
+                let Ok(admitted) = this.inbound.admit(&peer) else { continue };
                 let Some(did) = disot_core::identity::did_of_peer(&peer) else { continue };
-                this.inbound.set(this.inbound.get() + 1);
-                *this.inbound_with.borrow_mut().entry(peer).or_default() += 1;
                 let this = this.clone();
                 wasm_bindgen_futures::spawn_local(async move {
                     this.run_session(peer, did.clone(), stream, false).await;
-                    this.inbound.set(this.inbound.get() - 1);
-                    let left = {
-                        let mut with = this.inbound_with.borrow_mut();
-                        let n = with.get_mut(&peer).map_or(0, |n| {
-                            *n -= 1;
-                            *n
-                        });
-                        if n == 0 {
-                            with.remove(&peer);
-                        }
-                        n
-                    };
+                    drop(admitted);
                     // What changed here while the peer's session ran goes in a session of ours.
-                    if left == 0 && this.after_inbound.borrow_mut().remove(&peer) {
+                    if this.inbound.open_from(&peer) == 0
+                        && this.after_inbound.borrow_mut().remove(&peer)
+                    {
                         this.sync_with(peer, did);
                     }
                 });
@@ -502,7 +489,7 @@ impl SyncNode {
             futures_timer::Delay::new(CONNECT_DEFER).await;
             let still = this.connected.borrow().get(&peer) == Some(&did);
             let quiet = sessions(&this, &did) == before;
-            if still && quiet && !this.inbound_with.borrow().contains_key(&peer) {
+            if still && quiet && this.inbound.open_from(&peer) == 0 {
                 this.sync_with(peer, did);
             }
         });
@@ -559,7 +546,7 @@ impl SyncNode {
         }
         // The peer's own session is running: ours follows it (two at once would each carry
         // the same changes).
-        if self.inbound_with.borrow().contains_key(&peer) {
+        if self.inbound.open_from(&peer) > 0 {
             tracing::info!("sync with {peer}: after its own session");
             self.after_inbound.borrow_mut().insert(peer);
             return;
