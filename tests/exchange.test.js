@@ -225,6 +225,62 @@ describe('bitswap', { concurrency: 1 }, () => {
     assert.equal(node.proc.exitCode, null, 'the node still runs');
   });
 
+  test('a get of what this browser holds for the page asks no peer, also after a restart; one of what it does not hold asks at once', async () => {
+    const node = await new h.NativeNode(h.tempDir('node-held')).start();
+    // Every want a peer sends it is reported (it would answer want-blocks with junk).
+    const observer = await startHostilePeer();
+    const site = await h.startPageServer();
+    const ext = h.prepareExtension('chrome', [node.wsAddr, observer.addr]);
+    const profile = h.tempDir('profile-held');
+    const wantsOf = (cids) => observer.events.filter((e) => e.event === 'wanted' && cids.includes(e.cid));
+    const connected = async (page) => {
+      await h.waitFor(async () => (await page.evaluate(() => window.disot.p2p.peers())).some((p) => p.peerId === observer.peerId), { what: 'the observing peer connected' });
+      await new Promise((r) => setTimeout(r, 500)); // identify: known to speak Bitswap
+    };
+    // Small objects (one block, asked of peers at once when not held), public and not, and a
+    // larger one; each got at once after its put, then all again.
+    const putAndGet = () => {
+      const made = [1024, 3000, 2 * 1024 * 1024].map((n, i) => { const d = new Uint8Array(n); for (let o = 0; o < n; o += 65536) crypto.getRandomValues(d.subarray(o, o + 65536)); return [d, { public: i === 1 }]; });
+      return (async () => {
+        const cids = [];
+        for (const [data, opts] of made) {
+          const { cid } = await window.disot.cas.put(data, opts);
+          const back = await window.disot.cas.get(cid);
+          if (back.length !== data.length || back.some((x, i) => x !== data[i])) throw new Error(`${cid} came back wrong`);
+          cids.push(cid);
+        }
+        for (const cid of cids) await window.disot.cas.get(cid);
+        return cids;
+      })();
+    };
+    const getAll = (cids) => Promise.all(cids.map((c) => window.disot.cas.get(c).then((b) => b.length)));
+    let browser = await h.Browser.launch('chromium', ext, profile);
+    try {
+      let page = await browser.open(`${site.url}/demo.html`);
+      await h.grantInChromium(browser, page);
+      await connected(page);
+      const cids = await page.evaluate(putAndGet);
+      await new Promise((r) => setTimeout(r, 500)); // any want would have reached the peer
+      assert.deepEqual(wantsOf(cids), [], 'no peer was asked for what the browser holds');
+
+      // After a restart the node learns what is held from the store.
+      await browser.close();
+      browser = await h.Browser.launch('chromium', ext, profile);
+      page = await browser.open(`${site.url}/demo.html`);
+      await connected(page);
+      assert.deepEqual(await page.evaluate(getAll, cids), [1024, 3000, 2 * 1024 * 1024]);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(wantsOf(cids), [], 'nor after a restart');
+
+      // The peer does see wants: a one-block object the browser does not hold is asked for.
+      const unheld = 'bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy';
+      await page.evaluate((c) => window.disot.cas.get(c).catch(() => null), unheld);
+      assert.ok(wantsOf([unheld]).length > 0, 'a want for what is not held reached the peer');
+    } finally {
+      await browser.close();
+    }
+  });
+
   test('a peer that answers with wrong bytes gets nothing stored and is disconnected; the get succeeds from an honest peer', async () => {
     const dataDir = h.tempDir('node-honest');
     const content = randomBytes(8 * 1024 * 1024);

@@ -14,6 +14,7 @@
 //! - [`api`]: the page-facing request/response messages, their limits and typed errors.
 //! - [`unixfs`]: files to UnixFS blocks and CIDs, as IPFS computes them.
 //! - [`store`]: the block-store trait, verified reads, atomic objects, garbage collection.
+//! - [`cache`]: small blocks kept in memory for the peers that ask for them again.
 //! - [`bitswap`]: Bitswap 1.2.0 messages and its client and server state machines (sans-IO).
 //! - [`webrtc`]: browser-to-browser WebRTC: signaling messages and data-channel framing (sans-IO).
 //! - [`inbound`]: how many streams of a protocol peers may have open with us at once.
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod backup;
 pub mod bitswap;
 pub mod bootstrap;
+pub mod cache;
 pub mod entry;
 pub mod identity;
 pub mod inbound;

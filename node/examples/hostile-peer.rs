@@ -1,7 +1,7 @@
 //! A hostile peer for tests: it speaks Bitswap 1.2.0 and claims to have every block, but
 //! answers each want-block with other bytes under the wanted CID's prefix. Prints JSON lines:
-//! `listening` (its address), `forged` (the CID asked for and the CID of what it sent),
-//! `connected` and `disconnected`.
+//! `listening` (its address), `wanted` (each CID asked for, and how: `have` or `block`),
+//! `forged` (the CID asked for and the CID of what it sent), `connected` and `disconnected`.
 //!
 //! Usage: hostile-peer <ws port>
 
@@ -31,6 +31,10 @@ async fn main() -> Result<(), support::Error> {
                     let Ok(msg) = bitswap::decode(&bytes) else { return };
                     let mut reply = Outgoing::default();
                     for want in msg.wants.iter().filter(|w| !w.cancel) {
+                        let how = if want.want_type == WantType::Have { "have" } else { "block" };
+                        support::emit(
+                            serde_json::json!({"event": "wanted", "cid": want.cid.to_string(), "how": how}),
+                        );
                         match want.want_type {
                             WantType::Have => reply.presences.push((want.cid, Presence::Have)),
                             WantType::Block => {

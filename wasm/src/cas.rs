@@ -711,9 +711,11 @@ pub(crate) async fn handle(
             .await;
             match committed {
                 Ok(record) => {
-                    if record.public || record.min_trust.is_some() {
-                        crate::notice::published(&record.cid);
-                    }
+                    crate::notice::stored(
+                        &record.cid,
+                        origin,
+                        record.public || record.min_trust.is_some(),
+                    );
                     Ok(json!({ "cid": record.cid, "sha256": record.sha256, "size": record.size }))
                 }
                 Err(e) => {

@@ -17,6 +17,7 @@ use std::rc::Rc;
 use cid::Cid;
 use disot_core::api::{ApiError, ErrorCode};
 use disot_core::bitswap::{self, Client, Event, Incoming, Source};
+use disot_core::cache::RecentBlocks;
 use disot_core::inbound::InboundLimit;
 use disot_core::store::{
     self, BlockStore, ContentSpan, Named, ObjectRecord, DAG_PB_CODEC, SHA2_256,
@@ -114,6 +115,12 @@ pub(crate) struct Fetched {
 /// Largest content a fetch hands back with its answer.
 pub(crate) const INLINE_MAX: usize = 64 * 1024;
 
+/// Public blocks of up to this size that were served or published a moment ago are kept in
+/// memory, [`RECENT_BYTES`] in all, and handed to the next peer that asks without a read of
+/// the store (for a small object that read is about a third of the time the asker waits).
+const RECENT_BLOCK_MAX: usize = 64 * 1024;
+const RECENT_BYTES: usize = 4 * 1024 * 1024;
+
 #[derive(Default)]
 struct PublicBlocks {
     cids: HashSet<Cid>,
@@ -141,6 +148,9 @@ pub(crate) struct Exchange {
     outboxes: RefCell<HashMap<PeerId, mpsc::Sender<Vec<u8>>>>,
     store: Rc<Store>,
     public: RefCell<PublicBlocks>,
+    /// Small blocks lately served or published (read from the store, so verified), for
+    /// peers allowed them only: emptied whenever access changes.
+    recent: RefCell<RecentBlocks>,
     /// This peer's DID (trust scores start here).
     did: String,
     public_lock: futures::lock::Mutex<()>,
@@ -148,6 +158,12 @@ pub(crate) struct Exchange {
     /// is installed as stale, so that it is read again before it is trusted.
     access_epoch: std::cell::Cell<u64>,
     transfers: RefCell<BTreeMap<String, Transfer>>,
+    /// The objects this store holds for each origin, as far as this node knows: a hash of
+    /// each root's CID with each origin it is held for, read at start and added to as objects
+    /// are stored here or by other contexts (which say so, `crate::notice`).
+    held: RefCell<HashSet<u64>>,
+    /// Whether `held` has been read from the store yet.
+    held_read: std::cell::Cell<bool>,
     /// Peers to disconnect (the event loop owns the swarm and takes them).
     banned: RefCell<Vec<(PeerId, String)>>,
 }
@@ -162,11 +178,41 @@ impl Exchange {
             outboxes: RefCell::default(),
             store,
             public: RefCell::default(),
+            recent: RefCell::new(RecentBlocks::new(RECENT_BLOCK_MAX, RECENT_BYTES)),
             public_lock: futures::lock::Mutex::new(()),
             access_epoch: std::cell::Cell::new(0),
             transfers: RefCell::default(),
+            held: RefCell::default(),
+            held_read: std::cell::Cell::new(false),
             banned: RefCell::default(),
         })
+    }
+
+    /// Learn which objects the store holds, for whom (once, at start).
+    pub(crate) async fn read_held(&self) {
+        match self.store.objects().await {
+            Ok(records) => {
+                let mut held = self.held.borrow_mut();
+                for record in records {
+                    held.extend(record.origins.iter().map(|o| held_key(&record.cid, o)));
+                }
+                self.held_read.set(true);
+            }
+            Err(e) => tracing::warn!("reading which objects are held: {e}"),
+        }
+    }
+
+    /// Object `root` was stored for `origin`.
+    pub(crate) fn note_held(&self, root: &str, origin: &str) {
+        self.held.borrow_mut().insert(held_key(root, origin));
+    }
+
+    /// Whether the store may hold object `root` for `origin`: false only if it surely does
+    /// not, as far as this node knows (an object another context stored a moment ago may not
+    /// be known yet). Held for other origins only counts as not held: a page learns no more
+    /// from how long an answer takes than from the answer.
+    pub(crate) fn may_hold(&self, root: &Cid, origin: &str) -> bool {
+        !self.held_read.get() || self.held.borrow().contains(&held_key(&root.to_string(), origin))
     }
 
     /// Serve inbound Bitswap streams for as long as the node runs, as many at once as
@@ -444,6 +490,7 @@ impl Exchange {
         };
         if let Some(mut record) = held {
             if record.origins.iter().any(|o| o == origin) {
+                self.note_held(&record.cid, origin);
                 return Ok((record, Fetched::default()));
             }
             // Held for other origins only. This one may have it as any other content a peer
@@ -462,6 +509,7 @@ impl Exchange {
             // asked stays revoked.
             record.origins.push(origin.to_owned());
             self.store.join_object(&record).await.map_err(internal)?;
+            self.note_held(&record.cid, origin);
             return Ok((record, Fetched::default()));
         }
         if local.is_none() && !self.has_peers() {
@@ -497,6 +545,9 @@ impl Exchange {
             self.fetch_file(root, &key, origin).await
         };
         self.transfers.borrow_mut().remove(&key);
+        if result.is_ok() {
+            self.note_held(&key, origin);
+        }
         result
     }
 
@@ -808,7 +859,15 @@ impl Exchange {
         let record = self.store.object(&cid.to_string()).await.ok().flatten();
         let by_trust = record.as_ref().is_some_and(|r| !r.public && r.min_trust.is_some())
             && !self.public.borrow().walked.contains_key(&cid);
+        let one_small_block = record.as_ref().is_some_and(|r| {
+            cid.codec() == RAW_CODEC
+                && usize::try_from(r.size).is_ok_and(|n| self.recent.borrow().takes(n))
+        });
         if self.admit_public(record, &cid).await {
+            // Peers told of it (it is announced now) may ask at once: have it ready.
+            if one_small_block {
+                let _ = self.recent_or_stored(&cid).await;
+            }
             return true;
         }
         if by_trust {
@@ -849,6 +908,22 @@ impl Exchange {
     pub(crate) fn access_changed(&self) {
         self.access_epoch.set(self.access_epoch.get().wrapping_add(1));
         self.public.borrow_mut().read_at = f64::NEG_INFINITY;
+        self.recent.borrow_mut().clear();
+    }
+
+    /// Block `cid` from memory if it was served or published a moment ago, else from the
+    /// store (verified), kept in memory if it is small. Only for blocks a peer is allowed.
+    async fn recent_or_stored(&self, cid: &Cid) -> Option<Vec<u8>> {
+        if let Some(data) = self.recent.borrow_mut().get(cid) {
+            return Some(data);
+        }
+        let epoch = self.access_epoch.get();
+        let data = self.store.get(cid).await.ok().flatten()?;
+        // Not if access changed during the read: the cache was emptied for that.
+        if self.access_epoch.get() == epoch && self.recent.borrow().takes(data.len()) {
+            self.recent.borrow_mut().insert(*cid, data.clone());
+        }
+        Some(data)
     }
 
     /// Whether `peer` may have block `cid`, as last read.
@@ -874,6 +949,15 @@ impl Exchange {
 }
 
 /// The record of an object fetched for `origin`: pinned, served to nobody until it is shared.
+/// The key of object `root` held for `origin` in [`Exchange::may_hold`]'s set: a 64-bit hash
+/// (two that share one only cost the other a read of the store).
+fn held_key(root: &str, origin: &str) -> u64 {
+    use std::hash::{Hash, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (root, origin).hash(&mut hasher);
+    hasher.finish()
+}
+
 fn fetched_record(root: &Cid, sha256: &[u8], size: u64, origin: &str) -> ObjectRecord {
     ObjectRecord {
         cid: root.to_string(),
@@ -957,10 +1041,12 @@ impl Source for Public<'_> {
         if !self.allowed(peer, cid).await {
             return None;
         }
-        self.0.store.get(cid).await.ok().flatten()
+        self.0.recent_or_stored(cid).await
     }
 
     async fn has(&self, peer: &PeerId, cid: &Cid) -> bool {
-        self.allowed(peer, cid).await && self.0.store.has(cid).await.unwrap_or(false)
+        self.allowed(peer, cid).await
+            && (self.0.recent.borrow().contains(cid)
+                || self.0.store.has(cid).await.unwrap_or(false))
     }
 }

@@ -321,6 +321,10 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     let exchange =
         Exchange::new(swarm.behaviour().stream.new_control(), store.clone(), did.clone());
     exchange.start().map_err(|e| js_err("starting bitswap", e))?;
+    wasm_bindgen_futures::spawn_local({
+        let exchange = exchange.clone();
+        async move { exchange.read_held().await }
+    });
     let sync = crate::sync::SyncNode::load(
         &did,
         &key,
@@ -335,12 +339,16 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         .or_else(|_| disot_core::auth::Local::new(key.clone(), ""))
         .map_err(|e| js_err("identity profile", e))?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    // An object made public is served at once and announced without waiting for the next
-    // round of provider records.
+    // An object stored by another context is known to be held; one made public is served at
+    // once and announced without waiting for the next round of provider records.
     let notices = crate::notice::Listener::new({
         let exchange = exchange.clone();
         let commands = tx.clone();
-        move |cid| {
+        move |cid, origin, served| {
+            exchange.note_held(&cid.to_string(), origin);
+            if !served {
+                return;
+            }
             let exchange = exchange.clone();
             let mut commands = commands.clone();
             wasm_bindgen_futures::spawn_local(async move {
@@ -1264,7 +1272,9 @@ async fn fetch(
         }
         answer
     };
-    if local_first {
+    // What this node does not know it holds is asked of the peers at once, while the store is
+    // read (see `fetch_object`); what it may hold is looked for first.
+    if local_first && shared.exchange.may_hold(&cid, origin) {
         if let Some(held) = shared.exchange.held_for(cid, origin, inline).await? {
             return Ok(describe(held));
         }
