@@ -42,6 +42,9 @@ pub const WANT_TIMEOUT_MS: u64 = 60_000;
 /// After a peer that was asked for a block drops off, how long its wants wait for it to come
 /// back (a connection being replaced, e.g. relayed by direct) before they fail.
 pub const RECONNECT_GRACE_MS: u64 = 5_000;
+/// How long a new want is asked only of the peers with the best record (see
+/// [`Client::want`]) before the others are asked too.
+pub const HOLD_MS: u64 = 200;
 /// Blocks received or given up recently: a late copy of one of them is not misbehaviour.
 const RECENT: usize = 1024;
 
@@ -521,6 +524,9 @@ struct WantState {
     block_from: Option<(PeerId, u64)>,
     /// When a peer that was asked dropped off: the want does not fail for a while after.
     lost_at: Option<u64>,
+    /// Until when peers with a worse record than the best are not asked, unless every peer
+    /// asked says it does not have it.
+    hold_until: Option<u64>,
 }
 
 /// The client side: wants, which peer to ask, what came back.
@@ -558,7 +564,10 @@ impl Client {
         self.wants.len()
     }
 
-    /// Ask the connected peers for `cid`.
+    /// Ask the connected peers for `cid`. Those with the fewest misses are asked at once; the
+    /// others only once all of those said they do not have it, or after [`HOLD_MS`]: the peer
+    /// that had the last blocks asked for usually has the next, and asking the rest costs them
+    /// and us a message each (and tells them what we want).
     pub fn want(&mut self, cid: Cid, now: u64) -> Result<(), TooManyWants> {
         if self.wants.contains_key(&cid) {
             return Ok(());
@@ -566,10 +575,14 @@ impl Client {
         if self.wants.len() >= MAX_WANTS {
             return Err(TooManyWants);
         }
-        self.wants.insert(cid, WantState { since: now, ..Default::default() });
         let mut peers: Vec<PeerId> = self.peers.iter().copied().collect();
         peers.sort_by_key(|p| self.rank(p));
-        for peer in peers {
+        let fewest = peers.iter().map(|p| self.misses_of(p)).min().unwrap_or(0);
+        let (first, held): (Vec<PeerId>, Vec<PeerId>) =
+            peers.into_iter().partition(|p| self.misses_of(p) == fewest);
+        let hold_until = (!held.is_empty()).then_some(now + HOLD_MS);
+        self.wants.insert(cid, WantState { since: now, hold_until, ..Default::default() });
+        for peer in first {
             self.ask(cid, peer, now);
         }
         Ok(())
@@ -759,7 +772,11 @@ impl Client {
 
     /// The order in which peers are asked: least busy first, then fewest misses.
     fn rank(&self, peer: &PeerId) -> (usize, u32) {
-        (self.load(peer), self.misses.get(peer).copied().unwrap_or(0))
+        (self.load(peer), self.misses_of(peer))
+    }
+
+    fn misses_of(&self, peer: &PeerId) -> u32 {
+        self.misses.get(peer).copied().unwrap_or(0)
     }
 
     /// Blocks in flight from `peer`, over all wants.
@@ -801,7 +818,11 @@ impl Client {
             self.send_want(peer, cid, WantType::Block, false);
             return;
         }
-        // Nobody known to have it: ask whoever has not been asked; fail when all said no.
+        // Nobody known to have it: ask whoever has not been asked (once those asked first all
+        // said no, or the hold is over); fail when all said no.
+        if !state.asked.is_empty() && state.hold_until.is_some_and(|t| now < t) {
+            return;
+        }
         let unasked: Vec<PeerId> = self
             .peers
             .iter()
@@ -1115,6 +1136,76 @@ mod tests {
                     assert!(asked_holder_first, "want {i}: the block was asked of the empty peer");
                 }
             }
+        }
+    }
+
+    /// A client with `holder` and `others` connected, where `holder` had the last block asked
+    /// for and the others did not.
+    fn after_one_from_holder(holder: PeerId, others: &[PeerId]) -> Client {
+        let mut c = Client::new();
+        for p in std::iter::once(&holder).chain(others) {
+            c.peer_connected(*p, 0);
+        }
+        let (cid, data) = block(b"the first");
+        c.want(cid, 0).expect("want");
+        let _ = sent(&mut c);
+        for p in others {
+            let dont =
+                Incoming { presences: vec![(cid, Presence::DontHave)], ..Default::default() };
+            c.on_message(*p, dont, 1);
+        }
+        let have = Incoming { presences: vec![(cid, Presence::Have)], ..Default::default() };
+        c.on_message(holder, have, 1);
+        c.on_message(holder, Incoming { blocks: vec![(cid, data)], ..Default::default() }, 1);
+        let _ = sent(&mut c);
+        while c.poll_event().is_some() {}
+        c
+    }
+
+    #[test]
+    fn the_peer_with_the_best_record_is_asked_alone_and_the_others_once_it_has_not_got_it() {
+        let (holder, others) = (peer(), [peer(), peer()]);
+        let mut c = after_one_from_holder(holder, &others);
+        let (cid, data) = block(b"the next");
+        c.want(cid, 10).expect("want");
+        let out = sent(&mut c);
+        assert_eq!(out.keys().copied().collect::<Vec<_>>(), vec![holder], "only the holder");
+        assert_eq!(out[&holder].wants[0].want_type, WantType::Block);
+        c.tick(10 + HOLD_MS / 2);
+        assert!(sent(&mut c).is_empty(), "nobody else while the holder may answer");
+        // It answers with the block: nobody else ever hears of the want.
+        c.on_message(holder, Incoming { blocks: vec![(cid, data)], ..Default::default() }, 12);
+        assert!(matches!(c.poll_event(), Some(Event::Block { from, .. }) if from == holder));
+        c.tick(10 + 2 * HOLD_MS);
+        assert!(sent(&mut c).is_empty());
+
+        // It does not have the next: the others are asked at once.
+        let (cid, _) = block(b"elsewhere");
+        c.want(cid, 20).expect("want");
+        let _ = sent(&mut c);
+        let dont = Incoming { presences: vec![(cid, Presence::DontHave)], ..Default::default() };
+        c.on_message(holder, dont, 21);
+        let out = sent(&mut c);
+        assert!(others.iter().all(|p| out.contains_key(p)), "both others asked: {out:?}");
+    }
+
+    #[test]
+    fn the_others_are_asked_when_the_best_peer_is_silent_past_the_hold() {
+        let (holder, others) = (peer(), [peer(), peer()]);
+        let mut c = after_one_from_holder(holder, &others);
+        let (cid, _) = block(b"slow");
+        // The holder is busy with another block: it is asked whether it has this one.
+        let (busy, _) = block(b"busy");
+        c.want(busy, 10).expect("want");
+        c.want(cid, 10).expect("want");
+        let out = sent(&mut c);
+        assert_eq!(out.keys().copied().collect::<Vec<_>>(), vec![holder]);
+        c.tick(10 + HOLD_MS - 1);
+        assert!(sent(&mut c).is_empty());
+        c.tick(10 + HOLD_MS);
+        let out = sent(&mut c);
+        for p in &others {
+            assert!(out[p].wants.iter().any(|w| w.cid == cid && !w.cancel), "{p} asked");
         }
     }
 
