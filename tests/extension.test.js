@@ -119,7 +119,7 @@ for (const kind of ['chromium', 'firefox']) {
         window.postMessage({ channel: 'disot-peer', dir: 'request', id: 'forged', request: { method: 7, junk: 'x'.repeat(1000) } }, location.origin);
       }));
       assert.equal(forged.error.code, -32600);
-      // Many requests at once are all answered; past the in-flight bound they are refused.
+      // Many requests at once are all answered; past an in-flight bound they are refused.
       const many = await page.evaluate(() =>
         Promise.all(Array.from({ length: 200 }, () => window.disot.request({ method: 'disot_status' }))));
       assert.equal(many.length, 200);
@@ -129,10 +129,32 @@ for (const kind of ['chromium', 'firefox']) {
         return { ok: all.filter((r) => r.status === 'fulfilled').length, limited: all.filter((r) => r.reason?.code === -32005).length };
       });
       assert.equal(flood.ok + flood.limited, 2000, 'every request got an answer');
-      assert.ok(flood.limited > 0 && flood.ok >= 256, JSON.stringify(flood));
+      assert.ok(flood.ok >= 256, JSON.stringify(flood));
+      // Firefox's go through the content script, which has 256 in flight at most. Chromium's go
+      // from the page's content frame to the node (see the next test), which answers each
+      // before the frame takes the next: none waits long enough to meet the frame's bound.
+      if (kind === 'firefox') assert.ok(flood.limited > 0, JSON.stringify(flood));
       assert.equal((await h.status(page)).did, shownDid(), 'still answering');
       assert.ok(node.connectedPeers().has(me.peerId), 'still connected');
       assert.equal(node.count('disconnected', me.peerId), 0);
+    });
+
+    test('page requests go to the node from the page\'s content frame where the browser lets it reach the node, each as its own page', async () => {
+      const answers = await page.evaluate(() => Promise.all(Array.from({ length: 20 }, () => window.disot.request({ method: 'disot_status' }))));
+      assert.ok(answers.every((s) => s.did === shownDid()));
+      if (kind === 'firefox') return; // a frame in a page has no getViews there: the content script's port it is
+      const handed = async (p) => {
+        const frame = p.frames().find((f) => f.url() === `${browser.extensionBase}frame.html`);
+        return Number(await frame?.evaluate(() => document.documentElement.dataset.nodeRequests ?? 0) ?? -1);
+      };
+      assert.ok(await handed(page) >= 20, `the frame handed the requests to the node (${await handed(page)})`);
+      // Another origin's page, without a grant, is told nothing through its own frame.
+      const other = await browser.open(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
+      await h.waitFor(async () => (await h.status(other)) && (await handed(other)) > 0, { what: 'the other page to ask through its frame' });
+      const before = await handed(other);
+      assert.equal((await h.status(other)).did, null, 'the other origin holds no grant');
+      assert.equal(await handed(other), before + 1, 'and asked through its frame');
+      await other.close();
     });
 
     if (kind === 'chromium') {
@@ -159,8 +181,9 @@ for (const kind of ['chromium', 'firefox']) {
         await sleep(3000);
         assert.ok(node.connectedPeers().has(me.peerId), 'node still sees the peer with no worker running');
         assert.equal(node.count('disconnected', me.peerId), 0);
-        // A page's request goes over the content script's port straight to the offscreen
-        // document: it is answered with no worker running, and does not start one.
+        // A page's request goes from its content frame (or over the content script's port)
+        // straight to the offscreen document: it is answered with no worker running, and does
+        // not start one.
         const st = await h.status(page);
         assert.equal(st.did, me.did);
         assert.ok(st.connections >= 1);

@@ -1,7 +1,7 @@
 // Chrome offscreen document: home of the node. It answers the service worker's forwarded
-// requests (`to: 'node'`, sent from an extension context, not a tab) and content scripts'
-// ports (see node-host.js).
-import { getNode, handle, servePagePorts } from './node-host.js';
+// requests (`to: 'node'`, sent from an extension context, not a tab), content scripts' ports
+// and pages' content frames (see node-host.js).
+import { getNode, handle, serveFrames, servePagePorts } from './node-host.js';
 
 chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   if (msg?.to !== 'node' || sender.id !== chrome.runtime.id || sender.tab) return false;
@@ -16,4 +16,5 @@ function openPrompt(id) {
 }
 
 servePagePorts('chromium', openPrompt);
+serveFrames('chromium', openPrompt);
 getNode('chromium', openPrompt).catch((e) => console.error('disot: node failed to start', e));

@@ -9,6 +9,9 @@ const MAX_PORTS = 8; // pages (provider instances) one frame serves
 const MAX_PENDING = 16; // requests in flight on one port
 const MAX_PIECE = 4 * 1024 * 1024; // bytes in one message (the node checks again)
 const ASK_TIMEOUT_MS = 60_000; // a 4 MiB piece or range takes well under a second
+// Requests for the node in flight on one port, and their size: the content script's limits.
+const MAX_NODE_PENDING = 256;
+const MAX_NODE_BODY = 1024 * 1024;
 let opening = null;
 let ports = 0;
 let importers = null; // the content workers, once started (else the frame imports uploads itself)
@@ -185,11 +188,56 @@ async function answer(origin, msg) {
   return { body: failure(-32600, 'malformed frame message') };
 }
 
+/**
+ * The node's entry for pages' requests, if it runs in this process (Chrome: see `serveFrames`
+ * in node-host.js); 'never' where a frame cannot reach it (Firefox), null if not now.
+ */
+function nodeEntry() {
+  const getViews = api.extension?.getViews;
+  if (typeof getViews !== 'function') return 'never';
+  for (const view of getViews()) {
+    try {
+      if (typeof view.disotPageRequest === 'function') return view.disotPageRequest;
+    } catch {
+      // A document closing: not this one.
+    }
+  }
+  return null;
+}
+
+/** A request the page has for the node, handed to it directly if it can be. */
+async function askNode(origin, msg) {
+  if (typeof msg.body !== 'string' || msg.body.length > MAX_NODE_BODY) {
+    return { body: failure(-32600, 'malformed request') };
+  }
+  const entry = nodeEntry();
+  if (typeof entry !== 'function') return { unreachable: entry ?? 'now' };
+  const dataset = document.documentElement.dataset; // for tests
+  dataset.nodeRequests = String(Number(dataset.nodeRequests ?? 0) + 1);
+  return { body: await entry(origin, msg.body) };
+}
+
 function serve(port, origin) {
   let pending = 0;
+  let nodePending = 0;
   port.onmessage = async ({ data: msg }) => {
     const id = msg?.id;
     if (!Number.isSafeInteger(id)) return;
+    if (msg.op === 'node') {
+      if (nodePending >= MAX_NODE_PENDING) {
+        port.postMessage({ id, body: failure(-32005, `more than ${MAX_NODE_PENDING} requests in flight`) });
+        return;
+      }
+      nodePending++;
+      try {
+        port.postMessage({ id, ...(await askNode(origin, msg)) });
+      } catch (e) {
+        port.postMessage({ id, body: failure(4900, `disot peer is not reachable: ${e?.message ?? e}`) });
+      } finally {
+        nodePending--;
+      }
+      return;
+    }
     if (pending >= MAX_PENDING) {
       port.postMessage({ id, body: failure(-32005, `more than ${MAX_PENDING} requests in flight`) });
       return;
@@ -217,5 +265,4 @@ window.addEventListener('message', (ev) => {
   }
   ports++;
   serve(ev.ports[0], origin);
-  frame().catch((e) => console.error('disot: content frame', e)); // start loading now
 });

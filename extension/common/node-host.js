@@ -143,3 +143,15 @@ export function servePagePorts(platform, openPrompt) {
     port.postMessage({ hello: true });
   });
 }
+
+/**
+ * Serve pages' requests handed over by their content frames in this same process: in Chrome a
+ * frame the content script put in a page runs in the extension's process and finds this
+ * document with `extension.getViews()`, so a request skips the browser's messaging (a hop
+ * through the browser's process each way). The frame passes its parent's origin as the browser
+ * reports it to the frame (`location.ancestorOrigins`), and these are a page's requests, never
+ * the UI's. Firefox gives a frame in a page no `getViews`: there pages use their ports.
+ */
+export function serveFrames(platform, openPrompt) {
+  globalThis.disotPageRequest = (origin, body) => handle(platform, openPrompt, 'page', String(origin), String(body));
+}

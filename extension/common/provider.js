@@ -34,17 +34,11 @@
     else entry.resolve(result);
   });
 
-  function request(args) {
+  /** A request through the content script (which forwards it to the node). */
+  function viaContentScript(request) {
     return new Promise((resolve, reject) => {
-      if (typeof args !== 'object' || args === null || Array.isArray(args)) {
-        return reject(new ProviderRpcError(-32600, 'request expects an object {method, params}'));
-      }
-      if (typeof args.method !== 'string' || args.method.length === 0) {
-        return reject(new ProviderRpcError(-32600, 'method must be a non-empty string'));
-      }
       const id = `${prefix}:${nextId++}`;
       pending.set(id, { resolve, reject });
-      const request = args.params === undefined ? { method: args.method } : { method: args.method, params: args.params };
       try {
         window.postMessage({ channel: CHANNEL, dir: 'request', id, request }, window.location.origin);
       } catch (e) {
@@ -54,6 +48,55 @@
     });
   }
 
+  // Requests go to the node through the content frame once it is open, where it can hand them
+  // to the node directly (Chrome: the frame runs in the node's process); else, and until then,
+  // through the content script. A frame that cannot reach the node says whether it never will
+  // (Firefox) or not now (the node's document is starting): then the content script takes the
+  // request, and the frame is asked again after a while.
+  const NODE_RETRY_MS = 5_000;
+  let nodeRoute = null; // the frame client, once the frame is open and may reach the node
+  let nodeRouteAt = 0; // when the frame may be asked again, after it could not reach the node
+
+  async function viaFrame(route, request) {
+    // Refused as the content script's path refuses it: what cannot be posted (functions,
+    // symbols), then what is not JSON (BigInts, cycles).
+    try {
+      structuredClone(request);
+    } catch (e) {
+      throw new ProviderRpcError(-32600, `request cannot be sent: ${e.message}`);
+    }
+    let body;
+    try {
+      body = JSON.stringify(request);
+    } catch (e) {
+      throw new ProviderRpcError(-32600, `request is not serialisable: ${e.message}`);
+    }
+    if (body.length > MAX_REQUEST_BODY) {
+      throw new ProviderRpcError(-32005, `request is ${body.length} bytes; the limit is ${MAX_REQUEST_BODY}`);
+    }
+    const answer = await route.node(body, TIMEOUT_MS_FOR[request.method] ?? TIMEOUT_MS);
+    if (answer?.[UNREACHABLE] === undefined) return answer;
+    if (answer[UNREACHABLE] === 'never') nodeRoute = false;
+    else nodeRouteAt = performance.now() + NODE_RETRY_MS;
+    return viaContentScript(request);
+  }
+
+  function request(args) {
+    if (typeof args !== 'object' || args === null || Array.isArray(args)) {
+      return Promise.reject(new ProviderRpcError(-32600, 'request expects an object {method, params}'));
+    }
+    if (typeof args.method !== 'string' || args.method.length === 0) {
+      return Promise.reject(new ProviderRpcError(-32600, 'method must be a non-empty string'));
+    }
+    const request = args.params === undefined ? { method: args.method } : { method: args.method, params: args.params };
+    if (nodeRoute === null) {
+      nodeRoute = undefined; // opening
+      contentPath().then((path) => { nodeRoute = path === messagePath ? false : path; });
+    }
+    if (nodeRoute && performance.now() >= nodeRouteAt) return viaFrame(nodeRoute, request);
+    return viaContentScript(request);
+  }
+
   // The content store's two paths. The binary one is a MessagePort to a hidden extension frame
   // (opened on first use) that moves content as Blobs and transferable buffers, several pieces in flight.
   // If the frame cannot be opened, content moves in base64 chunks through request(), because
@@ -61,6 +104,11 @@
   const FRAME_TIMEOUT_MS = 30_000;
   const MAX_IN_FLIGHT = 16;
   let framePath = null;
+  // Requests to the node through the frame: the content script's limits (content.js).
+  const MAX_REQUEST_BODY = 1024 * 1024;
+  const TIMEOUT_MS = 30_000;
+  const TIMEOUT_MS_FOR = { disot_requestPermissions: 10 * 60_000, cas_fetch: 10 * 60_000 };
+  const UNREACHABLE = Symbol('the frame cannot reach the node');
 
   function frameClient(port) {
     let next = 0;
@@ -72,6 +120,7 @@
       clearTimeout(w.timer);
       // A range read comes as its parts, in order.
       if (Array.isArray(data.parts) && data.parts.every((p) => p instanceof Uint8Array)) return w.resolve(data.parts);
+      if (typeof data.unreachable === 'string') return w.resolve({ [UNREACHABLE]: data.unreachable });
       let reply;
       try {
         reply = JSON.parse(data.body);
@@ -86,23 +135,26 @@
     // fail for it.
     let sent = 0;
     const turns = [];
+    const send = (msg, transfer, ms, late) => new Promise((resolve, reject) => {
+      const id = next++;
+      const timer = setTimeout(() => {
+        waiting.delete(id);
+        reject(new ProviderRpcError(4900, late));
+      }, ms);
+      waiting.set(id, { resolve, reject, timer });
+      port.postMessage({ ...msg, id }, transfer);
+    });
     const call = async (msg, transfer = []) => {
       while (sent >= MAX_IN_FLIGHT) await new Promise((r) => turns.push(r));
       sent++;
-      return new Promise((resolve, reject) => {
-        const id = next++;
-        const timer = setTimeout(() => {
-          waiting.delete(id);
-          reject(new ProviderRpcError(4900, 'disot content frame did not answer in time'));
-        }, FRAME_TIMEOUT_MS);
-        waiting.set(id, { resolve, reject, timer });
-        port.postMessage({ ...msg, id }, transfer);
-      }).finally(() => {
+      return send(msg, transfer, FRAME_TIMEOUT_MS, 'disot content frame did not answer in time').finally(() => {
         sent--;
         turns.shift()?.();
       });
     };
     return {
+      // A request for the node (not queued behind content: the frame has its own limit).
+      node: (body, ms) => send({ op: 'node', body }, [], ms, 'disot peer did not answer in time'),
       call: (method, params) => call({ op: 'request', body: JSON.stringify(params === undefined ? { method } : { method, params }) }),
       put: (handle, piece, last) => (piece instanceof Blob
         ? call({ op: 'put', handle, data: piece, last })
