@@ -155,6 +155,24 @@ for (const kind of ['chromium', 'firefox']) {
       assert.equal((await h.status(other)).did, null, 'the other origin holds no grant');
       assert.equal(await handed(other), before + 1, 'and asked through its frame');
       await other.close();
+      // The page removes its frame: a request sent to it meanwhile fails at once (as on a
+      // closed port: it may or may not have been carried out), the next is answered, and soon
+      // they go through a new frame.
+      const after = await page.evaluate(async () => {
+        const ask = async () => {
+          const t = performance.now();
+          const answer = await window.disot.request({ method: 'disot_status' }).then((st) => st.did, (e) => e.code);
+          return { answer, ms: performance.now() - t };
+        };
+        document.querySelectorAll('iframe').forEach((f) => f.remove());
+        const meanwhile = await ask();
+        await new Promise((r) => setTimeout(r, 50));
+        return { meanwhile, next: await ask() };
+      });
+      assert.ok([shownDid(), 4900].includes(after.meanwhile.answer), JSON.stringify(after));
+      assert.ok(after.meanwhile.ms < 10_000, `not left waiting for the removed frame: ${JSON.stringify(after)}`);
+      assert.equal(after.next.answer, shownDid());
+      await h.waitFor(async () => (await h.status(page)) && (await handed(page)) > 0, { what: 'requests through a new frame' });
     });
 
     if (kind === 'chromium') {

@@ -128,7 +128,16 @@
       iframe.style.display = 'none';
       iframe.onload = () => resolve(iframe);
       iframe.onerror = () => reject(new Error('content frame failed to load'));
-      (document.documentElement ?? document).append(iframe);
+      const parent = document.documentElement ?? document;
+      parent.append(iframe);
+      // The page may remove it: the provider is told, and the next request opens another.
+      const watch = new MutationObserver(() => {
+        if (iframe.isConnected) return;
+        watch.disconnect();
+        frameLoaded = null;
+        window.postMessage({ channel: CHANNEL, dir: 'frame-gone' }, window.location.origin);
+      });
+      watch.observe(parent, { childList: true });
     });
     return frameLoaded.then((iframe) => {
       const { port1, port2 } = new MessageChannel();

@@ -74,7 +74,12 @@
     if (body.length > MAX_REQUEST_BODY) {
       throw new ProviderRpcError(-32005, `request is ${body.length} bytes; the limit is ${MAX_REQUEST_BODY}`);
     }
-    const answer = await route.node(body, TIMEOUT_MS_FOR[request.method] ?? TIMEOUT_MS);
+    const answer = await route.node(body, TIMEOUT_MS_FOR[request.method] ?? TIMEOUT_MS).catch((e) => {
+      // No answer in time: the frame may be gone (the page can remove it). Later requests
+      // take the content script's path.
+      if (e.code === 4900 && nodeRoute === route) nodeRoute = false;
+      throw e;
+    });
     if (answer?.[UNREACHABLE] === undefined) return answer;
     if (answer[UNREACHABLE] === 'never') nodeRoute = false;
     else nodeRouteAt = performance.now() + NODE_RETRY_MS;
@@ -153,6 +158,15 @@
       });
     };
     return {
+      // The frame is gone: what waits for it fails now.
+      close: () => {
+        for (const w of waiting.values()) {
+          clearTimeout(w.timer);
+          w.reject(new ProviderRpcError(4900, 'the content frame was removed'));
+        }
+        waiting.clear();
+        port.close();
+      },
       // A request for the node (not queued behind content: the frame has its own limit).
       node: (body, ms) => send({ op: 'node', body }, [], ms, 'disot peer did not answer in time'),
       call: (method, params) => call({ op: 'request', body: JSON.stringify(params === undefined ? { method } : { method, params }) }),
@@ -178,6 +192,15 @@
     readSize: 512 * 1024,
     inFlight: 1,
   };
+
+  // The page removed the frame (the content script watches it): the next request opens another.
+  window.addEventListener('message', (ev) => {
+    if (ev.source !== window || ev.data?.channel !== CHANNEL || ev.data.dir !== 'frame-gone') return;
+    const gone = framePath;
+    framePath = null;
+    nodeRoute = null;
+    gone?.then((path) => path.close?.());
+  });
 
   function contentPath() {
     framePath ??= new Promise((resolve) => {
