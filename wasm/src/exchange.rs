@@ -458,17 +458,17 @@ impl Exchange {
         origin: &str,
         inline: bool,
     ) -> Result<Option<(ObjectRecord, Fetched)>, ApiError> {
-        let Some(record) = self.store.object(&root.to_string()).await.map_err(internal)? else {
+        // Small content is read with its record, in one transaction.
+        let (record, content) = if inline && root.codec() == RAW_CODEC {
+            self.store.object_and_block_up_to(&root, INLINE_MAX as u64).await
+        } else {
+            self.store.object(&root.to_string()).await.map(|r| (r, None))
+        }
+        .map_err(internal)?;
+        let Some(record) = record.filter(|r| r.origins.iter().any(|o| o == origin)) else {
             return Ok(None);
         };
-        if !record.origins.iter().any(|o| o == origin) {
-            return Ok(None);
-        }
-        let mut fetched = Fetched::default();
-        if inline && root.codec() == RAW_CODEC && record.size <= INLINE_MAX as u64 {
-            fetched.content = self.store.get(&root).await.map_err(internal)?;
-        }
-        Ok(Some((record, fetched)))
+        Ok(Some((record, Fetched { content, ..Fetched::default() })))
     }
 
     /// Bring object `root` from connected peers into the store, for `origin`.

@@ -490,6 +490,16 @@ impl Store {
         &self,
         cid: &Cid,
     ) -> cas::Result<(Option<ObjectRecord>, Option<Vec<u8>>)> {
+        self.object_and_block_up_to(cid, u64::MAX).await
+    }
+
+    /// An object's record and its root block (verified) if the record says the object is at
+    /// most `max` bytes, read together.
+    pub(crate) async fn object_and_block_up_to(
+        &self,
+        cid: &Cid,
+        max: u64,
+    ) -> cas::Result<(Option<ObjectRecord>, Option<Vec<u8>>)> {
         let key = JsValue::from_str(&cid.to_string());
         let tx = self.tx(&[OBJECTS, BLOCKS], TransactionMode::ReadOnly).await.map_err(backend)?;
         // Both handlers are attached before either request can complete.
@@ -502,9 +512,11 @@ impl Store {
         let (record, block) = futures::try_join!(record, block).map_err(backend)?;
         tx.await.map_err(backend)?;
         let record = record.as_ref().map(record_from).transpose()?;
+        // Larger blocks are stored as Blobs: their handle is read, not their bytes.
+        let wanted = record.as_ref().is_none_or(|r| r.size <= max);
         let block = match block {
-            Some(v) => Some(verified(cid, v).await?),
-            None => None,
+            Some(v) if wanted => Some(verified(cid, v).await?),
+            _ => None,
         };
         Ok((record, block))
     }
