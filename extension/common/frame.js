@@ -153,9 +153,12 @@ async function answer(origin, msg) {
     return { body: failure(4900, `disot content frame failed to start: ${e?.message ?? e}`) };
   }
   switch (msg.op) {
-    case 'request':
+    case 'request': {
       if (typeof msg.body !== 'string') break;
-      return { body: await f.request(origin, msg.body) };
+      const body = await f.request(origin, msg.body);
+      tellNodeOfPut(origin, msg.body, body);
+      return { body };
+    }
     case 'put': {
       const { data } = msg;
       const blob = data instanceof Blob;
@@ -189,15 +192,15 @@ async function answer(origin, msg) {
 }
 
 /**
- * The node's entry for pages' requests, if it runs in this process (Chrome: see `serveFrames`
- * in node-host.js); 'never' where a frame cannot reach it (Firefox), null if not now.
+ * The node's document, if it runs in this process (Chrome: see `serveFrames` in
+ * node-host.js); 'never' where a frame cannot reach it (Firefox), null if not now.
  */
-function nodeEntry() {
+function nodeView() {
   const getViews = api.extension?.getViews;
   if (typeof getViews !== 'function') return 'never';
   for (const view of getViews()) {
     try {
-      if (typeof view.disotPageRequest === 'function') return view.disotPageRequest;
+      if (typeof view.disotPageRequest === 'function') return view;
     } catch {
       // A document closing: not this one.
     }
@@ -205,16 +208,33 @@ function nodeEntry() {
   return null;
 }
 
+/**
+ * An upload just finished: the node in this process is told before the page hears of it, so
+ * that the page's next get finds it known to be held (the store's own notice goes over a
+ * broadcast channel, which may come later than the page's next request through this frame).
+ */
+function tellNodeOfPut(origin, request, answer) {
+  if (!request.includes('"cas_put_finish"')) return;
+  const view = nodeView();
+  if (typeof view?.disotStored !== 'function') return;
+  try {
+    const cid = JSON.parse(answer).result?.cid;
+    if (typeof cid === 'string') view.disotStored(cid, origin);
+  } catch {
+    // Not an answer with a CID: nothing was stored.
+  }
+}
+
 /** A request the page has for the node, handed to it directly if it can be. */
 async function askNode(origin, msg) {
   if (typeof msg.body !== 'string' || msg.body.length > MAX_NODE_BODY) {
     return { body: failure(-32600, 'malformed request') };
   }
-  const entry = nodeEntry();
-  if (typeof entry !== 'function') return { unreachable: entry ?? 'now' };
+  const view = nodeView();
+  if (typeof view?.disotPageRequest !== 'function') return { unreachable: view ?? 'now' };
   const dataset = document.documentElement.dataset; // for tests
   dataset.nodeRequests = String(Number(dataset.nodeRequests ?? 0) + 1);
-  return { body: await entry(origin, msg.body) };
+  return { body: await view.disotPageRequest(origin, msg.body) };
 }
 
 function serve(port, origin) {

@@ -150,8 +150,14 @@ export function servePagePorts(platform, openPrompt) {
  * document with `extension.getViews()`, so a request skips the browser's messaging (a hop
  * through the browser's process each way). The frame passes its parent's origin as the browser
  * reports it to the frame (`location.ancestorOrigins`), and these are a page's requests, never
- * the UI's. Firefox gives a frame in a page no `getViews`: there pages use their ports.
+ * the UI's. Firefox gives a frame in a page no `getViews`: there pages use their ports (and
+ * the node hears of objects a frame stored over the broadcast channel alone).
  */
 export function serveFrames(platform, openPrompt) {
   globalThis.disotPageRequest = (origin, body) => handle(platform, openPrompt, 'page', String(origin), String(body));
+  // A frame's word that it stored an object (the node's `noteStored`), taken before the frame
+  // answers its page: this runs before any later request can.
+  globalThis.disotStored = (cid, origin) => {
+    getNode(platform, openPrompt).then((node) => node.noteStored?.(String(cid), String(origin)), () => {});
+  };
 }

@@ -258,6 +258,29 @@ pub struct Node {
     commands: mpsc::Sender<Command>,
 }
 
+/// Object `cid` was stored for `origin` by another context: it is known to be held; one made
+/// public (`served`) is served at once and announced without waiting for the next round of
+/// provider records.
+fn stored_elsewhere(
+    exchange: &Rc<Exchange>,
+    commands: &mpsc::Sender<Command>,
+    cid: cid::Cid,
+    origin: &str,
+    served: bool,
+) {
+    exchange.note_held(&cid.to_string(), origin);
+    if !served {
+        return;
+    }
+    let exchange = exchange.clone();
+    let mut commands = commands.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        if exchange.note_published(cid).await {
+            let _ = commands.try_send(Command::Provide(vec![cid]));
+        }
+    });
+}
+
 pub(crate) fn now_ms() -> f64 {
     js_sys::Date::now()
 }
@@ -339,24 +362,10 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         .or_else(|_| disot_core::auth::Local::new(key.clone(), ""))
         .map_err(|e| js_err("identity profile", e))?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    // An object stored by another context is known to be held; one made public is served at
-    // once and announced without waiting for the next round of provider records.
     let notices = crate::notice::Listener::new({
         let exchange = exchange.clone();
         let commands = tx.clone();
-        move |cid, origin, served| {
-            exchange.note_held(&cid.to_string(), origin);
-            if !served {
-                return;
-            }
-            let exchange = exchange.clone();
-            let mut commands = commands.clone();
-            wasm_bindgen_futures::spawn_local(async move {
-                if exchange.note_published(cid).await {
-                    let _ = commands.try_send(Command::Provide(vec![cid]));
-                }
-            });
-        }
+        move |cid, origin, served| stored_elsewhere(&exchange, &commands, cid, origin, served)
     });
     let shared = Rc::new(Shared {
         did,
@@ -1127,6 +1136,16 @@ impl Node {
     #[wasm_bindgen(getter, js_name = peerId)]
     pub fn peer_id(&self) -> String {
         self.shared.peer_id.to_string()
+    }
+
+    /// Object `cid` was just stored for `origin` by a content frame in this process (which says
+    /// so before its page hears of it: the notice on the broadcast channel may come after the
+    /// page's next request). Whether it is public is read from its record.
+    #[wasm_bindgen(js_name = noteStored)]
+    pub fn note_stored(&self, cid: String, origin: String) {
+        if let Ok(cid) = cid.parse() {
+            stored_elsewhere(&self.shared.exchange, &self.commands, cid, &origin, true);
+        }
     }
 
     /// Answer one request. `sender` is "page" or "ui", decided by the JS host from what the
