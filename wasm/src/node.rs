@@ -1140,11 +1140,11 @@ impl Node {
 
     /// Object `cid` was just stored for `origin` by a content frame in this process (which says
     /// so before its page hears of it: the notice on the broadcast channel may come after the
-    /// page's next request). Whether it is public is read from its record.
+    /// page's next request). Whether it is public comes with that notice.
     #[wasm_bindgen(js_name = noteStored)]
     pub fn note_stored(&self, cid: String, origin: String) {
         if let Ok(cid) = cid.parse() {
-            stored_elsewhere(&self.shared.exchange, &self.commands, cid, &origin, true);
+            stored_elsewhere(&self.shared.exchange, &self.commands, cid, &origin, false);
         }
     }
 
