@@ -159,10 +159,11 @@ pub(crate) struct Exchange {
     access_epoch: std::cell::Cell<u64>,
     transfers: RefCell<BTreeMap<String, Transfer>>,
     /// The objects this store holds for each origin, as far as this node knows: a hash of
-    /// each root's CID with each origin it is held for, read at start and added to as objects
-    /// are stored here or by other contexts (which say so, `crate::notice`).
+    /// each root's CID with each origin it is held for, taken from every read of all records
+    /// (`refresh_public`) and added to as objects are stored here or by other contexts (which
+    /// say so, `crate::notice`).
     held: RefCell<HashSet<u64>>,
-    /// Whether `held` has been read from the store yet.
+    /// Whether all records have been read into `held` yet.
     held_read: std::cell::Cell<bool>,
     /// Peers to disconnect (the event loop owns the swarm and takes them).
     banned: RefCell<Vec<(PeerId, String)>>,
@@ -186,20 +187,6 @@ impl Exchange {
             held_read: std::cell::Cell::new(false),
             banned: RefCell::default(),
         })
-    }
-
-    /// Learn which objects the store holds, for whom (once, at start).
-    pub(crate) async fn read_held(&self) {
-        match self.store.objects().await {
-            Ok(records) => {
-                let mut held = self.held.borrow_mut();
-                for record in records {
-                    held.extend(record.origins.iter().map(|o| held_key(&record.cid, o)));
-                }
-                self.held_read.set(true);
-            }
-            Err(e) => tracing::warn!("reading which objects are held: {e}"),
-        }
     }
 
     /// Object `root` was stored for `origin`.
@@ -795,6 +782,11 @@ impl Exchange {
         let mut next = PublicBlocks { read_at: now_ms(), ..Default::default() };
         match self.store.objects().await {
             Ok(objects) => {
+                // Every record read: what is held, for whom, is known from here on.
+                self.held.borrow_mut().extend(
+                    objects.iter().flat_map(|r| r.origins.iter().map(|o| held_key(&r.cid, o))),
+                );
+                self.held_read.set(true);
                 for record in objects
                     .iter()
                     .filter(|r| r.public || r.min_trust.is_some() || !r.shared_with.is_empty())

@@ -344,10 +344,6 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     let exchange =
         Exchange::new(swarm.behaviour().stream.new_control(), store.clone(), did.clone());
     exchange.start().map_err(|e| js_err("starting bitswap", e))?;
-    wasm_bindgen_futures::spawn_local({
-        let exchange = exchange.clone();
-        async move { exchange.read_held().await }
-    });
     let sync = crate::sync::SyncNode::load(
         &did,
         &key,
