@@ -6,8 +6,10 @@
 //     blocks as Blobs (as the store keeps uploads); three rounds of each, medians printed
 //   - SHA-256 throughput: WebCrypto in the page vs native `openssl speed` on this machine
 //   - peak memory of the whole browser (all its processes, PSS) during a 1 GiB put from a stream,
-//     a 1 GiB get read as a stream and a put of a 1 GiB file picked in the page, above the same
-//     browser idle; the processes that grew most (the page's, the extension's); and, as the
+//     a 1 GiB get read as a stream and a put of a 1 GiB file picked in the page, each above the
+//     browser idle just before it (every process asked to collect its garbage and give memory
+//     back first, as about:memory's "minimize" does, so that one part's garbage is not counted
+//     in the next); the processes that grew most (the page's, the extension's); and, as the
 //     baselines, the page making the same 1 GiB of 1 MiB pieces, and reading the same file, and
 //     dropping them without the extension (what the browser keeps of garbage before it
 //     collects it)
@@ -274,23 +276,28 @@ async function gibAloneBody() {
 }
 
 /** 1 GiB put and get with `run(body, arg)`, each with the browser's memory sampled; then a
- * put of a 1 GiB file after `pick(file)` has set it in the page's file input. */
-async function gib(pid, idle, run, pick) {
-  const alone = await withPeakMemory(pid, idle, () => run(gibAloneBody));
-  const put = await withPeakMemory(pid, idle, () => run(gibPutBody));
+ * put of a 1 GiB file after `pick(file)` has set it in the page's file input. `settle()`
+ * has every process of the browser collect its garbage (before each part). */
+async function gib(pid, settle, run, pick) {
+  const measure = async (body, arg) => {
+    await settle();
+    return withPeakMemory(pid, treePss(pid), () => run(body, arg));
+  };
+  const alone = await measure(gibAloneBody);
+  const put = await measure(gibPutBody);
   if (put.error) return put;
-  const get = await withPeakMemory(pid, idle, () => run(gibGetBody, put.cid));
+  const get = await measure(gibGetBody, put.cid);
   if (get.error) return get;
   await run(addFileInputBody);
   await pick(gibFile(h.tempDir('bench-upload')));
-  const fileAlone = await withPeakMemory(pid, idle, () => run(gibFileAloneBody));
-  const filePut = await withPeakMemory(pid, idle, () => run(gibFilePutBody));
+  const fileAlone = await measure(gibFileAloneBody);
+  const filePut = await measure(gibFilePutBody);
   if (filePut.error) return filePut;
   return { ...put, ...get, alone, put, get, fileAlone, filePut };
 }
 
 /** Run `body(arg)` in the page and sample the browser's memory meanwhile: the peak of the
- * whole browser, and the processes that grew most by then (their own peaks, above idle). */
+ * whole browser, and the processes that grew most by then (their own peaks), above `idle`. */
 async function withPeakMemory(pid, idle, run) {
   let peak = 0;
   const own = new Map();
@@ -309,6 +316,44 @@ async function withPeakMemory(pid, idle, run) {
   }
 }
 
+const SETTLE_MS = 2000; // after the browser is asked to give memory back, before idle is taken
+
+/** Chromium: every page, frame and worker collects its garbage, and every process is told
+ * memory is short (it then gives back what its allocators keep). */
+async function settleChromium(browser) {
+  for (const target of browser.targets()) {
+    let cdp;
+    try {
+      cdp = await target.createCDPSession();
+      await cdp.send('HeapProfiler.collectGarbage');
+    } catch {
+      // A target without a JS heap (the browser's own), or one that just closed.
+    } finally {
+      await cdp?.detach().catch(() => {});
+    }
+  }
+  const cdp = await browser.target().createCDPSession();
+  try {
+    await cdp.send('Memory.simulatePressureNotification', { level: 'critical' });
+  } finally {
+    await cdp.detach().catch(() => {});
+  }
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
+}
+
+/** Firefox: what about:memory's "Minimize memory usage" does, in every process. */
+async function settleFirefox(driver) {
+  await driver.setContext('chrome');
+  try {
+    await driver.executeAsyncScript(`const done = arguments[arguments.length - 1];
+      Services.obs.notifyObservers(null, 'child-mmu-request');
+      Cc['@mozilla.org/memory-reporter-manager;1'].getService(Ci.nsIMemoryReporterManager).minimizeMemoryUsage(() => done());`);
+  } finally {
+    await driver.setContext('content');
+  }
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
+}
+
 const inPage = (fn, arg) => `const done = arguments[arguments.length - 1];
   (${fn})(${JSON.stringify(arg)}).then(done, (e) => done({ error: String(e) }));`;
 
@@ -316,8 +361,6 @@ async function chromium(site) {
   const browser = await h.Browser.launch('chromium', h.prepareExtension('chrome', []), h.tempDir('bench-chromium'));
   const page = await browser.open(`${site.url}/demo.html`);
   await h.grantInChromium(browser, page);
-  await new Promise((r) => setTimeout(r, 2000));
-  const idle = treePss(browser.pid); // the browser with the page open, before any transfer
   const r = await page.evaluate(pageBenchBody, MiB);
   const ext = await browser.browser.newPage();
   await ext.goto(`${browser.extensionBase}options.html`);
@@ -325,7 +368,7 @@ async function chromium(site) {
   await ext.close();
   if (process.env.DISOT_BENCH_GIB !== '0') {
     const pick = async (file) => (await page.$('#gib-file')).uploadFile(file);
-    r.gib = await gib(browser.pid, idle, (body, arg) => page.evaluate(body, arg), pick);
+    r.gib = await gib(browser.pid, () => settleChromium(browser.browser), (body, arg) => page.evaluate(body, arg), pick);
   }
   await browser.close();
   return r;
@@ -339,8 +382,6 @@ async function firefox(site) {
     await driver.get(`${site.url}/demo.html`);
     await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
     await h.grantInSeleniumFirefox(driver);
-    await new Promise((r) => setTimeout(r, 2000));
-    const idle = treePss(pid);
     const r = await driver.executeAsyncScript(inPage(pageBenchBody, MiB));
     const main = await driver.getWindowHandle();
     await driver.switchTo().newWindow('tab');
@@ -351,7 +392,7 @@ async function firefox(site) {
     if (process.env.DISOT_BENCH_GIB !== '0') {
       const { By } = await import('selenium-webdriver');
       const pick = async (file) => (await driver.findElement(By.id('gib-file'))).sendKeys(file);
-      r.gib = await gib(pid, idle, (body, arg) => driver.executeAsyncScript(inPage(body, arg)), pick);
+      r.gib = await gib(pid, () => settleFirefox(driver), (body, arg) => driver.executeAsyncScript(inPage(body, arg)), pick);
     }
     return r;
   } finally {
@@ -383,7 +424,7 @@ try {
       if (g.error) throw new Error(`${kind} 1 GiB: ${g.error}`);
       const grew = (x) => x.grew.map((p) => `${p.role} ${p.mib}`).join(', ');
       console.log(`  1 GiB    put ${g.putS.toFixed(0)} s, get ${g.getS.toFixed(0)} s (${g.read === g.size ? 'all bytes read back' : `READ ${g.read} OF ${g.size}`}); ` +
-        `browser peak above idle (${g.idleMiB} MiB): put ${g.put.peakAboveIdleMiB} MiB, get ${g.get.peakAboveIdleMiB} MiB, ` +
+        `browser peak above its idle just before (${g.put.idleMiB} MiB at the put): put ${g.put.peakAboveIdleMiB} MiB, get ${g.get.peakAboveIdleMiB} MiB, ` +
         `vs the page alone making and dropping the same 1 MiB pieces ${g.alone.peakAboveIdleMiB} MiB`);
       console.log(`           processes that grew most, MiB: put: ${grew(g.put)}; get: ${grew(g.get)}`);
       console.log(`  1 GiB    put of a file picked in the page ${g.filePut.filePutS.toFixed(0)} s; browser peak above idle ${g.filePut.peakAboveIdleMiB} MiB ` +
