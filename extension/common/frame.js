@@ -3,6 +3,7 @@
 // The origin served is the parent's, as the browser reports it; the port must come from the
 // parent window itself.
 import init, { openFrame } from './pkg/disot_wasm.js';
+import { releaseReceived } from './memory.js';
 
 const api = globalThis.browser ?? globalThis.chrome;
 const MAX_PORTS = 8; // pages (provider instances) one frame serves
@@ -16,6 +17,9 @@ let opening = null;
 let ports = 0;
 let importers = null; // the content workers, once started (else the frame imports uploads itself)
 let reading = Promise.resolve(); // without workers: pieces taken in the order they came
+// A piece of an upload → the buffers its blocks came back from the worker in: garbage once
+// the piece is stored, and freed then where the browser can (memory.js).
+const handedBack = new WeakMap();
 
 function frame() {
   opening ??= (async () => {
@@ -119,7 +123,9 @@ async function startContentWorker(module) {
       let whole;
       const asPiece = () => (whole ??= blob ? piece
         : offset === 0 && length === buffer.byteLength ? new Uint8Array(buffer) : new Uint8Array(buffer.slice(offset, offset + length)));
-      return blocks.map(([cid, data]) => [cid, data ?? asPiece()]);
+      const stored = blocks.map(([cid, data]) => [cid, data ?? asPiece()]);
+      handedBack.set(piece, stored.map(([, data]) => data.buffer).filter(Boolean).concat(buffer ?? []));
+      return stored;
     },
     // The page's word that upload `handle` has had its last piece (see hash-worker.js).
     last: (handle) => worker.tell({ op: 'last', handle }),
@@ -180,7 +186,12 @@ async function answer(origin, msg) {
       }
       const putting = f.putChunk(origin, msg.handle, piece); // taken in, in order, before it waits
       if (msg.last === true) importers?.last(msg.handle);
-      return { body: await putting };
+      try {
+        return { body: await putting };
+      } finally {
+        // Stored (or failed): its bytes are needed no more.
+        for (const buffer of new Set(handedBack.get(piece) ?? [blob ? null : piece.buffer])) releaseReceived(buffer);
+      }
     }
     case 'read': {
       if (typeof msg.name !== 'string' || msg.name.length > 256 || typeof msg.offset !== 'number' || typeof msg.length !== 'number') break;

@@ -5,6 +5,7 @@
 // verifying every block, for the frame to hand on. Import messages are handled one at a time,
 // in the order they came, so the pieces of an upload are taken in order; reads overlap.
 import init, { ContentHash, WorkerImport, openReader } from './pkg/disot_wasm.js';
+import { releaseReceived } from './memory.js';
 
 const MAX_UPLOADS = 64; // more than a frame has open at once (wasm/src/cas.rs)
 // Content up to this size is kept and named by one digest of the browser's SHA-256 (four times
@@ -148,7 +149,11 @@ async function handle(msg) {
       const bytes = msg.blob ? new Uint8Array(await msg.reading) : new Uint8Array(msg.buffer, msg.offset, msg.length);
       addContent(up, bytes);
       const blocks = reply(await addLeaves(up, cut(up, bytes)), transfer);
-      if (msg.blob) return [{ blocks }, transfer];
+      if (msg.blob) {
+        // Read only to be hashed: the frame stores the Blob itself, and any other leaf is a copy.
+        releaseReceived(bytes.buffer);
+        return [{ blocks }, transfer];
+      }
       // The piece goes back: the frame stores it as the block it is, when it is one.
       transfer.push(msg.buffer);
       return [{ blocks, buffer: msg.buffer }, transfer];
