@@ -72,6 +72,12 @@ function checkPutForms(r) {
   assert.equal(new Set(r.cids).size, 1, `one object whatever the form: ${r.cids}`);
 }
 
+function checkPastBlobs(r) {
+  assert.equal(r.size, 72 * 1024 * 1024, JSON.stringify(r));
+  assert.equal(r.named, true, 'named by the digest of the bytes put');
+  assert.equal(r.same, true, 'the bytes read back are the bytes put');
+}
+
 describe('chromium content store', { concurrency: 1 }, () => {
   test('64 MiB round trip, origins, restart, corruption', async () => {
     const site = await h.startPageServer();
@@ -137,6 +143,7 @@ describe('chromium content store', { concurrency: 1 }, () => {
       assert.equal(err.code, -32603);
       assert.match(err.message, /does not match its cid/);
       checkPutForms(await page.evaluate(h.putFormsInPage));
+      checkPastBlobs(await page.evaluate(h.putPastBlobsInPage));
       await checkGenerated(await page.evaluate(h.putGeneratedInPage, generatedInPage()));
     } finally {
       await browser.close();
@@ -199,6 +206,7 @@ describe('firefox content store', () => {
       const err = await run(async (cid) => window.disot.cas.get(cid), r.put.cid);
       assert.deepEqual(err, { thrown: -32603 });
       checkPutForms(await run(h.putFormsInPage));
+      checkPastBlobs(await run(h.putPastBlobsInPage));
       await checkGenerated(await run(h.putGeneratedInPage, generatedInPage()));
     } finally {
       await driver.quit();

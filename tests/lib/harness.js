@@ -572,6 +572,32 @@ export async function putAndGetInPage(mib) {
 }
 
 /**
+ * In-page, with the cas grant: 72 MiB put from a stream of 1.5 MiB chunks and read back. Past
+ * an upload's first 64 MiB its pieces go to the content frame as bytes rather than Blobs, and
+ * each is freed as soon as it is stored (Firefox): the object must still read back whole, and
+ * be named by the digest of what was put.
+ */
+export async function putPastBlobsInPage() {
+  const MiB = 1024 * 1024;
+  const size = 72 * MiB;
+  const data = new Uint8Array(size);
+  for (let i = 0; i < size; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+  let at = 0;
+  const source = new ReadableStream({
+    pull(c) {
+      if (at >= size) return c.close();
+      c.enqueue(data.slice(at, at + 1.5 * MiB));
+      at += 1.5 * MiB;
+    },
+  });
+  const hex = async (bytes) => [...new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))].map((b) => b.toString(16).padStart(2, '0')).join('');
+  const put = await window.disot.cas.put(source);
+  const back = await window.disot.cas.get(put.cid);
+  const want = await hex(data);
+  return { size: put.size, named: put.sha256 === `sha256:${want}`, same: back.length === size && (await hex(back)) === want };
+}
+
+/**
  * In-page, with the cas grant: the same 3 MiB (and a few bytes) put as a Blob, as a view into
  * a bigger Uint8Array and as a stream of uneven chunks (1 byte to 1.4 MiB) must be one object,
  * and the page's buffer must be left whole (the extension copies, never takes it).
