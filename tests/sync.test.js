@@ -21,10 +21,19 @@ async function trustInPopup(popup, did, level) {
   await popup.$eval('#trust-level', (e) => { e.value = ''; });
   await popup.type('#trust-level', String(level));
   await popup.click('#trust-add');
-  await popup.waitForFunction((did, level) => {
-    const text = document.querySelector(`#trust li[data-did="${did}"]`)?.textContent ?? '';
-    return level === 0 ? text.includes('revoked') : text.includes(`level ${level},`);
-  }, {}, did, level);
+  try {
+    await popup.waitForFunction((did, level) => {
+      const text = document.querySelector(`#trust li[data-did="${did}"]`)?.textContent ?? '';
+      return level === 0 ? text.includes('revoked') : text.includes(`level ${level},`);
+    }, {}, did, level);
+  } catch (e) {
+    // What the popup shows instead: the entry as it is, and the error of the edit if any.
+    const shown = await popup.evaluate((did) => ({
+      entry: document.querySelector(`#trust li[data-did="${did}"]`)?.textContent ?? null,
+      error: document.getElementById('trust-error').hidden ? null : document.getElementById('trust-error').textContent,
+    }), did).catch((why) => ({ unreadable: String(why) }));
+    throw new Error(`trust ${level} for ${did} not shown in the popup: ${JSON.stringify(shown)}`, { cause: e });
+  }
 }
 
 /** Put `mib` MiB of bytes derived from `seed` in A's page. */
