@@ -30,7 +30,7 @@ function frame() {
     const [worker] = await Promise.all([startContentWorker(module), init({ module_or_path: module })]);
     document.documentElement.dataset.hashing = worker ? 'worker' : 'frame'; // for tests
     importers = worker ?? null;
-    return openFrame(worker, worker);
+    return openFrame(worker, worker, tellNodeOfStore);
   })().catch((e) => {
     opening = null;
     throw e;
@@ -161,9 +161,7 @@ async function answer(origin, msg) {
   switch (msg.op) {
     case 'request': {
       if (typeof msg.body !== 'string') break;
-      const body = await f.request(origin, msg.body);
-      tellNodeOfPut(origin, msg.body, body);
-      return { body };
+      return { body: await f.request(origin, msg.body) };
     }
     case 'put': {
       const { data } = msg;
@@ -220,20 +218,14 @@ function nodeView() {
 }
 
 /**
- * An upload just finished: the node in this process is told before the page hears of it, so
- * that the page's next get finds it known to be held (the store's own notice goes over a
- * broadcast channel, which may come later than the page's next request through this frame).
+ * The store calls this as an upload is committed, before the page hears of it: the node in
+ * this process is told at once, so that the page's next get finds it known to be held (the
+ * store's notice to every context goes over a broadcast channel, which may come later than the
+ * page's next request through this frame).
  */
-function tellNodeOfPut(origin, request, answer) {
-  if (!request.includes('"cas_put_finish"')) return;
+function tellNodeOfStore(cid, origin) {
   const view = nodeView();
-  if (typeof view?.disotStored !== 'function') return;
-  try {
-    const cid = JSON.parse(answer).result?.cid;
-    if (typeof cid === 'string') view.disotStored(cid, origin);
-  } catch {
-    // Not an answer with a CID: nothing was stored.
-  }
+  if (typeof view?.disotStored === 'function') view.disotStored(cid, origin);
 }
 
 /** A request the page has for the node, handed to it directly if it can be. */

@@ -146,6 +146,9 @@ pub(crate) struct Cas {
     /// and whether one is.
     writes: Rc<RefCell<WriteQueue>>,
     writing: Rc<Cell<bool>>,
+    /// Called with `(cid, origin)` as each upload is committed, before its page hears of it
+    /// (see [`Cas::tell_on_store`]).
+    on_stored: Option<js_sys::Function>,
 }
 
 /// The blocks of pieces to write, each with where its outcome goes.
@@ -171,7 +174,16 @@ impl Cas {
             room: Cell::new(None),
             writes: Rc::default(),
             writing: Rc::default(),
+            on_stored: None,
         }
+    }
+
+    /// Also call `on_stored(cid, origin)` for each upload committed, before the page's answer
+    /// (on top of the notice every context gets): for a node running in the same process,
+    /// which then knows the object is held before the page's next request can reach it.
+    pub(crate) fn tell_on_store(mut self, on_stored: Option<js_sys::Function>) -> Self {
+        self.on_stored = on_stored;
+        self
     }
 
     /// Write the blocks of one piece. While a transaction is being written, the blocks of
@@ -716,6 +728,16 @@ pub(crate) async fn handle(
                         origin,
                         record.public || record.min_trust.is_some(),
                     );
+                    if let Some(on_stored) = &cas.on_stored {
+                        let told = on_stored.call2(
+                            &JsValue::NULL,
+                            &record.cid.as_str().into(),
+                            &origin.into(),
+                        );
+                        if let Err(e) = told {
+                            tracing::info!("telling of a stored object: {e:?}");
+                        }
+                    }
                     Ok(json!({ "cid": record.cid, "sha256": record.sha256, "size": record.size }))
                 }
                 Err(e) => {

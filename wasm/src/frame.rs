@@ -131,14 +131,17 @@ impl ContentHash {
 
 /// Open the extension's storage for a frame. With `importers`, uploads are cut into blocks and
 /// hashed there (another thread) rather than on the frame's, which only stores them; with
-/// `readers`, content is read and verified there.
+/// `readers`, content is read and verified there. `on_stored(cid, origin)` is called as each
+/// upload is committed, before its page is answered (see [`Cas::tell_on_store`]).
 #[wasm_bindgen(js_name = openFrame)]
 pub async fn open_frame(
     importers: Option<ContentImporters>,
     readers: Option<ContentReaders>,
+    on_stored: Option<js_sys::Function>,
 ) -> Result<Frame, JsError> {
     crate::node::init_logging(None);
-    Ok(Frame { cas: Rc::new(Cas::new(open_store().await?, importers)), readers })
+    let cas = Cas::new(open_store().await?, importers).tell_on_store(on_stored);
+    Ok(Frame { cas: Rc::new(cas), readers })
 }
 
 async fn open_store() -> Result<Rc<Store>, JsError> {

@@ -41,7 +41,7 @@ async fn pieces_in_flight_are_taken_in_the_order_they_were_sent() {
     let mut grants = store.grants().await.expect("grants");
     grants.grant(origin, &[Permission::Cas], 1);
     store.set_grants(&grants).await.expect("grant");
-    let frame = disot_wasm::open_frame(None, None).await.expect("frame");
+    let frame = disot_wasm::open_frame(None, None, None).await.expect("frame");
     let answer = |v: JsValue| -> serde_json::Value {
         let text = v.as_string().expect("a JSON answer");
         let reply: serde_json::Value = serde_json::from_str(&text).expect("JSON");
