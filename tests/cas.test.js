@@ -76,6 +76,7 @@ function checkPastBlobs(r) {
   assert.equal(r.size, 72 * 1024 * 1024, JSON.stringify(r));
   assert.equal(r.named, true, 'named by the digest of the bytes put');
   assert.equal(r.same, true, 'the bytes read back are the bytes put');
+  assert.equal(r.again, true, 'the same bytes put as a Blob have the same names');
 }
 
 describe('chromium content store', { concurrency: 1 }, () => {

@@ -20,6 +20,8 @@ let reading = Promise.resolve(); // without workers: pieces taken in the order t
 // A piece of an upload → the buffers its blocks came back from the worker in: garbage once
 // the piece is stored, and freed then where the browser can (memory.js).
 const handedBack = new WeakMap();
+// A piece → the size of its whole upload, when the page knows it (see hash-worker.js).
+const uploadSize = new WeakMap();
 
 function frame() {
   opening ??= (async () => {
@@ -116,9 +118,10 @@ async function startContentWorker(module) {
     push: async (handle, piece) => {
       const blob = piece instanceof Blob;
       const { byteOffset: offset, length } = blob ? {} : piece;
+      const total = uploadSize.get(piece);
       const { blocks, buffer } = blob
-        ? await worker.ask({ op: 'push', handle, blob: piece })
-        : await worker.ask({ op: 'push', handle, buffer: piece.buffer, offset, length }, [piece.buffer]);
+        ? await worker.ask({ op: 'push', handle, total, blob: piece })
+        : await worker.ask({ op: 'push', handle, total, buffer: piece.buffer, offset, length }, [piece.buffer]);
       // A block given as null is the whole piece.
       let whole;
       const asPiece = () => (whole ??= blob ? piece
@@ -182,6 +185,8 @@ async function answer(origin, msg) {
           return { body: failure(-32602, `the piece could not be read: ${e?.message ?? e}`) };
         }
       }
+      // Only a hint (how the upload's whole content is hashed): a wrong one costs its page time.
+      if (Number.isSafeInteger(msg.total) && msg.total >= 0) uploadSize.set(piece, msg.total);
       const putting = f.putChunk(origin, msg.handle, piece); // taken in, in order, before it waits
       if (msg.last === true) importers?.last(msg.handle);
       try {

@@ -10,8 +10,8 @@ import { releaseReceived } from './memory.js';
 const MAX_UPLOADS = 64; // more than a frame has open at once (wasm/src/cas.rs)
 // Content up to this size is kept and named by one digest of the browser's SHA-256 (four times
 // as fast as wasm's), started as soon as its last piece is in; beyond it, it is hashed piece
-// by piece in wasm. One upload at a time is kept. Its buffer is allocated at this size, but
-// memory is only taken as it is written.
+// by piece in wasm, and so is content the page says is larger from the start. One upload at a
+// time is kept. Its buffer is allocated at this size, but memory is only taken as it is written.
 const MAX_KEPT = 64 * 1024 * 1024;
 let keeping = null; // the handle of the upload being kept
 const imports = new Map(); // upload handle → its import (see `newUpload`)
@@ -34,10 +34,10 @@ const release = (bytes) => bytes.buffer.transfer?.(0);
 
 /**
  * An upload's import: its tree, the leaf being filled, and its whole content, kept (if no other
- * upload is) or else hashed as it comes.
+ * upload is, and it is not `total` bytes, more than can be kept) or else hashed as it comes.
  */
-function newUpload(handle) {
-  const keep = keeping === null;
+function newUpload(handle, total) {
+  const keep = keeping === null && !(total > MAX_KEPT);
   if (keep) keeping = handle;
   return {
     tree: new WorkerImport(),
@@ -142,7 +142,7 @@ async function handle(msg) {
       let up = imports.get(msg.handle);
       if (!up) {
         if (imports.size >= MAX_UPLOADS) throw new Error(`more than ${MAX_UPLOADS} uploads being imported`);
-        up = newUpload(msg.handle);
+        up = newUpload(msg.handle, msg.total);
         imports.set(msg.handle, up);
       }
       // A Blob's bytes (read since the message came), or the bytes sent.

@@ -170,9 +170,9 @@
       // A request for the node (not queued behind content: the frame has its own limit).
       node: (body, ms) => send({ op: 'node', body }, [], ms, 'disot peer did not answer in time'),
       call: (method, params) => call({ op: 'request', body: JSON.stringify(params === undefined ? { method } : { method, params }) }),
-      put: (handle, piece, last) => (piece instanceof Blob
-        ? call({ op: 'put', handle, data: piece, last })
-        : call({ op: 'put', handle, data: piece.buffer, last }, [piece.buffer])),
+      put: (handle, piece, last, total) => (piece instanceof Blob
+        ? call({ op: 'put', handle, data: piece, last, total })
+        : call({ op: 'put', handle, data: piece.buffer, last, total }, [piece.buffer])),
       read: (name, offset, length) => call({ op: 'read', name, offset, length }),
       pieceSize: 1024 * 1024,
       readSize: 4 * 1024 * 1024, // the most one frame message takes
@@ -380,12 +380,15 @@
       if (isPublic !== undefined) start.public = isPublic;
       if (minTrust !== undefined) start.minTrust = minTrust;
       const { handle } = await path.call('cas_put_start', start);
+      // The whole size, where it is known before the first piece (not a stream's).
+      const total = ArrayBuffer.isView(data) ? data.byteLength : tag(data) === '[object ArrayBuffer]' ? data.byteLength
+        : tag(data) === '[object Blob]' || tag(data) === '[object File]' ? data.size : undefined;
       let stored = 0;
       try {
         await bounded((async function* () {
           for await (const { piece, last } of pieces(data, path.pieceSize)) {
             const n = piece.size ?? piece.length; // read before a transfer empties it
-            yield () => path.put(handle, piece, last).then(() => {
+            yield () => path.put(handle, piece, last, total).then(() => {
               stored += n;
               onProgress?.(stored);
             });

@@ -575,7 +575,8 @@ export async function putAndGetInPage(mib) {
  * In-page, with the cas grant: 72 MiB put from a stream of 1.5 MiB chunks and read back. Past
  * an upload's first 64 MiB its pieces go to the content frame as bytes rather than Blobs, and
  * each is freed as soon as it is stored (Firefox): the object must still read back whole, and
- * be named by the digest of what was put.
+ * be named by the digest of what was put. Then the same bytes as a Blob, whose size is known
+ * from the start (so its content is hashed piece by piece, not kept): the same names.
  */
 export async function putPastBlobsInPage() {
   const MiB = 1024 * 1024;
@@ -594,7 +595,11 @@ export async function putPastBlobsInPage() {
   const put = await window.disot.cas.put(source);
   const back = await window.disot.cas.get(put.cid);
   const want = await hex(data);
-  return { size: put.size, named: put.sha256 === `sha256:${want}`, same: back.length === size && (await hex(back)) === want };
+  const again = await window.disot.cas.put(new Blob([data]));
+  return {
+    size: put.size, named: put.sha256 === `sha256:${want}`, same: back.length === size && (await hex(back)) === want,
+    again: again.cid === put.cid && again.sha256 === put.sha256,
+  };
 }
 
 /**
