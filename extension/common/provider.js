@@ -249,7 +249,8 @@
   const BLOB_MIN = 64 * 1024;
 
   /**
-   * `data` in pieces of `size` bytes (the last may be shorter), as `{piece, last}`: each piece
+   * `data` in pieces of `size` bytes (the last may be shorter), as `{piece, last, total}`
+   * (`total`: the whole size, where it is known from the start, not a stream's): each piece
    * a Blob or a Uint8Array on a buffer of its own (see BLOB_BYTES, BLOB_MIN), `last` set on the last one
    * if that is known then (a stream that ends at a piece's end is known to have ended only
    * after). The page's bytes are copied once, and its own buffers are never touched after; a
@@ -266,9 +267,9 @@
     if (tag(data) === '[object ArrayBuffer]') data = new Uint8Array(data);
     if (ArrayBuffer.isView(data)) {
       const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      for (let i = 0; i < bytes.length; i += size) yield { piece: copy(bytes.subarray(i, i + size)), last: i + size >= bytes.length };
+      for (let i = 0; i < bytes.length; i += size) yield { piece: copy(bytes.subarray(i, i + size)), last: i + size >= bytes.length, total: bytes.length };
     } else if (tag(data) === '[object Blob]' || tag(data) === '[object File]') {
-      for (let i = 0; i < data.size; i += size) yield { piece: data.slice(i, i + size), last: i + size >= data.size };
+      for (let i = 0; i < data.size; i += size) yield { piece: data.slice(i, i + size), last: i + size >= data.size, total: data.size };
     } else if (tag(data) === '[object ReadableStream]') {
       const reader = data.getReader();
       let finished = false;
@@ -380,13 +381,10 @@
       if (isPublic !== undefined) start.public = isPublic;
       if (minTrust !== undefined) start.minTrust = minTrust;
       const { handle } = await path.call('cas_put_start', start);
-      // The whole size, where it is known before the first piece (not a stream's).
-      const total = ArrayBuffer.isView(data) ? data.byteLength : tag(data) === '[object ArrayBuffer]' ? data.byteLength
-        : tag(data) === '[object Blob]' || tag(data) === '[object File]' ? data.size : undefined;
       let stored = 0;
       try {
         await bounded((async function* () {
-          for await (const { piece, last } of pieces(data, path.pieceSize)) {
+          for await (const { piece, last, total } of pieces(data, path.pieceSize)) {
             const n = piece.size ?? piece.length; // read before a transfer empties it
             yield () => path.put(handle, piece, last, total).then(() => {
               stored += n;
