@@ -77,6 +77,12 @@ function checkPastBlobs(r) {
   assert.equal(r.named, true, 'named by the digest of the bytes put');
   assert.equal(r.same, true, 'the bytes read back are the bytes put');
   assert.equal(r.again, true, 'the same bytes put as a Blob have the same names');
+  assert.equal(r.asBytes, true, 'the same bytes put as bytes, in buffers the frame gave back, have the same names and read back whole');
+}
+
+/** The frame gave back the buffers of the 16 pieces the two puts of 72 MiB sent as bytes. */
+function checkSparesBack(count) {
+  assert.ok(Number(count) >= 16, `buffers given back to the page: ${count}`);
 }
 
 describe('chromium content store', { concurrency: 1 }, () => {
@@ -145,6 +151,8 @@ describe('chromium content store', { concurrency: 1 }, () => {
       assert.match(err.message, /does not match its cid/);
       checkPutForms(await page.evaluate(h.putFormsInPage));
       checkPastBlobs(await page.evaluate(h.putPastBlobsInPage));
+      const frameNow = page.frames().find((f) => f.url() === `${browser.extensionBase}frame.html`);
+      checkSparesBack(await frameNow.evaluate(() => document.documentElement.dataset.sparesBack));
       await checkGenerated(await page.evaluate(h.putGeneratedInPage, generatedInPage()));
     } finally {
       await browser.close();
@@ -208,6 +216,9 @@ describe('firefox content store', () => {
       assert.deepEqual(err, { thrown: -32603 });
       checkPutForms(await run(h.putFormsInPage));
       checkPastBlobs(await run(h.putPastBlobsInPage));
+      await driver.switchTo().frame(await driver.findElement(By.css(`iframe[src="${base}frame.html"]`)));
+      checkSparesBack(await driver.executeScript('return document.documentElement.dataset.sparesBack'));
+      await driver.switchTo().defaultContent();
       await checkGenerated(await run(h.putGeneratedInPage, generatedInPage()));
     } finally {
       await driver.quit();

@@ -17,8 +17,10 @@ let opening = null;
 let ports = 0;
 let importers = null; // the content workers, once started (else the frame imports uploads itself)
 let reading = Promise.resolve(); // without workers: pieces taken in the order they came
-// A piece of an upload → the buffers its blocks came back from the worker in: garbage once
-// the piece is stored, and freed then where the browser can (memory.js).
+// A piece of an upload sent as bytes → `{own, others}`: the buffer it came in, back from the
+// worker, and those of the other blocks the worker made of it. Once the piece is stored, its
+// own goes back to the page, to carry a later piece (see `spares` in provider.js), and the
+// others are garbage, freed then where the browser can (memory.js).
 const handedBack = new WeakMap();
 // A piece → the size of its whole upload, when the page knows it (see hash-worker.js).
 const uploadSize = new WeakMap();
@@ -127,7 +129,7 @@ async function startContentWorker(module) {
       const asPiece = () => (whole ??= blob ? piece
         : offset === 0 && length === buffer.byteLength ? new Uint8Array(buffer) : new Uint8Array(buffer.slice(offset, offset + length)));
       const stored = blocks.map(([cid, data]) => [cid, data ?? asPiece()]);
-      handedBack.set(piece, stored.map(([, data]) => data.buffer).filter(Boolean).concat(buffer ?? []));
+      if (!blob) handedBack.set(piece, { own: buffer, others: stored.map(([, data]) => data.buffer).filter((b) => b && b !== buffer) });
       return stored;
     },
     // The page's word that upload `handle` has had its last piece (see hash-worker.js).
@@ -190,10 +192,13 @@ async function answer(origin, msg) {
       const putting = f.putChunk(origin, msg.handle, piece); // taken in, in order, before it waits
       if (msg.last === true) importers?.last(msg.handle);
       try {
-        return { body: await putting };
+        // Once the store has answered (stored or not), nothing holds the piece's bytes: its own
+        // buffer can carry the page's next piece.
+        const body = await putting;
+        const own = handedBack.get(piece)?.own ?? (blob ? null : piece.buffer);
+        return own?.byteLength ? { body, spare: own } : { body }; // (empty: sent away and lost)
       } finally {
-        // Stored (or failed): its bytes are needed no more.
-        for (const buffer of new Set(handedBack.get(piece) ?? [blob ? null : piece.buffer])) releaseReceived(buffer);
+        for (const buffer of handedBack.get(piece)?.others ?? []) releaseReceived(buffer);
       }
     }
     case 'read': {
@@ -275,6 +280,11 @@ function serve(port, origin) {
       const reply = await answer(origin, msg);
       // Each part has a buffer of its own: all of them are handed over, none copied.
       if (reply.parts) port.postMessage({ id, parts: reply.parts }, reply.parts.map((p) => p.buffer));
+      else if (reply.spare) {
+        port.postMessage({ id, body: reply.body, spare: reply.spare }, [reply.spare]);
+        const dataset = document.documentElement.dataset; // for tests
+        dataset.sparesBack = String(Number(dataset.sparesBack ?? 0) + 1);
+      }
       else port.postMessage({ id, body: reply.body });
     } catch (e) {
       port.postMessage({ id, body: failure(-32603, `content frame: ${e?.message ?? e}`) });

@@ -107,6 +107,7 @@
   // If the frame cannot be opened, content moves in base64 chunks through request(), because
   // extension messaging in Chrome is JSON.
   const FRAME_TIMEOUT_MS = 30_000;
+  const PIECE_SIZE = 1024 * 1024; // of an upload, through the frame
   const MAX_IN_FLIGHT = 16;
   let framePath = null;
   // Requests to the node through the frame: the content script's limits (content.js).
@@ -118,7 +119,14 @@
   function frameClient(port) {
     let next = 0;
     const waiting = new Map();
+    // Buffers of pieces the frame has stored and handed back, for the next pieces to be copied
+    // into: an upload sent as bytes reuses the same few buffers rather than leaving one of
+    // garbage per piece in every context it passes through (Chrome frees a buffer's memory
+    // only when it collects the buffer, however early it is detached).
+    const spares = [];
+    const MAX_SPARES = 24; // more than the pieces one upload has in flight
     port.onmessage = ({ data }) => {
+      if (data?.spare instanceof ArrayBuffer && data.spare.byteLength === PIECE_SIZE && spares.length < MAX_SPARES) spares.push(data.spare);
       const w = waiting.get(data?.id);
       if (!w) return;
       waiting.delete(data.id);
@@ -174,7 +182,8 @@
         ? call({ op: 'put', handle, data: piece, last, total })
         : call({ op: 'put', handle, data: piece.buffer, last, total }, [piece.buffer])),
       read: (name, offset, length) => call({ op: 'read', name, offset, length }),
-      pieceSize: 1024 * 1024,
+      spare: () => spares.pop(),
+      pieceSize: PIECE_SIZE,
       readSize: 4 * 1024 * 1024, // the most one frame message takes
       inFlight: 8, // ranges read ahead by one get (two workers read them)
       putsInFlight: 16,
@@ -256,11 +265,20 @@
    * after). The page's bytes are copied once, and its own buffers are never touched after; a
    * Blob's or File's pieces are slices of it, not read here. The content frame stores a piece
    * as the Blob or bytes it is. A stream's chunks, of any sizes, are gathered into pieces.
+   * `spare()` gives a buffer of `size` bytes the path has back from an earlier piece, if it
+   * has one, for a full piece of bytes to be copied into.
    */
-  async function* pieces(data, size) {
+  async function* pieces(data, size, spare = () => undefined) {
     let sent = 0;
+    const bytes = (view) => {
+      const reused = view.length === size ? spare() : undefined;
+      if (!reused) return view.slice();
+      const piece = new Uint8Array(reused);
+      piece.set(view);
+      return piece;
+    };
     const copy = (view) => {
-      const piece = sent < BLOB_BYTES && view.length >= BLOB_MIN ? new Blob([view]) : view.slice();
+      const piece = sent < BLOB_BYTES && view.length >= BLOB_MIN ? new Blob([view]) : bytes(view);
       sent += view.length;
       return piece;
     };
@@ -384,7 +402,7 @@
       let stored = 0;
       try {
         await bounded((async function* () {
-          for await (const { piece, last, total } of pieces(data, path.pieceSize)) {
+          for await (const { piece, last, total } of pieces(data, path.pieceSize, path.spare)) {
             const n = piece.size ?? piece.length; // read before a transfer empties it
             yield () => path.put(handle, piece, last, total).then(() => {
               stored += n;
