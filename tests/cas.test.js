@@ -19,7 +19,7 @@ after(() => fs.writeFileSync(path.join(h.ARTIFACTS, 'cas-figures.json'), JSON.st
 function checkBadInput(bad) {
   assert.deepEqual(bad, {
     wrongType: -32602, badCid: -32602, badHex: -32602, tooBig: -32005, unknownHandle: -32602,
-    brokenStream: 'the source broke', list: [],
+    brokenStream: 'the source broke', shortStream: -32602, longStream: -32602, wrongSize: -32602, notASize: -32602, list: [],
     frame: { hugePiece: -32005, unknownOp: -32600, badRead: -32602, notContent: 4200, afterwards: [] },
   });
 }
@@ -78,11 +78,13 @@ function checkPastBlobs(r) {
   assert.equal(r.same, true, 'the bytes read back are the bytes put');
   assert.equal(r.again, true, 'the same bytes put as a Blob have the same names');
   assert.equal(r.asBytes, true, 'the same bytes put as bytes, in buffers the frame gave back, have the same names and read back whole');
+  assert.equal(r.sized, true, 'the same bytes as a stream that says its size have the same names');
+  assert.deepEqual(r.totals, [72 * 1024 * 1024], 'its progress tells the whole');
 }
 
-/** The frame gave back the buffers of the 16 pieces the two puts of 72 MiB sent as bytes. */
+/** The frame gave back the buffers of the 16 + 72 pieces the three puts of 72 MiB sent as bytes. */
 function checkSparesBack(count) {
-  assert.ok(Number(count) >= 16, `buffers given back to the page: ${count}`);
+  assert.ok(Number(count) >= 88, `buffers given back to the page: ${count}`);
 }
 
 describe('chromium content store', { concurrency: 1 }, () => {

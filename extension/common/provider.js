@@ -266,10 +266,14 @@
    * Blob's or File's pieces are slices of it, not read here. The content frame stores a piece
    * as the Blob or bytes it is. A stream's chunks, of any sizes, are gathered into pieces.
    * `spare()` gives a buffer of `size` bytes the path has back from an earlier piece, if it
-   * has one, for a full piece of bytes to be copied into.
+   * has one, for a full piece of bytes to be copied into. `declared` is the size the page
+   * says the content has: a stream's is then known from the start, and content of another
+   * size fails.
    */
-  async function* pieces(data, size, spare = () => undefined) {
+  async function* pieces(data, size, { spare = () => undefined, declared } = {}) {
     let sent = 0;
+    let total = declared;
+    const differs = (actual) => new ProviderRpcError(-32602, `the content has ${actual} bytes, not the ${declared} its size says`);
     const bytes = (view) => {
       const reused = view.length === size ? spare() : undefined;
       if (!reused) return view.slice();
@@ -277,17 +281,24 @@
       piece.set(view);
       return piece;
     };
+    // Content known to be larger than BLOB_BYTES goes as bytes from its start: its Blobs would
+    // be garbage the rest of the upload leaves no time to collect.
     const copy = (view) => {
-      const piece = sent < BLOB_BYTES && view.length >= BLOB_MIN ? new Blob([view]) : bytes(view);
+      const piece = sent < BLOB_BYTES && !(total > BLOB_BYTES) && view.length >= BLOB_MIN ? new Blob([view]) : bytes(view);
       sent += view.length;
       return piece;
     };
     if (tag(data) === '[object ArrayBuffer]') data = new Uint8Array(data);
+    const known = ArrayBuffer.isView(data) ? data.byteLength : tag(data) === '[object Blob]' || tag(data) === '[object File]' ? data.size : undefined;
+    if (known !== undefined) {
+      if (declared !== undefined && declared !== known) throw differs(known);
+      total = known;
+    }
     if (ArrayBuffer.isView(data)) {
       const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      for (let i = 0; i < bytes.length; i += size) yield { piece: copy(bytes.subarray(i, i + size)), last: i + size >= bytes.length, total: bytes.length };
-    } else if (tag(data) === '[object Blob]' || tag(data) === '[object File]') {
-      for (let i = 0; i < data.size; i += size) yield { piece: data.slice(i, i + size), last: i + size >= data.size, total: data.size };
+      for (let i = 0; i < bytes.length; i += size) yield { piece: copy(bytes.subarray(i, i + size)), last: i + size >= bytes.length, total };
+    } else if (known !== undefined) {
+      for (let i = 0; i < data.size; i += size) yield { piece: data.slice(i, i + size), last: i + size >= data.size, total };
     } else if (tag(data) === '[object ReadableStream]') {
       const reader = data.getReader();
       let finished = false;
@@ -295,10 +306,13 @@
         // One buffer, reused: each full piece is copied out of it.
         const out = new Uint8Array(size);
         let filled = 0;
+        let read = 0;
         for (;;) {
           const { done, value } = await reader.read();
           if (done) break;
           if (!ArrayBuffer.isView(value)) throw new ProviderRpcError(-32602, 'the stream must yield Uint8Array chunks');
+          read += value.byteLength;
+          if (read > declared) throw new ProviderRpcError(-32602, `the stream gave more than the ${declared} bytes its size says`);
           const chunk = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
           for (let at = 0; at < chunk.length;) {
             const n = Math.min(size - filled, chunk.length - at);
@@ -306,13 +320,15 @@
             filled += n;
             at += n;
             if (filled === size) {
-              yield { piece: copy(out), last: false };
+              const piece = copy(out);
+              yield { piece, last: sent === declared, total };
               filled = 0;
             }
           }
         }
         finished = true;
-        if (filled) yield { piece: copy(out.subarray(0, filled)), last: true };
+        if (declared !== undefined && read !== declared) throw differs(read);
+        if (filled) yield { piece: copy(out.subarray(0, filled)), last: true, total };
       } finally {
         // A put that failed stops the page's source rather than leaving it locked and running.
         if (!finished) reader.cancel().catch(() => {});
@@ -393,7 +409,8 @@
   const cas = Object.freeze({
     /** Store content; resolves to {cid, sha256, size}. `onProgress(bytesStored)` is optional;
      * `public` serves it to every peer, `minTrust` (0–100) to peers trusted at least that much. */
-    async put(data, { name, mime, public: isPublic, minTrust, onProgress } = {}) {
+    async put(data, { name, mime, public: isPublic, minTrust, size, onProgress } = {}) {
+      if (size !== undefined && !(Number.isSafeInteger(size) && size >= 0)) throw new ProviderRpcError(-32602, 'size must be a whole number of bytes');
       const path = await contentPath();
       const start = { name, mime };
       if (isPublic !== undefined) start.public = isPublic;
@@ -402,11 +419,11 @@
       let stored = 0;
       try {
         await bounded((async function* () {
-          for await (const { piece, last, total } of pieces(data, path.pieceSize, path.spare)) {
+          for await (const { piece, last, total } of pieces(data, path.pieceSize, { spare: path.spare, declared: size })) {
             const n = piece.size ?? piece.length; // read before a transfer empties it
             yield () => path.put(handle, piece, last, total).then(() => {
               stored += n;
-              onProgress?.(stored);
+              onProgress?.(stored, total);
             });
           }
         })(), path.putsInFlight ?? path.inFlight);

@@ -47,7 +47,13 @@ export interface DisotProvider {
   readonly cas: {
     /** Name is a CID or `sha256:<hex>`; either works everywhere. */
     put(data: Uint8Array | ArrayBuffer | Blob | ReadableStream<Uint8Array>,
-        options?: { name?: string; mime?: string; public?: boolean; minTrust?: number; onProgress?: (bytesStored: number) => void }): Promise<Stored>;
+        options?: {
+          name?: string; mime?: string; public?: boolean; minTrust?: number;
+          /** The content's length, if known before a stream is read; content of another length fails (-32602). */
+          size?: number;
+          /** `totalBytes`: the whole, where it is known (not for a stream without `size`). */
+          onProgress?: (bytesStored: number, totalBytes?: number) => void;
+        }): Promise<Stored>;
     /** Not held here? By CID, get() fetches from peers first (Bitswap), with progress. */
     get(name: string, options?: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as?: 'bytes' }): Promise<Uint8Array>;
     get(name: string, options: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as: 'blob' }): Promise<Blob>;

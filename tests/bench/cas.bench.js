@@ -5,8 +5,8 @@
 //     vs 256 KiB values four to a transaction (the Kubo layout's leaves), and vs the 1 MiB
 //     blocks as Blobs (as the store keeps uploads); three rounds of each, medians printed
 //   - SHA-256 throughput: WebCrypto in the page vs native `openssl speed` on this machine
-//   - peak memory of the whole browser (all its processes, PSS) during a 1 GiB put from a stream,
-//     a 1 GiB get read as a stream and a put of a 1 GiB file picked in the page, each above the
+//   - peak memory of the whole browser (all its processes, PSS) during a 1 GiB put from a stream
+//     (once as it is, once saying its size), a 1 GiB get read as a stream and a put of a 1 GiB file picked in the page, each above the
 //     browser idle just before it (every process asked to collect its garbage and give memory
 //     back first, as about:memory's "minimize" does, so that one part's garbage is not counted
 //     in the next); the processes that grew most (the page's, the extension's); and, as the
@@ -170,7 +170,7 @@ function processRole(pid) {
 const sumMiB = (byProcess) => [...byProcess.values()].reduce((n, p) => n + p.mib, 0);
 
 /** In the page: put 1 GiB from a stream. */
-async function gibPutBody() {
+async function gibPutBody(sized) {
   const total = 1024 * 1024 * 1024;
   const piece = new Uint8Array(1024 * 1024);
   let made = 0;
@@ -184,7 +184,7 @@ async function gibPutBody() {
     },
   });
   const t = performance.now();
-  const put = await window.disot.cas.put(source);
+  const put = await window.disot.cas.put(source, sized ? { size: total } : {});
   return { cid: put.cid, size: put.size, putS: (performance.now() - t) / 1000 };
 }
 
@@ -286,6 +286,10 @@ async function gib(pid, settle, run, pick) {
   const alone = await measure(gibAloneBody);
   const put = await measure(gibPutBody);
   if (put.error) return put;
+  // The same stream, saying its size.
+  const sizedPut = await measure(gibPutBody, true);
+  if (sizedPut.error) return sizedPut;
+  if (sizedPut.cid !== put.cid) return { error: `the stream that says its size was stored as ${sizedPut.cid}, not ${put.cid}` };
   const get = await measure(gibGetBody, put.cid);
   if (get.error) return get;
   await run(addFileInputBody);
@@ -293,7 +297,7 @@ async function gib(pid, settle, run, pick) {
   const fileAlone = await measure(gibFileAloneBody);
   const filePut = await measure(gibFilePutBody);
   if (filePut.error) return filePut;
-  return { ...put, ...get, alone, put, get, fileAlone, filePut };
+  return { ...put, ...get, alone, put, sizedPut, get, fileAlone, filePut };
 }
 
 /** Run `body(arg)` in the page and sample the browser's memory meanwhile: the peak of the
@@ -445,6 +449,8 @@ try {
         `browser peak above its idle just before (${g.put.idleMiB} MiB at the put): put ${g.put.peakAboveIdleMiB} MiB, get ${g.get.peakAboveIdleMiB} MiB, ` +
         `vs the page alone making and dropping the same 1 MiB pieces ${g.alone.peakAboveIdleMiB} MiB`);
       console.log(`           processes that grew most, MiB: put: ${grew(g.put)}; get: ${grew(g.get)}`);
+      console.log(`  1 GiB    put of the same stream saying its size (cas.put(stream, {size})) ${g.sizedPut.putS.toFixed(0)} s; browser peak above idle ${g.sizedPut.peakAboveIdleMiB} MiB`);
+      console.log(`           processes that grew most, MiB: ${grew(g.sizedPut)}`);
       console.log(`  1 GiB    put of a file picked in the page ${g.filePut.filePutS.toFixed(0)} s; browser peak above idle ${g.filePut.peakAboveIdleMiB} MiB ` +
         `vs the page alone reading the same file in 1 MiB slices ${g.fileAlone.peakAboveIdleMiB} MiB`);
       console.log(`           processes that grew most, MiB: put: ${grew(g.filePut)}; page alone: ${grew(g.fileAlone)}`);

@@ -584,13 +584,14 @@ export async function putPastBlobsInPage() {
   const data = new Uint8Array(size);
   for (let i = 0; i < size; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
   let at = 0;
-  const source = new ReadableStream({
+  const streamOfData = () => new ReadableStream({
     pull(c) {
       if (at >= size) return c.close();
       c.enqueue(data.slice(at, at + 1.5 * MiB));
       at += 1.5 * MiB;
     },
   });
+  const source = streamOfData();
   const hex = async (bytes) => [...new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))].map((b) => b.toString(16).padStart(2, '0')).join('');
   const put = await window.disot.cas.put(source);
   const back = await window.disot.cas.get(put.cid);
@@ -600,10 +601,15 @@ export async function putPastBlobsInPage() {
   // stream's, and the blocks they make are stored again (over the same keys).
   const bytes = await window.disot.cas.put(data);
   const reread = await window.disot.cas.get(bytes.cid);
+  // A stream that says its size: all of it goes as bytes, and progress tells the whole.
+  at = 0;
+  const totals = new Set();
+  const sized = await window.disot.cas.put(streamOfData(), { size, onProgress: (n, total) => totals.add(total) });
   return {
     size: put.size, named: put.sha256 === `sha256:${want}`, same: back.length === size && (await hex(back)) === want,
     again: again.cid === put.cid && again.sha256 === put.sha256,
     asBytes: bytes.cid === put.cid && bytes.sha256 === put.sha256 && reread.length === size && (await hex(reread)) === want,
+    sized: sized.cid === put.cid && sized.sha256 === put.sha256, totals: [...totals],
   };
 }
 
@@ -720,6 +726,12 @@ export async function badInputInPage() {
     tooBig: await code(window.disot.request({ method: 'cas_read', params: { name: 'sha256:' + '0'.repeat(64), length: 1 << 30 } })),
     unknownHandle: await code(window.disot.request({ method: 'cas_put_finish', params: { handle: 999 } })),
     brokenStream: await window.disot.cas.put(failing).then(() => 'stored', (e) => e.message),
+    // A size that is not the content's: a stream shorter or longer than it says (found only
+    // once pieces have been stored), bytes of another length, a size that is no size.
+    shortStream: await code(window.disot.cas.put(new Blob([new Uint8Array(3_000_000)]).stream(), { size: 3_000_001 })),
+    longStream: await code(window.disot.cas.put(new Blob([new Uint8Array(3_000_000)]).stream(), { size: 2_500_000 })),
+    wrongSize: await code(window.disot.cas.put(new Uint8Array(10), { size: 11 })),
+    notASize: await code(window.disot.cas.put(new Uint8Array(10), { size: -1 })),
     list: await window.disot.cas.list(),
   };
   // The page talks to the content frame itself, bypassing the provider.
