@@ -20,6 +20,7 @@ function checkBadInput(bad) {
   assert.deepEqual(bad, {
     wrongType: -32602, badCid: -32602, badHex: -32602, tooBig: -32005, unknownHandle: -32602,
     brokenStream: 'the source broke', shortStream: -32602, longStream: -32602, wrongSize: -32602, notASize: -32602, list: [],
+    nodeOverSize: -32602, nodeUnderSize: -32602, nodeList: [],
     frame: { hugePiece: -32005, unknownOp: -32600, badRead: -32602, notContent: 4200, afterwards: [] },
   });
 }

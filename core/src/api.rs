@@ -19,6 +19,8 @@ pub const MAX_CHUNK_BYTES: usize = 512 * 1024;
 /// Largest piece of content in one message on the binary path (the extension frame), where
 /// bytes travel as transferable buffers instead of base64 text.
 pub const MAX_FRAME_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// The largest whole number a page's number holds exactly (2^53 - 1).
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// Longest method name accepted; longer ones are rejected without being echoed back in full.
 pub const MAX_METHOD_LEN: usize = 64;
 /// Most bootstrap addresses a user can configure.
@@ -97,9 +99,16 @@ pub enum PageRequest {
     RequestPermissions(Vec<crate::permissions::Permission>),
     /// `disot_getPermissions`: the permissions this origin holds.
     GetPermissions,
-    /// `cas_put_start {name?, mime?, public?}`: begin an upload; returns a handle. A public
-    /// object is served to any peer that asks for it by CID; others to no peer (yet).
-    CasPutStart { name: Option<String>, mime: Option<String>, public: bool, min_trust: Option<u8> },
+    /// `cas_put_start {name?, mime?, public?, minTrust?, size?}`: begin an upload; returns a
+    /// handle. A public object is served to any peer that asks for it by CID; others to no
+    /// peer (yet). An upload that says its `size` fails if its content has another.
+    CasPutStart {
+        name: Option<String>,
+        mime: Option<String>,
+        public: bool,
+        min_trust: Option<u8>,
+        size: Option<u64>,
+    },
     /// `cas_put_chunk {handle, data}`: the next piece of an upload (base64).
     CasPutChunk { handle: u64, data: Vec<u8> },
     /// `cas_put_finish {handle}`: end an upload; returns `{cid, sha256, size}`.
@@ -422,10 +431,18 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
                 public: bool,
                 #[serde(default, rename = "minTrust")]
                 min_trust: Option<u8>,
+                size: Option<u64>,
             }
             let p: P = if params.is_null() { P::default() } else { typed(&method, params)? };
             if p.min_trust.is_some_and(|m| m > 100) {
                 return Err(ApiError::new(ErrorCode::InvalidParams, "minTrust: 0 to 100"));
+            }
+            // As a page's number can say it exactly.
+            if p.size.is_some_and(|s| s > MAX_SAFE_INTEGER) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParams,
+                    "size: at most 2^53 - 1 bytes",
+                ));
             }
             for (what, v) in [("name", &p.name), ("mime", &p.mime)] {
                 if v.as_ref().is_some_and(|v| v.len() > 256) {
@@ -440,6 +457,7 @@ pub fn parse_page_request(body: &str) -> Result<PageRequest, ApiError> {
                 mime: p.mime,
                 public: p.public,
                 min_trust: p.min_trust,
+                size: p.size,
             })
         }
         "cas_put_chunk" => {
@@ -956,6 +974,20 @@ mod tests {
             )),
             -32005
         );
+        assert_eq!(
+            parse_page_request(r#"{"method":"cas_put_start","params":{"size":1073741824}}"#),
+            Ok(PageRequest::CasPutStart {
+                name: None,
+                mime: None,
+                public: false,
+                min_trust: None,
+                size: Some(1 << 30)
+            })
+        );
+        for size in ["-1", "1.5", "9007199254740992", "\"10\""] {
+            let body = format!(r#"{{"method":"cas_put_start","params":{{"size":{size}}}}}"#);
+            assert_eq!(code_of(&body), -32602, "size {size}");
+        }
         assert_eq!(code_of(r#"{"method":"cas_stat","params":{"name":"not-a-cid"}}"#), -32602);
         assert_eq!(code_of(r#"{"method":"cas_stat","params":{"name":"sha256:abc"}}"#), -32602);
         assert_eq!(

@@ -22,8 +22,6 @@ let reading = Promise.resolve(); // without workers: pieces taken in the order t
 // own goes back to the page, to carry a later piece (see `spares` in provider.js), and the
 // others are garbage, freed then where the browser can (memory.js).
 const handedBack = new WeakMap();
-// A piece → the size of its whole upload, when the page knows it (see hash-worker.js).
-const uploadSize = new WeakMap();
 
 function frame() {
   opening ??= (async () => {
@@ -117,10 +115,9 @@ async function startContentWorker(module) {
     // through this thread, and IndexedDB stores a Blob faster than an array) or as bytes, whose
     // buffer is handed over and comes back with the blocks. A block that is the whole piece is stored
     // as the piece (a view of part of a buffer would store all of it).
-    push: async (handle, piece) => {
+    push: async (handle, piece, total) => {
       const blob = piece instanceof Blob;
       const { byteOffset: offset, length } = blob ? {} : piece;
-      const total = uploadSize.get(piece);
       const { blocks, buffer } = blob
         ? await worker.ask({ op: 'push', handle, total, blob: piece })
         : await worker.ask({ op: 'push', handle, total, buffer: piece.buffer, offset, length }, [piece.buffer]);
@@ -187,8 +184,6 @@ async function answer(origin, msg) {
           return { body: failure(-32602, `the piece could not be read: ${e?.message ?? e}`) };
         }
       }
-      // Only a hint (how the upload's whole content is hashed): a wrong one costs its page time.
-      if (Number.isSafeInteger(msg.total) && msg.total >= 0) uploadSize.set(piece, msg.total);
       const putting = f.putChunk(origin, msg.handle, piece); // taken in, in order, before it waits
       if (msg.last === true) importers?.last(msg.handle);
       try {

@@ -178,9 +178,9 @@
       // A request for the node (not queued behind content: the frame has its own limit).
       node: (body, ms) => send({ op: 'node', body }, [], ms, 'disot peer did not answer in time'),
       call: (method, params) => call({ op: 'request', body: JSON.stringify(params === undefined ? { method } : { method, params }) }),
-      put: (handle, piece, last, total) => (piece instanceof Blob
-        ? call({ op: 'put', handle, data: piece, last, total })
-        : call({ op: 'put', handle, data: piece.buffer, last, total }, [piece.buffer])),
+      put: (handle, piece, last) => (piece instanceof Blob
+        ? call({ op: 'put', handle, data: piece, last })
+        : call({ op: 'put', handle, data: piece.buffer, last }, [piece.buffer])),
       read: (name, offset, length) => call({ op: 'read', name, offset, length }),
       spare: () => spares.pop(),
       pieceSize: PIECE_SIZE,
@@ -246,6 +246,9 @@
   // Checks by shape rather than instanceof, so that values from another realm (an iframe, a
   // test driver's sandbox) are accepted too.
   const tag = (v) => Object.prototype.toString.call(v);
+  const isBlob = (v) => tag(v) === '[object Blob]' || tag(v) === '[object File]';
+  /** The size of content given as bytes or a Blob; undefined for a stream (or not content). */
+  const knownSize = (data) => (tag(data) === '[object ArrayBuffer]' || ArrayBuffer.isView(data) ? data.byteLength : isBlob(data) ? data.size : undefined);
   // The first BLOB_BYTES of an upload of bytes go as Blobs, the rest as bytes (transferred).
   // A Blob is faster to send and to store, but its memory (in the browser's own process, in
   // Chromium) is freed only once every context that saw it has collected its handle, and
@@ -258,22 +261,18 @@
   const BLOB_MIN = 64 * 1024;
 
   /**
-   * `data` in pieces of `size` bytes (the last may be shorter), as `{piece, last, total}`
-   * (`total`: the whole size, where it is known from the start, not a stream's): each piece
+   * `data` in pieces of `size` bytes (the last may be shorter), as `{piece, last}`: each piece
    * a Blob or a Uint8Array on a buffer of its own (see BLOB_BYTES, BLOB_MIN), `last` set on the last one
-   * if that is known then (a stream that ends at a piece's end is known to have ended only
-   * after). The page's bytes are copied once, and its own buffers are never touched after; a
+   * if that is known then (a stream of unknown size that ends at a piece's end is known to
+   * have ended only after). The page's bytes are copied once, and its own buffers are never touched after; a
    * Blob's or File's pieces are slices of it, not read here. The content frame stores a piece
    * as the Blob or bytes it is. A stream's chunks, of any sizes, are gathered into pieces.
    * `spare()` gives a buffer of `size` bytes the path has back from an earlier piece, if it
-   * has one, for a full piece of bytes to be copied into. `declared` is the size the page
-   * says the content has: a stream's is then known from the start, and content of another
-   * size fails.
+   * has one, for a full piece of bytes to be copied into. `total` is the content's size, if
+   * known (`knownSize`, or what the page says a stream's is; the store holds it to that).
    */
-  async function* pieces(data, size, { spare = () => undefined, declared } = {}) {
+  async function* pieces(data, size, { spare = () => undefined, total } = {}) {
     let sent = 0;
-    let total = declared;
-    const differs = (actual) => new ProviderRpcError(-32602, `the content has ${actual} bytes, not the ${declared} its size says`);
     const bytes = (view) => {
       const reused = view.length === size ? spare() : undefined;
       if (!reused) return view.slice();
@@ -289,16 +288,11 @@
       return piece;
     };
     if (tag(data) === '[object ArrayBuffer]') data = new Uint8Array(data);
-    const known = ArrayBuffer.isView(data) ? data.byteLength : tag(data) === '[object Blob]' || tag(data) === '[object File]' ? data.size : undefined;
-    if (known !== undefined) {
-      if (declared !== undefined && declared !== known) throw differs(known);
-      total = known;
-    }
     if (ArrayBuffer.isView(data)) {
       const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      for (let i = 0; i < bytes.length; i += size) yield { piece: copy(bytes.subarray(i, i + size)), last: i + size >= bytes.length, total };
-    } else if (known !== undefined) {
-      for (let i = 0; i < data.size; i += size) yield { piece: data.slice(i, i + size), last: i + size >= data.size, total };
+      for (let i = 0; i < bytes.length; i += size) yield { piece: copy(bytes.subarray(i, i + size)), last: i + size >= bytes.length };
+    } else if (isBlob(data)) {
+      for (let i = 0; i < data.size; i += size) yield { piece: data.slice(i, i + size), last: i + size >= data.size };
     } else if (tag(data) === '[object ReadableStream]') {
       const reader = data.getReader();
       let finished = false;
@@ -306,13 +300,10 @@
         // One buffer, reused: each full piece is copied out of it.
         const out = new Uint8Array(size);
         let filled = 0;
-        let read = 0;
         for (;;) {
           const { done, value } = await reader.read();
           if (done) break;
           if (!ArrayBuffer.isView(value)) throw new ProviderRpcError(-32602, 'the stream must yield Uint8Array chunks');
-          read += value.byteLength;
-          if (read > declared) throw new ProviderRpcError(-32602, `the stream gave more than the ${declared} bytes its size says`);
           const chunk = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
           for (let at = 0; at < chunk.length;) {
             const n = Math.min(size - filled, chunk.length - at);
@@ -321,14 +312,13 @@
             at += n;
             if (filled === size) {
               const piece = copy(out);
-              yield { piece, last: sent === declared, total };
+              yield { piece, last: sent === total };
               filled = 0;
             }
           }
         }
         finished = true;
-        if (declared !== undefined && read !== declared) throw differs(read);
-        if (filled) yield { piece: copy(out.subarray(0, filled)), last: true, total };
+        if (filled) yield { piece: copy(out.subarray(0, filled)), last: true };
       } finally {
         // A put that failed stops the page's source rather than leaving it locked and running.
         if (!finished) reader.cancel().catch(() => {});
@@ -411,17 +401,21 @@
      * `public` serves it to every peer, `minTrust` (0–100) to peers trusted at least that much. */
     async put(data, { name, mime, public: isPublic, minTrust, size, onProgress } = {}) {
       if (size !== undefined && !(Number.isSafeInteger(size) && size >= 0)) throw new ProviderRpcError(-32602, 'size must be a whole number of bytes');
+      const known = knownSize(data);
+      if (known !== undefined && size !== undefined && size !== known) throw new ProviderRpcError(-32602, `the content has ${known} bytes, not the ${size} its size says`);
+      const total = known ?? size;
       const path = await contentPath();
       const start = { name, mime };
+      if (total !== undefined) start.size = total;
       if (isPublic !== undefined) start.public = isPublic;
       if (minTrust !== undefined) start.minTrust = minTrust;
       const { handle } = await path.call('cas_put_start', start);
       let stored = 0;
       try {
         await bounded((async function* () {
-          for await (const { piece, last, total } of pieces(data, path.pieceSize, { spare: path.spare, declared: size })) {
+          for await (const { piece, last } of pieces(data, path.pieceSize, { spare: path.spare, total })) {
             const n = piece.size ?? piece.length; // read before a transfer empties it
-            yield () => path.put(handle, piece, last, total).then(() => {
+            yield () => path.put(handle, piece, last).then(() => {
               stored += n;
               onProgress?.(stored, total);
             });

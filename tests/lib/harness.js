@@ -734,6 +734,14 @@ export async function badInputInPage() {
     notASize: await code(window.disot.cas.put(new Uint8Array(10), { size: -1 })),
     list: await window.disot.cas.list(),
   };
+  // The same through request(), to the node: 3 bytes where 2 were said, then where 10 were.
+  const viaNode = (method, params) => window.disot.request({ method, params });
+  const over = await viaNode('cas_put_start', { size: 2 });
+  out.nodeOverSize = await code(viaNode('cas_put_chunk', { handle: over.handle, data: 'AAAA' }));
+  const under = await viaNode('cas_put_start', { size: 10 });
+  await viaNode('cas_put_chunk', { handle: under.handle, data: 'AAAA' });
+  out.nodeUnderSize = await code(viaNode('cas_put_finish', { handle: under.handle }));
+  out.nodeList = await window.disot.cas.list();
   // The page talks to the content frame itself, bypassing the provider.
   const iframe = document.querySelector('iframe[src*="-extension://"]');
   const { port1, port2 } = new MessageChannel();

@@ -48,7 +48,7 @@ extern "C" {
     /// Imports uploads on another thread (a worker, `extension/common/frame.js`): cuts them into
     /// blocks and hashes the blocks and the whole content, so that the thread that takes the
     /// pieces only stores them. Pieces of one upload are pushed in order (the piece's buffer
-    /// is handed over); `push` resolves to the blocks the piece completed as `[cid, bytes]`
+    /// is handed over), each with the upload's size if it said one; `push` resolves to the blocks the piece completed as `[cid, bytes]`
     /// pairs (a block that is the whole piece comes back in the piece's own buffer), `finish`
     /// to `[blocks, cid, sha256, size]`, and `forget` drops an upload that will not finish.
     pub type ContentImporters;
@@ -57,6 +57,7 @@ extern "C" {
         this: &ContentImporters,
         handle: f64,
         bytes: &JsValue,
+        total: JsValue,
     ) -> Result<js_sys::Promise, JsValue>;
     #[wasm_bindgen(method, catch)]
     fn finish(this: &ContentImporters, handle: f64) -> Result<js_sys::Promise, JsValue>;
@@ -122,6 +123,10 @@ struct Upload {
     mime: Option<String>,
     public: bool,
     min_trust: Option<u8>,
+    /// The size the upload said its content has, if it did.
+    size: Option<u64>,
+    /// Bytes of content taken so far.
+    received: u64,
     touched: f64,
     /// Blocks written so far: removed again if the upload fails or is abandoned.
     written: Vec<Cid>,
@@ -263,10 +268,12 @@ impl Cas {
     }
 }
 
-/// What [`accept_chunk`] took: the blocks to store, or their import elsewhere.
+/// What [`accept_chunk`] took: the blocks to store, or their import elsewhere; or a piece it
+/// did not take, for this reason, whose upload must be abandoned.
 pub(crate) enum Accepted {
     Blocks(Vec<Block>),
     Importing(js_sys::Promise),
+    Refused(ApiError),
 }
 
 /// Remove what expired uploads wrote, in the background (blocks other objects share stay).
@@ -455,6 +462,17 @@ pub(crate) fn accept_chunk(
         return Err(gone(cas, handle));
     };
     upload.touched = now_ms();
+    let len = match piece {
+        Piece::Bytes(bytes) => bytes.len(),
+        Piece::Js(value) => crate::store::value_len(value).unwrap_or(0),
+    };
+    upload.received += len as u64;
+    if let Some(size) = upload.size.filter(|size| upload.received > *size) {
+        return Ok(Accepted::Refused(ApiError::new(
+            ErrorCode::InvalidParams,
+            format!("the upload has more than the {size} bytes its size says"),
+        )));
+    }
     let accepted = match (&mut upload.importer, &cas.importers) {
         (Some(importer), _) => {
             let blocks = match piece {
@@ -474,11 +492,13 @@ pub(crate) fn accept_chunk(
             Accepted::Blocks(blocks)
         }
         (None, Some(importers)) => {
+            let total =
+                upload.size.map_or(JsValue::UNDEFINED, |size| JsValue::from_f64(size as f64));
             let pushed = match piece {
                 Piece::Bytes(bytes) => {
-                    importers.push(handle as f64, &js_sys::Uint8Array::from(bytes).into())
+                    importers.push(handle as f64, &js_sys::Uint8Array::from(bytes).into(), total)
                 }
-                Piece::Js(value) => importers.push(handle as f64, value),
+                Piece::Js(value) => importers.push(handle as f64, value, total),
             };
             match pushed {
                 Ok(promise) => Accepted::Importing(promise),
@@ -561,6 +581,7 @@ pub(crate) async fn store_chunk(
     len: usize,
 ) -> Result<Value, ApiError> {
     let blocks = match accepted {
+        Accepted::Refused(why) => return Err(abandon(cas, origin, handle, why).await),
         Accepted::Blocks(blocks) => Stored::Here(blocks),
         Accepted::Importing(promise) => {
             match JsFuture::from(promise).await.and_then(|v| js_blocks(&v)) {
@@ -617,7 +638,7 @@ pub(crate) async fn handle(
     request: PageRequest,
 ) -> Result<Value, ApiError> {
     match request {
-        PageRequest::CasPutStart { name, mime, public, min_trust } => {
+        PageRequest::CasPutStart { name, mime, public, min_trust, size } => {
             let now = now_ms();
             let expired: Vec<u64> = cas
                 .uploads
@@ -646,6 +667,8 @@ pub(crate) async fn handle(
                 mime,
                 public,
                 min_trust,
+                size,
+                received: 0,
                 touched: now,
                 written: Vec::new(),
                 storing: 0,
@@ -677,6 +700,17 @@ pub(crate) async fn handle(
                 ));
             }
             let upload = take(cas, origin, handle)?;
+            if let Some(size) = upload.size.filter(|size| *size != upload.received) {
+                cas.forget(handle, &upload);
+                remove_written(&cas.store, &upload.written).await;
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParams,
+                    format!(
+                        "the upload has {} bytes, not the {size} its size says",
+                        upload.received
+                    ),
+                ));
+            }
             let Upload { importer, name, mime, public, min_trust, mut written, .. } = upload;
             let finished = match (importer, &cas.importers) {
                 (Some(importer), _) => {
