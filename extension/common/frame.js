@@ -111,10 +111,11 @@ async function startContentWorker(module) {
   const dataset = document.documentElement.dataset; // for tests
   dataset.readers = String(readers.length);
   return {
-    // A piece comes as a Blob (the provider sends an upload's first 64 MiB so: no bytes pass
-    // through this thread, and IndexedDB stores a Blob faster than an array) or as bytes, whose
-    // buffer is handed over and comes back with the blocks. A block that is the whole piece is stored
-    // as the piece (a view of part of a buffer would store all of it).
+    // A piece comes as a Blob (the provider sends an upload's first 64 MiB so, unless it is
+    // known to be larger: no bytes pass through this thread, and IndexedDB stores a Blob faster
+    // than an array) or as bytes, whose buffer is handed over and comes back with the blocks. A
+    // block that is the whole piece is stored as the piece (a view of part of a buffer would
+    // store all of it). `total`: the upload's size, if it said one (see hash-worker.js).
     push: async (handle, piece, total) => {
       const blob = piece instanceof Blob;
       const { byteOffset: offset, length } = blob ? {} : piece;
@@ -279,8 +280,7 @@ function serve(port, origin) {
         port.postMessage({ id, body: reply.body, spare: reply.spare }, [reply.spare]);
         const dataset = document.documentElement.dataset; // for tests
         dataset.sparesBack = String(Number(dataset.sparesBack ?? 0) + 1);
-      }
-      else port.postMessage({ id, body: reply.body });
+      } else port.postMessage({ id, body: reply.body });
     } catch (e) {
       port.postMessage({ id, body: failure(-32603, `content frame: ${e?.message ?? e}`) });
     } finally {

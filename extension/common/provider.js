@@ -261,15 +261,16 @@
   const BLOB_MIN = 64 * 1024;
 
   /**
-   * `data` in pieces of `size` bytes (the last may be shorter), as `{piece, last}`: each piece
-   * a Blob or a Uint8Array on a buffer of its own (see BLOB_BYTES, BLOB_MIN), `last` set on the last one
-   * if that is known then (a stream of unknown size that ends at a piece's end is known to
-   * have ended only after). The page's bytes are copied once, and its own buffers are never touched after; a
-   * Blob's or File's pieces are slices of it, not read here. The content frame stores a piece
-   * as the Blob or bytes it is. A stream's chunks, of any sizes, are gathered into pieces.
-   * `spare()` gives a buffer of `size` bytes the path has back from an earlier piece, if it
-   * has one, for a full piece of bytes to be copied into. `total` is the content's size, if
-   * known (`knownSize`, or what the page says a stream's is; the store holds it to that).
+   * `data` in pieces of `size` bytes (the last may be shorter), as `{piece, last}`: each
+   * piece a Blob or a Uint8Array on a buffer of its own (see BLOB_BYTES, BLOB_MIN), `last` set
+   * on the last one if that is known then (a stream of unknown size that ends at a piece's end
+   * is known to have ended only after). The page's bytes are copied once, and its own buffers
+   * are never touched after; a Blob's or File's pieces are slices of it, not read here. The
+   * content frame stores a piece as the Blob or bytes it is. A stream's chunks, of any sizes,
+   * are gathered into pieces. `spare()` gives a buffer of `size` bytes the path has back from
+   * an earlier piece, if it has one, for a full piece of bytes to be copied into. `total` is
+   * the content's size, if known (`knownSize`, or what the page says a stream's is; the store
+   * holds it to that).
    */
   async function* pieces(data, size, { spare = () => undefined, total } = {}) {
     let sent = 0;
@@ -397,8 +398,9 @@
   }
 
   const cas = Object.freeze({
-    /** Store content; resolves to {cid, sha256, size}. `onProgress(bytesStored)` is optional;
-     * `public` serves it to every peer, `minTrust` (0–100) to peers trusted at least that much. */
+    /** Store content; resolves to {cid, sha256, size}. `onProgress(bytesStored, total)` is
+     * optional (`total` where it is known: bytes, a Blob, a stream given `size`); `public`
+     * serves it to every peer, `minTrust` (0–100) to peers trusted at least that much. */
     async put(data, { name, mime, public: isPublic, minTrust, size, onProgress } = {}) {
       if (size !== undefined && !(Number.isSafeInteger(size) && size >= 0)) throw new ProviderRpcError(-32602, 'size must be a whole number of bytes');
       const known = knownSize(data);

@@ -48,9 +48,10 @@ extern "C" {
     /// Imports uploads on another thread (a worker, `extension/common/frame.js`): cuts them into
     /// blocks and hashes the blocks and the whole content, so that the thread that takes the
     /// pieces only stores them. Pieces of one upload are pushed in order (the piece's buffer
-    /// is handed over), each with the upload's size if it said one; `push` resolves to the blocks the piece completed as `[cid, bytes]`
-    /// pairs (a block that is the whole piece comes back in the piece's own buffer), `finish`
-    /// to `[blocks, cid, sha256, size]`, and `forget` drops an upload that will not finish.
+    /// is handed over), each with the upload's size if it said one (how its whole content is
+    /// best hashed); `push` resolves to the blocks the piece completed as `[cid, bytes]` pairs
+    /// (a block that is the whole piece comes back in the piece's own buffer), `finish` to
+    /// `[blocks, cid, sha256, size]`, and `forget` drops an upload that will not finish.
     pub type ContentImporters;
     #[wasm_bindgen(method, catch)]
     fn push(
