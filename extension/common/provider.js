@@ -255,6 +255,12 @@
   // nothing urges a collection in the content frame, which holds no bytes: a gigabyte's upload
   // all in Blobs held ~900 MiB there.
   const BLOB_BYTES = 64 * 1024 * 1024;
+  // As much of a stream of unknown size: the first BLOB_BYTES of a stream that goes on for a
+  // gigabyte were in memory at once three times over in Chromium (its Blobs in the browser's
+  // process, their reads and the bytes kept to name the content in the import worker). With
+  // this, a 1 GiB stream put held 129-143 MiB above idle instead of 204-265, and a 64 MiB one
+  // ran 6 % slower (142 vs 151 MiB/s). A page that knows the size can say it (`size`).
+  const STREAM_BLOB_BYTES = 16 * 1024 * 1024;
   // A piece smaller than this goes as bytes all the same: reading a small Blob back from the
   // store asks the browser's own process for it, which made serving a 1 KiB block to a peer
   // ~1 ms slower than reading bytes.
@@ -283,8 +289,9 @@
     };
     // Content known to be larger than BLOB_BYTES goes as bytes from its start: its Blobs would
     // be garbage the rest of the upload leaves no time to collect.
+    const asBlobs = total === undefined ? STREAM_BLOB_BYTES : total > BLOB_BYTES ? 0 : BLOB_BYTES;
     const copy = (view) => {
-      const piece = sent < BLOB_BYTES && !(total > BLOB_BYTES) && view.length >= BLOB_MIN ? new Blob([view]) : bytes(view);
+      const piece = sent < asBlobs && view.length >= BLOB_MIN ? new Blob([view]) : bytes(view);
       sent += view.length;
       return piece;
     };

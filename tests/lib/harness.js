@@ -573,10 +573,12 @@ export async function putAndGetInPage(mib) {
 
 /**
  * In-page, with the cas grant: 72 MiB put from a stream of 1.5 MiB chunks and read back. Past
- * an upload's first 64 MiB its pieces go to the content frame as bytes rather than Blobs, and
- * each is freed as soon as it is stored (Firefox): the object must still read back whole, and
- * be named by the digest of what was put. Then the same bytes as a Blob, whose size is known
- * from the start (so its content is hashed piece by piece, not kept): the same names.
+ * a stream's first 16 MiB its pieces go to the content frame as bytes rather than Blobs, in
+ * buffers the frame hands back once each is stored; the content is kept up to 64 MiB to be
+ * named, then hashed as it comes: the object must still read back whole, and be named by the
+ * digest of what was put. Then the same bytes as a Blob, whose size is known from the start
+ * (so its content is hashed piece by piece, not kept), as bytes, and as a stream that says
+ * its size: the same names.
  */
 export async function putPastBlobsInPage() {
   const MiB = 1024 * 1024;
@@ -597,8 +599,8 @@ export async function putPastBlobsInPage() {
   const back = await window.disot.cas.get(put.cid);
   const want = await hex(data);
   const again = await window.disot.cas.put(new Blob([data]));
-  // As bytes: the pieces past 64 MiB are copied into the buffers the frame gave back from the
-  // stream's, and the blocks they make are stored again (over the same keys).
+  // As bytes, known to be over 64 MiB: every piece goes as bytes, copied into the buffers the
+  // frame gave back from the stream's, and the blocks are stored again (over the same keys).
   const bytes = await window.disot.cas.put(data);
   const reread = await window.disot.cas.get(bytes.cid);
   // A stream that says its size: all of it goes as bytes, and progress tells the whole.
