@@ -122,7 +122,8 @@
     // Buffers of pieces the frame has stored and handed back, for the next pieces to be copied
     // into: an upload sent as bytes reuses the same few buffers rather than leaving one of
     // garbage per piece in every context it passes through (Chrome frees a buffer's memory
-    // only when it collects the buffer, however early it is detached).
+    // only when it collects the buffer, however early it is detached). Let go when an upload
+    // ends, so that a page does not hold them after.
     const spares = [];
     const MAX_SPARES = 24; // more than the pieces one upload has in flight
     port.onmessage = ({ data }) => {
@@ -183,6 +184,7 @@
         : call({ op: 'put', handle, data: piece.buffer, last }, [piece.buffer])),
       read: (name, offset, length) => call({ op: 'read', name, offset, length }),
       spare: () => spares.pop(),
+      dropSpares: () => { spares.length = 0; },
       pieceSize: PIECE_SIZE,
       readSize: 4 * 1024 * 1024, // the most one frame message takes
       inFlight: 8, // ranges read ahead by one get (two workers read them)
@@ -433,6 +435,8 @@
       } catch (e) {
         await path.call('cas_put_abort', { handle }).catch(() => {});
         throw e;
+      } finally {
+        path.dropSpares?.();
       }
       return path.call('cas_put_finish', { handle });
     },
