@@ -41,8 +41,6 @@ const PARALLEL_BLOCKS: usize = 32;
 const OUTBOX: usize = 16;
 /// Most fetched blocks waiting to be written (the fetch stops asking while it is reached).
 const MAX_WRITE_BATCH: usize = 64;
-/// Blocks queued behind the next one whose presence in the store is looked up with it.
-const LOOKED_UP_AHEAD: usize = 63;
 /// Blocks read from the store ahead of the one being sent, per asking peer.
 const READ_AHEAD: usize = 4;
 /// Bytes of a fetched file's blocks kept for naming it while they wait for their turn (blocks
@@ -699,27 +697,11 @@ impl Exchange {
         let mut pending: Vec<(Cid, wasm_bindgen::JsValue)> = Vec::new();
         let mut kept_bytes = 0u64;
         let mut writing: Fuse<LocalBoxFuture<'_, store::Result<()>>> = Fuse::terminated();
-        // Queued blocks found not stored when a block ahead of them was looked up.
-        let mut not_stored: HashSet<Cid> = HashSet::new();
         loop {
             while in_flight.len() < PARALLEL_BLOCKS && pending.len() < MAX_WRITE_BATCH {
                 let Some(cid) = queue.pop_front() else { break };
                 // Already stored (an earlier, interrupted fetch): only its links are needed.
-                // Whether it is, is looked up together with the blocks queued after it, in one
-                // transaction (a fetch of 64 MiB paid 64 of them before).
-                let maybe_stored = !not_stored.remove(&cid) && {
-                    let ahead: Vec<Cid> = std::iter::once(cid)
-                        .chain(queue.iter().take(LOOKED_UP_AHEAD).copied())
-                        .collect();
-                    let stored = self.store.stored(&ahead).await.map_err(internal)?;
-                    not_stored.extend(
-                        ahead.iter().zip(&stored).skip(1).filter(|(_, s)| !**s).map(|(c, _)| *c),
-                    );
-                    stored.first().copied().unwrap_or(false)
-                };
-                let stored =
-                    if maybe_stored { self.store.get(&cid).await.map_err(internal)? } else { None };
-                if let Some(data) = stored {
+                if let Some(data) = self.store.get(&cid).await.map_err(internal)? {
                     // Not valid UnixFS: the read-back names the error.
                     let _ = named.offer(&cid, &data);
                     if cid == root {

@@ -485,24 +485,6 @@ fn record_from(v: &JsValue) -> cas::Result<ObjectRecord> {
 // What fetching one-block objects from peers needs: the record and the block in one
 // transaction each way (a first byte from a peer waits for every transaction on its path).
 impl Store {
-    /// Which of `cids` are stored, in that order: one transaction for all of them (a fetch
-    /// asks this of the blocks it is about to want, so as not to pay a transaction each).
-    pub(crate) async fn stored(&self, cids: &[Cid]) -> cas::Result<Vec<bool>> {
-        let tx = self.tx(&[BLOCKS], TransactionMode::ReadOnly).await.map_err(backend)?;
-        let store = tx.object_store(BLOCKS).map_err(backend)?;
-        let counting = cids
-            .iter()
-            .map(|cid| {
-                let key = idb::Query::from(JsValue::from_str(&cid.to_string()));
-                store.count(Some(key)).map(std::future::IntoFuture::into_future)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(backend)?;
-        let counts = futures::future::try_join_all(counting).await.map_err(backend)?;
-        tx.await.map_err(backend)?;
-        Ok(counts.into_iter().map(|n| n > 0).collect())
-    }
-
     /// An object's record and its root block (verified), read together.
     pub(crate) async fn object_and_block(
         &self,
