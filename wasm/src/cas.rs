@@ -700,18 +700,18 @@ pub(crate) async fn handle(
                     "pieces of this upload are still being stored: wait for their answers before finishing",
                 ));
             }
-            let upload = take(cas, origin, handle)?;
-            if let Some(size) = upload.size.filter(|size| *size != upload.received) {
-                cas.forget(handle, &upload);
-                remove_written(&cas.store, &upload.written).await;
-                return Err(ApiError::new(
+            let short =
+                cas.uploads.borrow().get(&handle).filter(|u| u.origin == origin).and_then(|u| {
+                    u.size.filter(|size| *size != u.received).map(|size| (size, u.received))
+                });
+            if let Some((size, received)) = short {
+                let why = ApiError::new(
                     ErrorCode::InvalidParams,
-                    format!(
-                        "the upload has {} bytes, not the {size} its size says",
-                        upload.received
-                    ),
-                ));
+                    format!("the upload has {received} bytes, not the {size} its size says"),
+                );
+                return Err(abandon(cas, origin, handle, why).await);
             }
+            let upload = take(cas, origin, handle)?;
             let Upload { importer, name, mime, public, min_trust, mut written, .. } = upload;
             let finished = match (importer, &cas.importers) {
                 (Some(importer), _) => {
