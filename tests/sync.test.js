@@ -151,6 +151,27 @@ describe('share and sync', { concurrency: 1 }, () => {
     // Bad input gets a clear error.
     const bad = await tabs[0].evaluate(() => window.disot.request({ method: 'sync_watch', params: { since: 'soon' } }).then(() => null, (e) => e.code));
     assert.equal(bad, -32602);
+    // A flood of requests that wait in the node (watches with nothing new yet) meets the
+    // in-flight bound of the page's route to it (here, in Chromium, the content frame's): past
+    // 256 they are refused at once, the ones let through are all answered when something
+    // changes, and the other tab, which holds a watch of its own, still hears of it.
+    const flood = tabs[0].evaluate(async (n) => {
+      const { seq } = await window.disot.request({ method: 'sync_watch' });
+      const settled = await Promise.allSettled(Array.from({ length: n }, () => window.disot.request({ method: 'sync_watch', params: { since: seq } })));
+      const refusals = settled.filter((s) => s.status === 'rejected').map((s) => `${s.reason?.code} ${s.reason?.message}`);
+      return { n, answered: settled.filter((s) => s.status === 'fulfilled' && s.value.seq > seq).length, refusals };
+    }, 400);
+    // Let the flood arrive and wait, then change something for it to hear.
+    await new Promise((r) => setTimeout(r, 1500));
+    await tabs[1].evaluate(() => { window.__changes = []; });
+    await tabs[1].evaluate((id) => window.disot.collections.rename(id, 'from tab 2, renamed'), id);
+    const { answered, refusals } = await flood;
+    await heard(tabs[1], 'collection');
+    const inFlight = refusals.filter((r) => r === '-32005 more than 256 requests in flight').length;
+    assert.equal(answered + refusals.length, 400, 'every request got an answer');
+    assert.ok(inFlight >= 400 - 256, `refused by the route's bound: ${inFlight}; ${JSON.stringify([...new Set(refusals)])}`);
+    assert.ok(refusals.every((r) => r.startsWith('-32005 ')), JSON.stringify([...new Set(refusals)]));
+    assert.ok(answered >= 200, `the waiting ones heard the change: ${answered}`);
     await popupB.close();
     popupB = await b.open(`${b.extensionBase}popup.html`);
   });

@@ -158,8 +158,10 @@ struct Feed {
 
 /// Changes kept for pages that ask what happened since their last look.
 const FEED_KEPT: usize = 64;
-/// Pages waiting at once (each tab that listens holds one request).
-const MAX_WATCHERS: usize = 256;
+/// Requests waiting at once, over all pages (each tab that listens holds one). Above the 256
+/// one page's route to the node lets through, so that a page holding that many leaves room
+/// for the others.
+const MAX_WATCHERS: usize = 1024;
 /// How long `sync_watch` waits before answering "nothing new" (the page asks again); under
 /// the content script's 30 s bound on any request.
 const WATCH_FOR: std::time::Duration = std::time::Duration::from_secs(20);
