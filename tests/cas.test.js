@@ -28,6 +28,7 @@ function checkBadInput(bad) {
 function checkRoundTrip(kind, r) {
   assert.equal(r.same, true, 'the bytes read back are the bytes put');
   assert.equal(r.rangeSame, true, 'byte ranges read back right, also three gets at once');
+  assert.equal(r.blobSame, true, 'the whole read back as a Blob');
   assert.equal(r.put.size, MiB * 1024 * 1024);
   assert.equal(r.put.sha256, `sha256:${r.digest}`, 'the seed name is the SHA-256 of the content');
   assert.match(r.put.cid, /^bafybei/);
@@ -114,6 +115,7 @@ describe('chromium content store', { concurrency: 1 }, () => {
       assert.equal(await frame?.evaluate(() => document.documentElement.dataset.hashing), 'worker');
       assert.ok(Number(await frame.evaluate(() => document.documentElement.dataset.workerReads)) >= 16, 'ranges read on the worker');
       assert.equal(await frame.evaluate(() => document.documentElement.dataset.readers), '2', 'two workers read');
+      assert.ok(Number(await frame.evaluate(() => document.documentElement.dataset.blobParts)) >= MiB, 'the get as a Blob was handed the stored Blobs');
       assert.deepEqual((await page.evaluate(() => window.disot.cas.list())).map((o) => o.cid), [r.put.cid]);
 
       // Another origin: without a grant it cannot probe held vs unheld (same error for both)...
@@ -150,9 +152,19 @@ describe('chromium content store', { concurrency: 1 }, () => {
       await extPage.goto(`${browser.extensionBase}popup.html`);
       const leaf = await extPage.evaluate(h.corruptALeafInExtensionPage);
       assert.match(leaf, /^bafkrei/);
-      const err = await page.evaluate((cid) => window.disot.cas.get(cid).then(() => null, (e) => ({ code: e.code, message: e.message })), r.put.cid);
-      assert.equal(err.code, -32603);
-      assert.match(err.message, /does not match its cid/);
+      for (const as of ['bytes', 'blob', 'stream']) {
+        const err = await page.evaluate(async (cid, as) => {
+          try {
+            const got = await window.disot.cas.get(cid, { as });
+            if (as === 'stream') for (const reader = got.getReader(); !(await reader.read()).done;);
+            return null;
+          } catch (e) {
+            return { code: e.code, message: e.message };
+          }
+        }, r.put.cid, as);
+        assert.equal(err?.code, -32603, `${as}: ${JSON.stringify(err)}`);
+        assert.match(err.message, /does not match its cid/);
+      }
       checkPutForms(await page.evaluate(h.putFormsInPage));
       checkPastBlobs(await page.evaluate(h.putPastBlobsInPage));
       const frameNow = page.frames().find((f) => f.url() === `${browser.extensionBase}frame.html`);
@@ -192,6 +204,7 @@ describe('firefox content store', () => {
       assert.equal(await driver.executeScript('return document.documentElement.dataset.hashing'), 'worker');
       assert.ok(Number(await driver.executeScript('return document.documentElement.dataset.workerReads')) >= 16, 'ranges read on the worker');
       assert.equal(await driver.executeScript('return document.documentElement.dataset.readers'), '2', 'two workers read');
+      assert.ok(Number(await driver.executeScript('return document.documentElement.dataset.blobParts')) >= MiB, 'the get as a Blob was handed the stored Blobs');
       await driver.switchTo().defaultContent();
 
       await openDemo(site.url.replace('127.0.0.1', 'localhost'));
@@ -216,8 +229,9 @@ describe('firefox content store', () => {
       await driver.get(`${base}popup.html`);
       assert.match(await run(h.corruptALeafInExtensionPage), /^bafkrei/);
       await openDemo();
-      const err = await run(async (cid) => window.disot.cas.get(cid), r.put.cid);
-      assert.deepEqual(err, { thrown: -32603 });
+      for (const as of ['bytes', 'blob']) {
+        assert.deepEqual(await run(async (cid, as) => window.disot.cas.get(cid, { as }), r.put.cid, as), { thrown: -32603 }, as);
+      }
       checkPutForms(await run(h.putFormsInPage));
       checkPastBlobs(await run(h.putPastBlobsInPage));
       await driver.switchTo().frame(await driver.findElement(By.css(`iframe[src="${base}frame.html"]`)));

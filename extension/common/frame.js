@@ -138,11 +138,11 @@ async function startContentWorker(module) {
     },
     forget: (handle) => worker.tell({ op: 'forget', handle }),
     // The parts of a range (or the JSON text of an error), read and verified on the worker.
-    read: async (root, start, end) => {
+    read: async (root, start, end, blobs) => {
       const r = readers.reduce((a, b) => (b.reading < a.reading ? b : a)); // the less busy
       r.reading++;
       try {
-        const { parts, body } = await r.w.ask({ op: 'read', root, start, end });
+        const { parts, body } = await r.w.ask({ op: 'read', root, start, end, blobs });
         dataset.workerReads = String(Number(dataset.workerReads ?? 0) + 1);
         return parts ?? body;
       } finally {
@@ -199,7 +199,7 @@ async function answer(origin, msg) {
     }
     case 'read': {
       if (typeof msg.name !== 'string' || msg.name.length > 256 || typeof msg.offset !== 'number' || typeof msg.length !== 'number') break;
-      const r = await f.read(origin, msg.name, msg.offset, msg.length);
+      const r = await f.read(origin, msg.name, msg.offset, msg.length, msg.blobs === true);
       return typeof r === 'string' ? { body: r } : { parts: r };
     }
   }
@@ -274,8 +274,12 @@ function serve(port, origin) {
     pending++;
     try {
       const reply = await answer(origin, msg);
-      // Each part has a buffer of its own: all of them are handed over, none copied.
-      if (reply.parts) port.postMessage({ id, parts: reply.parts }, reply.parts.map((p) => p.buffer));
+      // Each part is a Blob or has a buffer of its own: all of them are handed over, none copied.
+      if (reply.parts) {
+        const blobs = reply.parts.filter((p) => p instanceof Blob).length;
+        if (blobs) document.documentElement.dataset.blobParts = String(Number(document.documentElement.dataset.blobParts ?? 0) + blobs); // for tests
+        port.postMessage({ id, parts: reply.parts }, reply.parts.filter((p) => !(p instanceof Blob)).map((p) => p.buffer));
+      }
       else if (reply.spare) {
         port.postMessage({ id, body: reply.body, spare: reply.spare }, [reply.spare]);
         const dataset = document.documentElement.dataset; // for tests

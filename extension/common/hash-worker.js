@@ -192,6 +192,9 @@ async function handle(msg) {
   throw new Error(`unknown request ${msg.op}`);
 }
 
+/** The buffers of those of `parts` that are bytes, to hand over with them. */
+const buffersOf = (parts) => parts.filter((p) => !(p instanceof Blob)).map((p) => p.buffer);
+
 self.onmessage = async ({ data: msg }) => {
   try {
     if (msg.op === 'init') {
@@ -209,10 +212,11 @@ self.onmessage = async ({ data: msg }) => {
         reader = null;
         throw e;
       });
-      // Parts, each on a buffer of its own, handed over as they are (no copy stays here).
-      const got = await (await reader).read(msg.root, msg.start, msg.end);
+      // Parts, each a Blob (checked here, its bytes read by whoever reads it next) or bytes on
+      // a buffer of its own, handed over as they are (no copy stays here).
+      const got = await (await reader).read(msg.root, msg.start, msg.end, msg.blobs === true);
       if (typeof got === 'string') self.postMessage({ id: msg.id, body: got });
-      else self.postMessage({ id: msg.id, parts: got }, got.map((p) => p.buffer));
+      else self.postMessage({ id: msg.id, parts: got }, buffersOf(got));
       return;
     }
     // A Blob is read at once, while earlier pieces are handled.

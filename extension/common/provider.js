@@ -132,8 +132,8 @@
       if (!w) return;
       waiting.delete(data.id);
       clearTimeout(w.timer);
-      // A range read comes as its parts, in order.
-      if (Array.isArray(data.parts) && data.parts.every((p) => p instanceof Uint8Array)) return w.resolve(data.parts);
+      // A range read comes as its parts, in order: bytes, or Blobs the store has checked.
+      if (Array.isArray(data.parts) && data.parts.every((p) => p instanceof Uint8Array || p instanceof Blob)) return w.resolve(data.parts);
       if (typeof data.unreachable === 'string') return w.resolve({ [UNREACHABLE]: data.unreachable });
       let reply;
       try {
@@ -182,7 +182,7 @@
       put: (handle, piece, last) => (piece instanceof Blob
         ? call({ op: 'put', handle, data: piece, last })
         : call({ op: 'put', handle, data: piece.buffer, last }, [piece.buffer])),
-      read: (name, offset, length) => call({ op: 'read', name, offset, length }),
+      read: (name, offset, length, blobs) => call({ op: 'read', name, offset, length, blobs }),
       spare: () => spares.pop(),
       dropSpares: () => { spares.length = 0; },
       pieceSize: PIECE_SIZE,
@@ -360,17 +360,24 @@
     }
   }
 
-  /** The bytes of [offset, end) of `cid`, in parts, in order, with up to `path.inFlight`
-   * reads (of up to `path.readSize` bytes, each answered in parts) ahead. */
-  async function* ranges(path, cid, offset, end) {
+  const sizeOf = (part) => (part instanceof Blob ? part.size : part.length);
+
+  /**
+   * The parts of bytes `offset..end` of `cid`, in order, with up to `path.inFlight` reads (of
+   * up to `path.readSize` bytes, each answered in parts) ahead: each part a Uint8Array, or
+   * with `blobs` also a Blob whose bytes the store has checked (a leaf it keeps as a Blob:
+   * its bytes then never pass through the content frame or this page).
+   */
+  async function* ranges(path, cid, offset, end, blobs) {
     const ahead = [];
     let next = offset;
     const issue = () => {
       const at = next;
       const length = Math.min(path.readSize, end - at);
       next += length;
-      const p = path.read(cid, at, length).then((parts) => {
-        if (parts.reduce((n, part) => n + part.length, 0) !== length) throw new ProviderRpcError(-32603, 'the object ended early');
+      const p = path.read(cid, at, length, blobs).then((parts) => {
+        if (parts.reduce((n, part) => n + sizeOf(part), 0) !== length) throw new ProviderRpcError(-32603, 'the object ended early');
+        if (!blobs && parts.some((part) => part instanceof Blob)) throw new ProviderRpcError(-32603, 'a Blob where bytes were asked for');
         return parts;
       });
       p.catch(() => {});
@@ -469,11 +476,11 @@
           if (end > offset) yield all.subarray(offset, end);
         })();
       } else {
-        source = ranges(await contentPath(), cid, offset, end);
+        source = ranges(await contentPath(), cid, offset, end, as === 'blob');
       }
       const next = async () => {
         const { value } = await source.next();
-        got += value.length;
+        got += sizeOf(value);
         onProgress?.(got);
         return value;
       };

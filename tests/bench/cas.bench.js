@@ -79,7 +79,7 @@ async function pageBenchBody(mib) {
     await window.disot.cas.get(warm.cid);
     const frameStartMs = Math.round(performance.now() - t0);
 
-    const runs = { idbPut: [], idbGet: [], leafPut: [], leafGet: [], blobPut: [], blobGet: [], casPut: [], casGet: [] };
+    const runs = { idbPut: [], idbGet: [], leafPut: [], leafGet: [], blobPut: [], blobGet: [], blobWhole: [], casPut: [], casGet: [], casGetBlob: [], casGetBlobRead: [] };
     for (let round = 0; round < ROUNDS; round++) {
       runs.idbPut.push((await timed(() => rawPut('blocks', 1, (at, n) => data.slice(at, at + n))))[0]);
       runs.idbGet.push((await timed(() => rawGet('blocks', 1)))[0]);
@@ -89,10 +89,18 @@ async function pageBenchBody(mib) {
       // The same 1 MiB blocks as Blobs, as the store keeps a page's upload, read back to bytes.
       runs.blobPut.push((await timed(() => rawPut('blobs', 1, (at, n) => new Blob([data.subarray(at, at + n)]))))[0]);
       runs.blobGet.push((await timed(() => rawGet('blobs', 1, (b) => b.arrayBuffer())))[0]);
+      // The same Blobs made into one Blob of the whole, unread (what a get as a Blob gives).
+      runs.blobWhole.push((await timed(async () => {
+        const all = [];
+        await rawGet('blobs', 1, (b) => all.push(b));
+        return new Blob(all);
+      }))[0]);
       data[0] = round; // new content each round
       const [casPut, put] = await timed(() => window.disot.cas.put(data));
       runs.casPut.push(casPut);
       runs.casGet.push((await timed(() => window.disot.cas.get(put.cid)))[0]);
+      runs.casGetBlob.push((await timed(() => window.disot.cas.get(put.cid, { as: 'blob' })))[0]);
+      runs.casGetBlobRead.push((await timed(async () => (await window.disot.cas.get(put.cid, { as: 'blob' })).arrayBuffer()))[0]);
     }
     db.close();
     const out = { webcrypto, frameStartMs, rounds: ROUNDS };
@@ -441,6 +449,9 @@ try {
     console.log(`  get      cas.get ${r.casGet} MiB/s vs raw IndexedDB gets of the same 1 MiB blocks ${r.idbGet} MiB/s = ${ratio(r.casGet, r.idbGet)}x` +
       ` (of 256 KiB values, four to a transaction, ${r.leafGet} MiB/s = ${ratio(r.casGet, r.leafGet)}x; of the Blobs, read to bytes, ${r.blobGet} MiB/s = ${ratio(r.casGet, r.blobGet)}x)`);
     console.log(`           rounds: cas.get ${r.casGetRuns.join(', ')}; raw ${r.idbGetRuns.join(', ')}; Blobs ${r.blobGetRuns.join(', ')}`);
+    console.log(`  get      as a Blob (cas.get(cid, {as: 'blob'}), every block checked, no bytes handed over) ${r.casGetBlob} MiB/s vs the page making one Blob of the same stored Blobs ${r.blobWhole} MiB/s = ${ratio(r.casGetBlob, r.blobWhole)}x;` +
+      ` then read to bytes ${r.casGetBlobRead} MiB/s = ${ratio(r.casGetBlobRead, r.idbGet)}x raw gets, ${ratio(r.casGetBlobRead, r.blobGet)}x the Blobs read to bytes`);
+    console.log(`           rounds: as a Blob ${r.casGetBlobRuns.join(', ')}; read ${r.casGetBlobReadRuns.join(', ')}; raw ${r.blobWholeRuns.join(', ')}`);
     if (r.gib) {
       const g = r.gib;
       if (g.error) throw new Error(`${kind} 1 GiB: ${g.error}`);

@@ -552,6 +552,11 @@ export async function putAndGetInPage(mib) {
   const blob = await window.disot.cas.get(put.cid, { offset: 1_000_000, length: 5000, as: 'blob' });
   const fromBlob = new Uint8Array(await blob.arrayBuffer());
   rangeSame &&= blob.type === 'application/octet-stream' && fromBlob.every((b, i) => b === range[i]);
+  // The whole as a Blob: made of the Blobs the store keeps, each checked, their bytes read
+  // only here.
+  const whole = await window.disot.cas.get(put.cid, { as: 'blob' });
+  const blobSame = whole.size === size && whole.type === 'application/octet-stream'
+    && hex(await crypto.subtle.digest('SHA-256', await whole.arrayBuffer())) === hex(await crypto.subtle.digest('SHA-256', data));
   const streamed = await new Response(await window.disot.cas.get(put.cid, { offset: 900_000, length: 700_000, as: 'stream' })).arrayBuffer();
   const fromStream = new Uint8Array(streamed);
   rangeSame &&= fromStream.length === 700_000 && fromStream.every((b, i) => b === data[900_000 + i]);
@@ -564,7 +569,7 @@ export async function putAndGetInPage(mib) {
     rangeSame &&= got.length === want.length && hex(await crypto.subtle.digest('SHA-256', got)) === hex(await crypto.subtle.digest('SHA-256', want));
   }
   return {
-    put, same, rangeSame, progress,
+    put, same, rangeSame, blobSame, progress,
     digest: hex(await crypto.subtle.digest('SHA-256', data)),
     head: hex(data.subarray(0, 64)),
     putMs: t1 - t0, getMs: t2 - t1,
@@ -814,7 +819,10 @@ export async function putPublicRandomInPage(mib) {
   return window.disot.cas.put(data, { public: true });
 }
 
-/** In an extension page: overwrite one stored raw leaf in IndexedDB; returns its key. */
+/**
+ * In an extension page: overwrite one stored raw leaf in IndexedDB with as many bytes, one of
+ * them changed, stored as it was (a Blob or an array); returns its key.
+ */
 export async function corruptALeafInExtensionPage() {
   const db = await new Promise((resolve, reject) => {
     const r = indexedDB.open('disot-peer');
@@ -826,9 +834,15 @@ export async function corruptALeafInExtensionPage() {
     r.onsuccess = () => resolve(r.result);
   });
   const leaf = keys.find((k) => k.startsWith('bafkrei'));
+  const value = await new Promise((resolve) => {
+    const r = db.transaction('blocks').objectStore('blocks').get(leaf);
+    r.onsuccess = () => resolve(r.result);
+  });
+  const bytes = value instanceof Blob ? new Uint8Array(await value.arrayBuffer()) : new Uint8Array(value);
+  bytes[bytes.length >> 1] ^= 0xff;
   await new Promise((resolve) => {
     const tx = db.transaction('blocks', 'readwrite');
-    tx.objectStore('blocks').put(new Uint8Array([1, 2, 3]), leaf);
+    tx.objectStore('blocks').put(value instanceof Blob ? new Blob([bytes]) : bytes, leaf);
     tx.oncomplete = resolve;
   });
   db.close();

@@ -391,11 +391,14 @@ pub(crate) async fn read_into(
 /// `Uint8Array` parts in order, each the only view of a buffer of its own (so each can be
 /// transferred to another context as it is). A file of raw leaves has its leaves read all at
 /// once and each whole leaf handed on as storage gave it (a part of one is copied out); other
-/// files are walked by [`store::cat`] into one part.
+/// files are walked by [`store::cat`] into one part. With `blobs`, a leaf stored as a `Blob`
+/// is handed on as that Blob (or a slice of it), checked: its bytes go to whoever reads it
+/// without passing through here.
 pub(crate) async fn read_js(
     store: &Store,
     root: &Cid,
     range: std::ops::Range<u64>,
+    blobs: bool,
 ) -> Result<js_sys::Array, ApiError> {
     let parts = js_sys::Array::new();
     if range.is_empty() {
@@ -414,27 +417,41 @@ pub(crate) async fn read_js(
         return Ok(parts);
     };
     // Every read is waited for, even after one failed: storage takes no request back.
-    let leaves = futures::future::join_all(spans.iter().map(|s| store.get_js(&s.cid))).await;
+    let leaves =
+        futures::future::join_all(spans.iter().map(|s| store.get_part(&s.cid, blobs))).await;
     let mut total = 0u64;
     for (span, leaf) in spans.iter().zip(leaves) {
         let leaf = leaf.and_then(|l| l.ok_or(store::Error::Missing(span.cid)));
         let leaf = leaf.map_err(store_error)?;
-        if u64::from(leaf.length()) != span.size {
+        let len = crate::store::value_len(&leaf).unwrap_or(0) as u64;
+        if len != span.size {
             return Err(store_error(store::Error::Malformed {
                 cid: span.cid,
-                reason: format!("{} bytes where its parent says {}", leaf.length(), span.size),
+                reason: format!("{len} bytes where its parent says {}", span.size),
             }));
         }
-        let whole = span.within.start == 0
-            && span.within.end == span.size
-            && leaf.byte_offset() == 0
-            && leaf.byte_length() == leaf.buffer().byte_length();
-        if whole {
-            parts.push(&leaf);
-        } else {
-            parts.push(&leaf.slice(span.within.start as u32, span.within.end as u32));
-        }
-        total += span.within.end - span.within.start;
+        let (start, end) = (span.within.start, span.within.end);
+        let part: JsValue = match leaf.dyn_into::<web_sys::Blob>() {
+            Ok(blob) if start == 0 && end == span.size => blob.into(),
+            Ok(blob) => blob
+                .slice_with_f64_and_f64(start as f64, end as f64)
+                .map_err(|e| store_error(store::Error::Backend(format!("{e:?}"))))?
+                .into(),
+            Err(leaf) => {
+                let leaf = js_sys::Uint8Array::from(leaf);
+                let whole = start == 0
+                    && end == span.size
+                    && leaf.byte_offset() == 0
+                    && leaf.byte_length() == leaf.buffer().byte_length();
+                if whole {
+                    leaf.into()
+                } else {
+                    leaf.slice(start as u32, end as u32).into()
+                }
+            }
+        };
+        parts.push(&part);
+        total += end - start;
     }
     if total != range.end - range.start {
         return Err(store_error(store::Error::Malformed {

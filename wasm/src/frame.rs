@@ -228,10 +228,17 @@ impl Frame {
     }
 
     /// Up to `length` bytes of object `name` from `offset`: resolves to an array of
-    /// `Uint8Array` parts, in order, each on a buffer of its own (see [`cas::read_js`]), or to
-    /// the JSON text of `{error}`. The blocks are read and verified on the worker when there
+    /// `Uint8Array` parts, in order, each on a buffer of its own, or with `blobs` also checked
+    /// `Blob`s (see [`cas::read_js`]), or to the JSON text of `{error}`. The blocks are read and verified on the worker when there
     /// is one: this thread only checks the permission and looks the object up.
-    pub fn read(&self, origin: String, name: String, offset: f64, length: f64) -> js_sys::Promise {
+    pub fn read(
+        &self,
+        origin: String,
+        name: String,
+        offset: f64,
+        length: f64,
+        blobs: bool,
+    ) -> js_sys::Promise {
         let cas = self.cas.clone();
         let readers = self.readers.clone();
         wasm_bindgen_futures::future_to_promise(async move {
@@ -249,13 +256,13 @@ impl Frame {
                 let (root, range) =
                     cas::read_range(&cas, &origin, &name, offset as u64, length as u64).await?;
                 if let Some(readers) = &readers {
-                    match read_elsewhere(readers, &root, &range).await {
+                    match read_elsewhere(readers, &root, &range, blobs).await {
                         Ok(answer) => return Ok(answer),
                         // The worker failed (not the read): this thread reads instead.
                         Err(e) => tracing::warn!("content worker: {e:?}; reading in the frame"),
                     }
                 }
-                cas::read_js(&cas.store, &root, range).await.map(JsValue::from)
+                cas::read_js(&cas.store, &root, range, blobs).await.map(JsValue::from)
             }
             .await;
             Ok(match result {
@@ -277,13 +284,12 @@ async fn read_elsewhere(
     readers: &ContentReaders,
     root: &Cid,
     range: &std::ops::Range<u64>,
+    blobs: bool,
 ) -> Result<JsValue, JsValue> {
-    let promise = readers.read(&root.to_string(), range.start as f64, range.end as f64)?;
+    let promise = readers.read(&root.to_string(), range.start as f64, range.end as f64, blobs)?;
     let answer = JsFuture::from(promise).await?;
     let total = answer.dyn_ref::<js_sys::Array>().and_then(|parts| {
-        parts
-            .iter()
-            .try_fold(0u64, |n, p| Some(n + u64::from(p.dyn_ref::<js_sys::Uint8Array>()?.length())))
+        parts.iter().try_fold(0u64, |n, p| Some(n + crate::store::value_len(&p)? as u64))
     });
     let right_size = total == Some(range.end - range.start);
     if right_size || answer.is_string() {
@@ -296,7 +302,7 @@ async fn read_elsewhere(
 #[wasm_bindgen]
 extern "C" {
     /// Reads content on another thread (the frame's worker, `extension/common/frame.js`):
-    /// `read(root, start, end)` resolves like [`Frame::read`], to the parts of that range of
+    /// `read(root, start, end, blobs)` resolves like [`Frame::read`], to the parts of that range of
     /// the object rooted at `root` (every block verified there) or to the JSON text of
     /// `{error}`.
     #[derive(Clone)]
@@ -307,6 +313,7 @@ extern "C" {
         root: &str,
         start: f64,
         end: f64,
+        blobs: bool,
     ) -> Result<js_sys::Promise, JsValue>;
 }
 
@@ -325,7 +332,7 @@ impl WorkerReader {
     /// Bytes `start..end` of the object rooted at `root` (which the frame has already found
     /// this origin may read): resolves to an array of `Uint8Array` parts (see
     /// [`cas::read_js`]), or to the JSON text of `{error}`.
-    pub fn read(&self, root: String, start: f64, end: f64) -> js_sys::Promise {
+    pub fn read(&self, root: String, start: f64, end: f64, blobs: bool) -> js_sys::Promise {
         let store = self.0.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let result = async {
@@ -338,7 +345,7 @@ impl WorkerReader {
                 if end - start > MAX_FRAME_CHUNK_BYTES as f64 {
                     return Err(too_big((end - start) as usize));
                 }
-                cas::read_js(&store, &root, start as u64..end as u64).await
+                cas::read_js(&store, &root, start as u64..end as u64, blobs).await
             }
             .await;
             Ok(match result {

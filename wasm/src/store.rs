@@ -469,6 +469,25 @@ impl Store {
             None => Ok(None),
         }
     }
+
+    /// Block `cid` checked against its CID, as [`Store::get_js`] gives it, or, with
+    /// `blob_as_is`, as the `Blob` it was stored as once its bytes have been read and checked.
+    /// A Blob's bytes cannot change, so a reader in another process reads the same bytes from
+    /// it without their passing through this one.
+    pub(crate) async fn get_part(
+        &self,
+        cid: &Cid,
+        blob_as_is: bool,
+    ) -> cas::Result<Option<JsValue>> {
+        match self.read(BLOCKS, &cid.to_string()).await.map_err(backend)? {
+            Some(v) if blob_as_is && v.is_instance_of::<web_sys::Blob>() => {
+                verified_js(cid, v.clone()).await?;
+                Ok(Some(v))
+            }
+            Some(v) => Ok(Some(verified_js(cid, v).await?.into())),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Each block's bytes as a JS array, for IndexedDB.
