@@ -78,6 +78,7 @@ function checkPastBlobs(r) {
   assert.equal(r.size, 72 * 1024 * 1024, JSON.stringify(r));
   assert.equal(r.named, true, 'named by the digest of the bytes put');
   assert.equal(r.same, true, 'the bytes read back are the bytes put');
+  assert.equal(r.blobSame, true, 'and read back as a Blob, of stored Blobs and of bytes');
   assert.equal(r.again, true, 'the same bytes put as a Blob have the same names');
   assert.equal(r.asBytes, true, 'the same bytes put as bytes, in buffers the frame gave back, have the same names and read back whole');
   assert.equal(r.sized, true, 'the same bytes as a stream that says its size have the same names');

@@ -360,6 +360,7 @@
     }
   }
 
+  const BLOB_RUN = 16 * 1024 * 1024;
   const sizeOf = (part) => (part instanceof Blob ? part.size : part.length);
 
   /**
@@ -494,9 +495,29 @@
         }, { highWaterMark: 1 });
       }
       if (as === 'blob') {
-        const parts = [];
-        while (offset + got < end) parts.push(await next());
-        return new Blob(parts, { type: mime ?? '' });
+        // Parts that come as bytes (leaves the store keeps as arrays) are made into a Blob every
+        // BLOB_RUN bytes, so that the page holds no more of them than that at once.
+        const blobs = [];
+        let run = [];
+        let inRun = 0;
+        const seal = () => {
+          if (run.length) blobs.push(new Blob(run));
+          run = [];
+          inRun = 0;
+        };
+        while (offset + got < end) {
+          const part = await next();
+          if (part instanceof Blob) {
+            seal();
+            blobs.push(part);
+          } else {
+            run.push(part);
+            inRun += part.length;
+            if (inRun >= BLOB_RUN) seal();
+          }
+        }
+        seal();
+        return new Blob(blobs, { type: mime ?? '' });
       }
       const out = new Uint8Array(Math.max(0, end - offset));
       while (offset + got < end) {

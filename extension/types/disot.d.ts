@@ -56,6 +56,7 @@ export interface DisotProvider {
         }): Promise<Stored>;
     /** Not held here? By CID, get() fetches from peers first (Bitswap), with progress. */
     get(name: string, options?: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as?: 'bytes' }): Promise<Uint8Array>;
+    /** As a Blob: built of the Blobs the store keeps (each checked first), without their bytes passing through the page. */
     get(name: string, options: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as: 'blob' }): Promise<Blob>;
     get(name: string, options: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as: 'stream' }): Promise<ReadableStream<Uint8Array>>;
     stat(name: string): Promise<ObjectInfo>;

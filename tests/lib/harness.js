@@ -603,6 +603,9 @@ export async function putPastBlobsInPage() {
   const put = await window.disot.cas.put(source);
   const back = await window.disot.cas.get(put.cid);
   const want = await hex(data);
+  // As a Blob: of the stored Blobs the first 16 MiB, of the rest's bytes made into Blobs.
+  const asBlob = await window.disot.cas.get(put.cid, { as: 'blob' });
+  const blobSame = asBlob.size === size && (await hex(await asBlob.arrayBuffer())) === want;
   const again = await window.disot.cas.put(new Blob([data]));
   // As bytes, known to be over 64 MiB: every piece goes as bytes, copied into the buffers the
   // frame gave back from the stream's, and the blocks are stored again (over the same keys).
@@ -613,7 +616,7 @@ export async function putPastBlobsInPage() {
   const totals = new Set();
   const sized = await window.disot.cas.put(streamOfData(), { size, onProgress: (n, total) => totals.add(total) });
   return {
-    size: put.size, named: put.sha256 === `sha256:${want}`, same: back.length === size && (await hex(back)) === want,
+    size: put.size, named: put.sha256 === `sha256:${want}`, same: back.length === size && (await hex(back)) === want, blobSame,
     again: again.cid === put.cid && again.sha256 === put.sha256,
     asBytes: bytes.cid === put.cid && bytes.sha256 === put.sha256 && reread.length === size && (await hex(reread)) === want,
     sized: sized.cid === put.cid && sized.sha256 === put.sha256, totals: [...totals],
