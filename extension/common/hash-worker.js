@@ -208,7 +208,7 @@ self.onmessage = async ({ data: msg }) => {
     await ready;
     if (msg.op === 'read') {
       // A failed open is tried again at the next read, not kept.
-      reader ??= openReader().catch((e) => {
+      reader ??= openReader(releaseReceived).catch((e) => {
         reader = null;
         throw e;
       });

@@ -256,6 +256,14 @@ async function gibGetBody(cid) {
   return { read, getS: (performance.now() - t) / 1000 };
 }
 
+/** In the page: get `cid` as a Blob (every block read and checked in the extension; the page
+ * is handed the Blobs the store keeps, not their bytes). */
+async function gibGetBlobBody(cid) {
+  const t = performance.now();
+  const blob = await window.disot.cas.get(cid, { as: 'blob' });
+  return { blobSize: blob.size, getBlobS: (performance.now() - t) / 1000 };
+}
+
 /** In the page, the baseline: the same 1 GiB stream read and dropped by the page itself (what
  * the browser keeps of 1 MiB pieces nobody holds any more, before it collects them). */
 async function gibAloneBody() {
@@ -305,7 +313,11 @@ async function gib(pid, settle, run, pick) {
   const fileAlone = await measure(gibFileAloneBody);
   const filePut = await measure(gibFilePutBody);
   if (filePut.error) return filePut;
-  return { ...put, ...get, alone, put, sizedPut, get, fileAlone, filePut };
+  // The file's content, stored as the slices of the file it came in, got back as a Blob.
+  const getBlob = await measure(gibGetBlobBody, filePut.cid);
+  if (getBlob.error) return getBlob;
+  if (getBlob.blobSize !== filePut.size) return { error: `the get as a Blob gave ${getBlob.blobSize} bytes` };
+  return { ...put, ...get, alone, put, sizedPut, get, fileAlone, filePut, getBlob };
 }
 
 /** Run `body(arg)` in the page and sample the browser's memory meanwhile: the peak of the
@@ -465,6 +477,8 @@ try {
       console.log(`  1 GiB    put of a file picked in the page ${g.filePut.filePutS.toFixed(0)} s; browser peak above idle ${g.filePut.peakAboveIdleMiB} MiB ` +
         `vs the page alone reading the same file in 1 MiB slices ${g.fileAlone.peakAboveIdleMiB} MiB`);
       console.log(`           processes that grew most, MiB: put: ${grew(g.filePut)}; page alone: ${grew(g.fileAlone)}`);
+      console.log(`  1 GiB    get of that file's content as a Blob (every block checked) ${g.getBlob.getBlobS.toFixed(0)} s; browser peak above idle ${g.getBlob.peakAboveIdleMiB} MiB`);
+      console.log(`           processes that grew most, MiB: ${grew(g.getBlob)}`);
     }
   }
 } finally {

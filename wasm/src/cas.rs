@@ -20,7 +20,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::node::now_ms;
-use crate::store::Store;
+use crate::store::{Leaves, Store};
 
 /// Abandoned uploads whose reason is remembered.
 const FAILED_KEPT: usize = 16;
@@ -391,14 +391,14 @@ pub(crate) async fn read_into(
 /// `Uint8Array` parts in order, each the only view of a buffer of its own (so each can be
 /// transferred to another context as it is). A file of raw leaves has its leaves read all at
 /// once and each whole leaf handed on as storage gave it (a part of one is copied out); other
-/// files are walked by [`store::cat`] into one part. With `blobs`, a leaf stored as a `Blob`
-/// is handed on as that Blob (or a slice of it), checked: its bytes go to whoever reads it
-/// without passing through here.
+/// files are walked by [`store::cat`] into one part. With [`Leaves::Blobs`], a leaf stored as
+/// a `Blob` is handed on as that Blob (or a slice of it), checked: its bytes go to whoever
+/// reads it without passing through here.
 pub(crate) async fn read_js(
     store: &Store,
     root: &Cid,
     range: std::ops::Range<u64>,
-    blobs: bool,
+    leaves: Leaves<'_>,
 ) -> Result<js_sys::Array, ApiError> {
     let parts = js_sys::Array::new();
     if range.is_empty() {
@@ -418,7 +418,7 @@ pub(crate) async fn read_js(
     };
     // Every read is waited for, even after one failed: storage takes no request back.
     let leaves =
-        futures::future::join_all(spans.iter().map(|s| store.get_part(&s.cid, blobs))).await;
+        futures::future::join_all(spans.iter().map(|s| store.get_part(&s.cid, leaves))).await;
     let mut total = 0u64;
     for (span, leaf) in spans.iter().zip(leaves) {
         let leaf = leaf.and_then(|l| l.ok_or(store::Error::Missing(span.cid)));

@@ -15,7 +15,7 @@ use disot_core::permissions::{self, Permission};
 use wasm_bindgen::prelude::*;
 
 use crate::cas::{self, Cas, ContentImporters, Piece};
-use crate::store::Store;
+use crate::store::{Leaves, Store};
 use cid::Cid;
 use disot_core::unixfs::{Layout, LeafTree};
 use wasm_bindgen_futures::JsFuture;
@@ -229,8 +229,9 @@ impl Frame {
 
     /// Up to `length` bytes of object `name` from `offset`: resolves to an array of
     /// `Uint8Array` parts, in order, each on a buffer of its own, or with `blobs` also checked
-    /// `Blob`s (see [`cas::read_js`]), or to the JSON text of `{error}`. The blocks are read and verified on the worker when there
-    /// is one: this thread only checks the permission and looks the object up.
+    /// `Blob`s (see [`cas::read_js`]), or to the JSON text of `{error}`. The blocks are read
+    /// and verified on the worker when there is one: this thread only checks the permission
+    /// and looks the object up.
     pub fn read(
         &self,
         origin: String,
@@ -262,7 +263,8 @@ impl Frame {
                         Err(e) => tracing::warn!("content worker: {e:?}; reading in the frame"),
                     }
                 }
-                cas::read_js(&cas.store, &root, range, blobs).await.map(JsValue::from)
+                let leaves = if blobs { Leaves::Blobs(None) } else { Leaves::Bytes };
+                cas::read_js(&cas.store, &root, range, leaves).await.map(JsValue::from)
             }
             .await;
             Ok(match result {
@@ -302,8 +304,8 @@ async fn read_elsewhere(
 #[wasm_bindgen]
 extern "C" {
     /// Reads content on another thread (the frame's worker, `extension/common/frame.js`):
-    /// `read(root, start, end, blobs)` resolves like [`Frame::read`], to the parts of that range of
-    /// the object rooted at `root` (every block verified there) or to the JSON text of
+    /// `read(root, start, end, blobs)` resolves like [`Frame::read`], to the parts of that range
+    /// of the object rooted at `root` (every block verified there) or to the JSON text of
     /// `{error}`.
     #[derive(Clone)]
     pub type ContentReaders;
@@ -317,23 +319,26 @@ extern "C" {
     ) -> Result<js_sys::Promise, JsValue>;
 }
 
-/// The worker's side of [`ContentReaders`]: its own connection to the extension's storage.
+/// The worker's side of [`ContentReaders`]: its own connection to the extension's storage,
+/// and the function that frees the bytes it reads only to check them (see [`Leaves`]).
 #[wasm_bindgen]
-pub struct WorkerReader(Rc<Store>);
+pub struct WorkerReader(Rc<Store>, Option<js_sys::Function>);
 
-/// Open the extension's storage for reading on a worker.
+/// Open the extension's storage for reading on a worker; `release(buffer)`, if given, is
+/// called with each buffer read only to be checked, once it has been.
 #[wasm_bindgen(js_name = openReader)]
-pub async fn open_reader() -> Result<WorkerReader, JsError> {
-    Ok(WorkerReader(open_store().await?))
+pub async fn open_reader(release: Option<js_sys::Function>) -> Result<WorkerReader, JsError> {
+    Ok(WorkerReader(open_store().await?, release))
 }
 
 #[wasm_bindgen]
 impl WorkerReader {
     /// Bytes `start..end` of the object rooted at `root` (which the frame has already found
-    /// this origin may read): resolves to an array of `Uint8Array` parts (see
-    /// [`cas::read_js`]), or to the JSON text of `{error}`.
+    /// this origin may read): resolves to an array of `Uint8Array` parts, or with `blobs` also
+    /// checked `Blob`s (see [`cas::read_js`]), or to the JSON text of `{error}`.
     pub fn read(&self, root: String, start: f64, end: f64, blobs: bool) -> js_sys::Promise {
         let store = self.0.clone();
+        let release = self.1.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let result = async {
                 let root: Cid = root
@@ -345,7 +350,8 @@ impl WorkerReader {
                 if end - start > MAX_FRAME_CHUNK_BYTES as f64 {
                     return Err(too_big((end - start) as usize));
                 }
-                cas::read_js(&store, &root, start as u64..end as u64, blobs).await
+                let leaves = if blobs { Leaves::Blobs(release.as_ref()) } else { Leaves::Bytes };
+                cas::read_js(&store, &root, start as u64..end as u64, leaves).await
             }
             .await;
             Ok(match result {

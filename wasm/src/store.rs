@@ -470,24 +470,37 @@ impl Store {
         }
     }
 
-    /// Block `cid` checked against its CID, as [`Store::get_js`] gives it, or, with
-    /// `blob_as_is`, as the `Blob` it was stored as once its bytes have been read and checked.
+    /// Block `cid` checked against its CID, as [`Store::get_js`] gives it, or (see
+    /// [`Leaves`]) as the `Blob` it was stored as once its bytes have been read and checked.
     /// A Blob's bytes cannot change, so a reader in another process reads the same bytes from
     /// it without their passing through this one.
     pub(crate) async fn get_part(
         &self,
         cid: &Cid,
-        blob_as_is: bool,
+        leaves: Leaves<'_>,
     ) -> cas::Result<Option<JsValue>> {
         match self.read(BLOCKS, &cid.to_string()).await.map_err(backend)? {
-            Some(v) if blob_as_is && v.is_instance_of::<web_sys::Blob>() => {
-                verified_js(cid, v.clone()).await?;
+            Some(v) if v.is_instance_of::<web_sys::Blob>() && leaves != Leaves::Bytes => {
+                let read = verified_js(cid, v.clone()).await?;
+                if let Leaves::Blobs(Some(release)) = leaves {
+                    let _ = release.call1(&JsValue::NULL, &read.buffer());
+                }
                 Ok(Some(v))
             }
             Some(v) => Ok(Some(verified_js(cid, v).await?.into())),
             None => Ok(None),
         }
     }
+}
+
+/// How a read hands on the leaves storage keeps as Blobs.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Leaves<'a> {
+    /// As their bytes.
+    Bytes,
+    /// As the Blobs, checked; the bytes read to check one are then given to the function, if
+    /// any (`releaseReceived` of `extension/*/memory.js`: Firefox frees them at once).
+    Blobs(Option<&'a js_sys::Function>),
 }
 
 /// Each block's bytes as a JS array, for IndexedDB.
