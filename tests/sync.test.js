@@ -157,12 +157,15 @@ describe('share and sync', { concurrency: 1 }, () => {
     // changes, and the other tab, which holds a watch of its own, still hears of it.
     const flood = tabs[0].evaluate(async (n) => {
       const { seq } = await window.disot.request({ method: 'sync_watch' });
-      const settled = await Promise.allSettled(Array.from({ length: n }, () => window.disot.request({ method: 'sync_watch', params: { since: seq } })));
+      const sent = Array.from({ length: n }, () => window.disot.request({ method: 'sync_watch', params: { since: seq } }));
+      window.__floodSent = true;
+      const settled = await Promise.allSettled(sent);
       const refusals = settled.filter((s) => s.status === 'rejected').map((s) => `${s.reason?.code} ${s.reason?.message}`);
       return { n, answered: settled.filter((s) => s.status === 'fulfilled' && s.value.seq > seq).length, refusals };
     }, 400);
     // Let the flood arrive and wait, then change something for it to hear.
-    await new Promise((r) => setTimeout(r, 1500));
+    await tabs[0].waitForFunction(() => window.__floodSent === true, { timeout: 30_000, polling: 100 }); // (a tab behind another gets no animation frames)
+    await new Promise((r) => setTimeout(r, 1000));
     await tabs[1].evaluate(() => { window.__changes = []; });
     await tabs[1].evaluate((id) => window.disot.collections.rename(id, 'from tab 2, renamed'), id);
     const { answered, refusals } = await flood;
