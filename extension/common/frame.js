@@ -276,9 +276,10 @@ function serve(port, origin) {
       const reply = await answer(origin, msg);
       // Each part is a Blob or has a buffer of its own: all of them are handed over, none copied.
       if (reply.parts) {
-        const blobs = reply.parts.filter((p) => p instanceof Blob).length;
+        const buffers = reply.parts.filter((p) => !(p instanceof Blob)).map((p) => p.buffer);
+        port.postMessage({ id, parts: reply.parts }, buffers);
+        const blobs = reply.parts.length - buffers.length;
         if (blobs) document.documentElement.dataset.blobParts = String(Number(document.documentElement.dataset.blobParts ?? 0) + blobs); // for tests
-        port.postMessage({ id, parts: reply.parts }, reply.parts.filter((p) => !(p instanceof Blob)).map((p) => p.buffer));
       }
       else if (reply.spare) {
         port.postMessage({ id, body: reply.body, spare: reply.spare }, [reply.spare]);

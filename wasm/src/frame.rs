@@ -263,7 +263,7 @@ impl Frame {
                         Err(e) => tracing::warn!("content worker: {e:?}; reading in the frame"),
                     }
                 }
-                let leaves = if blobs { Leaves::Blobs(None) } else { Leaves::Bytes };
+                let leaves = Leaves::asked(blobs, None);
                 cas::read_js(&cas.store, &root, range, leaves).await.map(JsValue::from)
             }
             .await;
@@ -350,7 +350,7 @@ impl WorkerReader {
                 if end - start > MAX_FRAME_CHUNK_BYTES as f64 {
                     return Err(too_big((end - start) as usize));
                 }
-                let leaves = if blobs { Leaves::Blobs(release.as_ref()) } else { Leaves::Bytes };
+                let leaves = Leaves::asked(blobs, release.as_ref());
                 cas::read_js(&store, &root, start as u64..end as u64, leaves).await
             }
             .await;

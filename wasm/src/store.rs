@@ -503,6 +503,17 @@ pub(crate) enum Leaves<'a> {
     Blobs(Option<&'a js_sys::Function>),
 }
 
+impl<'a> Leaves<'a> {
+    /// Blobs if a reader asked for them (`blobs`), else bytes.
+    pub(crate) fn asked(blobs: bool, release: Option<&'a js_sys::Function>) -> Self {
+        if blobs {
+            Leaves::Blobs(release)
+        } else {
+            Leaves::Bytes
+        }
+    }
+}
+
 /// Each block's bytes as a JS array, for IndexedDB.
 pub(crate) fn js_values(blocks: &[Block]) -> Vec<(Cid, JsValue)> {
     blocks.iter().map(|b| (b.cid, js_sys::Uint8Array::from(b.data.as_slice()).into())).collect()
