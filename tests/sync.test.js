@@ -112,7 +112,21 @@ describe('share and sync', { concurrency: 1 }, () => {
     // Two tabs of one origin, granted `share` (the popup is closed meanwhile: a prompt opened
     // while it is open stops answering the test's driver).
     await popupB.close();
+    const opened = [];
+    try {
+      await twoTabs(opened);
+    } finally {
+      // Whatever happened, the tests after this one get a working popup (a failure here used
+      // to leave them each waiting out the driver's time-out on a closed or stuck one).
+      for (const t of opened) await t.close().catch(() => {});
+      await popupB.close().catch(() => {});
+      popupB = await b.open(`${b.extensionBase}popup.html`);
+    }
+  });
+
+  async function twoTabs(opened) {
     const tabs = [await b.open(`${site.url}/demo.html`), await b.open(`${site.url}/demo.html`)];
+    opened.push(...tabs);
     const grant = await h.startInPage(tabs[0], { method: 'disot_requestPermissions', params: [{ share: {} }] });
     await h.answerPrompt(b, '#approve');
     assert.ok((await grant()).result.some((p) => p.parentCapability === 'share'));
@@ -131,6 +145,7 @@ describe('share and sync', { concurrency: 1 }, () => {
       });
     // Another origin (same server, other host name) without the permission learns nothing.
     const stranger = await b.open(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
+    opened.push(stranger);
     const refused = await stranger.evaluate(() => window.disot.request({ method: 'sync_watch' }).then(() => null, (e) => e.code));
     assert.equal(refused, 4100);
     // A peer's change (A shares with B): both tabs hear "synced" and list the same shares.
@@ -175,9 +190,7 @@ describe('share and sync', { concurrency: 1 }, () => {
     assert.ok(inFlight >= 400 - 256, `refused by the route's bound: ${inFlight}; ${JSON.stringify([...new Set(refusals)])}`);
     assert.ok(refusals.every((r) => r.startsWith('-32005 ')), JSON.stringify([...new Set(refusals)]));
     assert.ok(answered >= 200, `the waiting ones heard the change: ${answered}`);
-    await popupB.close();
-    popupB = await b.open(`${b.extensionBase}popup.html`);
-  });
+  }
 
   test('trust 60: only the share arrives; the bytes come when B asks', async () => {
     await trustInPopup(popupB, sa.did, 60);
