@@ -138,6 +138,12 @@ describe('chromium content store', { concurrency: 1 }, () => {
       await popup.goto(`${browser.extensionBase}popup.html`);
       await popup.waitForFunction(() => document.getElementById('objects').textContent === '1');
       assert.equal(await popup.$eval('#used', (e) => e.textContent), '64.0 MiB');
+      // Nor by the CID of one of its chunks, a block held without a record of its own (a
+      // page that knows a file could otherwise learn whether this browser holds it).
+      const chunk = (await popup.evaluate(h.blockKeysInExtensionPage)).find((k) => k.startsWith('bafkrei') && k !== r.put.cid);
+      assert.ok(chunk, 'a leaf of the object is stored');
+      assert.equal(await other.evaluate((c) => window.disot.cas.get(c, { length: 16 }).then(() => null, (e) => e.code), chunk), -32001, 'a chunk of another origin\'s object');
+      assert.equal(await page.evaluate((c) => window.disot.cas.get(c, { length: 16 }).then(() => null, (e) => e.code), chunk), -32001, 'a chunk is not an object, even of the origin that put it');
       await h.screenshot(popup, 'popup-storage-chromium.png');
 
       await browser.close();

@@ -165,6 +165,8 @@ enum WriteHalf {
 pub struct StreamState {
     /// Bytes received that do not yet make a whole frame.
     partial: Vec<u8>,
+    /// The bytes received broke the framing (reported once; what follows is dropped).
+    failed: bool,
     /// Payload received and not yet read.
     readable: VecDeque<u8>,
     read: ReadHalf,
@@ -176,6 +178,7 @@ impl Default for StreamState {
     fn default() -> Self {
         StreamState {
             partial: Vec::new(),
+            failed: false,
             readable: VecDeque::new(),
             read: ReadHalf::Open,
             write: WriteHalf::Open,
@@ -190,8 +193,21 @@ impl StreamState {
     }
 
     /// Bytes that arrived on the data channel (frames may span several channel messages, and
-    /// one message may hold several frames).
+    /// one message may hold several frames). After the first error (which is returned) the
+    /// stream's framing is lost: whatever comes later is dropped, not kept.
     pub fn on_bytes(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if self.failed {
+            return Ok(());
+        }
+        let taken = self.take_bytes(bytes);
+        if taken.is_err() {
+            self.failed = true;
+            self.partial = Vec::new();
+        }
+        taken
+    }
+
+    fn take_bytes(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.partial.extend_from_slice(bytes);
         loop {
             let (len, rest) = match unsigned_varint::decode::usize(&self.partial) {
@@ -446,6 +462,11 @@ mod tests {
         let mut b = unsigned_varint::encode::usize_buffer();
         huge.extend_from_slice(unsigned_varint::encode::usize(MAX_FRAME + 1, &mut b));
         assert!(matches!(s.on_bytes(&huge), Err(Error::TooLarge(_))));
+        // Once the framing is lost, what the peer sends after is dropped, not kept.
+        for _ in 0..64 {
+            assert!(s.on_bytes(&[0; 64 * 1024]).is_ok());
+        }
+        assert!(s.partial.is_empty(), "{} bytes kept after the error", s.partial.len());
         let mut s = StreamState::new();
         assert!(s.on_bytes(&encode_frame(None, None)[..1]).is_ok(), "half a frame waits");
         let mut s = StreamState::new();

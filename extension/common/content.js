@@ -5,8 +5,11 @@
   const CHANNEL = 'disot-peer';
   const MAX_BODY = 1024 * 1024; // same limit as the node's MAX_REQUEST_BYTES
   const TIMEOUT_MS = 30_000;
-  // A permission request waits for the user, who may take their time.
-  const TIMEOUT_MS_FOR = { disot_requestPermissions: 10 * 60_000, cas_fetch: 10 * 60_000 };
+  // A request that opens a prompt waits for the user, who may take their time.
+  const TIMEOUT_MS_FOR = {
+    disot_requestPermissions: 10 * 60_000, disot_sign: 10 * 60_000, trust_set: 10 * 60_000, share: 10 * 60_000,
+    cas_fetch: 10 * 60_000,
+  };
   const MAX_IN_FLIGHT = 256; // requests from this frame awaiting an answer
   let inFlight = 0;
 

@@ -113,7 +113,10 @@
   // Requests to the node through the frame: the content script's limits (content.js).
   const MAX_REQUEST_BODY = 1024 * 1024;
   const TIMEOUT_MS = 30_000;
-  const TIMEOUT_MS_FOR = { disot_requestPermissions: 10 * 60_000, cas_fetch: 10 * 60_000 };
+  const TIMEOUT_MS_FOR = {
+    disot_requestPermissions: 10 * 60_000, disot_sign: 10 * 60_000, trust_set: 10 * 60_000, share: 10 * 60_000,
+    cas_fetch: 10 * 60_000,
+  };
   const UNREACHABLE = Symbol('the frame cannot reach the node');
 
   function frameClient(port) {

@@ -85,16 +85,39 @@ async fn answer(
                 return;
             }
         };
-        let reply = bitswap::respond(&Everything(&store), &peer, &incoming.wants).await;
-        for frame in reply.encode() {
-            let open = || {
-                let mut control = control.clone();
-                async move { control.open_stream(peer, PROTOCOL).await }
-            };
-            if let Err(e) = bitswap::send_frame(&mut outbound, open, &frame).await {
-                tracing::info!("bitswap to {peer}: {e}");
+        // Each block goes out as soon as it is read, so a message of many wants never has all
+        // its blocks in memory at once (and the asker's reading paces the reads); presences
+        // go together at the end.
+        let mut presences = bitswap::Outgoing::default();
+        for want in &incoming.wants {
+            let mut out = bitswap::answer(&Everything(&store), &peer, want).await;
+            presences.presences.append(&mut out.presences);
+            if !out.blocks.is_empty() && !send(&control, peer, &mut outbound, out).await {
                 return;
             }
         }
+        if !send(&control, peer, &mut outbound, presences).await {
+            return;
+        }
     }
+}
+
+/// Send `out` to `peer` on our outbound stream (opened if there is none); false if that failed.
+async fn send(
+    control: &libp2p_stream::Control,
+    peer: PeerId,
+    outbound: &mut Option<libp2p::Stream>,
+    out: bitswap::Outgoing,
+) -> bool {
+    for frame in out.encode() {
+        let open = || {
+            let mut control = control.clone();
+            async move { control.open_stream(peer, PROTOCOL).await }
+        };
+        if let Err(e) = bitswap::send_frame(outbound, open, &frame).await {
+            tracing::info!("bitswap to {peer}: {e}");
+            return false;
+        }
+    }
+    true
 }

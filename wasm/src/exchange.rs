@@ -469,12 +469,10 @@ impl Exchange {
         // (If it is held after all, the want is dropped, and with it cancelled.)
         let one_block = root.codec() == RAW_CODEC;
         let early = (one_block && self.has_peers()).then(|| self.block(root));
-        // A one-block object may be held without a record (as a block of another object).
-        let (held, local) = if one_block {
-            self.store.object_and_block(&root).await.map_err(internal)?
-        } else {
-            (self.store.object(&root.to_string()).await.map_err(internal)?, None)
-        };
+        // (A block held without a record, a part of some object, maybe another origin's, is
+        // not answered for from the store either: a page could otherwise probe for another
+        // site's content by the CID of one of its chunks. A peer has to serve it.)
+        let held = self.store.object(&root.to_string()).await.map_err(internal)?;
         if let Some(mut record) = held {
             if record.origins.iter().any(|o| o == origin) {
                 self.note_held(&record.cid, origin);
@@ -499,7 +497,7 @@ impl Exchange {
             self.note_held(&record.cid, origin);
             return Ok((record, Fetched::default()));
         }
-        if local.is_none() && !self.has_peers() {
+        if !self.has_peers() {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
                 "not held here and no peer is connected",
@@ -527,7 +525,7 @@ impl Exchange {
             );
         }
         let result = if one_block {
-            self.fetch_block(root, local, early, origin).await
+            self.fetch_block(root, early, origin).await
         } else {
             self.fetch_file(root, &key, origin).await
         };
@@ -577,30 +575,22 @@ impl Exchange {
         Ok((record, fetched))
     }
 
-    /// An object of one raw block (`local` if it is held already; `early`, its want if that
-    /// went out already), stored with its record in one transaction.
+    /// An object of one raw block (`early`, its want if that went out already), stored with
+    /// its record in one transaction.
     async fn fetch_block(
         &self,
         root: Cid,
-        local: Option<Vec<u8>>,
         early: Option<impl std::future::Future<Output = Result<Vec<u8>, String>>>,
         origin: &str,
     ) -> Result<(ObjectRecord, Fetched), ApiError> {
-        let (data, fetched) = match local {
-            Some(data) => (data, Fetched::default()),
-            None => {
-                let answer = match early {
-                    Some(asked) => asked.await,
-                    None => self.block(root).await,
-                };
-                let data = answer.map_err(|e| {
-                    ApiError::new(ErrorCode::NotFound, format!("block {root}: {e}"))
-                })?;
-                let content = (data.len() <= INLINE_MAX).then(|| data.clone());
-                let fetched = Fetched { blocks: 1, bytes: data.len() as u64, content };
-                (data, fetched)
-            }
+        let answer = match early {
+            Some(asked) => asked.await,
+            None => self.block(root).await,
         };
+        let data =
+            answer.map_err(|e| ApiError::new(ErrorCode::NotFound, format!("block {root}: {e}")))?;
+        let content = (data.len() <= INLINE_MAX).then(|| data.clone());
+        let fetched = Fetched { blocks: 1, bytes: data.len() as u64, content };
         // A raw block's CID names the hash of its content: it is the `sha256:` name when that
         // hash is SHA-256.
         let sha256 = if root.hash().code() == SHA2_256 {
@@ -689,6 +679,9 @@ impl Exchange {
     ) -> Result<Fetched, ApiError> {
         let failed = |what: String| ApiError::new(ErrorCode::NotFound, what);
         let mut queue = VecDeque::from([root]);
+        // Each block is asked for once, however often the DAG links it (a file with repeated
+        // chunks, or a hostile one whose every node links the same few blocks many times).
+        let mut seen = HashSet::from([root]);
         let mut in_flight = FuturesUnordered::new();
         let mut fetched = Fetched::default();
         // Blocks arrive verified (the Bitswap client names each by the hash of its bytes).
@@ -701,14 +694,26 @@ impl Exchange {
             while in_flight.len() < PARALLEL_BLOCKS && pending.len() < MAX_WRITE_BATCH {
                 let Some(cid) = queue.pop_front() else { break };
                 // Already stored (an earlier, interrupted fetch): only its links are needed.
-                if let Some(data) = self.store.get(&cid).await.map_err(internal)? {
+                // Not the root: a peer serves that, as for any object not held for this
+                // origin (the store does not answer for what may be another origin's).
+                let stored = if cid == root {
+                    None
+                } else {
+                    self.store.get(&cid).await.map_err(internal)?
+                };
+                if let Some(data) = stored {
                     // Not valid UnixFS: the read-back names the error.
                     let _ = named.offer(&cid, &data);
                     if cid == root {
                         self.note_root(key, &cid, &data);
                     }
                     if cid.codec() == DAG_PB_CODEC {
-                        queue.extend(store::dag_pb_links(&cid, &data).map_err(internal)?);
+                        queue.extend(
+                            store::dag_pb_links(&cid, &data)
+                                .map_err(internal)?
+                                .into_iter()
+                                .filter(|link| seen.insert(*link)),
+                        );
                     }
                     continue;
                 }
@@ -744,7 +749,12 @@ impl Exchange {
                         self.note_root(key, &cid, &data);
                     }
                     if cid.codec() == DAG_PB_CODEC {
-                        queue.extend(store::dag_pb_links(&cid, &data).map_err(internal)?);
+                        queue.extend(
+                            store::dag_pb_links(&cid, &data)
+                                .map_err(internal)?
+                                .into_iter()
+                                .filter(|link| seen.insert(*link)),
+                        );
                     }
                     fetched.blocks += 1;
                     fetched.bytes += data.len() as u64;

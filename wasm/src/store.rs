@@ -528,14 +528,6 @@ fn record_from(v: &JsValue) -> cas::Result<ObjectRecord> {
 // What fetching one-block objects from peers needs: the record and the block in one
 // transaction each way (a first byte from a peer waits for every transaction on its path).
 impl Store {
-    /// An object's record and its root block (verified), read together.
-    pub(crate) async fn object_and_block(
-        &self,
-        cid: &Cid,
-    ) -> cas::Result<(Option<ObjectRecord>, Option<Vec<u8>>)> {
-        self.object_and_block_up_to(cid, u64::MAX).await
-    }
-
     /// An object's record and its root block (verified) if the record says the object is at
     /// most `max` bytes, read together.
     pub(crate) async fn object_and_block_up_to(
