@@ -181,7 +181,99 @@ describe('chromium content store', { concurrency: 1 }, () => {
       await browser.close();
     }
   });
+
+  test('"Free space" in the popup removes what no site keeps pinned and what unfinished uploads left, keeps what another site pins, and an upload whose blocks it took fails saying so', async () => {
+    const site = await h.startPageServer();
+    const ext = h.prepareExtension('chrome', []);
+    const browser = await h.Browser.launch('chromium', ext, h.tempDir('profile-gc'));
+    try {
+      const a = await browser.open(`${site.url}/demo.html`);
+      const b = await browser.open(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
+      await h.grantInChromium(browser, a);
+      await h.grantInChromium(browser, b);
+      const x = await a.evaluate(putSeeded, 3, 1); // three leaves and a root
+      const y = await a.evaluate(putSeeded, 2, 2); // two leaves and a root
+      assert.equal((await b.evaluate(putSeeded, 2, 2)).cid, y.cid, 'B puts the same content');
+      // A lets both go; B's pin of the same content stands.
+      for (const o of [x, y]) assert.equal((await a.evaluate((c) => window.disot.cas.unpin(c), o.cid)).pinned, false);
+      assert.equal((await b.evaluate((c) => window.disot.cas.stat(c), y.cid)).pinned, true, 'B still keeps it');
+      assert.equal((await a.evaluate((c) => window.disot.cas.stat(c), y.cid)).pinned, false, 'A does not');
+      // An upload left unfinished: its tab is closed once its first pieces are stored.
+      const c = await browser.open(`${site.url}/demo.html`);
+      await c.evaluate(startStreamPut);
+      await c.evaluate(() => window.__feed(8));
+      await c.waitForFunction(() => window.__stored >= 8 * 1024 * 1024, { timeout: 30_000, polling: 100 });
+      await c.close();
+
+      const popup = await browser.open(`${browser.extensionBase}popup.html`);
+      const freeSpace = async () => {
+        await popup.$eval('#gc-status', (e) => { e.textContent = ''; });
+        await popup.click('#gc');
+        await popup.waitForFunction(() => /^Removed|error/i.test(document.getElementById('gc-status').textContent), { timeout: 30_000, polling: 100 });
+        return popup.$eval('#gc-status', (e) => e.textContent);
+      };
+      const before = await popup.evaluate(h.blockKeysInExtensionPage);
+      assert.ok(before.length >= 4 + 3 + 8, `blocks before: ${before.length}`);
+      const said = await freeSpace();
+      const after = await popup.evaluate(h.blockKeysInExtensionPage);
+      h.log(`free space: ${before.length} blocks before; "${said}"`);
+      assert.equal(said, `Removed 1 unpinned object and ${before.length - 3} blocks`);
+      assert.equal(after.length, 3, 'only the blocks of the object B keeps');
+      assert.ok(after.includes(y.cid));
+      assert.equal(await a.evaluate((cid) => window.disot.cas.stat(cid).then(() => null, (e) => e.code), x.cid), -32001, 'the unpinned object is gone');
+      for (const p of [a, b]) {
+        const digest = await p.evaluate(async (cid) => {
+          const bytes = await window.disot.cas.get(cid);
+          return Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)), (v) => v.toString(16).padStart(2, '0')).join('');
+        }, y.cid);
+        assert.equal(`sha256:${digest}`, y.sha256, 'the object kept reads back whole');
+      }
+      await popup.waitForFunction(() => document.getElementById('objects').textContent === '1' && document.getElementById('pinned').textContent === '1', { timeout: 10_000, polling: 100 });
+
+      // Space freed while an upload runs takes its stored pieces (they belong to no object
+      // yet): the upload then fails with an error that says so, and leaves nothing behind.
+      await a.evaluate(startStreamPut);
+      await a.evaluate(() => window.__feed(4));
+      await a.waitForFunction(() => window.__stored >= 4 * 1024 * 1024, { timeout: 30_000, polling: 100 });
+      assert.match(await freeSpace(), /^Removed 0 unpinned objects and [4-9]\d* blocks$/);
+      const failed = await a.evaluate(async () => {
+        window.__feed(1, true);
+        return window.__put.then(() => null, (e) => `${e.code} ${e.message}`);
+      });
+      h.log(`the upload whose blocks were freed: ${failed}`);
+      assert.match(failed, /^-32603 block \S+ of this upload was removed before the upload was done/);
+      assert.deepEqual((await popup.evaluate(h.blockKeysInExtensionPage)).sort(), after.sort(), 'nothing of it is left');
+      assert.deepEqual((await a.evaluate(() => window.disot.cas.list())).map((o) => o.cid), [y.cid]);
+    } finally {
+      await browser.close();
+    }
+  });
 });
+
+/** In a page: put `mib` MiB of bytes made from `seed` (the same seed gives the same bytes). */
+async function putSeeded(mib, seed) {
+  const bytes = new Uint8Array(mib * 1024 * 1024);
+  let state = seed * 2654435761 >>> 0 || 1;
+  for (let i = 0; i < bytes.length; i++) {
+    state ^= state << 13; state ^= state >>> 17; state ^= state << 5; state >>>= 0;
+    bytes[i] = state & 0xff;
+  }
+  return window.disot.cas.put(bytes);
+}
+
+/** In a page: start a put of a stream the test feeds (`window.__feed(mib, last)`); the bytes
+ * stored so far are in `window.__stored`, the put's promise in `window.__put`. */
+function startStreamPut() {
+  let controller;
+  const stream = new ReadableStream({ start(c) { controller = c; } });
+  window.__stored = 0;
+  window.__feed = (mib, last = false) => {
+    for (let i = 0; i < mib * 16; i++) controller.enqueue(crypto.getRandomValues(new Uint8Array(65536)));
+    if (last) controller.close();
+  };
+  window.__put = window.disot.cas.put(stream, { onProgress: (stored) => { window.__stored = stored; } });
+  window.__put.catch(() => {});
+}
 
 describe('firefox content store', () => {
   test('64 MiB round trip, origins, restart, corruption (Selenium: the grant needs the prompt window)', async () => {

@@ -337,6 +337,11 @@ describe('invites', () => {
       assert.equal(entry.level, 70);
       const atB = await h.waitFor(async () => (await ui(popupB, 'ui_status')).peers.find((p) => p.peerId === sa.peerId)?.identity, { what: 'B connected to A, verified', timeout: 30_000 });
       assert.equal(atB.did, sa.did);
+      // A, which does not trust B, keeps nothing of what B asserts (B trusts A): it counts for
+      // nothing here, and kept it would crowd out what peers A trusts said.
+      const sb = await ui(popupB, 'ui_status');
+      const refusal = await h.waitFor(async () => (await ui(popupA, 'ui_status')).refused.find((r) => r.peerId === sb.peerId && r.what === 'trust credential'), { what: "B's credential refused at A", timeout: 30_000 });
+      assert.equal(refusal.reason, `a credential issued by ${sb.did}, whom this peer does not trust`);
       // The trust graph in B's popup: B and A, one edge.
       await popupB.reload();
       await popupB.waitForFunction((did) => document.querySelector(`#trust-graph circle[data-did="${did}"]`), {}, sa.did);

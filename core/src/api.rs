@@ -251,6 +251,9 @@ pub enum UiRequest {
     /// `identity_import {backup, passphrase}`: replace the identity with the one in a backup
     /// (it takes effect when the peer restarts).
     ImportIdentity { backup: String, passphrase: String },
+    /// `cas_gc`: free the space of objects no origin keeps pinned, and of blocks no object
+    /// reaches (an upload left unfinished, say).
+    CollectGarbage,
 }
 
 /// User settings of the browser node.
@@ -606,6 +609,7 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
     match method.as_str() {
         "ui_status" => expect_no_params(&method, &params).map(|()| UiRequest::Status),
         "settings_get" => expect_no_params(&method, &params).map(|()| UiRequest::GetSettings),
+        "cas_gc" => expect_no_params(&method, &params).map(|()| UiRequest::CollectGarbage),
         "settings_set" => {
             let settings: Settings = serde_json::from_value(params).map_err(|e| {
                 ApiError::new(ErrorCode::InvalidParams, format!("settings_set: {e}"))

@@ -108,6 +108,11 @@ pub struct ObjectRecord {
     /// Also served to these DIDs: the peers it was shared with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared_with: Vec<String>,
+    /// Origins that unpinned it: for the others of `origins` it stays pinned. (`pinned` says
+    /// whether anyone keeps it: one site letting go of an object does not let it go for
+    /// another site that holds the same.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unpinned_by: Vec<String>,
 }
 
 impl ObjectRecord {
@@ -123,6 +128,23 @@ impl ObjectRecord {
             public: false,
             min_trust: None,
             shared_with: Vec::new(),
+            unpinned_by: Vec::new(),
+        }
+    }
+
+    /// Whether `origin` keeps it pinned.
+    pub fn pinned_for(&self, origin: &str) -> bool {
+        self.pinned && !self.unpinned_by.iter().any(|o| o == origin)
+    }
+
+    /// `origin` pins it, or lets it go: it stays pinned while another of its origins keeps it.
+    pub fn set_pinned_for(&mut self, origin: &str, pin: bool) {
+        self.unpinned_by.retain(|o| o != origin);
+        if pin {
+            self.pinned = true;
+        } else {
+            self.unpinned_by.push(origin.to_owned());
+            self.pinned = self.origins.iter().any(|o| !self.unpinned_by.contains(o));
         }
     }
 
@@ -136,7 +158,11 @@ impl ObjectRecord {
                 self.origins.push(origin.clone());
             }
         }
-        self.pinned |= other.pinned;
+        if other.pinned {
+            // Those it comes for keep it (a fetch, or the same content put again).
+            self.unpinned_by.retain(|o| !other.origins.contains(o));
+            self.pinned = true;
+        }
         self
     }
 }
@@ -653,10 +679,17 @@ pub struct Usage {
     pub blocks: usize,
 }
 
-/// Remove unpinned objects and every block not reachable from a pinned one. Returns how many
-/// blocks were removed.
-pub async fn collect_garbage<S: BlockStore>(store: &S) -> Result<usize> {
+/// What [`collect_garbage`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    pub objects: usize,
+    pub blocks: usize,
+}
+
+/// Remove unpinned objects and every block not reachable from a pinned one.
+pub async fn collect_garbage<S: BlockStore>(store: &S) -> Result<Collected> {
     let mut keep = BTreeSet::new();
+    let mut removed = Collected::default();
     for record in store.objects().await? {
         if record.pinned {
             let cid: Cid =
@@ -664,13 +697,13 @@ pub async fn collect_garbage<S: BlockStore>(store: &S) -> Result<usize> {
             reachable(store, &cid, &mut keep).await?;
         } else {
             store.delete_object(&record.cid).await?;
+            removed.objects += 1;
         }
     }
-    let mut removed = 0;
     for cid in store.block_cids().await? {
         if !keep.contains(&cid) {
             store.delete_block(&cid).await?;
-            removed += 1;
+            removed.blocks += 1;
         }
     }
     Ok(removed)
@@ -876,7 +909,7 @@ pub mod conformance {
         assert!(store.objects().await.expect("objects").is_empty());
         assert!(resolve(store, &imported.cid.to_string()).await.is_err());
         let distinct: BTreeSet<Cid> = blocks.iter().map(|b| b.cid).collect();
-        assert_eq!(collect_garbage(store).await.expect("gc"), distinct.len());
+        assert_eq!(collect_garbage(store).await.expect("gc").blocks, distinct.len());
         assert!(store.block_cids().await.expect("list").is_empty());
     }
 
@@ -889,7 +922,7 @@ pub mod conformance {
         let mut unpinned = b.clone();
         unpinned.pinned = false;
         store.put_object(&unpinned).await.expect("unpin");
-        let removed = collect_garbage(store).await.expect("gc");
+        let removed = collect_garbage(store).await.expect("gc").blocks;
         assert!(removed > 0, "b's own blocks go");
         assert!(store.object(&b.cid).await.expect("object").is_none());
         let a_cid: Cid = a.cid.parse().expect("cid");
@@ -958,6 +991,32 @@ pub mod conformance {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_object_stays_pinned_while_any_origin_that_holds_it_keeps_it() {
+        let (a, b) = ("https://a.example", "https://b.example");
+        let mut record = ObjectRecord {
+            origins: vec![a.into(), b.into()],
+            ..ObjectRecord::new(&Imported {
+                cid: Cid::default(),
+                sha256: "sha256:00".into(),
+                size: 1,
+            })
+        };
+        record.set_pinned_for(a, false);
+        assert!(record.pinned && !record.pinned_for(a) && record.pinned_for(b));
+        record.set_pinned_for(a, false);
+        assert_eq!(record.unpinned_by, vec![a.to_owned()], "once");
+        record.set_pinned_for(b, false);
+        assert!(!record.pinned, "nobody keeps it: garbage collection may take it");
+        record.set_pinned_for(a, true);
+        assert!(record.pinned && record.pinned_for(a) && !record.pinned_for(b));
+        // B fetches it again (or puts the same content): B keeps it too.
+        let fetched = ObjectRecord { origins: vec![b.into()], ..record.clone() };
+        let fetched = ObjectRecord { pinned: true, unpinned_by: vec![], ..fetched };
+        let joined = record.joined(&fetched);
+        assert!(joined.pinned_for(a) && joined.pinned_for(b));
+    }
+
     /// Regression: a fetch that read a record, waited on the network and wrote its copy back
     /// restored a share revoked meanwhile; a fetched object's fresh record dropped `public`.
     #[test]
@@ -973,6 +1032,7 @@ mod tests {
             public: true,
             min_trust: Some(70),
             shared_with: vec![],
+            unpinned_by: vec![],
         };
         let older = ObjectRecord {
             origins: vec!["https://b.example".into(), "https://a.example".into()],

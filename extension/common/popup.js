@@ -161,6 +161,22 @@ function drawTrust(list, me) {
   graph.replaceChildren(...parts);
 }
 
+$('gc').addEventListener('click', async () => {
+  $('gc').disabled = true;
+  $('gc-status').textContent = 'Freeing…';
+  $('gc-status').className = '';
+  try {
+    const r = await call('cas_gc');
+    $('gc-status').textContent = `Removed ${r.objects} unpinned object${r.objects === 1 ? '' : 's'} and ${r.blocks} block${r.blocks === 1 ? '' : 's'}`;
+    await refresh();
+  } catch (e) {
+    $('gc-status').textContent = e.message;
+    $('gc-status').className = 'error';
+  } finally {
+    $('gc').disabled = false;
+  }
+});
+
 $('invite-create').addEventListener('click', async () => {
   $('invite-status').textContent = '';
   try {

@@ -137,9 +137,12 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
             let store = open(data_dir)?;
             let removed = store::collect_garbage(&store).await?;
             if json {
-                println!("{}", serde_json::json!({ "removedBlocks": removed }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "removedBlocks": removed.blocks, "removedObjects": removed.objects })
+                );
             } else {
-                println!("removed {removed} blocks");
+                println!("removed {} objects, {} blocks", removed.objects, removed.blocks);
             }
             Ok(())
         }

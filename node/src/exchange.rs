@@ -88,31 +88,49 @@ async fn answer(
         // Each block goes out as soon as it is read, so a message of many wants never has all
         // its blocks in memory at once (and the asker's reading paces the reads); presences
         // go together at the end.
+        // A stream is opened again (peers close idle ones) only for a message's first answer:
+        // one that breaks in the middle of a message most likely went with its connection, and
+        // a stream opened now could reach the same peer restarted, with blocks it never asked
+        // for.
+        let mut may_open = true;
         let mut presences = bitswap::Outgoing::default();
         for want in &incoming.wants {
             let mut out = bitswap::answer(&Everything(&store), &peer, want).await;
             presences.presences.append(&mut out.presences);
-            if !out.blocks.is_empty() && !send(&control, peer, &mut outbound, out).await {
+            if out.blocks.is_empty() {
+                continue;
+            }
+            if !send(&control, peer, &mut outbound, out, may_open).await {
                 return;
             }
+            may_open = false;
         }
-        if !send(&control, peer, &mut outbound, presences).await {
+        if !send(&control, peer, &mut outbound, presences, may_open).await {
             return;
         }
     }
 }
 
-/// Send `out` to `peer` on our outbound stream (opened if there is none); false if that failed.
+/// Send `out` to `peer` on our outbound stream (opened if there is none and `may_open`); false
+/// if that failed.
 async fn send(
     control: &libp2p_stream::Control,
     peer: PeerId,
     outbound: &mut Option<libp2p::Stream>,
     out: bitswap::Outgoing,
+    may_open: bool,
 ) -> bool {
     for frame in out.encode() {
         let open = || {
             let mut control = control.clone();
-            async move { control.open_stream(peer, PROTOCOL).await }
+            async move {
+                if !may_open {
+                    return Err(libp2p_stream::OpenStreamError::Io(std::io::Error::other(
+                        "the stream broke in the middle of an answer",
+                    )));
+                }
+                control.open_stream(peer, PROTOCOL).await
+            }
         };
         if let Err(e) = bitswap::send_frame(outbound, open, &frame).await {
             tracing::info!("bitswap to {peer}: {e}");

@@ -350,8 +350,9 @@ async fn visible(cas: &Cas, origin: &str, name: &str) -> Result<ObjectRecord, Ap
     }
 }
 
-fn describe(r: &ObjectRecord) -> Value {
-    json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "pinned": r.pinned, "public": r.public, "minTrust": r.min_trust, "name": r.name, "mime": r.mime })
+/// Object `r` as `origin` sees it (pinned or not by that origin).
+fn describe(r: &ObjectRecord, origin: &str) -> Value {
+    json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "pinned": r.pinned_for(origin), "public": r.public, "minTrust": r.min_trust, "name": r.name, "mime": r.mime })
 }
 
 /// The root and byte range a read of up to `length` bytes of object `name` from `offset`
@@ -650,6 +651,13 @@ pub(crate) async fn store_chunk(
     Ok(json!({ "accepted": len }))
 }
 
+impl Cas {
+    /// Whether an upload is in progress here.
+    pub(crate) fn uploading(&self) -> bool {
+        !self.uploads.borrow().is_empty()
+    }
+}
+
 pub(crate) async fn handle(
     cas: &Cas,
     origin: &str,
@@ -766,11 +774,12 @@ pub(crate) async fn handle(
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
-                    record.pinned = true;
+                    record.set_pinned_for(origin, true);
                     Some(record)
                 };
-                let written = cas.store.update_object(&imported.cid.to_string(), change).await?;
-                written.ok_or_else(|| store::Error::Backend("the record was not written".into()))
+                let record =
+                    cas.store.commit_object(&imported.cid.to_string(), &written, change).await?;
+                record.ok_or_else(|| store::Error::Backend("the record was not written".into()))
             }
             .await;
             match committed {
@@ -794,11 +803,20 @@ pub(crate) async fn handle(
                 }
                 Err(e) => {
                     remove_written(&cas.store, &written).await;
-                    Err(store_error(e))
+                    Err(match e {
+                        store::Error::Missing(cid) => ApiError::new(
+                            ErrorCode::Internal,
+                            format!(
+                                "block {cid} of this upload was removed before the upload was \
+                                 done (the storage was freed meanwhile): put it again"
+                            ),
+                        ),
+                        other => store_error(other),
+                    })
                 }
             }
         }
-        PageRequest::CasStat { name } => Ok(describe(&visible(cas, origin, &name).await?)),
+        PageRequest::CasStat { name } => Ok(describe(&visible(cas, origin, &name).await?, origin)),
         PageRequest::CasHas { name } => match visible(cas, origin, &name).await {
             Ok(_) => Ok(Value::Bool(true)),
             Err(e) if e.code == ErrorCode::NotFound => Ok(Value::Bool(false)),
@@ -817,7 +835,7 @@ pub(crate) async fn handle(
             Ok(Value::Array(
                 all.iter()
                     .filter(|r| r.origins.iter().any(|o| o == origin))
-                    .map(describe)
+                    .map(|r| describe(r, origin))
                     .collect(),
             ))
         }
@@ -829,7 +847,7 @@ pub(crate) async fn handle(
                 .store
                 .update_object(&record.cid, |stored| {
                     let mut stored = stored?;
-                    stored.pinned = pin;
+                    stored.set_pinned_for(origin, pin);
                     Some(stored)
                 })
                 .await
@@ -837,7 +855,7 @@ pub(crate) async fn handle(
                 .ok_or_else(|| {
                     ApiError::new(ErrorCode::NotFound, format!("{name} is not stored"))
                 })?;
-            Ok(describe(&pinned))
+            Ok(describe(&pinned, origin))
         }
         _ => Err(ApiError::new(ErrorCode::UnsupportedMethod, "not a content-store method")),
     }

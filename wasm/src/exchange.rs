@@ -39,6 +39,9 @@ use crate::sync::internal;
 const PARALLEL_BLOCKS: usize = 32;
 /// Messages queued for one peer before senders wait.
 const OUTBOX: usize = 16;
+/// A stream to a peer that breaks after this long without a message is opened again (peers
+/// close idle streams); one that breaks sooner is taken for a lost connection.
+const REOPEN_IDLE_MS: f64 = 5_000.0;
 /// Most fetched blocks waiting to be written (the fetch stops asking while it is reached).
 const MAX_WRITE_BATCH: usize = 64;
 /// Blocks read from the store ahead of the one being sent, per asking peer.
@@ -141,11 +144,17 @@ struct PublicBlocks {
     scores_until: u64,
 }
 
+/// Messages waiting to go to one peer, and whether they still may.
+struct Outbox {
+    tx: mpsc::Sender<Vec<u8>>,
+    live: Rc<std::cell::Cell<bool>>,
+}
+
 pub(crate) struct Exchange {
     control: RefCell<libp2p_stream::Control>,
     client: RefCell<Client>,
     waiters: RefCell<HashMap<Cid, Vec<BlockWaiter>>>,
-    outboxes: RefCell<HashMap<PeerId, mpsc::Sender<Vec<u8>>>>,
+    outboxes: RefCell<HashMap<PeerId, Outbox>>,
     store: Rc<Store>,
     public: RefCell<PublicBlocks>,
     /// Small blocks lately served or published (read from the store, so verified), for
@@ -231,14 +240,14 @@ impl Exchange {
     }
 
     pub(crate) fn peer_disconnected(&self, peer: &PeerId) {
-        self.outboxes.borrow_mut().remove(peer);
+        self.retire_outbox(peer);
         self.client.borrow_mut().peer_disconnected(peer, now_ms() as u64);
         self.flush();
     }
 
     /// A connection to `peer` closed while another remains.
     pub(crate) fn connection_lost(&self, peer: PeerId) {
-        self.outboxes.borrow_mut().remove(&peer);
+        self.retire_outbox(&peer);
         self.client.borrow_mut().peer_reconnected(peer, now_ms() as u64);
         self.flush();
     }
@@ -357,28 +366,60 @@ impl Exchange {
         }
     }
 
+    /// The answers queued for `peer` are for wants made on a connection that is gone: none of
+    /// them goes out (a peer that restarted would get blocks it never asked for, and rightly
+    /// take us for a misbehaving peer); answering them stops.
+    fn retire_outbox(&self, peer: &PeerId) {
+        if let Some(mut outbox) = self.outboxes.borrow_mut().remove(peer) {
+            outbox.live.set(false);
+            outbox.tx.close_channel();
+        }
+    }
+
     /// The queue of messages to `peer`, with a task that writes them to one outbound stream
-    /// (opened again if it breaks).
+    /// (opened again if it breaks), until the connections they answer are gone.
     fn sender(&self, peer: PeerId) -> mpsc::Sender<Vec<u8>> {
         let mut outboxes = self.outboxes.borrow_mut();
-        if let Some(tx) = outboxes.get(&peer).filter(|tx| !tx.is_closed()) {
-            return tx.clone();
+        if let Some(outbox) = outboxes.get(&peer).filter(|o| !o.tx.is_closed()) {
+            return outbox.tx.clone();
         }
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOX);
+        let live = Rc::new(std::cell::Cell::new(true));
         let control = self.control.borrow().clone();
+        let still = live.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let mut stream = None;
+            let mut last_sent = f64::NEG_INFINITY;
             while let Some(frame) = rx.next().await {
+                if !still.get() {
+                    break;
+                }
+                // A stream is opened again only if it broke idle (peers close idle streams):
+                // one that breaks while answers flow most likely went with its connection, and
+                // a new one could reach the same peer restarted, with blocks it never asked
+                // for. Nor once retired. The asker asks again for what it still wants.
                 let open = || {
                     let mut control = control.clone();
-                    async move { control.open_stream(peer, PROTOCOL).await }
+                    let allowed = still.get() && now_ms() - last_sent > REOPEN_IDLE_MS;
+                    async move {
+                        if !allowed {
+                            return Err(libp2p_stream::OpenStreamError::Io(std::io::Error::other(
+                                "the stream broke while answers were flowing",
+                            )));
+                        }
+                        control.open_stream(peer, PROTOCOL).await
+                    }
                 };
-                if let Err(e) = bitswap::send_frame(&mut stream, open, &frame).await {
-                    tracing::info!("bitswap to {peer}: {e}");
+                match bitswap::send_frame(&mut stream, open, &frame).await {
+                    Ok(()) => last_sent = now_ms(),
+                    Err(e) => {
+                        tracing::info!("bitswap to {peer}: {e}; what was queued for it is dropped");
+                        break;
+                    }
                 }
             }
         });
-        outboxes.insert(peer, tx.clone());
+        outboxes.insert(peer, Outbox { tx: tx.clone(), live });
         tx
     }
 
@@ -906,6 +947,14 @@ impl Exchange {
         true
     }
 
+    /// Objects were removed from the store (garbage collection): what is held is read again,
+    /// and nothing is served from memory that may be gone.
+    pub(crate) fn objects_removed(&self) {
+        self.held.borrow_mut().clear();
+        self.held_read.set(false);
+        self.access_changed();
+    }
+
     /// Trust or objects changed: read them again before the next answer.
     pub(crate) fn access_changed(&self) {
         self.access_epoch.set(self.access_epoch.get().wrapping_add(1));
@@ -972,6 +1021,7 @@ fn fetched_record(root: &Cid, sha256: &[u8], size: u64, origin: &str) -> ObjectR
         public: false,
         min_trust: None,
         shared_with: Vec::new(),
+        unpinned_by: Vec::new(),
     }
 }
 

@@ -395,7 +395,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
             let Some(shared) = weak.upgrade() else { return };
             let result = {
                 let _one = taking.lock().await;
-                crate::trustnet::take(&shared.store, &shared.did, &sender, &credentials).await
+                crate::trustnet::take(&shared.store, &shared.did, &credentials).await
             };
             match result {
                 Ok((reasons, new)) => {
@@ -1749,6 +1749,24 @@ fn seal_identity(shared: &Shared, passphrase: &str) -> Result<String, ApiError> 
     .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))
 }
 
+/// Free the space of objects no origin keeps pinned and of blocks no object reaches. Not while
+/// this node fetches or takes an upload (their blocks are not reached until their record is
+/// written); an upload in a page's content frame whose blocks go meanwhile fails at its end
+/// with an error that says so, and leaves nothing half-visible (see `Store::commit_object`).
+async fn collect_garbage(shared: &Shared) -> Result<Value, ApiError> {
+    if !shared.exchange.transfers(None).is_empty() || shared.cas.uploading() {
+        return Err(ApiError::new(
+            ErrorCode::ResourceUnavailable,
+            "content is being fetched or stored: free the space once that is done",
+        ));
+    }
+    let removed = disot_core::store::collect_garbage(&*shared.store).await.map_err(internal)?;
+    // What is held and served is read again; the popup's figures are worked out again.
+    shared.exchange.objects_removed();
+    *shared.storage.borrow_mut() = None;
+    Ok(json!({ "objects": removed.objects, "blocks": removed.blocks }))
+}
+
 async fn handle_ui(
     shared: &Shared,
     mut commands: mpsc::Sender<Command>,
@@ -1775,6 +1793,7 @@ async fn handle_ui(
                 "version": env!("CARGO_PKG_VERSION"),
             }))
         }
+        UiRequest::CollectGarbage => collect_garbage(shared).await,
         UiRequest::GetSettings => {
             let stored = shared.store.settings().await.map_err(internal)?;
             let is_default = stored.is_none();

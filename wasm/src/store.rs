@@ -565,7 +565,7 @@ impl Store {
         blocks: &[Block],
         record: &ObjectRecord,
     ) -> cas::Result<()> {
-        self.put_values(&js_values(blocks), Some((&record.cid, join_to(record)))).await?;
+        self.put_values(&js_values(blocks), &[], Some((&record.cid, join_to(record)))).await?;
         Ok(())
     }
 
@@ -582,17 +582,35 @@ impl Store {
     /// their bytes are JS values already (`Uint8Array`s or `Blob`s) and go to IndexedDB as they
     /// are.
     pub(crate) async fn put_js_blocks(&self, blocks: &[(Cid, JsValue)]) -> cas::Result<()> {
-        self.put_values(blocks, None::<(&str, fn(_) -> _)>).await?;
+        self.put_values(blocks, &[], None::<(&str, fn(_) -> _)>).await?;
         Ok(())
     }
 
+    /// A change to an object's record (as [`BlockStore::update_object`]) made only if every
+    /// block of `present` is stored, in one transaction: a record never names blocks that went
+    /// meanwhile (freed by garbage collection, or by another upload's clean-up, while this
+    /// upload's blocks waited for their record). [`cas::Error::Missing`] names one that went.
+    pub(crate) async fn commit_object<F>(
+        &self,
+        cid: &str,
+        present: &[Cid],
+        change: F,
+    ) -> cas::Result<Option<ObjectRecord>>
+    where
+        F: FnOnce(Option<ObjectRecord>) -> Option<ObjectRecord>,
+    {
+        self.put_values(&[], present, Some((cid, change))).await
+    }
+
     /// Blocks, and a change to an object's record if one is given (see
-    /// [`BlockStore::update_object`]), in one transaction: all of it is stored or none. Each
-    /// put is queued without waiting: a failed put aborts the transaction, and its commit
-    /// reports it. Resolves to the record written, if any.
+    /// [`BlockStore::update_object`]) made only if the blocks of `present` are stored, in one
+    /// transaction: all of it is stored or none. Each put is queued without waiting: a failed
+    /// put aborts the transaction, and its commit reports it. Resolves to the record written,
+    /// if any.
     async fn put_values<F>(
         &self,
         blocks: &[(Cid, JsValue)],
+        present: &[Cid],
         record: Option<(&str, F)>,
     ) -> cas::Result<Option<ObjectRecord>>
     where
@@ -605,7 +623,7 @@ impl Store {
             })?;
             check_block(cid, len)?;
         }
-        let stores: &[&str] = match (&record, blocks.is_empty()) {
+        let stores: &[&str] = match (&record, blocks.is_empty() && present.is_empty()) {
             (None, true) => return Ok(None),
             (None, false) => &[BLOCKS],
             (Some(_), true) => &[OBJECTS],
@@ -620,6 +638,24 @@ impl Store {
                         .put(bytes, Some(&JsValue::from_str(&cid.to_string())))
                         .map_err(write_failure)?,
                 );
+            }
+        }
+        if !present.is_empty() {
+            // Asked all at once, then awaited: the transaction stays open meanwhile.
+            let store = tx.object_store(BLOCKS).map_err(backend)?;
+            let counts = present
+                .iter()
+                .map(|cid| {
+                    let key = idb::Query::from(JsValue::from_str(&cid.to_string()));
+                    let count = store.count(Some(key)).map_err(backend)?;
+                    Ok(async move { (cid, count.await) })
+                })
+                .collect::<cas::Result<Vec<_>>>()?;
+            for (cid, count) in futures::future::join_all(counts).await {
+                if count.map_err(backend)? == 0 {
+                    let _ = tx.abort();
+                    return Err(cas::Error::Missing(*cid));
+                }
             }
         }
         let mut written = None;
@@ -725,7 +761,7 @@ impl BlockStore for Store {
     {
         // Other frames, workers and the node write records too: read and write in one
         // transaction.
-        self.put_values(&[], Some((cid, change))).await
+        self.put_values(&[], &[], Some((cid, change))).await
     }
 
     async fn delete_object(&self, cid: &str) -> cas::Result<()> {

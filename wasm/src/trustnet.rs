@@ -74,14 +74,13 @@ pub(crate) async fn published(
     Ok((readers, credentials))
 }
 
-/// Keep what verifies of what `sender` publishes: credentials it issued, and credentials it
-/// passes on from issuers we already trust closely enough for their assertions to end a path of at
-/// most [`trust::MAX_DEPTH`] hops. Returns why each other credential was refused, and whether
-/// anything new was kept.
+/// Keep what verifies of what a peer publishes (credentials it issued, and credentials it
+/// passes on) from issuers we already trust closely enough for their assertions to end a path
+/// of at most [`trust::MAX_DEPTH`] hops. Returns why each other credential was refused, and
+/// whether anything new was kept.
 pub(crate) async fn take(
     store: &Store,
     me: &str,
-    sender: &str,
     texts: &[String],
 ) -> Result<(Vec<String>, bool), String> {
     let mut refusals = Vec::new();
@@ -111,14 +110,15 @@ pub(crate) async fn take(
             Err(e) => refusals.push(e.to_string()),
         }
     }
-    // The sender's own first; then, round by round, those whose issuer is now close enough.
+    // Round by round, those whose issuer is now close enough (the sender's own too: what a
+    // peer this peer does not trust asserts counts for nothing here, and kept it would only
+    // crowd out what trusted peers said).
     let mut changed = false;
     loop {
         let (ready, rest): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|(a, _)| {
-            a.issuer == sender
-                || graph
-                    .score(me, &a.issuer, &a.context, now)
-                    .is_some_and(|s| s.path.len() < trust::MAX_DEPTH + 1)
+            graph
+                .score(me, &a.issuer, &a.context, now)
+                .is_some_and(|s| s.path.len() < trust::MAX_DEPTH + 1)
         });
         waiting = rest;
         if ready.is_empty() {
