@@ -8,6 +8,8 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { unixfs } from '@helia/unixfs';
 import { MemoryBlockstore } from 'blockstore-core/memory';
+import { CID } from 'multiformats/cid';
+import { sha512 } from 'multiformats/hashes/sha2';
 import * as h from './lib/harness.js';
 
 after(() => h.cleanup());
@@ -144,6 +146,9 @@ describe('chromium content store', { concurrency: 1 }, () => {
       assert.ok(chunk, 'a leaf of the object is stored');
       assert.equal(await other.evaluate((c) => window.disot.cas.get(c, { length: 16 }).then(() => null, (e) => e.code), chunk), -32001, 'a chunk of another origin\'s object');
       assert.equal(await page.evaluate((c) => window.disot.cas.get(c, { length: 16 }).then(() => null, (e) => e.code), chunk), -32001, 'a chunk is not an object, even of the origin that put it');
+      // A CID the store could not hold (SHA-512) is refused before any peer is asked.
+      const sha512Cid = CID.create(1, 0x55, await sha512.digest(new Uint8Array([1, 2, 3]))).toString();
+      assert.equal(await page.evaluate((c) => window.disot.cas.get(c).then(() => null, (e) => `${e.code} ${e.message}`), sha512Cid), `-32602 block ${sha512Cid} uses an unsupported hash or codec`);
       await h.screenshot(popup, 'popup-storage-chromium.png');
 
       await browser.close();

@@ -66,7 +66,8 @@ pub fn check_block(cid: &Cid, len: usize) -> Result<()> {
         return Err(Error::TooLarge { size: len });
     }
     let mh = cid.hash();
-    if mh.code() != SHA2_256 || !matches!(cid.codec(), RAW_CODEC | DAG_PB_CODEC) {
+    if mh.code() != SHA2_256 || mh.size() != 32 || !matches!(cid.codec(), RAW_CODEC | DAG_PB_CODEC)
+    {
         return Err(Error::Unsupported { cid: *cid });
     }
     Ok(())

@@ -144,6 +144,19 @@ struct PublicBlocks {
     scores_until: u64,
 }
 
+/// The links of dag-pb block `cid` not in `seen` yet (they are added to it). A link to a block
+/// the store cannot hold (another hash than SHA-256, another codec) fails the fetch: no peer
+/// could give it.
+fn unseen_links(cid: &Cid, data: &[u8], seen: &mut HashSet<Cid>) -> Result<Vec<Cid>, ApiError> {
+    let links = store::dag_pb_links(cid, data).map_err(internal)?;
+    for link in &links {
+        store::check_block(link, 0).map_err(|e| {
+            ApiError::new(ErrorCode::InvalidParams, format!("{cid} links {link}: {e}"))
+        })?;
+    }
+    Ok(links.into_iter().filter(|link| seen.insert(*link)).collect())
+}
+
 /// Messages waiting to go to one peer, and whether they still may.
 struct Outbox {
     tx: mpsc::Sender<Vec<u8>>,
@@ -749,12 +762,7 @@ impl Exchange {
                         self.note_root(key, &cid, &data);
                     }
                     if cid.codec() == DAG_PB_CODEC {
-                        queue.extend(
-                            store::dag_pb_links(&cid, &data)
-                                .map_err(internal)?
-                                .into_iter()
-                                .filter(|link| seen.insert(*link)),
-                        );
+                        queue.extend(unseen_links(&cid, &data, &mut seen)?);
                     }
                     continue;
                 }
@@ -790,12 +798,7 @@ impl Exchange {
                         self.note_root(key, &cid, &data);
                     }
                     if cid.codec() == DAG_PB_CODEC {
-                        queue.extend(
-                            store::dag_pb_links(&cid, &data)
-                                .map_err(internal)?
-                                .into_iter()
-                                .filter(|link| seen.insert(*link)),
-                        );
+                        queue.extend(unseen_links(&cid, &data, &mut seen)?);
                     }
                     fetched.blocks += 1;
                     fetched.bytes += data.len() as u64;

@@ -1279,6 +1279,9 @@ async fn fetch(
             "not a CID (content is named by CID or sha256:<hex>)",
         )
     })?;
+    // Only what the store can hold is asked of peers (a SHA-256 raw or dag-pb block).
+    disot_core::store::check_block(&cid, 0)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
     let describe = |(r, fetched): (disot_core::store::ObjectRecord, crate::exchange::Fetched)| {
         let mut answer = json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "mime": r.mime, "fetched": fetched });
         if let Some(bytes) = fetched.content.as_ref().filter(|_| inline) {
@@ -1569,8 +1572,20 @@ async fn ask_user(shared: &Shared, id: u64) -> Result<bool, ApiError> {
             format!("could not open the prompt: {e:?}"),
         ));
     }
-    Ok(rx.await.unwrap_or(false))
+    // A prompt nobody answers, or whose closing went unseen, does not hold the origin's one
+    // waiting request for good: after as long as the page waits, it counts as a no.
+    match futures::future::select(rx, futures_timer::Delay::new(PROMPT_WAIT)).await {
+        futures::future::Either::Left((answer, _)) => Ok(answer.unwrap_or(false)),
+        futures::future::Either::Right(_) => {
+            shared.pending.borrow_mut().close(id);
+            shared.waiters.borrow_mut().remove(&id);
+            Ok(false)
+        }
+    }
 }
+
+/// How long a request waits for the user in a prompt (as long as the page waits for it).
+const PROMPT_WAIT: Duration = Duration::from_secs(10 * 60);
 
 /// The user's answer to a pending request (or `false` when its prompt closed unanswered).
 async fn decide(
