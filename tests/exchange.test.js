@@ -133,6 +133,22 @@ describe('bitswap', { concurrency: 1 }, () => {
       const denied = await b.page.evaluate((cid) => window.disot.cas.get(cid).then(() => null, (e) => e.code), put.priv.cid);
       assert.equal(denied, -32001);
 
+      // Two sites in B fetch another public object of A at once: each gets it, neither is
+      // turned away (or told) because the other is fetching it.
+      const pub2 = await a.page.evaluate(async () => {
+        const d = new Uint8Array(3 * 1024 * 1024);
+        for (let i = 0; i < d.length; i += 65536) crypto.getRandomValues(d.subarray(i, i + 65536));
+        const hex = [...new Uint8Array(await crypto.subtle.digest('SHA-256', d))].map((x) => x.toString(16).padStart(2, '0')).join('');
+        return { ...(await window.disot.cas.put(d, { public: true })), hex };
+      });
+      const otherSite = await b.b.open(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
+      await h.grantInChromium(b.b, otherSite);
+      const both = await Promise.all([b.page, otherSite].map((p) => p.evaluate(getFromPeersInPage, pub2.cid)));
+      for (const got of both) {
+        assert.equal(got.error, undefined, JSON.stringify(got.error));
+        assert.equal(got.sha256, pub2.hex);
+      }
+
       // Small objects (one block) come with the fetch's answer: a range of one, all of
       // another, and the answer itself, with `inline` and without.
       const small = await a.page.evaluate(async () => {

@@ -37,6 +37,8 @@ pub const MAX_ENTRIES: usize = 4096;
 pub const MAX_WANTS: usize = 4096;
 /// A want-block without an answer for this long is asked of another peer.
 pub const BLOCK_TIMEOUT_MS: u64 = 15_000;
+/// Misses a peer is counted for a block it was asked for and did not send in time.
+const SILENCE_MISSES: u32 = 8;
 /// A want nobody could serve for this long fails.
 pub const WANT_TIMEOUT_MS: u64 = 60_000;
 /// After a peer that was asked for a block drops off, how long its wants wait for it to come
@@ -731,8 +733,14 @@ impl Client {
                     state.asked.remove(&peer);
                     state.have.retain(|p| *p != peer);
                     state.dont_have.insert(peer);
+                    // A peer that said it has a block and then never sent it cost the want a
+                    // whole time-out: it weighs as many misses, so that new wants go first to
+                    // peers that answer (a HAVE it gives again takes off only one).
+                    let misses = self.misses.entry(peer).or_default();
+                    *misses = misses.saturating_add(SILENCE_MISSES);
                 }
             }
+            let Some(state) = self.wants.get_mut(&cid) else { continue };
             if now.saturating_sub(state.since) >= WANT_TIMEOUT_MS && state.block_from.is_none() {
                 self.fail(cid);
                 continue;
@@ -1300,6 +1308,27 @@ mod tests {
         let (other, bytes) = block(b"never wanted");
         c.on_message(a, Incoming { blocks: vec![(other, bytes)], ..Default::default() }, 2);
         assert!(matches!(c.poll_event(), Some(Event::Misbehaved { peer, .. }) if peer == a));
+    }
+
+    #[test]
+    fn a_peer_that_says_have_and_sends_nothing_is_asked_after_those_that_answer() {
+        let (honest, silent) = (peer(), peer());
+        let mut c = Client::new();
+        c.peer_connected(honest, 0);
+        c.peer_connected(silent, 0);
+        let (first, _) = block(b"first");
+        c.want(first, 0).expect("want");
+        sent(&mut c);
+        let presence = |p| Incoming { presences: vec![(first, p)], ..Default::default() };
+        c.on_message(honest, presence(Presence::DontHave), 1);
+        c.on_message(silent, presence(Presence::Have), 1);
+        assert!(sent(&mut c).contains_key(&silent), "the block is asked of the one that has it");
+        c.tick(1 + BLOCK_TIMEOUT_MS);
+        sent(&mut c);
+        let (next, _) = block(b"next");
+        c.want(next, 2 + BLOCK_TIMEOUT_MS).expect("want");
+        let asked: Vec<PeerId> = sent(&mut c).into_keys().collect();
+        assert_eq!(asked, vec![honest], "the next want goes first to the peer that answered");
     }
 
     #[test]

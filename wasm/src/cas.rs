@@ -143,7 +143,7 @@ pub(crate) struct Cas {
     next_upload: Cell<u64>,
     /// Why recent uploads were abandoned (the latest few), so that their other pieces in
     /// flight answer with the reason rather than "no such upload".
-    failed: RefCell<VecDeque<(u64, ApiError)>>,
+    failed: RefCell<VecDeque<(u64, String, ApiError)>>,
     /// Where uploads are cut and hashed, if not on this thread.
     importers: Option<ContentImporters>,
     /// The last estimate of the room left, see [`Cas::room_for`].
@@ -336,9 +336,13 @@ fn no_upload() -> ApiError {
 }
 
 /// The answer for a piece of upload `handle` that is gone: why it was abandoned, if it was.
-fn gone(cas: &Cas, handle: u64) -> ApiError {
+/// (Handles count up across origins: another origin's failures are not told.)
+fn gone(cas: &Cas, origin: &str, handle: u64) -> ApiError {
     let failed = cas.failed.borrow();
-    failed.iter().find(|(h, _)| *h == handle).map_or_else(no_upload, |(_, why)| why.clone())
+    failed
+        .iter()
+        .find(|(h, o, _)| *h == handle && o == origin)
+        .map_or_else(no_upload, |(_, _, why)| why.clone())
 }
 
 /// The object `name`, if this origin may see it.
@@ -478,7 +482,7 @@ pub(crate) fn accept_chunk(
     let mut uploads = cas.uploads.borrow_mut();
     let Some(upload) = uploads.get_mut(&handle).filter(|u| u.origin == origin) else {
         drop(uploads);
-        return Err(gone(cas, handle));
+        return Err(gone(cas, origin, handle));
     };
     upload.touched = now_ms();
     let len = match piece {
@@ -553,7 +557,7 @@ pub(crate) async fn abandon(cas: &Cas, origin: &str, handle: u64, why: ApiError)
             if failed.len() >= FAILED_KEPT {
                 failed.pop_front();
             }
-            failed.push_back((handle, why.clone()));
+            failed.push_back((handle, origin.to_owned(), why.clone()));
         }
         remove_written(&cas.store, &upload.written).await;
     }
@@ -630,7 +634,7 @@ pub(crate) async fn store_chunk(
                 upload.written.extend(blocks.iter().map(|(cid, _)| *cid));
             }
         }
-        None => return Err(gone(cas, handle)),
+        None => return Err(gone(cas, origin, handle)),
     }
     if let Err(e) = cas.write(blocks.js()).await {
         return Err(abandon(cas, origin, handle, e).await);
@@ -646,7 +650,7 @@ pub(crate) async fn store_chunk(
         // Another piece failed while these blocks were being written, and its clean-up may
         // have looked for them before they were there: remove them too.
         remove_written(&cas.store, &blocks.cids()).await;
-        return Err(gone(cas, handle));
+        return Err(gone(cas, origin, handle));
     }
     Ok(json!({ "accepted": len }))
 }

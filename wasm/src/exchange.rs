@@ -557,7 +557,10 @@ impl Exchange {
                 "not held here and no peer is connected",
             ));
         }
-        let key = root.to_string();
+        // One fetch of an object per origin: another origin's fetch of the same object runs
+        // on its own (the wants are shared), so that a page learns nothing of what other
+        // sites fetch and is not held up by them.
+        let key = format!("{origin} {root}");
         {
             let mut transfers = self.transfers.borrow_mut();
             if transfers.contains_key(&key) || transfers.len() >= MAX_TRANSFERS {
@@ -569,7 +572,7 @@ impl Exchange {
             transfers.insert(
                 key.clone(),
                 Transfer {
-                    cid: key.clone(),
+                    cid: root.to_string(),
                     bytes: 0,
                     blocks: 0,
                     total: None,
@@ -585,7 +588,7 @@ impl Exchange {
         };
         self.transfers.borrow_mut().remove(&key);
         if result.is_ok() {
-            self.note_held(&key, origin);
+            self.note_held(&root.to_string(), origin);
         }
         result
     }
