@@ -79,7 +79,7 @@ describe('identity exchange with a lying peer', { concurrency: 1 }, () => {
     peer.stop();
   });
 
-  test('trust credentials: only what verifies, from the sender or someone trusted, is kept', async () => {
+  test('trust credentials: only what verifies and was issued by someone trusted (here the sender) is kept', async () => {
     const peer = await h.startExamplePeer('impostor-peer', ['credentials']);
     const { subjects } = peer.events.find((e) => e.event === 'subjects');
     await h.ui(ext, 'trust_set', { did: peer.did, level: 100 });
