@@ -772,6 +772,14 @@ impl Client {
         self.recent.push_back(cid);
     }
 
+    /// `peer` misbehaved on a stream of its own (a message that does not parse, say): it is
+    /// treated as one that sent a wrong block.
+    pub fn ban_peer(&mut self, peer: PeerId, reason: String, now: u64) {
+        if !self.banned.contains(&peer) {
+            self.ban(peer, reason, now);
+        }
+    }
+
     fn ban(&mut self, peer: PeerId, reason: String, now: u64) {
         self.banned.insert(peer);
         // Not waited for: it is not asked again.
@@ -1308,6 +1316,26 @@ mod tests {
         let (other, bytes) = block(b"never wanted");
         c.on_message(a, Incoming { blocks: vec![(other, bytes)], ..Default::default() }, 2);
         assert!(matches!(c.poll_event(), Some(Event::Misbehaved { peer, .. }) if peer == a));
+    }
+
+    #[test]
+    fn a_peer_whose_stream_misbehaves_is_banned_once_and_not_asked() {
+        let (bad, good) = (peer(), peer());
+        let mut c = Client::new();
+        c.peer_connected(bad, 0);
+        c.peer_connected(good, 0);
+        c.ban_peer(bad, "a message that does not parse".into(), 1);
+        c.ban_peer(bad, "again".into(), 2);
+        let events: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
+        assert_eq!(
+            events,
+            vec![Event::Misbehaved { peer: bad, reason: "a message that does not parse".into() }]
+        );
+        assert!(c.is_banned(&bad));
+        c.peer_connected(bad, 3); // it comes back: it is still not asked
+        let (cid, _) = block(b"wanted");
+        c.want(cid, 4).expect("want");
+        assert_eq!(sent(&mut c).into_keys().collect::<Vec<_>>(), vec![good]);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub const PROTOCOL: &str = "/disot/sync/1.0.0";
 pub const MAX_FRAME: usize = 8 << 20;
 /// Most documents a library keeps.
 pub const MAX_DOCS: usize = 10_000;
+/// Most of those that are peers' trust documents: they come from any peer that names this one
+/// a reader, trusted or not, so they must not take the room of shares and collections.
+pub const MAX_TRUST_DOCS: usize = 1_000;
 /// Most frames in one batch, and most batches in one session.
 pub const MAX_BATCH: usize = 10_000;
 pub const MAX_ROUNDS: usize = 64;
@@ -443,6 +446,16 @@ impl Library {
     fn room(&self) -> Result<(), Error> {
         if self.docs.len() >= MAX_DOCS {
             return Err(Error::Invalid(format!("more than {MAX_DOCS} documents")));
+        }
+        Ok(())
+    }
+
+    /// Room for document `id` from a peer (see [`MAX_TRUST_DOCS`]).
+    fn room_for(&self, id: &str) -> Result<(), Error> {
+        self.room()?;
+        if is_trust_id(id) && self.docs.keys().filter(|k| is_trust_id(k)).count() >= MAX_TRUST_DOCS
+        {
+            return Err(Error::Invalid(format!("more than {MAX_TRUST_DOCS} trust documents")));
         }
         Ok(())
     }
@@ -1073,7 +1086,8 @@ impl Library {
                 // for once that share arrives (see `expect_collections`).
                 return Err(Error::Unknown(id.to_owned()));
             }
-            self.room()?;
+            // Out of room: this document is refused, the session goes on with the others.
+            self.room_for(id).map_err(|e| Error::Refused(e.to_string()))?;
             self.docs.insert(id.to_owned(), AutoCommit::new());
             self.arriving.insert(id.to_owned(), peer.to_owned());
         }
@@ -1527,6 +1541,29 @@ mod tests {
             // Closing one direction would end the other side's reads early; the test drops both.
             std::task::Poll::Ready(Ok(()))
         }
+    }
+
+    #[test]
+    fn trust_documents_from_strangers_cannot_crowd_out_shares() {
+        let a = RefCell::new(Library::new(A));
+        let b = RefCell::new(Library::new(B));
+        // B holds as many trust documents as it takes (any peer may make B a reader of one).
+        for i in 0..MAX_TRUST_DOCS {
+            b.borrow_mut()
+                .docs
+                .insert(trust_id(&format!("did:key:stranger{i}")), AutoCommit::new());
+        }
+        let readers: BTreeSet<String> = [B.to_owned()].into();
+        let creds: BTreeMap<String, String> =
+            [("a|c|content".to_owned(), "{\"level\":50}".to_owned())].into();
+        a.borrow_mut().publish_trust(&readers, &creds).expect("publish");
+        a.borrow_mut().share(object_share(B, "s1", "bafkone")).expect("share");
+        let (_, sb, refusals) = sync_pair(&a, &b, Level::Nothing, Level::Full);
+        // A's trust document is refused, A's share still arrives.
+        assert!(refusals.iter().any(|r| r.contains("trust documents")), "{refusals:?}");
+        assert!(b.borrow_mut().trust_of(A).is_none());
+        assert_eq!(sb.changed, 1);
+        assert_eq!(b.borrow_mut().shares_to_me().len(), 1);
     }
 
     #[test]

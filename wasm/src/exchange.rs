@@ -298,6 +298,10 @@ impl Exchange {
     }
 
     async fn serve(self: Rc<Self>, peer: PeerId, mut stream: libp2p::Stream) {
+        // A peer that misbehaved is neither asked nor answered (its stream is dropped: reset).
+        if self.client.borrow().is_banned(&peer) {
+            return;
+        }
         // The stream is read on while the blocks of the messages before are hashed (the
         // browser's SHA-256 settles later; Firefox settles it on this thread, behind the data
         // channel's own events). Messages are handed on in the order they came. Read ahead: those
@@ -324,7 +328,8 @@ impl Exchange {
                 match incoming {
                     Ok(incoming) => self.on_message(peer, incoming).await,
                     Err(Stop::Misbehaved(e)) => {
-                        self.banned.borrow_mut().push((peer, e.to_string()));
+                        self.client.borrow_mut().ban_peer(peer, e.to_string(), now_ms() as u64);
+                        self.flush();
                         return;
                     }
                     Err(Stop::Hashing(e)) => {
