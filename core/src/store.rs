@@ -140,6 +140,10 @@ impl ObjectRecord {
 
     /// `origin` pins it, or lets it go: it stays pinned while another of its origins keeps it.
     pub fn set_pinned_for(&mut self, origin: &str, pin: bool) {
+        if !self.pinned && self.unpinned_by.is_empty() {
+            // Unpinned before pins were kept per origin: by every origin that holds it.
+            self.unpinned_by = self.origins.clone();
+        }
         self.unpinned_by.retain(|o| o != origin);
         if pin {
             self.pinned = true;
@@ -1016,6 +1020,10 @@ mod tests {
         let fetched = ObjectRecord { pinned: true, unpinned_by: vec![], ..fetched };
         let joined = record.joined(&fetched);
         assert!(joined.pinned_for(a) && joined.pinned_for(b));
+        // A record unpinned before pins were per origin: pinned again by one, not by all.
+        let mut legacy = ObjectRecord { pinned: false, unpinned_by: vec![], ..joined };
+        legacy.set_pinned_for(a, true);
+        assert!(legacy.pinned_for(a) && !legacy.pinned_for(b));
     }
 
     /// Regression: a fetch that read a record, waited on the network and wrote its copy back

@@ -24,13 +24,17 @@ export async function openPromptWindow(id) {
 /** `decline(id)` is called when a prompt window closes; a request already answered ignores it. */
 export function onPromptClosed(decline) {
   api.windows.onRemoved.addListener(async (windowId) => {
-    let id = open.get(windowId);
+    const known = open.get(windowId);
     open.delete(windowId);
-    if (session) {
-      id ??= (await session.get(key(windowId)))[key(windowId)];
+    if (known !== undefined) decline(known);
+    if (!session) return;
+    try {
+      const stored = (await session.get(key(windowId)))[key(windowId)];
       await session.remove(key(windowId));
+      if (known === undefined && stored !== undefined) decline(stored);
+    } catch (e) {
+      console.error('disot: the prompt window closed, its request unknown', e);
     }
-    if (id !== undefined) decline(id);
   });
 }
 

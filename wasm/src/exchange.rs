@@ -157,6 +157,15 @@ fn unseen_links(cid: &Cid, data: &[u8], seen: &mut HashSet<Cid>) -> Result<Vec<C
     Ok(links.into_iter().filter(|link| seen.insert(*link)).collect())
 }
 
+/// While it lives, space is being freed (see [`Exchange::collecting`]).
+pub(crate) struct Collecting<'a>(&'a Exchange);
+
+impl Drop for Collecting<'_> {
+    fn drop(&mut self) {
+        self.0.collecting.set(false);
+    }
+}
+
 /// Messages waiting to go to one peer, and whether they still may.
 struct Outbox {
     tx: mpsc::Sender<Vec<u8>>,
@@ -164,6 +173,8 @@ struct Outbox {
 }
 
 pub(crate) struct Exchange {
+    /// Itself, for the tasks it starts.
+    this: std::rc::Weak<Exchange>,
     control: RefCell<libp2p_stream::Control>,
     client: RefCell<Client>,
     waiters: RefCell<HashMap<Cid, Vec<BlockWaiter>>>,
@@ -189,11 +200,14 @@ pub(crate) struct Exchange {
     held_read: std::cell::Cell<bool>,
     /// Peers to disconnect (the event loop owns the swarm and takes them).
     banned: RefCell<Vec<(PeerId, String)>>,
+    /// Space is being freed (see [`Exchange::collecting`]).
+    collecting: std::cell::Cell<bool>,
 }
 
 impl Exchange {
     pub(crate) fn new(control: libp2p_stream::Control, store: Rc<Store>, did: String) -> Rc<Self> {
-        Rc::new(Exchange {
+        Rc::new_cyclic(|this| Exchange {
+            this: this.clone(),
             did,
             control: RefCell::new(control),
             client: RefCell::new(Client::new()),
@@ -208,6 +222,7 @@ impl Exchange {
             held: RefCell::default(),
             held_read: std::cell::Cell::new(false),
             banned: RefCell::default(),
+            collecting: std::cell::Cell::new(false),
         })
     }
 
@@ -395,7 +410,7 @@ impl Exchange {
     }
 
     /// The queue of messages to `peer`, with a task that writes them to one outbound stream
-    /// (opened again if it breaks), until the connections they answer are gone.
+    /// (opened again if it broke idle), until the connections they answer are gone.
     fn sender(&self, peer: PeerId) -> mpsc::Sender<Vec<u8>> {
         let mut outboxes = self.outboxes.borrow_mut();
         if let Some(outbox) = outboxes.get(&peer).filter(|o| !o.tx.is_closed()) {
@@ -405,6 +420,7 @@ impl Exchange {
         let live = Rc::new(std::cell::Cell::new(true));
         let control = self.control.borrow().clone();
         let still = live.clone();
+        let this = self.this.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let mut stream = None;
             let mut last_sent = f64::NEG_INFINITY;
@@ -416,9 +432,11 @@ impl Exchange {
                 // one that breaks while answers flow most likely went with its connection, and
                 // a new one could reach the same peer restarted, with blocks it never asked
                 // for. Nor once retired. The asker asks again for what it still wants.
+                // (Idle before this frame: a write stuck on a dead connection is not idle.)
+                let idle = now_ms() - last_sent > REOPEN_IDLE_MS;
                 let open = || {
                     let mut control = control.clone();
-                    let allowed = still.get() && now_ms() - last_sent > REOPEN_IDLE_MS;
+                    let allowed = still.get() && idle;
                     async move {
                         if !allowed {
                             return Err(libp2p_stream::OpenStreamError::Io(std::io::Error::other(
@@ -432,6 +450,15 @@ impl Exchange {
                     Ok(()) => last_sent = now_ms(),
                     Err(e) => {
                         tracing::info!("bitswap to {peer}: {e}; what was queued for it is dropped");
+                        // Our own wants were queued too: the peer is asked again for what we
+                        // still want, on a new queue (this one is closed first), if this one
+                        // worked for a while (one that never could would only fail again).
+                        rx.close();
+                        let worked = last_sent.is_finite();
+                        if let Some(exchange) = this.upgrade().filter(|_| still.get() && worked) {
+                            exchange.client.borrow_mut().peer_reconnected(peer, now_ms() as u64);
+                            exchange.flush();
+                        }
                         break;
                     }
                 }
@@ -550,9 +577,16 @@ impl Exchange {
                 return Err(ApiError::new(ErrorCode::NotFound, format!("block {root}: {e}")));
             }
             // Joined to the record as stored by then: a share revoked while the peer was
-            // asked stays revoked.
+            // asked stays revoked, and the other origins' pins stay as they are; this origin
+            // holds it pinned, as any object it fetched.
+            let mine = ObjectRecord {
+                origins: vec![origin.to_owned()],
+                pinned: true,
+                unpinned_by: Vec::new(),
+                ..record.clone()
+            };
+            self.store.join_object(&mine).await.map_err(internal)?;
             record.origins.push(origin.to_owned());
-            self.store.join_object(&record).await.map_err(internal)?;
             self.note_held(&record.cid, origin);
             return Ok((record, Fetched::default()));
         }
@@ -560,6 +594,12 @@ impl Exchange {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
                 "not held here and no peer is connected",
+            ));
+        }
+        if self.collecting.get() {
+            return Err(ApiError::new(
+                ErrorCode::ResourceUnavailable,
+                "the space is being freed: fetch again in a moment",
             ));
         }
         // One fetch of an object per origin: another origin's fetch of the same object runs
@@ -956,6 +996,18 @@ impl Exchange {
         }
         public.walked.insert(*cid, blocks);
         true
+    }
+
+    /// Space is being freed until the guard is dropped: no fetch starts meanwhile (its blocks,
+    /// reached by no record until its end, would be taken). An error if it is already.
+    pub(crate) fn collecting(&self) -> Result<Collecting<'_>, ApiError> {
+        if self.collecting.replace(true) {
+            return Err(ApiError::new(
+                ErrorCode::ResourceUnavailable,
+                "the space is being freed already",
+            ));
+        }
+        Ok(Collecting(self))
     }
 
     /// Objects were removed from the store (garbage collection): what is held is read again,

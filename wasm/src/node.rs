@@ -1766,19 +1766,21 @@ fn seal_identity(shared: &Shared, passphrase: &str) -> Result<String, ApiError> 
 
 /// Free the space of objects no origin keeps pinned and of blocks no object reaches. Not while
 /// this node fetches or takes an upload (their blocks are not reached until their record is
-/// written); an upload in a page's content frame whose blocks go meanwhile fails at its end
-/// with an error that says so, and leaves nothing half-visible (see `Store::commit_object`).
+/// written), and no fetch starts meanwhile; an upload in a page's content frame whose blocks
+/// go meanwhile fails at its end with an error that says so, and leaves nothing half-visible
+/// (see `Store::collect_garbage` and `Store::commit_object`).
 async fn collect_garbage(shared: &Shared) -> Result<Value, ApiError> {
+    let busy = |what: &str| ApiError::new(ErrorCode::ResourceUnavailable, what.to_owned());
     if !shared.exchange.transfers(None).is_empty() || shared.cas.uploading() {
-        return Err(ApiError::new(
-            ErrorCode::ResourceUnavailable,
-            "content is being fetched or stored: free the space once that is done",
-        ));
+        return Err(busy("content is being fetched or stored: free the space once that is done"));
     }
-    let removed = disot_core::store::collect_garbage(&*shared.store).await.map_err(internal)?;
+    let _collecting = shared.exchange.collecting()?;
+    let removed = shared.store.collect_garbage().await.map_err(internal)?;
     // What is held and served is read again; the popup's figures are worked out again.
     shared.exchange.objects_removed();
     *shared.storage.borrow_mut() = None;
+    let removed = removed
+        .ok_or_else(|| busy("objects changed while the space was being freed: try again"))?;
     Ok(json!({ "objects": removed.objects, "blocks": removed.blocks }))
 }
 

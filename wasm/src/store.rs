@@ -586,6 +586,44 @@ impl Store {
         Ok(())
     }
 
+    /// Remove the objects no origin keeps pinned and the blocks no pinned object reaches. What
+    /// to remove is worked out from the records as they are; it is removed in one transaction
+    /// that first reads the records again, and only if none changed meanwhile (`None`
+    /// otherwise: try again). An object committed while this ran either changed the records
+    /// (nothing is removed) or is committed after the removal and finds the blocks it needs
+    /// gone ([`Store::commit_object`]), never half there.
+    pub(crate) async fn collect_garbage(&self) -> cas::Result<Option<cas::Collected>> {
+        let seen = self.read_all(OBJECTS, false).await.map_err(backend)?;
+        let records = seen.iter().map(record_from).collect::<cas::Result<Vec<_>>>()?;
+        let mut keep = std::collections::BTreeSet::new();
+        for record in records.iter().filter(|r| r.pinned) {
+            let cid: Cid =
+                record.cid.parse().map_err(|_| cas::Error::UnknownObject(record.cid.clone()))?;
+            cas::reachable(self, &cid, &mut keep).await?;
+        }
+        let unpinned: Vec<&str> =
+            records.iter().filter(|r| !r.pinned).map(|r| r.cid.as_str()).collect();
+        let blocks: Vec<Cid> =
+            self.block_cids().await?.into_iter().filter(|c| !keep.contains(c)).collect();
+        let tx = self.tx(&[OBJECTS, BLOCKS], TransactionMode::ReadWrite).await.map_err(backend)?;
+        let objects = tx.object_store(OBJECTS).map_err(backend)?;
+        let now = objects.get_all(None, None).map_err(backend)?.await.map_err(backend)?;
+        let text = |all: &[JsValue]| all.iter().map(JsValue::as_string).collect::<Vec<_>>();
+        if text(&now) != text(&seen) {
+            let _ = tx.abort();
+            return Ok(None);
+        }
+        for cid in &unpinned {
+            drop(objects.delete(JsValue::from_str(cid)).map_err(write_failure)?);
+        }
+        let store = tx.object_store(BLOCKS).map_err(backend)?;
+        for cid in &blocks {
+            drop(store.delete(JsValue::from_str(&cid.to_string())).map_err(write_failure)?);
+        }
+        tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
+        Ok(Some(cas::Collected { objects: unpinned.len(), blocks: blocks.len() }))
+    }
+
     /// A change to an object's record (as [`BlockStore::update_object`]) made only if every
     /// block of `present` is stored, in one transaction: a record never names blocks that went
     /// meanwhile (freed by garbage collection, or by another upload's clean-up, while this

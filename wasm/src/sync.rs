@@ -614,6 +614,9 @@ impl SyncNode {
     /// we now take arrives.
     pub(crate) fn levels_changed(self: &Rc<Self>) {
         self.trust.borrow_mut().take();
+        // Trust documents are taken again: what was refused from a peer not trusted then may
+        // count now.
+        self.trust_taken.borrow_mut().clear();
         self.trust_epoch.set(self.trust_epoch.get() + 1);
         for (peer, did) in self.connected_peers() {
             self.start_session(peer, did, true);
