@@ -1663,6 +1663,7 @@ async fn set_trust(
     // A revocation holds from the very next request.
     shared.exchange.access_changed();
     publish_trust(shared).await;
+    shared.sync.retake_trust();
     shared.sync.levels_changed();
     Ok(credential)
 }

@@ -228,6 +228,12 @@ impl SyncNode {
         *self.on_trust.borrow_mut() = Some(handler);
     }
 
+    /// The user changed whom this peer trusts: every peer's trust document is taken again
+    /// after the next session (what was refused from a peer not trusted then may count now).
+    pub(crate) fn retake_trust(&self) {
+        self.trust_taken.borrow_mut().clear();
+    }
+
     /// Taking the trust document of `did` failed: it is taken again after the next session.
     pub(crate) fn trust_not_taken(&self, did: &str) {
         self.trust_taken.borrow_mut().remove(did);
@@ -614,9 +620,6 @@ impl SyncNode {
     /// we now take arrives.
     pub(crate) fn levels_changed(self: &Rc<Self>) {
         self.trust.borrow_mut().take();
-        // Trust documents are taken again: what was refused from a peer not trusted then may
-        // count now.
-        self.trust_taken.borrow_mut().clear();
         self.trust_epoch.set(self.trust_epoch.get() + 1);
         for (peer, did) in self.connected_peers() {
             self.start_session(peer, did, true);
