@@ -889,6 +889,15 @@ mod tests {
         PeerId::random()
     }
 
+    /// A client connected to `peers` at time 0.
+    fn connected(peers: &[PeerId]) -> Client {
+        let mut c = Client::new();
+        for p in peers {
+            c.peer_connected(*p, 0);
+        }
+        c
+    }
+
     fn block(content: &[u8]) -> (Cid, Vec<u8>) {
         let (blocks, imported) = import(content, Layout::default());
         (imported.cid, blocks[0].data.clone())
@@ -1321,9 +1330,7 @@ mod tests {
     #[test]
     fn a_peer_whose_stream_misbehaves_is_banned_once_and_not_asked() {
         let (bad, good) = (peer(), peer());
-        let mut c = Client::new();
-        c.peer_connected(bad, 0);
-        c.peer_connected(good, 0);
+        let mut c = connected(&[bad, good]);
         c.ban_peer(bad, "a message that does not parse".into(), 1);
         c.ban_peer(bad, "again".into(), 2);
         let events: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
@@ -1341,9 +1348,7 @@ mod tests {
     #[test]
     fn a_peer_that_says_have_and_sends_nothing_is_asked_after_those_that_answer() {
         let (honest, silent) = (peer(), peer());
-        let mut c = Client::new();
-        c.peer_connected(honest, 0);
-        c.peer_connected(silent, 0);
+        let mut c = connected(&[honest, silent]);
         let (first, _) = block(b"first");
         c.want(first, 0).expect("want");
         sent(&mut c);

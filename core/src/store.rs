@@ -691,19 +691,27 @@ pub struct Collected {
     pub blocks: usize,
 }
 
+/// Every block the objects of `records` reach (those that are stored).
+pub async fn reached_from<'a, S: BlockStore>(
+    store: &S,
+    records: impl IntoIterator<Item = &'a ObjectRecord>,
+) -> Result<BTreeSet<Cid>> {
+    let mut keep = BTreeSet::new();
+    for record in records {
+        let cid: Cid = record.cid.parse().map_err(|_| Error::UnknownObject(record.cid.clone()))?;
+        reachable(store, &cid, &mut keep).await?;
+    }
+    Ok(keep)
+}
+
 /// Remove unpinned objects and every block not reachable from a pinned one.
 pub async fn collect_garbage<S: BlockStore>(store: &S) -> Result<Collected> {
-    let mut keep = BTreeSet::new();
+    let records = store.objects().await?;
+    let keep = reached_from(store, records.iter().filter(|r| r.pinned)).await?;
     let mut removed = Collected::default();
-    for record in store.objects().await? {
-        if record.pinned {
-            let cid: Cid =
-                record.cid.parse().map_err(|_| Error::UnknownObject(record.cid.clone()))?;
-            reachable(store, &cid, &mut keep).await?;
-        } else {
-            store.delete_object(&record.cid).await?;
-            removed.objects += 1;
-        }
+    for record in records.iter().filter(|r| !r.pinned) {
+        store.delete_object(&record.cid).await?;
+        removed.objects += 1;
     }
     for cid in store.block_cids().await? {
         if !keep.contains(&cid) {
@@ -720,11 +728,7 @@ pub async fn remove_unreferenced<S: BlockStore>(store: &S, candidates: &[Cid]) -
     if candidates.is_empty() {
         return Ok(0);
     }
-    let mut keep = BTreeSet::new();
-    for record in store.objects().await? {
-        let cid: Cid = record.cid.parse().map_err(|_| Error::UnknownObject(record.cid.clone()))?;
-        reachable(store, &cid, &mut keep).await?;
-    }
+    let keep = reached_from(store, &store.objects().await?).await?;
     let mut removed = 0;
     for cid in candidates.iter().collect::<BTreeSet<_>>() {
         if !keep.contains(cid) && store.has(cid).await? {

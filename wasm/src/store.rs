@@ -525,7 +525,7 @@ fn record_from(v: &JsValue) -> cas::Result<ObjectRecord> {
     serde_json::from_str(&text).map_err(|e| cas::Error::Backend(e.to_string()))
 }
 
-// What fetching one-block objects from peers needs: the record and the block in one
+// What getting and fetching one-block objects needs: the record and the block in one
 // transaction each way (a first byte from a peer waits for every transaction on its path).
 impl Store {
     /// An object's record and its root block (verified) if the record says the object is at
@@ -595,12 +595,7 @@ impl Store {
     pub(crate) async fn collect_garbage(&self) -> cas::Result<Option<cas::Collected>> {
         let seen = self.read_all(OBJECTS, false).await.map_err(backend)?;
         let records = seen.iter().map(record_from).collect::<cas::Result<Vec<_>>>()?;
-        let mut keep = std::collections::BTreeSet::new();
-        for record in records.iter().filter(|r| r.pinned) {
-            let cid: Cid =
-                record.cid.parse().map_err(|_| cas::Error::UnknownObject(record.cid.clone()))?;
-            cas::reachable(self, &cid, &mut keep).await?;
-        }
+        let keep = cas::reached_from(self, records.iter().filter(|r| r.pinned)).await?;
         let unpinned: Vec<&str> =
             records.iter().filter(|r| !r.pinned).map(|r| r.cid.as_str()).collect();
         let blocks: Vec<Cid> =
