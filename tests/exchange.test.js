@@ -13,10 +13,10 @@ import * as h from './lib/harness.js';
 after(() => h.cleanup());
 
 /** Add `bytes` to the node's store with its own `add` command; returns its object record. */
-function nodeAdd(dataDir, bytes) {
+function nodeAdd(dataDir, bytes, extra = []) {
   const file = path.join(h.tempDir('add'), 'content.bin');
   fs.writeFileSync(file, bytes);
-  return JSON.parse(execFileSync(h.NODE_BIN, ['--data-dir', dataDir, '--json', 'add', file], { encoding: 'utf8' }).trim());
+  return JSON.parse(execFileSync(h.NODE_BIN, ['--data-dir', dataDir, '--json', 'add', ...extra, file], { encoding: 'utf8' }).trim());
 }
 
 /** In-page: get `cid` (not held here), with progress; its SHA-256 and what the page saw. */
@@ -292,6 +292,54 @@ describe('bitswap', { concurrency: 1 }, () => {
       const unheld = 'bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy';
       await page.evaluate((c) => window.disot.cas.get(c).catch(() => null), unheld);
       assert.ok(wantsOf([unheld]).length > 0, 'a want for what is not held reached the peer');
+    } finally {
+      await browser.close();
+    }
+  });
+
+  test('a fetch asks peers for every block of what the page does not hold itself, and a sha256: name means the page\'s own copy', async () => {
+    const dataDir = h.tempDir('node-own');
+    // 1 MiB leaves (the default layout): X is two leaves and a root; XY starts with X's two
+    // leaves and has two more; X2 is X cut into 100,000-byte leaves (21 and a root).
+    const x = randomBytes(2 * 1024 * 1024);
+    const xy = Buffer.concat([x, randomBytes(1536 * 1024)]);
+    const [addedX, addedXY, addedX2] = [nodeAdd(dataDir, x), nodeAdd(dataDir, xy), nodeAdd(dataDir, x, ['--chunk-size', '100000'])];
+    assert.equal(addedX2.sha256, addedX.sha256, 'one content, two CIDs');
+    const node = await new h.NativeNode(dataDir).start();
+    const [site, site2] = [await h.startPageServer(), await h.startPageServer()];
+    const browser = await h.Browser.launch('chromium', h.prepareExtension('chrome', [node.wsAddr]), h.tempDir('profile-own'));
+    const fetchIn = (page, cid) => page.evaluate((name) => window.disot.request({ method: 'cas_fetch', params: { name } })
+      .then((r) => r.fetched.blocks, (e) => `error ${e.code}: ${e.message}`), cid);
+    const statIn = (page, name) => page.evaluate((n) => window.disot.cas.stat(n).then((r) => r.cid, (e) => `error ${e.code}`), name);
+    try {
+      const a = await browser.open(`${site.url}/demo.html`);
+      await h.grantInChromium(browser, a);
+      await h.waitFor(async () => (await a.evaluate(() => window.disot.p2p.peers())).some((p) => p.peerId === node.peerId), { what: 'the node connected' });
+      await new Promise((r) => setTimeout(r, 500)); // identify: known to speak Bitswap
+      const put = await a.evaluate(async (b64) => window.disot.cas.put(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))), x.toString('base64'));
+      assert.equal(put.cid, addedX.cid, 'site A holds X');
+
+      // Site B's fetch of XY asks for all five blocks, X's two leaves too (held for A); so does
+      // site C's of X itself. Before, the store answered for them, and a page learnt what other
+      // sites hold by how little a peer was asked for (a DAG linking their blocks).
+      const b = await browser.open(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
+      await h.grantInChromium(browser, b);
+      assert.equal(await fetchIn(b, addedXY.cid), 5, 'every block of XY came from the node');
+      assert.equal(await fetchIn(b, addedX2.cid), 22, 'every block of X2 came from the node');
+      const c = await browser.open(`${site2.url}/demo.html`);
+      await h.grantInChromium(browser, c);
+      assert.equal(await fetchIn(c, addedX.cid), 3, 'every block of X came from the node, though held for A');
+
+      // X is held under two CIDs now: each site's sha256: name is its own copy.
+      assert.equal(await statIn(a, addedX.sha256), addedX.cid);
+      assert.equal(await statIn(b, addedX.sha256), addedX2.cid);
+      assert.equal(await statIn(c, addedX.sha256), addedX.cid);
+      const got = await b.evaluate(async (n) => {
+        const bytes = await window.disot.cas.get(n);
+        const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+        return `sha256:${[...digest].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+      }, addedX.sha256);
+      assert.equal(got, addedX.sha256, 'B reads X by name');
     } finally {
       await browser.close();
     }

@@ -347,9 +347,9 @@ fn gone(cas: &Cas, origin: &str, handle: u64) -> ApiError {
 
 /// The object `name`, if this origin may see it.
 async fn visible(cas: &Cas, origin: &str, name: &str) -> Result<ObjectRecord, ApiError> {
-    match store::resolve(&*cas.store, name).await {
-        Ok(r) if r.origins.iter().any(|o| o == origin) => Ok(r),
-        Ok(_) | Err(store::Error::UnknownObject(_)) => Err(not_found()),
+    match store::resolve_where(&*cas.store, name, |r| r.origins.iter().any(|o| o == origin)).await {
+        Ok(r) => Ok(r),
+        Err(store::Error::UnknownObject(_)) => Err(not_found()),
         Err(e) => Err(store_error(e)),
     }
 }

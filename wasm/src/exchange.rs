@@ -559,15 +559,16 @@ impl Exchange {
         // not answered for from the store either: a page could otherwise probe for another
         // site's content by the CID of one of its chunks. A peer has to serve it.)
         let held = self.store.object(&root.to_string()).await.map_err(internal)?;
-        if let Some(mut record) = held {
-            if record.origins.iter().any(|o| o == origin) {
-                self.note_held(&record.cid, origin);
-                return Ok((record, Fetched::default()));
-            }
-            // Held for other origins only. This one may have it as any other content a peer
-            // gives it, but the store must not answer for what it holds for others (that
-            // would tell a page what other sites stored, and give it their bytes by CID): a
-            // connected peer has to serve the root first, as if it were not held.
+        if let Some(record) = held.as_ref().filter(|r| r.origins.iter().any(|o| o == origin)) {
+            self.note_held(&record.cid, origin);
+            return Ok((record.clone(), Fetched::default()));
+        }
+        // Held for other origins only, a one-block object. This one may have it as any other
+        // content a peer gives it, but the store must not answer for what it holds for others
+        // (that would tell a page what other sites stored, and give it their bytes by CID): a
+        // connected peer has to serve it, as if it were not held. (An object of several
+        // blocks is fetched whole below, each block from a peer: see `fetch_dag`.)
+        if let Some(mut record) = held.filter(|_| one_block) {
             let served = match early {
                 Some(asked) => asked.await,
                 None if self.has_peers() => self.block(root).await,
@@ -649,7 +650,7 @@ impl Exchange {
     ) -> Result<(ObjectRecord, Fetched), ApiError> {
         let mut named = store::ContentHasher::spans_up_to(root, MAX_AHEAD_OF_TURN, NAMED_AT_ONCE);
         let mut kept = HashMap::new();
-        let fetched = self.fetch_dag(root, key, &mut named, &mut kept).await?;
+        let (fetched, blocks) = self.fetch_dag(root, key, origin, &mut named, &mut kept).await?;
         let named = match named.finish() {
             Some(Named::Spans(spans, size)) => self.hash_spans(&spans, size, &kept).await,
             Some(Named::Hashed(sha256, size)) => Some((sha256, size)),
@@ -674,6 +675,10 @@ impl Exchange {
         let record = fetched_record(&root, &sha256, size, origin);
         // Joined to a record another context wrote meanwhile (the same content put by a page).
         self.store.join_object(&record).await.map_err(internal)?;
+        if let Err(e) = self.store.fetch_done(origin, &blocks).await {
+            // (They are taken from the store if this origin fetches the object again.)
+            tracing::warn!("forgetting which blocks the fetch of {root} stored: {e}");
+        }
         Ok((record, fetched))
     }
 
@@ -769,17 +774,21 @@ impl Exchange {
         Some((crate::store::sha256(&content).await.ok()?, size))
     }
 
-    /// The blocks of `root`'s DAG that are not stored yet, from the peers, verified and written
-    /// in batches; the content named by `named` as they come. If it notes spans, each block's
-    /// bytes are kept in `kept` (as written) for naming the content at the end.
+    /// The blocks of `root`'s DAG, from the peers, verified and written in batches; the
+    /// content named by `named` as they come. If it notes spans, each block's bytes are kept
+    /// in `kept` (as written) for naming the content at the end. Only what an earlier,
+    /// interrupted fetch for `origin` stored is taken from the store
+    /// ([`Store::fetched_for`]); every other block is asked for, held or not.
     async fn fetch_dag(
         &self,
         root: Cid,
         key: &str,
+        origin: &str,
         named: &mut store::ContentHasher,
         kept: &mut HashMap<Cid, js_sys::Uint8Array>,
-    ) -> Result<Fetched, ApiError> {
+    ) -> Result<(Fetched, HashSet<Cid>), ApiError> {
         let failed = |what: String| ApiError::new(ErrorCode::NotFound, what);
+        let mut resumed = self.store.fetched_for(origin).await.map_err(internal)?;
         let mut queue = VecDeque::from([root]);
         // Each block is asked for once, however often the DAG links it (a file with repeated
         // chunks, or a hostile one whose every node links the same few blocks many times).
@@ -795,13 +804,13 @@ impl Exchange {
         loop {
             while in_flight.len() < PARALLEL_BLOCKS && pending.len() < MAX_WRITE_BATCH {
                 let Some(cid) = queue.pop_front() else { break };
-                // Already stored (an earlier, interrupted fetch): only its links are needed.
-                // Not the root: a peer serves that, as for any object not held for this
-                // origin (the store does not answer for what may be another origin's).
-                let stored = if cid == root {
-                    None
-                } else {
+                // Stored by an earlier, interrupted fetch for this origin: only its links are
+                // needed. Not the root: a peer serves that, as for any object not held for
+                // this origin.
+                let stored = if cid != root && resumed.remove(&cid) {
                     self.store.get(&cid).await.map_err(internal)?
+                } else {
+                    None
                 };
                 if let Some(data) = stored {
                     // Not valid UnixFS: the read-back names the error.
@@ -818,8 +827,9 @@ impl Exchange {
             }
             if writing.is_terminated() && !pending.is_empty() {
                 let batch = std::mem::take(&mut pending);
-                writing =
-                    async move { self.store.put_js_blocks(&batch).await }.boxed_local().fuse();
+                writing = async move { self.store.put_fetched_blocks(&batch, origin).await }
+                    .boxed_local()
+                    .fuse();
             }
             if in_flight.is_empty() && writing.is_terminated() {
                 break;
@@ -836,7 +846,7 @@ impl Exchange {
                                 let _ = (&mut writing).await;
                             }
                             if !pending.is_empty() {
-                                let _ = self.store.put_js_blocks(&pending).await;
+                                let _ = self.store.put_fetched_blocks(&pending, origin).await;
                             }
                             return Err(failed(format!("block {cid}: {e}")));
                         }
@@ -865,7 +875,7 @@ impl Exchange {
                 },
             }
         }
-        Ok(fetched)
+        Ok((fetched, seen))
     }
 
     /// Read the set of public blocks again if it is older than its time to live (`force`:

@@ -16,14 +16,19 @@ use disot_core::store::{
 use disot_core::unixfs::Block;
 use idb::{Database, DatabaseEvent, Factory, ObjectStoreParams, TransactionMode};
 use libp2p::identity::Keypair;
+use std::collections::HashSet;
 use wasm_bindgen::{JsCast as _, JsValue};
 
 const DB_NAME: &str = "disot-peer";
-const DB_VERSION: u32 = 2;
+const DB_VERSION: u32 = 3;
 const KEYS: &str = "keys";
 const SETTINGS: &str = "settings";
 const BLOCKS: &str = "blocks";
 const OBJECTS: &str = "objects";
+/// Which blocks a fetch for an origin stored, while that fetch is not done (keyed
+/// `"<origin> <cid>"`): what a later fetch for that origin may take from the store instead of
+/// from a peer (see [`Store::fetched_for`]).
+const FETCHED: &str = "fetched";
 const IDENTITY_KEY: &str = "identity";
 /// The identity key sealed under the user's passphrase, in place of [`IDENTITY_KEY`].
 const SEALED_IDENTITY_KEY: &str = "identity-sealed";
@@ -333,12 +338,17 @@ impl Store {
     }
 }
 
+/// The key of block `cid`'s note in [`FETCHED`] for `origin`.
+fn fetched_key(origin: &str, cid: &str) -> String {
+    format!("{origin} {cid}")
+}
+
 async fn open_database(name: &str) -> Result<Database, idb::Error> {
     let factory = Factory::new()?;
     let mut request = factory.open(name, Some(DB_VERSION))?;
     request.on_upgrade_needed(|event| {
         let Ok(db) = event.database() else { return };
-        for name in [KEYS, SETTINGS, BLOCKS, OBJECTS] {
+        for name in [KEYS, SETTINGS, BLOCKS, OBJECTS, FETCHED] {
             if !db.store_names().iter().any(|n| n == name) {
                 if let Err(e) = db.create_object_store(name, ObjectStoreParams::new()) {
                     tracing::error!("creating object store {name}: {e}");
@@ -565,7 +575,8 @@ impl Store {
         blocks: &[Block],
         record: &ObjectRecord,
     ) -> cas::Result<()> {
-        self.put_values(&js_values(blocks), &[], Some((&record.cid, join_to(record)))).await?;
+        self.put_values(&js_values(blocks), &[], None, Some((&record.cid, join_to(record))))
+            .await?;
         Ok(())
     }
 
@@ -582,7 +593,56 @@ impl Store {
     /// their bytes are JS values already (`Uint8Array`s or `Blob`s) and go to IndexedDB as they
     /// are.
     pub(crate) async fn put_js_blocks(&self, blocks: &[(Cid, JsValue)]) -> cas::Result<()> {
-        self.put_values(blocks, &[], None::<(&str, fn(_) -> _)>).await?;
+        self.put_values(blocks, &[], None, None::<(&str, fn(_) -> _)>).await?;
+        Ok(())
+    }
+
+    /// Blocks a fetch for `origin` brought (verified), noted as that origin's until the fetch
+    /// is done ([`Store::fetched_for`]), in one transaction.
+    pub(crate) async fn put_fetched_blocks(
+        &self,
+        blocks: &[(Cid, JsValue)],
+        origin: &str,
+    ) -> cas::Result<()> {
+        self.put_values(blocks, &[], Some(origin), None::<(&str, fn(_) -> _)>).await?;
+        Ok(())
+    }
+
+    /// The blocks that fetches for `origin` stored and that are not done: an interrupted fetch
+    /// of an object takes these from the store when it runs again. Any other stored block may
+    /// be another origin's, and a fetch for this one asks a peer for it as if it were not
+    /// held: a page could otherwise learn what other sites hold (a DAG that links their
+    /// blocks would fetch without asking for them).
+    pub(crate) async fn fetched_for(&self, origin: &str) -> cas::Result<HashSet<Cid>> {
+        let (low, high) = (fetched_key(origin, ""), format!("{origin}!"));
+        let range = idb::KeyRange::bound(&low.as_str().into(), &high.into(), None, Some(true))
+            .map_err(backend)?;
+        let tx = self.tx(&[FETCHED], TransactionMode::ReadOnly).await.map_err(backend)?;
+        let keys = tx
+            .object_store(FETCHED)
+            .map_err(backend)?
+            .get_all_keys(Some(range.into()), None)
+            .map_err(backend)?
+            .await
+            .map_err(backend)?;
+        tx.await.map_err(backend)?;
+        Ok(keys.iter().filter_map(|k| k.as_string()?.strip_prefix(&low)?.parse().ok()).collect())
+    }
+
+    /// A fetch for `origin` is done: its blocks are the object's now, and are no longer noted
+    /// as fetched ([`Store::fetched_for`]).
+    pub(crate) async fn fetch_done(
+        &self,
+        origin: &str,
+        blocks: impl IntoIterator<Item = &Cid>,
+    ) -> cas::Result<()> {
+        let tx = self.tx(&[FETCHED], TransactionMode::ReadWrite).await.map_err(backend)?;
+        let store = tx.object_store(FETCHED).map_err(backend)?;
+        for cid in blocks {
+            let key = JsValue::from_str(&fetched_key(origin, &cid.to_string()));
+            drop(store.delete(idb::Query::from(key)).map_err(write_failure)?);
+        }
+        tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
         Ok(())
     }
 
@@ -600,7 +660,10 @@ impl Store {
             records.iter().filter(|r| !r.pinned).map(|r| r.cid.as_str()).collect();
         let blocks: Vec<Cid> =
             self.block_cids().await?.into_iter().filter(|c| !keep.contains(c)).collect();
-        let tx = self.tx(&[OBJECTS, BLOCKS], TransactionMode::ReadWrite).await.map_err(backend)?;
+        let tx = self
+            .tx(&[OBJECTS, BLOCKS, FETCHED], TransactionMode::ReadWrite)
+            .await
+            .map_err(backend)?;
         let objects = tx.object_store(OBJECTS).map_err(backend)?;
         let now = objects.get_all(None, None).map_err(backend)?.await.map_err(backend)?;
         let text = |all: &[JsValue]| all.iter().map(JsValue::as_string).collect::<Vec<_>>();
@@ -615,6 +678,9 @@ impl Store {
         for cid in &blocks {
             drop(store.delete(JsValue::from_str(&cid.to_string())).map_err(write_failure)?);
         }
+        // No fetch runs meanwhile ([`crate::exchange::Exchange::collecting`]): what interrupted
+        // ones stored is gone, or an object's now, and is fetched again if wanted.
+        drop(tx.object_store(FETCHED).map_err(backend)?.clear().map_err(write_failure)?);
         tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
         Ok(Some(cas::Collected { objects: unpinned.len(), blocks: blocks.len() }))
     }
@@ -632,18 +698,19 @@ impl Store {
     where
         F: FnOnce(Option<ObjectRecord>) -> Option<ObjectRecord>,
     {
-        self.put_values(&[], present, Some((cid, change))).await
+        self.put_values(&[], present, None, Some((cid, change))).await
     }
 
-    /// Blocks, and a change to an object's record if one is given (see
-    /// [`BlockStore::update_object`]) made only if the blocks of `present` are stored, in one
-    /// transaction: all of it is stored or none. Each put is queued without waiting: a failed
-    /// put aborts the transaction, and its commit reports it. Resolves to the record written,
-    /// if any.
+    /// Blocks (noted as fetched for `fetched_for`, if given), and a change to an object's
+    /// record if one is given (see [`BlockStore::update_object`]) made only if the blocks of
+    /// `present` are stored, in one transaction: all of it is stored or none. Each put is
+    /// queued without waiting: a failed put aborts the transaction, and its commit reports it.
+    /// Resolves to the record written, if any.
     async fn put_values<F>(
         &self,
         blocks: &[(Cid, JsValue)],
         present: &[Cid],
+        fetched_for: Option<&str>,
         record: Option<(&str, F)>,
     ) -> cas::Result<Option<ObjectRecord>>
     where
@@ -656,13 +723,20 @@ impl Store {
             })?;
             check_block(cid, len)?;
         }
-        let stores: &[&str] = match (&record, blocks.is_empty() && present.is_empty()) {
-            (None, true) => return Ok(None),
-            (None, false) => &[BLOCKS],
-            (Some(_), true) => &[OBJECTS],
-            (Some(_), false) => &[BLOCKS, OBJECTS],
-        };
-        let tx = self.tx(stores, TransactionMode::ReadWrite).await.map_err(backend)?;
+        let mut stores = Vec::with_capacity(3);
+        if !(blocks.is_empty() && present.is_empty()) {
+            stores.push(BLOCKS);
+        }
+        if record.is_some() {
+            stores.push(OBJECTS);
+        }
+        if fetched_for.is_some() && !blocks.is_empty() {
+            stores.push(FETCHED);
+        }
+        if stores.is_empty() {
+            return Ok(None);
+        }
+        let tx = self.tx(&stores, TransactionMode::ReadWrite).await.map_err(backend)?;
         if !blocks.is_empty() {
             let store = tx.object_store(BLOCKS).map_err(backend)?;
             for (cid, bytes) in blocks {
@@ -671,6 +745,13 @@ impl Store {
                         .put(bytes, Some(&JsValue::from_str(&cid.to_string())))
                         .map_err(write_failure)?,
                 );
+            }
+        }
+        if let Some(origin) = fetched_for.filter(|_| !blocks.is_empty()) {
+            let store = tx.object_store(FETCHED).map_err(backend)?;
+            for (cid, _) in blocks {
+                let key = JsValue::from_str(&fetched_key(origin, &cid.to_string()));
+                drop(store.put(&JsValue::TRUE, Some(&key)).map_err(write_failure)?);
             }
         }
         if !present.is_empty() {
@@ -794,7 +875,7 @@ impl BlockStore for Store {
     {
         // Other frames, workers and the node write records too: read and write in one
         // transaction.
-        self.put_values(&[], &[], Some((cid, change))).await
+        self.put_values(&[], &[], None, Some((cid, change))).await
     }
 
     async fn delete_object(&self, cid: &str) -> cas::Result<()> {
