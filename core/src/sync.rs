@@ -41,8 +41,9 @@ pub const PROTOCOL: &str = "/disot/sync/1.0.0";
 pub const MAX_FRAME: usize = 8 << 20;
 /// Most documents a library keeps.
 pub const MAX_DOCS: usize = 10_000;
-/// Most of those that are peers' trust documents: they come from any peer that names this one
-/// a reader, trusted or not, so they must not take the room of shares and collections.
+/// Most of those that are trust documents of peers this one does not trust: they come from any
+/// peer that names this one a reader, so they must not take the room of shares and collections.
+/// A trusted peer's is taken beyond this (strangers cannot crowd it out).
 pub const MAX_TRUST_DOCS: usize = 1_000;
 /// Most frames in one batch, and most batches in one session.
 pub const MAX_BATCH: usize = 10_000;
@@ -450,10 +451,12 @@ impl Library {
         Ok(())
     }
 
-    /// Room for document `id` from a peer (see [`MAX_TRUST_DOCS`]).
-    fn room_for(&self, id: &str) -> Result<(), Error> {
+    /// Room for document `id` from a peer trusted at `level` (see [`MAX_TRUST_DOCS`]).
+    fn room_for(&self, id: &str, level: Level) -> Result<(), Error> {
         self.room()?;
-        if is_trust_id(id) && self.docs.keys().filter(|k| is_trust_id(k)).count() >= MAX_TRUST_DOCS
+        if is_trust_id(id)
+            && level == Level::Nothing
+            && self.docs.keys().filter(|k| is_trust_id(k)).count() >= MAX_TRUST_DOCS
         {
             return Err(Error::Invalid(format!("more than {MAX_TRUST_DOCS} trust documents")));
         }
@@ -1087,7 +1090,7 @@ impl Library {
                 return Err(Error::Unknown(id.to_owned()));
             }
             // Out of room: this document is refused, the session goes on with the others.
-            self.room_for(id).map_err(|e| Error::Refused(e.to_string()))?;
+            self.room_for(id, level).map_err(|e| Error::Refused(e.to_string()))?;
             self.docs.insert(id.to_owned(), AutoCommit::new());
             self.arriving.insert(id.to_owned(), peer.to_owned());
         }
@@ -1544,10 +1547,12 @@ mod tests {
     }
 
     #[test]
-    fn trust_documents_from_strangers_cannot_crowd_out_shares() {
+    fn trust_documents_from_strangers_crowd_out_neither_shares_nor_trusted_peers() {
         let a = RefCell::new(Library::new(A));
         let b = RefCell::new(Library::new(B));
-        // B holds as many trust documents as it takes (any peer may make B a reader of one).
+        let c = RefCell::new(Library::new(C));
+        // B holds as many strangers' trust documents as it takes (any peer may make B a reader
+        // of one).
         for i in 0..MAX_TRUST_DOCS {
             b.borrow_mut()
                 .docs
@@ -1556,13 +1561,21 @@ mod tests {
         let readers: BTreeSet<String> = [B.to_owned()].into();
         let creds: BTreeMap<String, String> =
             [("a|c|content".to_owned(), "{\"level\":50}".to_owned())].into();
-        a.borrow_mut().publish_trust(&readers, &creds).expect("publish");
-        a.borrow_mut().share(object_share(B, "s1", "bafkone")).expect("share");
-        let (_, sb, refusals) = sync_pair(&a, &b, Level::Nothing, Level::Full);
-        // A's trust document is refused, A's share still arrives.
+        for peer in [&a, &c] {
+            peer.borrow_mut().publish_trust(&readers, &creds).expect("publish");
+            peer.borrow_mut().share(object_share(B, "s1", "bafkone")).expect("share");
+        }
+        // C, whom B does not trust: its trust document is refused, and its share is not taken.
+        let (_, sb, refusals) = sync_pair(&c, &b, Level::Nothing, Level::Nothing);
         assert!(refusals.iter().any(|r| r.contains("trust documents")), "{refusals:?}");
-        assert!(b.borrow_mut().trust_of(A).is_none());
-        assert_eq!(sb.changed, 1);
+        assert!(b.borrow_mut().trust_of(C).is_none());
+        assert_eq!(sb.changed, 0);
+        // A, whom B trusts: its trust document is taken beyond the strangers' room, and its
+        // share arrives.
+        let (_, sb, refusals) = sync_pair(&a, &b, Level::Nothing, Level::Full);
+        assert!(refusals.is_empty(), "{refusals:?}");
+        assert!(b.borrow_mut().trust_of(A).is_some());
+        assert_eq!(sb.changed, 2);
         assert_eq!(b.borrow_mut().shares_to_me().len(), 1);
     }
 
