@@ -185,6 +185,7 @@ for (const kind of ['chromium', 'firefox']) {
         assert.equal(await popup.$eval('#peer-id', (e) => e.textContent), me.peerId);
         assert.ok(Number(await popup.$eval('#peer-count', (e) => e.textContent)) >= 1);
         await h.screenshot(popup, 'popup-chromium.png');
+        await assert.rejects(h.ui(popup, 'debug_crash'), /debug_crash is for test builds/, 'a build without test hooks cannot be crashed');
         await popup.close();
       });
 
@@ -282,6 +283,56 @@ for (const kind of ['chromium', 'firefox']) {
     });
   });
 }
+
+describe('a crashed peer', () => {
+  for (const kind of ['chromium', 'firefox']) {
+    test(`${kind}: a panic stops the node, and it starts again with its identity and connections, and says why`, async () => {
+      const node = await new h.NativeNode(h.tempDir(`node-crash-${kind}`)).start();
+      const ext = h.prepareExtension(kind === 'chromium' ? 'chrome' : 'firefox', [node.wsAddr], undefined, { testHooks: true });
+      let ui, popupLine, close;
+      if (kind === 'chromium') {
+        const browser = await h.Browser.launch('chromium', ext, h.tempDir('profile-crash'));
+        close = () => browser.close();
+        const page = await browser.browser.newPage();
+        await page.goto(`${browser.extensionBase}options.html`);
+        ui = (method) => h.ui(page, method);
+        popupLine = async () => {
+          const popup = await browser.browser.newPage();
+          await popup.goto(`${browser.extensionBase}popup.html`);
+          await popup.waitForSelector('#crash:not([hidden])', { timeout: 15_000 });
+          return popup.$eval('#crash', (e) => e.textContent);
+        };
+      } else {
+        const peer = await h.launchSeleniumFirefox(ext);
+        close = () => peer.driver.quit();
+        ui = (method) => h.firefoxUi(peer, method);
+      }
+      try {
+        const connected = (crashed) => h.waitFor(async () => {
+          try {
+            const s = await ui('ui_status');
+            return s.connections >= 1 && Boolean(s.lastCrash) === crashed && s;
+          } catch {
+            return false; // stopped, or starting again
+          }
+        }, { timeout: 40_000, what: crashed ? 'the node to start again and connect' : 'the node to connect' });
+        const before = await connected(false);
+        assert.equal(before.lastCrash, null);
+        await h.waitFor(() => node.connectedPeers().has(before.peerId), { what: 'the node to see the peer' });
+        assert.deepEqual(await ui('debug_crash'), { crashing: true });
+        const after = await connected(true);
+        assert.ok(after.lastCrash.message.includes(h.ASKED_FOR_CRASH), after.lastCrash.message);
+        assert.equal(after.did, before.did, 'the same identity');
+        assert.ok(after.startedAt > before.startedAt, 'a node started anew');
+        await h.waitFor(() => node.count('connected', before.peerId) >= 2, { what: 'the node to see the peer connect again' });
+        if (popupLine) assert.match(await popupLine(), /^The peer stopped after an error at .* and was started again: .*debug_crash/s);
+      } finally {
+        await close();
+        await node.stop();
+      }
+    });
+  }
+});
 
 describe('chromium options page', () => {
   test('setting a bootstrap node in the options page connects to it', async () => {

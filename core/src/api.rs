@@ -208,6 +208,9 @@ impl PageRequest {
 pub enum UiRequest {
     /// Everything the popup shows.
     Status,
+    /// `debug_crash`: make the node panic (test builds only; refused otherwise), to show it is
+    /// started again.
+    Crash,
     /// The current settings.
     GetSettings,
     /// Replace the settings.
@@ -610,6 +613,7 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
         "ui_status" => expect_no_params(&method, &params).map(|()| UiRequest::Status),
         "settings_get" => expect_no_params(&method, &params).map(|()| UiRequest::GetSettings),
         "cas_gc" => expect_no_params(&method, &params).map(|()| UiRequest::CollectGarbage),
+        "debug_crash" => expect_no_params(&method, &params).map(|()| UiRequest::Crash),
         "settings_set" => {
             let settings: Settings = serde_json::from_value(params).map_err(|e| {
                 ApiError::new(ErrorCode::InvalidParams, format!("settings_set: {e}"))

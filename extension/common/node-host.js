@@ -6,6 +6,39 @@ import { classify, errorBody } from './sender.js';
 const api = globalThis.browser ?? globalThis.chrome;
 let booting = null;
 
+// A panic in the node leaves its module unusable (the wasm traps; nothing unwinds). The node
+// says so through `disotCrashed` (see wasm/src/lib.rs), and this context is loaded again, the
+// node with it, unless it crashed too often lately. Crashes are remembered for the session.
+const CRASHES = 'disot-crashes';
+const CRASH_WINDOW_MS = 10 * 60_000;
+const MAX_RESTARTS = 3;
+let crashed = null; // what the node said when it crashed, until this context reloads
+
+function recentCrashes() {
+  try {
+    const all = JSON.parse(sessionStorage.getItem(CRASHES) ?? '[]');
+    return Array.isArray(all) ? all.filter((c) => Date.now() - c?.at < CRASH_WINDOW_MS) : [];
+  } catch {
+    return [];
+  }
+}
+
+globalThis.disotCrashed = (message) => {
+  crashed = String(message).slice(0, 1000);
+  const recent = [...recentCrashes(), { at: Date.now(), message: crashed }];
+  try {
+    sessionStorage.setItem(CRASHES, JSON.stringify(recent));
+  } catch {
+    // Not remembered: it restarts all the same.
+  }
+  if (recent.length > MAX_RESTARTS) {
+    console.error(`disot: the node crashed ${recent.length} times in 10 minutes; it stays stopped until the browser restarts`);
+    return;
+  }
+  console.error('disot: the node crashed; starting it again');
+  setTimeout(() => location.reload(), 0);
+};
+
 /**
  * Stands in for the node while the identity key is locked (sealed under the user's
  * passphrase): it answers the popup's status and unlock requests only; `unlock` starts the
@@ -60,6 +93,8 @@ async function boot(platform, openPrompt) {
     defaultIceServers: Array.isArray(config.iceServers) ? config.iceServers : [],
     logLevel: typeof config.logLevel === 'string' ? config.logLevel : undefined,
     platform,
+    lastCrash: recentCrashes().at(-1) ?? null,
+    testHooks: config.testHooks === true,
   };
   if (!(await identityLocked())) return start(options, openPrompt);
   return lockedNode(async (passphrase) => {
@@ -83,6 +118,9 @@ export function getNode(platform, openPrompt) {
 
 /** Answer one request; always resolves to the JSON text of `{result}` or `{error}`. */
 export async function handle(platform, openPrompt, kind, origin, body) {
+  if (crashed !== null) {
+    return errorBody(4900, `disot peer stopped after an error (${crashed}); it starts again unless it failed repeatedly`);
+  }
   let node;
   try {
     node = await getNode(platform, openPrompt);

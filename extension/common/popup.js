@@ -58,6 +58,10 @@ async function refresh() {
         return li;
       }));
     $('display-name').textContent = s.displayName || '—';
+    $('crash').hidden = !s.lastCrash;
+    if (s.lastCrash) {
+      $('crash').textContent = `The peer stopped after an error at ${new Date(s.lastCrash.at).toLocaleTimeString()} and was started again: ${s.lastCrash.message}`;
+    }
     $('refused-box').hidden = s.refused.length === 0;
     $('refused-count').textContent = String(s.refused.length);
     $('refused').replaceChildren(...s.refused.slice().reverse().map((r) =>

@@ -28,8 +28,12 @@ export function onCleanup(fn) {
   cleanups.push(fn);
 }
 
-/** The browsers' node logs written in this run: a panic in any of them fails the run. */
+/**
+ * The browsers' node logs written in this run: a panic in any of them fails the run, but for
+ * the one a test asks for (`debug_crash`, with `testHooks`).
+ */
 const nodeLogs = new Set();
+export const ASKED_FOR_CRASH = 'debug_crash: a crash a test asked for';
 
 export async function cleanup() {
   while (cleanups.length) {
@@ -43,7 +47,9 @@ export async function cleanup() {
   const panics = [];
   for (const file of nodeLogs) {
     const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
-    const line = text.split('\n').find((l) => l.includes('panicked at'));
+    const lines = text.split('\n');
+    // (The message follows "panicked at <place>:" on the same line or the next.)
+    const line = lines.find((l, i) => l.includes('panicked at') && !`${l}\n${lines[i + 1] ?? ''}`.includes(ASKED_FOR_CRASH));
     if (line) panics.push(`${path.basename(file)}: ${line.trim().slice(0, 300)}`);
   }
   nodeLogs.clear();
@@ -206,10 +212,10 @@ export async function startPageServer() {
 }
 
 /** A copy of the built extension for `browser` ("chrome" or "firefox") with its bootstrap set. */
-export function prepareExtension(browser, bootstrap, dir = tempDir(`ext-${browser}`), { iceServers } = {}) {
+export function prepareExtension(browser, bootstrap, dir = tempDir(`ext-${browser}`), { iceServers, testHooks } = {}) {
   fs.cpSync(path.join(DIST, browser), dir, { recursive: true });
   const logLevel = process.env.DISOT_LOG_LEVEL;
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ bootstrap, ...(iceServers ? { iceServers } : {}), ...(logLevel ? { logLevel } : {}) }));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ bootstrap, ...(iceServers ? { iceServers } : {}), ...(logLevel ? { logLevel } : {}), ...(testHooks ? { testHooks } : {}) }));
   return dir;
 }
 

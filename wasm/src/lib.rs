@@ -35,5 +35,20 @@ pub use node::{start, Node};
 /// settings) or a content frame (warnings).
 #[wasm_bindgen::prelude::wasm_bindgen(start)]
 fn init() {
-    console_error_panic_hook::set_once();
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        crashed(&info.to_string());
+    }));
+}
+
+/// A panic leaves this context's module unusable (a trap, with nothing unwound): whoever hosts
+/// the node hears of it through `globalThis.disotCrashed(message)`, if it set one, and starts
+/// it again.
+fn crashed(message: &str) {
+    use wasm_bindgen::JsCast as _;
+    let global = js_sys::global();
+    let hook = js_sys::Reflect::get(&global, &"disotCrashed".into()).ok();
+    if let Some(hook) = hook.and_then(|h| h.dyn_into::<js_sys::Function>().ok()) {
+        let _ = hook.call1(&global, &message.into());
+    }
 }

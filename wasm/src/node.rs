@@ -73,6 +73,13 @@ struct StartOptions {
     /// Opens the identity key when it is locked (see [`identity_locked`]).
     #[serde(default)]
     passphrase: Option<String>,
+    /// The node's last crash in this context, if it was started again after one:
+    /// `{at, message}` (shown in the popup).
+    #[serde(default)]
+    last_crash: Option<Value>,
+    /// Test builds only (`testHooks` in `config.json`): the `debug_crash` request panics.
+    #[serde(default)]
+    test_hooks: bool,
 }
 
 pub(crate) fn init_logging(level: Option<&str>) {
@@ -249,6 +256,10 @@ pub(crate) struct Shared {
     storage: RefCell<Option<StorageSummary>>,
     /// Notices of objects made public in other contexts (kept for as long as the node runs).
     _notices: Option<crate::notice::Listener>,
+    /// See [`StartOptions::last_crash`].
+    last_crash: Option<Value>,
+    /// See [`StartOptions::test_hooks`].
+    test_hooks: bool,
 }
 
 /// The running browser node.
@@ -385,6 +396,8 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         lock_enabled: std::cell::Cell::new(lock_enabled),
         storage: RefCell::new(None),
         _notices: notices,
+        last_crash: options.last_crash,
+        test_hooks: options.test_hooks,
     });
     let weak = Rc::downgrade(&shared);
     // One peer's trust document is taken at a time: taking reads and rewrites what we received.
@@ -1809,9 +1822,20 @@ async fn handle_ui(
                 "transfers": shared.exchange.transfers(None),
                 "startedAt": shared.started_at,
                 "version": env!("CARGO_PKG_VERSION"),
+                "lastCrash": shared.last_crash,
             }))
         }
         UiRequest::CollectGarbage => collect_garbage(shared).await,
+        UiRequest::Crash if shared.test_hooks => {
+            // Later, from a task of its own, as a fault in the node's work would.
+            wasm_bindgen_futures::spawn_local(async {
+                panic!("debug_crash: a crash a test asked for");
+            });
+            Ok(json!({ "crashing": true }))
+        }
+        UiRequest::Crash => {
+            Err(ApiError::new(ErrorCode::UnsupportedMethod, "debug_crash is for test builds"))
+        }
         UiRequest::GetSettings => {
             let stored = shared.store.settings().await.map_err(internal)?;
             let is_default = stored.is_none();
