@@ -320,14 +320,9 @@ pub fn decode_unhashed(bytes: &[u8]) -> Result<Unhashed, Error> {
     if bytes.len() > MAX_MESSAGE_SIZE {
         return Err(Error::TooLarge(bytes.len()));
     }
+    check_entries(bytes)?;
     let msg = pb::Message::decode(bytes).map_err(malformed)?;
     let entries = msg.wantlist.map(|w| w.entries).unwrap_or_default();
-    if entries.len() > MAX_ENTRIES
-        || msg.block_presences.len() > MAX_ENTRIES
-        || msg.payload.len() + msg.blocks.len() > MAX_ENTRIES
-    {
-        return Err(malformed("too many entries"));
-    }
     let mut out = Unhashed::default();
     // A wantlist names each block once: an entry repeated in one message replaces the one
     // before it (so a small message cannot ask for one large block thousands of times).
@@ -368,6 +363,60 @@ pub fn decode_unhashed(bytes: &[u8]) -> Result<Unhashed, Error> {
         out.blocks.push((prefix, data));
     }
     Ok(out)
+}
+
+/// Refuse a message with more than [`MAX_ENTRIES`] wantlist entries, block presences or blocks,
+/// counted in its wire format before anything is decoded: an entry can be two bytes, and a
+/// message of the largest size decoded whole would first make millions of them (a Wasm
+/// node's memory, once grown, stays grown).
+fn check_entries(mut bytes: &[u8]) -> Result<(), Error> {
+    // (wantlist entries, blocks of either version, block presences)
+    let mut counts = [0usize; 3];
+    while !bytes.is_empty() {
+        let (field, body) = next_field(&mut bytes)?;
+        let counted = match field {
+            1 => {
+                let mut wantlist = body.unwrap_or_default();
+                while !wantlist.is_empty() {
+                    if next_field(&mut wantlist)?.0 == 1 {
+                        counts[0] += 1;
+                    }
+                }
+                None
+            }
+            2 | 3 => Some(1),
+            4 => Some(2),
+            _ => None,
+        };
+        if let Some(i) = counted {
+            counts[i] += 1;
+        }
+        if counts.iter().any(|&n| n > MAX_ENTRIES) {
+            return Err(malformed("too many entries"));
+        }
+    }
+    Ok(())
+}
+
+/// The next protobuf field of `bytes`: its number, and its bytes if it is length-delimited.
+fn next_field<'a>(bytes: &mut &'a [u8]) -> Result<(u64, Option<&'a [u8]>), Error> {
+    let (key, rest) = unsigned_varint::decode::u64(bytes).map_err(malformed)?;
+    let (len, rest) = match key & 7 {
+        0 => (0, unsigned_varint::decode::u64(rest).map_err(malformed)?.1),
+        1 => (8, rest),
+        5 => (4, rest),
+        2 => {
+            let (len, rest) = unsigned_varint::decode::u64(rest).map_err(malformed)?;
+            (usize::try_from(len).map_err(malformed)?, rest)
+        }
+        other => return Err(malformed(format!("wire type {other}"))),
+    };
+    if len > rest.len() {
+        return Err(malformed("a field runs past the end of the message"));
+    }
+    let (body, rest) = rest.split_at(len);
+    *bytes = rest;
+    Ok((key >> 3, (key & 7 == 2).then_some(body)))
 }
 
 /// Read one length-prefixed Bitswap message; `None` at a clean end of stream.
@@ -1010,6 +1059,41 @@ mod tests {
             ..Default::default()
         };
         assert!(decode(&too_many.encode_to_vec()).is_err());
+    }
+
+    #[test]
+    fn too_many_entries_are_refused_before_the_message_is_decoded() {
+        use prost::Message as _;
+        let over = MAX_ENTRIES + 1;
+        let wantlist = pb::Wantlist { entries: vec![pb::Entry::default(); over], full: false };
+        for message in [
+            pb::Message { wantlist: Some(wantlist), ..Default::default() },
+            pb::Message { blocks: vec![Vec::new(); over], ..Default::default() },
+            pb::Message { payload: vec![pb::Block::default(); over], ..Default::default() },
+            pb::Message {
+                block_presences: vec![pb::BlockPresence::default(); over],
+                ..Default::default()
+            },
+        ] {
+            // Each entry is two bytes; then a field that runs past the end. Decoded whole, the
+            // message would fail there, after its entries were made; it fails on the count.
+            let mut bytes = message.encode_to_vec();
+            assert!(bytes.len() < 4 * over + 8);
+            bytes.extend_from_slice(&[0x2a, 0x7f]);
+            match decode(&bytes) {
+                Err(Error::Malformed(why)) => assert_eq!(why, "too many entries"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // As many as allowed: counted, then decoded (and refused there for what they hold).
+        let most = pb::Message {
+            block_presences: vec![pb::BlockPresence::default(); MAX_ENTRIES],
+            ..Default::default()
+        };
+        match decode(&most.encode_to_vec()) {
+            Err(Error::Malformed(why)) => assert_ne!(why, "too many entries"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
