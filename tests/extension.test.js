@@ -289,9 +289,9 @@ describe('a crashed peer', () => {
     test(`${kind}: a panic stops the node, and it starts again with its identity and connections, and says why`, async () => {
       const node = await new h.NativeNode(h.tempDir(`node-crash-${kind}`)).start();
       const ext = h.prepareExtension(kind === 'chromium' ? 'chrome' : 'firefox', [node.wsAddr], undefined, { testHooks: true });
-      let ui, popupLine, close;
+      let ui, popupLine, close, browser;
       if (kind === 'chromium') {
-        const browser = await h.Browser.launch('chromium', ext, h.tempDir('profile-crash'));
+        browser = await h.Browser.launch('chromium', ext, h.tempDir('profile-crash'));
         close = () => browser.close();
         const page = await browser.browser.newPage();
         await page.goto(`${browser.extensionBase}options.html`);
@@ -319,6 +319,14 @@ describe('a crashed peer', () => {
         const before = await connected(false);
         assert.equal(before.lastCrash, null);
         await h.waitFor(() => node.connectedPeers().has(before.peerId), { what: 'the node to see the peer' });
+        // Chromium: a page's permission prompt is open when the node crashes.
+        const site = await h.startPageServer();
+        const page = browser && await browser.open(`${site.url}/demo.html`);
+        const ask = () => page.evaluate(() => {
+          window.__grant = window.disot.request({ method: 'disot_requestPermissions', params: [{ cas: {} }] })
+            .then((r) => r.map((p) => p.parentCapability), (e) => e.code);
+        });
+        const stale = page && (await ask(), await h.promptPage(browser));
         assert.deepEqual(await ui('debug_crash'), { crashing: true });
         const after = await connected(true);
         assert.ok(after.lastCrash.message.includes(h.ASKED_FOR_CRASH), after.lastCrash.message);
@@ -326,6 +334,21 @@ describe('a crashed peer', () => {
         assert.ok(after.startedAt > before.startedAt, 'a node started anew');
         await h.waitFor(() => node.count('connected', before.peerId) >= 2, { what: 'the node to see the peer connect again' });
         if (popupLine) assert.match(await popupLine(), /^The peer stopped after an error at .* and was started again: .*debug_crash/s);
+        if (page) {
+          // The request the node was working on is answered, not left hanging.
+          assert.equal(await page.evaluate(() => window.__grant), 4900);
+          // The page asks again, and a new prompt opens. The one left from before the crash
+          // cannot answer it: its request id is not the new one's.
+          await ask();
+          const fresh = await h.promptPage(browser);
+          const idOf = (p) => new URL(p.url()).searchParams.get('id');
+          assert.notEqual(idOf(fresh), idOf(stale), 'a new id after the restart');
+          await stale.click('#approve');
+          await stale.waitForSelector('#error:not([hidden])', { timeout: 10_000 });
+          assert.equal((await h.status(page)).did, null, 'the stale prompt granted nothing');
+          await fresh.click('#approve');
+          assert.deepEqual(await page.evaluate(() => window.__grant), ['cas']);
+        }
       } finally {
         await close();
         await node.stop();

@@ -143,6 +143,13 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Requests numbered from a node started at `started_ms` (ms since the epoch): above any
+    /// id a node started earlier gave, so that a prompt window left open from before a restart
+    /// cannot answer a new request that got its id. (Ids stay below 2^53, as JS numbers.)
+    pub fn started_at(started_ms: u64) -> Self {
+        Pending { next_id: started_ms.saturating_mul(1000), requests: BTreeMap::new() }
+    }
+
     /// Register a request; errors if the origin already has one waiting or too many wait.
     pub fn open(
         &mut self,
@@ -306,6 +313,22 @@ mod tests {
         let round: Grants =
             serde_json::from_str(&serde_json::to_string(&g).expect("ser")).expect("de");
         assert_eq!(round, g);
+    }
+
+    #[test]
+    fn a_restarted_node_numbers_its_requests_above_those_before() {
+        let now = 1_796_000_000_000; // 2026
+        let mut before = Pending::started_at(now);
+        let mut old = Vec::new();
+        for i in 0..500 {
+            let id = before.open(&format!("https://{i}.com"), vec![], now).expect("room").id;
+            before.close(id);
+            old.push(id);
+        }
+        let mut after = Pending::started_at(now + 1);
+        let new = after.open("https://a.com", vec![], now + 1).expect("room");
+        assert!(old.iter().all(|&id| id < new.id), "{new:?}");
+        assert!(new.id < 1 << 53);
     }
 
     #[test]

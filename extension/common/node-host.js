@@ -13,6 +13,11 @@ const CRASHES = 'disot-crashes';
 const CRASH_WINDOW_MS = 10 * 60_000;
 const MAX_RESTARTS = 3;
 let crashed = null; // what the node said when it crashed, until this context reloads
+let answerInFlight; // answers the requests the node was working on when it crashed
+const crashAnswer = new Promise((resolve) => {
+  answerInFlight = resolve;
+});
+const crashBody = () => errorBody(4900, `disot peer stopped after an error (${crashed}); it starts again unless it failed repeatedly`);
 
 function recentCrashes() {
   try {
@@ -25,6 +30,7 @@ function recentCrashes() {
 
 globalThis.disotCrashed = (message) => {
   crashed = String(message).slice(0, 1000);
+  answerInFlight(crashBody());
   const recent = [...recentCrashes(), { at: Date.now(), message: crashed }];
   try {
     sessionStorage.setItem(CRASHES, JSON.stringify(recent));
@@ -118,9 +124,7 @@ export function getNode(platform, openPrompt) {
 
 /** Answer one request; always resolves to the JSON text of `{result}` or `{error}`. */
 export async function handle(platform, openPrompt, kind, origin, body) {
-  if (crashed !== null) {
-    return errorBody(4900, `disot peer stopped after an error (${crashed}); it starts again unless it failed repeatedly`);
-  }
+  if (crashed !== null) return crashBody();
   let node;
   try {
     node = await getNode(platform, openPrompt);
@@ -128,7 +132,8 @@ export async function handle(platform, openPrompt, kind, origin, body) {
     console.error('disot: node failed to start', e);
     return errorBody(4900, `disot peer failed to start: ${e?.message ?? e}`);
   }
-  return node.request(kind, origin, body);
+  // (A request the node was working on when it crashed would never be answered.)
+  return Promise.race([node.request(kind, origin, body), crashAnswer]);
 }
 
 const PAGE_PORT = 'disot-page';

@@ -384,7 +384,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         default_ice: options.default_ice_servers,
         live: RefCell::new(Live::default()),
         grants: RefCell::new(grants),
-        pending: RefCell::new(Pending::default()),
+        pending: RefCell::new(Pending::started_at(now_ms() as u64)),
         waiters: RefCell::new(HashMap::new()),
         open_prompt,
         cas: Cas::new(store.clone(), None),
