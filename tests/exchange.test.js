@@ -303,7 +303,8 @@ describe('bitswap', { concurrency: 1 }, () => {
     // leaves and has two more; X2 is X cut into 100,000-byte leaves (21 and a root).
     const x = randomBytes(2 * 1024 * 1024);
     const xy = Buffer.concat([x, randomBytes(1536 * 1024)]);
-    const [addedX, addedXY, addedX2] = [nodeAdd(dataDir, x), nodeAdd(dataDir, xy), nodeAdd(dataDir, x, ['--chunk-size', '100000'])];
+    const small = randomBytes(1000); // one block
+    const [addedX, addedXY, addedX2, addedSmall] = [nodeAdd(dataDir, x), nodeAdd(dataDir, xy), nodeAdd(dataDir, x, ['--chunk-size', '100000']), nodeAdd(dataDir, small)];
     assert.equal(addedX2.sha256, addedX.sha256, 'one content, two CIDs');
     const node = await new h.NativeNode(dataDir).start();
     const [site, site2] = [await h.startPageServer(), await h.startPageServer()];
@@ -316,8 +317,9 @@ describe('bitswap', { concurrency: 1 }, () => {
       await h.grantInChromium(browser, a);
       await h.waitFor(async () => (await a.evaluate(() => window.disot.p2p.peers())).some((p) => p.peerId === node.peerId), { what: 'the node connected' });
       await new Promise((r) => setTimeout(r, 500)); // identify: known to speak Bitswap
-      const put = await a.evaluate(async (b64) => window.disot.cas.put(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))), x.toString('base64'));
-      assert.equal(put.cid, addedX.cid, 'site A holds X');
+      const putIn = (page, bytes) => page.evaluate(async (b64) => window.disot.cas.put(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)), { mime: 'text/x-a' }), bytes.toString('base64'));
+      assert.equal((await putIn(a, x)).cid, addedX.cid, 'site A holds X');
+      assert.equal((await putIn(a, small)).cid, addedSmall.cid, 'and a one-block object');
 
       // Site B's fetch of XY asks for all five blocks, X's two leaves too (held for A); so does
       // site C's of X itself. Before, the store answered for them, and a page learnt what other
@@ -329,6 +331,10 @@ describe('bitswap', { concurrency: 1 }, () => {
       const c = await browser.open(`${site2.url}/demo.html`);
       await h.grantInChromium(browser, c);
       assert.equal(await fetchIn(c, addedX.cid), 3, 'every block of X came from the node, though held for A');
+      const one = await c.evaluate((name) => window.disot.request({ method: 'cas_fetch', params: { name, inline: true } }), addedSmall.cid);
+      assert.equal(one.fetched.blocks, 1, 'the one-block object came from the node, though held for A');
+      assert.equal(one.data, small.toString('base64'));
+      assert.equal(one.mime ?? null, null, 'A\'s MIME type is not told');
 
       // X is held under two CIDs now: each site's sha256: name is its own copy.
       assert.equal(await statIn(a, addedX.sha256), addedX.cid);

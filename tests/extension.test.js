@@ -348,6 +348,22 @@ describe('a crashed peer', () => {
           assert.equal((await h.status(page)).did, null, 'the stale prompt granted nothing');
           await fresh.click('#approve');
           assert.deepEqual(await page.evaluate(() => window.__grant), ['cas']);
+
+          // Crashing again and again: started again after each of 3 crashes in 10 minutes,
+          // then it stays stopped (its connections closed) and says why.
+          let last = after;
+          for (let crash = 2; crash <= 4; crash++) {
+            await ui('debug_crash');
+            if (crash === 4) break;
+            const previous = last.startedAt;
+            last = await h.waitFor(async () => {
+              const s = await ui('ui_status').catch(() => null);
+              return s?.startedAt > previous && s;
+            }, { timeout: 30_000, what: `the node to start again after crash ${crash}` });
+          }
+          const stopped = await h.waitFor(() => ui('ui_status').then(() => false, (e) => /stopped after/.test(e.message) && e.message), { timeout: 30_000, what: 'the node to stay stopped' });
+          assert.match(stopped, /disot peer failed to start: it stopped after 4 errors in 10 minutes \(the last: .*debug_crash.*\); restart the browser/s);
+          await h.waitFor(() => !node.connectedPeers().has(before.peerId), { what: 'the node to lose the stopped peer' });
         }
       } finally {
         await close();

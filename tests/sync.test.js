@@ -100,12 +100,15 @@ describe('share and sync', { concurrency: 1 }, () => {
     await popupB.waitForFunction((cid) => document.querySelector(`#shared-with-me li[data-cid="${cid}"][data-held="true"]`), { timeout: 60_000 }, object.cid);
     const row = await popupB.$eval(`#shared-with-me li[data-cid="${object.cid}"]`, (e) => e.textContent);
     assert.match(row, /ten\.bin \(10\.0 MiB\) from did:key:.*ten MiB for you.* here/);
-    // The bytes are B's, verified and pinned: asked for, nothing is fetched from any peer.
+    // The bytes are B's, verified and pinned: the root and its ten leaves are in B's store.
     assert.ok((await popupB.evaluate(h.blockKeysInExtensionPage)).includes(object.cid), 'the root block is in B\'s store');
+    // A site of B's that may not list what peers shared with B (it holds only `cas`) is not
+    // given it from the store: asked for it, it has every block from a peer, as for anything
+    // not held, and learns nothing of what was shared. (A site that may, below, has it at once.)
     const got = (await (await h.startInPage(pageB, { method: 'cas_fetch', params: { name: object.cid } }))()).result;
     assert.equal(got.sha256, object.sha256);
     assert.equal(got.size, 10 << 20);
-    assert.equal(got.fetched.blocks, 0, 'already held: nothing fetched when asked');
+    assert.equal(got.fetched.blocks, 11, 'every block from a peer');
   });
 
   test('two tabs of B see one state, and both hear of each change; a page without the permission hears nothing', async () => {
@@ -155,6 +158,12 @@ describe('share and sync', { concurrency: 1 }, () => {
     const lists = await Promise.all(tabs.map((t) => t.evaluate(() => window.disot.shares.list())));
     assert.ok(lists[0].sharedWithMe.some((s) => s.cid === object.cid), 'the share is listed');
     assert.deepEqual(lists[0].sharedWithMe.map((s) => s.id), lists[1].sharedWithMe.map((s) => s.id), 'both tabs list the same shares');
+    // Its bytes come without asking (B trusts A at 90); a site that may list what was shared
+    // with B has them at once, no peer asked.
+    await h.waitFor(async () => (await sharedWithB()).some((s) => s.cid === object.cid && s.held), { timeout: 60_000, what: 'the shared bytes to arrive at B' });
+    const held = await tabs[0].evaluate((name) => window.disot.request({ method: 'cas_fetch', params: { name } }), object.cid);
+    assert.equal(held.sha256, object.sha256);
+    assert.equal(held.fetched.blocks, 0, 'shared with B: already held, nothing fetched');
     // A change in one tab: the other hears "collection" and reads the same collection.
     const { id } = await tabs[1].evaluate(() => window.disot.collections.create('from tab 2'));
     const added = await tabs[1].evaluate((id, cid) => window.disot.collections.add(id, cid, { name: 'from tab 2' }), id, object.cid);

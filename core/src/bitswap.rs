@@ -399,14 +399,15 @@ fn check_entries(mut bytes: &[u8]) -> Result<(), Error> {
 }
 
 /// The next protobuf field of `bytes`: its number, and its bytes if it is length-delimited.
+/// (Groups, deprecated and in no Bitswap message, are refused.)
 fn next_field<'a>(bytes: &mut &'a [u8]) -> Result<(u64, Option<&'a [u8]>), Error> {
-    let (key, rest) = unsigned_varint::decode::u64(bytes).map_err(malformed)?;
+    let (key, rest) = protobuf_varint(bytes)?;
     let (len, rest) = match key & 7 {
-        0 => (0, unsigned_varint::decode::u64(rest).map_err(malformed)?.1),
+        0 => (0, protobuf_varint(rest)?.1),
         1 => (8, rest),
         5 => (4, rest),
         2 => {
-            let (len, rest) = unsigned_varint::decode::u64(rest).map_err(malformed)?;
+            let (len, rest) = protobuf_varint(rest)?;
             (usize::try_from(len).map_err(malformed)?, rest)
         }
         other => return Err(malformed(format!("wire type {other}"))),
@@ -417,6 +418,19 @@ fn next_field<'a>(bytes: &mut &'a [u8]) -> Result<(u64, Option<&'a [u8]>), Error
     let (body, rest) = rest.split_at(len);
     *bytes = rest;
     Ok((key >> 3, (key & 7 == 2).then_some(body)))
+}
+
+/// A protobuf varint and what follows it. Unlike a multiformats varint, it may be written
+/// longer than it needs (protobuf decoders take that), up to 10 bytes.
+fn protobuf_varint(bytes: &[u8]) -> Result<(u64, &[u8]), Error> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((value, &bytes[i + 1..]));
+        }
+    }
+    Err(malformed("a varint runs past the end of the message or past 10 bytes"))
 }
 
 /// Read one length-prefixed Bitswap message; `None` at a clean end of stream.
@@ -1084,6 +1098,16 @@ mod tests {
                 Err(Error::Malformed(why)) => assert_eq!(why, "too many entries"),
                 other => panic!("{other:?}"),
             }
+        }
+        // A key written longer than it needs is still a key, as protobuf decoders read it: the
+        // count sees the entries behind it.
+        let mut padded = vec![0x8a, 0x00]; // field 1 (the wantlist), length-delimited
+        let entries: Vec<u8> = [0x0a, 0x00].repeat(over);
+        padded.extend(unsigned_varint::encode::usize(entries.len(), &mut [0; 10]));
+        padded.extend(entries);
+        match decode(&padded) {
+            Err(Error::Malformed(why)) => assert_eq!(why, "too many entries"),
+            other => panic!("{other:?}"),
         }
         // As many as allowed: counted, then decoded (and refused there for what they hold).
         let most = pb::Message {

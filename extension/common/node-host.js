@@ -7,8 +7,9 @@ const api = globalThis.browser ?? globalThis.chrome;
 let booting = null;
 
 // A panic in the node leaves its module unusable (the wasm traps; nothing unwinds). The node
-// says so through `disotCrashed` (see wasm/src/lib.rs), and this context is loaded again, the
-// node with it, unless it crashed too often lately. Crashes are remembered for the session.
+// says so through `disotCrashed` (see wasm/src/lib.rs), and this context is loaded again (its
+// connections closed with it); the node starts again unless it crashed too often lately.
+// Crashes are remembered for the session.
 const CRASHES = 'disot-crashes';
 const CRASH_WINDOW_MS = 10 * 60_000;
 const MAX_RESTARTS = 3;
@@ -35,13 +36,9 @@ globalThis.disotCrashed = (message) => {
   try {
     sessionStorage.setItem(CRASHES, JSON.stringify(recent));
   } catch {
-    // Not remembered: it restarts all the same.
+    // Not remembered (no restart limit then; session storage is there in extension pages).
   }
-  if (recent.length > MAX_RESTARTS) {
-    console.error(`disot: the node crashed ${recent.length} times in 10 minutes; it stays stopped until the browser restarts`);
-    return;
-  }
-  console.error('disot: the node crashed; starting it again');
+  console.error('disot: the node crashed; loading its page again');
   setTimeout(() => location.reload(), 0);
 };
 
@@ -84,6 +81,10 @@ function lockedNode(unlock) {
 }
 
 async function boot(platform, openPrompt) {
+  const crashes = recentCrashes();
+  if (crashes.length > MAX_RESTARTS) {
+    throw new Error(`it stopped after ${crashes.length} errors in 10 minutes (the last: ${crashes.at(-1).message}); restart the browser to start it again`);
+  }
   // Ask the browser not to evict the store under storage pressure (best effort: the answer
   // depends on the browser's policy; extensions with unlimitedStorage are usually kept).
   navigator.storage?.persist?.().catch(() => {});
@@ -99,7 +100,7 @@ async function boot(platform, openPrompt) {
     defaultIceServers: Array.isArray(config.iceServers) ? config.iceServers : [],
     logLevel: typeof config.logLevel === 'string' ? config.logLevel : undefined,
     platform,
-    lastCrash: recentCrashes().at(-1) ?? null,
+    lastCrash: crashes.at(-1) ?? null,
     testHooks: config.testHooks === true,
   };
   if (!(await identityLocked())) return start(options, openPrompt);
@@ -127,7 +128,9 @@ export async function handle(platform, openPrompt, kind, origin, body) {
   if (crashed !== null) return crashBody();
   let node;
   try {
-    node = await getNode(platform, openPrompt);
+    // (A start that crashed would never settle.)
+    node = await Promise.race([getNode(platform, openPrompt), crashAnswer.then(() => null)]);
+    if (node === null) return crashBody();
   } catch (e) {
     console.error('disot: node failed to start', e);
     return errorBody(4900, `disot peer failed to start: ${e?.message ?? e}`);

@@ -5,8 +5,9 @@
 //!   is DONT_HAVE, the same as for blocks this browser does not hold.
 //! - Fetching: the object's DAG is walked from its root with up to [`PARALLEL_BLOCKS`] blocks
 //!   in flight; each block is verified (its CID is the hash of its bytes) and stored as it
-//!   arrives, so a fetch that is interrupted resumes from what is already stored. The object
-//!   becomes visible only when all of it is there.
+//!   arrives, so a fetch that is interrupted resumes from what it stored (what it finds stored
+//!   for other sites it asks for all the same: see [`Store::fetched_for`]). The object becomes
+//!   visible only when all of it is there.
 //! - Peers: a peer takes part once identify shows it speaks Bitswap. A peer that sends bytes
 //!   nobody asked for is disconnected and never asked again.
 
@@ -33,7 +34,7 @@ use serde::Serialize;
 
 use crate::node::now_ms;
 use crate::store::Store;
-use crate::sync::internal;
+use crate::sync::{internal, SHARES_ORIGIN};
 
 /// Blocks of one object fetched at once.
 const PARALLEL_BLOCKS: usize = 32;
@@ -104,7 +105,8 @@ pub(crate) struct Transfer {
 /// Where a wanted block (or why it could not be had) goes.
 type BlockWaiter = oneshot::Sender<Result<Vec<u8>, String>>;
 
-/// What a fetch had to bring over the network (blocks already stored are not counted).
+/// What a fetch had to bring over the network (blocks its origin's interrupted fetch stored
+/// are not counted).
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Fetched {
     pub blocks: u64,
@@ -545,10 +547,13 @@ impl Exchange {
     }
 
     /// Bring object `root` from connected peers into the store, for `origin`.
+    /// Peers shared with this user are held for [`SHARES_ORIGIN`]: an origin that
+    /// `sees_shares` (it may list them) takes them as its own, without asking a peer.
     pub(crate) async fn fetch_object(
         &self,
         root: Cid,
         origin: &str,
+        sees_shares: bool,
     ) -> Result<(ObjectRecord, Fetched), ApiError> {
         // A one-block object is asked of the peers at once, while the store is read: for a
         // small object that read would otherwise be a good part of the time to its first byte.
@@ -558,36 +563,25 @@ impl Exchange {
         // (A block held without a record, a part of some object, maybe another origin's, is
         // not answered for from the store either: a page could otherwise probe for another
         // site's content by the CID of one of its chunks. A peer has to serve it.)
+        // Held for other sites only, it is fetched as if it were not held, every block from a
+        // peer: the store does not answer for what it holds for others (a page would learn
+        // what other sites stored, and get their bytes by CID).
         let held = self.store.object(&root.to_string()).await.map_err(internal)?;
-        if let Some(record) = held.as_ref().filter(|r| r.origins.iter().any(|o| o == origin)) {
-            self.note_held(&record.cid, origin);
-            return Ok((record.clone(), Fetched::default()));
-        }
-        // Held for other origins only, a one-block object. This one may have it as any other
-        // content a peer gives it, but the store must not answer for what it holds for others
-        // (that would tell a page what other sites stored, and give it their bytes by CID): a
-        // connected peer has to serve it, as if it were not held. (An object of several
-        // blocks is fetched whole below, each block from a peer: see `fetch_dag`.)
-        if let Some(mut record) = held.filter(|_| one_block) {
-            let served = match early {
-                Some(asked) => asked.await,
-                None if self.has_peers() => self.block(root).await,
-                None => Err("no peer is connected".into()),
-            };
-            if let Err(e) = served {
-                return Err(ApiError::new(ErrorCode::NotFound, format!("block {root}: {e}")));
+        let mine = |o: &String| o == origin || (sees_shares && o == SHARES_ORIGIN);
+        if let Some(mut record) = held.filter(|r| r.origins.iter().any(mine)) {
+            if !record.origins.iter().any(|o| o == origin) {
+                // Shared with this user: joined to the record as stored by then (a share
+                // revoked meanwhile stays revoked, the other origins' pins as they are), and
+                // pinned for this origin, as any object it fetched.
+                let joined = ObjectRecord {
+                    origins: vec![origin.to_owned()],
+                    pinned: true,
+                    unpinned_by: Vec::new(),
+                    ..record.clone()
+                };
+                self.store.join_object(&joined).await.map_err(internal)?;
+                record.origins.push(origin.to_owned());
             }
-            // Joined to the record as stored by then: a share revoked while the peer was
-            // asked stays revoked, and the other origins' pins stay as they are; this origin
-            // holds it pinned, as any object it fetched.
-            let mine = ObjectRecord {
-                origins: vec![origin.to_owned()],
-                pinned: true,
-                unpinned_by: Vec::new(),
-                ..record.clone()
-            };
-            self.store.join_object(&mine).await.map_err(internal)?;
-            record.origins.push(origin.to_owned());
             self.note_held(&record.cid, origin);
             return Ok((record, Fetched::default()));
         }
@@ -815,9 +809,6 @@ impl Exchange {
                 if let Some(data) = stored {
                     // Not valid UnixFS: the read-back names the error.
                     let _ = named.offer(&cid, &data);
-                    if cid == root {
-                        self.note_root(key, &cid, &data);
-                    }
                     if cid.codec() == DAG_PB_CODEC {
                         queue.extend(unseen_links(&cid, &data, &mut seen)?);
                     }

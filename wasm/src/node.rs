@@ -1303,6 +1303,8 @@ async fn fetch(
         }
         answer
     };
+    // What peers shared with this user is this origin's too if it may list it.
+    let sees_shares = shared.grants.borrow().allows(origin, Permission::Share);
     // What this node does not know it holds is asked of the peers at once, while the store is
     // read (see `fetch_object`); what it may hold is looked for first.
     if local_first && shared.exchange.may_hold(&cid, origin) {
@@ -1310,7 +1312,7 @@ async fn fetch(
             return Ok(describe(held));
         }
     }
-    let first = shared.exchange.fetch_object(cid, origin).await;
+    let first = shared.exchange.fetch_object(cid, origin, sees_shares).await;
     match first {
         Ok(done) => return Ok(describe(done)),
         Err(e) if e.code != ErrorCode::NotFound => return Err(e),
@@ -1331,7 +1333,7 @@ async fn fetch(
             futures_timer::Delay::new(Duration::from_millis(50)).await;
         }
         if waiting.iter().any(|p| shared.exchange.is_peer(p)) {
-            match shared.exchange.fetch_object(cid, origin).await {
+            match shared.exchange.fetch_object(cid, origin, sees_shares).await {
                 Ok(done) => return Ok(describe(done)),
                 Err(e) if e.code != ErrorCode::NotFound => return Err(e),
                 Err(_) => {}
@@ -1405,7 +1407,7 @@ async fn fetch(
         500,
         4_000,
         |e: &ApiError| e.code == ErrorCode::NotFound,
-        || shared.exchange.fetch_object(cid, origin),
+        || shared.exchange.fetch_object(cid, origin, sees_shares),
     )
     .await
     .map(describe)

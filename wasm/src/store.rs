@@ -110,12 +110,23 @@ impl Store {
 
     /// Every key (`keys`) or every value of a store.
     async fn read_all(&self, store: &str, keys: bool) -> Result<Vec<JsValue>, idb::Error> {
+        self.read_range(store, keys, None).await
+    }
+
+    /// Every key (`keys`) or every value of a store in `range` (all of them for `None`).
+    async fn read_range(
+        &self,
+        store: &str,
+        keys: bool,
+        range: Option<idb::KeyRange>,
+    ) -> Result<Vec<JsValue>, idb::Error> {
         let tx = self.tx(&[store], TransactionMode::ReadOnly).await?;
         let os = tx.object_store(store)?;
+        let range = range.map(idb::Query::from);
         let all = if keys {
-            os.get_all_keys(None, None)?.await?
+            os.get_all_keys(range, None)?.await?
         } else {
-            os.get_all(None, None)?.await?
+            os.get_all(range, None)?.await?
         };
         tx.await?;
         Ok(all)
@@ -617,15 +628,7 @@ impl Store {
         let (low, high) = (fetched_key(origin, ""), format!("{origin}!"));
         let range = idb::KeyRange::bound(&low.as_str().into(), &high.into(), None, Some(true))
             .map_err(backend)?;
-        let tx = self.tx(&[FETCHED], TransactionMode::ReadOnly).await.map_err(backend)?;
-        let keys = tx
-            .object_store(FETCHED)
-            .map_err(backend)?
-            .get_all_keys(Some(range.into()), None)
-            .map_err(backend)?
-            .await
-            .map_err(backend)?;
-        tx.await.map_err(backend)?;
+        let keys = self.read_range(FETCHED, true, Some(range)).await.map_err(backend)?;
         Ok(keys.iter().filter_map(|k| k.as_string()?.strip_prefix(&low)?.parse().ok()).collect())
     }
 

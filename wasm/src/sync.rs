@@ -734,7 +734,10 @@ impl SyncNode {
                             if this.store.object(&cid).await.ok().flatten().is_some() {
                                 return Ok(false);
                             }
-                            this.exchange.fetch_object(root, SHARES_ORIGIN).await.map(|_| true)
+                            this.exchange
+                                .fetch_object(root, SHARES_ORIGIN, true)
+                                .await
+                                .map(|_| true)
                         },
                     )
                     .await;
