@@ -304,12 +304,22 @@ describe('share and sync', { concurrency: 1 }, () => {
   test('a collection edited on both sides while apart converges, keeping both sides\' additions', async () => {
     const cids = [];
     for (let i = 0; i < 5; i++) cids.push((await a.run((i) => window.disot.cas.put(new Uint8Array([i, 7, 7])), i)).cid);
-    const id = await a.run(async (cids, did) => {
+    const id = await a.run(async (cids) => {
       const { id } = await window.disot.collections.create('trip');
       for (const cid of cids.slice(0, 3)) await window.disot.collections.add(id, cid);
-      await window.disot.collections.member(id, did, 'editor');
       return id;
-    }, cids, sb.did);
+    }, cids);
+    // Letting B in shares the collection with B: the user approves it, as any share.
+    const letIn = async (button) => {
+      const joining = await h.startInPage(a.page, { method: 'collection_member', params: { id, did: sb.did, role: 'editor' } });
+      const shown = await h.answerPrompt(a.browser, button);
+      assert.match(shown, /asks you to let this peer read and edit the collection “trip” \(3 entries\)/);
+      assert.ok(shown.includes(sb.did), shown);
+      return joining();
+    };
+    assert.equal((await letIn('#reject')).error?.code, 4001, 'the user said no');
+    assert.deepEqual((await ui(popupA, 'collection_get', { id })).editors, [], 'and B is not in it');
+    assert.deepEqual((await letIn('#approve')).result?.editors, [sb.did]);
     const sharing = await h.startInPage(a.page, { method: 'share', params: { collection: id, to: sb.did, note: 'edit with me' } });
     assert.match(await h.answerPrompt(a.browser, '#approve'), /the collection/);
     assert.ok((await sharing()).result);

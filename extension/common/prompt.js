@@ -49,8 +49,13 @@ try {
     const { cid, collection, to, note, object } = request.share;
     document.title = 'Disot Peer: share';
     $('title').textContent = 'Share';
-    const what = collection ? `the collection ${collection}` : `${object?.name ?? cid} (${object?.size ?? '?'} bytes)`;
-    $('asks').textContent = `asks you to share ${what} with:`;
+    const what = collection
+      ? `the collection ${object?.name ? `“${object.name}” (${object.count} entries)` : collection}`
+      : `${object?.name ?? cid} (${object?.size ?? '?'} bytes)`;
+    const { role } = request.share;
+    $('asks').textContent = role
+      ? `asks you to let this peer ${role === 'reader' ? 'read' : 'read and edit'} ${what}:`
+      : `asks you to share ${what} with:`;
     $('entry').textContent = [...[to].flat(), ...(note ? [`note: ${note}`] : []), ...(cid ? [cid] : [])].join('\n');
     $('entry').hidden = false;
     $('approve').textContent = 'Share';

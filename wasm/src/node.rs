@@ -1524,6 +1524,9 @@ async fn page_sync(
     method: &str,
     params: Value,
 ) -> Result<Value, ApiError> {
+    if method == "collection_member" {
+        ask_to_add_member(shared, origin, &params).await?;
+    }
     if method != "share" {
         return shared.sync.collections_or_list(method, params).await;
     }
@@ -1546,6 +1549,45 @@ async fn page_sync(
         return Err(ApiError::new(ErrorCode::UserRejected, "the user did not share it"));
     }
     shared.sync.share(&share).await
+}
+
+/// A page's `collection_member {id, did, role}` that lets a peer in (as editor or reader)
+/// shares the collection with that peer: the user approves it first, as any share (unless
+/// this origin may share with that peer without asking). Taking a peer out needs no prompt.
+async fn ask_to_add_member(shared: &Shared, origin: &str, params: &Value) -> Result<(), ApiError> {
+    let text = |key: &str| params.get(key).and_then(Value::as_str);
+    let role = match text("role") {
+        None | Some("editor") => "editor",
+        Some("reader") => "reader",
+        Some("none") => return Ok(()),
+        Some(_) => {
+            return Err(ApiError::new(ErrorCode::InvalidParams, "role: editor, reader or none"))
+        }
+    };
+    let (Some(id), Some(did)) = (text("id"), text("did")) else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParams,
+            "collection_member takes {id, did, role?}",
+        ));
+    };
+    disot_core::identity::public_key_from_did(did)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+    let info = shared
+        .sync
+        .collection_info(id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such collection"))?;
+    if info.editors.iter().chain(&info.readers).any(|m| m == did)
+        || shared.sync.preauthorised(origin, &[did.to_owned()])
+    {
+        // Already in it (a change of role), or the user let this origin share with that peer.
+        return Ok(());
+    }
+    let shown = json!({ "collection": id, "to": [did], "role": role, "object": { "name": info.name, "count": info.count } });
+    let request = shared.pending.borrow_mut().open_share(origin, shown, now_ms() as u64)?;
+    if !ask_user(shared, request.id).await? {
+        return Err(ApiError::new(ErrorCode::UserRejected, "the user did not let that peer in"));
+    }
+    Ok(())
 }
 
 /// Shares, collections and sync for the extension's own pages (no prompt: the user is there).

@@ -1030,6 +1030,11 @@ impl SyncNode {
         Ok(result)
     }
 
+    /// Collection `id`'s name, owner, members and size, if it is a collection held here.
+    pub(crate) fn collection_info(&self, id: &str) -> Option<disot_core::sync::CollectionInfo> {
+        self.lib.borrow().collection_info(id)
+    }
+
     /// Whether `origin` may share with every one of `to` without asking the user.
     pub(crate) fn preauthorised(&self, origin: &str, to: &[String]) -> bool {
         self.preauth.borrow().get(origin).is_some_and(|dids| to.iter().all(|d| dids.contains(d)))
