@@ -291,7 +291,7 @@ function startStreamPut() {
 }
 
 describe('firefox content store', () => {
-  test('64 MiB round trip, origins, restart, corruption (Selenium: the grant needs the prompt window)', async () => {
+  test('64 MiB round trip, origins, restart, corruption, "Free space" (Selenium: the grant needs the prompt window)', async () => {
     const site = await h.startPageServer();
     const ext = h.prepareExtension('firefox', []);
     const profile = h.tempDir('profile-cas-firefox');
@@ -352,6 +352,25 @@ describe('firefox content store', () => {
       checkSparesBack(await driver.executeScript('return document.documentElement.dataset.sparesBack'));
       await driver.switchTo().defaultContent();
       await checkGenerated(await run(h.putGeneratedInPage, generatedInPage()));
+
+      // "Free space" in the popup: the one object let go goes, with its blocks; one kept stays.
+      const x = await run(putSeeded, 3, 1); // three leaves and a root
+      const y = await run(putSeeded, 2, 2);
+      assert.equal((await run(async (cid) => window.disot.cas.unpin(cid), x.cid)).pinned, false);
+      await driver.get(`${base}popup.html`);
+      const before = (await run(h.blockKeysInExtensionPage)).length;
+      await driver.findElement(By.id('gc')).click();
+      await driver.wait(async () => /^Removed|error/i.test(await driver.findElement(By.id('gc-status')).getText()), 30_000);
+      const said = await driver.findElement(By.id('gc-status')).getText();
+      const after = await run(h.blockKeysInExtensionPage);
+      h.log(`firefox free space: ${before} blocks before; "${said}"`);
+      assert.equal(said, `Removed 1 unpinned object and ${before - after.length} blocks`);
+      assert.ok(before - after.length >= 4, 'x\'s root and leaves at least');
+      assert.ok(!after.includes(x.cid) && after.includes(y.cid));
+      await openDemo();
+      assert.deepEqual(await run(async (cid) => window.disot.cas.stat(cid), x.cid), { thrown: -32001 });
+      const kept = await run(async (cid) => Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', await window.disot.cas.get(cid))), (v) => v.toString(16).padStart(2, '0')).join(''), y.cid);
+      assert.equal(`sha256:${kept}`, y.sha256, 'the object kept reads back whole');
     } finally {
       await driver.quit();
     }
