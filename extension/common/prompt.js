@@ -9,7 +9,10 @@ const DESCRIPTIONS = {
   share: 'share content and collections with peers (you approve each share), and see what peers shared with you',
 };
 
+let deciding = false;
+
 async function decide(approve) {
+  deciding = true;
   $('approve').disabled = $('reject').disabled = true;
   try {
     const remember = approve && !$('remember-row').hidden && $('remember').checked;
@@ -70,6 +73,21 @@ try {
   $('approve').disabled = $('reject').disabled = false;
   $('approve').addEventListener('click', () => decide(true));
   $('reject').addEventListener('click', () => decide(false));
+  // A request the node stopped waiting for (it timed out, or the node started again after an
+  // error) is not left on screen to be answered: the window says so and closes.
+  const watch = setInterval(async () => {
+    if (deciding) return clearInterval(watch);
+    try {
+      await call('permissions_pending', { id });
+    } catch (e) {
+      if (deciding || !/no such pending request/.test(e.message)) return;
+      clearInterval(watch);
+      $('approve').disabled = $('reject').disabled = true;
+      $('error').textContent = 'This request is no longer waiting: the site has to ask again.';
+      $('error').hidden = false;
+      setTimeout(() => window.close(), 3_000);
+    }
+  }, 2_000);
 } catch (e) {
   $('error').textContent = `This request is no longer waiting (${e.message}).`;
   $('error').hidden = false;
