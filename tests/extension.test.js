@@ -363,7 +363,8 @@ describe('a crashed peer', () => {
               return s?.startedAt > previous && s;
             }, { timeout: 30_000, what: `the node to start again after crash ${crash}` });
           }
-          const stopped = await h.waitFor(() => ui('ui_status').then(() => false, (e) => /stopped after/.test(e.message) && e.message), { timeout: 30_000, what: 'the node to stay stopped' });
+          // (Until the page reloads, requests are answered "stopped after an error": wait past it.)
+          const stopped = await h.waitFor(() => ui('ui_status').then(() => false, (e) => /failed to start: it stopped after/.test(e.message) && e.message), { timeout: 30_000, what: 'the node to stay stopped' });
           assert.match(stopped, /disot peer failed to start: it stopped after 4 errors in 10 minutes \(the last: .*debug_crash.*\); restart the browser/s);
           await h.waitFor(() => !node.connectedPeers().has(before.peerId), { what: 'the node to lose the stopped peer' });
         }
