@@ -803,7 +803,6 @@ impl Client {
                     *misses = misses.saturating_add(SILENCE_MISSES);
                 }
             }
-            let Some(state) = self.wants.get_mut(&cid) else { continue };
             if now.saturating_sub(state.since) >= WANT_TIMEOUT_MS && state.block_from.is_none() {
                 self.fail(cid);
                 continue;
@@ -835,16 +834,13 @@ impl Client {
         self.recent.push_back(cid);
     }
 
-    /// `peer` misbehaved on a stream of its own (a message that does not parse, say): it is
-    /// treated as one that sent a wrong block.
-    pub fn ban_peer(&mut self, peer: PeerId, reason: String, now: u64) {
-        if !self.banned.contains(&peer) {
-            self.ban(peer, reason, now);
+    /// `peer` misbehaved: it sent a block nobody asked for, or a message on a stream of its own
+    /// that does not parse. It is dropped and never asked again (once: a peer banned already
+    /// is left as it is).
+    pub fn ban(&mut self, peer: PeerId, reason: String, now: u64) {
+        if !self.banned.insert(peer) {
+            return;
         }
-    }
-
-    fn ban(&mut self, peer: PeerId, reason: String, now: u64) {
-        self.banned.insert(peer);
         // Not waited for: it is not asked again.
         self.drop_peer(&peer, now, false);
         self.events.push_back(Event::Misbehaved { peer, reason });
@@ -1439,8 +1435,8 @@ mod tests {
     fn a_peer_whose_stream_misbehaves_is_banned_once_and_not_asked() {
         let (bad, good) = (peer(), peer());
         let mut c = connected(&[bad, good]);
-        c.ban_peer(bad, "a message that does not parse".into(), 1);
-        c.ban_peer(bad, "again".into(), 2);
+        c.ban(bad, "a message that does not parse".into(), 1);
+        c.ban(bad, "again".into(), 2);
         let events: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
         assert_eq!(
             events,

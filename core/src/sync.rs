@@ -453,10 +453,16 @@ impl Library {
 
     /// Room for document `id` from a peer trusted at `level` (see [`MAX_TRUST_DOCS`]).
     fn room_for(&self, id: &str, level: Level) -> Result<(), Error> {
+        use std::ops::Bound::{Excluded, Included};
         self.room()?;
         if is_trust_id(id)
             && level == Level::Nothing
-            && self.docs.keys().filter(|k| is_trust_id(k)).count() >= MAX_TRUST_DOCS
+            // (Trust documents' ids start "trust-", and `docs` is ordered: only they are read.)
+            && self
+                .docs
+                .range::<str, _>((Included("trust-"), Excluded("trust.")))
+                .nth(MAX_TRUST_DOCS - 1)
+                .is_some()
         {
             return Err(Error::Invalid(format!("more than {MAX_TRUST_DOCS} trust documents")));
         }

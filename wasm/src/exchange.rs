@@ -345,7 +345,7 @@ impl Exchange {
                 match incoming {
                     Ok(incoming) => self.on_message(peer, incoming).await,
                     Err(Stop::Misbehaved(e)) => {
-                        self.client.borrow_mut().ban_peer(peer, e.to_string(), now_ms() as u64);
+                        self.client.borrow_mut().ban(peer, e.to_string(), now_ms() as u64);
                         self.flush();
                         return;
                     }

@@ -1621,9 +1621,12 @@ async fn ui_sync(shared: &Shared, method: &str, params: Value) -> Result<Value, 
 async fn ask_user(shared: &Shared, id: u64) -> Result<bool, ApiError> {
     let (tx, rx) = oneshot::channel();
     shared.waiters.borrow_mut().insert(id, tx);
-    if let Err(e) = shared.open_prompt.call1(&JsValue::NULL, &JsValue::from_f64(id as f64)) {
+    let forget = || {
         shared.pending.borrow_mut().close(id);
         shared.waiters.borrow_mut().remove(&id);
+    };
+    if let Err(e) = shared.open_prompt.call1(&JsValue::NULL, &JsValue::from_f64(id as f64)) {
+        forget();
         return Err(ApiError::new(
             ErrorCode::Internal,
             format!("could not open the prompt: {e:?}"),
@@ -1634,8 +1637,7 @@ async fn ask_user(shared: &Shared, id: u64) -> Result<bool, ApiError> {
     match futures::future::select(rx, futures_timer::Delay::new(PROMPT_WAIT)).await {
         futures::future::Either::Left((answer, _)) => Ok(answer.unwrap_or(false)),
         futures::future::Either::Right(_) => {
-            shared.pending.borrow_mut().close(id);
-            shared.waiters.borrow_mut().remove(&id);
+            forget();
             Ok(false)
         }
     }

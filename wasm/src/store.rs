@@ -726,6 +726,8 @@ impl Store {
             })?;
             check_block(cid, len)?;
         }
+        // (Notes only for blocks written.)
+        let fetched_for = fetched_for.filter(|_| !blocks.is_empty());
         let mut stores = Vec::with_capacity(3);
         if !(blocks.is_empty() && present.is_empty()) {
             stores.push(BLOCKS);
@@ -733,7 +735,7 @@ impl Store {
         if record.is_some() {
             stores.push(OBJECTS);
         }
-        if fetched_for.is_some() && !blocks.is_empty() {
+        if fetched_for.is_some() {
             stores.push(FETCHED);
         }
         if stores.is_empty() {
@@ -750,7 +752,7 @@ impl Store {
                 );
             }
         }
-        if let Some(origin) = fetched_for.filter(|_| !blocks.is_empty()) {
+        if let Some(origin) = fetched_for {
             let store = tx.object_store(FETCHED).map_err(backend)?;
             for (cid, _) in blocks {
                 let key = JsValue::from_str(&fetched_key(origin, &cid.to_string()));
