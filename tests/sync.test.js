@@ -309,17 +309,29 @@ describe('share and sync', { concurrency: 1 }, () => {
       for (const cid of cids.slice(0, 3)) await window.disot.collections.add(id, cid);
       return id;
     }, cids);
-    // Letting B in shares the collection with B: the user approves it, as any share.
-    const letIn = async (button) => {
-      const joining = await h.startInPage(a.page, { method: 'collection_member', params: { id, did: sb.did, role: 'editor' } });
+    // Letting B in shares the collection with B, and making a reader an editor gives it more:
+    // the user approves either, as any share.
+    const letIn = async (button, role) => {
+      const joining = await h.startInPage(a.page, { method: 'collection_member', params: { id, did: sb.did, role } });
       const shown = await h.answerPrompt(a.browser, button);
-      assert.match(shown, /asks you to let this peer read and edit the collection “trip” \(3 entries\)/);
+      const may = role === 'reader' ? 'read' : 'read and edit';
+      assert.match(shown, new RegExp(`asks you to let this peer ${may} the collection “trip” \\(3 entries\\)`));
       assert.ok(shown.includes(sb.did), shown);
       return joining();
     };
-    assert.equal((await letIn('#reject')).error?.code, 4001, 'the user said no');
-    assert.deepEqual((await ui(popupA, 'collection_get', { id })).editors, [], 'and B is not in it');
-    assert.deepEqual((await letIn('#approve')).result?.editors, [sb.did]);
+    const members = async () => {
+      const { editors, readers } = await ui(popupA, 'collection_get', { id });
+      return { editors, readers };
+    };
+    assert.equal((await letIn('#reject', 'reader')).error?.code, 4001, 'the user said no');
+    assert.deepEqual(await members(), { editors: [], readers: [] }, 'and B is not in it');
+    assert.deepEqual((await letIn('#approve', 'reader')).result?.readers, [sb.did]);
+    assert.equal((await letIn('#reject', 'editor')).error?.code, 4001, 'no more than reading');
+    assert.deepEqual(await members(), { editors: [], readers: [sb.did] }, 'B still only reads');
+    assert.deepEqual((await letIn('#approve', 'editor')).result?.editors, [sb.did]);
+    const asReader = await a.run((id, did) => window.disot.request({ method: 'collection_member', params: { id, did, role: 'reader' } }), id, sb.did);
+    assert.deepEqual(asReader.readers, [sb.did], 'giving less asks nothing');
+    assert.deepEqual((await letIn('#approve', 'editor')).result?.editors, [sb.did], 'an editor again, asked again');
     const sharing = await h.startInPage(a.page, { method: 'share', params: { collection: id, to: sb.did, note: 'edit with me' } });
     assert.match(await h.answerPrompt(a.browser, '#approve'), /the collection/);
     assert.ok((await sharing()).result);

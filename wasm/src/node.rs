@@ -1555,15 +1555,13 @@ async fn page_sync(
 /// shares the collection with that peer: the user approves it first, as any share (unless
 /// this origin may share with that peer without asking). Taking a peer out needs no prompt.
 async fn ask_to_add_member(shared: &Shared, origin: &str, params: &Value) -> Result<(), ApiError> {
-    let text = |key: &str| params.get(key).and_then(Value::as_str);
-    let role = match text("role") {
-        None | Some("editor") => "editor",
-        Some("reader") => "reader",
-        Some("none") => return Ok(()),
-        Some(_) => {
-            return Err(ApiError::new(ErrorCode::InvalidParams, "role: editor, reader or none"))
-        }
+    use disot_core::sync::Role;
+    let role = match params.get("role") {
+        None | Some(Value::Null) => Role::Editor,
+        Some(role) => serde_json::from_value(role.clone())
+            .map_err(|_| ApiError::new(ErrorCode::InvalidParams, "role: editor, reader or none"))?,
     };
+    let text = |key: &str| params.get(key).and_then(Value::as_str);
     let (Some(id), Some(did)) = (text("id"), text("did")) else {
         return Err(ApiError::new(
             ErrorCode::InvalidParams,
@@ -1576,12 +1574,18 @@ async fn ask_to_add_member(shared: &Shared, origin: &str, params: &Value) -> Res
         .sync
         .collection_info(id)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such collection"))?;
-    if info.editors.iter().chain(&info.readers).any(|m| m == did)
-        || shared.sync.preauthorised(origin, &[did.to_owned()])
-    {
-        // Already in it (a change of role), or the user let this origin share with that peer.
+    let has = |members: &[String]| members.iter().any(|m| m == did);
+    // Taking a peer out, or giving it no more than it has, asks nothing; nor does a peer this
+    // origin may share with without asking, or the owner (whose role cannot change).
+    let asks_more = match role {
+        Role::None => false,
+        Role::Reader => !has(&info.readers) && !has(&info.editors),
+        Role::Editor => !has(&info.editors),
+    };
+    if !asks_more || info.owner == did || shared.sync.preauthorised(origin, &[did.to_owned()]) {
         return Ok(());
     }
+    let role = if role == Role::Reader { "reader" } else { "editor" };
     let shown = json!({ "collection": id, "to": [did], "role": role, "object": { "name": info.name, "count": info.count } });
     let request = shared.pending.borrow_mut().open_share(origin, shown, now_ms() as u64)?;
     if !ask_user(shared, request.id).await? {
