@@ -51,6 +51,41 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     assert.equal((await answer()).error.code, 4001);
   });
 
+  test('requests from several sites wait for one prompt window, each in turn, and the prompt says how many wait', async () => {
+    const otherSite = await h.startPageServer();
+    const pages = [page, await browser.open(`${otherSite.url}/demo.html`),
+      await browser.open(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`)];
+    const origins = [site.url, otherSite.url, site.url.replace('127.0.0.1', 'localhost')];
+    const answers = [await ask(pages[0])];
+    const first = await promptPage(browser);
+    answers.push(await ask(pages[1]), await ask(pages[2]));
+    await first.waitForFunction(() => document.getElementById('waiting').textContent.startsWith('2 more requests wait'), { timeout: 10_000 });
+    const prompts = () => browser.browser.targets().filter((t) => t.url().includes('/prompt.html')).length;
+    assert.equal(prompts(), 1, 'one prompt window for three requests');
+    // Closed unanswered: a no for the first site; the next site's request opens.
+    await first.close();
+    assert.equal((await answers[0]()).error.code, 4001);
+    const second = await promptPage(browser);
+    assert.equal(await second.$eval('#origin', (e) => e.textContent), origins[1]);
+    assert.equal(await second.$eval('#waiting', (e) => e.textContent), '1 more request waits: it opens when this one is answered or closed.');
+    assert.equal(prompts(), 1);
+    await second.click('#approve');
+    assert.deepEqual((await answers[1]()).result.map((g) => [g.parentCapability, g.invoker]), [['cas', origins[1]]]);
+    const third = await promptPage(browser);
+    assert.equal(await third.$eval('#origin', (e) => e.textContent), origins[2]);
+    assert.equal(await third.$eval('#waiting', (e) => e.hidden), true, 'none waits after the last');
+    await third.click('#reject');
+    assert.equal((await answers[2]()).error.code, 4001);
+    for (const i of [0, 2]) {
+      assert.deepEqual((await h.pageRequest(pages[i], { method: 'disot_getPermissions' })).result, [], `nothing for ${origins[i]}`);
+    }
+    // (The next test starts with no grants.)
+    const popup = await browser.browser.newPage();
+    await popup.goto(`${browser.extensionBase}popup.html`);
+    await h.ui(popup, 'permissions_revoke', { origin: origins[1] });
+    await Promise.all([popup, ...pages.slice(1)].map((p) => p.close()));
+  });
+
   test('approving grants the permission to this origin only, and the popup can revoke it', async () => {
     const answer = await ask(page);
     const prompt = await promptPage(browser);
@@ -153,6 +188,34 @@ describe('firefox permissions', { concurrency: 1 }, () => {
       await driver.get(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
       await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
       assert.deepEqual(await call({ method: 'disot_getPermissions' }), { result: [] }, 'another origin has nothing');
+
+      // Two sites ask at once: one prompt window, which says that one more waits; closing it
+      // (a no) opens the other's.
+      const otherSite = await h.startPageServer();
+      await ask();
+      await driver.wait(async () => (await driver.getAllWindowHandles()).length === 2, 15_000, 'a prompt window');
+      const firstPrompt = (await driver.getAllWindowHandles()).find((w) => w !== main);
+      const tab = (await driver.switchTo().newWindow('tab'), await driver.getWindowHandle());
+      await driver.get(`${otherSite.url}/demo.html`);
+      await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+      await ask();
+      await driver.switchTo().window(firstPrompt);
+      await driver.wait(async () => /\/prompt\.html\?id=\d+$/.test(await driver.getCurrentUrl()), 15_000, 'the prompt page');
+      await driver.wait(async () => (await driver.findElement(By.id('waiting')).getText()).startsWith('1 more request waits'), 15_000, 'the prompt to say one more waits');
+      assert.equal(await driver.findElement(By.id('origin')).getText(), site.url.replace('127.0.0.1', 'localhost'));
+      assert.equal((await driver.getAllWindowHandles()).length, 3, 'the page, its tab and one prompt window');
+      await driver.close();
+      await driver.wait(async () => (await driver.getAllWindowHandles()).length === 3, 15_000, 'the next prompt window');
+      await driver.switchTo().window((await driver.getAllWindowHandles()).find((w) => w !== main && w !== tab));
+      await driver.wait(async () => /\/prompt\.html\?id=\d+$/.test(await driver.getCurrentUrl()), 15_000, 'the next prompt page');
+      await driver.wait(until.elementIsEnabled(await driver.wait(until.elementLocated(By.id('reject')), 15_000)), 15_000);
+      assert.equal(await driver.findElement(By.id('origin')).getText(), otherSite.url);
+      await driver.findElement(By.id('reject')).click();
+      await driver.switchTo().window(tab);
+      assert.deepEqual(await answer(), { error: { code: 4001 } });
+      await driver.close();
+      await driver.switchTo().window(main);
+      assert.deepEqual(await answer(), { error: { code: 4001 } }, 'the closed prompt was a no');
 
       await driver.get(`${base}popup.html`);
       const revoke = await driver.wait(until.elementLocated(By.css(`#grants li[data-origin="${site.url}"] button.revoke`)), 15_000);

@@ -1,41 +1,83 @@
-// Opens the approval prompt for a permission request in its own small window, and reports a
+// Opens the approval prompt for permission requests, one window at a time, and reports a
 // window closed without an answer as a rejection. Used by both browsers' backgrounds.
 //
-// Which window shows which request is kept in session storage as well as in memory: the
-// background may be stopped while a prompt is open (Chrome stops an idle service worker after
-// about 30 s; Firefox suspends an idle event page), and a window closed after that must still
-// decline its request, or the site could ask nothing more until the browser restarts.
+// Requests that arrive while a prompt is open wait in a queue and get their window when it
+// closes (answered or not), so that sites, however many origins they use, cannot stack windows
+// on the user's screen; the open prompt says how many wait after it.
+//
+// The state is kept in session storage as well as in memory: the background may be stopped
+// while a prompt is open (Chrome stops an idle service worker after about 30 s; Firefox
+// suspends an idle event page), and a window closed after that must still decline its request
+// and open the next, or sites could ask nothing more until the browser restarts.
 const api = globalThis.browser ?? globalThis.chrome;
-const open = new Map(); // window id -> request id
 const session = api.storage?.session;
-const key = (windowId) => `prompt-window:${windowId}`;
+const KEY = 'prompt-windows';
 
-export async function openPromptWindow(id) {
+/** `{windowId, id, queue}`: the open prompt window, the request it shows, those waiting. */
+let state = null;
+// One change to the state at a time: a request arriving while its window is still being created
+// must join the queue, not open a second window.
+let chain = Promise.resolve();
+function serially(change) {
+  const run = chain.then(async () => {
+    if (!state) {
+      try {
+        state = (await session?.get(KEY))?.[KEY] ?? null;
+      } catch (e) {
+        console.error('disot: reading the prompt state', e);
+      }
+      state ??= { windowId: null, id: null, queue: [] };
+    }
+    await change(state);
+    await session?.set({ [KEY]: state });
+  });
+  chain = run.catch(() => {});
+  return run;
+}
+
+async function show(s, id) {
   const win = await api.windows.create({
     url: api.runtime.getURL(`prompt.html?id=${encodeURIComponent(id)}`),
     type: 'popup',
     width: 420,
-    height: 360,
+    height: 400,
   });
-  open.set(win.id, id);
-  await session?.set({ [key(win.id)]: id });
+  Object.assign(s, { windowId: win.id, id });
 }
 
-/** `decline(id)` is called when a prompt window closes; a request already answered ignores it. */
-export function onPromptClosed(decline) {
-  api.windows.onRemoved.addListener(async (windowId) => {
-    const known = open.get(windowId);
-    open.delete(windowId);
-    if (known !== undefined) decline(known);
-    if (!session) return;
-    try {
-      const stored = (await session.get(key(windowId)))[key(windowId)];
-      await session.remove(key(windowId));
-      if (known === undefined && stored !== undefined) decline(stored);
-    } catch (e) {
-      console.error('disot: the prompt window closed, its request unknown', e);
+const stillOpen = (windowId) => api.windows.get(windowId).then(() => true, () => false);
+
+export function openPromptWindow(id) {
+  return serially(async (s) => {
+    if (s.windowId !== null && (await stillOpen(s.windowId))) {
+      // (The node bounds how many requests wait at once.)
+      s.queue.push(id);
+      return;
     }
+    await show(s, id);
   });
+}
+
+/**
+ * `decline(id)` is called when a prompt window closes (a request already answered ignores it);
+ * the next request waiting then gets its window.
+ */
+export function onPromptClosed(decline) {
+  api.windows.onRemoved.addListener((windowId) => serially(async (s) => {
+    if (windowId !== s.windowId) return;
+    decline(s.id);
+    Object.assign(s, { windowId: null, id: null });
+    // (A waiting request the node no longer holds, having waited too long, says so in its
+    // window, which then closes.)
+    for (let next; (next = s.queue.shift()) !== undefined;) {
+      try {
+        return await show(s, next);
+      } catch (e) {
+        console.error('disot: opening prompt', e);
+        decline(next);
+      }
+    }
+  }).catch((e) => console.error('disot: after a prompt window closed', e)));
 }
 
 export const declineBody = (id) => JSON.stringify({ method: 'permissions_decide', params: { id, approve: false } });

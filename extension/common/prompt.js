@@ -11,6 +11,21 @@ const DESCRIPTIONS = {
 
 let deciding = false;
 
+// Requests from other sites (or this one's next) wait for this prompt: say how many.
+function showWaiting({ waiting }) {
+  $('waiting').textContent = waiting === 1
+    ? '1 more request waits: it opens when this one is answered or closed.'
+    : `${waiting} more requests wait: each opens when the one before is answered or closed.`;
+  $('waiting').hidden = !(waiting > 0);
+}
+
+function noLongerWaiting(text) {
+  $('approve').disabled = $('reject').disabled = true;
+  $('error').textContent = text;
+  $('error').hidden = false;
+  setTimeout(() => window.close(), 3_000);
+}
+
 async function decide(approve) {
   deciding = true;
   $('approve').disabled = $('reject').disabled = true;
@@ -27,6 +42,7 @@ async function decide(approve) {
 try {
   const request = await call('permissions_pending', { id });
   $('origin').textContent = request.origin;
+  showWaiting(request);
   if (request.sign) {
     // A signing request: the whole entry, exactly as it will be signed.
     document.title = 'Disot Peer: sign an entry';
@@ -78,17 +94,14 @@ try {
   const watch = setInterval(async () => {
     if (deciding) return clearInterval(watch);
     try {
-      await call('permissions_pending', { id });
+      showWaiting(await call('permissions_pending', { id }));
     } catch (e) {
       if (deciding || !/no such pending request/.test(e.message)) return;
       clearInterval(watch);
-      $('approve').disabled = $('reject').disabled = true;
-      $('error').textContent = 'This request is no longer waiting: the site has to ask again.';
-      $('error').hidden = false;
-      setTimeout(() => window.close(), 3_000);
+      noLongerWaiting('This request is no longer waiting: the site has to ask again.');
     }
   }, 2_000);
 } catch (e) {
-  $('error').textContent = `This request is no longer waiting (${e.message}).`;
-  $('error').hidden = false;
+  // (Closing lets the next waiting request open.)
+  noLongerWaiting(`This request is no longer waiting (${e.message}).`);
 }

@@ -1928,7 +1928,10 @@ async fn handle_ui(
             let request = pending.get(id).ok_or_else(|| {
                 ApiError::new(ErrorCode::InvalidParams, "no such pending request")
             })?;
-            serde_json::to_value(request).map_err(internal)
+            let mut shown = serde_json::to_value(request).map_err(internal)?;
+            // The others wait for their prompts, one after another.
+            shown["waiting"] = json!(pending.len().saturating_sub(1));
+            Ok(shown)
         }
         UiRequest::DecidePermission { id, approve, remember } => {
             decide(shared, id, approve, remember).await
