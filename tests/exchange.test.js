@@ -351,6 +351,33 @@ describe('bitswap', { concurrency: 1 }, () => {
     }
   });
 
+  test('a page asking for many objects at once has every one: those beyond what may run wait their turn, and one asked twice is fetched once', async () => {
+    const dataDir = h.tempDir('node-many');
+    // 24 objects of five blocks (four 64 KiB leaves and a root).
+    const added = Array.from({ length: 24 }, () => nodeAdd(dataDir, randomBytes(4 * 65536), ['--chunk-size', '65536']));
+    const node = await new h.NativeNode(dataDir).start();
+    const site = await h.startPageServer();
+    const browser = await h.Browser.launch('chromium', h.prepareExtension('chrome', [node.wsAddr]), h.tempDir('profile-many'));
+    try {
+      const page = await browser.open(`${site.url}/demo.html`);
+      await h.grantInChromium(browser, page);
+      await h.waitFor(async () => (await page.evaluate(() => window.disot.p2p.peers())).some((p) => p.peerId === node.peerId), { what: 'the node connected' });
+      await new Promise((r) => setTimeout(r, 500)); // identify: known to speak Bitswap
+      // All at once, the first one twice. (Until now, 16 fetches ran at once and the rest,
+      // and a second request for an object being fetched, failed with -32005.)
+      const names = [added[0].cid, ...added.map((a) => a.cid)];
+      const answers = await page.evaluate((names) => Promise.all(names.map((name) => window.disot.request({ method: 'cas_fetch', params: { name } })
+        .then((r) => ({ cid: r.cid, sha256: r.sha256, blocks: r.fetched.blocks }), (e) => ({ error: `${e.code}: ${e.message}` })))), names);
+      assert.deepEqual(answers.map((a) => a.error ?? a.sha256), [added[0], ...added].map((a) => a.sha256), 'every object, named right');
+      assert.deepEqual(answers.slice(2).map((a) => a.blocks), Array(23).fill(5), 'five blocks each');
+      assert.deepEqual([answers[0].blocks, answers[1].blocks].sort(), [0, 5], 'the object asked for twice came once');
+      const listed = await page.evaluate(() => window.disot.cas.list().then((l) => l.length));
+      assert.equal(listed, 24);
+    } finally {
+      await browser.close();
+    }
+  });
+
   test('a peer that answers with wrong bytes gets nothing stored and is disconnected; the get succeeds from an honest peer', async () => {
     const dataDir = h.tempDir('node-honest');
     const content = randomBytes(8 * 1024 * 1024);

@@ -36,6 +36,7 @@ pub mod permissions;
 pub mod store;
 pub mod sync;
 pub mod trust;
+pub mod turns;
 pub mod unixfs;
 pub mod webrtc;
 

@@ -56,7 +56,7 @@ const MAX_AHEAD_OF_TURN: usize = PARALLEL_BLOCKS * 1024 * 1024;
 const NAMED_AT_ONCE: u64 = 64 * 1024 * 1024;
 /// How long the set of public blocks is trusted before it is read again.
 const PUBLIC_TTL_MS: f64 = 2_000.0;
-/// Fetches in progress at once.
+/// Fetches in progress at once (others wait for a turn).
 const MAX_TRANSFERS: usize = 16;
 
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new(bitswap::PROTOCOL);
@@ -100,6 +100,81 @@ pub(crate) struct Transfer {
     #[serde(skip)]
     pub origin: String,
     pub started_ms: f64,
+}
+
+/// What a fetch of an object answers.
+type FetchAnswer = Result<(ObjectRecord, Fetched), ApiError>;
+
+/// Requests of one origin that may wait for the same object's fetch.
+const MAX_JOINED: usize = 64;
+/// Fetches one origin may run at once (of [`MAX_TRANSFERS`]), and may have waiting for a turn.
+const TRANSFERS_PER_ORIGIN: usize = 8;
+const WAITING_PER_ORIGIN: usize = 256;
+/// Fetches waiting for a turn, of all origins.
+const WAITING_TOTAL: usize = 1024;
+
+/// Either the fetch to run, or the answer of the same fetch that ran meanwhile.
+enum Lead<'a> {
+    Leading(Leading<'a>),
+    Answered(FetchAnswer),
+}
+
+/// A fetch for an origin that the same origin's later requests for that object wait for.
+struct Leading<'a> {
+    exchange: &'a Exchange,
+    key: String,
+}
+
+impl Leading<'_> {
+    /// Hand the answer to those waiting (what was fetched is the leader's to count).
+    fn answer(self, answer: &FetchAnswer) {
+        let waiters = self.exchange.joining.borrow_mut().remove(&self.key).unwrap_or_default();
+        for waiter in waiters {
+            let copy = match answer {
+                Ok((record, fetched)) => Ok((
+                    record.clone(),
+                    Fetched { content: fetched.content.clone(), ..Fetched::default() },
+                )),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = waiter.send(copy);
+        }
+    }
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        // (Ended unanswered: those waiting fetch for themselves.)
+        self.exchange.joining.borrow_mut().remove(&self.key);
+    }
+}
+
+/// An origin's turn to fetch (see [`disot_core::turns`]), given on to the next when dropped;
+/// or, while `waiting`, its place in the queue.
+struct Turn<'a> {
+    exchange: &'a Exchange,
+    origin: String,
+    waiting: Option<oneshot::Receiver<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // A waiter dropped after its turn came gives it back too.
+        if let Some(rx) = self.waiting.as_mut() {
+            if !matches!(rx.try_recv(), Ok(Some(()))) {
+                return;
+            }
+        }
+        let mut origin = self.origin.clone();
+        loop {
+            let next = self.exchange.turns.borrow_mut().give_back(&origin);
+            let Some((next_origin, waiter)) = next else { break };
+            if waiter.send(()).is_ok() {
+                break;
+            }
+            origin = next_origin; // gone meanwhile: its turn is given on
+        }
+    }
 }
 
 /// Where a wanted block (or why it could not be had) goes.
@@ -193,6 +268,10 @@ pub(crate) struct Exchange {
     /// is installed as stale, so that it is read again before it is trusted.
     access_epoch: std::cell::Cell<u64>,
     transfers: RefCell<BTreeMap<String, Transfer>>,
+    /// Fetches running or waiting for a turn, by `"<origin> <root>"`: the same origin's other
+    /// requests for that object waiting for its answer.
+    joining: RefCell<HashMap<String, Vec<oneshot::Sender<FetchAnswer>>>>,
+    turns: RefCell<disot_core::turns::Turns<String, oneshot::Sender<()>>>,
     /// The objects this store holds for each origin, as far as this node knows: a hash of
     /// each root's CID with each origin it is held for, taken from every read of all records
     /// (`refresh_public`) and added to as objects are stored here or by other contexts (which
@@ -221,6 +300,13 @@ impl Exchange {
             public_lock: futures::lock::Mutex::new(()),
             access_epoch: std::cell::Cell::new(0),
             transfers: RefCell::default(),
+            joining: RefCell::default(),
+            turns: RefCell::new(disot_core::turns::Turns::new(
+                MAX_TRANSFERS,
+                TRANSFERS_PER_ORIGIN,
+                WAITING_PER_ORIGIN,
+                WAITING_TOTAL,
+            )),
             held: RefCell::default(),
             held_read: std::cell::Cell::new(false),
             banned: RefCell::default(),
@@ -591,25 +677,25 @@ impl Exchange {
                 "not held here and no peer is connected",
             ));
         }
+        // One fetch of an object per origin: the same origin asking again meanwhile has the
+        // running fetch's answer. Another origin's fetch of the same object runs on its own
+        // (the wants are shared), so that a page learns nothing of what other sites fetch and
+        // is not held up by them.
+        let key = format!("{origin} {root}");
+        let leading = match self.lead_or_join(&key).await? {
+            Lead::Leading(leading) => leading,
+            Lead::Answered(answer) => return answer,
+        };
+        // Fetches beyond those that may run at once wait for their turn, site by site.
+        let _turn = self.turn(origin).await?;
         if self.collecting.get() {
             return Err(ApiError::new(
                 ErrorCode::ResourceUnavailable,
                 "the space is being freed: fetch again in a moment",
             ));
         }
-        // One fetch of an object per origin: another origin's fetch of the same object runs
-        // on its own (the wants are shared), so that a page learns nothing of what other
-        // sites fetch and is not held up by them.
-        let key = format!("{origin} {root}");
         {
-            let mut transfers = self.transfers.borrow_mut();
-            if transfers.contains_key(&key) || transfers.len() >= MAX_TRANSFERS {
-                return Err(ApiError::new(
-                    ErrorCode::LimitExceeded,
-                    "that object is already being fetched, or too many fetches are running",
-                ));
-            }
-            transfers.insert(
+            self.transfers.borrow_mut().insert(
                 key.clone(),
                 Transfer {
                     cid: root.to_string(),
@@ -630,7 +716,60 @@ impl Exchange {
         if result.is_ok() {
             self.note_held(&root.to_string(), origin);
         }
+        leading.answer(&result);
         result
+    }
+
+    /// The fetch `key` (an origin and an object) runs already: wait for its answer (or, should
+    /// it end unanswered, run it); otherwise lead it.
+    async fn lead_or_join(&self, key: &str) -> Result<Lead<'_>, ApiError> {
+        loop {
+            let joined = {
+                let mut joining = self.joining.borrow_mut();
+                match joining.get_mut(key) {
+                    Some(waiters) if waiters.len() >= MAX_JOINED => {
+                        return Err(ApiError::new(
+                            ErrorCode::LimitExceeded,
+                            format!("{MAX_JOINED} requests wait for that object's fetch already"),
+                        ))
+                    }
+                    Some(waiters) => {
+                        let (tx, rx) = oneshot::channel();
+                        waiters.push(tx);
+                        rx
+                    }
+                    None => {
+                        joining.insert(key.to_owned(), Vec::new());
+                        return Ok(Lead::Leading(Leading { exchange: self, key: key.to_owned() }));
+                    }
+                }
+            };
+            if let Ok(answer) = joined.await {
+                return Ok(Lead::Answered(answer));
+            }
+        }
+    }
+
+    /// A turn to fetch for `origin`, at once or once the fetches before it are done.
+    async fn turn(&self, origin: &str) -> Result<Turn<'_>, ApiError> {
+        let waiting = {
+            let mut turns = self.turns.borrow_mut();
+            if turns.try_take(&origin.to_owned()) {
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                turns.queue(origin.to_owned(), tx).map_err(|e| {
+                    ApiError::new(ErrorCode::LimitExceeded, format!("too many fetches: {e}"))
+                })?;
+                Some(rx)
+            }
+        };
+        let mut turn = Turn { exchange: self, origin: origin.to_owned(), waiting };
+        if let Some(rx) = turn.waiting.as_mut() {
+            rx.await.map_err(|_| internal("the turns to fetch went away"))?;
+            turn.waiting = None;
+        }
+        Ok(turn)
     }
 
     /// An object of several blocks: its DAG, then its record, once every block is stored and
