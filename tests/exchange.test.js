@@ -378,7 +378,7 @@ describe('bitswap', { concurrency: 1 }, () => {
     }
   });
 
-  test('a peer that answers with wrong bytes gets nothing stored and is disconnected; the get succeeds from an honest peer', async () => {
+  test('a peer that answers with wrong bytes gets nothing stored, is disconnected and is not served again; the get succeeds from an honest peer', async () => {
     const dataDir = h.tempDir('node-honest');
     const content = randomBytes(8 * 1024 * 1024);
     const added = nodeAdd(dataDir, content);
@@ -395,6 +395,11 @@ describe('bitswap', { concurrency: 1 }, () => {
         return ids.includes(node.peerId) && ids.includes(hostileId);
       }, { what: 'both peers connected' });
       await new Promise((r) => setTimeout(r, 500)); // identify: both known to speak Bitswap
+      // Before it misbehaves, the peer is served what is public.
+      const mine = (await page.evaluate(() => window.disot.cas.put(new Uint8Array(1024).fill(7), { public: true }))).cid;
+      const about = (event) => hostile.events.filter((e) => e.event === event && e.cid === mine).length;
+      hostile.send(`want ${mine}`);
+      await h.waitFor(() => about('received') === 1, { what: 'the peer to be served before it misbehaves' });
       const r = await page.evaluate(getFromPeersInPage, added.cid);
       assert.equal(r.error, undefined, JSON.stringify(r.error));
       assert.equal(`sha256:${r.sha256}`, added.sha256, 'the right bytes, from the honest node');
@@ -406,7 +411,17 @@ describe('bitswap', { concurrency: 1 }, () => {
       await ext.goto(`${browser.extensionBase}options.html`);
       const keys = await ext.evaluate(h.blockKeysInExtensionPage);
       for (const f of forged) assert.ok(!keys.includes(f.sent), `forged block ${f.sent} is not stored`);
-      assert.equal(keys.length, 9, '8 leaves and the root, nothing else');
+      assert.equal(keys.length, 10, '8 leaves and the root, the page\'s public block, nothing else');
+      // Remembered: connected again (the browser dials its bootstrap peers), it asks for the
+      // same public block and its stream is reset, unanswered.
+      await h.waitFor(() => hostile.events.filter((e) => e.event === 'connected').length >= 2, { what: 'the hostile peer connected again', timeout: 60_000 });
+      // (The first stream ended with its connection.)
+      await h.waitFor(() => about('reset') === 1, { what: 'the first stream to end' });
+      const resets = about('reset');
+      hostile.send(`want ${mine}`);
+      await h.waitFor(() => about('reset') > resets, { what: 'the banned peer\'s stream reset' });
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(about('received'), 1, 'nothing served to the banned peer');
     } finally {
       await browser.close();
     }

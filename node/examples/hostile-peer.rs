@@ -3,6 +3,10 @@
 //! `listening` (its address), `wanted` (each CID asked for, and how: `have` or `block`),
 //! `forged` (the CID asked for and the CID of what it sent), `connected` and `disconnected`.
 //!
+//! It asks too: `want <cid>` on stdin sends the peer that connected last a want-block for it on
+//! a new stream and reports `asked`; each block that peer sends (verified against its CID) is
+//! reported as `received`, and the stream being reset or closed by it as `reset`.
+//!
 //! Usage: hostile-peer <ws port>
 
 use disot_core::bitswap::{self, Outgoing, Presence, WantType};
@@ -10,6 +14,7 @@ use futures::StreamExt as _;
 use libp2p::swarm::SwarmEvent;
 use libp2p::StreamProtocol;
 use sha2::Digest as _;
+use tokio::io::AsyncBufReadExt as _;
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new(bitswap::PROTOCOL);
 
@@ -29,6 +34,11 @@ async fn main() -> Result<(), support::Error> {
                 let Ok(mut out) = control.open_stream(peer, PROTOCOL).await else { return };
                 while let Ok(Some(bytes)) = bitswap::read_frame(&mut inbound).await {
                     let Ok(msg) = bitswap::decode(&bytes) else { return };
+                    for (cid, _) in &msg.blocks {
+                        support::emit(
+                            serde_json::json!({"event": "received", "cid": cid.to_string()}),
+                        );
+                    }
                     let mut reply = Outgoing::default();
                     for want in msg.wants.iter().filter(|w| !w.cancel) {
                         let how = if want.want_type == WantType::Have { "have" } else { "block" };
@@ -60,24 +70,60 @@ async fn main() -> Result<(), support::Error> {
         }
     });
     let me = *swarm.local_peer_id();
+    let asking = swarm.behaviour().stream.new_control();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut last = None;
     loop {
-        match swarm.select_next_some().await {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                support::emit(
-                    serde_json::json!({"event": "listening", "addr": format!("{address}/p2p/{me}")}),
-                );
+        tokio::select! {
+            line = lines.next_line() => {
+                let Ok(Some(line)) = line else { return Ok(()) };
+                let cid = line.strip_prefix("want ").and_then(|c| c.trim().parse::<cid::Cid>().ok());
+                if let (Some(cid), Some(peer)) = (cid, last) {
+                    tokio::spawn(ask(asking.clone(), peer, cid));
+                }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                support::emit(
-                    serde_json::json!({"event": "connected", "peer": peer_id.to_string()}),
-                );
-            }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                support::emit(
-                    serde_json::json!({"event": "disconnected", "peer": peer_id.to_string()}),
-                );
-            }
-            _ => {}
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    support::emit(
+                        serde_json::json!({"event": "listening", "addr": format!("{address}/p2p/{me}")}),
+                    );
+                }
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    last = Some(peer_id);
+                    support::emit(
+                        serde_json::json!({"event": "connected", "peer": peer_id.to_string()}),
+                    );
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    support::emit(
+                        serde_json::json!({"event": "disconnected", "peer": peer_id.to_string()}),
+                    );
+                }
+                _ => {}
+            },
         }
     }
+}
+
+/// Send `peer` a want-block for `cid` on a stream of its own, and report whether the peer
+/// resets or closes that stream (a peer serving it keeps it open and answers on its own).
+async fn ask(mut control: libp2p_stream::Control, peer: libp2p::PeerId, cid: cid::Cid) {
+    let want =
+        bitswap::Want { cid, want_type: WantType::Block, cancel: false, send_dont_have: true };
+    let message = Outgoing { wants: vec![want], ..Outgoing::default() };
+    let Ok(mut out) = control.open_stream(peer, PROTOCOL).await else {
+        support::emit(serde_json::json!({"event": "reset", "cid": cid.to_string()}));
+        return;
+    };
+    for frame in message.encode() {
+        if bitswap::write_frame(&mut out, &frame).await.is_err() {
+            support::emit(serde_json::json!({"event": "reset", "cid": cid.to_string()}));
+            return;
+        }
+    }
+    support::emit(serde_json::json!({"event": "asked", "cid": cid.to_string()}));
+    // Nothing comes back on this stream: a read ends only when the peer resets or closes it.
+    let mut byte = [0u8; 1];
+    let _ = futures::AsyncReadExt::read(&mut out, &mut byte).await;
+    support::emit(serde_json::json!({"event": "reset", "cid": cid.to_string()}));
 }
