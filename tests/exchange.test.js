@@ -353,8 +353,8 @@ describe('bitswap', { concurrency: 1 }, () => {
 
   test('a page asking for many objects at once has every one: those beyond what may run wait their turn, and one asked twice is fetched once', async () => {
     const dataDir = h.tempDir('node-many');
-    // 24 objects of five blocks (four 64 KiB leaves and a root).
-    const added = Array.from({ length: 24 }, () => nodeAdd(dataDir, randomBytes(4 * 65536), ['--chunk-size', '65536']));
+    // 40 objects of 17 blocks (sixteen 64 KiB leaves and a root).
+    const added = Array.from({ length: 40 }, () => nodeAdd(dataDir, randomBytes(16 * 65536), ['--chunk-size', '65536']));
     const node = await new h.NativeNode(dataDir).start();
     const site = await h.startPageServer();
     const browser = await h.Browser.launch('chromium', h.prepareExtension('chrome', [node.wsAddr]), h.tempDir('profile-many'));
@@ -366,13 +366,33 @@ describe('bitswap', { concurrency: 1 }, () => {
       // All at once, the first one twice. (Until now, 16 fetches ran at once and the rest,
       // and a second request for an object being fetched, failed with -32005.)
       const names = [added[0].cid, ...added.map((a) => a.cid)];
+      // Meanwhile the popup shows what runs and how many wait.
+      const popup = await browser.browser.newPage();
+      await popup.goto(`${browser.extensionBase}popup.html`);
+      let watching = true;
+      const seen = { running: 0, waiting: 0, shown: '' };
+      const watch = (async () => {
+        while (watching) {
+          const s = await h.ui(popup, 'ui_status');
+          seen.running = Math.max(seen.running, s.transfers.length);
+          seen.waiting = Math.max(seen.waiting, s.fetchesWaiting);
+          seen.shown ||= await popup.$eval('#transfers', (e) => e.querySelector('li.waiting')?.textContent ?? '');
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })();
       const answers = await page.evaluate((names) => Promise.all(names.map((name) => window.disot.request({ method: 'cas_fetch', params: { name } })
         .then((r) => ({ cid: r.cid, sha256: r.sha256, blocks: r.fetched.blocks }), (e) => ({ error: `${e.code}: ${e.message}` })))), names);
       assert.deepEqual(answers.map((a) => a.error ?? a.sha256), [added[0], ...added].map((a) => a.sha256), 'every object, named right');
-      assert.deepEqual(answers.slice(2).map((a) => a.blocks), Array(23).fill(5), 'five blocks each');
-      assert.deepEqual([answers[0].blocks, answers[1].blocks].sort(), [0, 5], 'the object asked for twice came once');
+      watching = false;
+      await watch;
+      h.log(`fetches at once: at most ${seen.running} ran, ${seen.waiting} waited; the popup said "${seen.shown}"`);
+      assert.ok(seen.running <= 8, `no more than 8 of one site at once (${seen.running})`);
+      assert.ok(seen.waiting >= 1, 'some waited for their turn');
+      assert.match(seen.shown, /^\d+ more waiting for their turn$/);
+      assert.deepEqual(answers.slice(2).map((a) => a.blocks), Array(39).fill(17), '17 blocks each');
+      assert.deepEqual([answers[0].blocks, answers[1].blocks].sort((x, y) => x - y), [0, 17], 'the object asked for twice came once');
       const listed = await page.evaluate(() => window.disot.cas.list().then((l) => l.length));
-      assert.equal(listed, 24);
+      assert.equal(listed, 40);
     } finally {
       await browser.close();
     }

@@ -78,7 +78,8 @@ async function refresh() {
         }
         li.append(bar);
         return li;
-      }) : [Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' })]));
+      }) : [Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' })]),
+      ...(s.fetchesWaiting > 0 ? [Object.assign(item(`${s.fetchesWaiting} more waiting for their turn`), { className: 'waiting' })] : []));
     await showGrants();
     $('error').hidden = true;
   } catch (e) {

@@ -394,6 +394,11 @@ impl Exchange {
             .collect()
     }
 
+    /// Fetches waiting for their turn (see [`Exchange::fetch_object`]), of all origins.
+    pub(crate) fn fetches_waiting(&self) -> usize {
+        self.turns.borrow().waiting()
+    }
+
     /// Roots of the public objects (for provider records), as last read.
     pub(crate) async fn public_roots(&self) -> Vec<Cid> {
         self.refresh_public(true).await;

@@ -1870,6 +1870,7 @@ async fn handle_ui(
                 "bootstrap": live.bootstrap,
                 "relay": live.relay,
                 "transfers": shared.exchange.transfers(None),
+                "fetchesWaiting": shared.exchange.fetches_waiting(),
                 "startedAt": shared.started_at,
                 "version": env!("CARGO_PKG_VERSION"),
                 "lastCrash": shared.last_crash,
