@@ -1839,12 +1839,17 @@ async fn collect_garbage(shared: &Shared) -> Result<Value, ApiError> {
         return Err(busy("content is being fetched or stored: free the space once that is done"));
     }
     let _collecting = shared.exchange.collecting()?;
-    let removed = shared.store.collect_garbage().await.map_err(internal)?;
-    // What is held and served is read again; the popup's figures are worked out again.
-    shared.exchange.objects_removed();
-    *shared.storage.borrow_mut() = None;
-    let removed = removed
+    let removed = shared
+        .store
+        .collect_garbage()
+        .await
+        .map_err(internal)?
         .ok_or_else(|| busy("objects changed while the space was being freed: try again"))?;
+    if removed.objects > 0 || removed.blocks > 0 {
+        // What is held and served is read again; the popup's figures are worked out again.
+        shared.exchange.objects_removed();
+        *shared.storage.borrow_mut() = None;
+    }
     Ok(json!({ "objects": removed.objects, "blocks": removed.blocks }))
 }
 
