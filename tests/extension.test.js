@@ -373,6 +373,47 @@ describe('a crashed peer', () => {
         await node.stop();
       }
     });
+
+    test(`${kind}: a panic in a page's content frame fails the request it was on with 4900, and the next request has a new frame`, async () => {
+      const site = await h.startPageServer();
+      const ext = h.prepareExtension(kind === 'chromium' ? 'chrome' : 'firefox', [], undefined, { testHooks: true });
+      let run, close;
+      if (kind === 'chromium') {
+        const browser = await h.Browser.launch('chromium', ext, h.tempDir('profile-frame-crash'));
+        close = () => browser.close();
+        const page = await browser.open(`${site.url}/demo.html`);
+        await h.grantInChromium(browser, page);
+        run = (fn) => page.evaluate(fn);
+      } else {
+        const { driver } = await h.launchSeleniumFirefox(ext);
+        close = () => driver.quit();
+        await driver.get(`${site.url}/demo.html`);
+        await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+        await h.grantInSeleniumFirefox(driver);
+        run = (fn) => driver.executeAsyncScript(`const done = arguments[0]; (${fn})().then(done, (e) => done({ thrown: String(e) }));`);
+      }
+      try {
+        const r = await run(async () => {
+          const before = await window.disot.cas.put(new Uint8Array([1, 2, 3]));
+          // (A test build's frame panics on this request.)
+          const crash = await window.disot.cas.stat('debug_crash').then(() => 'answered', (e) => ({ code: e.code, message: e.message }));
+          const after = await window.disot.cas.put(new Uint8Array([4, 5, 6]));
+          return {
+            crash,
+            after: [...await window.disot.cas.get(after.cid)],
+            before: [...await window.disot.cas.get(before.cid)],
+            listed: (await window.disot.cas.list()).length,
+            frames: document.querySelectorAll('iframe[src$="/frame.html"]').length,
+          };
+        });
+        assert.equal(r.crash?.code, 4900, JSON.stringify(r));
+        assert.match(r.crash.message, /the content frame stopped after an error, and starts again: .*debug_crash/s);
+        assert.deepEqual([r.after, r.before, r.listed], [[4, 5, 6], [1, 2, 3], 2], 'puts and gets work again');
+        assert.equal(r.frames, 1, 'the stopped frame was replaced');
+      } finally {
+        await close();
+      }
+    });
   }
 });
 

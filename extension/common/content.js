@@ -122,6 +122,7 @@
   // MessagePort. The frame learns the page's origin from the browser, not from us or the page.
   const FRAME_URL = api.runtime.getURL('frame.html');
   let frameLoaded = null;
+  const crashedFrames = new WeakSet(); // removed after their wasm stopped (the provider knows)
   function openFrame() {
     frameLoaded ??= new Promise((resolve, reject) => {
       const iframe = document.createElement('iframe');
@@ -138,7 +139,7 @@
         if (iframe.isConnected) return;
         watch.disconnect();
         frameLoaded = null;
-        window.postMessage({ channel: CHANNEL, dir: 'frame-gone' }, window.location.origin);
+        if (!crashedFrames.has(iframe)) window.postMessage({ channel: CHANNEL, dir: 'frame-gone' }, window.location.origin);
       });
       watch.observe(parent, { childList: true });
     });
@@ -151,6 +152,14 @@
 
   window.addEventListener('message', (ev) => {
     if (ev.source !== window || ev.data?.channel !== CHANNEL) return;
+    if (ev.data.dir === 'frame-crashed') {
+      // The provider has let it go already; the next request opens another.
+      frameLoaded?.then((iframe) => {
+        crashedFrames.add(iframe);
+        iframe.remove();
+      }, () => {});
+      return;
+    }
     if (ev.data.dir === 'open-frame') {
       openFrame().catch((e) => window.postMessage({ channel: CHANNEL, dir: 'frame', error: e.message }, window.location.origin));
       return;

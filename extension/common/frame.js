@@ -2,7 +2,7 @@
 // page's content-store requests with binary messages over a MessagePort (see wasm/src/frame.rs).
 // The origin served is the parent's, as the browser reports it; the port must come from the
 // parent window itself.
-import init, { openFrame } from './pkg/disot_wasm.js';
+import init, { debugPanic, openFrame } from './pkg/disot_wasm.js';
 import { releaseReceived } from './memory.js';
 
 const api = globalThis.browser ?? globalThis.chrome;
@@ -22,6 +22,16 @@ let reading = Promise.resolve(); // without workers: pieces taken in the order t
 // own goes back to the page, to carry a later piece (see `spares` in provider.js), and the
 // others are garbage, freed then where the browser can (memory.js).
 const handedBack = new WeakMap();
+// A panic in this frame's wasm leaves it unusable (a trap: nothing unwinds). The pages it
+// serves are told at once: they fail what waits with 4900 and have the content script put a
+// new frame in this one's place (provider.js, content.js).
+const served = new Set();
+let crashed = null;
+globalThis.disotCrashed = (message) => {
+  crashed ??= String(message);
+  for (const port of served) port.postMessage({ crashed });
+};
+let testHooks = false; // `config.json` of a test build: a page may crash the frame (see answer)
 
 function frame() {
   opening ??= (async () => {
@@ -29,7 +39,9 @@ function frame() {
     // Compiled once here and shared with the worker.
     const module = await WebAssembly.compileStreaming(fetch(url))
       .catch(async () => WebAssembly.compile(await (await fetch(url)).arrayBuffer()));
-    const [worker] = await Promise.all([startContentWorker(module), init({ module_or_path: module })]);
+    const config = fetch(api.runtime.getURL('config.json')).then((r) => r.json()).catch(() => ({}));
+    const [worker, , { testHooks: hooks }] = await Promise.all([startContentWorker(module), init({ module_or_path: module }), config]);
+    testHooks = hooks === true;
     document.documentElement.dataset.hashing = worker ? 'worker' : 'frame'; // for tests
     importers = worker ?? null;
     return openFrame(worker, worker, tellNodeOfStore);
@@ -164,6 +176,7 @@ async function answer(origin, msg) {
   switch (msg.op) {
     case 'request': {
       if (typeof msg.body !== 'string') break;
+      if (testHooks && msg.body === '{"method":"cas_stat","params":{"name":"debug_crash"}}') debugPanic();
       return { body: await f.request(origin, msg.body) };
     }
     case 'put': {
@@ -249,9 +262,14 @@ async function askNode(origin, msg) {
 function serve(port, origin) {
   let pending = 0;
   let nodePending = 0;
+  served.add(port);
   port.onmessage = async ({ data: msg }) => {
     const id = msg?.id;
     if (!Number.isSafeInteger(id)) return;
+    if (crashed) {
+      port.postMessage({ id, body: failure(4900, `disot content frame stopped after an error: ${crashed}`) });
+      return;
+    }
     if (msg.op === 'node') {
       if (nodePending >= MAX_NODE_PENDING) {
         port.postMessage({ id, body: failure(-32005, `more than ${MAX_NODE_PENDING} requests in flight`) });

@@ -130,6 +130,7 @@
     const spares = [];
     const MAX_SPARES = 24; // more than the pieces one upload has in flight
     port.onmessage = ({ data }) => {
+      if (typeof data?.crashed === 'string') return frameCrashed(data.crashed);
       if (data?.spare instanceof ArrayBuffer && data.spare.byteLength === PIECE_SIZE && spares.length < MAX_SPARES) spares.push(data.spare);
       const w = waiting.get(data?.id);
       if (!w) return;
@@ -152,7 +153,9 @@
     // fail for it.
     let sent = 0;
     const turns = [];
+    let closed = null; // why, once the frame is gone
     const send = (msg, transfer, ms, late) => new Promise((resolve, reject) => {
+      if (closed) return reject(new ProviderRpcError(4900, closed));
       const id = next++;
       const timer = setTimeout(() => {
         waiting.delete(id);
@@ -169,16 +172,26 @@
         turns.shift()?.();
       });
     };
+    const close = (why) => {
+      closed ??= why;
+      for (const w of waiting.values()) {
+        clearTimeout(w.timer);
+        w.reject(new ProviderRpcError(4900, why));
+      }
+      waiting.clear();
+      port.close();
+    };
+    // The frame's wasm stopped after an error: what waits fails now, and the content script
+    // puts a new frame in its place for the next request.
+    const frameCrashed = (message) => {
+      close(`the content frame stopped after an error, and starts again: ${message}`);
+      framePath = null;
+      nodeRoute = null;
+      window.postMessage({ channel: CHANNEL, dir: 'frame-crashed' }, window.location.origin);
+    };
     return {
       // The frame is gone: what waits for it fails now.
-      close: () => {
-        for (const w of waiting.values()) {
-          clearTimeout(w.timer);
-          w.reject(new ProviderRpcError(4900, 'the content frame was removed'));
-        }
-        waiting.clear();
-        port.close();
-      },
+      close: () => close('the content frame was removed'),
       // A request for the node (not queued behind content: the frame has its own limit).
       node: (body, ms) => send({ op: 'node', body }, [], ms, 'disot peer did not answer in time'),
       call: (method, params) => call({ op: 'request', body: JSON.stringify(params === undefined ? { method } : { method, params }) }),

@@ -41,6 +41,13 @@ fn init() {
     }));
 }
 
+/// Test builds only: panic, as a bug would (a content frame calls it when its `config.json`
+/// has `testHooks` and a page asks for it; see frame.js).
+#[wasm_bindgen::prelude::wasm_bindgen(js_name = debugPanic)]
+pub fn debug_panic() {
+    panic!("debug_crash: a crash a test asked for");
+}
+
 /// A panic leaves this context's module unusable (a trap, with nothing unwound): whoever hosts
 /// the node hears of it through `globalThis.disotCrashed(message)`, if it set one, and starts
 /// it again.
