@@ -374,7 +374,7 @@ describe('a crashed peer', () => {
       }
     });
 
-    test(`${kind}: a panic in a page's content frame fails the request it was on with 4900, and the next request has a new frame`, async () => {
+    test(`${kind}: a panic in a page's content frame or one of its workers fails the request it was on with 4900, and the next request has a new frame`, async () => {
       const site = await h.startPageServer();
       const ext = h.prepareExtension(kind === 'chromium' ? 'chrome' : 'firefox', [], undefined, { testHooks: true });
       let run, close;
@@ -398,8 +398,11 @@ describe('a crashed peer', () => {
           // (A test build's frame panics on this request.)
           const crash = await window.disot.cas.stat('debug_crash').then(() => 'answered', (e) => ({ code: e.code, message: e.message }));
           const after = await window.disot.cas.put(new Uint8Array([4, 5, 6]));
+          // So does one of its content workers (which hash uploads and read content).
+          const workerCrash = await window.disot.cas.stat('debug_crash_worker').then(() => 'answered', (e) => ({ code: e.code, message: e.message }));
           return {
             crash,
+            workerCrash,
             after: [...await window.disot.cas.get(after.cid)],
             before: [...await window.disot.cas.get(before.cid)],
             listed: (await window.disot.cas.list()).length,
@@ -408,6 +411,8 @@ describe('a crashed peer', () => {
         });
         assert.equal(r.crash?.code, 4900, JSON.stringify(r));
         assert.match(r.crash.message, /the content frame stopped after an error, and starts again: .*debug_crash/s);
+        assert.equal(r.workerCrash?.code, 4900, JSON.stringify(r));
+        assert.match(r.workerCrash.message, /the content frame stopped after an error, and starts again: content worker: .*debug_crash/s);
         assert.deepEqual([r.after, r.before, r.listed], [[4, 5, 6], [1, 2, 3], 2], 'puts and gets work again');
         assert.equal(r.frames, 1, 'the stopped frame was replaced');
       } finally {

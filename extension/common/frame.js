@@ -86,6 +86,11 @@ async function startWorker(module) {
     worker.postMessage({ ...msg, id }, transfer);
   });
   worker.onmessage = ({ data }) => {
+    if (typeof data?.crashed === 'string') {
+      fail(`stopped after an error: ${data.crashed}`);
+      globalThis.disotCrashed(`content worker: ${data.crashed}`);
+      return;
+    }
     const w = waiting.get(data?.id);
     if (!w) return;
     waiting.delete(data.id);
@@ -149,6 +154,7 @@ async function startContentWorker(module) {
       return [blocks, cid, sha256, size];
     },
     forget: (handle) => worker.tell({ op: 'forget', handle }),
+    crash: () => worker.tell({ op: 'crash' }), // (test builds: see answer)
     // The parts of a range (or the JSON text of an error), read and verified on the worker.
     read: async (root, start, end, blobs) => {
       const r = readers.reduce((a, b) => (b.reading < a.reading ? b : a)); // the less busy
@@ -177,6 +183,10 @@ async function answer(origin, msg) {
     case 'request': {
       if (typeof msg.body !== 'string') break;
       if (testHooks && msg.body === '{"method":"cas_stat","params":{"name":"debug_crash"}}') debugPanic();
+      if (testHooks && msg.body === '{"method":"cas_stat","params":{"name":"debug_crash_worker"}}' && importers) {
+        importers.crash();
+        return new Promise(() => {}); // answered when the worker's panic stops this frame
+      }
       return { body: await f.request(origin, msg.body) };
     }
     case 'put': {

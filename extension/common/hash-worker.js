@@ -4,7 +4,7 @@
 // name, while the frame stores what comes back. Both read ranges of content from the store,
 // verifying every block, for the frame to hand on. Import messages are handled one at a time,
 // in the order they came, so the pieces of an upload are taken in order; reads overlap.
-import init, { ContentHash, WorkerImport, openReader } from './pkg/disot_wasm.js';
+import init, { ContentHash, WorkerImport, debugPanic, openReader } from './pkg/disot_wasm.js';
 import { releaseReceived } from './memory.js';
 
 const MAX_UPLOADS = 64; // more than a frame has open at once (wasm/src/cas.rs)
@@ -19,6 +19,10 @@ let ready = null;
 let reader = null; // its own connection to the store, opened at the first read
 let importing = Promise.resolve(); // the import message being handled: the next waits for it
 let CHUNK = 0; // every leaf but the last is this long
+
+// A panic leaves this worker's wasm unusable: the frame is told, and stops as if its own had
+// (see `disotCrashed` in frame.js).
+globalThis.disotCrashed = (message) => self.postMessage({ crashed: String(message) });
 
 const sha256 = async (bytes) => new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
 
@@ -206,6 +210,7 @@ self.onmessage = async ({ data: msg }) => {
     // Before init has finished, later messages wait for it, in order.
     if (!ready) throw new Error('not started');
     await ready;
+    if (msg.op === 'crash') debugPanic(); // asked for by a test build's frame
     if (msg.op === 'read') {
       // A failed open is tried again at the next read, not kept.
       reader ??= openReader(releaseReceived).catch((e) => {
