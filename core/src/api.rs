@@ -48,7 +48,8 @@ pub enum ErrorCode {
     Internal,
     /// The request is larger than a limit (EIP-1474 -32005).
     LimitExceeded,
-    /// The resource is busy, e.g. a prompt for this origin is already open (EIP-1474 -32002).
+    /// The resource is busy, e.g. a request of this origin already waits for the user (EIP-1474
+    /// -32002).
     ResourceUnavailable,
     /// No such object, or not one this origin may see (EIP-1474 -32001).
     NotFound,

@@ -74,9 +74,21 @@ impl<K: Ord + Clone, W> Turns<K, W> {
         Ok(())
     }
 
-    /// `key`'s turn is over. If someone waits whose key has room now, it is its turn (counted)
-    /// and its key and waiter are returned; should that waiter be gone, give its turn back too.
-    pub fn give_back(&mut self, key: &K) -> Option<(K, W)> {
+    /// `key`'s turn is over: it goes to the next waiter whose key has room now (counted as
+    /// that key's), which `hand` wakes. Should `hand` say the waiter is gone, that turn is over
+    /// too, and goes on in the same way.
+    pub fn give_back(&mut self, key: &K, mut hand: impl FnMut(W) -> bool) {
+        let mut key = key.clone();
+        while let Some((next, waiter)) = self.pass_on(&key) {
+            if hand(waiter) {
+                return;
+            }
+            key = next;
+        }
+    }
+
+    /// `key`'s turn is over; the waiter it goes to (see [`Turns::give_back`]), if any.
+    fn pass_on(&mut self, key: &K) -> Option<(K, W)> {
         if let Some(n) = self.running.get_mut(key) {
             *n -= 1;
             self.running_total -= 1;
@@ -136,6 +148,16 @@ impl<K: Ord + Clone, W> Turns<K, W> {
 mod tests {
     use super::*;
 
+    /// Give `key`'s turn back; the waiter woken, if any.
+    fn back(turns: &mut Turns<&'static str, u32>, key: &'static str) -> Option<u32> {
+        let mut woken = None;
+        turns.give_back(&key, |w| {
+            woken = Some(w);
+            true
+        });
+        woken
+    }
+
     #[test]
     fn one_key_cannot_take_every_turn_and_waiters_get_theirs_key_by_key() {
         let mut turns: Turns<&str, u32> = Turns::new(4, 3, 2, 3);
@@ -150,16 +172,16 @@ mod tests {
         assert_eq!(turns.queue("d", 20), Err(QueueFull::Total(3)));
         assert_eq!((turns.running(), turns.waiting()), (4, 3));
         // b is done: a is at its three, so c goes first though a asked before it.
-        assert_eq!(turns.give_back(&"b"), Some(("c", 10)));
+        assert_eq!(back(&mut turns, "b"), Some(10));
         assert!(!turns.try_take(&"b"), "all four taken again");
         // One of a's is done: its first waiter takes the turn.
-        assert_eq!(turns.give_back(&"a"), Some(("a", 1)));
-        // c is done, and nobody but a waits: a's next, though it had the last turn but one.
-        assert_eq!(turns.give_back(&"c"), None, "a is at its three");
-        assert_eq!(turns.give_back(&"a"), Some(("a", 2)));
+        assert_eq!(back(&mut turns, "a"), Some(1));
+        // c is done, and nobody but a waits, which is at its three.
+        assert_eq!(back(&mut turns, "c"), None);
+        assert_eq!(back(&mut turns, "a"), Some(2));
         assert_eq!((turns.running(), turns.waiting()), (3, 0));
         for _ in 0..3 {
-            assert_eq!(turns.give_back(&"a"), None);
+            assert_eq!(back(&mut turns, "a"), None);
         }
         assert_eq!(turns.running(), 0);
         assert!(turns.running.is_empty() && turns.waiting.is_empty(), "nothing left counted");
@@ -175,7 +197,7 @@ mod tests {
         assert!(!turns.try_take(&"d"));
         let mut order = Vec::new();
         let mut key = "x";
-        while let Some((next, n)) = turns.give_back(&key) {
+        while let Some((next, n)) = turns.pass_on(&key) {
             order.push(n);
             key = next;
         }
@@ -183,16 +205,24 @@ mod tests {
     }
 
     #[test]
-    fn a_key_with_waiters_waits_behind_them() {
+    fn a_turn_handed_to_a_waiter_that_is_gone_goes_on_to_the_next() {
         let mut turns: Turns<&str, u32> = Turns::new(2, 2, 8, 16);
         assert!(turns.try_take(&"a") && turns.try_take(&"b"));
         turns.queue("a", 1).expect("room to wait");
-        assert_eq!(turns.give_back(&"b"), Some(("a", 1)));
+        assert_eq!(back(&mut turns, "b"), Some(1));
         assert!(!turns.try_take(&"a"), "a has both");
+        assert!(!turns.try_take(&"c"), "and c waits behind");
         turns.queue("b", 2).expect("room to wait");
-        // A turn freed and handed to a waiter whose caller is gone comes straight back.
-        assert_eq!(turns.give_back(&"a"), Some(("b", 2)));
-        assert_eq!(turns.give_back(&"b"), None);
-        assert!(turns.try_take(&"c"), "a freed turn is anyone's");
+        turns.queue("c", 3).expect("room to wait");
+        // b's waiter is gone: its turn goes on to c's.
+        let mut tried = Vec::new();
+        turns.give_back(&"a", |w| {
+            tried.push(w);
+            w != 2
+        });
+        assert_eq!(tried, [2, 3]);
+        assert_eq!((turns.running(), turns.waiting()), (2, 0), "a's one and c's");
+        assert_eq!(back(&mut turns, "c"), None);
+        assert!(turns.try_take(&"d"), "a freed turn is anyone's");
     }
 }

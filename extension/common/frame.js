@@ -273,6 +273,7 @@ function serve(port, origin) {
   let pending = 0;
   let nodePending = 0;
   served.add(port);
+  if (crashed) port.postMessage({ crashed }); // (a page that came after)
   port.onmessage = async ({ data: msg }) => {
     const id = msg?.id;
     if (!Number.isSafeInteger(id)) return;

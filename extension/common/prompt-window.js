@@ -46,37 +46,43 @@ async function show(s, id) {
 }
 
 const stillOpen = (windowId) => api.windows.get(windowId).then(() => true, () => false);
+let decline = () => {}; // set by onPromptClosed
+
+/**
+ * The open prompt window is gone (or was never there): its request is declined (one answered
+ * already ignores it), and the next waiting request gets a window.
+ */
+async function next(s) {
+  if (s.id !== null) decline(s.id);
+  Object.assign(s, { windowId: null, id: null });
+  // (A waiting request the node no longer holds, having waited too long or been made before
+  // the node started again, closes its window at once, and the next opens.)
+  for (let id; (id = s.queue.shift()) !== undefined;) {
+    try {
+      return await show(s, id);
+    } catch (e) {
+      console.error('disot: opening prompt', e);
+      decline(id);
+    }
+  }
+}
 
 export function openPromptWindow(id) {
   return serially(async (s) => {
-    if (s.windowId !== null && (await stillOpen(s.windowId))) {
-      // (The node bounds how many requests wait at once.)
-      s.queue.push(id);
-      return;
-    }
-    await show(s, id);
+    // (The node bounds how many requests wait at once.)
+    s.queue.push(id);
+    // A window whose closing went unseen (the background was stopped meanwhile) counts as
+    // closed, as if it had been seen.
+    if (s.windowId !== null && (await stillOpen(s.windowId))) return;
+    await next(s);
   });
 }
 
-/**
- * `decline(id)` is called when a prompt window closes (a request already answered ignores it);
- * the next request waiting then gets its window.
- */
-export function onPromptClosed(decline) {
+/** `onClosed(id)` declines a request whose prompt window closed (see `next`). */
+export function onPromptClosed(onClosed) {
+  decline = onClosed;
   api.windows.onRemoved.addListener((windowId) => serially(async (s) => {
-    if (windowId !== s.windowId) return;
-    decline(s.id);
-    Object.assign(s, { windowId: null, id: null });
-    // (A waiting request the node no longer holds, having waited too long, says so in its
-    // window, which then closes.)
-    for (let next; (next = s.queue.shift()) !== undefined;) {
-      try {
-        return await show(s, next);
-      } catch (e) {
-        console.error('disot: opening prompt', e);
-        decline(next);
-      }
-    }
+    if (windowId === s.windowId) await next(s);
   }).catch((e) => console.error('disot: after a prompt window closed', e)));
 }
 

@@ -19,13 +19,6 @@ function showWaiting({ waiting }) {
   $('waiting').hidden = !(waiting > 0);
 }
 
-function noLongerWaiting(text) {
-  $('approve').disabled = $('reject').disabled = true;
-  $('error').textContent = text;
-  $('error').hidden = false;
-  setTimeout(() => window.close(), 3_000);
-}
-
 async function decide(approve) {
   deciding = true;
   $('approve').disabled = $('reject').disabled = true;
@@ -39,8 +32,20 @@ async function decide(approve) {
   }
 }
 
+/** The request, asked for again for a few seconds while the node cannot answer (starting). */
+async function pending() {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call('permissions_pending', { id });
+    } catch (e) {
+      if (/no such pending request/.test(e.message) || attempt >= 10) throw e;
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+  }
+}
+
 try {
-  const request = await call('permissions_pending', { id });
+  const request = await pending();
   $('origin').textContent = request.origin;
   showWaiting(request);
   if (request.sign) {
@@ -98,10 +103,19 @@ try {
     } catch (e) {
       if (deciding || !/no such pending request/.test(e.message)) return;
       clearInterval(watch);
-      noLongerWaiting('This request is no longer waiting: the site has to ask again.');
+      $('approve').disabled = $('reject').disabled = true;
+      $('error').textContent = 'This request is no longer waiting: the site has to ask again.';
+      $('error').hidden = false;
+      setTimeout(() => window.close(), 3_000);
     }
   }, 2_000);
 } catch (e) {
-  // (Closing lets the next waiting request open.)
-  noLongerWaiting(`This request is no longer waiting (${e.message}).`);
+  if (/no such pending request/.test(e.message)) {
+    // Gone before it was shown (it waited its turn too long, or the node started again):
+    // nothing to say; closing opens the next.
+    window.close();
+  } else {
+    $('error').textContent = `This request cannot be shown (${e.message}): close this window to turn it down.`;
+    $('error').hidden = false;
+  }
 }

@@ -109,9 +109,9 @@ type FetchAnswer = Result<(ObjectRecord, Fetched), ApiError>;
 const MAX_JOINED: usize = 64;
 /// Fetches one origin may run at once (of [`MAX_TRANSFERS`]), and may have waiting for a turn.
 const TRANSFERS_PER_ORIGIN: usize = 8;
-const WAITING_PER_ORIGIN: usize = 256;
-/// Fetches waiting for a turn, of all origins.
-const WAITING_TOTAL: usize = 1024;
+const WAITING_PER_ORIGIN: usize = 128;
+/// Fetches waiting for a turn, of all origins (sixteen origins' worth).
+const WAITING_TOTAL: usize = 2048;
 
 /// Either the fetch to run, or the answer of the same fetch that ran meanwhile.
 enum Lead<'a> {
@@ -144,7 +144,9 @@ impl Leading<'_> {
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        // (Ended unanswered: those waiting fetch for themselves.)
+        // Done or dropped, the fetch is no longer listed as running. (Ended unanswered: those
+        // waiting fetch for themselves.)
+        self.exchange.transfers.borrow_mut().remove(&self.key);
         self.exchange.joining.borrow_mut().remove(&self.key);
     }
 }
@@ -165,15 +167,7 @@ impl Drop for Turn<'_> {
                 return;
             }
         }
-        let mut origin = self.origin.clone();
-        loop {
-            let next = self.exchange.turns.borrow_mut().give_back(&origin);
-            let Some((next_origin, waiter)) = next else { break };
-            if waiter.send(()).is_ok() {
-                break;
-            }
-            origin = next_origin; // gone meanwhile: its turn is given on
-        }
+        self.exchange.turns.borrow_mut().give_back(&self.origin, |waiter| waiter.send(()).is_ok());
     }
 }
 
@@ -646,11 +640,21 @@ impl Exchange {
         origin: &str,
         sees_shares: bool,
     ) -> Result<(ObjectRecord, Fetched), ApiError> {
+        // One fetch of an object per origin: the same origin asking again meanwhile has the
+        // running fetch's answer. Another origin's fetch of the same object runs on its own
+        // (the wants are shared), so that a page learns nothing of what other sites fetch and
+        // is not held up by them. Fetches beyond those that may run at once wait for a turn,
+        // origin by origin.
+        let key = format!("{origin} {root}");
+        let quick_turn =
+            if self.joining.borrow().contains_key(&key) { None } else { self.try_turn(origin) };
         // A one-block object is asked of the peers at once, while the store is read: for a
         // small object that read would otherwise be a good part of the time to its first byte.
-        // (If it is held after all, the want is dropped, and with it cancelled.)
+        // (If it is held after all, the want is dropped, and with it cancelled.) Not by a
+        // fetch that waits: the want would bring the block before its turn.
         let one_block = root.codec() == RAW_CODEC;
-        let early = (one_block && self.has_peers()).then(|| self.block(root));
+        let early =
+            (one_block && quick_turn.is_some() && self.has_peers()).then(|| self.block(root));
         // (A block held without a record, a part of some object, maybe another origin's, is
         // not answered for from the store either: a page could otherwise probe for another
         // site's content by the CID of one of its chunks. A peer has to serve it.)
@@ -682,17 +686,14 @@ impl Exchange {
                 "not held here and no peer is connected",
             ));
         }
-        // One fetch of an object per origin: the same origin asking again meanwhile has the
-        // running fetch's answer. Another origin's fetch of the same object runs on its own
-        // (the wants are shared), so that a page learns nothing of what other sites fetch and
-        // is not held up by them.
-        let key = format!("{origin} {root}");
         let leading = match self.lead_or_join(&key).await? {
             Lead::Leading(leading) => leading,
             Lead::Answered(answer) => return answer,
         };
-        // Fetches beyond those that may run at once wait for their turn, site by site.
-        let _turn = self.turn(origin).await?;
+        let _turn = match quick_turn {
+            Some(turn) => turn,
+            None => self.turn(origin).await?,
+        };
         if self.collecting.get() {
             return Err(ApiError::new(
                 ErrorCode::ResourceUnavailable,
@@ -717,7 +718,6 @@ impl Exchange {
         } else {
             self.fetch_file(root, &key, origin).await
         };
-        self.transfers.borrow_mut().remove(&key);
         if result.is_ok() {
             self.note_held(&root.to_string(), origin);
         }
@@ -757,24 +757,25 @@ impl Exchange {
 
     /// A turn to fetch for `origin`, at once or once the fetches before it are done.
     async fn turn(&self, origin: &str) -> Result<Turn<'_>, ApiError> {
-        let waiting = {
-            let mut turns = self.turns.borrow_mut();
-            if turns.try_take(&origin.to_owned()) {
-                None
-            } else {
-                let (tx, rx) = oneshot::channel();
-                turns.queue(origin.to_owned(), tx).map_err(|e| {
-                    ApiError::new(ErrorCode::LimitExceeded, format!("too many fetches: {e}"))
-                })?;
-                Some(rx)
-            }
-        };
-        let mut turn = Turn { exchange: self, origin: origin.to_owned(), waiting };
+        if let Some(turn) = self.try_turn(origin) {
+            return Ok(turn);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.turns.borrow_mut().queue(origin.to_owned(), tx).map_err(|e| {
+            ApiError::new(ErrorCode::LimitExceeded, format!("too many fetches: {e}"))
+        })?;
+        let mut turn = Turn { exchange: self, origin: origin.to_owned(), waiting: Some(rx) };
         if let Some(rx) = turn.waiting.as_mut() {
             rx.await.map_err(|_| internal("the turns to fetch went away"))?;
             turn.waiting = None;
         }
         Ok(turn)
+    }
+
+    /// A turn to fetch for `origin`, if one is free now.
+    fn try_turn(&self, origin: &str) -> Option<Turn<'_>> {
+        let taken = self.turns.borrow_mut().try_take(&origin.to_owned());
+        taken.then(|| Turn { exchange: self, origin: origin.to_owned(), waiting: None })
     }
 
     /// An object of several blocks: its DAG, then its record, once every block is stored and

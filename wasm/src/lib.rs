@@ -41,8 +41,8 @@ fn init() {
     }));
 }
 
-/// Test builds only: panic, as a bug would (a content frame calls it when its `config.json`
-/// has `testHooks` and a page asks for it; see frame.js).
+/// Panic, as a bug would. In every build, but called only by a content frame or worker whose
+/// `config.json` has `testHooks` (test builds), when a page asks for it (see frame.js).
 #[wasm_bindgen::prelude::wasm_bindgen(js_name = debugPanic)]
 pub fn debug_panic() {
     panic!("debug_crash: a crash a test asked for");
