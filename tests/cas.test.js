@@ -196,7 +196,7 @@ describe('chromium content store', { concurrency: 1 }, () => {
     }
   });
 
-  test('"Free space" in the popup removes what no site keeps pinned and what unfinished uploads left, keeps what another site pins, and an upload whose blocks it took fails saying so', async () => {
+  test('"Free space" in the popup removes what no site keeps pinned and what unfinished uploads left, keeps what another site pins, and an upload whose blocks it took fails saying so; a site putting what another put learns nothing of what that one said of it', async () => {
     const site = await h.startPageServer();
     const ext = h.prepareExtension('chrome', []);
     const browser = await h.Browser.launch('chromium', ext, h.tempDir('profile-gc'));
@@ -259,6 +259,19 @@ describe('chromium content store', { concurrency: 1 }, () => {
       assert.match(failed, /^-32603 block \S+ of this upload was removed before the upload was done/);
       assert.deepEqual((await popup.evaluate(h.blockKeysInExtensionPage)).sort(), after.sort(), 'nothing of it is left');
       assert.deepEqual((await a.evaluate(() => window.disot.cas.list())).map((o) => o.cid), [y.cid]);
+
+      // B putting what A put is told nothing of what A said of it: not its name, its type,
+      // nor that A made it public.
+      const words = 'the same words, put by two sites';
+      const fromA = await a.evaluate((w) => window.disot.cas.put(new TextEncoder().encode(w), { name: 'plan.txt', mime: 'text/x-plan', public: true }), words);
+      const atB = await b.evaluate(async (w) => {
+        const { cid } = await window.disot.cas.put(new TextEncoder().encode(w));
+        return { ...(await window.disot.cas.stat(cid)), type: (await window.disot.cas.get(cid, { as: 'blob' })).type };
+      }, words);
+      assert.equal(atB.cid, fromA.cid, 'the same object');
+      assert.deepEqual([atB.name, atB.mime, atB.public, atB.minTrust, atB.type], [null, null, false, null, ''], `nothing A said: ${JSON.stringify(atB)}`);
+      const atA = await a.evaluate((c) => window.disot.cas.stat(c), fromA.cid);
+      assert.deepEqual([atA.name, atA.mime, atA.public], ['plan.txt', 'text/x-plan', true], 'A is told what it said');
     } finally {
       await browser.close();
     }

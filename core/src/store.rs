@@ -91,7 +91,8 @@ pub struct ObjectRecord {
     pub sha256: String,
     pub size: u64,
     pub pinned: bool,
-    /// Optional file name and MIME type given at import.
+    /// Optional file name and MIME type given at import, outside the page API (pages' own are
+    /// in `labels`; a record from before those has them here, given by its first origin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,6 +115,47 @@ pub struct ObjectRecord {
     /// another site that holds the same.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unpinned_by: Vec<String>,
+    /// What each origin said of it when it put it, told back to that origin only: another
+    /// origin that puts the same bytes learns neither the name another gave them nor whether
+    /// another made them public. (`public` and `min_trust` above are how the object is
+    /// served: any origin may serve what it holds.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, Label>,
+}
+
+/// What one origin said of an object when it put it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Label {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_trust: Option<u8>,
+}
+
+impl Label {
+    /// This label with what a later put by the same origin says: a name or MIME type given
+    /// first stands, public stays public, and of two trust thresholds the lower holds.
+    pub fn with(self, more: Label) -> Label {
+        Label {
+            name: self.name.or(more.name),
+            mime: self.mime.or(more.mime),
+            public: self.public || more.public,
+            min_trust: lower_threshold(self.min_trust, more.min_trust),
+        }
+    }
+}
+
+/// Of two trust thresholds for serving (`None`: not served by trust), the one that serves more.
+pub fn lower_threshold(a: Option<u8>, b: Option<u8>) -> Option<u8> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl ObjectRecord {
@@ -130,10 +172,55 @@ impl ObjectRecord {
             min_trust: None,
             shared_with: Vec::new(),
             unpinned_by: Vec::new(),
+            labels: BTreeMap::new(),
         }
     }
 
     /// Whether `origin` keeps it pinned.
+    /// What `origin` said of it (nothing if it said nothing, or if only another origin did).
+    pub fn label_for(&self, origin: &str) -> Label {
+        if let Some(label) = self.labels.get(origin) {
+            return label.clone();
+        }
+        // A record from before labels: what it says, its first origin said.
+        if self.labels.is_empty() && self.origins.first().is_some_and(|o| o == origin) {
+            return Label {
+                name: self.name.clone(),
+                mime: self.mime.clone(),
+                public: self.public,
+                min_trust: self.min_trust,
+            };
+        }
+        Label::default()
+    }
+
+    /// `origin` says `label` of it (joined to what it said before, [`Label::with`]), and the
+    /// object is served as that says too (serving is never taken away here).
+    pub fn label(&mut self, origin: &str, label: Label) {
+        self.public |= label.public;
+        self.min_trust = lower_threshold(self.min_trust, label.min_trust);
+        self.keep_label(origin, label);
+    }
+
+    /// `origin`'s label joined with `label`, without a change to how the object is served.
+    fn keep_label(&mut self, origin: &str, label: Label) {
+        let label = self.label_for(origin).with(label);
+        if label == Label::default() {
+            return;
+        }
+        if self.labels.is_empty() {
+            // The first label of a record from before labels: its first origin's words are
+            // kept as that origin's.
+            if let Some(first) = self.origins.first().filter(|o| *o != origin).cloned() {
+                let old = self.label_for(&first);
+                if old != Label::default() {
+                    self.labels.insert(first, old);
+                }
+            }
+        }
+        self.labels.insert(origin.to_owned(), label);
+    }
+
     pub fn pinned_for(&self, origin: &str) -> bool {
         self.pinned && !self.unpinned_by.iter().any(|o| o == origin)
     }
@@ -167,6 +254,10 @@ impl ObjectRecord {
             // Those it comes for keep it (a fetch, or the same content put again).
             self.unpinned_by.retain(|o| !other.origins.contains(o));
             self.pinned = true;
+        }
+        // What the others' origins said of it, without the serving (see above).
+        for (origin, label) in &other.labels {
+            self.keep_label(origin, label.clone());
         }
         self
     }
@@ -1053,6 +1144,55 @@ mod tests {
         assert!(legacy.pinned_for(a) && !legacy.pinned_for(b));
     }
 
+    /// Regression: a second origin putting the same bytes was told the name, MIME type and
+    /// serving the first origin gave them.
+    #[test]
+    fn each_origin_is_told_only_what_it_said_of_an_object() {
+        let (a, b, c) = ("https://a.example", "https://b.example", "https://c.example");
+        let imported = Imported { cid: Cid::default(), sha256: "sha256:00".into(), size: 1 };
+        // A record from before labels: its first origin said what it says.
+        let mut record = ObjectRecord {
+            name: Some("a.txt".into()),
+            public: true,
+            origins: vec![a.into()],
+            ..ObjectRecord::new(&imported)
+        };
+        assert_eq!(record.label_for(a).name.as_deref(), Some("a.txt"));
+        assert_eq!(record.label_for(b), Label::default());
+        record.origins.push(b.into());
+        record.label(b, Label { mime: Some("text/plain".into()), ..Label::default() });
+        let (for_a, for_b) = (record.label_for(a), record.label_for(b));
+        assert_eq!((for_a.name.as_deref(), for_a.public), (Some("a.txt"), true), "A's words stay");
+        assert_eq!(
+            (for_b.name, for_b.mime.as_deref(), for_b.public),
+            (None, Some("text/plain"), false)
+        );
+        // Put again: a name given first stands, public stays, the lower threshold holds.
+        record.label(
+            b,
+            Label { name: Some("b.txt".into()), min_trust: Some(70), ..Label::default() },
+        );
+        record.label(
+            b,
+            Label { name: Some("other.txt".into()), min_trust: Some(50), ..Label::default() },
+        );
+        let for_b = record.label_for(b);
+        assert_eq!((for_b.name.as_deref(), for_b.min_trust), (Some("b.txt"), Some(50)));
+        // Served as any origin that holds it asked; C, which said nothing, is told nothing.
+        assert!(record.public);
+        assert_eq!(record.min_trust, Some(50));
+        record.origins.push(c.into());
+        assert_eq!(record.label_for(c), Label::default());
+        // Joined (a record another context wrote): its labels come, its serving does not.
+        let private = ObjectRecord::new(&imported);
+        let mut other = private.clone();
+        other.origins = vec![c.into()];
+        other.label(c, Label { name: Some("c.txt".into()), public: true, ..Label::default() });
+        let joined = private.joined(&other);
+        assert_eq!(joined.label_for(c).name.as_deref(), Some("c.txt"));
+        assert!(!joined.public, "what the stored record serves stands");
+    }
+
     /// Regression: a fetch that read a record, waited on the network and wrote its copy back
     /// restored a share revoked meanwhile; a fetched object's fresh record dropped `public`.
     #[test]
@@ -1069,6 +1209,7 @@ mod tests {
             min_trust: Some(70),
             shared_with: vec![],
             unpinned_by: vec![],
+            labels: BTreeMap::new(),
         };
         let older = ObjectRecord {
             origins: vec!["https://b.example".into(), "https://a.example".into()],

@@ -355,8 +355,10 @@ async fn visible(cas: &Cas, origin: &str, name: &str) -> Result<ObjectRecord, Ap
 }
 
 /// Object `r` as `origin` sees it (pinned or not by that origin).
+/// An object as `origin` sees it: what it said of it, nothing another origin said.
 fn describe(r: &ObjectRecord, origin: &str) -> Value {
-    json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "pinned": r.pinned_for(origin), "public": r.public, "minTrust": r.min_trust, "name": r.name, "mime": r.mime })
+    let l = r.label_for(origin);
+    json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "pinned": r.pinned_for(origin), "public": l.public, "minTrust": l.min_trust, "name": l.name, "mime": l.mime })
 }
 
 /// The root and byte range a read of up to `length` bytes of object `name` from `offset`
@@ -770,14 +772,8 @@ pub(crate) async fn handle(
                     if !record.origins.iter().any(|o| o == origin) {
                         record.origins.push(origin.to_owned());
                     }
-                    record.name = record.name.or(name);
-                    record.mime = record.mime.or(mime);
-                    record.public |= public;
                     // Put again with another threshold: the lower one holds.
-                    record.min_trust = match (record.min_trust, min_trust) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
+                    record.label(origin, store::Label { name, mime, public, min_trust });
                     record.set_pinned_for(origin, true);
                     Some(record)
                 };

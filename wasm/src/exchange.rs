@@ -1231,6 +1231,7 @@ fn fetched_record(root: &Cid, sha256: &[u8], size: u64, origin: &str) -> ObjectR
         min_trust: None,
         shared_with: Vec::new(),
         unpinned_by: Vec::new(),
+        labels: Default::default(),
     }
 }
 

@@ -1296,7 +1296,7 @@ async fn fetch(
     disot_core::store::check_block(&cid, 0)
         .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
     let describe = |(r, fetched): (disot_core::store::ObjectRecord, crate::exchange::Fetched)| {
-        let mut answer = json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "mime": r.mime, "fetched": fetched });
+        let mut answer = json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "mime": r.label_for(origin).mime, "fetched": fetched });
         if let Some(bytes) = fetched.content.as_ref().filter(|_| inline) {
             answer["data"] =
                 json!(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes));
@@ -1537,18 +1537,17 @@ async fn page_sync(
         let record = record.filter(|r| r.origins.iter().any(|o| o == origin)).ok_or_else(|| {
             ApiError::new(ErrorCode::NotFound, "this origin holds no such object")
         })?;
-        shown["object"] =
-            json!({ "name": record.name, "size": record.size, "sha256": record.sha256 });
+        shown["object"] = json!({ "name": record.label_for(origin).name, "size": record.size, "sha256": record.sha256 });
     }
     // The user may have let this origin share with these recipients without asking.
     if shared.sync.preauthorised(origin, &share.recipients()?) {
-        return shared.sync.share(&share).await;
+        return shared.sync.share(&share, Some(origin)).await;
     }
     let request = shared.pending.borrow_mut().open_share(origin, shown, now_ms() as u64)?;
     if !ask_user(shared, request.id).await? {
         return Err(ApiError::new(ErrorCode::UserRejected, "the user did not share it"));
     }
-    shared.sync.share(&share).await
+    shared.sync.share(&share, Some(origin)).await
 }
 
 /// A page's `collection_member {id, did, role}` that lets a peer in (as editor or reader)
@@ -1597,7 +1596,7 @@ async fn ask_to_add_member(shared: &Shared, origin: &str, params: &Value) -> Res
 /// Shares, collections and sync for the extension's own pages (no prompt: the user is there).
 async fn ui_sync(shared: &Shared, method: &str, params: Value) -> Result<Value, ApiError> {
     match method {
-        "share" => shared.sync.share(&crate::sync::ShareParams::parse(params)?).await,
+        "share" => shared.sync.share(&crate::sync::ShareParams::parse(params)?, None).await,
         "share_revoke" => {
             let to = params.get("to").and_then(Value::as_str).unwrap_or_default().to_owned();
             let id = params.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();

@@ -781,8 +781,13 @@ impl SyncNode {
         Ok(json!({ "sharedWithMe": mine, "sharedByMe": by }))
     }
 
-    /// Share `params` (`{cid | collection, to, note?}`), already approved by the user.
-    pub(crate) async fn share(self: &Rc<Self>, params: &ShareParams) -> Result<Value, ApiError> {
+    /// Share `params` (`{cid | collection, to, note?}`), already approved by the user, for a
+    /// page's `origin` (the share names an object as that origin does) or for the user.
+    pub(crate) async fn share(
+        self: &Rc<Self>,
+        params: &ShareParams,
+        origin: Option<&str>,
+    ) -> Result<Value, ApiError> {
         let mut made = Vec::new();
         for to in params.recipients()? {
             let mut share = Share {
@@ -818,8 +823,13 @@ impl SyncNode {
                 share.cid = Some(record.cid.clone());
                 share.sha256 = Some(record.sha256.clone());
                 share.size = Some(record.size);
-                share.name = record.name.clone();
-                share.mime = record.mime.clone();
+                // (The user, in the popup, shares it as its first origin named it.)
+                let label = origin
+                    .or(record.origins.first().map(String::as_str))
+                    .map(|o| record.label_for(o))
+                    .unwrap_or_default();
+                share.name = label.name;
+                share.mime = label.mime;
                 if added {
                     self.exchange.access_changed();
                 }
