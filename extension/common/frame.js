@@ -172,9 +172,33 @@ async function startContentWorker(module) {
 
 const failure = (code, message) => JSON.stringify({ error: { code, message } });
 
+// Any page can load this frame (it is web-accessible), and in Chrome every content frame runs
+// in the node's process: a frame starts its wasm and workers only for a page granted `cas`,
+// so that pages without it cannot fill that process with frames. (Firefox runs it in the
+// page's own process, and gives it no way to the node: there the store's own check answers.)
+let granted = false;
+const NODE_WAIT_MS = 10_000; // for the node's document to be there (it may be starting)
+
+async function mayStart(origin) {
+  if (granted || opening) return true;
+  let view = nodeView();
+  for (const since = performance.now(); view === null && performance.now() - since < NODE_WAIT_MS;) {
+    await new Promise((r) => setTimeout(r, 100));
+    view = nodeView();
+  }
+  if (view === 'never') return true;
+  if (typeof view?.disotPageRequest !== 'function') return null;
+  const reply = JSON.parse(await view.disotPageRequest(origin, JSON.stringify({ method: 'disot_getPermissions' })));
+  granted = Array.isArray(reply.result) && reply.result.some((p) => p?.parentCapability === 'cas');
+  return granted;
+}
+
 async function answer(origin, msg) {
   let f;
   try {
+    const may = await mayStart(origin);
+    if (may === null) return { body: failure(4900, 'disot peer is not reachable now') };
+    if (!may) return { body: failure(4100, 'this origin has no permission for that: ask with disot_requestPermissions') };
     f = await frame();
   } catch (e) {
     return { body: failure(4900, `disot content frame failed to start: ${e?.message ?? e}`) };
