@@ -1,5 +1,5 @@
 // Who sent a runtime message, decided only from what the browser reports (`sender`), never
-// from the message: extension pages (popup, options) are "ui"; content scripts in http(s)
+// from the message: extension pages (popup, options, prompt) are "ui"; content scripts in http(s)
 // pages are "page", with the page's origin. Anything else is refused.
 const api = globalThis.browser ?? globalThis.chrome;
 const extensionOrigin = new URL(api.runtime.getURL('')).origin;
@@ -12,7 +12,9 @@ export function classify(sender) {
   } catch {
     return null;
   }
-  if (url.origin === extensionOrigin && !sender.tab?.url?.startsWith('http')) {
+  // (Never the content frame, the one extension page web pages can load: in a tab of a web
+  // page, Chrome may not tell the tab's URL.)
+  if (url.origin === extensionOrigin && url.pathname !== '/frame.html' && !sender.tab?.url?.startsWith('http')) {
     return { kind: 'ui', origin: extensionOrigin };
   }
   if (sender.tab && (url.protocol === 'https:' || url.protocol === 'http:')) {
