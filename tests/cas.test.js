@@ -133,6 +133,10 @@ describe('chromium content store', { concurrency: 1 }, () => {
       await h.grantInChromium(browser, other);
       assert.equal(await other.evaluate((c) => window.disot.cas.has(c), r.put.cid), false);
       assert.equal(await started(), 'worker', 'granted, its frame starts');
+      // The frame in a web page is never taken for the extension's own UI.
+      const asUi = await other.frames().find((f) => f.url() === `${browser.extensionBase}frame.html`)
+        .evaluate(() => chrome.runtime.sendMessage({ to: 'background', body: JSON.stringify({ method: 'ui_status' }) }).then((r) => JSON.parse(r.body)));
+      assert.equal(asUi.error?.code, 4100, JSON.stringify(asUi).slice(0, 200));
       assert.equal(await other.evaluate((c) => window.disot.cas.stat(c).then(() => null, (e) => e.code), r.put.cid), -32001);
       assert.deepEqual(await other.evaluate(() => window.disot.cas.list()), []);
       // Nor can it have the object by naming its CID: what the browser holds for another
