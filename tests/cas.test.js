@@ -158,7 +158,8 @@ describe('chromium content store', { concurrency: 1 }, () => {
       // A CID the store could not hold (SHA-512) is refused before any peer is asked.
       const sha512Cid = CID.create(1, 0x55, await sha512.digest(new Uint8Array([1, 2, 3]))).toString();
       assert.equal(await page.evaluate((c) => window.disot.cas.get(c).then(() => null, (e) => `${e.code} ${e.message}`), sha512Cid), `-32602 block ${sha512Cid} uses an unsupported hash or codec`);
-      // Upload handles count up across origins: why another origin's upload failed is not told.
+      // Upload handles are random (they tell an origin nothing of others' uploads), and why
+      // another origin's upload failed is not told.
       const handle = await page.evaluate(async () => {
         const { handle } = await window.disot.request({ method: 'cas_put_start', params: { size: 1 } });
         await window.disot.request({ method: 'cas_put_chunk', params: { handle, data: btoa('too long') } }).catch(() => {});
@@ -167,6 +168,13 @@ describe('chromium content store', { concurrency: 1 }, () => {
       const again = (handle) => window.disot.request({ method: 'cas_put_chunk', params: { handle, data: '' } }).then(() => null, (e) => e.message);
       assert.equal(await page.evaluate(again, handle), 'the upload has more than the 1 bytes its size says', 'the origin hears why');
       assert.match(await other.evaluate(again, handle), /^no such upload/, 'another origin does not');
+      const handles = await other.evaluate(async () => {
+        const started = [];
+        for (let i = 0; i < 2; i++) started.push((await window.disot.request({ method: 'cas_put_start', params: {} })).handle);
+        for (const handle of started) await window.disot.request({ method: 'cas_put_abort', params: { handle } });
+        return started;
+      });
+      assert.ok(handles.every((n) => Number.isSafeInteger(n) && Math.abs(n - handle) > 1000) && Math.abs(handles[1] - handles[0]) > 1000, `not counted: ${handle}, ${handles}`);
       await h.screenshot(popup, 'popup-storage-chromium.png');
 
       await browser.close();

@@ -139,8 +139,9 @@ struct Upload {
 /// has one; so has each extension frame that serves a page's content requests directly.
 pub(crate) struct Cas {
     pub(crate) store: Rc<Store>,
+    /// Uploads by handle: a random 32-bit number, so that the handles an origin is given tell
+    /// it nothing of other origins' uploads.
     uploads: RefCell<HashMap<u64, Upload>>,
-    next_upload: Cell<u64>,
     /// Why recent uploads were abandoned (the latest few), so that their other pieces in
     /// flight answer with the reason rather than "no such upload".
     failed: RefCell<VecDeque<(u64, String, ApiError)>>,
@@ -174,13 +175,27 @@ impl Cas {
         Cas {
             store,
             uploads: RefCell::new(HashMap::new()),
-            next_upload: Cell::new(0),
             failed: RefCell::new(VecDeque::new()),
             importers,
             room: Cell::new(None),
             writes: Rc::default(),
             writing: Rc::default(),
             on_stored: None,
+        }
+    }
+
+    /// A handle for a new upload: random, and neither in use nor one of a failed upload's.
+    fn new_handle(&self, uploads: &HashMap<u64, Upload>) -> Result<u64, ApiError> {
+        loop {
+            let bytes = crate::store::random_bytes::<4>()
+                .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+            let handle = bytes.iter().fold(0u64, |n, b| n << 8 | u64::from(*b));
+            let taken = handle == 0
+                || uploads.contains_key(&handle)
+                || self.failed.borrow().iter().any(|(h, ..)| *h == handle);
+            if !taken {
+                return Ok(handle);
+            }
         }
     }
 
@@ -690,8 +705,7 @@ pub(crate) async fn handle(
                     "too many uploads in progress",
                 ));
             }
-            let handle = cas.next_upload.get() + 1;
-            cas.next_upload.set(handle);
+            let handle = cas.new_handle(&uploads)?;
             let upload = Upload {
                 origin: origin.to_owned(),
                 importer: cas.importers.is_none().then(|| Importer::new(Layout::default())),
