@@ -1165,9 +1165,25 @@ impl Node {
         let commands = self.commands.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let started = now_ms();
+            // Parsed, the request's text goes at once, not when its answer does (a request may
+            // wait long, and a page may have many in flight); a short one is kept to name it
+            // in the log should it be slow.
+            let short = (body.len() <= 4096).then(|| body.clone());
             let result = match sender.as_str() {
-                "page" => handle_page(&shared, commands, &origin, &body).await,
-                "ui" => handle_ui(&shared, commands, &body).await,
+                "page" => match api::parse_page_request(&body) {
+                    Ok(request) => {
+                        drop(body);
+                        handle_page(&shared, commands, &origin, request).await
+                    }
+                    Err(e) => Err(e),
+                },
+                "ui" => match api::parse_ui_request(&body) {
+                    Ok(request) => {
+                        drop(body);
+                        handle_ui(&shared, commands, request).await
+                    }
+                    Err(e) => Err(e),
+                },
                 _ => Err(ApiError::new(ErrorCode::Unauthorized, "unknown sender")),
             };
             let took = now_ms() - started;
@@ -1176,10 +1192,10 @@ impl Node {
                 struct Method {
                     method: String,
                 }
-                if let Ok(Method { method }) = serde_json::from_str(&body) {
-                    if !LONG_BY_DESIGN.contains(&method.as_str()) {
-                        tracing::info!("{sender} request {method:.40} took {took:.0} ms");
-                    }
+                let method = short.and_then(|b| serde_json::from_str::<Method>(&b).ok());
+                let method = method.map_or_else(|| "(long)".to_owned(), |m| m.method);
+                if !LONG_BY_DESIGN.contains(&method.as_str()) {
+                    tracing::info!("{sender} request {method:.40} took {took:.0} ms");
                 }
             }
             Ok(JsValue::from_str(&api::response_json(result)))
@@ -1201,9 +1217,8 @@ async fn handle_page(
     shared: &Shared,
     commands: mpsc::Sender<Command>,
     origin: &str,
-    body: &str,
+    request: PageRequest,
 ) -> Result<Value, ApiError> {
-    let request = api::parse_page_request(body)?;
     permissions::validate_origin(origin)?;
     // Checked before anything touches the store: without the grant a page learns nothing,
     // not even by timing, whether some content is held.
@@ -1855,9 +1870,9 @@ async fn collect_garbage(shared: &Shared) -> Result<Value, ApiError> {
 async fn handle_ui(
     shared: &Shared,
     mut commands: mpsc::Sender<Command>,
-    body: &str,
+    request: UiRequest,
 ) -> Result<Value, ApiError> {
-    match api::parse_ui_request(body)? {
+    match request {
         UiRequest::Status => {
             let storage = storage_summary(shared).await?;
             let live = shared.live.borrow();
