@@ -289,6 +289,11 @@ describe('chromium content store', { concurrency: 1 }, () => {
       assert.deepEqual([atB.name, atB.mime, atB.public, atB.minTrust, atB.type], [null, null, false, null, ''], `nothing A said: ${JSON.stringify(atB)}`);
       const atA = await a.evaluate((c) => window.disot.cas.stat(c), fromA.cid);
       assert.deepEqual([atA.name, atA.mime, atA.public], ['plan.txt', 'text/x-plan', true], 'A is told what it said');
+      // Nor the other way round: B makes public what A put saying nothing.
+      const quiet = await a.evaluate(() => window.disot.cas.put(new TextEncoder().encode('said nothing of it')));
+      await b.evaluate(() => window.disot.cas.put(new TextEncoder().encode('said nothing of it'), { name: 'b.txt', public: true, minTrust: 40 }));
+      const stillQuiet = await a.evaluate((c) => window.disot.cas.stat(c), quiet.cid);
+      assert.deepEqual([stillQuiet.name, stillQuiet.public, stillQuiet.minTrust], [null, false, null], 'A is not told what B said');
     } finally {
       await browser.close();
     }

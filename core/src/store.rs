@@ -121,6 +121,10 @@ pub struct ObjectRecord {
     /// served: any origin may serve what it holds.)
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, Label>,
+    /// Whether it has `labels` (a record from before them has not: see
+    /// [`ObjectRecord::label_for`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub labelled: bool,
 }
 
 /// What one origin said of an object when it put it.
@@ -173,54 +177,61 @@ impl ObjectRecord {
             shared_with: Vec::new(),
             unpinned_by: Vec::new(),
             labels: BTreeMap::new(),
+            labelled: true,
         }
     }
 
-    /// Whether `origin` keeps it pinned.
     /// What `origin` said of it (nothing if it said nothing, or if only another origin did).
     pub fn label_for(&self, origin: &str) -> Label {
-        if let Some(label) = self.labels.get(origin) {
-            return label.clone();
+        if self.labelled {
+            return self.labels.get(origin).cloned().unwrap_or_default();
         }
-        // A record from before labels: what it says, its first origin said.
-        if self.labels.is_empty() && self.origins.first().is_some_and(|o| o == origin) {
-            return Label {
+        // A record from before labels: what it says was said by its one origin. (Of one with
+        // several, it cannot be told who said what: nobody is told it.)
+        match self.origins.as_slice() {
+            [only] if only == origin => Label {
                 name: self.name.clone(),
                 mime: self.mime.clone(),
                 public: self.public,
                 min_trust: self.min_trust,
-            };
+            },
+            _ => Label::default(),
         }
-        Label::default()
     }
 
     /// `origin` says `label` of it (joined to what it said before, [`Label::with`]), and the
-    /// object is served as that says too (serving is never taken away here).
+    /// object is served as that says too (serving is never taken away here). Before `origin`
+    /// is added to `origins`, for a record from before labels.
     pub fn label(&mut self, origin: &str, label: Label) {
+        self.keep_label(origin, label.clone());
         self.public |= label.public;
         self.min_trust = lower_threshold(self.min_trust, label.min_trust);
-        self.keep_label(origin, label);
     }
 
     /// `origin`'s label joined with `label`, without a change to how the object is served.
     fn keep_label(&mut self, origin: &str, label: Label) {
+        self.adopt_old_words();
         let label = self.label_for(origin).with(label);
-        if label == Label::default() {
-            return;
+        if label != Label::default() {
+            self.labels.insert(origin.to_owned(), label);
         }
-        if self.labels.is_empty() {
-            // The first label of a record from before labels: its first origin's words are
-            // kept as that origin's.
-            if let Some(first) = self.origins.first().filter(|o| *o != origin).cloned() {
-                let old = self.label_for(&first);
-                if old != Label::default() {
-                    self.labels.insert(first, old);
-                }
-            }
-        }
-        self.labels.insert(origin.to_owned(), label);
     }
 
+    /// A record from before labels gets them: what it says becomes its one origin's label.
+    fn adopt_old_words(&mut self) {
+        if self.labelled {
+            return;
+        }
+        if let [only] = self.origins.as_slice() {
+            let said = self.label_for(only);
+            if said != Label::default() {
+                self.labels.insert(only.clone(), said);
+            }
+        }
+        self.labelled = true;
+    }
+
+    /// Whether `origin` keeps it pinned.
     pub fn pinned_for(&self, origin: &str) -> bool {
         self.pinned && !self.unpinned_by.iter().any(|o| o == origin)
     }
@@ -245,6 +256,7 @@ impl ObjectRecord {
     /// it may pin, but what `self` says of access (public, trust threshold, shares) stands, so
     /// a write that raced with a revocation cannot undo it and a fetch never takes access away.
     pub fn joined(mut self, other: &ObjectRecord) -> Self {
+        self.adopt_old_words(); // (before other origins come)
         for origin in &other.origins {
             if !self.origins.contains(origin) {
                 self.origins.push(origin.clone());
@@ -1150,17 +1162,18 @@ mod tests {
     fn each_origin_is_told_only_what_it_said_of_an_object() {
         let (a, b, c) = ("https://a.example", "https://b.example", "https://c.example");
         let imported = Imported { cid: Cid::default(), sha256: "sha256:00".into(), size: 1 };
-        // A record from before labels: its first origin said what it says.
+        // A record from before labels: what it says was said by its one origin.
         let mut record = ObjectRecord {
             name: Some("a.txt".into()),
             public: true,
             origins: vec![a.into()],
+            labelled: false,
             ..ObjectRecord::new(&imported)
         };
         assert_eq!(record.label_for(a).name.as_deref(), Some("a.txt"));
         assert_eq!(record.label_for(b), Label::default());
-        record.origins.push(b.into());
         record.label(b, Label { mime: Some("text/plain".into()), ..Label::default() });
+        record.origins.push(b.into());
         let (for_a, for_b) = (record.label_for(a), record.label_for(b));
         assert_eq!((for_a.name.as_deref(), for_a.public), (Some("a.txt"), true), "A's words stay");
         assert_eq!(
@@ -1178,16 +1191,28 @@ mod tests {
         );
         let for_b = record.label_for(b);
         assert_eq!((for_b.name.as_deref(), for_b.min_trust), (Some("b.txt"), Some(50)));
+        assert_eq!(record.label_for(a).min_trust, None, "B's threshold is not A's");
         // Served as any origin that holds it asked; C, which said nothing, is told nothing.
         assert!(record.public);
         assert_eq!(record.min_trust, Some(50));
         record.origins.push(c.into());
         assert_eq!(record.label_for(c), Label::default());
+        // A new record: A says nothing, B makes it public; A is not told B did.
+        let mut fresh = ObjectRecord::new(&imported);
+        fresh.label(a, Label::default());
+        fresh.origins.push(a.into());
+        fresh.label(b, Label { public: true, ..Label::default() });
+        fresh.origins.push(b.into());
+        assert!(fresh.public && !fresh.label_for(a).public && fresh.label_for(b).public);
+        // A record from before labels with several origins: nobody can be told who said what.
+        let shared = ObjectRecord { origins: vec![a.into(), b.into()], ..record.clone() };
+        let old = ObjectRecord { labelled: false, labels: BTreeMap::new(), ..shared };
+        assert_eq!((old.label_for(a), old.label_for(b)), (Label::default(), Label::default()));
         // Joined (a record another context wrote): its labels come, its serving does not.
         let private = ObjectRecord::new(&imported);
         let mut other = private.clone();
-        other.origins = vec![c.into()];
         other.label(c, Label { name: Some("c.txt".into()), public: true, ..Label::default() });
+        other.origins = vec![c.into()];
         let joined = private.joined(&other);
         assert_eq!(joined.label_for(c).name.as_deref(), Some("c.txt"));
         assert!(!joined.public, "what the stored record serves stands");
@@ -1210,6 +1235,7 @@ mod tests {
             shared_with: vec![],
             unpinned_by: vec![],
             labels: BTreeMap::new(),
+            labelled: true,
         };
         let older = ObjectRecord {
             origins: vec!["https://b.example".into(), "https://a.example".into()],

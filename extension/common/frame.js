@@ -173,32 +173,35 @@ async function startContentWorker(module) {
 const failure = (code, message) => JSON.stringify({ error: { code, message } });
 
 // Any page can load this frame (it is web-accessible), and in Chrome every content frame runs
-// in the node's process: a frame starts its wasm and workers only for a page granted `cas`,
-// so that pages without it cannot fill that process with frames. (Firefox runs it in the
-// page's own process, and gives it no way to the node: there the store's own check answers.)
-let granted = false;
-const NODE_WAIT_MS = 10_000; // for the node's document to be there (it may be starting)
+// in the node's process: a frame does not start its wasm and workers for a page the node says
+// has no `cas` grant, so that such pages cannot fill that process with frames. Where the node
+// cannot say (Firefox runs the frame in the page's own process and gives it no way to the
+// node; or the node is starting, locked or stopped), it starts, and the store's own check
+// answers each request.
+const GRANT_CHECK_MS = 5_000;
+let grantCheck = null; // resolves to whether the frame may start
 
-async function mayStart(origin) {
-  if (granted || opening) return true;
-  let view = nodeView();
-  for (const since = performance.now(); view === null && performance.now() - since < NODE_WAIT_MS;) {
-    await new Promise((r) => setTimeout(r, 100));
-    view = nodeView();
-  }
-  if (view === 'never') return true;
-  if (typeof view?.disotPageRequest !== 'function') return null;
-  const reply = JSON.parse(await view.disotPageRequest(origin, JSON.stringify({ method: 'disot_getPermissions' })));
-  granted = Array.isArray(reply.result) && reply.result.some((p) => p?.parentCapability === 'cas');
-  return granted;
+function mayStart(origin) {
+  if (opening) return Promise.resolve(true);
+  grantCheck ??= (async () => {
+    const view = nodeView();
+    if (typeof view?.disotPageRequest !== 'function') return true;
+    const asked = view.disotPageRequest(origin, JSON.stringify({ method: 'disot_getPermissions' }));
+    const late = new Promise((r) => setTimeout(() => r(null), GRANT_CHECK_MS));
+    const reply = JSON.parse((await Promise.race([asked, late])) ?? '{}');
+    if (!Array.isArray(reply.result)) return true; // (no answer, or an error)
+    return reply.result.some((p) => p?.parentCapability === 'cas');
+  })().catch(() => true).then((may) => {
+    if (!may) grantCheck = null; // asked again next time: the user may grant it meanwhile
+    return may;
+  });
+  return grantCheck;
 }
 
 async function answer(origin, msg) {
   let f;
   try {
-    const may = await mayStart(origin);
-    if (may === null) return { body: failure(4900, 'disot peer is not reachable now') };
-    if (!may) return { body: failure(4100, 'this origin has no permission for that: ask with disot_requestPermissions') };
+    if (!(await mayStart(origin))) return { body: failure(4100, 'this origin has no permission for that: ask with disot_requestPermissions') };
     f = await frame();
   } catch (e) {
     return { body: failure(4900, `disot content frame failed to start: ${e?.message ?? e}`) };

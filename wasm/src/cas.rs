@@ -351,7 +351,7 @@ fn no_upload() -> ApiError {
 }
 
 /// The answer for a piece of upload `handle` that is gone: why it was abandoned, if it was.
-/// (Handles count up across origins: another origin's failures are not told.)
+/// (Handles are shared by all origins: another origin's failures are not told.)
 fn gone(cas: &Cas, origin: &str, handle: u64) -> ApiError {
     let failed = cas.failed.borrow();
     failed
@@ -369,8 +369,8 @@ async fn visible(cas: &Cas, origin: &str, name: &str) -> Result<ObjectRecord, Ap
     }
 }
 
-/// Object `r` as `origin` sees it (pinned or not by that origin).
-/// An object as `origin` sees it: what it said of it, nothing another origin said.
+/// Object `r` as `origin` sees it: pinned or not by that origin, and what that origin said of
+/// it, nothing another origin said.
 fn describe(r: &ObjectRecord, origin: &str) -> Value {
     let l = r.label_for(origin);
     json!({ "cid": r.cid, "sha256": r.sha256, "size": r.size, "pinned": r.pinned_for(origin), "public": l.public, "minTrust": l.min_trust, "name": l.name, "mime": l.mime })
@@ -783,11 +783,11 @@ pub(crate) async fn handle(
                 // content, or the user shared or revoked it, since this upload began).
                 let change = |stored: Option<ObjectRecord>| {
                     let mut record = stored.unwrap_or_else(|| ObjectRecord::new(&imported));
+                    // Put again with another threshold: the lower one holds.
+                    record.label(origin, store::Label { name, mime, public, min_trust });
                     if !record.origins.iter().any(|o| o == origin) {
                         record.origins.push(origin.to_owned());
                     }
-                    // Put again with another threshold: the lower one holds.
-                    record.label(origin, store::Label { name, mime, public, min_trust });
                     record.set_pinned_for(origin, true);
                     Some(record)
                 };

@@ -1232,6 +1232,7 @@ fn fetched_record(root: &Cid, sha256: &[u8], size: u64, origin: &str) -> ObjectR
         shared_with: Vec::new(),
         unpinned_by: Vec::new(),
         labels: Default::default(),
+        labelled: true,
     }
 }
 

@@ -823,13 +823,20 @@ impl SyncNode {
                 share.cid = Some(record.cid.clone());
                 share.sha256 = Some(record.sha256.clone());
                 share.size = Some(record.size);
-                // (The user, in the popup, shares it as its first origin named it.)
-                let label = origin
-                    .or(record.origins.first().map(String::as_str))
-                    .map(|o| record.label_for(o))
-                    .unwrap_or_default();
-                share.name = label.name;
-                share.mime = label.mime;
+                // (The user, in the popup, shares it under any name it has.)
+                let any = |f: fn(&disot_core::store::Label) -> Option<String>| {
+                    record.labels.values().find_map(f)
+                };
+                (share.name, share.mime) = match origin {
+                    Some(origin) => {
+                        let label = record.label_for(origin);
+                        (label.name, label.mime)
+                    }
+                    None => (
+                        record.name.clone().or_else(|| any(|l| l.name.clone())),
+                        record.mime.clone().or_else(|| any(|l| l.mime.clone())),
+                    ),
+                };
                 if added {
                     self.exchange.access_changed();
                 }
