@@ -3,6 +3,7 @@
 // pages are "page", with the page's origin. Anything else is refused.
 const api = globalThis.browser ?? globalThis.chrome;
 const extensionOrigin = new URL(api.runtime.getURL('')).origin;
+const UI_PAGES = new Set(['/popup.html', '/options.html', '/prompt.html']);
 
 export function classify(sender) {
   if (!sender || sender.id !== api.runtime.id || !sender.url) return null;
@@ -12,9 +13,9 @@ export function classify(sender) {
   } catch {
     return null;
   }
-  // (Never the content frame, the one extension page web pages can load: in a tab of a web
-  // page, Chrome may not tell the tab's URL.)
-  if (url.origin === extensionOrigin && url.pathname !== '/frame.html' && !sender.tab?.url?.startsWith('http')) {
+  // (Only these pages: never the content frame, which web pages can load, and in a tab of a
+  // web page Chrome may not tell the tab's URL.)
+  if (url.origin === extensionOrigin && UI_PAGES.has(url.pathname) && !sender.tab?.url?.startsWith('http')) {
     return { kind: 'ui', origin: extensionOrigin };
   }
   if (sender.tab && (url.protocol === 'https:' || url.protocol === 'http:')) {
