@@ -1219,21 +1219,9 @@ fn held_key(root: &str, origin: &str) -> u64 {
 }
 
 fn fetched_record(root: &Cid, sha256: &[u8], size: u64, origin: &str) -> ObjectRecord {
-    ObjectRecord {
-        cid: root.to_string(),
-        sha256: disot_core::unixfs::sha256_name(sha256),
-        size,
-        pinned: true,
-        name: None,
-        mime: None,
-        origins: vec![origin.to_owned()],
-        public: false,
-        min_trust: None,
-        shared_with: Vec::new(),
-        unpinned_by: Vec::new(),
-        labels: Default::default(),
-        labelled: true,
-    }
+    let sha256 = disot_core::unixfs::sha256_name(sha256);
+    let imported = disot_core::unixfs::Imported { cid: *root, sha256, size };
+    ObjectRecord { origins: vec![origin.to_owned()], ..ObjectRecord::new(&imported) }
 }
 
 /// Cancels a block's want when the last future waiting for it is dropped unanswered.
