@@ -87,6 +87,52 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     await Promise.all([popup, ...pages.slice(1)].map((p) => p.close()));
   });
 
+  test('blocking every site under a domain from its prompt turns its sites down without asking, until the popup unblocks it', async () => {
+    // Subdomains of localhost reach this machine's page server; 127.0.0.1 is another site.
+    const under = (sub) => site.url.replace('127.0.0.1', `${sub}.localhost`);
+    const [a, b, other] = [await browser.open(`${under('a')}/demo.html`), await browser.open(`${under('b')}/demo.html`), page];
+    const answers = [await ask(a)];
+    const prompt = await promptPage(browser);
+    answers.push(await ask(b), await ask(other));
+    await prompt.waitForFunction(() => document.getElementById('waiting').textContent.startsWith('2 more requests wait'), { timeout: 10_000 });
+    assert.deepEqual(await prompt.$$eval('#block-scope option', (o) => o.map((e) => [e.value, e.textContent])),
+      [['site', 'this site'], ['domain', 'every site under localhost']]);
+    await prompt.select('#block-scope', 'domain');
+    await prompt.click('#block');
+    for (const [i, answer] of answers.slice(0, 2).entries()) {
+      const { error } = await answer();
+      assert.equal(error?.code, 4001, `request ${i} turned down`);
+    }
+    // b's request waited for a's prompt: it was turned down with it, and gets no window; the
+    // other site's request is next.
+    const next = await promptPage(browser);
+    assert.equal(await next.$eval('#origin', (e) => e.textContent), site.url);
+    assert.deepEqual(await next.$$eval('#block-scope option', (o) => o.map((e) => e.value)), ['site'], 'an IP address has no domain to block');
+    await next.click('#reject');
+    assert.equal((await answers[2]()).error.code, 4001);
+    // From now on a site under localhost, even one that never asked, is turned down at once.
+    const c = await browser.open(`${under('c')}/demo.html`);
+    for (const p of [a, c]) {
+      const blocked = await h.pageRequest(p, { method: 'disot_requestPermissions', params: [{ cas: {} }] });
+      assert.equal(blocked.error.code, 4001);
+      assert.match(blocked.error.message, /blocked this site from asking/);
+    }
+    const prompts = () => browser.browser.targets().filter((t) => t.url().includes('/prompt.html')).length;
+    assert.equal(prompts(), 0, 'no prompt window for a blocked site');
+    // The popup lists the domain and unblocks it.
+    const popup = await browser.browser.newPage();
+    await popup.goto(`${browser.extensionBase}popup.html`);
+    const row = await popup.waitForSelector('#blocked li[data-blocked="localhost"]');
+    assert.match(await row.evaluate((e) => e.textContent), /^every site under localhost/);
+    await row.$eval('button', (e) => e.click());
+    await popup.waitForFunction(() => document.getElementById('blocked').hidden, { timeout: 10_000 });
+    assert.deepEqual(await h.ui(popup, 'permissions_blocked'), []);
+    const again = await ask(c);
+    await (await promptPage(browser)).click('#reject');
+    assert.equal((await again()).error.code, 4001);
+    await Promise.all([popup, a, b, c].map((p) => p.close()));
+  });
+
   test('approving grants the permission to this origin only, and the popup can revoke it', async () => {
     const answer = await ask(page);
     const prompt = await promptPage(browser);
@@ -226,6 +272,29 @@ describe('firefox permissions', { concurrency: 1 }, () => {
       await driver.get(`${site.url}/demo.html`);
       await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
       assert.deepEqual(await call({ method: 'disot_getPermissions' }), { result: [] }, 'revoked');
+
+      // Blocking the site from its prompt: its requests are turned down without a window
+      // until the popup unblocks it.
+      await ask();
+      await toPrompt();
+      await driver.findElement(By.id('block')).click();
+      await driver.switchTo().window(main);
+      assert.deepEqual(await answer(), { error: { code: 4001 } });
+      await driver.wait(async () => (await driver.getAllWindowHandles()).length === 1, 15_000, 'the prompt closed');
+      await ask();
+      assert.deepEqual(await answer(), { error: { code: 4001 } }, 'blocked: turned down, nobody having answered');
+      assert.equal((await driver.getAllWindowHandles()).length, 1, 'no prompt window opened');
+      await driver.get(`${base}popup.html`);
+      const unblock = await driver.wait(until.elementLocated(By.css(`#blocked li[data-blocked="${site.url}"] button`)), 15_000);
+      await unblock.click();
+      await driver.wait(async () => !(await driver.findElement(By.id('blocked')).isDisplayed()), 15_000, 'the site unblocked');
+      await driver.get(`${site.url}/demo.html`);
+      await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+      await ask();
+      await toPrompt();
+      await driver.findElement(By.id('reject')).click();
+      await driver.switchTo().window(main);
+      assert.deepEqual(await answer(), { error: { code: 4001 } }, 'asked again, and answered');
     });
   });
 });

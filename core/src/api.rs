@@ -218,9 +218,20 @@ pub enum UiRequest {
     SetSettings(Settings),
     /// `permissions_pending {id}`: a request waiting for the user, for the prompt to show.
     PendingPermission(u64),
-    /// `permissions_decide {id, approve, remember?}`: the user's answer. `remember` (shares
-    /// only): let that origin share with those recipients again without asking.
-    DecidePermission { id: u64, approve: bool, remember: bool },
+    /// `permissions_decide {id, approve, remember?, block?}`: the user's answer. `remember`
+    /// (shares only): let that origin share with those recipients again without asking.
+    /// `block` (with a rejection): `"site"` or `"domain"`, turn down the origin's requests from
+    /// now on without asking (see [`crate::permissions::Grants::block`]).
+    DecidePermission {
+        id: u64,
+        approve: bool,
+        remember: bool,
+        block: Option<crate::permissions::BlockScope>,
+    },
+    /// `permissions_blocked`: the sites and domains blocked from asking.
+    ListBlocked,
+    /// `permissions_unblock {blocked}`: let a blocked site or domain ask again.
+    Unblock(String),
     /// `permissions_list`: every origin's grants.
     ListPermissions,
     /// `permissions_revoke {origin, permission?}`: take back one permission or all of them.
@@ -649,12 +660,37 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
                 approve: bool,
                 #[serde(default)]
                 remember: bool,
+                #[serde(default)]
+                block: Option<crate::permissions::BlockScope>,
             }
             let p: P = typed(&method, params)?;
-            Ok(UiRequest::DecidePermission { id: p.id, approve: p.approve, remember: p.remember })
+            if p.approve && p.block.is_some() {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidParams,
+                    "a site is blocked only with a rejection",
+                ));
+            }
+            Ok(UiRequest::DecidePermission {
+                id: p.id,
+                approve: p.approve,
+                remember: p.remember,
+                block: p.block,
+            })
         }
         "permissions_list" => {
             expect_no_params(&method, &params).map(|()| UiRequest::ListPermissions)
+        }
+        "permissions_blocked" => {
+            expect_no_params(&method, &params).map(|()| UiRequest::ListBlocked)
+        }
+        "permissions_unblock" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                blocked: String,
+            }
+            let p: P = typed(&method, params)?;
+            Ok(UiRequest::Unblock(p.blocked))
         }
         "invite_create" => expect_no_params(&method, &params).map(|()| UiRequest::CreateInvite),
         "invite_accept" => {
@@ -1033,7 +1069,33 @@ mod tests {
             parse_ui_request(
                 r#"{"method":"permissions_decide","params":{"id":3,"approve":false}}"#
             ),
-            Ok(UiRequest::DecidePermission { id: 3, approve: false, remember: false })
+            Ok(UiRequest::DecidePermission { id: 3, approve: false, remember: false, block: None })
+        );
+        assert_eq!(
+            parse_ui_request(
+                r#"{"method":"permissions_decide","params":{"id":3,"approve":false,"block":"domain"}}"#
+            ),
+            Ok(UiRequest::DecidePermission {
+                id: 3,
+                approve: false,
+                remember: false,
+                block: Some(crate::permissions::BlockScope::Domain)
+            })
+        );
+        for bad in [
+            r#"{"method":"permissions_decide","params":{"id":3,"approve":true,"block":"site"}}"#,
+            r#"{"method":"permissions_decide","params":{"id":3,"approve":false,"block":"all"}}"#,
+            r#"{"method":"permissions_unblock","params":{}}"#,
+        ] {
+            assert_eq!(
+                parse_ui_request(bad).expect_err(bad).code,
+                ErrorCode::InvalidParams,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_ui_request(r#"{"method":"permissions_unblock","params":{"blocked":"a.com"}}"#),
+            Ok(UiRequest::Unblock("a.com".into()))
         );
         assert_eq!(
             parse_ui_request(

@@ -16,6 +16,8 @@ use crate::api::{ApiError, ErrorCode};
 pub const MAX_PENDING: usize = 16;
 /// Longest origin accepted.
 pub const MAX_ORIGIN_LEN: usize = 256;
+/// Most sites the user may block from asking.
+pub const MAX_BLOCKED: usize = 1024;
 
 /// What a page can be allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -74,10 +76,54 @@ pub struct Grant {
     pub granted_at: u64,
 }
 
-/// The grants of every origin. Serialised as-is into storage.
+/// How much the user blocks from asking, from a prompt of one origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockScope {
+    /// That origin only.
+    Site,
+    /// Every origin whose host is that origin's [`block_domain`] or under it: one answer for a
+    /// site that asks from many subdomains.
+    Domain,
+}
+
+/// The host of a serialised origin (as [`validate_origin`] accepts), without its port.
+fn host_of(origin: &str) -> &str {
+    let rest = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    if rest.starts_with('[') {
+        return rest.split_inclusive(']').next().unwrap_or(rest);
+    }
+    rest.rsplit_once(':').map_or(rest, |(host, _port)| host)
+}
+
+/// The domain the prompt offers to block with [`BlockScope::Domain`], if any: the host without
+/// its first label (`a.example.com` → `example.com`), or the host itself when that would leave
+/// a top-level domain alone (`example.com`), `localhost` for its subdomains; none for an IP
+/// address or a single-label host. (Without the public-suffix list this cannot tell
+/// `example.co.uk` from `co.uk`: `a.co.uk` offers `co.uk`, and the prompt names the domain it
+/// blocks, so the user sees what they choose.)
+pub fn block_domain(origin: &str) -> Option<String> {
+    let host = host_of(origin);
+    if host.starts_with('[') || host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    let (_, parent) = host.split_once('.')?;
+    if parent.contains('.') || parent == "localhost" {
+        Some(parent.to_owned())
+    } else {
+        Some(host.to_owned())
+    }
+}
+
+/// The grants of every origin, and the sites blocked from asking. Serialised as-is into storage.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     by_origin: BTreeMap<String, Vec<Grant>>,
+    /// Origins (`https://a.example.com`) and domains (`example.com`, standing for it and every
+    /// host under it) whose requests are turned down without a prompt, with when (ms since the
+    /// epoch). Grants they hold stay: blocking stops the asking.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    blocked: BTreeMap<String, u64>,
 }
 
 impl Grants {
@@ -113,6 +159,58 @@ impl Grants {
     /// Every origin with its grants, for the popup.
     pub fn all(&self) -> &BTreeMap<String, Vec<Grant>> {
         &self.by_origin
+    }
+
+    /// Whether `origin` may not ask the user anything.
+    pub fn blocks(&self, origin: &str) -> bool {
+        if self.blocked.contains_key(origin) {
+            return true;
+        }
+        // The domains the origin's host is, or is under.
+        let mut host = host_of(origin);
+        loop {
+            if self.blocked.contains_key(host) {
+                return true;
+            }
+            match host.split_once('.') {
+                Some((_, parent)) => host = parent,
+                None => return false,
+            }
+        }
+    }
+
+    /// Block `origin`, or its [`block_domain`], from asking. Returns what is blocked (an origin
+    /// or a domain), the name [`Grants::unblock`] takes.
+    pub fn block(
+        &mut self,
+        origin: &str,
+        scope: BlockScope,
+        now_ms: u64,
+    ) -> Result<String, ApiError> {
+        let blocked = match scope {
+            BlockScope::Site => origin.to_owned(),
+            BlockScope::Domain => block_domain(origin).ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidParams, "this site has no domain to block")
+            })?,
+        };
+        if !self.blocked.contains_key(&blocked) && self.blocked.len() >= MAX_BLOCKED {
+            return Err(ApiError::new(
+                ErrorCode::LimitExceeded,
+                format!("at most {MAX_BLOCKED} sites can be blocked: unblock some first"),
+            ));
+        }
+        self.blocked.entry(blocked.clone()).or_insert(now_ms);
+        Ok(blocked)
+    }
+
+    /// Let a blocked origin or domain ask again. Returns whether it was blocked.
+    pub fn unblock(&mut self, blocked: &str) -> bool {
+        self.blocked.remove(blocked).is_some()
+    }
+
+    /// What is blocked, with when, for the popup.
+    pub fn blocked(&self) -> &BTreeMap<String, u64> {
+        &self.blocked
     }
 }
 
@@ -235,6 +333,16 @@ impl Pending {
         self.requests.remove(&id)
     }
 
+    /// Close every request whose origin `matches`; returns their ids.
+    pub fn close_where(&mut self, matches: impl Fn(&str) -> bool) -> Vec<u64> {
+        let ids: Vec<u64> =
+            self.requests.values().filter(|r| matches(&r.origin)).map(|r| r.id).collect();
+        for id in &ids {
+            self.requests.remove(id);
+        }
+        ids
+    }
+
     pub fn len(&self) -> usize {
         self.requests.len()
     }
@@ -313,6 +421,74 @@ mod tests {
         let round: Grants =
             serde_json::from_str(&serde_json::to_string(&g).expect("ser")).expect("de");
         assert_eq!(round, g);
+    }
+
+    #[test]
+    fn blocked_sites_and_domains_ask_nothing() {
+        assert_eq!(block_domain("https://a.example.com").as_deref(), Some("example.com"));
+        assert_eq!(block_domain("https://x.a.example.com:8443").as_deref(), Some("a.example.com"));
+        assert_eq!(block_domain("https://example.com").as_deref(), Some("example.com"));
+        assert_eq!(block_domain("http://a.localhost:3000").as_deref(), Some("localhost"));
+        for none in
+            ["http://localhost:80", "http://127.0.0.1:8080", "http://[::1]:80", "https://intranet"]
+        {
+            assert_eq!(block_domain(none), None, "{none}");
+        }
+        let mut g = Grants::default();
+        g.grant("https://a.example.com", &[Permission::Cas], 1);
+        assert_eq!(
+            g.block("https://a.example.com", BlockScope::Site, 2).expect("site"),
+            "https://a.example.com"
+        );
+        assert!(g.blocks("https://a.example.com"));
+        assert!(!g.blocks("https://b.example.com"), "a site block is of that origin only");
+        assert!(!g.blocks("http://a.example.com"), "nor another scheme");
+        assert!(g.allows("https://a.example.com", Permission::Cas), "grants stay");
+        assert_eq!(
+            g.block("https://b.example.com:444", BlockScope::Domain, 3).expect("domain"),
+            "example.com"
+        );
+        for blocked in ["https://b.example.com", "http://example.com", "https://x.y.example.com:1"]
+        {
+            assert!(g.blocks(blocked), "{blocked}");
+        }
+        for free in
+            ["https://example.org", "https://badexample.com", "https://example.com.evil.org"]
+        {
+            assert!(!g.blocks(free), "{free}");
+        }
+        assert_eq!(
+            g.block("http://127.0.0.1:1", BlockScope::Domain, 4).expect_err("ip").code,
+            ErrorCode::InvalidParams
+        );
+        let round: Grants =
+            serde_json::from_str(&serde_json::to_string(&g).expect("ser")).expect("de");
+        assert_eq!(round, g);
+        assert!(g.unblock("example.com"));
+        assert!(!g.unblock("example.com"));
+        assert!(!g.blocks("https://b.example.com"));
+        let old: Grants =
+            serde_json::from_str(r#"{"by_origin":{}}"#).expect("grants from before blocks");
+        assert!(old.blocked().is_empty());
+        for i in g.blocked().len()..MAX_BLOCKED {
+            g.block(&format!("https://{i}.com"), BlockScope::Site, 5).expect("room");
+        }
+        assert_eq!(
+            g.block("https://more.com", BlockScope::Site, 6).expect_err("full").code,
+            ErrorCode::LimitExceeded
+        );
+        assert!(g.block("https://a.example.com", BlockScope::Site, 7).is_ok(), "blocking again");
+    }
+
+    #[test]
+    fn closing_the_requests_of_blocked_origins() {
+        let mut p = Pending::default();
+        let a = p.open("https://a.example.com", vec![Permission::Cas], 1).expect("a").id;
+        let b = p.open("https://b.example.com", vec![Permission::Cas], 1).expect("b").id;
+        let c = p.open("https://other.org", vec![Permission::Cas], 1).expect("c").id;
+        let closed = p.close_where(|o| o.ends_with(".example.com"));
+        assert_eq!(closed, vec![a, b]);
+        assert!(p.get(c).is_some() && p.len() == 1);
     }
 
     #[test]

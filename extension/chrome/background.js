@@ -2,7 +2,7 @@
 // workers have no RTCPeerConnection, and offscreen documents are not stopped when idle); this
 // worker creates that document when it is missing and forwards requests to it.
 import { classify, errorBody } from './sender.js';
-import { declineBody, onPromptClosed, openPromptWindow } from './prompt-window.js';
+import { connectPrompts, openPromptWindow } from './prompt-window.js';
 
 const OFFSCREEN = 'offscreen.html';
 let creating = null;
@@ -65,7 +65,7 @@ chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   return true;
 });
 
-onPromptClosed((id) => forward('ui', new URL(offscreenUrl).origin, declineBody(id)));
+connectPrompts((body) => forward('ui', new URL(offscreenUrl).origin, body));
 
 // The peer is always on: start it with the browser, not only on the first request.
 chrome.runtime.onStartup.addListener(() => ensureOffscreen());

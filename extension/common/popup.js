@@ -226,11 +226,30 @@ $('trust-form').addEventListener('submit', async (event) => {
 
 let shownGrants = '';
 
+/** Sites and domains whose requests are turned down without a prompt, each with Unblock. */
+function showBlocked(blocked) {
+  $('blocked-title').hidden = $('blocked').hidden = blocked.length === 0;
+  $('blocked').replaceChildren(...blocked.map(({ blocked: what }) => {
+    const li = item(`${what.includes('://') ? what : `every site under ${what}`} `);
+    li.dataset.blocked = what;
+    const unblock = document.createElement('button');
+    unblock.textContent = 'Unblock';
+    unblock.addEventListener('click', async () => {
+      unblock.disabled = true;
+      await call('permissions_unblock', { blocked: what });
+      await showGrants();
+    });
+    li.append(unblock);
+    return li;
+  }));
+}
+
 async function showGrants() {
-  const [list, preauth] = await Promise.all([call('permissions_list'), call('share_preauth_list')]);
-  const key = JSON.stringify([list, preauth]);
+  const [list, preauth, blocked] = await Promise.all([call('permissions_list'), call('share_preauth_list'), call('permissions_blocked')]);
+  const key = JSON.stringify([list, preauth, blocked]);
   if (key === shownGrants) return; // keep buttons stable between refreshes
   shownGrants = key;
+  showBlocked(blocked);
   if (list.length === 0) {
     $('grants').replaceChildren(Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' }));
     return;

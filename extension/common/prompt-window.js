@@ -46,7 +46,18 @@ async function show(s, id) {
 }
 
 const stillOpen = (windowId) => api.windows.get(windowId).then(() => true, () => false);
-let decline = () => {}; // set by onPromptClosed
+let callNode = async () => '{}'; // set by connectPrompts: a UI request's body to its answer's
+const decline = (id) => callNode(JSON.stringify({ method: 'permissions_decide', params: { id, approve: false } }));
+
+/** Whether the node still holds request `id` (if it cannot say, it is taken to). */
+async function held(id) {
+  try {
+    const answer = JSON.parse(await callNode(JSON.stringify({ method: 'permissions_pending', params: { id } })));
+    return !/no such pending request/.test(answer.error?.message ?? '');
+  } catch {
+    return true;
+  }
+}
 
 /**
  * The open prompt window is gone (or was never there): its request is declined (one answered
@@ -55,9 +66,11 @@ let decline = () => {}; // set by onPromptClosed
 async function next(s) {
   if (s.id !== null) decline(s.id);
   Object.assign(s, { windowId: null, id: null });
-  // (A waiting request the node no longer holds, having waited too long or been made before
-  // the node started again, closes its window at once, and the next opens.)
+  // A waiting request the node no longer holds (the user blocked its site from another's
+  // prompt, it waited too long, or it was made before the node started again) gets no window.
+  // (One that goes between this check and its window closes the window at once.)
   for (let id; (id = s.queue.shift()) !== undefined;) {
+    if (!(await held(id))) continue;
     try {
       return await show(s, id);
     } catch (e) {
@@ -78,12 +91,14 @@ export function openPromptWindow(id) {
   });
 }
 
-/** `onClosed(id)` declines a request whose prompt window closed (see `next`). */
-export function onPromptClosed(onClosed) {
-  decline = onClosed;
+/**
+ * `call(body)` sends a UI request's body to the node and resolves to its answer's body: a
+ * request whose prompt window closed is declined with it (see `next`).
+ */
+export function connectPrompts(call) {
+  callNode = call;
   api.windows.onRemoved.addListener((windowId) => serially(async (s) => {
     if (windowId === s.windowId) await next(s);
   }).catch((e) => console.error('disot: after a prompt window closed', e)));
 }
 
-export const declineBody = (id) => JSON.stringify({ method: 'permissions_decide', params: { id, approve: false } });

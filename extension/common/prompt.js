@@ -19,12 +19,16 @@ function showWaiting({ waiting }) {
   $('waiting').hidden = !(waiting > 0);
 }
 
-async function decide(approve) {
+const buttons = ['approve', 'reject', 'block'];
+const enable = (on) => buttons.forEach((b) => { $(b).disabled = !on; });
+
+/** The user's answer; `block` ('site' or 'domain', with a rejection): stop it asking. */
+async function decide(approve, block) {
   deciding = true;
-  $('approve').disabled = $('reject').disabled = true;
+  enable(false);
   try {
     const remember = approve && !$('remember-row').hidden && $('remember').checked;
-    await call('permissions_decide', remember ? { id, approve, remember } : { id, approve });
+    await call('permissions_decide', { id, approve, ...(remember ? { remember } : {}), ...(block ? { block } : {}) });
     window.close();
   } catch (e) {
     $('error').textContent = e.message;
@@ -91,9 +95,16 @@ try {
     li.dataset.permission = p;
     return li;
   }));
-  $('approve').disabled = $('reject').disabled = false;
+  // The site, or every site under its domain (one answer for a site asking from many
+  // subdomains), may be stopped from asking again; the popup lists what is blocked.
+  if (request.blockDomain) {
+    $('block-scope').append(new Option(`every site under ${request.blockDomain}`, 'domain'));
+  }
+  $('block-row').hidden = false;
+  enable(true);
   $('approve').addEventListener('click', () => decide(true));
   $('reject').addEventListener('click', () => decide(false));
+  $('block').addEventListener('click', () => decide(false, $('block-scope').value));
   // A request the node stopped waiting for (it timed out, or the node started again after an
   // error) is not left on screen to be answered: the window says so and closes.
   const watch = setInterval(async () => {
@@ -103,7 +114,7 @@ try {
     } catch (e) {
       if (deciding || !/no such pending request/.test(e.message)) return;
       clearInterval(watch);
-      $('approve').disabled = $('reject').disabled = true;
+      enable(false);
       $('error').textContent = 'This request is no longer waiting: the site has to ask again.';
       $('error').hidden = false;
       setTimeout(() => window.close(), 3_000);

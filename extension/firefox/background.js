@@ -1,12 +1,12 @@
 // Firefox background (MV3 event page, a DOM page): the node runs here directly.
 import { classify, errorBody } from './sender.js';
 import { getNode, handle, servePagePorts } from './node-host.js';
-import { declineBody, onPromptClosed, openPromptWindow } from './prompt-window.js';
+import { connectPrompts, openPromptWindow } from './prompt-window.js';
 
 function openPrompt(id) {
   openPromptWindow(id).catch((e) => console.error('disot: opening prompt', e));
 }
-onPromptClosed((id) => handle('firefox', openPrompt, 'ui', browser.runtime.getURL(''), declineBody(id)));
+connectPrompts((body) => handle('firefox', openPrompt, 'ui', browser.runtime.getURL(''), body));
 
 browser.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   if (msg?.to !== 'background') return false;

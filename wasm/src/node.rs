@@ -1637,6 +1637,15 @@ async fn ui_sync(shared: &Shared, method: &str, params: Value) -> Result<Value, 
 /// Open the prompt for pending request `id` and wait for the user's answer (a prompt closed
 /// unanswered is a no).
 async fn ask_user(shared: &Shared, id: u64) -> Result<bool, ApiError> {
+    // A site the user blocked from asking is turned down at once, whatever it asks.
+    let origin = shared.pending.borrow().get(id).map(|r| r.origin.clone());
+    if origin.is_some_and(|o| shared.grants.borrow().blocks(&o)) {
+        shared.pending.borrow_mut().close(id);
+        return Err(ApiError::new(
+            ErrorCode::UserRejected,
+            "the user blocked this site from asking (Disot Peer's popup can unblock it)",
+        ));
+    }
     let (tx, rx) = oneshot::channel();
     shared.waiters.borrow_mut().insert(id, tx);
     let forget = || {
@@ -1670,12 +1679,29 @@ async fn decide(
     id: u64,
     approve: bool,
     remember: bool,
+    block: Option<disot_core::permissions::BlockScope>,
 ) -> Result<Value, ApiError> {
-    let request = shared
-        .pending
-        .borrow_mut()
-        .close(id)
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidParams, "no such pending request"))?;
+    let gone = || ApiError::new(ErrorCode::InvalidParams, "no such pending request");
+    let mut blocked = None;
+    if let Some(scope) = block {
+        // The site, or every site of the domain, is blocked from now on (see `ask_user`).
+        let origin = shared.pending.borrow().get(id).map(|r| r.origin.clone()).ok_or_else(gone)?;
+        let grants = {
+            let mut grants = shared.grants.borrow_mut();
+            blocked = Some(grants.block(&origin, scope, now_ms() as u64)?);
+            grants.clone()
+        };
+        shared.store.set_grants(&grants).await.map_err(internal)?;
+    }
+    let request = shared.pending.borrow_mut().close(id).ok_or_else(gone)?;
+    let mut answered = vec![(id, approve)];
+    if blocked.is_some() {
+        // Those of them that wait for their prompts are turned down with this one, and their
+        // windows are not opened.
+        let grants = shared.grants.borrow();
+        let more = shared.pending.borrow_mut().close_where(|o| grants.blocks(o));
+        answered.extend(more.into_iter().map(|id| (id, false)));
+    }
     if approve && remember {
         if let Some(share) = &request.share {
             let to: Vec<String> = match share.get("to") {
@@ -1700,10 +1726,12 @@ async fn decide(
             .await
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     }
-    if let Some(waiter) = shared.waiters.borrow_mut().remove(&id) {
-        let _ = waiter.send(approve);
+    for (id, approve) in answered {
+        if let Some(waiter) = shared.waiters.borrow_mut().remove(&id) {
+            let _ = waiter.send(approve);
+        }
     }
-    Ok(json!({ "id": id, "approved": approve }))
+    Ok(json!({ "id": id, "approved": approve, "blocked": blocked }))
 }
 
 /// Issue (and keep) a trust assertion about `did`, and publish it to the peers we trust.
@@ -1951,10 +1979,33 @@ async fn handle_ui(
             let mut shown = serde_json::to_value(request).map_err(internal)?;
             // The others wait for their prompts, one after another.
             shown["waiting"] = json!(pending.len().saturating_sub(1));
+            // What "block every site under …" would block, if the origin has a domain.
+            shown["blockDomain"] = json!(permissions::block_domain(&request.origin));
             Ok(shown)
         }
-        UiRequest::DecidePermission { id, approve, remember } => {
-            decide(shared, id, approve, remember).await
+        UiRequest::DecidePermission { id, approve, remember, block } => {
+            decide(shared, id, approve, remember, block).await
+        }
+        UiRequest::ListBlocked => {
+            let grants = shared.grants.borrow();
+            Ok(Value::Array(
+                grants
+                    .blocked()
+                    .iter()
+                    .map(|(blocked, at)| json!({ "blocked": blocked, "blockedAt": at }))
+                    .collect(),
+            ))
+        }
+        UiRequest::Unblock(blocked) => {
+            let grants = {
+                let mut grants = shared.grants.borrow_mut();
+                if !grants.unblock(&blocked) {
+                    return Err(ApiError::new(ErrorCode::NotFound, "that site is not blocked"));
+                }
+                grants.clone()
+            };
+            shared.store.set_grants(&grants).await.map_err(internal)?;
+            Ok(json!({ "blocked": blocked, "unblocked": true }))
         }
         UiRequest::ListPermissions => {
             let grants = shared.grants.borrow();
