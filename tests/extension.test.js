@@ -176,6 +176,36 @@ for (const kind of ['chromium', 'firefox']) {
     });
 
     if (kind === 'chromium') {
+      // Each content frame that starts its store takes some tens of MiB of the node's process.
+      // (Firefox runs a frame in its page's process: the page pays for its own.)
+      test('a granted site runs at most 8 content stores at once in the node\'s process: one more is refused until one goes', async () => {
+        const r = await page.evaluate(async () => {
+          const list = (w) => w.disot.cas.list().then(() => 'ok', (e) => `${e.code} ${e.message}`);
+          const own = await list(window); // the page's own frame runs its store
+          const frames = [];
+          for (let i = 0; i < 8; i++) {
+            const f = document.createElement('iframe');
+            f.src = '/demo.html';
+            const loaded = new Promise((res) => f.addEventListener('load', res, { once: true }));
+            document.body.append(f);
+            await loaded;
+            frames.push(f);
+          }
+          const first = [];
+          for (const f of frames) first.push(await list(f.contentWindow));
+          frames[0].remove();
+          const again = await list(frames[7].contentWindow);
+          frames.forEach((f) => f.remove());
+          return { own, first, again };
+        });
+        assert.equal(r.own, 'ok');
+        assert.deepEqual(r.first.slice(0, 7), Array(7).fill('ok'), JSON.stringify(r));
+        assert.match(r.first[7], /^-32005 this site has 8 content frames open, the most it may/);
+        assert.equal(r.again, 'ok', 'once one goes, the one refused starts');
+      });
+    }
+
+    if (kind === 'chromium') {
       test('popup shows the DID and the connected state', async () => {
         const popup = await browser.browser.newPage();
         await popup.setViewport({ width: 400, height: 420 });

@@ -178,8 +178,12 @@ const failure = (code, message) => JSON.stringify({ error: { code, message } });
 // cannot say (Firefox runs the frame in the page's own process and gives it no way to the
 // node; or the node is starting, locked or stopped), it starts, and the store's own check
 // answers each request.
+//
+// There, too, the node's document bounds how many frames run their store at once (see
+// `admitFrame` in node-host.js): one over the bound answers -32005 and asks again at its next
+// request. (In Firefox a frame runs in its page's process: what it takes, the page pays.)
 const GRANT_CHECK_MS = 5_000;
-let grantCheck = null; // resolves to whether the frame may start
+let grantCheck = null; // resolves to true if the frame may start, else why not (an error body)
 
 function mayStart(origin) {
   if (opening) return Promise.resolve(true);
@@ -189,10 +193,14 @@ function mayStart(origin) {
     const asked = view.disotPageRequest(origin, JSON.stringify({ method: 'disot_getPermissions' }));
     const late = new Promise((r) => setTimeout(() => r(null), GRANT_CHECK_MS));
     const reply = JSON.parse((await Promise.race([asked, late])) ?? '{}');
-    if (!Array.isArray(reply.result)) return true; // (no answer, or an error)
-    return reply.result.some((p) => p?.parentCapability === 'cas');
+    if (Array.isArray(reply.result) && !reply.result.some((p) => p?.parentCapability === 'cas')) {
+      return failure(4100, 'this origin has no permission for that: ask with disot_requestPermissions');
+    }
+    // (No answer, or an error: the store's own check answers each request.)
+    const admitted = typeof view.disotAdmitFrame === 'function' ? view.disotAdmitFrame(window, origin) : true;
+    return admitted === true ? true : failure(-32005, String(admitted));
   })().catch(() => true).then((may) => {
-    if (!may) grantCheck = null; // asked again next time: the user may grant it meanwhile
+    if (may !== true) grantCheck = null; // asked again next time: the user may grant it meanwhile
     return may;
   });
   return grantCheck;
@@ -201,7 +209,8 @@ function mayStart(origin) {
 async function answer(origin, msg) {
   let f;
   try {
-    if (!(await mayStart(origin))) return { body: failure(4100, 'this origin has no permission for that: ask with disot_requestPermissions') };
+    const may = await mayStart(origin);
+    if (may !== true) return { body: may }; // (why not, as an error)
     f = await frame();
   } catch (e) {
     return { body: failure(4900, `disot content frame failed to start: ${e?.message ?? e}`) };

@@ -200,10 +200,37 @@ export function servePagePorts(platform, openPrompt) {
  * the node hears of objects a frame stored over the broadcast channel alone).
  */
 export function serveFrames(platform, openPrompt) {
+  globalThis.disotAdmitFrame = admitFrame;
   globalThis.disotPageRequest = (origin, body) => handle(platform, openPrompt, 'page', String(origin), String(body));
   // A frame's word that it stored an object (the node's `noteStored`), taken before the frame
   // answers its page: this runs before any later request can.
   globalThis.disotStored = (cid, origin) => {
     getNode(platform, openPrompt).then((node) => node.noteStored?.(String(cid), String(origin)), () => {});
   };
+}
+
+// Content frames that started their store (wasm and workers) in this process, each some tens
+// of MiB: a granted site, however many frames it opens (one per document that uses the store),
+// cannot take this process's memory, the node's too, beyond these.
+const MAX_FRAMES = 32;
+const MAX_FRAMES_PER_ORIGIN = 8;
+const frames = new Map(); // WeakRef to a frame's window → the origin it serves
+
+/**
+ * Whether the frame `win`, serving `origin`, may start its store: a string that says why not
+ * if as many frames run already, of that origin or in all. A frame counts until its document
+ * goes (its page closed or navigated, or its iframe removed); one already counted is let in.
+ */
+function admitFrame(win, origin) {
+  let same = 0;
+  for (const [ref, o] of frames) {
+    const w = ref.deref();
+    if (!w || w.closed) frames.delete(ref);
+    else if (w === win) return true;
+    else if (o === origin) same++;
+  }
+  if (same >= MAX_FRAMES_PER_ORIGIN) return `this site has ${same} content frames open, the most it may: close some of its tabs or frames`;
+  if (frames.size >= MAX_FRAMES) return `${frames.size} content frames are open, the most there may be: close some tabs or frames`;
+  frames.set(new WeakRef(win), String(origin));
+  return true;
 }
