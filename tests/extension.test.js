@@ -404,6 +404,73 @@ describe('a crashed peer', () => {
       }
     });
 
+    test(`${kind}: a peer whose message made the node crash is cut off when it starts again (no second crash), until the user allows it again`, async () => {
+      const node = await new h.NativeNode(h.tempDir(`node-blame-${kind}`)).start();
+      const hostile = await h.startExamplePeer('hostile-peer', ['0']);
+      const ext = h.prepareExtension(kind === 'chromium' ? 'chrome' : 'firefox', [node.wsAddr, hostile.addr], undefined, { testHooks: true });
+      let ui, close, browser;
+      if (kind === 'chromium') {
+        browser = await h.Browser.launch('chromium', ext, h.tempDir('profile-blame'));
+        close = () => browser.close();
+        const page = await browser.browser.newPage();
+        await page.goto(`${browser.extensionBase}options.html`);
+        ui = (method, params) => h.ui(page, method, params);
+      } else {
+        const peer = await h.launchSeleniumFirefox(ext);
+        close = () => peer.driver.quit();
+        ui = (method, params) => h.firefoxUi(peer, method, params);
+      }
+      const count = (event, peer) => hostile.events.filter((e) => e.event === event && (!peer || e.peer === peer)).length;
+      const status = () => ui('ui_status').catch(() => null);
+      try {
+        const before = await h.waitFor(async () => {
+          const s = await status();
+          return s?.peerId && count('connected', s.peerId) > 0 && s;
+        }, { timeout: 30_000, what: 'the browser to connect to the hostile peer' });
+        assert.equal(before.lastCrash, null);
+        const connections = count('connected', before.peerId);
+        hostile.send('sync debug-crash');
+        const after = await h.waitFor(async () => {
+          const s = await status();
+          return s?.startedAt > before.startedAt && s;
+        }, { timeout: 40_000, what: 'the node to start again after the crash' });
+        assert.match(after.lastCrash.message, /by a sync message about debug-crash/);
+        const cutOff = (await ui('sync_status')).cutOff;
+        assert.deepEqual(cutOff.map((c) => c.peerId), [hostile.peerId], JSON.stringify(cutOff));
+        assert.match(cutOff[0].reason, /^a message of this peer made Disot Peer stop with an error: .*debug-crash/s);
+        // The browser dials it again (a bootstrap peer) and it sends the same: the session is
+        // refused unread, and the node runs on.
+        await h.waitFor(() => count('connected', before.peerId) > connections, { timeout: 30_000, what: 'the hostile peer connected again' });
+        const ended = count('sync-ended');
+        hostile.send('sync debug-crash');
+        await h.waitFor(() => count('sync-ended') > ended, { what: 'the second session to end' });
+        // Bitswap does not answer it either: its want's stream is reset unanswered.
+        const resets = count('reset');
+        hostile.send('want bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku');
+        await h.waitFor(() => count('reset') > resets, { what: 'the want to be refused' });
+        await sleep(1000);
+        const still = await status();
+        assert.equal(still?.startedAt, after.startedAt, 'no second crash');
+        assert.equal(still.lastCrash.at, after.lastCrash.at);
+        // Allowed again (Chromium: in the popup), it is no longer cut off.
+        if (kind === 'chromium') {
+          const popup = await browser.browser.newPage();
+          await popup.goto(`${browser.extensionBase}popup.html`);
+          const row = await popup.waitForSelector('#cut-off li[data-did] button', { timeout: 15_000 });
+          assert.match(await popup.$eval('#cut-off li', (e) => e.textContent), /made Disot Peer stop with an error/);
+          await row.click();
+          await popup.waitForFunction(() => document.getElementById('cut-off-box').hidden, { timeout: 15_000 });
+        } else {
+          assert.deepEqual(await ui('sync_peer_allow', { did: cutOff[0].did }), { did: cutOff[0].did, allowed: true });
+        }
+        assert.deepEqual((await ui('sync_status')).cutOff, []);
+      } finally {
+        await close();
+        hostile.stop();
+        await node.stop();
+      }
+    });
+
     test(`${kind}: a panic in a page's content frame or one of its workers fails the request it was on with 4900, and the next request has a new frame`, async () => {
       const site = await h.startPageServer();
       const ext = h.prepareExtension(kind === 'chromium' ? 'chrome' : 'firefox', [], undefined, { testHooks: true });

@@ -180,6 +180,7 @@ pub const SYNC_UI_METHODS: &[&str] = &[
     "sync_status",
     "sync_policy_set",
     "sync_peer_set",
+    "sync_peer_allow",
     "share_preauth_list",
     "share_preauth_remove",
 ];

@@ -846,6 +846,11 @@ impl Client {
         self.events.push_back(Event::Misbehaved { peer, reason });
     }
 
+    /// Let a banned peer be asked and answered again (the user allowed it).
+    pub fn unban(&mut self, peer: &PeerId) -> bool {
+        self.banned.remove(peer)
+    }
+
     fn fail(&mut self, cid: Cid) {
         self.cancel(&cid);
         self.events.push_back(Event::NotFound { cid });

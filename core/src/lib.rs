@@ -20,12 +20,14 @@
 //! - [`inbound`]: how many streams of a protocol peers may have open with us at once.
 //! - [`bootstrap`]: which bootstrap node to dial when, with exponential backoff (sans-IO).
 //! - [`sync`]: shares and collections as Automerge documents, and their sync between peers.
+//! - [`blame`]: whose input is being handled, for a panic to name it.
 
 pub mod announce;
 pub mod api;
 pub mod auth;
 pub mod backup;
 pub mod bitswap;
+pub mod blame;
 pub mod bootstrap;
 pub mod cache;
 pub mod entry;

@@ -260,6 +260,8 @@ pub struct Library {
     dirty_states: BTreeSet<(String, String)>,
     /// What storage holds of each document (see [`Library::take_writes`]).
     stored: HashMap<String, Stored>,
+    /// Test builds only: a sync message about this document panics, as a bug would.
+    crash_on: Option<String>,
 }
 
 /// What storage holds of one document: a whole save and the chunks appended after it.
@@ -310,7 +312,14 @@ impl Library {
             dirty_docs: BTreeSet::new(),
             dirty_states: BTreeSet::new(),
             stored: HashMap::new(),
+            crash_on: None,
         }
+    }
+
+    /// For test builds: a peer's sync message about document `id` panics, as a bug its
+    /// message set off would (see [`crate::blame`]).
+    pub fn crash_on(&mut self, id: &str) {
+        self.crash_on = Some(id.to_owned());
     }
 
     pub fn me(&self) -> &str {
@@ -1055,6 +1064,9 @@ impl Library {
         level: Level,
         state: &mut sync::State,
     ) -> Result<bool, Error> {
+        if self.crash_on.as_deref() == Some(id) {
+            panic!("debug_crash: a crash a test asked for, by a sync message about {id}");
+        }
         if !valid_id(id) {
             return Err(Error::Malformed(format!("not a document id: {id:.40}")));
         }
@@ -1254,7 +1266,7 @@ fn meta_of(doc: &AutoCommit) -> Option<Meta> {
 
 /// One frame: a document's id (a byte of length, then the id) and its sync message. An empty
 /// frame ends a batch.
-fn frame(id: &str, message: &[u8]) -> Vec<u8> {
+pub fn frame(id: &str, message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + id.len() + message.len());
     out.push(id.len() as u8);
     out.extend_from_slice(id.as_bytes());
@@ -1317,7 +1329,9 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             let (id, message) = unframe(&bytes)?;
             let mut lib = lib.borrow_mut();
             let state = states.entry(id.to_owned()).or_insert_with(|| lib.session_state(peer, id));
-            match lib.receive_with(peer, id, message, level, state) {
+            let taken =
+                crate::blame::handling(peer, || lib.receive_with(peer, id, message, level, state));
+            match taken {
                 Ok(changed) => {
                     if changed {
                         stats.changed += 1;
@@ -1362,12 +1376,16 @@ async fn send_batch<S: AsyncWrite + Unpin>(
         // Shares first: they introduce the collections that follow.
         let mut ids: Vec<String> = ids.into_iter().collect();
         ids.sort_by_key(|id| (!id.starts_with("shares-"), id.clone()));
-        ids.iter()
-            .filter_map(|id| {
-                let state = states.entry(id.clone()).or_insert_with(|| lib.session_state(peer, id));
-                Some(frame(id, &lib.generate_with(peer, id, state)?))
-            })
-            .collect()
+        // (What is generated depends on what the peer said it has.)
+        crate::blame::handling(peer, || {
+            ids.iter()
+                .filter_map(|id| {
+                    let state =
+                        states.entry(id.clone()).or_insert_with(|| lib.session_state(peer, id));
+                    Some(frame(id, &lib.generate_with(peer, id, state)?))
+                })
+                .collect()
+        })
     };
     for f in &frames {
         stats.bytes_sent += f.len() as u64;

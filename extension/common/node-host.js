@@ -20,6 +20,14 @@ const crashAnswer = new Promise((resolve) => {
 });
 const crashBody = () => errorBody(4900, `disot peer stopped after an error (${crashed}); it starts again unless it failed repeatedly`);
 
+function rememberCrashes(crashes) {
+  try {
+    sessionStorage.setItem(CRASHES, JSON.stringify(crashes));
+  } catch {
+    // Not remembered (no restart limit then; session storage is there in extension pages).
+  }
+}
+
 function recentCrashes() {
   try {
     const all = JSON.parse(sessionStorage.getItem(CRASHES) ?? '[]');
@@ -29,15 +37,16 @@ function recentCrashes() {
   }
 }
 
-globalThis.disotCrashed = (message) => {
+// `blamed`: the peer whose message the node was handling, if any; the node started next cuts
+// it off (see SyncNode::cut_off in wasm/src/sync.rs).
+globalThis.disotCrashed = (message, blamed) => {
+  // Only the first counts: the module is dead after it, and the tasks queued behind the one
+  // that panicked may panic in turn (finding its state still borrowed).
+  if (crashed !== null) return;
   crashed = String(message).slice(0, 1000);
   answerInFlight(crashBody());
-  const recent = [...recentCrashes(), { at: Date.now(), message: crashed }];
-  try {
-    sessionStorage.setItem(CRASHES, JSON.stringify(recent));
-  } catch {
-    // Not remembered (no restart limit then; session storage is there in extension pages).
-  }
+  const crash = { at: Date.now(), message: crashed, ...(typeof blamed === 'string' ? { blamed: blamed.slice(0, 200) } : {}) };
+  rememberCrashes([...recentCrashes(), crash]);
   console.error('disot: the node crashed; loading its page again');
   setTimeout(() => location.reload(), 0);
 };
@@ -82,6 +91,8 @@ function lockedNode(unlock) {
 
 async function boot(platform, openPrompt) {
   const crashes = recentCrashes();
+  // The peer to blame is handed to one start only: the user may let it in again after.
+  if (crashes.at(-1)?.blamed) rememberCrashes(crashes.map(({ blamed, ...crash }) => crash));
   if (crashes.length > MAX_RESTARTS) {
     throw new Error(`it stopped after ${crashes.length} errors in 10 minutes (the last: ${crashes.at(-1).message}); restart the browser to start it again`);
   }

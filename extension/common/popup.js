@@ -310,6 +310,31 @@ let shownShares = '';
 // (a large collection is not read every second), or every ten seconds.
 let lists = null;
 
+/** Peers cut off after their message made the node crash, each with Allow again. */
+function showCutOff(cutOff) {
+  $('cut-off-box').hidden = cutOff.length === 0;
+  $('cut-off').replaceChildren(...cutOff.map((c) => {
+    const li = item(`${short(c.did)} since ${new Date(c.at).toLocaleString()}: ${c.reason} `);
+    li.dataset.did = c.did;
+    li.title = c.did;
+    const allow = document.createElement('button');
+    allow.textContent = 'Allow again';
+    allow.addEventListener('click', async () => {
+      allow.disabled = true;
+      try {
+        await call('sync_peer_allow', { did: c.did });
+      } catch (e) {
+        $('error').textContent = e.message;
+        $('error').hidden = false;
+      }
+      shownShares = '';
+      await showShares();
+    });
+    li.append(allow);
+    return li;
+  }));
+}
+
 /** Shares, collections and sync status: drawn again only when they change. */
 async function showShares() {
   const [{ seq }, sync] = await Promise.all([call('sync_watch'), call('sync_status')]);
@@ -319,9 +344,10 @@ async function showShares() {
   }
   const { shares, collections } = lists;
   const { sent, heard, forMe } = sync.announcements;
-  const key = JSON.stringify([shares, collections, sync.peers.map((p) => [p.did, p.sessions, p.error]), sync.overrides, sent, heard, forMe]);
+  const key = JSON.stringify([shares, collections, sync.peers.map((p) => [p.did, p.sessions, p.error]), sync.overrides, sent, heard, forMe, sync.cutOff]);
   if (key === shownShares) return;
   shownShares = key;
+  showCutOff(sync.cutOff ?? []);
   const none = () => Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' });
   const what = (s) => s.collection
     ? `collection ${collections.find((c) => c.id === s.collection)?.name ?? s.collection}`

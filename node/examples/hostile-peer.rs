@@ -7,6 +7,11 @@
 //! a new stream and reports `asked`; each block that peer sends (verified against its CID) is
 //! reported as `received`, and the stream being reset or closed by it as `reset`.
 //!
+//! `sync <document id>` opens a sync session (`/disot/sync/1.0.0`) with that peer and sends one
+//! message about that document, which is not a sync message (a test build of the browser node
+//! panics on the document `debug-crash` before reading it): `sync-sent` once it is written,
+//! `sync-ended` when the peer closes or resets the stream, `sync-refused` if it cannot be opened.
+//!
 //! Usage: hostile-peer <ws port>
 
 use disot_core::bitswap::{self, Outgoing, Presence, WantType};
@@ -17,6 +22,7 @@ use sha2::Digest as _;
 use tokio::io::AsyncBufReadExt as _;
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new(bitswap::PROTOCOL);
+const SYNC: StreamProtocol = StreamProtocol::new(disot_core::sync::PROTOCOL);
 
 #[path = "support/mod.rs"]
 mod support;
@@ -81,6 +87,9 @@ async fn main() -> Result<(), support::Error> {
                 if let (Some(cid), Some(peer)) = (cid, last) {
                     tokio::spawn(ask(asking.clone(), peer, cid));
                 }
+                if let (Some(id), Some(peer)) = (line.strip_prefix("sync "), last) {
+                    tokio::spawn(sync(asking.clone(), peer, id.trim().to_owned()));
+                }
             }
             event = swarm.select_next_some() => match event {
                 SwarmEvent::NewListenAddr { address, .. } => {
@@ -126,4 +135,24 @@ async fn ask(mut control: libp2p_stream::Control, peer: libp2p::PeerId, cid: cid
     let mut byte = [0u8; 1];
     let _ = futures::AsyncReadExt::read(&mut out, &mut byte).await;
     support::emit(serde_json::json!({"event": "reset", "cid": cid.to_string()}));
+}
+
+/// Send `peer` one sync message about document `id` (not a real one), and report how the
+/// stream ends.
+async fn sync(mut control: libp2p_stream::Control, peer: libp2p::PeerId, id: String) {
+    let Ok(mut out) = control.open_stream(peer, SYNC).await else {
+        support::emit(serde_json::json!({"event": "sync-refused", "id": id}));
+        return;
+    };
+    // The message, then the empty frame that ends a batch.
+    for frame in [disot_core::sync::frame(&id, b"not a sync message"), Vec::new()] {
+        if bitswap::write_frame(&mut out, &frame).await.is_err() {
+            support::emit(serde_json::json!({"event": "sync-ended", "id": id}));
+            return;
+        }
+    }
+    support::emit(serde_json::json!({"event": "sync-sent", "id": id}));
+    let mut byte = [0u8; 1];
+    let _ = futures::AsyncReadExt::read(&mut out, &mut byte).await;
+    support::emit(serde_json::json!({"event": "sync-ended", "id": id}));
 }

@@ -78,9 +78,11 @@ enum Stop {
 /// A received message decoded, each of its blocks named by the hash of its bytes (made with the
 /// browser's SHA-256, all at once): one sent for another is then a block nobody asked for, or a
 /// wrong one (see `Client`).
-fn hashed(message: Vec<u8>) -> LocalBoxFuture<'static, Result<Incoming, Stop>> {
+/// `who`: the sender, named if decoding it panics (see `disot_core::blame`).
+fn hashed(message: Vec<u8>, who: &str) -> LocalBoxFuture<'static, Result<Incoming, Stop>> {
+    let decoded = disot_core::blame::handling(who, || bitswap::decode_unhashed(&message));
     async move {
-        let message = bitswap::decode_unhashed(&message).map_err(Stop::Misbehaved)?;
+        let message = decoded.map_err(Stop::Misbehaved)?;
         let hashing = message.blocks.iter().map(|(_, data)| crate::store::webcrypto_sha256(data));
         let digests = futures::future::try_join_all(hashing).await.map_err(Stop::Hashing)?;
         message.hashed(&digests).map_err(Stop::Misbehaved)
@@ -375,6 +377,18 @@ impl Exchange {
         self.client.borrow().peers().next().is_some()
     }
 
+    /// Neither ask `peer` nor answer it (a message of it made this node crash; see
+    /// `SyncNode::cut_off`), until [`Exchange::allow`].
+    pub(crate) fn cut_off(&self, peer: PeerId, reason: String) {
+        self.client.borrow_mut().ban(peer, reason, now_ms() as u64);
+        self.flush();
+    }
+
+    /// Ask and answer `peer` again.
+    pub(crate) fn allow(&self, peer: &PeerId) {
+        self.client.borrow_mut().unban(peer);
+    }
+
     pub(crate) fn take_banned(&self) -> Vec<(PeerId, String)> {
         std::mem::take(&mut *self.banned.borrow_mut())
     }
@@ -409,6 +423,7 @@ impl Exchange {
         // channel's own events). Messages are handed on in the order they came. Read ahead: those
         // being hashed, and one more.
         let (mut to_hash, hashing) = mpsc::channel(0);
+        let who = disot_core::identity::did_of_peer(&peer).unwrap_or_else(|| peer.to_string());
         let reading = async move {
             loop {
                 let message = match bitswap::read_frame(&mut stream).await {
@@ -419,7 +434,7 @@ impl Exchange {
                         return;
                     }
                 };
-                if to_hash.send(hashed(message)).await.is_err() {
+                if to_hash.send(hashed(message, &who)).await.is_err() {
                     return;
                 }
             }

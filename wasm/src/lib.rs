@@ -37,7 +37,7 @@ pub use node::{start, Node};
 fn init() {
     std::panic::set_hook(Box::new(|info| {
         console_error_panic_hook::hook(info);
-        crashed(&info.to_string());
+        crashed(&info.to_string(), disot_core::blame::current());
     }));
 }
 
@@ -49,13 +49,15 @@ pub fn debug_panic() {
 }
 
 /// A panic leaves this context's module unusable (a trap, with nothing unwound): whoever hosts
-/// the node hears of it through `globalThis.disotCrashed(message)`, if it set one, and starts
-/// it again.
-fn crashed(message: &str) {
+/// the node hears of it through `globalThis.disotCrashed(message, blamed)`, if it set one, and
+/// starts it again. `blamed`: the peer whose message was being handled, if any (see
+/// [`disot_core::blame`]).
+fn crashed(message: &str, blamed: Option<String>) {
     use wasm_bindgen::JsCast as _;
     let global = js_sys::global();
     let hook = js_sys::Reflect::get(&global, &"disotCrashed".into()).ok();
     if let Some(hook) = hook.and_then(|h| h.dyn_into::<js_sys::Function>().ok()) {
-        let _ = hook.call1(&global, &message.into());
+        let blamed = blamed.map_or(wasm_bindgen::JsValue::UNDEFINED, |b| b.into());
+        let _ = hook.call2(&global, &message.into(), &blamed);
     }
 }

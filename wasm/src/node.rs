@@ -74,7 +74,9 @@ struct StartOptions {
     #[serde(default)]
     passphrase: Option<String>,
     /// The node's last crash in this context, if it was started again after one:
-    /// `{at, message}` (shown in the popup).
+    /// `{at, message, blamed?}` (shown in the popup). `blamed`, given only to the start just
+    /// after the crash: the peer whose message was being handled (see
+    /// [`SyncNode::cut_off`](crate::sync::SyncNode::cut_off)).
     #[serde(default)]
     last_crash: Option<Value>,
     /// Test builds only (`testHooks` in `config.json`): the `debug_crash` request panics.
@@ -363,6 +365,20 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         exchange.clone(),
     )
     .await;
+    if options.test_hooks {
+        // A test build: a peer's sync message about this document panics.
+        sync.crash_on("debug-crash");
+    }
+    // The crash this node starts after, if a peer's message set it off: nothing more is taken
+    // from that peer (it would set it off again).
+    if let Some(crash) = &options.last_crash {
+        if let (Some(who), Some(message)) = (
+            crash.get("blamed").and_then(Value::as_str),
+            crash.get("message").and_then(Value::as_str),
+        ) {
+            sync.cut_off(who, message).await;
+        }
+    }
     sync.accept().map_err(|e| js_err("accepting sync sessions", e))?;
     let control = swarm.behaviour().stream.new_control();
     let local = disot_core::auth::Local::new(key.clone(), &display_name)
@@ -1625,6 +1641,7 @@ async fn ui_sync(shared: &Shared, method: &str, params: Value) -> Result<Value, 
             shared.sync.preauth_remove(origin, did).await
         }
         "sync_peer_set" => shared.sync.set_peer_level(params).await,
+        "sync_peer_allow" => shared.sync.allow(params).await,
         "sync_policy_set" => {
             let policy = serde_json::from_value(params)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("policy: {e}")))?;

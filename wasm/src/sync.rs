@@ -23,6 +23,10 @@ const PREAUTH_KEY: &str = "share-preauth";
 const OVERRIDES_KEY: &str = "sync-overrides";
 /// Peers with a level of their own, at most.
 const MAX_OVERRIDES: usize = 1024;
+/// Peers nothing is taken from since a message of theirs made this node crash (DID → why).
+const CUT_OFF_KEY: &str = "sync-cut-off";
+/// Peers cut off, at most (the oldest goes first).
+const MAX_CUT_OFF: usize = 256;
 /// Most recipients pre-authorised for one origin.
 const MAX_PREAUTH: usize = 256;
 /// The origin under which content fetched for shares is kept.
@@ -128,6 +132,23 @@ pub(crate) struct SyncNode {
     /// a new one.
     trust_taken: RefCell<HashMap<String, String>>,
     on_trust: RefCell<Option<Rc<TrustHandler>>>,
+    /// Peers a message of which made this node crash: no session with them, their
+    /// announcements go unheard, and Bitswap neither asks nor answers them, until the user
+    /// lets them in again (DID → when and why).
+    cut_off: RefCell<BTreeMap<String, CutOff>>,
+}
+
+/// Why a peer was cut off, for the popup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CutOff {
+    pub at: u64,
+    pub reason: String,
+}
+
+/// A peer's libp2p id from its DID.
+fn peer_of(did: &str) -> Option<PeerId> {
+    disot_core::identity::public_key_from_did(did).ok().map(|k| k.to_peer_id())
 }
 
 /// Takes what a peer's trust document says: (peer, its DID, the credentials in it).
@@ -193,6 +214,13 @@ impl SyncNode {
         let policy = store.json_setting::<Policy>(POLICY_KEY).await.ok().flatten();
         let preauth = store.json_setting(PREAUTH_KEY).await.ok().flatten().unwrap_or_default();
         let overrides = store.json_setting(OVERRIDES_KEY).await.ok().flatten().unwrap_or_default();
+        let cut_off: BTreeMap<String, CutOff> =
+            store.json_setting(CUT_OFF_KEY).await.ok().flatten().unwrap_or_default();
+        for (did, why) in &cut_off {
+            if let Some(peer) = peer_of(did) {
+                exchange.cut_off(peer, why.reason.clone());
+            }
+        }
         Rc::new(SyncNode {
             me: me.to_owned(),
             lib: RefCell::new(lib),
@@ -220,7 +248,73 @@ impl SyncNode {
             preauth: RefCell::new(preauth),
             trust_taken: RefCell::default(),
             on_trust: RefCell::default(),
+            cut_off: RefCell::new(cut_off),
         })
+    }
+
+    /// Test builds only: a peer's sync message about document `id` panics.
+    pub(crate) fn crash_on(&self, id: &str) {
+        self.lib.borrow_mut().crash_on(id);
+    }
+
+    /// Whether nothing is taken from `did` (see [`SyncNode::cut_off`]).
+    pub(crate) fn is_cut_off(&self, did: &str) -> bool {
+        self.cut_off.borrow().contains_key(did)
+    }
+
+    /// A message of `who` (a DID, or a peer id) made this node crash (`reason`: the panic's
+    /// message): take nothing more from it, by sync or by Bitswap, until the user allows it
+    /// again. Kept across restarts.
+    pub(crate) async fn cut_off(&self, who: &str, reason: &str) {
+        let did = match who.parse::<PeerId>() {
+            Ok(peer) => disot_core::identity::did_of_peer(&peer),
+            Err(_) => peer_of(who).map(|_| who.to_owned()),
+        };
+        let (Some(did), Some(peer)) = (did.clone(), did.as_deref().and_then(peer_of)) else {
+            tracing::warn!("the node crashed on a message of {who:.80}, which names no peer");
+            return;
+        };
+        tracing::warn!("cutting off {did}: a message of it made this node crash ({reason})");
+        let reason = format!("a message of this peer made Disot Peer stop with an error: {reason}");
+        self.exchange.cut_off(peer, reason.clone());
+        let all = {
+            let mut all = self.cut_off.borrow_mut();
+            while all.len() >= MAX_CUT_OFF {
+                let oldest = all.iter().min_by_key(|(_, c)| c.at).map(|(d, _)| d.clone());
+                oldest.map(|d| all.remove(&d));
+            }
+            all.insert(did, CutOff { at: now_ms(), reason });
+            all.clone()
+        };
+        if let Err(e) = self.store.set_json_setting(CUT_OFF_KEY, &all).await {
+            tracing::warn!("keeping the peers cut off: {e}");
+        }
+    }
+
+    /// `sync_peer_allow {did}`: take from a peer that was cut off again.
+    pub(crate) async fn allow(self: &Rc<Self>, params: Value) -> Result<Value, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct P {
+            did: String,
+        }
+        let P { did } = serde_json::from_value(params)
+            .map_err(|e| invalid(format!("sync_peer_allow takes {{did}}: {e}")))?;
+        let peer = peer_of(&did).ok_or_else(|| invalid("not a peer's DID"))?;
+        let all = {
+            let mut all = self.cut_off.borrow_mut();
+            if all.remove(&did).is_none() {
+                return Err(ApiError::new(ErrorCode::NotFound, "that peer is not cut off"));
+            }
+            all.clone()
+        };
+        self.store.set_json_setting(CUT_OFF_KEY, &all).await.map_err(internal)?;
+        self.exchange.allow(&peer);
+        // Connected now: a session brings what it has for us.
+        if self.connected.borrow().contains_key(&peer) {
+            self.start_session(peer, did.clone(), true);
+        }
+        Ok(json!({ "did": did, "allowed": true }))
     }
 
     /// Who takes the trust documents peers publish, when they change.
@@ -316,6 +410,9 @@ impl SyncNode {
                 // Over the limit: dropped, and the peer tries again later.
                 let Ok(admitted) = this.inbound.admit(&peer) else { continue };
                 let Some(did) = disot_core::identity::did_of_peer(&peer) else { continue };
+                if this.is_cut_off(&did) {
+                    continue; // (its stream is dropped: reset)
+                }
                 let this = this.clone();
                 wasm_bindgen_futures::spawn_local(async move {
                     this.run_session(peer, did.clone(), stream, false).await;
@@ -549,7 +646,7 @@ impl SyncNode {
     fn start_session(self: &Rc<Self>, peer: PeerId, did: String, force: bool) {
         // The side that holds documents with a peer starts the session; with none, the peer
         // (if it holds some with us) will.
-        if !force && self.lib.borrow_mut().docs_with(&did).is_empty() {
+        if (!force && self.lib.borrow_mut().docs_with(&did).is_empty()) || self.is_cut_off(&did) {
             return;
         }
         // The peer's own session is running: ours follows it (two at once would each carry
@@ -1142,7 +1239,13 @@ impl SyncNode {
             gossip.refused += 1;
             return;
         };
-        let announcement = match disot_core::announce::Announcement::decode(data) {
+        if self.is_cut_off(&did) {
+            gossip.refused += 1;
+            return;
+        }
+        let announcement = match disot_core::blame::handling(&did, || {
+            disot_core::announce::Announcement::decode(data)
+        }) {
             Ok(a) => a,
             Err(e) => {
                 tracing::info!("cas-updates from {did}: {e}");
@@ -1150,7 +1253,10 @@ impl SyncNode {
                 return;
             }
         };
-        if !self.announcer.borrow_mut().is_for_me(&did, &announcement) {
+        let for_me = disot_core::blame::handling(&did, || {
+            self.announcer.borrow_mut().is_for_me(&did, &announcement)
+        });
+        if !for_me {
             return;
         }
         gossip.for_me += 1;
@@ -1187,6 +1293,12 @@ impl SyncNode {
                 "trust": ids.iter().filter(|id| disot_core::sync::is_trust_id(id)).count(),
             },
             "announcements": self.gossip.borrow().clone(),
+            "cutOff": self.cut_off.borrow().iter().map(|(did, c)| json!({
+                "did": did,
+                "peerId": peer_of(did).map(|p| p.to_string()),
+                "at": c.at,
+                "reason": c.reason,
+            })).collect::<Vec<_>>(),
             "wasmMemoryBytes": wasm_memory_bytes(),
         })
     }

@@ -1,0 +1,74 @@
+//! Whose input is being handled, for a panic to name it.
+//!
+//! Design decision: a panic is a bug, but a peer's message can be what sets it off, and in the
+//! browser a panic stops the whole node (a trap: nothing unwinds), which starts again and meets
+//! the same peer. The code that takes a peer's message runs it in [`handling`]; the browser's
+//! panic hook reads [`current`] and hands the name to the node's host, which tells the node
+//! that starts next to take nothing more from that peer. Only synchronous work is wrapped: an
+//! `await` inside would let another peer's work run under this name.
+
+use std::cell::RefCell;
+
+thread_local! {
+    static HANDLING: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Restores the name there was before, also when the work panics and unwinds (native builds).
+struct Restore(Option<String>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let before = self.0.take();
+        HANDLING.with(|h| {
+            if let Ok(mut h) = h.try_borrow_mut() {
+                *h = before;
+            }
+        });
+    }
+}
+
+/// Run `work` as the handling of input from `who` (a peer's DID): a panic in it names `who`.
+pub fn handling<T>(who: &str, work: impl FnOnce() -> T) -> T {
+    let before =
+        HANDLING.with(|h| h.try_borrow_mut().ok().and_then(|mut h| h.replace(who.to_owned())));
+    let _restore = Restore(before);
+    work()
+}
+
+/// Whose input is being handled now, if any (for a panic hook).
+pub fn current() -> Option<String> {
+    HANDLING.with(|h| h.try_borrow().ok().and_then(|h| h.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_holds_while_the_work_runs_and_goes_after() {
+        assert_eq!(current(), None);
+        let inner = handling("did:key:a", || {
+            let nested = handling("did:key:b", current);
+            (current(), nested)
+        });
+        assert_eq!(inner, (Some("did:key:a".into()), Some("did:key:b".into())));
+        assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn a_panic_hook_sees_the_name_and_it_is_gone_after_unwinding() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let in_hook = seen.clone();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |_| {
+            if let Ok(mut s) = in_hook.lock() {
+                *s = current();
+            }
+        }));
+        let result = std::panic::catch_unwind(|| handling("did:key:c", || panic!("a bug")));
+        std::panic::set_hook(previous);
+        assert!(result.is_err());
+        assert_eq!(seen.lock().map(|s| s.clone()).ok().flatten().as_deref(), Some("did:key:c"));
+        assert_eq!(current(), None);
+    }
+}
