@@ -68,6 +68,12 @@ async function checkGenerated(ours) {
 
 const generatedInPage = () => ({ cases: GENERATED, generateSource: h.generate.toString() });
 
+function checkManyPutsAtOnce(r) {
+  assert.ok(r.puts.every((p) => p.startsWith('bafk')), `every put stored: ${JSON.stringify(r.puts)}`);
+  assert.equal(new Set(r.puts).size, 12);
+  assert.deepEqual([...r.listed].sort(), [...r.puts].sort(), 'and listed');
+}
+
 function checkPutForms(r) {
   assert.equal(r.kept, true, "the page's buffer is left whole");
   assert.equal(r.same, true, 'the bytes read back are the bytes put');
@@ -175,6 +181,8 @@ describe('chromium content store', { concurrency: 1 }, () => {
         return started;
       });
       assert.ok(handles.every((n) => Number.isSafeInteger(n) && Math.abs(n - handle) > 1000) && Math.abs(handles[1] - handles[0]) > 1000, `not counted: ${handle}, ${handles}`);
+      // A page putting more at once than the store takes at a time: the rest wait their turn.
+      checkManyPutsAtOnce(await other.evaluate(h.manyPutsAtOnceInPage));
       await h.screenshot(popup, 'popup-storage-chromium.png');
 
       await browser.close();
@@ -363,6 +371,8 @@ describe('firefox content store', () => {
       assert.equal(await run(async (cid) => window.disot.cas.has(cid), r.put.cid), false);
       assert.deepEqual(await run(async (cid) => window.disot.cas.get(cid, { length: 16 }), r.put.cid), { thrown: -32001 });
       assert.deepEqual(await run(async () => window.disot.cas.list()), []);
+      // A page putting more at once than the store takes at a time: the rest wait their turn.
+      checkManyPutsAtOnce(await run(h.manyPutsAtOnceInPage));
 
       // Restart on the same profile: the content and the grant are still there.
       await driver.quit();

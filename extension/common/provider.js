@@ -430,6 +430,27 @@
     return fetching;
   }
 
+  // Uploads of this page run 4 at a time, as many as the store takes of one page at once (it
+  // refuses a fifth with -32005); the others wait here, in order, rather than fail: a page may
+  // put a whole folder with one Promise.all.
+  const UPLOADS_AT_ONCE = 4;
+  const MAX_UPLOADS_WAITING = 4096;
+  let uploading = 0;
+  const uploadsWaiting = [];
+  async function uploadTurn() {
+    if (uploading < UPLOADS_AT_ONCE) {
+      uploading++;
+      return;
+    }
+    if (uploadsWaiting.length >= MAX_UPLOADS_WAITING) throw new ProviderRpcError(-32005, `${MAX_UPLOADS_WAITING} uploads wait already`);
+    await new Promise((resolve) => uploadsWaiting.push(resolve)); // the turn is handed over
+  }
+  function uploadDone() {
+    const next = uploadsWaiting.shift();
+    if (next) next();
+    else uploading--;
+  }
+
   const cas = Object.freeze({
     /** Store content; resolves to {cid, sha256, size}. `onProgress(bytesStored, total)` is
      * optional (`total` where it is known: bytes, a Blob, a stream given `size`); `public`
@@ -439,30 +460,35 @@
       const known = knownSize(data);
       if (known !== undefined && size !== undefined && size !== known) throw new ProviderRpcError(-32602, `the content has ${known} bytes, not the ${size} its size says`);
       const total = known ?? size;
-      const path = await contentPath();
       const start = { name, mime };
       if (total !== undefined) start.size = total;
       if (isPublic !== undefined) start.public = isPublic;
       if (minTrust !== undefined) start.minTrust = minTrust;
-      const { handle } = await path.call('cas_put_start', start);
-      let stored = 0;
+      await uploadTurn();
       try {
-        await bounded((async function* () {
-          for await (const { piece, last } of pieces(data, path.pieceSize, { spare: path.spare, total })) {
-            const n = piece.size ?? piece.length; // read before a transfer empties it
-            yield () => path.put(handle, piece, last).then(() => {
-              stored += n;
-              onProgress?.(stored, total);
-            });
-          }
-        })(), path.putsInFlight ?? path.inFlight);
-      } catch (e) {
-        await path.call('cas_put_abort', { handle }).catch(() => {});
-        throw e;
+        const path = await contentPath();
+        const { handle } = await path.call('cas_put_start', start);
+        let stored = 0;
+        try {
+          await bounded((async function* () {
+            for await (const { piece, last } of pieces(data, path.pieceSize, { spare: path.spare, total })) {
+              const n = piece.size ?? piece.length; // read before a transfer empties it
+              yield () => path.put(handle, piece, last).then(() => {
+                stored += n;
+                onProgress?.(stored, total);
+              });
+            }
+          })(), path.putsInFlight ?? path.inFlight);
+        } catch (e) {
+          await path.call('cas_put_abort', { handle }).catch(() => {});
+          throw e;
+        } finally {
+          path.dropSpares?.();
+        }
+        return await path.call('cas_put_finish', { handle });
       } finally {
-        path.dropSpares?.();
+        uploadDone();
       }
-      return path.call('cas_put_finish', { handle });
     },
     /**
      * The content (or `length` bytes from `offset`): a Uint8Array by default, a Blob with

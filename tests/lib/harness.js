@@ -726,6 +726,20 @@ export async function putGeneratedInPage({ cases, generateSource }) {
  * straight to the extension's content frame (as a hostile page could); error codes, and what
  * is listed afterwards.
  */
+/**
+ * In the page: 12 puts at once (more than the store takes of one page at a time), each of
+ * other bytes, as a gallery uploading a folder would. Returns each put's CID or error, and
+ * the objects listed after.
+ */
+export async function manyPutsAtOnceInPage() {
+  const puts = await Promise.all(Array.from({ length: 12 }, (_, i) => {
+    const bytes = new Uint8Array(100_000 + i).map((_, j) => (i * 31 + j) & 255);
+    return window.disot.cas.put(i % 2 ? new Blob([bytes]) : bytes).then((r) => r.cid, (e) => `${e.code} ${e.message}`);
+  }));
+  const listed = (await window.disot.cas.list()).map((o) => o.cid);
+  return { puts, listed };
+}
+
 export async function badInputInPage() {
   const code = (p) => p.then(() => null, (e) => e.code);
   let pulls = 0;
