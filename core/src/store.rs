@@ -319,6 +319,12 @@ pub trait BlockStore {
     }
     async fn delete_object(&self, cid: &str) -> Result<()>;
     async fn objects(&self) -> Result<Vec<ObjectRecord>>;
+    /// The records of the objects whose content is `sha256` (a `sha256:<hex>` name), in the
+    /// order of their CIDs. The default reads every record; a backend holding many may keep
+    /// an index.
+    async fn objects_named(&self, sha256: &str) -> Result<Vec<ObjectRecord>> {
+        Ok(self.objects().await?.into_iter().filter(|o| o.sha256 == sha256).collect())
+    }
 }
 
 /// Find an object by its CID or its `sha256:` name.
@@ -339,7 +345,7 @@ pub async fn resolve_where<S: BlockStore>(
     if let Some(hex) = name.strip_prefix("sha256:") {
         let wanted = format!("sha256:{}", hex.to_ascii_lowercase());
         return store
-            .objects()
+            .objects_named(&wanted)
             .await?
             .into_iter()
             .find(|o| o.sha256 == wanted && visible(o))
@@ -970,6 +976,44 @@ pub mod conformance {
         an_abandoned_upload_leaves_no_blocks_behind(&make().await).await;
         corruption_is_detected_on_read(&make().await, corrupt).await;
         record_updates_made_at_once_all_hold(&make().await).await;
+        sha256_names_find_every_copy(&make().await).await;
+    }
+
+    /// The same content under two CIDs (two chunk sizes) is found by its `sha256:` name as
+    /// both, in CID order; a record removed, or collected, is not found any more.
+    pub async fn sha256_names_find_every_copy<S: BlockStore>(store: &S) {
+        let content = data(5_000, 9);
+        let a = add(store, small_layout(), content.chunks(1000)).await.expect("add a");
+        let b = add(store, Layout::default(), [&content[..]]).await.expect("add b");
+        let other = add(store, Layout::default(), [&b"other"[..]]).await.expect("add other");
+        assert_ne!(a.cid, b.cid);
+        assert_eq!(a.sha256, b.sha256);
+        let mut both = vec![a.cid.clone(), b.cid.clone()];
+        both.sort();
+        let named =
+            |records: Vec<ObjectRecord>| records.into_iter().map(|r| r.cid).collect::<Vec<_>>();
+        assert_eq!(named(store.objects_named(&a.sha256).await.expect("named")), both);
+        assert_eq!(
+            named(store.objects_named(&other.sha256).await.expect("other")),
+            [other.cid.clone()]
+        );
+        let upper = format!("sha256:{}", a.sha256["sha256:".len()..].to_ascii_uppercase());
+        assert_eq!(resolve(store, &upper).await.expect("resolved").cid, both[0]);
+        assert_eq!(
+            resolve_where(store, &a.sha256, |r| r.cid == b.cid).await.expect("the visible one").cid,
+            b.cid
+        );
+        store.delete_object(&both[0]).await.expect("delete");
+        assert_eq!(named(store.objects_named(&a.sha256).await.expect("named")), [both[1].clone()]);
+        store
+            .update_object(&both[1], |r| r.map(|r| ObjectRecord { pinned: false, ..r }))
+            .await
+            .expect("unpin");
+        collect_garbage(store).await.expect("gc");
+        assert!(store.objects_named(&a.sha256).await.expect("named").is_empty());
+        assert!(matches!(resolve(store, &a.sha256).await, Err(Error::UnknownObject(_))));
+        let none = format!("sha256:{}", "0".repeat(64));
+        assert!(store.objects_named(&none).await.expect("none").is_empty());
     }
 
     pub async fn blocks_round_trip<S: BlockStore>(store: &S) {

@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use wasm_bindgen::{JsCast as _, JsValue};
 
 const DB_NAME: &str = "disot-peer";
-const DB_VERSION: u32 = 3;
+const DB_VERSION: u32 = 4;
 const KEYS: &str = "keys";
 const SETTINGS: &str = "settings";
 const BLOCKS: &str = "blocks";
@@ -29,6 +29,13 @@ const OBJECTS: &str = "objects";
 /// `"<origin> <cid>"`): what a later fetch for that origin may take from the store instead of
 /// from a peer (see [`Store::fetched_for`]).
 const FETCHED: &str = "fetched";
+/// The `sha256:` names of the objects, keyed `"<sha256 name> <cid>"` (no values): an object
+/// is found by its name without reading every record ([`Store::objects_named`]). Written with
+/// each record; a key whose record is gone is passed over (they go at garbage collection).
+const NAMES: &str = "sha256-names";
+/// In [`SETTINGS`]: [`NAMES`] holds the names of every record (records written before it
+/// existed were named once, when a store first opened with it).
+const NAMES_BUILT_KEY: &str = "sha256-names-built";
 const IDENTITY_KEY: &str = "identity";
 /// The identity key sealed under the user's passphrase, in place of [`IDENTITY_KEY`].
 const SEALED_IDENTITY_KEY: &str = "identity-sealed";
@@ -56,6 +63,13 @@ pub struct Store {
     db: std::cell::RefCell<std::rc::Rc<Database>>,
     /// When blocks were last removed through [`Store::removed`] (ms since the epoch).
     removed_at: std::cell::Cell<f64>,
+    /// Whether [`NAMES`] names every object (else a name is looked for in every record).
+    names_built: std::cell::Cell<bool>,
+}
+
+/// The key of `record`'s name in [`NAMES`].
+fn name_key(record: &ObjectRecord) -> JsValue {
+    JsValue::from_str(&format!("{} {}", record.sha256, record.cid))
 }
 
 // The few IndexedDB operations everything here is made of, one transaction each.
@@ -160,11 +174,56 @@ impl Store {
     /// Open (creating or upgrading) the database called `name`; tests use their own names.
     pub async fn open_named(name: &str) -> Result<Store, Error> {
         let db = open_database(name).await?;
-        Ok(Store {
+        let store = Store {
             name: name.to_owned(),
             db: std::cell::RefCell::new(std::rc::Rc::new(db)),
             removed_at: std::cell::Cell::new(f64::NEG_INFINITY),
-        })
+            names_built: std::cell::Cell::new(false),
+        };
+        match store.build_names().await {
+            Ok(()) => store.names_built.set(true),
+            Err(e) => tracing::warn!("naming the stored objects by sha256 (each name is looked for in every record): {e}"),
+        }
+        Ok(store)
+    }
+
+    /// Name every object in [`NAMES`], once: records written before it existed have no key
+    /// there. Records and keys are read and written in one transaction, so that no record
+    /// written meanwhile goes unnamed.
+    async fn build_names(&self) -> Result<(), idb::Error> {
+        if self.read(SETTINGS, NAMES_BUILT_KEY).await?.is_some() {
+            return Ok(());
+        }
+        let tx = self.tx(&[SETTINGS, OBJECTS, NAMES], TransactionMode::ReadWrite).await?;
+        let settings = tx.object_store(SETTINGS)?;
+        if settings.get(JsValue::from_str(NAMES_BUILT_KEY))?.await?.is_none() {
+            let records = tx.object_store(OBJECTS)?.get_all(None, None)?.await?;
+            let names = tx.object_store(NAMES)?;
+            for record in records.iter().filter_map(|r| record_from(r).ok()) {
+                drop(names.put(&JsValue::TRUE, Some(&name_key(&record)))?);
+            }
+            drop(settings.put(&JsValue::TRUE, Some(&JsValue::from_str(NAMES_BUILT_KEY)))?);
+        }
+        tx.commit()?.await?;
+        Ok(())
+    }
+
+    /// Whether [`NAMES`] names every object (for tests).
+    #[doc(hidden)]
+    pub fn names_built(&self) -> bool {
+        self.names_built.get()
+    }
+
+    /// For tests: forget that [`NAMES`] names every object, as a store written before it
+    /// existed (what `build_names` then does is tested on a store opened again).
+    #[doc(hidden)]
+    pub async fn forget_names(&self) -> Result<(), idb::Error> {
+        let tx = self.tx(&[SETTINGS, NAMES], TransactionMode::ReadWrite).await?;
+        drop(tx.object_store(SETTINGS)?.delete(JsValue::from_str(NAMES_BUILT_KEY))?);
+        drop(tx.object_store(NAMES)?.clear()?);
+        tx.commit()?.await?;
+        self.names_built.set(false);
+        Ok(())
     }
 
     /// Note that blocks were removed just now: the room they took may show as free only later
@@ -359,7 +418,7 @@ async fn open_database(name: &str) -> Result<Database, idb::Error> {
     let mut request = factory.open(name, Some(DB_VERSION))?;
     request.on_upgrade_needed(|event| {
         let Ok(db) = event.database() else { return };
-        for name in [KEYS, SETTINGS, BLOCKS, OBJECTS, FETCHED] {
+        for name in [KEYS, SETTINGS, BLOCKS, OBJECTS, FETCHED, NAMES] {
             if !db.store_names().iter().any(|n| n == name) {
                 if let Err(e) = db.create_object_store(name, ObjectStoreParams::new()) {
                     tracing::error!("creating object store {name}: {e}");
@@ -664,7 +723,7 @@ impl Store {
         let blocks: Vec<Cid> =
             self.block_cids().await?.into_iter().filter(|c| !keep.contains(c)).collect();
         let tx = self
-            .tx(&[OBJECTS, BLOCKS, FETCHED], TransactionMode::ReadWrite)
+            .tx(&[OBJECTS, BLOCKS, FETCHED, NAMES], TransactionMode::ReadWrite)
             .await
             .map_err(backend)?;
         let objects = tx.object_store(OBJECTS).map_err(backend)?;
@@ -676,6 +735,10 @@ impl Store {
         }
         for cid in &unpinned {
             drop(objects.delete(JsValue::from_str(cid)).map_err(write_failure)?);
+        }
+        let names = tx.object_store(NAMES).map_err(backend)?;
+        for record in records.iter().filter(|r| !r.pinned) {
+            drop(names.delete(name_key(record)).map_err(write_failure)?);
         }
         let store = tx.object_store(BLOCKS).map_err(backend)?;
         for cid in &blocks {
@@ -733,7 +796,7 @@ impl Store {
             stores.push(BLOCKS);
         }
         if record.is_some() {
-            stores.push(OBJECTS);
+            stores.extend([OBJECTS, NAMES]);
         }
         if fetched_for.is_some() {
             stores.push(FETCHED);
@@ -803,6 +866,8 @@ impl Store {
                             .put(&JsValue::from_str(&text), Some(&key))
                             .map_err(write_failure)?,
                     );
+                    let names = tx.object_store(NAMES).map_err(backend)?;
+                    drop(names.put(&JsValue::TRUE, Some(&name_key(&new))).map_err(write_failure)?);
                     written = Some(new);
                 }
                 Ok(None) => {}
@@ -867,7 +932,14 @@ impl BlockStore for Store {
 
     async fn put_object(&self, record: &ObjectRecord) -> cas::Result<()> {
         let text = serde_json::to_string(record).map_err(|e| cas::Error::Backend(e.to_string()))?;
-        self.write(OBJECTS, &record.cid, &JsValue::from_str(&text)).await.map_err(write_failure)
+        let tx = self.tx(&[OBJECTS, NAMES], TransactionMode::ReadWrite).await.map_err(backend)?;
+        let key = JsValue::from_str(&record.cid);
+        let objects = tx.object_store(OBJECTS).map_err(backend)?;
+        drop(objects.put(&JsValue::from_str(&text), Some(&key)).map_err(write_failure)?);
+        let names = tx.object_store(NAMES).map_err(backend)?;
+        drop(names.put(&JsValue::TRUE, Some(&name_key(record))).map_err(write_failure)?);
+        tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
+        Ok(())
     }
 
     async fn object(&self, cid: &str) -> cas::Result<Option<ObjectRecord>> {
@@ -889,6 +961,44 @@ impl BlockStore for Store {
 
     async fn objects(&self) -> cas::Result<Vec<ObjectRecord>> {
         self.read_all(OBJECTS, false).await.map_err(backend)?.iter().map(record_from).collect()
+    }
+
+    async fn objects_named(&self, sha256: &str) -> cas::Result<Vec<ObjectRecord>> {
+        if !self.names_built.get() {
+            let all = self.objects().await?;
+            return Ok(all.into_iter().filter(|o| o.sha256 == sha256).collect());
+        }
+        // The keys "<name> <cid>": from "<name> " to before "<name>!" ('!' follows ' ').
+        let (low, high) = (format!("{sha256} "), format!("{sha256}!"));
+        let range = idb::KeyRange::bound(&low.as_str().into(), &high.into(), None, Some(true))
+            .map_err(backend)?;
+        let tx = self.tx(&[NAMES, OBJECTS], TransactionMode::ReadOnly).await.map_err(backend)?;
+        let keys = tx
+            .object_store(NAMES)
+            .map_err(backend)?
+            .get_all_keys(Some(idb::Query::from(range)), None)
+            .map_err(backend)?
+            .await
+            .map_err(backend)?;
+        let objects = tx.object_store(OBJECTS).map_err(backend)?;
+        // Asked all at once, then awaited: the transaction stays open meanwhile.
+        let reads = keys
+            .iter()
+            .filter_map(|k| Some(JsValue::from_str(k.as_string()?.strip_prefix(&low)?)))
+            .map(|cid| Ok(std::future::IntoFuture::into_future(objects.get(cid).map_err(backend)?)))
+            .collect::<cas::Result<Vec<_>>>()?;
+        let mut found = Vec::with_capacity(reads.len());
+        for read in futures::future::join_all(reads).await {
+            // (A key whose record is gone names nothing.)
+            if let Some(value) = read.map_err(backend)? {
+                let record = record_from(&value)?;
+                if record.sha256 == sha256 {
+                    found.push(record);
+                }
+            }
+        }
+        tx.await.map_err(backend)?;
+        Ok(found)
     }
 }
 

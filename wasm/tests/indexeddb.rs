@@ -27,6 +27,34 @@ async fn indexeddb_store_passes_the_conformance_suite() {
     conformance::check_all(make, corrupt).await;
 }
 
+/// A store written before objects were named by SHA-256 in an index of their own: until it
+/// opens again each name is looked for in every record; once opened, the index names them all.
+#[wasm_bindgen_test]
+async fn objects_stored_before_the_sha256_index_are_named_when_the_store_opens() {
+    use disot_core::store::{self as cas, BlockStore as _};
+    let name = format!("disot-names-{}", js_sys::Date::now());
+    let store = Store::open_named(&name).await.expect("open");
+    assert!(store.names_built());
+    let record = cas::add(&store, disot_core::unixfs::Layout::default(), [&b"named later"[..]])
+        .await
+        .expect("add");
+    store.forget_names().await.expect("forget the index");
+    assert!(!store.names_built());
+    let cids =
+        |records: Vec<cas::ObjectRecord>| records.into_iter().map(|r| r.cid).collect::<Vec<_>>();
+    assert_eq!(
+        cids(store.objects_named(&record.sha256).await.expect("scan")),
+        [record.cid.clone()]
+    );
+    let again = Store::open_named(&name).await.expect("open again");
+    assert!(again.names_built(), "named on opening");
+    assert_eq!(
+        cids(again.objects_named(&record.sha256).await.expect("index")),
+        [record.cid.clone()]
+    );
+    assert_eq!(cas::resolve(&again, &record.sha256).await.expect("resolve").cid, record.cid);
+}
+
 /// A page keeps several pieces of one upload in flight; each waits for the permission check
 /// and for storage, in whatever order those finish. The object must still be the pieces in
 /// the order they were sent.
