@@ -437,6 +437,7 @@ describe('a crashed peer', () => {
         assert.match(after.lastCrash.message, /by a sync message about debug-crash/);
         const cutOff = (await ui('sync_status')).cutOff;
         assert.deepEqual(cutOff.map((c) => c.peerId), [hostile.peerId], JSON.stringify(cutOff));
+        assert.match(cutOff[0].did, /^did:key:z6Mk/);
         assert.match(cutOff[0].reason, /^a message of this peer made Disot Peer stop with an error: .*debug-crash/s);
         // The browser dials it again (a bootstrap peer) and it sends the same: the session is
         // refused unread, and the node runs on.
@@ -456,12 +457,12 @@ describe('a crashed peer', () => {
         if (kind === 'chromium') {
           const popup = await browser.browser.newPage();
           await popup.goto(`${browser.extensionBase}popup.html`);
-          const row = await popup.waitForSelector('#cut-off li[data-did] button', { timeout: 15_000 });
+          const row = await popup.waitForSelector(`#cut-off li[data-peer-id="${hostile.peerId}"] button`, { timeout: 15_000 });
           assert.match(await popup.$eval('#cut-off li', (e) => e.textContent), /made Disot Peer stop with an error/);
           await row.click();
           await popup.waitForFunction(() => document.getElementById('cut-off-box').hidden, { timeout: 15_000 });
         } else {
-          assert.deepEqual(await ui('sync_peer_allow', { did: cutOff[0].did }), { did: cutOff[0].did, allowed: true });
+          assert.deepEqual(await ui('sync_peer_allow', { peerId: hostile.peerId }), { peerId: hostile.peerId, allowed: true });
         }
         assert.deepEqual((await ui('sync_status')).cutOff, []);
       } finally {

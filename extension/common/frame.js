@@ -193,10 +193,12 @@ function mayStart(origin) {
     const asked = view.disotPageRequest(origin, JSON.stringify({ method: 'disot_getPermissions' }));
     const late = new Promise((r) => setTimeout(() => r(null), GRANT_CHECK_MS));
     const reply = JSON.parse((await Promise.race([asked, late])) ?? '{}');
-    if (Array.isArray(reply.result) && !reply.result.some((p) => p?.parentCapability === 'cas')) {
+    // No answer, or an error: the store's own check answers each request. (Not counted: a page
+    // with no grant must not take the places of granted ones while the node is locked.)
+    if (!Array.isArray(reply.result)) return true;
+    if (!reply.result.some((p) => p?.parentCapability === 'cas')) {
       return failure(4100, 'this origin has no permission for that: ask with disot_requestPermissions');
     }
-    // (No answer, or an error: the store's own check answers each request.)
     const admitted = typeof view.disotAdmitFrame === 'function' ? view.disotAdmitFrame(window, origin) : true;
     return admitted === true ? true : failure(-32005, String(admitted));
   })().catch(() => true).then((may) => {

@@ -314,15 +314,15 @@ let lists = null;
 function showCutOff(cutOff) {
   $('cut-off-box').hidden = cutOff.length === 0;
   $('cut-off').replaceChildren(...cutOff.map((c) => {
-    const li = item(`${short(c.did)} since ${new Date(c.at).toLocaleString()}: ${c.reason} `);
-    li.dataset.did = c.did;
-    li.title = c.did;
+    const li = item(`${c.did ? short(c.did) : c.peerId} since ${new Date(c.at).toLocaleString()}: ${c.reason} `);
+    li.dataset.peerId = c.peerId;
+    li.title = c.did ?? c.peerId;
     const allow = document.createElement('button');
     allow.textContent = 'Allow again';
     allow.addEventListener('click', async () => {
       allow.disabled = true;
       try {
-        await call('sync_peer_allow', { did: c.did });
+        await call('sync_peer_allow', { peerId: c.peerId });
       } catch (e) {
         $('error').textContent = e.message;
         $('error').hidden = false;

@@ -450,6 +450,21 @@
     if (next) next();
     else uploading--;
   }
+  // Where several pages share one store (the content script's path goes to the node's), their
+  // uploads count together: one refused for that asks again, waiting longer each time, for up
+  // to as long as any request may wait.
+  const UPLOAD_START_PATIENCE_MS = 10 * 60_000;
+  async function startUpload(path, start) {
+    const until = performance.now() + UPLOAD_START_PATIENCE_MS;
+    for (let wait = 100; ; wait = Math.min(2 * wait, 2_000)) {
+      try {
+        return await path.call('cas_put_start', start);
+      } catch (e) {
+        if (e.code !== -32005 || !/too many uploads/.test(e.message) || performance.now() + wait > until) throw e;
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+  }
 
   const cas = Object.freeze({
     /** Store content; resolves to {cid, sha256, size}. `onProgress(bytesStored, total)` is
@@ -467,7 +482,7 @@
       await uploadTurn();
       try {
         const path = await contentPath();
-        const { handle } = await path.call('cas_put_start', start);
+        const { handle } = await startUpload(path, start);
         let stored = 0;
         try {
           await bounded((async function* () {

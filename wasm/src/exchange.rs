@@ -78,16 +78,21 @@ enum Stop {
 /// A received message decoded, each of its blocks named by the hash of its bytes (made with the
 /// browser's SHA-256, all at once): one sent for another is then a block nobody asked for, or a
 /// wrong one (see `Client`).
-/// `who`: the sender, named if decoding it panics (see `disot_core::blame`).
-fn hashed(message: Vec<u8>, who: &str) -> LocalBoxFuture<'static, Result<Incoming, Stop>> {
-    let decoded = disot_core::blame::handling(who, || bitswap::decode_unhashed(&message));
+/// `who`: the sender, named if taking its message panics (see `disot_core::blame`).
+fn hashed(message: Vec<u8>, who: Rc<str>) -> LocalBoxFuture<'static, Result<Incoming, Stop>> {
+    let decoded = disot_core::blame::handling(&who, || bitswap::decode_unhashed(&message));
     async move {
         let message = decoded.map_err(Stop::Misbehaved)?;
         let hashing = message.blocks.iter().map(|(_, data)| crate::store::webcrypto_sha256(data));
         let digests = futures::future::try_join_all(hashing).await.map_err(Stop::Hashing)?;
-        message.hashed(&digests).map_err(Stop::Misbehaved)
+        disot_core::blame::handling(&who, || message.hashed(&digests)).map_err(Stop::Misbehaved)
     }
     .boxed_local()
+}
+
+/// How a panic while taking `peer`'s message names it: by its DID, or its id if it has none.
+fn blamed(peer: &PeerId) -> String {
+    disot_core::identity::did_of_peer(peer).unwrap_or_else(|| peer.to_string())
 }
 
 /// A fetch in progress, as pages and the popup see it.
@@ -423,7 +428,7 @@ impl Exchange {
         // channel's own events). Messages are handed on in the order they came. Read ahead: those
         // being hashed, and one more.
         let (mut to_hash, hashing) = mpsc::channel(0);
-        let who = disot_core::identity::did_of_peer(&peer).unwrap_or_else(|| peer.to_string());
+        let who: Rc<str> = blamed(&peer).into();
         let reading = async move {
             loop {
                 let message = match bitswap::read_frame(&mut stream).await {
@@ -434,7 +439,7 @@ impl Exchange {
                         return;
                     }
                 };
-                if to_hash.send(hashed(message, &who)).await.is_err() {
+                if to_hash.send(hashed(message, who.clone())).await.is_err() {
                     return;
                 }
             }
@@ -496,7 +501,9 @@ impl Exchange {
             }
         }
         if !incoming.blocks.is_empty() || !incoming.presences.is_empty() {
-            self.client.borrow_mut().on_message(peer, incoming, now_ms() as u64);
+            disot_core::blame::handling(&blamed(&peer), || {
+                self.client.borrow_mut().on_message(peer, incoming, now_ms() as u64)
+            });
             self.flush();
         }
     }

@@ -35,7 +35,14 @@ pub use node::{start, Node};
 /// settings) or a content frame (warnings).
 #[wasm_bindgen::prelude::wasm_bindgen(start)]
 fn init() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PANICKED: AtomicBool = AtomicBool::new(false);
     std::panic::set_hook(Box::new(|info| {
+        // Only the first: the module is dead after it, and tasks queued behind the one that
+        // panicked may panic in turn (finding its state still borrowed), which says nothing.
+        if PANICKED.swap(true, Ordering::Relaxed) {
+            return;
+        }
         console_error_panic_hook::hook(info);
         crashed(&info.to_string(), disot_core::blame::current());
     }));

@@ -1641,7 +1641,16 @@ async fn ui_sync(shared: &Shared, method: &str, params: Value) -> Result<Value, 
             shared.sync.preauth_remove(origin, did).await
         }
         "sync_peer_set" => shared.sync.set_peer_level(params).await,
-        "sync_peer_allow" => shared.sync.allow(params).await,
+        "sync_peer_allow" => {
+            let allowed = shared.sync.allow(params).await?;
+            // Connected now: Bitswap asks and answers it again from now, not from its next
+            // connection.
+            let peer = allowed["peerId"].as_str().and_then(|p| p.parse::<PeerId>().ok());
+            if let Some(peer) = peer.filter(|p| shared.live.borrow().peers.contains_key(p)) {
+                shared.exchange.peer_connected(peer);
+            }
+            Ok(allowed)
+        }
         "sync_policy_set" => {
             let policy = serde_json::from_value(params)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("policy: {e}")))?;
@@ -1699,25 +1708,33 @@ async fn decide(
     block: Option<disot_core::permissions::BlockScope>,
 ) -> Result<Value, ApiError> {
     let gone = || ApiError::new(ErrorCode::InvalidParams, "no such pending request");
-    let mut blocked = None;
-    if let Some(scope) = block {
-        // The site, or every site of the domain, is blocked from now on (see `ask_user`).
-        let origin = shared.pending.borrow().get(id).map(|r| r.origin.clone()).ok_or_else(gone)?;
-        let grants = {
-            let mut grants = shared.grants.borrow_mut();
-            blocked = Some(grants.block(&origin, scope, now_ms() as u64)?);
-            grants.clone()
-        };
-        shared.store.set_grants(&grants).await.map_err(internal)?;
-    }
+    // The site, or every site of the domain, is blocked from now on (see `ask_user`): what is
+    // blocked is worked out (a site without a domain cannot block one) before the request is
+    // answered, and kept after.
+    let blocking = match block {
+        Some(scope) => {
+            let origin =
+                shared.pending.borrow().get(id).map(|r| r.origin.clone()).ok_or_else(gone)?;
+            let mut grants = shared.grants.borrow().clone();
+            let blocked = grants.block(&origin, scope, now_ms() as u64)?;
+            Some((blocked, grants))
+        }
+        None => None,
+    };
     let request = shared.pending.borrow_mut().close(id).ok_or_else(gone)?;
     let mut answered = vec![(id, approve)];
-    if blocked.is_some() {
+    let mut blocked = None;
+    if let Some((what, grants)) = blocking {
         // Those of them that wait for their prompts are turned down with this one, and their
         // windows are not opened.
-        let grants = shared.grants.borrow();
         let more = shared.pending.borrow_mut().close_where(|o| grants.blocks(o));
         answered.extend(more.into_iter().map(|id| (id, false)));
+        *shared.grants.borrow_mut() = grants.clone();
+        blocked = Some(what);
+        if let Err(e) = shared.store.set_grants(&grants).await {
+            // (In force until the node starts again.)
+            tracing::warn!("keeping the blocked sites: {e}");
+        }
     }
     if approve && remember {
         if let Some(share) = &request.share {

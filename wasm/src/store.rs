@@ -30,8 +30,8 @@ const OBJECTS: &str = "objects";
 /// from a peer (see [`Store::fetched_for`]).
 const FETCHED: &str = "fetched";
 /// The `sha256:` names of the objects, keyed `"<sha256 name> <cid>"` (no values): an object
-/// is found by its name without reading every record ([`Store::objects_named`]). Written with
-/// each record; a key whose record is gone is passed over (they go at garbage collection).
+/// is found by its name without reading every record ([`Store::objects_named`]). Written and
+/// removed with each record, in the same transaction.
 const NAMES: &str = "sha256-names";
 /// In [`SETTINGS`]: [`NAMES`] holds the names of every record (records written before it
 /// existed were named once, when a store first opened with it).
@@ -212,6 +212,12 @@ impl Store {
     #[doc(hidden)]
     pub fn names_built(&self) -> bool {
         self.names_built.get()
+    }
+
+    /// How many keys [`NAMES`] holds (for tests).
+    #[doc(hidden)]
+    pub async fn name_keys(&self) -> Result<usize, idb::Error> {
+        Ok(self.read_all(NAMES, true).await?.len())
     }
 
     /// For tests: forget that [`NAMES`] names every object, as a store written before it
@@ -956,7 +962,17 @@ impl BlockStore for Store {
     }
 
     async fn delete_object(&self, cid: &str) -> cas::Result<()> {
-        self.remove(OBJECTS, cid).await.map_err(backend)
+        let tx = self.tx(&[OBJECTS, NAMES], TransactionMode::ReadWrite).await.map_err(backend)?;
+        let objects = tx.object_store(OBJECTS).map_err(backend)?;
+        let key = JsValue::from_str(cid);
+        let stored = objects.get(key.clone()).map_err(backend)?.await.map_err(backend)?;
+        if let Some(record) = stored.as_ref().map(record_from).transpose()? {
+            let names = tx.object_store(NAMES).map_err(backend)?;
+            drop(names.delete(name_key(&record)).map_err(write_failure)?);
+        }
+        drop(objects.delete(key).map_err(write_failure)?);
+        tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
+        Ok(())
     }
 
     async fn objects(&self) -> cas::Result<Vec<ObjectRecord>> {

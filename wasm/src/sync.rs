@@ -23,7 +23,7 @@ const PREAUTH_KEY: &str = "share-preauth";
 const OVERRIDES_KEY: &str = "sync-overrides";
 /// Peers with a level of their own, at most.
 const MAX_OVERRIDES: usize = 1024;
-/// Peers nothing is taken from since a message of theirs made this node crash (DID → why).
+/// Peers nothing is taken from since a message of theirs made this node crash (peer id → why).
 const CUT_OFF_KEY: &str = "sync-cut-off";
 /// Peers cut off, at most (the oldest goes first).
 const MAX_CUT_OFF: usize = 256;
@@ -134,8 +134,9 @@ pub(crate) struct SyncNode {
     on_trust: RefCell<Option<Rc<TrustHandler>>>,
     /// Peers a message of which made this node crash: no session with them, their
     /// announcements go unheard, and Bitswap neither asks nor answers them, until the user
-    /// lets them in again (DID → when and why).
-    cut_off: RefCell<BTreeMap<String, CutOff>>,
+    /// lets them in again (peer id → when and why; a peer without a DID, whose key is not
+    /// Ed25519, speaks only Bitswap here, and is cut off from that).
+    cut_off: RefCell<BTreeMap<PeerId, CutOff>>,
 }
 
 /// Why a peer was cut off, for the popup.
@@ -146,9 +147,11 @@ pub(crate) struct CutOff {
     pub reason: String,
 }
 
-/// A peer's libp2p id from its DID.
-fn peer_of(did: &str) -> Option<PeerId> {
-    disot_core::identity::public_key_from_did(did).ok().map(|k| k.to_peer_id())
+/// A peer's libp2p id from its DID, or from the id itself.
+fn peer_of(who: &str) -> Option<PeerId> {
+    who.parse()
+        .ok()
+        .or_else(|| disot_core::identity::public_key_from_did(who).ok().map(|k| k.to_peer_id()))
 }
 
 /// Takes what a peer's trust document says: (peer, its DID, the credentials in it).
@@ -214,12 +217,10 @@ impl SyncNode {
         let policy = store.json_setting::<Policy>(POLICY_KEY).await.ok().flatten();
         let preauth = store.json_setting(PREAUTH_KEY).await.ok().flatten().unwrap_or_default();
         let overrides = store.json_setting(OVERRIDES_KEY).await.ok().flatten().unwrap_or_default();
-        let cut_off: BTreeMap<String, CutOff> =
+        let cut_off: BTreeMap<PeerId, CutOff> =
             store.json_setting(CUT_OFF_KEY).await.ok().flatten().unwrap_or_default();
-        for (did, why) in &cut_off {
-            if let Some(peer) = peer_of(did) {
-                exchange.cut_off(peer, why.reason.clone());
-            }
+        for (peer, why) in &cut_off {
+            exchange.cut_off(*peer, why.reason.clone());
         }
         Rc::new(SyncNode {
             me: me.to_owned(),
@@ -259,31 +260,27 @@ impl SyncNode {
 
     /// Whether nothing is taken from `did` (see [`SyncNode::cut_off`]).
     pub(crate) fn is_cut_off(&self, did: &str) -> bool {
-        self.cut_off.borrow().contains_key(did)
+        peer_of(did).is_some_and(|peer| self.cut_off.borrow().contains_key(&peer))
     }
 
     /// A message of `who` (a DID, or a peer id) made this node crash (`reason`: the panic's
     /// message): take nothing more from it, by sync or by Bitswap, until the user allows it
     /// again. Kept across restarts.
     pub(crate) async fn cut_off(&self, who: &str, reason: &str) {
-        let did = match who.parse::<PeerId>() {
-            Ok(peer) => disot_core::identity::did_of_peer(&peer),
-            Err(_) => peer_of(who).map(|_| who.to_owned()),
-        };
-        let (Some(did), Some(peer)) = (did.clone(), did.as_deref().and_then(peer_of)) else {
+        let Some(peer) = peer_of(who) else {
             tracing::warn!("the node crashed on a message of {who:.80}, which names no peer");
             return;
         };
-        tracing::warn!("cutting off {did}: a message of it made this node crash ({reason})");
+        tracing::warn!("cutting off {peer}: a message of it made this node crash ({reason})");
         let reason = format!("a message of this peer made Disot Peer stop with an error: {reason}");
         self.exchange.cut_off(peer, reason.clone());
         let all = {
             let mut all = self.cut_off.borrow_mut();
             while all.len() >= MAX_CUT_OFF {
-                let oldest = all.iter().min_by_key(|(_, c)| c.at).map(|(d, _)| d.clone());
+                let oldest = all.iter().min_by_key(|(_, c)| c.at).map(|(p, _)| *p);
                 oldest.map(|d| all.remove(&d));
             }
-            all.insert(did, CutOff { at: now_ms(), reason });
+            all.insert(peer, CutOff { at: now_ms(), reason });
             all.clone()
         };
         if let Err(e) = self.store.set_json_setting(CUT_OFF_KEY, &all).await {
@@ -291,19 +288,18 @@ impl SyncNode {
         }
     }
 
-    /// `sync_peer_allow {did}`: take from a peer that was cut off again.
+    /// `sync_peer_allow {peerId}`: take from a peer that was cut off again.
     pub(crate) async fn allow(self: &Rc<Self>, params: Value) -> Result<Value, ApiError> {
         #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
         struct P {
-            did: String,
+            peer_id: PeerId,
         }
-        let P { did } = serde_json::from_value(params)
-            .map_err(|e| invalid(format!("sync_peer_allow takes {{did}}: {e}")))?;
-        let peer = peer_of(&did).ok_or_else(|| invalid("not a peer's DID"))?;
+        let P { peer_id: peer } = serde_json::from_value(params)
+            .map_err(|e| invalid(format!("sync_peer_allow takes {{peerId}}: {e}")))?;
         let all = {
             let mut all = self.cut_off.borrow_mut();
-            if all.remove(&did).is_none() {
+            if all.remove(&peer).is_none() {
                 return Err(ApiError::new(ErrorCode::NotFound, "that peer is not cut off"));
             }
             all.clone()
@@ -311,10 +307,11 @@ impl SyncNode {
         self.store.set_json_setting(CUT_OFF_KEY, &all).await.map_err(internal)?;
         self.exchange.allow(&peer);
         // Connected now: a session brings what it has for us.
-        if self.connected.borrow().contains_key(&peer) {
-            self.start_session(peer, did.clone(), true);
+        let did = self.connected.borrow().get(&peer).cloned();
+        if let Some(did) = did {
+            self.start_session(peer, did, true);
         }
-        Ok(json!({ "did": did, "allowed": true }))
+        Ok(json!({ "peerId": peer.to_string(), "allowed": true }))
     }
 
     /// Who takes the trust documents peers publish, when they change.
@@ -1293,9 +1290,9 @@ impl SyncNode {
                 "trust": ids.iter().filter(|id| disot_core::sync::is_trust_id(id)).count(),
             },
             "announcements": self.gossip.borrow().clone(),
-            "cutOff": self.cut_off.borrow().iter().map(|(did, c)| json!({
-                "did": did,
-                "peerId": peer_of(did).map(|p| p.to_string()),
+            "cutOff": self.cut_off.borrow().iter().map(|(peer, c)| json!({
+                "peerId": peer.to_string(),
+                "did": disot_core::identity::did_of_peer(peer),
                 "at": c.at,
                 "reason": c.reason,
             })).collect::<Vec<_>>(),

@@ -53,6 +53,19 @@ async fn objects_stored_before_the_sha256_index_are_named_when_the_store_opens()
         [record.cid.clone()]
     );
     assert_eq!(cas::resolve(&again, &record.sha256).await.expect("resolve").cid, record.cid);
+    // A record removed, or collected, takes its name with it.
+    assert_eq!(again.name_keys().await.expect("names"), 1);
+    again.delete_object(&record.cid).await.expect("delete");
+    assert_eq!(again.name_keys().await.expect("names"), 0);
+    let kept = cas::add(&again, disot_core::unixfs::Layout::default(), [&b"collected"[..]])
+        .await
+        .expect("add");
+    again
+        .update_object(&kept.cid, |r| r.map(|r| cas::ObjectRecord { pinned: false, ..r }))
+        .await
+        .expect("unpin");
+    cas::collect_garbage(&again).await.expect("gc");
+    assert_eq!(again.name_keys().await.expect("names"), 0);
 }
 
 /// A page keeps several pieces of one upload in flight; each waits for the permission check
