@@ -13,6 +13,8 @@
 //     baselines, the page making the same 1 GiB of 1 MiB pieces, and reading the same file, and
 //     dropping them without the extension (what the browser keeps of garbage before it
 //     collects it)
+//   - finding an object by its `sha256:` name vs by its CID, among OBJECTS objects the page put
+//     (DISOT_BENCH_OBJECTS, 3000 by default): `cas.stat` each way, the median of 11 runs of 20
 // Prints ratios; run with `scripts/bench.sh`. Not part of the test suite.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -20,6 +22,33 @@ import path from 'node:path';
 import * as h from '../lib/harness.js';
 
 const MiB = 64;
+const OBJECTS = Number(process.env.DISOT_BENCH_OBJECTS ?? 3000);
+
+/**
+ * In the page: put `n` small objects (the wrapper runs four at a time) and one of 3 MiB, then
+ * time `cas.stat` of that one by its `sha256:` name and by its CID, alternately.
+ */
+async function namesBenchBody(n) {
+  const started = performance.now();
+  const encoder = new TextEncoder();
+  await Promise.all(Array.from({ length: n }, (_, i) => window.disot.cas.put(encoder.encode(`object ${i} of ${n}`))));
+  const putS = (performance.now() - started) / 1000;
+  const big = await window.disot.cas.put(new Uint8Array(3 * 1024 * 1024).map((_, i) => (i * 7) & 255));
+  const byName = [];
+  const byCid = [];
+  // Twenty at a time (Firefox tells the time to the millisecond only), each way in turn.
+  const time = async (list, name) => {
+    const t = performance.now();
+    for (let i = 0; i < 20; i++) await window.disot.cas.stat(name);
+    list.push((performance.now() - t) / 20);
+  };
+  for (let i = 0; i < 11; i++) {
+    await time(byName, big.sha256);
+    await time(byCid, big.cid);
+  }
+  const median = (list) => +list.sort((a, b) => a - b)[list.length >> 1].toFixed(2);
+  return { n: n + 1, putS: +putS.toFixed(1), byName: median(byName), byCid: median(byCid) };
+}
 
 /**
  * In the page: WebCrypto SHA-256; then, ROUNDS times over, raw IndexedDB puts and gets and the
@@ -404,6 +433,7 @@ async function chromium(site) {
   const page = await browser.open(`${site.url}/demo.html`);
   await h.grantInChromium(browser, page);
   const r = await page.evaluate(pageBenchBody, MiB);
+  r.names = await page.evaluate(namesBenchBody, OBJECTS);
   const ext = await browser.browser.newPage();
   await ext.goto(`${browser.extensionBase}options.html`);
   r.wasmSha = await ext.evaluate(wasmShaBody, MiB);
@@ -425,6 +455,7 @@ async function firefox(site) {
     await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
     await h.grantInSeleniumFirefox(driver);
     const r = await driver.executeAsyncScript(inPageRealm(pageBenchBody, MiB));
+    r.names = await driver.executeAsyncScript(inPageRealm(namesBenchBody, OBJECTS));
     const main = await driver.getWindowHandle();
     await driver.switchTo().newWindow('tab');
     await driver.get(`${base}options.html`);
@@ -464,6 +495,9 @@ try {
     console.log(`  get      as a Blob (cas.get(cid, {as: 'blob'}), every block checked, no bytes handed over) ${r.casGetBlob} MiB/s vs the page making one Blob of the same stored Blobs ${r.blobWhole} MiB/s = ${ratio(r.casGetBlob, r.blobWhole)}x;` +
       ` then read to bytes ${r.casGetBlobRead} MiB/s = ${ratio(r.casGetBlobRead, r.idbGet)}x raw gets, ${ratio(r.casGetBlobRead, r.blobGet)}x the Blobs read to bytes`);
     console.log(`           rounds: as a Blob ${r.casGetBlobRuns.join(', ')}; read ${r.casGetBlobReadRuns.join(', ')}; raw ${r.blobWholeRuns.join(', ')}`);
+    const { names } = r;
+    if (names.error) throw new Error(`${kind} names: ${names.error}`);
+    console.log(`  names    cas.stat by sha256: name ${names.byName} ms vs by CID ${names.byCid} ms = ${ratio(names.byName, names.byCid)}x, among ${names.n} objects (put in ${names.putS} s)`);
     if (r.gib) {
       const g = r.gib;
       if (g.error) throw new Error(`${kind} 1 GiB: ${g.error}`);
