@@ -8,6 +8,8 @@ import { createInterface } from 'node:readline';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { CID } from 'multiformats/cid';
+import { sha256 } from 'multiformats/hashes/sha2';
 import * as h from './lib/harness.js';
 
 after(() => h.cleanup());
@@ -395,6 +397,58 @@ describe('bitswap', { concurrency: 1 }, () => {
       assert.equal(listed, 40);
     } finally {
       await browser.close();
+    }
+  });
+
+  test('requests of one page for an object being fetched join that fetch: however many, they take one turn', async () => {
+    const node = await new h.NativeNode(h.tempDir('node-join')).start();
+    const hostile = await startHostilePeer();
+    const site = await h.startPageServer();
+    const browser = await h.Browser.launch('chromium', h.prepareExtension('chrome', [node.wsAddr, hostile.addr]), h.tempDir('profile-join'));
+    try {
+      const page = await browser.open(`${site.url}/demo.html`);
+      await h.grantInChromium(browser, page);
+      await h.waitFor(async () => {
+        const ids = (await page.evaluate(() => window.disot.p2p.peers())).map((p) => p.peerId);
+        return ids.includes(node.peerId) && ids.includes(hostile.peerId);
+      }, { what: 'both peers connected' });
+      await new Promise((r) => setTimeout(r, 500)); // identify: both known to speak Bitswap
+      // The hostile peer says it has every block and now sends none: a fetch from it holds its
+      // turn until the peer goes. One site has at most 8 turns.
+      hostile.send('stall');
+      // Blocks nobody has (raw CIDs of random bytes).
+      const cids = await Promise.all(Array.from({ length: 10 }, async () => CID.create(1, 0x55, await sha256.digest(randomBytes(64))).toString()));
+      // Ten requests for one object: joined, one turn, none waits.
+      const status = async () => {
+        const popup = await browser.browser.newPage();
+        await popup.goto(`${browser.extensionBase}popup.html`);
+        const s = await h.ui(popup, 'ui_status');
+        await popup.close();
+        return s;
+      };
+      await page.evaluate((cid) => {
+        window.__same = Array.from({ length: 10 }, () => window.disot.request({ method: 'cas_fetch', params: { name: cid } }).then(() => 'fetched', (e) => e.code));
+      }, cids[0]);
+      await h.waitFor(() => hostile.events.some((e) => e.event === 'wanted' && e.cid === cids[0] && e.how === 'block'), { what: 'the block asked of the hostile peer' });
+      await new Promise((r) => setTimeout(r, 500));
+      const same = await status();
+      assert.deepEqual([same.transfers.length, same.fetchesWaiting], [1, 0], 'ten requests for one object: one fetch running, none waiting');
+      // Nine requests for nine other objects: eight run (with the one above, 8 turns are taken)
+      // and two wait: what the count above would have shown had the ten not been joined.
+      await page.evaluate((names) => {
+        window.__others = names.map((name) => window.disot.request({ method: 'cas_fetch', params: { name } }).then(() => 'fetched', (e) => e.code));
+      }, cids.slice(1));
+      await new Promise((r) => setTimeout(r, 1500));
+      const others = await status();
+      assert.deepEqual([others.transfers.length, others.fetchesWaiting], [8, 2], 'nine more objects: eight run in all, two wait');
+      // The peer goes: every one of them fails, the ten joined ones with one answer.
+      hostile.stop();
+      const answers = await page.evaluate(() => Promise.all([...window.__same, ...window.__others]));
+      assert.deepEqual(answers, Array(19).fill(-32001), JSON.stringify(answers));
+    } finally {
+      hostile.stop();
+      await browser.close();
+      await node.stop();
     }
   });
 

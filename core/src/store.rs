@@ -995,7 +995,7 @@ pub mod conformance {
         assert_eq!(named(store.objects_named(&a.sha256).await.expect("named")), both);
         assert_eq!(
             named(store.objects_named(&other.sha256).await.expect("other")),
-            [other.cid.clone()]
+            std::slice::from_ref(&other.cid)
         );
         let upper = format!("sha256:{}", a.sha256["sha256:".len()..].to_ascii_uppercase());
         assert_eq!(resolve(store, &upper).await.expect("resolved").cid, both[0]);

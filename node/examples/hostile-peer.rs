@@ -7,6 +7,9 @@
 //! a new stream and reports `asked`; each block that peer sends (verified against its CID) is
 //! reported as `received`, and the stream being reset or closed by it as `reset`.
 //!
+//! `stall` makes it answer no want-block from then on (a peer that says it has a block and never
+//! sends it), so that a fetch from it waits until the peer goes.
+//!
 //! `sync <document id>` opens a sync session (`/disot/sync/1.0.0`) with that peer and sends one
 //! message about that document, which is not a sync message (a test build of the browser node
 //! panics on the document `debug-crash` before reading it): `sync-sent` once it is written,
@@ -33,9 +36,12 @@ async fn main() -> Result<(), support::Error> {
     let mut swarm = support::swarm(libp2p::identity::Keypair::generate_ed25519(), port).await?;
     let mut control = swarm.behaviour().stream.new_control();
     let mut incoming = control.accept(PROTOCOL)?;
+    let stalling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stall = stalling.clone();
     tokio::spawn(async move {
         while let Some((peer, mut inbound)) = incoming.next().await {
             let mut control = control.clone();
+            let stalling = stalling.clone();
             tokio::spawn(async move {
                 let Ok(mut out) = control.open_stream(peer, PROTOCOL).await else { return };
                 while let Ok(Some(bytes)) = bitswap::read_frame(&mut inbound).await {
@@ -53,6 +59,8 @@ async fn main() -> Result<(), support::Error> {
                         );
                         match want.want_type {
                             WantType::Have => reply.presences.push((want.cid, Presence::Have)),
+                            WantType::Block
+                                if stalling.load(std::sync::atomic::Ordering::Relaxed) => {}
                             WantType::Block => {
                                 let junk = format!("not the block {}", want.cid).into_bytes();
                                 let digest = sha2::Sha256::digest(&junk);
@@ -86,6 +94,9 @@ async fn main() -> Result<(), support::Error> {
                 let cid = line.strip_prefix("want ").and_then(|c| c.trim().parse::<cid::Cid>().ok());
                 if let (Some(cid), Some(peer)) = (cid, last) {
                     tokio::spawn(ask(asking.clone(), peer, cid));
+                }
+                if line.trim() == "stall" {
+                    stall.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 if let (Some(id), Some(peer)) = (line.strip_prefix("sync "), last) {
                     tokio::spawn(sync(asking.clone(), peer, id.trim().to_owned()));

@@ -668,14 +668,14 @@ impl Exchange {
         // is not held up by them. Fetches beyond those that may run at once wait for a turn,
         // origin by origin.
         let key = format!("{origin} {root}");
-        let quick_turn =
+        let mut quick_turn =
             if self.joining.borrow().contains_key(&key) { None } else { self.try_turn(origin) };
         // A one-block object is asked of the peers at once, while the store is read: for a
         // small object that read would otherwise be a good part of the time to its first byte.
         // (If it is held after all, the want is dropped, and with it cancelled.) Not by a
         // fetch that waits: the want would bring the block before its turn.
         let one_block = root.codec() == RAW_CODEC;
-        let early =
+        let mut early =
             (one_block && quick_turn.is_some() && self.has_peers()).then(|| self.block(root));
         // (A block held without a record, a part of some object, maybe another origin's, is
         // not answered for from the store either: a page could otherwise probe for another
@@ -707,6 +707,13 @@ impl Exchange {
                 ErrorCode::NotFound,
                 "not held here and no peer is connected",
             ));
+        }
+        // The same fetch started while the store was read: this request joins it, and gives
+        // back the turn it took meanwhile (and its early want), or requests for one object
+        // would take the turns of others. (Nothing is awaited from here to the joining.)
+        if self.joining.borrow().contains_key(&key) {
+            quick_turn = None;
+            early = None;
         }
         let leading = match self.lead_or_join(&key).await? {
             Lead::Leading(leading) => leading,
