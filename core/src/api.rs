@@ -181,6 +181,7 @@ pub const SYNC_UI_METHODS: &[&str] = &[
     "sync_policy_set",
     "sync_peer_set",
     "sync_peer_allow",
+    "sync_document_retry",
     "share_preauth_list",
     "share_preauth_remove",
 ];

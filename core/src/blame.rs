@@ -29,10 +29,21 @@ impl Drop for Restore {
 
 /// Run `work` as the handling of input from `who` (a peer's DID): a panic in it names `who`.
 pub fn handling<T>(who: &str, work: impl FnOnce() -> T) -> T {
-    let before =
-        HANDLING.with(|h| h.try_borrow_mut().ok().and_then(|mut h| h.replace(who.to_owned())));
-    let _restore = Restore(before);
+    let _handling = Handling::new(who);
     work()
+}
+
+/// While it lives, a panic names `who` (as [`handling`], for work that is not one closure).
+pub struct Handling {
+    _restore: Restore,
+}
+
+impl Handling {
+    pub fn new(who: &str) -> Self {
+        let before =
+            HANDLING.with(|h| h.try_borrow_mut().ok().and_then(|mut h| h.replace(who.to_owned())));
+        Handling { _restore: Restore(before) }
+    }
 }
 
 /// Whose input is being handled now, if any (for a panic hook).

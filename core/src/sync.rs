@@ -260,9 +260,17 @@ pub struct Library {
     dirty_states: BTreeSet<(String, String)>,
     /// What storage holds of each document (see [`Library::take_writes`]).
     stored: HashMap<String, Stored>,
-    /// Test builds only: a sync message about this document panics, as a bug would.
+    /// Test builds only: a sync message about this document, or loading it, panics, as a bug
+    /// would.
     crash_on: Option<String>,
+    /// Documents not loaded, nor taken from peers, because loading one made the node crash:
+    /// their saved bytes stay as they are, for a later version to open.
+    set_aside: BTreeSet<String>,
 }
+
+/// How a panic while loading a saved document names it (see [`crate::blame`]): this, then the
+/// document's id.
+pub const DOCUMENT_BLAME: &str = "document:";
 
 /// What storage holds of one document: a whole save and the chunks appended after it.
 #[derive(Debug, Default)]
@@ -313,7 +321,14 @@ impl Library {
             dirty_states: BTreeSet::new(),
             stored: HashMap::new(),
             crash_on: None,
+            set_aside: BTreeSet::new(),
         }
+    }
+
+    /// Neither load document `id` nor take it from peers (see [`DOCUMENT_BLAME`]). Before
+    /// [`Library::load`].
+    pub fn set_aside(&mut self, id: &str) {
+        self.set_aside.insert(id.to_owned());
     }
 
     /// For test builds: a peer's sync message about document `id` panics, as a bug its
@@ -357,6 +372,19 @@ impl Library {
             if !valid_id(&id) {
                 problems.push(format!("not a document id: {id:.40}"));
                 continue;
+            }
+            if self.set_aside.contains(&id) {
+                chunks.remove(&id);
+                problems
+                    .push(format!("sync document {id} is set aside: loading it stopped the node"));
+                continue;
+            }
+            // A panic while this document loads names it: the node that starts next sets it
+            // aside rather than stop on it again.
+            let blame = format!("{DOCUMENT_BLAME}{id}");
+            let _loading = crate::blame::Handling::new(&blame);
+            if self.crash_on.as_deref() == Some(&id) {
+                panic!("debug_crash: a crash a test asked for, by loading {id}");
             }
             let mut doc = match AutoCommit::load(&whole) {
                 Ok(doc) => doc,
@@ -1069,6 +1097,9 @@ impl Library {
         }
         if !valid_id(id) {
             return Err(Error::Malformed(format!("not a document id: {id:.40}")));
+        }
+        if self.set_aside.contains(id) {
+            return Err(Error::Refused(format!("{id} is set aside here")));
         }
         let message =
             sync::Message::decode(message).map_err(|e| Error::Malformed(e.to_string()))?;
@@ -1982,6 +2013,32 @@ mod tests {
         assert!(
             w.put.iter().any(|(k, _)| *k == format!("{DOC_KEY}{coll}")) && w.delete.contains(&key)
         );
+    }
+
+    #[test]
+    fn a_document_set_aside_is_neither_loaded_nor_taken_from_peers_and_its_bytes_stay() {
+        let a = RefCell::new(Library::new(A));
+        let b = RefCell::new(Library::new(B));
+        let coll = a.borrow_mut().create_collection([5; 16], "kept").expect("create");
+        a.borrow_mut().collection_add(&coll, &entry("bafkone", A)).expect("add");
+        share_collection(&a, &coll);
+        sync_pair(&a, &b, Level::Full, Level::Full);
+        let storage = Storage::of(&b);
+        let mut aside = Library::new(B);
+        aside.set_aside(&coll);
+        let problems = aside.load(storage.0.clone().into_iter().collect());
+        assert!(problems.iter().any(|p| p.contains("is set aside")), "{problems:?}");
+        assert!(aside.collection(&coll).is_none());
+        assert!(aside.ids().iter().all(|id| *id != coll), "the others load");
+        // A's messages about it are refused, and nothing of it is written over.
+        let aside = RefCell::new(aside);
+        sync_pair(&a, &aside, Level::Full, Level::Full);
+        assert!(aside.borrow_mut().collection(&coll).is_none());
+        let w = aside.borrow_mut().take_writes();
+        let keys: Vec<&String> = w.put.iter().map(|(k, _)| k).chain(&w.delete).collect();
+        assert!(keys.iter().all(|k| !k.contains(&coll)), "{keys:?}");
+        // Without it set aside, the same bytes load.
+        assert!(reload(B, &storage).borrow_mut().collection(&coll).is_some());
     }
 
     #[test]

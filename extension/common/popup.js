@@ -310,19 +310,21 @@ let shownShares = '';
 // (a large collection is not read every second), or every ten seconds.
 let lists = null;
 
-/** Peers cut off after their message made the node crash, each with Allow again. */
-function showCutOff(cutOff) {
-  $('cut-off-box').hidden = cutOff.length === 0;
-  $('cut-off').replaceChildren(...cutOff.map((c) => {
-    const li = item(`${c.did ? short(c.did) : c.peerId} since ${new Date(c.at).toLocaleString()}: ${c.reason} `);
-    li.dataset.peerId = c.peerId;
-    li.title = c.did ?? c.peerId;
-    const allow = document.createElement('button');
-    allow.textContent = 'Allow again';
-    allow.addEventListener('click', async () => {
-      allow.disabled = true;
+/**
+ * Peers cut off after their message made the node crash, each with Allow again, and saved
+ * documents set aside after loading one did, each with Open again (at the node's next start).
+ */
+function showSetAside(cutOff, documents) {
+  $('cut-off-box').hidden = cutOff.length + documents.length === 0;
+  const row = (text, button, method, params, data) => {
+    const li = item(`${text} `);
+    Object.assign(li.dataset, data);
+    const act = document.createElement('button');
+    act.textContent = button;
+    act.addEventListener('click', async () => {
+      act.disabled = true;
       try {
-        await call('sync_peer_allow', { peerId: c.peerId });
+        await call(method, params);
       } catch (e) {
         $('error').textContent = e.message;
         $('error').hidden = false;
@@ -330,9 +332,16 @@ function showCutOff(cutOff) {
       shownShares = '';
       await showShares();
     });
-    li.append(allow);
+    li.append(act);
     return li;
-  }));
+  };
+  const since = (at) => new Date(at).toLocaleString();
+  $('cut-off').replaceChildren(
+    ...cutOff.map((c) => row(`peer ${c.did ? short(c.did) : c.peerId} since ${since(c.at)}: ${c.reason}`,
+      'Allow again', 'sync_peer_allow', { peerId: c.peerId }, { peerId: c.peerId })),
+    ...documents.map((d) => row(`document ${d.id} since ${since(d.at)}: ${d.reason}`,
+      'Open again at next start', 'sync_document_retry', { id: d.id }, { document: d.id })),
+  );
 }
 
 /** Shares, collections and sync status: drawn again only when they change. */
@@ -344,10 +353,10 @@ async function showShares() {
   }
   const { shares, collections } = lists;
   const { sent, heard, forMe } = sync.announcements;
-  const key = JSON.stringify([shares, collections, sync.peers.map((p) => [p.did, p.sessions, p.error]), sync.overrides, sent, heard, forMe, sync.cutOff]);
+  const key = JSON.stringify([shares, collections, sync.peers.map((p) => [p.did, p.sessions, p.error]), sync.overrides, sent, heard, forMe, sync.cutOff, sync.setAside]);
   if (key === shownShares) return;
   shownShares = key;
-  showCutOff(sync.cutOff ?? []);
+  showSetAside(sync.cutOff ?? [], sync.setAside ?? []);
   const none = () => Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' });
   const what = (s) => s.collection
     ? `collection ${collections.find((c) => c.id === s.collection)?.name ?? s.collection}`

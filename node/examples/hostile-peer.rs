@@ -12,7 +12,7 @@
 //!
 //! `sync <document id>` opens a sync session (`/disot/sync/1.0.0`) with that peer and sends one
 //! message about that document, which is not a sync message (a test build of the browser node
-//! panics on the document `debug-crash` before reading it): `sync-sent` once it is written,
+//! panics on the document `collection-deadbeefdeadbeefdeadbeefdeadbeef` before reading it): `sync-sent` once it is written,
 //! `sync-ended` when the peer closes or resets the stream, `sync-refused` if it cannot be opened.
 //!
 //! Usage: hostile-peer <ws port>

@@ -357,27 +357,35 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     let exchange =
         Exchange::new(swarm.behaviour().stream.new_control(), store.clone(), did.clone());
     exchange.start().map_err(|e| js_err("starting bitswap", e))?;
+    // The crash this node starts after, if a peer's message or a saved document set it off:
+    // nothing more is taken from that peer, that document is not loaded (either would set it
+    // off again).
+    let blamed = options.last_crash.as_ref().and_then(|crash| {
+        let who = crash.get("blamed").and_then(Value::as_str)?;
+        Some((who.to_owned(), crash.get("message").and_then(Value::as_str)?.to_owned()))
+    });
+    let (document, peer) = match blamed {
+        Some((who, message)) => match who.strip_prefix(disot_core::sync::DOCUMENT_BLAME) {
+            Some(id) => (Some((id.to_owned(), message)), None),
+            None => (None, Some((who, message))),
+        },
+        None => (None, None),
+    };
     let sync = crate::sync::SyncNode::load(
         &did,
         &key,
         store.clone(),
         swarm.behaviour().stream.new_control(),
         exchange.clone(),
+        crate::sync::Loading {
+            // A test build: a peer's sync message about this document, or loading it, panics.
+            crash_on: options.test_hooks.then_some(DEBUG_CRASH_DOCUMENT),
+            set_aside: document,
+        },
     )
     .await;
-    if options.test_hooks {
-        // A test build: a peer's sync message about this document panics.
-        sync.crash_on("debug-crash");
-    }
-    // The crash this node starts after, if a peer's message set it off: nothing more is taken
-    // from that peer (it would set it off again).
-    if let Some(crash) = &options.last_crash {
-        if let (Some(who), Some(message)) = (
-            crash.get("blamed").and_then(Value::as_str),
-            crash.get("message").and_then(Value::as_str),
-        ) {
-            sync.cut_off(who, message).await;
-        }
+    if let Some((who, message)) = peer {
+        sync.cut_off(&who, &message).await;
     }
     sync.accept().map_err(|e| js_err("accepting sync sessions", e))?;
     let control = swarm.behaviour().stream.new_control();
@@ -1294,6 +1302,9 @@ async fn handle_page(
     }
 }
 
+/// In test builds, a peer's sync message about this document, or loading it, panics.
+const DEBUG_CRASH_DOCUMENT: &str = "collection-deadbeefdeadbeefdeadbeefdeadbeef";
+
 /// Requests slower than this are logged (with their method only).
 const SLOW_REQUEST_MS: f64 = 500.0;
 /// Requests that wait or move content by design, not logged as slow.
@@ -1641,6 +1652,7 @@ async fn ui_sync(shared: &Shared, method: &str, params: Value) -> Result<Value, 
             shared.sync.preauth_remove(origin, did).await
         }
         "sync_peer_set" => shared.sync.set_peer_level(params).await,
+        "sync_document_retry" => shared.sync.retry_document(params).await,
         "sync_peer_allow" => {
             let allowed = shared.sync.allow(params).await?;
             // Connected now: Bitswap asks and answers it again from now, not from its next

@@ -27,6 +27,19 @@ const MAX_OVERRIDES: usize = 1024;
 const CUT_OFF_KEY: &str = "sync-cut-off";
 /// Peers cut off, at most (the oldest goes first).
 const MAX_CUT_OFF: usize = 256;
+/// Saved documents not loaded since loading one made this node crash (id → when and why).
+const SET_ASIDE_KEY: &str = "sync-set-aside";
+
+/// How the library is loaded at the node's start.
+#[derive(Debug, Default)]
+pub(crate) struct Loading {
+    /// Test builds only: a sync message about this document, or loading it, panics.
+    pub crash_on: Option<&'static str>,
+    /// A saved document whose loading made the node crash (its id, the panic's message): not
+    /// loaded from now on, nor taken from peers, until the user asks for it again. Its saved
+    /// bytes stay.
+    pub set_aside: Option<(String, String)>,
+}
 /// Most recipients pre-authorised for one origin.
 const MAX_PREAUTH: usize = 256;
 /// The origin under which content fetched for shares is kept.
@@ -137,6 +150,8 @@ pub(crate) struct SyncNode {
     /// lets them in again (peer id → when and why; a peer without a DID, whose key is not
     /// Ed25519, speaks only Bitswap here, and is cut off from that).
     cut_off: RefCell<BTreeMap<PeerId, CutOff>>,
+    /// Saved documents not loaded (see [`Loading::set_aside`]): id → when and why.
+    set_aside: RefCell<BTreeMap<String, CutOff>>,
 }
 
 /// Why a peer was cut off, for the popup.
@@ -198,6 +213,7 @@ impl SyncNode {
         store: Rc<Store>,
         control: libp2p_stream::Control,
         exchange: Rc<crate::exchange::Exchange>,
+        loading: Loading,
     ) -> Rc<SyncNode> {
         let seed: [u8; 32] = key
             .clone()
@@ -209,6 +225,22 @@ impl SyncNode {
                 crate::store::random_bytes::<32>().unwrap_or([0; 32])
             });
         let mut lib = Library::new(me);
+        if let Some(id) = loading.crash_on {
+            lib.crash_on(id);
+        }
+        let mut set_aside: BTreeMap<String, CutOff> =
+            store.json_setting(SET_ASIDE_KEY).await.ok().flatten().unwrap_or_default();
+        if let Some((id, message)) = loading.set_aside {
+            tracing::warn!("setting sync document {id} aside: loading it made this node crash");
+            let reason = format!("loading it made Disot Peer stop with an error: {message}");
+            set_aside.insert(id, CutOff { at: now_ms(), reason });
+            if let Err(e) = store.set_json_setting(SET_ASIDE_KEY, &set_aside).await {
+                tracing::warn!("keeping the documents set aside: {e}");
+            }
+        }
+        for id in set_aside.keys() {
+            lib.set_aside(id);
+        }
         let mut saved = store.saved_bytes(core_sync::DOC_KEY).await.unwrap_or_default();
         saved.extend(store.saved_bytes(core_sync::STATE_KEY).await.unwrap_or_default());
         for problem in lib.load(saved) {
@@ -250,12 +282,29 @@ impl SyncNode {
             trust_taken: RefCell::default(),
             on_trust: RefCell::default(),
             cut_off: RefCell::new(cut_off),
+            set_aside: RefCell::new(set_aside),
         })
     }
 
-    /// Test builds only: a peer's sync message about document `id` panics.
-    pub(crate) fn crash_on(&self, id: &str) {
-        self.lib.borrow_mut().crash_on(id);
+    /// `sync_document_retry {id}`: load a document set aside again, from the node's next start
+    /// (it stays set aside until then).
+    pub(crate) async fn retry_document(&self, params: Value) -> Result<Value, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct P {
+            id: String,
+        }
+        let P { id } = serde_json::from_value(params)
+            .map_err(|e| invalid(format!("sync_document_retry takes {{id}}: {e}")))?;
+        let all = {
+            let mut all = self.set_aside.borrow_mut();
+            if all.remove(&id).is_none() {
+                return Err(ApiError::new(ErrorCode::NotFound, "that document is not set aside"));
+            }
+            all.clone()
+        };
+        self.store.set_json_setting(SET_ASIDE_KEY, &all).await.map_err(internal)?;
+        Ok(json!({ "id": id, "loadedAtNextStart": true }))
     }
 
     /// Whether nothing is taken from `did` (see [`SyncNode::cut_off`]).
@@ -1296,6 +1345,7 @@ impl SyncNode {
                 "at": c.at,
                 "reason": c.reason,
             })).collect::<Vec<_>>(),
+            "setAside": self.set_aside.borrow().iter().map(|(id, c)| json!({ "id": id, "at": c.at, "reason": c.reason })).collect::<Vec<_>>(),
             "wasmMemoryBytes": wasm_memory_bytes(),
         })
     }
