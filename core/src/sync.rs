@@ -363,7 +363,9 @@ impl Library {
                     },
                 }
             } else if let Some(rest) = key.strip_prefix(STATE_KEY) {
-                if let Some((peer, doc)) = rest.split_once('|') {
+                if let Some((peer, doc)) =
+                    rest.split_once('|').filter(|(_, d)| !self.set_aside.contains(*d))
+                {
                     states.push(((peer.to_owned(), doc.to_owned()), bytes));
                 }
             }
@@ -438,6 +440,11 @@ impl Library {
     pub fn take_writes(&mut self) -> Writes {
         let mut w = Writes::default();
         for id in std::mem::take(&mut self.dirty_docs) {
+            // One set aside keeps its saved bytes: a document made anew under its id (our own
+            // trust or shares document is, at need) lives in memory only.
+            if self.set_aside.contains(&id) {
+                continue;
+            }
             let Some(doc) = self.docs.get_mut(&id) else { continue };
             let heads = doc.get_heads();
             let stored = self.stored.entry(id.clone()).or_default();
@@ -469,6 +476,9 @@ impl Library {
             w.docs += 1;
         }
         for key in std::mem::take(&mut self.dirty_states) {
+            if self.set_aside.contains(&key.1) {
+                continue;
+            }
             if let Some(state) = self.states.get(&key) {
                 w.put.push((format!("{STATE_KEY}{}|{}", key.0, key.1), state.encode()));
             }
@@ -1099,7 +1109,8 @@ impl Library {
             return Err(Error::Malformed(format!("not a document id: {id:.40}")));
         }
         if self.set_aside.contains(id) {
-            return Err(Error::Refused(format!("{id} is set aside here")));
+            // Nothing taken, and nothing said of the peer: it only shares the document.
+            return Err(Error::Unknown(id.to_owned()));
         }
         let message =
             sync::Message::decode(message).map_err(|e| Error::Malformed(e.to_string()))?;
@@ -1201,7 +1212,12 @@ impl Library {
             .into_iter()
             .filter(|s| s.from == peer && s.to == me && !s.revoked)
             .filter_map(|s| s.collection)
-            .filter(|c| valid_id(c) && c.starts_with("collection-") && !self.docs.contains_key(c))
+            .filter(|c| {
+                valid_id(c)
+                    && c.starts_with("collection-")
+                    && !self.docs.contains_key(c)
+                    && !self.set_aside.contains(c)
+            })
             .collect();
         for c in wanted {
             if self.room().is_ok() {
@@ -2039,6 +2055,17 @@ mod tests {
         assert!(keys.iter().all(|k| !k.contains(&coll)), "{keys:?}");
         // Without it set aside, the same bytes load.
         assert!(reload(B, &storage).borrow_mut().collection(&coll).is_some());
+        // A's own shares document set aside: sharing again makes one anew, in memory only; the
+        // saved one is not written over.
+        let a_storage = Storage::of(&a);
+        let shares = shares_id(A, B);
+        let mut a_aside = Library::new(A);
+        a_aside.set_aside(&shares);
+        a_aside.load(a_storage.0.clone().into_iter().collect());
+        a_aside.share(object_share(B, "s2", "bafkagain")).expect("share again");
+        let w = a_aside.take_writes();
+        let keys: Vec<&String> = w.put.iter().map(|(k, _)| k).chain(&w.delete).collect();
+        assert!(keys.iter().all(|k| !k.contains(&shares)), "{keys:?}");
     }
 
     #[test]
