@@ -189,7 +189,7 @@ impl Cas {
         loop {
             let bytes = crate::store::random_bytes::<4>()
                 .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
-            let handle = bytes.iter().fold(0u64, |n, b| n << 8 | u64::from(*b));
+            let handle = u64::from(u32::from_be_bytes(bytes));
             let taken = handle == 0
                 || uploads.contains_key(&handle)
                 || self.failed.borrow().iter().any(|(h, ..)| *h == handle);

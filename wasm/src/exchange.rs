@@ -429,7 +429,9 @@ impl Exchange {
         // being hashed, and one more.
         let (mut to_hash, hashing) = mpsc::channel(0);
         let who: Rc<str> = blamed(&peer).into();
+        let reading_who = who.clone();
         let reading = async move {
+            let who = reading_who;
             loop {
                 let message = match bitswap::read_frame(&mut stream).await {
                     Ok(Some(bytes)) => bytes,
@@ -448,7 +450,7 @@ impl Exchange {
             let mut hashed = hashing.buffered(HASHING_AHEAD);
             while let Some(incoming) = hashed.next().await {
                 match incoming {
-                    Ok(incoming) => self.on_message(peer, incoming).await,
+                    Ok(incoming) => self.on_message(peer, &who, incoming).await,
                     Err(Stop::Misbehaved(e)) => {
                         self.client.borrow_mut().ban(peer, e.to_string(), now_ms() as u64);
                         self.flush();
@@ -471,7 +473,8 @@ impl Exchange {
         }
     }
 
-    async fn on_message(&self, peer: PeerId, mut incoming: Incoming) {
+    /// `who`: the peer as a panic names it (`blamed`).
+    async fn on_message(&self, peer: PeerId, who: &str, mut incoming: Incoming) {
         let wants = std::mem::take(&mut incoming.wants);
         if !wants.is_empty() {
             // Blocks are read a few at a time and each goes out as soon as it is read (the
@@ -501,7 +504,7 @@ impl Exchange {
             }
         }
         if !incoming.blocks.is_empty() || !incoming.presences.is_empty() {
-            disot_core::blame::handling(&blamed(&peer), || {
+            disot_core::blame::handling(who, || {
                 self.client.borrow_mut().on_message(peer, incoming, now_ms() as u64)
             });
             self.flush();

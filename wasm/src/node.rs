@@ -1654,11 +1654,10 @@ async fn ui_sync(shared: &Shared, method: &str, params: Value) -> Result<Value, 
         "sync_peer_set" => shared.sync.set_peer_level(params).await,
         "sync_document_retry" => shared.sync.retry_document(params).await,
         "sync_peer_allow" => {
-            let allowed = shared.sync.allow(params).await?;
+            let (peer, allowed) = shared.sync.allow(params).await?;
             // Connected now: Bitswap asks and answers it again from now, not from its next
             // connection.
-            let peer = allowed["peerId"].as_str().and_then(|p| p.parse::<PeerId>().ok());
-            if let Some(peer) = peer.filter(|p| shared.live.borrow().peers.contains_key(p)) {
+            if shared.live.borrow().peers.contains_key(&peer) {
                 shared.exchange.peer_connected(peer);
             }
             Ok(allowed)

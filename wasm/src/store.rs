@@ -854,7 +854,10 @@ impl Store {
             let objects = tx.object_store(OBJECTS).map_err(backend)?;
             let stored = objects.get(key.clone()).map_err(backend)?.await.map_err(backend)?;
             let changed = stored.as_ref().map(record_from).transpose().and_then(|stored| {
+                // Named already if it was stored with this content (a pin, a share, a join).
+                let named = stored.as_ref().map(|s| s.sha256.clone());
                 let Some(new) = change(stored) else { return Ok(None) };
+                let named = named.is_some_and(|sha256| sha256 == new.sha256);
                 if new.cid != cid {
                     return Err(cas::Error::Backend(format!(
                         "a change to {cid}'s record wrote {}'s",
@@ -863,17 +866,20 @@ impl Store {
                 }
                 let text =
                     serde_json::to_string(&new).map_err(|e| cas::Error::Backend(e.to_string()))?;
-                Ok(Some((new, text)))
+                Ok(Some((new, text, named)))
             });
             match changed {
-                Ok(Some((new, text))) => {
+                Ok(Some((new, text, named))) => {
                     drop(
                         objects
                             .put(&JsValue::from_str(&text), Some(&key))
                             .map_err(write_failure)?,
                     );
-                    let names = tx.object_store(NAMES).map_err(backend)?;
-                    drop(names.put(&JsValue::TRUE, Some(&name_key(&new))).map_err(write_failure)?);
+                    if !named {
+                        let names = tx.object_store(NAMES).map_err(backend)?;
+                        let key = name_key(&new);
+                        drop(names.put(&JsValue::TRUE, Some(&key)).map_err(write_failure)?);
+                    }
                     written = Some(new);
                 }
                 Ok(None) => {}

@@ -296,20 +296,32 @@ impl SyncNode {
         }
         let P { id } = serde_json::from_value(params)
             .map_err(|e| invalid(format!("sync_document_retry takes {{id}}: {e}")))?;
-        let all = {
-            let mut all = self.set_aside.borrow_mut();
-            if all.remove(&id).is_none() {
-                return Err(ApiError::new(ErrorCode::NotFound, "that document is not set aside"));
-            }
-            all.clone()
-        };
-        self.store.set_json_setting(SET_ASIDE_KEY, &all).await.map_err(internal)?;
+        self.forget(&self.set_aside, &id, SET_ASIDE_KEY, "that document is not set aside").await?;
         Ok(json!({ "id": id, "loadedAtNextStart": true }))
     }
 
-    /// Whether nothing is taken from `did` (see [`SyncNode::cut_off`]).
-    pub(crate) fn is_cut_off(&self, did: &str) -> bool {
-        peer_of(did).is_some_and(|peer| self.cut_off.borrow().contains_key(&peer))
+    /// Take `key` out of `list` (peers cut off, documents set aside) and keep the list as it is
+    /// then under `setting`; `missing` is the error if it was not there.
+    async fn forget<K: Ord + Clone + Serialize>(
+        &self,
+        list: &RefCell<BTreeMap<K, CutOff>>,
+        key: &K,
+        setting: &str,
+        missing: &str,
+    ) -> Result<(), ApiError> {
+        let all = {
+            let mut all = list.borrow_mut();
+            if all.remove(key).is_none() {
+                return Err(ApiError::new(ErrorCode::NotFound, missing));
+            }
+            all.clone()
+        };
+        self.store.set_json_setting(setting, &all).await.map_err(internal)
+    }
+
+    /// Whether nothing is taken from `peer` (see [`SyncNode::cut_off`]).
+    pub(crate) fn is_cut_off(&self, peer: &PeerId) -> bool {
+        self.cut_off.borrow().contains_key(peer)
     }
 
     /// A message of `who` (a DID, or a peer id) made this node crash (`reason`: the panic's
@@ -337,8 +349,9 @@ impl SyncNode {
         }
     }
 
-    /// `sync_peer_allow {peerId}`: take from a peer that was cut off again.
-    pub(crate) async fn allow(self: &Rc<Self>, params: Value) -> Result<Value, ApiError> {
+    /// `sync_peer_allow {peerId}`: take from a peer that was cut off again. Returns it, and
+    /// the answer.
+    pub(crate) async fn allow(self: &Rc<Self>, params: Value) -> Result<(PeerId, Value), ApiError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields, rename_all = "camelCase")]
         struct P {
@@ -346,21 +359,14 @@ impl SyncNode {
         }
         let P { peer_id: peer } = serde_json::from_value(params)
             .map_err(|e| invalid(format!("sync_peer_allow takes {{peerId}}: {e}")))?;
-        let all = {
-            let mut all = self.cut_off.borrow_mut();
-            if all.remove(&peer).is_none() {
-                return Err(ApiError::new(ErrorCode::NotFound, "that peer is not cut off"));
-            }
-            all.clone()
-        };
-        self.store.set_json_setting(CUT_OFF_KEY, &all).await.map_err(internal)?;
+        self.forget(&self.cut_off, &peer, CUT_OFF_KEY, "that peer is not cut off").await?;
         self.exchange.allow(&peer);
         // Connected now: a session brings what it has for us.
         let did = self.connected.borrow().get(&peer).cloned();
         if let Some(did) = did {
             self.start_session(peer, did, true);
         }
-        Ok(json!({ "peerId": peer.to_string(), "allowed": true }))
+        Ok((peer, json!({ "peerId": peer.to_string(), "allowed": true })))
     }
 
     /// Who takes the trust documents peers publish, when they change.
@@ -456,7 +462,7 @@ impl SyncNode {
                 // Over the limit: dropped, and the peer tries again later.
                 let Ok(admitted) = this.inbound.admit(&peer) else { continue };
                 let Some(did) = disot_core::identity::did_of_peer(&peer) else { continue };
-                if this.is_cut_off(&did) {
+                if this.is_cut_off(&peer) {
                     continue; // (its stream is dropped: reset)
                 }
                 let this = this.clone();
@@ -692,7 +698,7 @@ impl SyncNode {
     fn start_session(self: &Rc<Self>, peer: PeerId, did: String, force: bool) {
         // The side that holds documents with a peer starts the session; with none, the peer
         // (if it holds some with us) will.
-        if (!force && self.lib.borrow_mut().docs_with(&did).is_empty()) || self.is_cut_off(&did) {
+        if (!force && self.lib.borrow_mut().docs_with(&did).is_empty()) || self.is_cut_off(&peer) {
             return;
         }
         // The peer's own session is running: ours follows it (two at once would each carry
@@ -1285,7 +1291,7 @@ impl SyncNode {
             gossip.refused += 1;
             return;
         };
-        if self.is_cut_off(&did) {
+        if self.is_cut_off(&from) {
             gossip.refused += 1;
             return;
         }
