@@ -96,23 +96,23 @@ fn host_of(origin: &str) -> &str {
     rest.rsplit_once(':').map_or(rest, |(host, _port)| host)
 }
 
-/// The domain the prompt offers to block with [`BlockScope::Domain`], if any: the host without
-/// its first label (`a.example.com` → `example.com`), or the host itself when that would leave
-/// a top-level domain alone (`example.com`), `localhost` for its subdomains; none for an IP
-/// address or a single-label host. (Without the public-suffix list this cannot tell
-/// `example.co.uk` from `co.uk`: `a.co.uk` offers `co.uk`, and the prompt names the domain it
-/// blocks, so the user sees what they choose.)
+/// The domain the prompt offers to block with [`BlockScope::Domain`], if any: the host's
+/// registrable domain by the public-suffix list (`a.b.example.co.uk` → `example.co.uk`,
+/// `x.github.io` → `x.github.io`, since anyone may have a site under `github.io`), and
+/// `localhost` for its subdomains; none for an IP address, a single-label host or a host that is
+/// itself a public suffix.
 pub fn block_domain(origin: &str) -> Option<String> {
-    let host = host_of(origin);
+    let host = host_of(origin).to_ascii_lowercase();
     if host.starts_with('[') || host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
         return None;
     }
-    let (_, parent) = host.split_once('.')?;
-    if parent.contains('.') || parent == "localhost" {
-        Some(parent.to_owned())
-    } else {
-        Some(host.to_owned())
+    if host.ends_with(".localhost") {
+        return Some("localhost".to_owned());
     }
+    if !host.contains('.') {
+        return None;
+    }
+    psl::domain_str(&host).map(str::to_owned)
 }
 
 /// The grants of every origin, and the sites blocked from asking. Serialised as-is into storage.
@@ -426,12 +426,24 @@ mod tests {
     #[test]
     fn blocked_sites_and_domains_ask_nothing() {
         assert_eq!(block_domain("https://a.example.com").as_deref(), Some("example.com"));
-        assert_eq!(block_domain("https://x.a.example.com:8443").as_deref(), Some("a.example.com"));
+        assert_eq!(block_domain("https://x.a.example.com:8443").as_deref(), Some("example.com"));
+        assert_eq!(
+            block_domain("https://www.shop.example.co.uk").as_deref(),
+            Some("example.co.uk")
+        );
+        // Anyone may have a site under these: each site is its own domain.
+        assert_eq!(block_domain("https://alice.github.io").as_deref(), Some("alice.github.io"));
+        assert_eq!(block_domain("https://a.alice.github.io").as_deref(), Some("alice.github.io"));
         assert_eq!(block_domain("https://example.com").as_deref(), Some("example.com"));
         assert_eq!(block_domain("http://a.localhost:3000").as_deref(), Some("localhost"));
-        for none in
-            ["http://localhost:80", "http://127.0.0.1:8080", "http://[::1]:80", "https://intranet"]
-        {
+        for none in [
+            "http://localhost:80",
+            "http://127.0.0.1:8080",
+            "http://[::1]:80",
+            "https://intranet",
+            "https://github.io",
+            "https://co.uk",
+        ] {
             assert_eq!(block_domain(none), None, "{none}");
         }
         let mut g = Grants::default();
