@@ -260,9 +260,10 @@ pub struct Library {
     dirty_states: BTreeSet<(String, String)>,
     /// What storage holds of each document (see [`Library::take_writes`]).
     stored: HashMap<String, Stored>,
-    /// Test builds only: a sync message about this document, or loading it, panics, as a bug
-    /// would.
+    /// Test builds only: a sync message about this document panics, as a bug would.
     crash_on: Option<String>,
+    /// Test builds only: loading this document panics, as a bug would.
+    crash_loading: Option<String>,
     /// Documents not loaded, nor taken from peers, because loading one made the node crash:
     /// their saved bytes stay as they are, for a later version to open.
     set_aside: BTreeSet<String>,
@@ -321,6 +322,7 @@ impl Library {
             dirty_states: BTreeSet::new(),
             stored: HashMap::new(),
             crash_on: None,
+            crash_loading: None,
             set_aside: BTreeSet::new(),
         }
     }
@@ -335,6 +337,12 @@ impl Library {
     /// message set off would (see [`crate::blame`]).
     pub fn crash_on(&mut self, id: &str) {
         self.crash_on = Some(id.to_owned());
+    }
+
+    /// For test builds: loading document `id` panics, as a bug in reading its saved bytes
+    /// would (see [`DOCUMENT_BLAME`]).
+    pub fn crash_loading(&mut self, id: &str) {
+        self.crash_loading = Some(id.to_owned());
     }
 
     pub fn me(&self) -> &str {
@@ -385,7 +393,7 @@ impl Library {
             // aside rather than stop on it again.
             let blame = format!("{DOCUMENT_BLAME}{id}");
             let _loading = crate::blame::Handling::new(&blame);
-            if self.crash_on.as_deref() == Some(&id) {
+            if self.crash_loading.as_deref() == Some(&id) {
                 panic!("debug_crash: a crash a test asked for, by loading {id}");
             }
             let mut doc = match AutoCommit::load(&whole) {

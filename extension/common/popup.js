@@ -336,11 +336,18 @@ function showSetAside(cutOff, documents) {
     return li;
   };
   const since = (at) => new Date(at).toLocaleString();
+  const reopening = (d) => {
+    const li = item(`document ${d.id} since ${since(d.at)}: ${d.reason} (opened again when Disot Peer starts next)`);
+    Object.assign(li.dataset, { document: d.id, reopening: 'yes' });
+    return li;
+  };
   $('cut-off').replaceChildren(
     ...cutOff.map((c) => row(`peer ${c.did ? short(c.did) : c.peerId} since ${since(c.at)}: ${c.reason}`,
       'Allow again', 'sync_peer_allow', { peerId: c.peerId }, { peerId: c.peerId })),
-    ...documents.map((d) => row(`document ${d.id} since ${since(d.at)}: ${d.reason}`,
-      'Open again at next start', 'sync_document_retry', { id: d.id }, { document: d.id })),
+    ...documents.map((d) => (d.openAtNextStart
+      ? reopening(d)
+      : row(`document ${d.id} since ${since(d.at)}: ${d.reason}`,
+        'Open again at next start', 'sync_document_retry', { id: d.id }, { document: d.id }))),
   );
 }
 

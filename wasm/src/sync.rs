@@ -29,11 +29,15 @@ const CUT_OFF_KEY: &str = "sync-cut-off";
 const MAX_CUT_OFF: usize = 256;
 /// Saved documents not loaded since loading one made this node crash (id → when and why).
 const SET_ASIDE_KEY: &str = "sync-set-aside";
+/// Test builds only: the id of a saved document whose loading panics, once (the node takes it
+/// out of storage as it reads it).
+const CRASH_LOADING_KEY: &str = "debug-crash-loading";
 
 /// How the library is loaded at the node's start.
 #[derive(Debug, Default)]
 pub(crate) struct Loading {
-    /// Test builds only: a sync message about this document, or loading it, panics.
+    /// Test builds only: a sync message about this document panics, and so does loading the
+    /// document a test names under [`CRASH_LOADING_KEY`].
     pub crash_on: Option<&'static str>,
     /// A saved document whose loading made the node crash (its id, the panic's message): not
     /// loaded from now on, nor taken from peers, until the user asks for it again. Its saved
@@ -151,7 +155,7 @@ pub(crate) struct SyncNode {
     /// Ed25519, speaks only Bitswap here, and is cut off from that).
     cut_off: RefCell<BTreeMap<PeerId, CutOff>>,
     /// Saved documents not loaded (see [`Loading::set_aside`]): id → when and why.
-    set_aside: RefCell<BTreeMap<String, CutOff>>,
+    set_aside: RefCell<BTreeMap<String, SetAside>>,
 }
 
 /// Why a peer was cut off, for the popup.
@@ -160,6 +164,17 @@ pub(crate) struct SyncNode {
 pub(crate) struct CutOff {
     pub at: u64,
     pub reason: String,
+}
+
+/// Why a saved document is not loaded, for the popup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SetAside {
+    pub at: u64,
+    pub reason: String,
+    /// The user asked for it again: the node's next start loads it.
+    #[serde(default)]
+    pub open_at_next_start: bool,
 }
 
 /// A peer's libp2p id from its DID, or from the id itself.
@@ -227,13 +242,26 @@ impl SyncNode {
         let mut lib = Library::new(me);
         if let Some(id) = loading.crash_on {
             lib.crash_on(id);
+            if let Ok(Some(id)) = store.json_setting::<String>(CRASH_LOADING_KEY).await {
+                if store.save_bytes(&[], &[CRASH_LOADING_KEY.to_owned()]).await.is_ok() {
+                    lib.crash_loading(&id);
+                }
+            }
         }
-        let mut set_aside: BTreeMap<String, CutOff> =
+        let mut set_aside: BTreeMap<String, SetAside> =
             store.json_setting(SET_ASIDE_KEY).await.ok().flatten().unwrap_or_default();
+        // Those the user asked for again are loaded now; one that makes this node crash again
+        // is set aside again, by the start after.
+        let before = set_aside.len();
+        set_aside.retain(|_, d| !d.open_at_next_start);
+        let mut changed = set_aside.len() != before;
         if let Some((id, message)) = loading.set_aside {
             tracing::warn!("setting sync document {id} aside: loading it made this node crash");
             let reason = format!("loading it made Disot Peer stop with an error: {message}");
-            set_aside.insert(id, CutOff { at: now_ms(), reason });
+            set_aside.insert(id, SetAside { at: now_ms(), reason, open_at_next_start: false });
+            changed = true;
+        }
+        if changed {
             if let Err(e) = store.set_json_setting(SET_ASIDE_KEY, &set_aside).await {
                 tracing::warn!("keeping the documents set aside: {e}");
             }
@@ -296,27 +324,16 @@ impl SyncNode {
         }
         let P { id } = serde_json::from_value(params)
             .map_err(|e| invalid(format!("sync_document_retry takes {{id}}: {e}")))?;
-        self.forget(&self.set_aside, &id, SET_ASIDE_KEY, "that document is not set aside").await?;
-        Ok(json!({ "id": id, "loadedAtNextStart": true }))
-    }
-
-    /// Take `key` out of `list` (peers cut off, documents set aside) and keep the list as it is
-    /// then under `setting`; `missing` is the error if it was not there.
-    async fn forget<K: Ord + Clone + Serialize>(
-        &self,
-        list: &RefCell<BTreeMap<K, CutOff>>,
-        key: &K,
-        setting: &str,
-        missing: &str,
-    ) -> Result<(), ApiError> {
         let all = {
-            let mut all = list.borrow_mut();
-            if all.remove(key).is_none() {
-                return Err(ApiError::new(ErrorCode::NotFound, missing));
-            }
+            let mut all = self.set_aside.borrow_mut();
+            let entry = all.get_mut(&id).ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, "that document is not set aside")
+            })?;
+            entry.open_at_next_start = true;
             all.clone()
         };
-        self.store.set_json_setting(setting, &all).await.map_err(internal)
+        self.store.set_json_setting(SET_ASIDE_KEY, &all).await.map_err(internal)?;
+        Ok(json!({ "id": id, "loadedAtNextStart": true }))
     }
 
     /// Whether nothing is taken from `peer` (see [`SyncNode::cut_off`]).
@@ -359,7 +376,14 @@ impl SyncNode {
         }
         let P { peer_id: peer } = serde_json::from_value(params)
             .map_err(|e| invalid(format!("sync_peer_allow takes {{peerId}}: {e}")))?;
-        self.forget(&self.cut_off, &peer, CUT_OFF_KEY, "that peer is not cut off").await?;
+        let all = {
+            let mut all = self.cut_off.borrow_mut();
+            if all.remove(&peer).is_none() {
+                return Err(ApiError::new(ErrorCode::NotFound, "that peer is not cut off"));
+            }
+            all.clone()
+        };
+        self.store.set_json_setting(CUT_OFF_KEY, &all).await.map_err(internal)?;
         self.exchange.allow(&peer);
         // Connected now: a session brings what it has for us.
         let did = self.connected.borrow().get(&peer).cloned();
@@ -1351,7 +1375,12 @@ impl SyncNode {
                 "at": c.at,
                 "reason": c.reason,
             })).collect::<Vec<_>>(),
-            "setAside": self.set_aside.borrow().iter().map(|(id, c)| json!({ "id": id, "at": c.at, "reason": c.reason })).collect::<Vec<_>>(),
+            "setAside": self.set_aside.borrow().iter().map(|(id, d)| json!({
+                "id": id,
+                "at": d.at,
+                "reason": d.reason,
+                "openAtNextStart": d.open_at_next_start,
+            })).collect::<Vec<_>>(),
             "wasmMemoryBytes": wasm_memory_bytes(),
         })
     }
