@@ -23,6 +23,7 @@
 //! so that a reconnect sends only what changed since.
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
 
 use automerge::sync::{self, SyncDoc as _};
 use automerge::transaction::Transactable as _;
@@ -269,6 +270,41 @@ pub struct Library {
     set_aside: BTreeSet<String>,
 }
 
+/// Read a saved document from its whole save and the chunks appended after it (chunk number →
+/// bytes), noting in `problems` what is damaged; `None` if the whole save cannot be read.
+fn read_document(
+    id: &str,
+    whole: &[u8],
+    chunks: BTreeMap<u32, Vec<u8>>,
+    problems: &mut Vec<String>,
+) -> Option<(AutoCommit, Stored)> {
+    let mut doc = match AutoCommit::load(whole) {
+        Ok(doc) => doc,
+        Err(e) => {
+            problems.push(format!("sync document {id} is damaged: {e}"));
+            return None;
+        }
+    };
+    let mut stored = Stored { whole_bytes: whole.len(), ..Stored::default() };
+    for (n, chunk) in chunks {
+        stored.next_chunk = stored.next_chunk.max(n + 1);
+        stored.chunk_bytes += chunk.len();
+        // A chunk is its changes after their SHA-256: Automerge would take the changes of a
+        // damaged chunk up to the damage and say nothing.
+        let body = chunk.get(32..).filter(|b| Sha256::digest(b)[..] == chunk[..32]);
+        let loaded = match body {
+            Some(body) => doc.load_incremental(body).map_err(|e| e.to_string()),
+            None => Err("its hash does not match".into()),
+        };
+        if let Err(e) = loaded {
+            problems.push(format!("sync document {id}, chunk {n}, is damaged: {e}"));
+            stored.damaged = true;
+        }
+    }
+    stored.heads = doc.get_heads();
+    Some((doc, stored))
+}
+
 /// How a panic while loading a saved document names it (see [`crate::blame`]): this, then the
 /// document's id.
 pub const DOCUMENT_BLAME: &str = "document:";
@@ -389,47 +425,49 @@ impl Library {
                     .push(format!("sync document {id} is set aside: loading it stopped the node"));
                 continue;
             }
-            // A panic while this document loads names it: the node that starts next sets it
-            // aside rather than stop on it again.
+            // A panic while this document loads names it: in the browser (where a panic ends
+            // the node) the node that starts next sets it aside rather than stop on it again;
+            // the native node, which unwinds, sets it aside at once.
             let blame = format!("{DOCUMENT_BLAME}{id}");
             let _loading = crate::blame::Handling::new(&blame);
-            if self.crash_loading.as_deref() == Some(&id) {
-                panic!("debug_crash: a crash a test asked for, by loading {id}");
-            }
-            let mut doc = match AutoCommit::load(&whole) {
-                Ok(doc) => doc,
-                Err(e) => {
-                    problems.push(format!("sync document {id} is damaged: {e}"));
-                    continue;
+            let crash = self.crash_loading.as_deref() == Some(&id);
+            let doc_chunks = chunks.remove(&id).unwrap_or_default();
+            let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                if crash {
+                    panic!("debug_crash: a crash a test asked for, by loading {id}");
                 }
-            };
-            let mut stored = Stored { whole_bytes: whole.len(), ..Stored::default() };
-            for (n, chunk) in chunks.remove(&id).unwrap_or_default() {
-                stored.next_chunk = stored.next_chunk.max(n + 1);
-                stored.chunk_bytes += chunk.len();
-                // A chunk is its changes after their SHA-256: Automerge would take the changes
-                // of a damaged chunk up to the damage and say nothing.
-                let body = chunk.get(32..).filter(|b| Sha256::digest(b)[..] == chunk[..32]);
-                let loaded = match body {
-                    Some(body) => doc.load_incremental(body).map_err(|e| e.to_string()),
-                    None => Err("its hash does not match".into()),
-                };
-                if let Err(e) = loaded {
-                    problems.push(format!("sync document {id}, chunk {n}, is damaged: {e}"));
-                    stored.damaged = true;
+                read_document(&id, &whole, doc_chunks, &mut problems)
+            }));
+            match read {
+                Ok(Some((doc, stored))) => {
+                    if stored.damaged {
+                        self.dirty_docs.insert(id.clone());
+                    }
+                    self.docs.insert(id.clone(), doc);
+                    self.stored.insert(id, stored);
+                }
+                Ok(None) => {}
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|m| (*m).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    problems.push(format!(
+                        "sync document {id} is set aside: loading it failed ({message:.200}); \
+                         its saved bytes are kept"
+                    ));
+                    self.set_aside.insert(id);
                 }
             }
-            stored.heads = doc.get_heads();
-            if stored.damaged {
-                self.dirty_docs.insert(id.clone());
-            }
-            self.docs.insert(id.clone(), doc);
-            self.stored.insert(id, stored);
         }
         for id in chunks.into_keys() {
             problems.push(format!("sync document {id:.80}: chunks without the document"));
         }
         for ((peer, doc), bytes) in states {
+            if self.set_aside.contains(&doc) {
+                continue;
+            }
             match sync::State::decode(&bytes) {
                 Ok(state) => {
                     self.states.insert((peer, doc), state);
@@ -2063,6 +2101,29 @@ mod tests {
         assert!(keys.iter().all(|k| !k.contains(&coll)), "{keys:?}");
         // Without it set aside, the same bytes load.
         assert!(reload(B, &storage).borrow_mut().collection(&coll).is_some());
+        // Where a panic unwinds (the native node), one while a document loads sets it aside at
+        // once: the rest load, and nothing of it is written or taken from peers.
+        let mut caught = Library::new(B);
+        caught.crash_loading(&coll);
+        let problems = caught.load(storage.0.clone().into_iter().collect());
+        assert!(
+            problems.iter().any(|p| p.contains(&coll)
+                && p.contains(
+                    "is set aside: loading it failed (debug_crash: a crash a test asked for"
+                )),
+            "{problems:?}"
+        );
+        assert!(caught.collection(&coll).is_none());
+        assert_eq!(
+            caught.ids().len(),
+            reload(B, &storage).borrow().ids().len() - 1,
+            "the others load"
+        );
+        let caught = RefCell::new(caught);
+        sync_pair(&a, &caught, Level::Full, Level::Full);
+        assert!(caught.borrow_mut().collection(&coll).is_none());
+        let w = caught.borrow_mut().take_writes();
+        assert!(w.put.iter().map(|(k, _)| k).chain(&w.delete).all(|k| !k.contains(&coll)));
         // A's own shares document set aside: sharing again makes one anew, in memory only; the
         // saved one is not written over.
         let a_storage = Storage::of(&a);
