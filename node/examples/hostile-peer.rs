@@ -1,14 +1,15 @@
 //! A hostile peer for tests: it speaks Bitswap 1.2.0 and claims to have every block, but
 //! answers each want-block with other bytes under the wanted CID's prefix. Prints JSON lines:
 //! `listening` (its address), `wanted` (each CID asked for, and how: `have` or `block`),
-//! `forged` (the CID asked for and the CID of what it sent), `connected` and `disconnected`.
+//! `forged` (the CID asked for and the CID of what it sent), `cancelled` (each want the peer
+//! took back), `connected` and `disconnected`.
 //!
 //! It asks too: `want <cid>` on stdin sends the peer that connected last a want-block for it on
 //! a new stream and reports `asked`; each block that peer sends (verified against its CID) is
 //! reported as `received`, and the stream being reset or closed by it as `reset`.
 //!
 //! `stall` makes it answer no want-block from then on (a peer that says it has a block and never
-//! sends it), so that a fetch from it waits until the peer goes.
+//! sends it), so that a fetch from it waits until the peer goes; it reports `stalling`.
 //!
 //! `sync <document id>` opens a sync session (`/disot/sync/1.0.0`) with that peer and sends one
 //! message about that document, which is not a sync message (a test build of the browser node
@@ -49,6 +50,11 @@ async fn main() -> Result<(), support::Error> {
                     for (cid, _) in &msg.blocks {
                         support::emit(
                             serde_json::json!({"event": "received", "cid": cid.to_string()}),
+                        );
+                    }
+                    for want in msg.wants.iter().filter(|w| w.cancel) {
+                        support::emit(
+                            serde_json::json!({"event": "cancelled", "cid": want.cid.to_string()}),
                         );
                     }
                     let mut reply = Outgoing::default();
@@ -97,6 +103,7 @@ async fn main() -> Result<(), support::Error> {
                 }
                 if line.trim() == "stall" {
                     stall.store(true, std::sync::atomic::Ordering::Relaxed);
+                    support::emit(serde_json::json!({"event": "stalling"}));
                 }
                 if let (Some(id), Some(peer)) = (line.strip_prefix("sync "), last) {
                     tokio::spawn(sync(asking.clone(), peer, id.trim().to_owned()));

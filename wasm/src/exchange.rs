@@ -618,19 +618,19 @@ impl Exchange {
     fn block(&self, cid: Cid) -> impl std::future::Future<Output = Result<Vec<u8>, String>> + '_ {
         // A fetch that gives up drops its other block futures: their wants go with them, so
         // that a later fetch of the same blocks starts afresh instead of sharing a want that
-        // no longer asks the peers connected since. (Made before the receiver, so that it is
-        // dropped after it and sees it gone.)
-        let abandon = Abandon { exchange: self, cid };
+        // no longer asks the peers connected since. So does a request that found the block
+        // held after its early want went out, or joined a fetch of it.
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().entry(cid).or_default().push(tx);
+        let mut waiting = Waiting { exchange: self, cid, rx: Some(rx) };
         let wanted = self.client.borrow_mut().want(cid, now_ms() as u64);
         if wanted.is_err() {
             self.waiters.borrow_mut().remove(&cid);
         }
         self.flush();
         async move {
-            let _abandon = abandon;
             wanted.map_err(|e| e.to_string())?;
+            let rx = waiting.rx.as_mut().ok_or("the fetch was dropped")?;
             rx.await.unwrap_or_else(|_| Err("the fetch was dropped".into()))
         }
     }
@@ -1256,14 +1256,18 @@ fn fetched_record(root: &Cid, sha256: &[u8], size: u64, origin: &str) -> ObjectR
     ObjectRecord { origins: vec![origin.to_owned()], ..ObjectRecord::new(&imported) }
 }
 
-/// Cancels a block's want when the last future waiting for it is dropped unanswered.
-struct Abandon<'a> {
+/// One future's wait for a block: when the last one waiting for it is dropped unanswered, the
+/// want is cancelled. (It owns its receiver and drops that first, so that it sees its own
+/// wait gone, whether the future was polled or not.)
+struct Waiting<'a> {
     exchange: &'a Exchange,
     cid: Cid,
+    rx: Option<oneshot::Receiver<Result<Vec<u8>, String>>>,
 }
 
-impl Drop for Abandon<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
+        drop(self.rx.take());
         let mut waiters = self.exchange.waiters.borrow_mut();
         let Some(list) = waiters.get_mut(&self.cid) else { return };
         list.retain(|w| !w.is_canceled());
