@@ -211,9 +211,10 @@ impl PageRequest {
 pub enum UiRequest {
     /// Everything the popup shows.
     Status,
-    /// `debug_crash`: make the node panic (test builds only; refused otherwise), to show it is
-    /// started again.
-    Crash,
+    /// `debug_crash {abort?}`: make the node panic, or with `abort` stop it with a trap and no
+    /// panic (as running out of memory does), in test builds only (refused otherwise), to show
+    /// it is started again.
+    Crash { abort: bool },
     /// The current settings.
     GetSettings,
     /// Replace the settings.
@@ -627,7 +628,17 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
         "ui_status" => expect_no_params(&method, &params).map(|()| UiRequest::Status),
         "settings_get" => expect_no_params(&method, &params).map(|()| UiRequest::GetSettings),
         "cas_gc" => expect_no_params(&method, &params).map(|()| UiRequest::CollectGarbage),
-        "debug_crash" => expect_no_params(&method, &params).map(|()| UiRequest::Crash),
+        "debug_crash" => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                #[serde(default)]
+                abort: bool,
+            }
+            let P { abort } =
+                if params.is_null() { P { abort: false } } else { typed(&method, params)? };
+            Ok(UiRequest::Crash { abort })
+        }
         "settings_set" => {
             let settings: Settings = serde_json::from_value(params).map_err(|e| {
                 ApiError::new(ErrorCode::InvalidParams, format!("settings_set: {e}"))

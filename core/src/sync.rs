@@ -263,8 +263,9 @@ pub struct Library {
     stored: HashMap<String, Stored>,
     /// Test builds only: a sync message about this document panics, as a bug would.
     crash_on: Option<String>,
-    /// Test builds only: loading this document panics, as a bug would.
-    crash_loading: Option<String>,
+    /// Test builds only: loading this document panics, as a bug would, or with `true` stops
+    /// with a trap and no panic, as running out of memory does.
+    crash_loading: Option<(String, bool)>,
     /// Documents not loaded, nor taken from peers, because loading one made the node crash:
     /// their saved bytes stay as they are, for a later version to open.
     set_aside: BTreeSet<String>,
@@ -376,9 +377,10 @@ impl Library {
     }
 
     /// For test builds: loading document `id` panics, as a bug in reading its saved bytes
-    /// would (see [`DOCUMENT_BLAME`]).
-    pub fn crash_loading(&mut self, id: &str) {
-        self.crash_loading = Some(id.to_owned());
+    /// would (see [`DOCUMENT_BLAME`]), or, with `abort`, stops the process (a trap in wasm) as
+    /// running out of memory would.
+    pub fn crash_loading(&mut self, id: &str, abort: bool) {
+        self.crash_loading = Some((id.to_owned(), abort));
     }
 
     pub fn me(&self) -> &str {
@@ -430,11 +432,13 @@ impl Library {
             // the native node, which unwinds, sets it aside at once.
             let blame = format!("{DOCUMENT_BLAME}{id}");
             let _loading = crate::blame::Handling::new(&blame);
-            let crash = self.crash_loading.as_deref() == Some(&id);
+            let crash = self.crash_loading.as_ref().filter(|(c, _)| *c == id).map(|(_, a)| *a);
             let doc_chunks = chunks.remove(&id).unwrap_or_default();
             let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                if crash {
-                    panic!("debug_crash: a crash a test asked for, by loading {id}");
+                match crash {
+                    Some(true) => std::process::abort(),
+                    Some(false) => panic!("debug_crash: a crash a test asked for, by loading {id}"),
+                    None => {}
                 }
                 read_document(&id, &whole, doc_chunks, &mut problems)
             }));
@@ -2104,7 +2108,7 @@ mod tests {
         // Where a panic unwinds (the native node), one while a document loads sets it aside at
         // once: the rest load, and nothing of it is written or taken from peers.
         let mut caught = Library::new(B);
-        caught.crash_loading(&coll);
+        caught.crash_loading(&coll, false);
         let problems = caught.load(storage.0.clone().into_iter().collect());
         assert!(
             problems.iter().any(|p| p.contains(&coll)

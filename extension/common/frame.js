@@ -2,8 +2,9 @@
 // page's content-store requests with binary messages over a MessagePort (see wasm/src/frame.rs).
 // The origin served is the parent's, as the browser reports it; the port must come from the
 // parent window itself.
-import init, { debugPanic, openFrame } from './pkg/disot_wasm.js';
+import init, { debugAbort, debugPanic, openFrame } from './pkg/disot_wasm.js';
 import { releaseReceived } from './memory.js';
+import { isTrap, onTrap } from './traps.js';
 
 const api = globalThis.browser ?? globalThis.chrome;
 const MAX_PORTS = 8; // pages (provider instances) one frame serves
@@ -28,9 +29,13 @@ const handedBack = new WeakMap();
 const served = new Set();
 let crashed = null;
 globalThis.disotCrashed = (message) => {
-  crashed ??= String(message);
+  // Once: the trap that follows a panic comes here too.
+  if (crashed !== null) return;
+  crashed = String(message);
   for (const port of served) port.postMessage({ crashed });
 };
+// So does a trap without a panic (running out of memory).
+const trapped = onTrap((message) => globalThis.disotCrashed(message));
 let testHooks = false; // `config.json` of a test build: a page may crash the frame (see answer)
 
 function frame() {
@@ -154,7 +159,7 @@ async function startContentWorker(module) {
       return [blocks, cid, sha256, size];
     },
     forget: (handle) => worker.tell({ op: 'forget', handle }),
-    crash: () => worker.tell({ op: 'crash' }), // (test builds: see answer)
+    crash: (abort) => worker.tell({ op: 'crash', abort }), // (test builds: see answer)
     // The parts of a range (or the JSON text of an error), read and verified on the worker.
     read: async (root, start, end, blobs) => {
       const r = readers.reduce((a, b) => (b.reading < a.reading ? b : a)); // the less busy
@@ -221,8 +226,10 @@ async function answer(origin, msg) {
     case 'request': {
       if (typeof msg.body !== 'string') break;
       if (testHooks && msg.body === '{"method":"cas_stat","params":{"name":"debug_crash"}}') debugPanic();
-      if (testHooks && msg.body === '{"method":"cas_stat","params":{"name":"debug_crash_worker"}}' && importers) {
-        importers.crash();
+      if (testHooks && msg.body === '{"method":"cas_stat","params":{"name":"debug_abort"}}') debugAbort();
+      const workerCrash = /^\{"method":"cas_stat","params":\{"name":"debug_(crash|abort)_worker"\}\}$/.exec(msg.body);
+      if (testHooks && workerCrash && importers) {
+        importers.crash(workerCrash[1] === 'abort');
         return new Promise(() => {}); // answered when the worker's panic stops this frame
       }
       return { body: await f.request(origin, msg.body) };
@@ -354,7 +361,9 @@ function serve(port, origin) {
         dataset.sparesBack = String(Number(dataset.sparesBack ?? 0) + 1);
       } else port.postMessage({ id, body: reply.body });
     } catch (e) {
-      port.postMessage({ id, body: failure(-32603, `content frame: ${e?.message ?? e}`) });
+      // A trap: every request waiting fails with 4900 (see disotCrashed), this one with them.
+      if (isTrap(e)) trapped(e);
+      else port.postMessage({ id, body: failure(-32603, `content frame: ${e?.message ?? e}`) });
     } finally {
       pending--;
     }

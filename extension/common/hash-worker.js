@@ -4,8 +4,9 @@
 // name, while the frame stores what comes back. Both read ranges of content from the store,
 // verifying every block, for the frame to hand on. Import messages are handled one at a time,
 // in the order they came, so the pieces of an upload are taken in order; reads overlap.
-import init, { ContentHash, WorkerImport, debugPanic, openReader } from './pkg/disot_wasm.js';
+import init, { ContentHash, WorkerImport, debugAbort, debugPanic, openReader } from './pkg/disot_wasm.js';
 import { releaseReceived } from './memory.js';
+import { isTrap, onTrap } from './traps.js';
 
 const MAX_UPLOADS = 64; // more than a frame has open at once (wasm/src/cas.rs)
 // Content up to this size is kept and named by one digest of the browser's SHA-256 (four times
@@ -22,7 +23,15 @@ let CHUNK = 0; // every leaf but the last is this long
 
 // A panic leaves this worker's wasm unusable: the frame is told, and stops as if its own had
 // (see `disotCrashed` in frame.js).
-globalThis.disotCrashed = (message) => self.postMessage({ crashed: String(message) });
+let crashed = false;
+globalThis.disotCrashed = (message) => {
+  // Once: the trap that follows a panic comes here too.
+  if (crashed) return;
+  crashed = true;
+  self.postMessage({ crashed: String(message) });
+};
+// So does a trap without a panic (running out of memory).
+const trapped = onTrap((message) => globalThis.disotCrashed(message));
 
 const sha256 = async (bytes) => new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
 
@@ -210,7 +219,7 @@ self.onmessage = async ({ data: msg }) => {
     // Before init has finished, later messages wait for it, in order.
     if (!ready) throw new Error('not started');
     await ready;
-    if (msg.op === 'crash') debugPanic(); // asked for by a test build's frame
+    if (msg.op === 'crash') (msg.abort ? debugAbort : debugPanic)(); // asked for by a test build's frame
     if (msg.op === 'read') {
       // A failed open is tried again at the next read, not kept.
       reader ??= openReader(releaseReceived).catch((e) => {
@@ -235,6 +244,10 @@ self.onmessage = async ({ data: msg }) => {
     const [answer, transfer] = await handled;
     if (answer && msg.id !== undefined) self.postMessage({ id: msg.id, ...answer }, transfer);
   } catch (e) {
+    if (isTrap(e)) {
+      trapped(e);
+      return;
+    }
     if (msg?.id !== undefined) self.postMessage({ id: msg.id, error: String(e?.message ?? e) });
   }
 };

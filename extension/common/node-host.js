@@ -2,6 +2,7 @@
 // offscreen document and Firefox's background page; it holds no logic of its own.
 import init, { start, identityLocked } from './pkg/disot_wasm.js';
 import { classify, errorBody } from './sender.js';
+import { isTrap, onTrap } from './traps.js';
 
 const api = globalThis.browser ?? globalThis.chrome;
 let booting = null;
@@ -50,6 +51,10 @@ globalThis.disotCrashed = (message, blamed) => {
   console.error('disot: the node crashed; loading its page again');
   setTimeout(() => location.reload(), 0);
 };
+
+// A trap without a panic ends the node as a panic does (naming whose input it was handling,
+// which the module still holds: nothing unwound).
+const trapped = onTrap((message, blamed) => globalThis.disotCrashed(message, blamed));
 
 /**
  * Stands in for the node while the identity key is locked (sealed under the user's
@@ -143,6 +148,10 @@ export async function handle(platform, openPrompt, kind, origin, body) {
     node = await Promise.race([getNode(platform, openPrompt), crashAnswer.then(() => null)]);
     if (node === null) return crashBody();
   } catch (e) {
+    if (isTrap(e)) {
+      trapped(e);
+      return crashBody();
+    }
     console.error('disot: node failed to start', e);
     return errorBody(4900, `disot peer failed to start: ${e?.message ?? e}`);
   }

@@ -184,6 +184,7 @@
     // The frame's wasm stopped after an error: what waits fails now, and the content script
     // puts a new frame in its place for the next request.
     const frameCrashed = (message) => {
+      if (closed) return; // (said once: a message may still come through the closed port)
       close(`the content frame stopped after an error, and starts again: ${message}`);
       framePath = null;
       nodeRoute = null;

@@ -31,16 +31,17 @@ mod webrtc;
 pub use frame::{open_frame, Frame, WorkerImport};
 pub use node::{start, Node};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 /// Logging is set up by whoever starts first in this context: the node (at the level of its
 /// settings) or a content frame (warnings).
 #[wasm_bindgen::prelude::wasm_bindgen(start)]
 fn init() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static PANICKED: AtomicBool = AtomicBool::new(false);
     std::panic::set_hook(Box::new(|info| {
-        // Only the first: the module is dead after it, and tasks queued behind the one that
-        // panicked may panic in turn (finding its state still borrowed), which says nothing.
-        if PANICKED.swap(true, Ordering::Relaxed) {
+        // Only the first: the module is dead after it (or after a trap), and tasks queued
+        // behind the one that stopped may panic in turn (finding its state still borrowed),
+        // which says nothing.
+        if STOPPED.swap(true, Ordering::Relaxed) {
             return;
         }
         console_error_panic_hook::hook(info);
@@ -53,6 +54,26 @@ fn init() {
 #[wasm_bindgen::prelude::wasm_bindgen(js_name = debugPanic)]
 pub fn debug_panic() {
     panic!("debug_crash: a crash a test asked for");
+}
+
+/// Stop with a trap and no panic, as running out of memory does. Called only by a test build's
+/// content frame or worker, as [`debug_panic`].
+#[wasm_bindgen::prelude::wasm_bindgen(js_name = debugAbort)]
+pub fn debug_abort() {
+    std::process::abort();
+}
+
+/// Whether the module stopped, by a panic or a trap.
+static STOPPED: AtomicBool = AtomicBool::new(false);
+
+/// The host caught a trap that no panic announced (running out of memory, a stack overflow):
+/// the module is stopped, and panics after it (its tasks finding their state still borrowed)
+/// are not reported. Returns whose input was being handled, if anyone's: nothing unwound, so
+/// the name is still set (see [`disot_core::blame`]).
+#[wasm_bindgen::prelude::wasm_bindgen(js_name = stoppedByTrap)]
+pub fn stopped_by_trap() -> Option<String> {
+    STOPPED.store(true, Ordering::Relaxed);
+    disot_core::blame::current()
 }
 
 /// A panic leaves this context's module unusable (a trap, with nothing unwound): whoever hosts

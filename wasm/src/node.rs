@@ -1969,14 +1969,17 @@ async fn handle_ui(
             }))
         }
         UiRequest::CollectGarbage => collect_garbage(shared).await,
-        UiRequest::Crash if shared.test_hooks => {
+        UiRequest::Crash { abort } if shared.test_hooks => {
             // Later, from a task of its own, as a fault in the node's work would.
-            wasm_bindgen_futures::spawn_local(async {
+            wasm_bindgen_futures::spawn_local(async move {
+                if abort {
+                    std::process::abort();
+                }
                 panic!("debug_crash: a crash a test asked for");
             });
             Ok(json!({ "crashing": true }))
         }
-        UiRequest::Crash => {
+        UiRequest::Crash { .. } => {
             Err(ApiError::new(ErrorCode::UnsupportedMethod, "debug_crash is for test builds"))
         }
         UiRequest::GetSettings => {

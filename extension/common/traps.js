@@ -1,0 +1,32 @@
+// A trap in the wasm module that no panic announced (running out of memory, a stack overflow)
+// leaves the module as unusable as a panic does, but the panic hook never runs: the trap comes
+// out as a `WebAssembly.RuntimeError` thrown from whatever call into the module was running,
+// most often a task of its async executor, where nothing catches it.
+import { stoppedByTrap } from './pkg/disot_wasm.js';
+
+/** Whether `error` is a trap of a wasm module. */
+export const isTrap = (error) => error instanceof WebAssembly.RuntimeError;
+
+/**
+ * Call `report(message, blamed)` for each trap that reaches this context's top level, as an
+ * uncaught exception or an unhandled rejection, and for each one handed to the function this
+ * returns (a trap caught on the way). The module is first marked stopped, so that the panics
+ * that may follow (its tasks finding their state still borrowed) say nothing; `blamed` is
+ * whose input it was handling, if anyone's and if it can still say (a stack overflow may
+ * leave it unable to).
+ */
+export function onTrap(report) {
+  const seen = (error) => {
+    if (!isTrap(error)) return;
+    let blamed;
+    try {
+      blamed = stoppedByTrap();
+    } catch {
+      blamed = undefined;
+    }
+    report(`${error.name}: ${error.message}`, blamed);
+  };
+  addEventListener('error', (e) => seen(e.error));
+  addEventListener('unhandledrejection', (e) => seen(e.reason));
+  return seen;
+}
