@@ -112,7 +112,7 @@ pub fn block_domain(origin: &str) -> Option<String> {
     if !host.contains('.') {
         return None;
     }
-    psl::domain_str(&host).map(str::to_owned)
+    psl2::lookup(&host).and_then(|d| d.registrable_domain()).map(str::to_owned)
 }
 
 /// The grants of every origin, and the sites blocked from asking. Serialised as-is into storage.
