@@ -421,7 +421,7 @@ describe('a crashed peer', () => {
       }
     });
 
-    test(`${kind}: a peer whose message made the node crash is cut off when it starts again (no second crash), until the user allows it again`, async () => {
+    test(`${kind}: a peer whose message made the node crash (a sync message, or a want whose answer awaits) is cut off when it starts again (no second crash), until the user allows it again`, async () => {
       const node = await new h.NativeNode(h.tempDir(`node-blame-${kind}`)).start();
       const hostile = await h.startExamplePeer('hostile-peer', ['0']);
       const ext = h.prepareExtension(kind === 'chromium' ? 'chrome' : 'firefox', [node.wsAddr, hostile.addr], undefined, { testHooks: true });
@@ -482,6 +482,16 @@ describe('a crashed peer', () => {
           assert.deepEqual(await ui('sync_peer_allow', { peerId: hostile.peerId }), { peerId: hostile.peerId, allowed: true });
         }
         assert.deepEqual((await ui('sync_status')).cutOff, []);
+        // A want whose answering panics after it has waited on something (test builds: the
+        // raw block of "debug_crash"): answering runs in many steps, each of them named.
+        const crashBlock = 'bafkreifv4mg5ww53ej77mlh3cvcrwd6xrikpiccwkrtzse6zke43s6fssu';
+        hostile.send(`want ${crashBlock}`);
+        const third = await h.waitFor(async () => {
+          const s = await status();
+          return s?.startedAt > after.startedAt && s;
+        }, { timeout: 40_000, what: 'the node to start again after the want' });
+        assert.ok(third.lastCrash.message.includes(`by a want for ${crashBlock}`), third.lastCrash.message);
+        assert.deepEqual((await ui('sync_status')).cutOff.map((c) => c.peerId), [hostile.peerId], 'cut off again');
       } finally {
         await close();
         hostile.stop();

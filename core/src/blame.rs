@@ -4,10 +4,13 @@
 //! browser a panic stops the whole node (a trap: nothing unwinds), which starts again and meets
 //! the same peer. The code that takes a peer's message runs it in [`handling`]; the browser's
 //! panic hook reads [`current`] and hands the name to the node's host, which tells the node
-//! that starts next to take nothing more from that peer. Only synchronous work is wrapped: an
-//! `await` inside would let another peer's work run under this name.
+//! that starts next to take nothing more from that peer. Synchronous work is wrapped in
+//! [`handling`]; work that awaits between its steps (answering a peer's request from the store)
+//! in [`handling_async`], which names the peer in each of its polls only, so that the tasks
+//! that run while it waits are not named.
 
 use std::cell::RefCell;
+use std::future::Future;
 
 thread_local! {
     static HANDLING: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -46,6 +49,17 @@ impl Handling {
     }
 }
 
+/// Run the future `work` as the handling of input from `who`: a panic in any of its polls names
+/// `who`; between them, whatever runs is not named.
+pub fn handling_async<'a, T: 'a>(
+    who: impl Into<String>,
+    work: impl Future<Output = T> + 'a,
+) -> impl Future<Output = T> + 'a {
+    let who = who.into();
+    let mut work = Box::pin(work);
+    futures::future::poll_fn(move |cx| handling(&who, || work.as_mut().poll(cx)))
+}
+
 /// Whose input is being handled now, if any (for a panic hook).
 pub fn current() -> Option<String> {
     HANDLING.with(|h| h.try_borrow().ok().and_then(|h| h.clone()))
@@ -80,6 +94,28 @@ mod tests {
         std::panic::set_hook(previous);
         assert!(result.is_err());
         assert_eq!(seen.lock().map(|s| s.clone()).ok().flatten().as_deref(), Some("did:key:c"));
+        assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn async_work_names_its_peer_in_each_of_its_polls_only() {
+        use std::rc::Rc;
+        use std::task::{Context, Poll};
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let (tx, rx) = futures::channel::oneshot::channel::<()>();
+        let noted = seen.clone();
+        let work = handling_async("did:key:a", async move {
+            noted.borrow_mut().push(current());
+            let _ = rx.await;
+            noted.borrow_mut().push(current());
+        });
+        futures::pin_mut!(work);
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        assert!(work.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(current(), None, "nothing is named while it waits");
+        tx.send(()).expect("send");
+        assert_eq!(work.as_mut().poll(&mut cx), Poll::Ready(()));
+        assert_eq!(*seen.borrow(), [Some("did:key:a".to_owned()), Some("did:key:a".to_owned())]);
         assert_eq!(current(), None);
     }
 }

@@ -284,6 +284,8 @@ pub(crate) struct Exchange {
     banned: RefCell<Vec<(PeerId, String)>>,
     /// Space is being freed (see [`Exchange::collecting`]).
     collecting: std::cell::Cell<bool>,
+    /// Test builds only: answering a want for this block panics, after a wait.
+    crash_on_want: std::cell::Cell<Option<Cid>>,
 }
 
 impl Exchange {
@@ -312,7 +314,14 @@ impl Exchange {
             held_read: std::cell::Cell::new(false),
             banned: RefCell::default(),
             collecting: std::cell::Cell::new(false),
+            crash_on_want: std::cell::Cell::new(None),
         })
+    }
+
+    /// For test builds: answering a peer's want for `cid` panics once the answer has waited on
+    /// something, as a bug in serving it would (see `disot_core::blame::handling_async`).
+    pub(crate) fn crash_on_want(&self, cid: Cid) {
+        self.crash_on_want.set(Some(cid));
     }
 
     /// Object `root` was stored for `origin`.
@@ -446,7 +455,9 @@ impl Exchange {
                 }
             }
         };
-        let handling = async {
+        // Every poll of what the peer's messages set off (answering its wants from the store
+        // included) names it, should it panic.
+        let handling = disot_core::blame::handling_async(who.to_string(), async {
             let mut hashed = hashing.buffered(HASHING_AHEAD);
             while let Some(incoming) = hashed.next().await {
                 match incoming {
@@ -462,7 +473,7 @@ impl Exchange {
                     }
                 }
             }
-        };
+        });
         futures::pin_mut!(reading, handling);
         // When the stream ends, what was read is still handed on; when handling stops (a peer
         // that misbehaved), the stream is read no further.
@@ -1285,6 +1296,10 @@ struct Public<'a>(&'a Exchange);
 
 impl Public<'_> {
     async fn allowed(&self, peer: &PeerId, cid: &Cid) -> bool {
+        if self.0.crash_on_want.get() == Some(*cid) {
+            futures_timer::Delay::new(std::time::Duration::from_millis(10)).await;
+            panic!("debug_crash: a crash a test asked for, by a want for {cid}");
+        }
         // Access shrinks only through this node, which marks the set stale at once
         // (`access_changed`); other contexts only add objects. So a block the set names is
         // served without reading the set again, however old it is.

@@ -357,6 +357,11 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     let exchange =
         Exchange::new(swarm.behaviour().stream.new_control(), store.clone(), did.clone());
     exchange.start().map_err(|e| js_err("starting bitswap", e))?;
+    if options.test_hooks {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(DEBUG_CRASH_BLOCK).into();
+        exchange.crash_on_want(disot_core::unixfs::raw_cid(&digest));
+    }
     // The crash this node starts after, if a peer's message or a saved document set it off:
     // nothing more is taken from that peer, that document is not loaded (either would set it
     // off again).
@@ -1302,8 +1307,10 @@ async fn handle_page(
     }
 }
 
-/// In test builds, a peer's sync message about this document, or loading it, panics.
+/// In test builds, a peer's sync message about this document panics.
 const DEBUG_CRASH_DOCUMENT: &str = "collection-deadbeefdeadbeefdeadbeefdeadbeef";
+/// In test builds, answering a peer's want for the raw block of these bytes panics.
+const DEBUG_CRASH_BLOCK: &[u8] = b"debug_crash";
 
 /// Requests slower than this are logged (with their method only).
 const SLOW_REQUEST_MS: f64 = 500.0;
