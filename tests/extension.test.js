@@ -325,7 +325,7 @@ for (const kind of ['chromium', 'firefox']) {
 
 describe('a crashed peer', () => {
   for (const kind of ['chromium', 'firefox']) {
-    test(`${kind}: a panic, or a trap without one, stops the node, and it starts again with its identity and connections, and says why`, async () => {
+    test(`${kind}: a panic, or a trap without one, stops the node, and it starts again with its identity and connections, and says why (after too many, the user starts it from the popup)`, async () => {
       const node = await new h.NativeNode(h.tempDir(`node-crash-${kind}`)).start();
       const ext = h.prepareExtension(kind === 'chromium' ? 'chrome' : 'firefox', [node.wsAddr], undefined, { testHooks: true });
       let ui, popupLine, close, browser;
@@ -412,8 +412,24 @@ describe('a crashed peer', () => {
           }
           // (Until the page reloads, requests are answered "stopped after an error": wait past it.)
           const stopped = await h.waitFor(() => ui('ui_status').then(() => false, (e) => /failed to start: it stopped after/.test(e.message) && e.message), { timeout: 30_000, what: 'the node to stay stopped' });
-          assert.match(stopped, /disot peer failed to start: it stopped after 4 errors in 10 minutes \(the last: .*debug_crash.*\); restart the browser/s);
+          assert.match(stopped, /disot peer failed to start: it stopped after 4 errors in 10 minutes \(the last: .*debug_crash.*\); start it again from the extension's popup, or restart the browser/s);
           await h.waitFor(() => !node.connectedPeers().has(before.peerId), { what: 'the node to lose the stopped peer' });
+          // The user starts it again from the popup, which offers it now; its crashes are
+          // forgotten.
+          const popup = await browser.browser.newPage();
+          await popup.goto(`${browser.extensionBase}popup.html`);
+          await popup.waitForSelector('#stopped:not([hidden]) #restart', { timeout: 15_000 });
+          await popup.click('#restart');
+          const restarted = await h.waitFor(async () => {
+            const s = await ui('ui_status').catch(() => null);
+            return s?.connections >= 1 && s;
+          }, { timeout: 40_000, what: 'the node to start again from the popup' });
+          assert.equal(restarted.did, before.did, 'the same identity');
+          assert.equal(restarted.lastCrash, null, 'its crashes forgotten');
+          await popup.waitForFunction(() => document.getElementById('stopped').hidden, { timeout: 15_000 });
+          await h.waitFor(() => node.connectedPeers().has(before.peerId), { what: 'the node to see the peer again' });
+          // A running node is not started again: the request is refused.
+          await assert.rejects(ui('node_restart'), /the peer is not stopped/);
         }
       } finally {
         await close();

@@ -15,6 +15,7 @@ const CRASHES = 'disot-crashes';
 const CRASH_WINDOW_MS = 10 * 60_000;
 const MAX_RESTARTS = 3;
 let crashed = null; // what the node said when it crashed, until this context reloads
+let stoppedForGood = false; // it crashed too often to start again by itself
 let answerInFlight; // answers the requests the node was working on when it crashed
 const crashAnswer = new Promise((resolve) => {
   answerInFlight = resolve;
@@ -99,7 +100,8 @@ async function boot(platform, openPrompt) {
   // The peer to blame is handed to one start only: the user may let it in again after.
   if (crashes.at(-1)?.blamed) rememberCrashes(crashes.map(({ blamed, ...crash }) => crash));
   if (crashes.length > MAX_RESTARTS) {
-    throw new Error(`it stopped after ${crashes.length} errors in 10 minutes (the last: ${crashes.at(-1).message}); restart the browser to start it again`);
+    stoppedForGood = true;
+    throw new Error(`it stopped after ${crashes.length} errors in 10 minutes (the last: ${crashes.at(-1).message}); start it again from the extension's popup, or restart the browser`);
   }
   // Ask the browser not to evict the store under storage pressure (best effort: the answer
   // depends on the browser's policy; extensions with unlimitedStorage are usually kept).
@@ -139,8 +141,28 @@ export function getNode(platform, openPrompt) {
   return booting;
 }
 
+/**
+ * `node_restart` (the extension's own pages only): the user starts again a node that crashed
+ * too often to start by itself. Its crashes are forgotten, and this context loads again.
+ */
+function restart() {
+  if (!stoppedForGood) return errorBody(-32600, 'node_restart: the peer is not stopped');
+  rememberCrashes([]);
+  setTimeout(() => location.reload(), 0);
+  return JSON.stringify({ result: { restarting: true } });
+}
+
+const isRestart = (body) => {
+  try {
+    return JSON.parse(body)?.method === 'node_restart';
+  } catch {
+    return false;
+  }
+};
+
 /** Answer one request; always resolves to the JSON text of `{result}` or `{error}`. */
 export async function handle(platform, openPrompt, kind, origin, body) {
+  if (kind === 'ui' && isRestart(body)) return restart();
   if (crashed !== null) return crashBody();
   let node;
   try {

@@ -82,13 +82,28 @@ async function refresh() {
       ...(s.fetchesWaiting > 0 ? [Object.assign(item(`${s.fetchesWaiting} more waiting for their turn`), { className: 'waiting' })] : []));
     await showGrants();
     $('error').hidden = true;
+    $('stopped').hidden = true;
   } catch (e) {
     $('state').textContent = 'offline';
     $('state').dataset.state = 'offline';
     $('error').textContent = e.message;
     $('error').hidden = false;
+    // Stopped after crashing too often: the user may start it again (node-host.js).
+    $('stopped').hidden = !/failed to start: it stopped after \d+ errors/.test(e.message);
   }
 }
+
+$('restart').addEventListener('click', async () => {
+  $('restart').disabled = true;
+  try {
+    await call('node_restart');
+    $('stopped').hidden = true;
+  } catch (e) {
+    $('error').textContent = e.message;
+  } finally {
+    $('restart').disabled = false;
+  }
+});
 
 let shownTrust = '';
 let myDid = null;
