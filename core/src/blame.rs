@@ -85,7 +85,13 @@ mod tests {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
         let in_hook = seen.clone();
         let previous = std::panic::take_hook();
+        // (Tests on other threads may panic meanwhile, and name what they handle: only this
+        // thread's panic counts.)
+        let this_thread = std::thread::current().id();
         std::panic::set_hook(Box::new(move |_| {
+            if std::thread::current().id() != this_thread {
+                return;
+            }
             if let Ok(mut s) = in_hook.lock() {
                 *s = current();
             }

@@ -87,13 +87,16 @@ pub enum BlockScope {
     Domain,
 }
 
-/// The host of a serialised origin (as [`validate_origin`] accepts), without its port.
-fn host_of(origin: &str) -> &str {
+/// The host of a serialised origin (as [`validate_origin`] accepts), without its port or a
+/// final dot (`a.example.com.` is the same host as `a.example.com`), in lower case.
+fn host_of(origin: &str) -> String {
     let rest = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    if rest.starts_with('[') {
-        return rest.split_inclusive(']').next().unwrap_or(rest);
-    }
-    rest.rsplit_once(':').map_or(rest, |(host, _port)| host)
+    let host = if rest.starts_with('[') {
+        rest.split_inclusive(']').next().unwrap_or(rest)
+    } else {
+        rest.rsplit_once(':').map_or(rest, |(host, _port)| host)
+    };
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 /// The domain the prompt offers to block with [`BlockScope::Domain`], if any: the host's
@@ -102,7 +105,7 @@ fn host_of(origin: &str) -> &str {
 /// `localhost` for its subdomains; none for an IP address, a single-label host or a host that is
 /// itself a public suffix.
 pub fn block_domain(origin: &str) -> Option<String> {
-    let host = host_of(origin).to_ascii_lowercase();
+    let host = host_of(origin);
     if host.starts_with('[') || host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
         return None;
     }
@@ -167,7 +170,8 @@ impl Grants {
             return true;
         }
         // The domains the origin's host is, or is under.
-        let mut host = host_of(origin);
+        let host = host_of(origin);
+        let mut host = host.as_str();
         loop {
             if self.blocked.contains_key(host) {
                 return true;
@@ -460,10 +464,22 @@ mod tests {
             g.block("https://b.example.com:444", BlockScope::Domain, 3).expect("domain"),
             "example.com"
         );
-        for blocked in ["https://b.example.com", "http://example.com", "https://x.y.example.com:1"]
-        {
+        for blocked in [
+            "https://b.example.com",
+            "http://example.com",
+            "https://x.y.example.com:1",
+            "https://b.example.com.",
+            "https://B.Example.COM",
+        ] {
             assert!(g.blocks(blocked), "{blocked}");
         }
+        // A final dot names the same host: a block made from such an origin covers it.
+        assert_eq!(block_domain("https://a.shop.example.net.").as_deref(), Some("example.net"));
+        assert_eq!(
+            g.block("https://a.shop.example.net.", BlockScope::Domain, 3).expect("domain"),
+            "example.net"
+        );
+        assert!(g.blocks("https://a.shop.example.net."));
         for free in
             ["https://example.org", "https://badexample.com", "https://example.com.evil.org"]
         {

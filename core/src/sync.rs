@@ -409,9 +409,7 @@ impl Library {
                     },
                 }
             } else if let Some(rest) = key.strip_prefix(STATE_KEY) {
-                if let Some((peer, doc)) =
-                    rest.split_once('|').filter(|(_, d)| !self.set_aside.contains(*d))
-                {
+                if let Some((peer, doc)) = rest.split_once('|') {
                     states.push(((peer.to_owned(), doc.to_owned()), bytes));
                 }
             }
@@ -469,6 +467,7 @@ impl Library {
             problems.push(format!("sync document {id:.80}: chunks without the document"));
         }
         for ((peer, doc), bytes) in states {
+            // (Not those of a document set aside, before or while it loaded.)
             if self.set_aside.contains(&doc) {
                 continue;
             }

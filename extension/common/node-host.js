@@ -53,8 +53,8 @@ globalThis.disotCrashed = (message, blamed) => {
   setTimeout(() => location.reload(), 0);
 };
 
-// A trap without a panic ends the node as a panic does (naming whose input it was handling,
-// which the module still holds: nothing unwound).
+// A trap without a panic ends the node as a panic does (naming the saved document it was
+// loading, if it was: nothing unwound).
 const trapped = onTrap((message, blamed) => globalThis.disotCrashed(message, blamed));
 
 /**
@@ -178,7 +178,13 @@ export async function handle(platform, openPrompt, kind, origin, body) {
     return errorBody(4900, `disot peer failed to start: ${e?.message ?? e}`);
   }
   // (A request the node was working on when it crashed would never be answered.)
-  return Promise.race([node.request(kind, origin, body), crashAnswer]);
+  try {
+    return await Promise.race([node.request(kind, origin, body), crashAnswer]);
+  } catch (e) {
+    if (!isTrap(e)) throw e;
+    trapped(e);
+    return crashBody();
+  }
 }
 
 const PAGE_PORT = 'disot-page';

@@ -351,8 +351,9 @@ function showSetAside(cutOff, documents) {
     return li;
   };
   const since = (at) => new Date(at).toLocaleString();
+  const docText = (d) => `document ${d.id} since ${since(d.at)}: ${d.reason}`;
   const reopening = (d) => {
-    const li = item(`document ${d.id} since ${since(d.at)}: ${d.reason} (opened again when Disot Peer starts next)`);
+    const li = item(`${docText(d)} (opened again when Disot Peer starts next)`);
     Object.assign(li.dataset, { document: d.id, reopening: 'yes' });
     return li;
   };
@@ -361,7 +362,7 @@ function showSetAside(cutOff, documents) {
       'Allow again', 'sync_peer_allow', { peerId: c.peerId }, { peerId: c.peerId })),
     ...documents.map((d) => (d.openAtNextStart
       ? reopening(d)
-      : row(`document ${d.id} since ${since(d.at)}: ${d.reason}`,
+      : row(docText(d),
         'Open again at next start', 'sync_document_retry', { id: d.id }, { document: d.id }))),
   );
 }

@@ -1,7 +1,7 @@
-// A trap in the wasm module that no panic announced (running out of memory, a stack overflow)
-// leaves the module as unusable as a panic does, but the panic hook never runs: the trap comes
-// out as a `WebAssembly.RuntimeError` thrown from whatever call into the module was running,
-// most often a task of its async executor, where nothing catches it.
+// A trap in the wasm module that no panic announced (running out of memory; an access out of
+// bounds) leaves the module as unusable as a panic does, but the panic hook never runs: the
+// trap comes out as a `WebAssembly.RuntimeError` thrown from whatever call into the module was
+// running, most often a task of its async executor, where nothing catches it.
 import { stoppedByTrap } from './pkg/disot_wasm.js';
 
 /** Whether `error` is a trap of a wasm module. */
@@ -11,13 +11,12 @@ export const isTrap = (error) => error instanceof WebAssembly.RuntimeError;
  * Call `report(message, blamed)` for each trap that reaches this context's top level, as an
  * uncaught exception or an unhandled rejection, and for each one handed to the function this
  * returns (a trap caught on the way). The module is first marked stopped, so that the panics
- * that may follow (its tasks finding their state still borrowed) say nothing; `blamed` is
- * whose input it was handling, if anyone's and if it can still say (a stack overflow may
- * leave it unable to).
+ * that may follow (its tasks finding their state still borrowed) say nothing; `blamed` is the
+ * saved document it was loading, if one was and the module can still say.
  */
 export function onTrap(report) {
   const seen = (error) => {
-    if (!isTrap(error)) return;
+    if (!isTrap(error)) return false;
     let blamed;
     try {
       blamed = stoppedByTrap();
@@ -25,8 +24,11 @@ export function onTrap(report) {
       blamed = undefined;
     }
     report(`${error.name}: ${error.message}`, blamed);
+    return true;
   };
-  addEventListener('error', (e) => seen(e.error));
-  addEventListener('unhandledrejection', (e) => seen(e.reason));
+  // Handled here: not reported again as an error (a worker's would reach its owner too, as
+  // an error event, maybe before the report).
+  addEventListener('error', (e) => seen(e.error) && e.preventDefault());
+  addEventListener('unhandledrejection', (e) => seen(e.reason) && e.preventDefault());
   return seen;
 }

@@ -619,7 +619,8 @@ impl Exchange {
     }
 
     fn resolve(&self, cid: &Cid, result: Result<Vec<u8>, String>) {
-        for waiter in self.waiters.borrow_mut().remove(cid).unwrap_or_default() {
+        let waiters = self.waiters.borrow_mut().remove(cid);
+        for waiter in waiters.unwrap_or_default() {
             let _ = waiter.send(result.clone());
         }
     }
@@ -633,11 +634,9 @@ impl Exchange {
         // held after its early want went out, or joined a fetch of it.
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().entry(cid).or_default().push(tx);
+        // (On a refused want, dropping it takes its sender out again.)
         let mut waiting = Waiting { exchange: self, cid, rx: Some(rx) };
         let wanted = self.client.borrow_mut().want(cid, now_ms() as u64);
-        if wanted.is_err() {
-            self.waiters.borrow_mut().remove(&cid);
-        }
         self.flush();
         async move {
             wanted.map_err(|e| e.to_string())?;
@@ -1286,6 +1285,14 @@ impl Drop for Waiting<'_> {
             waiters.remove(&self.cid);
             drop(waiters);
             self.exchange.client.borrow_mut().cancel(&self.cid);
+            // The cancel goes out now, not with whatever is sent next (from a task of its own:
+            // this may be dropped while the exchange is in use).
+            let exchange = self.exchange.this.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(exchange) = exchange.upgrade() {
+                    exchange.flush();
+                }
+            });
         }
     }
 }

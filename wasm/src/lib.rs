@@ -66,14 +66,17 @@ pub fn debug_abort() {
 /// Whether the module stopped, by a panic or a trap.
 static STOPPED: AtomicBool = AtomicBool::new(false);
 
-/// The host caught a trap that no panic announced (running out of memory, a stack overflow):
-/// the module is stopped, and panics after it (its tasks finding their state still borrowed)
-/// are not reported. Returns whose input was being handled, if anyone's: nothing unwound, so
-/// the name is still set (see [`disot_core::blame`]).
+/// The host caught a trap that no panic announced (running out of memory, most likely): the
+/// module is stopped, and panics after it (its tasks finding their state still borrowed) are
+/// not reported. Returns the saved document that was loading, if one was (nothing unwound, so
+/// its name is still set; see [`disot_core::blame`]). A peer being served is not named: a
+/// trap like running out of memory says more about everything the node holds than about the
+/// message it happened on, and that peer, perhaps the user's own bootstrap node, would be cut
+/// off for it.
 #[wasm_bindgen::prelude::wasm_bindgen(js_name = stoppedByTrap)]
 pub fn stopped_by_trap() -> Option<String> {
     STOPPED.store(true, Ordering::Relaxed);
-    disot_core::blame::current()
+    disot_core::blame::current().filter(|who| who.starts_with(disot_core::sync::DOCUMENT_BLAME))
 }
 
 /// A panic leaves this context's module unusable (a trap, with nothing unwound): whoever hosts

@@ -43,8 +43,8 @@ struct CrashLoading {
 /// How the library is loaded at the node's start.
 #[derive(Debug, Default)]
 pub(crate) struct Loading {
-    /// Test builds only: a sync message about this document panics, and so does loading the
-    /// document a test names under [`CRASH_LOADING_KEY`].
+    /// Test builds only: a sync message about this document panics, and loading the document
+    /// a test names under [`CRASH_LOADING_KEY`] panics or traps.
     pub crash_on: Option<&'static str>,
     /// A saved document whose loading made the node crash (its id, the panic's message): not
     /// loaded from now on, nor taken from peers, until the user asks for it again. Its saved
