@@ -109,4 +109,32 @@ describe('disot-node keeps shared documents for its trusted peers', () => {
     assert.ok(!node.connectedPeers().has(sb.peerId), 'B was offline');
     await a.close();
   });
+
+  test('a trusted peer whose sync message makes a session panic is cut off from sync until the node restarts, and the node runs on', async () => {
+    // (The node panics, for tests, on a sync message about this document.)
+    const doc = 'collection-deadbeefdeadbeefdeadbeefdeadbeef';
+    const hostile = await h.startExamplePeer('hostile-peer', ['0']);
+    assert.match(hostile.did, /^did:key:z6Mk/);
+    const node = await new h.NativeNode(h.tempDir('node-sync-panic'), { args: ['--trust', hostile.did, '--debug-crash-on-document', doc] }).start();
+    try {
+      const count = (event) => hostile.events.filter((e) => e.event === event).length;
+      hostile.send(`dial ${node.wsAddr}`);
+      await h.waitFor(() => hostile.events.some((e) => e.event === 'connected' && e.peer === node.peerId), { what: 'the hostile peer to reach the node' });
+      hostile.send(`sync ${doc}`);
+      const cut = await h.waitFor(() => node.events.find((e) => e.event === 'peer_cut_off'), { what: 'the node to cut the peer off' });
+      assert.equal(cut.peer, hostile.peerId);
+      assert.match(cut.reason, /^a sync message of it made the node's sync fail: debug_crash: a crash a test asked for/);
+      await h.waitFor(() => count('sync-ended') >= 1, { what: 'the first session to end' });
+      // The same message again: refused unread, no second panic, and the node runs on.
+      hostile.send(`sync ${doc}`);
+      await h.waitFor(() => count('sync-ended') >= 2, { what: 'the second session to end' });
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(node.events.filter((e) => e.event === 'peer_cut_off').length, 1, 'one panic');
+      assert.equal(node.proc.exitCode, null, 'the node still runs');
+      assert.ok(!node.events.some((e) => e.event === 'stopped'));
+    } finally {
+      hostile.stop();
+      await node.stop();
+    }
+  });
 });

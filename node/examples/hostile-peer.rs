@@ -11,6 +11,8 @@
 //! `stall` makes it answer no want-block from then on (a peer that says it has a block and never
 //! sends it), so that a fetch from it waits until the peer goes; it reports `stalling`.
 //!
+//! `dial <multiaddr>` connects to a peer (which is then the one that connected last).
+//!
 //! `sync <document id>` opens a sync session (`/disot/sync/1.0.0`) with that peer and sends one
 //! message about that document, which is not a sync message (a test build of the browser node
 //! panics on the document `collection-deadbeefdeadbeefdeadbeefdeadbeef` before reading it): `sync-sent` once it is written,
@@ -108,12 +110,19 @@ async fn main() -> Result<(), support::Error> {
                 if let (Some(id), Some(peer)) = (line.strip_prefix("sync "), last) {
                     tokio::spawn(sync(asking.clone(), peer, id.trim().to_owned()));
                 }
+                if let Some(addr) = line.strip_prefix("dial ").and_then(|a| a.trim().parse::<libp2p::Multiaddr>().ok()) {
+                    if let Err(e) = swarm.dial(addr) {
+                        support::emit(serde_json::json!({"event": "dial-failed", "reason": e.to_string()}));
+                    }
+                }
             }
             event = swarm.select_next_some() => match event {
                 SwarmEvent::NewListenAddr { address, .. } => {
-                    support::emit(
-                        serde_json::json!({"event": "listening", "addr": format!("{address}/p2p/{me}")}),
-                    );
+                    support::emit(serde_json::json!({
+                        "event": "listening",
+                        "addr": format!("{address}/p2p/{me}"),
+                        "did": disot_core::identity::did_of_peer(&me),
+                    }));
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     last = Some(peer_id);

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use disot_core::auth::{self, Local};
 use disot_core::inbound::InboundLimit;
 use disot_core::sync::{self as core_sync, Level, Library, Policy, Writes};
-use futures::{AsyncWriteExt as _, StreamExt as _};
+use futures::{AsyncWriteExt as _, FutureExt as _, StreamExt as _};
 use libp2p::identity::Keypair;
 use libp2p::{PeerId, StreamProtocol};
 use sha2::{Digest as _, Sha256};
@@ -161,12 +161,16 @@ pub fn start(
     data_dir: &Path,
     trusted: BTreeMap<String, u8>,
     json: bool,
+    crash_on: Option<String>,
 ) -> Result<Handle, String> {
     let local = Local::new(key.clone(), "disot-node").map_err(|e| e.to_string())?;
     let me = local.did().to_owned();
     let dir = DocDir::open(data_dir).map_err(|e| format!("opening the documents: {e}"))?;
     let (items, mut problems) = dir.load().map_err(|e| format!("reading the documents: {e}"))?;
     let mut lib = Library::new(&me);
+    if let Some(id) = &crash_on {
+        lib.crash_on(id);
+    }
     problems.extend(lib.load(items));
     let out = Output::new(json);
     out.emit(&Event::DocumentsLoaded { count: lib.ids().len(), problems });
@@ -194,6 +198,7 @@ pub fn start(
                 running: RefCell::default(),
                 again: RefCell::default(),
                 inbound: InboundLimit::new(MAX_INBOUND, MAX_INBOUND),
+                cut_off: RefCell::default(),
             });
             tokio::task::LocalSet::new()
                 .block_on(&runtime, service.run(sessions, identities, gone));
@@ -217,6 +222,9 @@ struct Service {
     again: RefCell<HashSet<PeerId>>,
     /// Identity exchanges and sessions peers opened, answered at once ([`MAX_INBOUND`] at most).
     inbound: InboundLimit<PeerId>,
+    /// Peers a sync message of which made a session panic: no session with them (theirs or
+    /// ours) until the node starts again, so that the same message cannot set it off again.
+    cut_off: RefCell<HashSet<PeerId>>,
 }
 
 fn now_ms() -> u64 {
@@ -278,6 +286,9 @@ impl Service {
     }
 
     fn inbound_session(self: Rc<Self>, peer: PeerId, stream: libp2p::Stream) {
+        if self.cut_off.borrow().contains(&peer) {
+            return; // (dropped unread)
+        }
         let Some(did) = disot_core::identity::did_of_peer(&peer) else { return };
         // Over the limit: dropped, and the peer tries again.
         let Ok(admitted) = self.inbound.admit(&peer) else { return };
@@ -291,6 +302,9 @@ impl Service {
     /// Run a session of ours with `peer` (one at a time; asked again during one, another
     /// follows it).
     fn sync_with(self: &Rc<Self>, peer: PeerId, did: String) {
+        if self.cut_off.borrow().contains(&peer) {
+            return;
+        }
         if !self.running.borrow_mut().insert(peer) {
             self.again.borrow_mut().insert(peer);
             return;
@@ -325,7 +339,30 @@ impl Service {
         let mut refused = Vec::new();
         let session =
             core_sync::session(&mut stream, &self.lib, &did, level, initiator, |r| refused.push(r));
-        let result = tokio::time::timeout(SESSION_TIMEOUT, session).await;
+        // A panic (a bug a peer's message set off) ends this session only: the library's state
+        // is left as the message found it or as far as it got, and nothing more is taken from
+        // that peer until the node restarts.
+        let session = std::panic::AssertUnwindSafe(session).catch_unwind();
+        let result = match tokio::time::timeout(SESSION_TIMEOUT, session).await {
+            Ok(Err(panic)) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|m| (*m).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                self.cut_off.borrow_mut().insert(peer);
+                self.out.emit(&Event::PeerCutOff {
+                    peer: peer.to_string(),
+                    reason: format!(
+                        "a sync message of it made the node's sync fail: {message:.300}"
+                    ),
+                });
+                let _ = stream.close().await;
+                return;
+            }
+            Ok(Ok(result)) => Ok(result),
+            Err(elapsed) => Err(elapsed),
+        };
         let _ = stream.close().await;
         let saved = self.persist();
         match result {

@@ -76,6 +76,12 @@ pub enum Event {
         peer: String,
         reason: String,
     },
+    /// A sync message of this peer made the node's sync panic: no session with it until the
+    /// node starts again.
+    PeerCutOff {
+        peer: String,
+        reason: String,
+    },
     Warning {
         message: String,
     },
@@ -126,6 +132,9 @@ impl std::fmt::Display for Event {
                 refused.len()
             ),
             Event::SyncFailed { peer, reason } => write!(f, "sync with {peer} failed: {reason}"),
+            Event::PeerCutOff { peer, reason } => {
+                write!(f, "no more sync with {peer} until the node restarts: {reason}")
+            }
             Event::Warning { message } => write!(f, "warning: {message}"),
             Event::Stopped => write!(f, "stopped"),
         }

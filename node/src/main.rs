@@ -79,6 +79,10 @@ struct Args {
     #[arg(long = "trust", value_name = "DID[=LEVEL]", value_parser = docs::parse_trust)]
     trust: Vec<(String, u8)>,
 
+    /// For tests: a peer's sync message about this document panics, as a bug would
+    #[arg(long, value_name = "ID", hide = true)]
+    debug_crash_on_document: Option<String>,
+
     /// Print events (and command results) as JSON lines on stdout instead of text
     #[arg(long, global = true)]
     json: bool,
@@ -204,6 +208,7 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
             data.path(),
             args.trust.iter().cloned().collect(),
             args.json,
+            args.debug_crash_on_document.clone(),
         )?)
     };
 
