@@ -205,16 +205,28 @@ impl PageRequest {
     }
 }
 
+/// How `debug_crash` makes the node fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrashHow {
+    /// A panic.
+    #[default]
+    Panic,
+    /// A trap with no panic, as running out of memory is.
+    Abort,
+    /// Recursion without end, until the stack overflows.
+    Overflow,
+}
+
 /// Requests from the extension's own pages (popup, options).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UiRequest {
     /// Everything the popup shows.
     Status,
-    /// `debug_crash {abort?}`: make the node panic, or with `abort` stop it with a trap and no
-    /// panic (as running out of memory does), in test builds only (refused otherwise), to show
-    /// it is started again.
-    Crash { abort: bool },
+    /// `debug_crash {how?}`: make the node fail as a bug would, in test builds only (refused
+    /// otherwise), to show it is started again.
+    Crash { how: CrashHow },
     /// The current settings.
     GetSettings,
     /// Replace the settings.
@@ -633,11 +645,11 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             #[serde(deny_unknown_fields)]
             struct P {
                 #[serde(default)]
-                abort: bool,
+                how: CrashHow,
             }
-            let P { abort } =
-                if params.is_null() { P { abort: false } } else { typed(&method, params)? };
-            Ok(UiRequest::Crash { abort })
+            let P { how } =
+                if params.is_null() { P { how: CrashHow::Panic } } else { typed(&method, params)? };
+            Ok(UiRequest::Crash { how })
         }
         "settings_set" => {
             let settings: Settings = serde_json::from_value(params).map_err(|e| {

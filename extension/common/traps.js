@@ -1,11 +1,17 @@
-// A trap in the wasm module that no panic announced (running out of memory; an access out of
-// bounds) leaves the module as unusable as a panic does, but the panic hook never runs: the
+// A trap in the wasm module that no panic announced (running out of memory; its stack
+// overflowing, which comes as an access out of bounds of its memory) leaves the module as unusable as a panic does, but the panic hook never runs: the
 // trap comes out as a `WebAssembly.RuntimeError` thrown from whatever call into the module was
 // running, most often a task of its async executor, where nothing catches it.
 import { stoppedByTrap } from './pkg/disot_wasm.js';
 
-/** Whether `error` is a trap of a wasm module. */
-export const isTrap = (error) => error instanceof WebAssembly.RuntimeError;
+/**
+ * Whether `error` is a trap of a wasm module, or the engine's stack overflowing (recursion in
+ * the module runs on the engine's stack; V8 and Firefox name that error differently). Either
+ * leaves the module's own state half-changed.
+ */
+export const isTrap = (error) => error instanceof WebAssembly.RuntimeError
+  || (error instanceof RangeError && /call stack/i.test(error.message))
+  || (error?.name === 'InternalError' && /recursion/i.test(error.message));
 
 /**
  * Call `report(message, blamed)` for each trap that reaches this context's top level, as an
