@@ -123,7 +123,7 @@ describe('disot-node keeps shared documents for its trusted peers', () => {
       hostile.send(`sync ${doc}`);
       const cut = await h.waitFor(() => node.events.find((e) => e.event === 'peer_cut_off'), { what: 'the node to cut the peer off' });
       assert.equal(cut.peer, hostile.peerId);
-      assert.match(cut.reason, /^a sync message of it made the node's sync fail: debug_crash: a crash a test asked for/);
+      assert.match(cut.reason, /^a sync session with it made the node's sync fail: debug_crash: a crash a test asked for/);
       await h.waitFor(() => count('sync-ended') >= 1, { what: 'the first session to end' });
       // The same message again: refused unread, no second panic, and the node runs on.
       hostile.send(`sync ${doc}`);

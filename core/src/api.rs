@@ -218,6 +218,30 @@ pub enum CrashHow {
     Overflow,
 }
 
+impl CrashHow {
+    /// Fail this way, with `message` for a panic (test builds' hooks only).
+    pub fn crash(self, message: &str) {
+        match self {
+            CrashHow::Panic => panic!("{message}"),
+            CrashHow::Abort => std::process::abort(),
+            CrashHow::Overflow => {
+                overflow_the_stack(0);
+            }
+        }
+    }
+}
+
+/// Recurse until the stack overflows.
+#[inline(never)]
+fn overflow_the_stack(depth: u64) -> u64 {
+    // (An end the optimiser cannot see is never reached.)
+    if std::hint::black_box(depth) == u64::MAX {
+        return 0;
+    }
+    let frame = std::hint::black_box([depth; 64]);
+    overflow_the_stack(depth + 1).wrapping_add(frame[(depth % 64) as usize])
+}
+
 /// Requests from the extension's own pages (popup, options).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -60,6 +60,15 @@ pub fn handling_async<'a, T: 'a>(
     futures::future::poll_fn(move |cx| handling(&who, || work.as_mut().poll(cx)))
 }
 
+/// The message a caught panic carried, if it was text.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|m| (*m).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 /// Whose input is being handled now, if any (for a panic hook).
 pub fn current() -> Option<String> {
     HANDLING.with(|h| h.try_borrow().ok().and_then(|h| h.clone()))
@@ -84,20 +93,22 @@ mod tests {
     fn a_panic_hook_sees_the_name_and_it_is_gone_after_unwinding() {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
         let in_hook = seen.clone();
-        let previous = std::panic::take_hook();
+        let previous: std::sync::Arc<dyn Fn(&std::panic::PanicHookInfo) + Send + Sync> =
+            std::panic::take_hook().into();
         // (Tests on other threads may panic meanwhile, and name what they handle: only this
-        // thread's panic counts.)
+        // thread's panic counts, and theirs go to the hook there was.)
         let this_thread = std::thread::current().id();
-        std::panic::set_hook(Box::new(move |_| {
+        let others = previous.clone();
+        std::panic::set_hook(Box::new(move |info| {
             if std::thread::current().id() != this_thread {
-                return;
+                return others(info);
             }
             if let Ok(mut s) = in_hook.lock() {
                 *s = current();
             }
         }));
         let result = std::panic::catch_unwind(|| handling("did:key:c", || panic!("a bug")));
-        std::panic::set_hook(previous);
+        std::panic::set_hook(Box::new(move |info| previous(info)));
         assert!(result.is_err());
         assert_eq!(seen.lock().map(|s| s.clone()).ok().flatten().as_deref(), Some("did:key:c"));
         assert_eq!(current(), None);

@@ -87,8 +87,8 @@ pub enum BlockScope {
     Domain,
 }
 
-/// The host of a serialised origin (as [`validate_origin`] accepts), without its port or a
-/// final dot (`a.example.com.` is the same host as `a.example.com`), in lower case.
+/// The host of a serialised origin (as [`validate_origin`] accepts), without its port or final
+/// dots (`a.example.com.` is the same host as `a.example.com`), in lower case.
 fn host_of(origin: &str) -> String {
     let rest = origin.split_once("://").map_or(origin, |(_, rest)| rest);
     let host = if rest.starts_with('[') {
@@ -96,7 +96,7 @@ fn host_of(origin: &str) -> String {
     } else {
         rest.rsplit_once(':').map_or(rest, |(host, _port)| host)
     };
-    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// The domain the prompt offers to block with [`BlockScope::Domain`], if any: the host's
@@ -469,6 +469,7 @@ mod tests {
             "http://example.com",
             "https://x.y.example.com:1",
             "https://b.example.com.",
+            "https://b.example.com..",
             "https://B.Example.COM",
         ] {
             assert!(g.blocks(blocked), "{blocked}");

@@ -263,9 +263,8 @@ pub struct Library {
     stored: HashMap<String, Stored>,
     /// Test builds only: a sync message about this document panics, as a bug would.
     crash_on: Option<String>,
-    /// Test builds only: loading this document panics, as a bug would, or with `true` stops
-    /// with a trap and no panic, as running out of memory does.
-    crash_loading: Option<(String, bool)>,
+    /// Test builds only: loading this document fails so, as a bug would.
+    crash_loading: Option<(String, crate::api::CrashHow)>,
     /// Documents not loaded, nor taken from peers, because loading one made the node crash:
     /// their saved bytes stay as they are, for a later version to open.
     set_aside: BTreeSet<String>,
@@ -376,11 +375,10 @@ impl Library {
         self.crash_on = Some(id.to_owned());
     }
 
-    /// For test builds: loading document `id` panics, as a bug in reading its saved bytes
-    /// would (see [`DOCUMENT_BLAME`]), or, with `abort`, stops the process (a trap in wasm) as
-    /// running out of memory would.
-    pub fn crash_loading(&mut self, id: &str, abort: bool) {
-        self.crash_loading = Some((id.to_owned(), abort));
+    /// For test builds: loading document `id` fails as `how` says, as a bug in reading its
+    /// saved bytes would (see [`DOCUMENT_BLAME`]).
+    pub fn crash_loading(&mut self, id: &str, how: crate::api::CrashHow) {
+        self.crash_loading = Some((id.to_owned(), how));
     }
 
     pub fn me(&self) -> &str {
@@ -430,13 +428,11 @@ impl Library {
             // the native node, which unwinds, sets it aside at once.
             let blame = format!("{DOCUMENT_BLAME}{id}");
             let _loading = crate::blame::Handling::new(&blame);
-            let crash = self.crash_loading.as_ref().filter(|(c, _)| *c == id).map(|(_, a)| *a);
+            let crash = self.crash_loading.as_ref().filter(|(c, _)| *c == id).map(|(_, how)| *how);
             let doc_chunks = chunks.remove(&id).unwrap_or_default();
             let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                match crash {
-                    Some(true) => std::process::abort(),
-                    Some(false) => panic!("debug_crash: a crash a test asked for, by loading {id}"),
-                    None => {}
+                if let Some(how) = crash {
+                    how.crash(&format!("debug_crash: a crash a test asked for, by loading {id}"));
                 }
                 read_document(&id, &whole, doc_chunks, &mut problems)
             }));
@@ -450,11 +446,7 @@ impl Library {
                 }
                 Ok(None) => {}
                 Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|m| (*m).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let message = crate::blame::panic_message(&*panic);
                     problems.push(format!(
                         "sync document {id} is set aside: loading it failed ({message:.200}); \
                          its saved bytes are kept"
@@ -1425,8 +1417,19 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             let (id, message) = unframe(&bytes)?;
             let mut lib = lib.borrow_mut();
             let state = states.entry(id.to_owned()).or_insert_with(|| lib.session_state(peer, id));
-            let taken =
-                crate::blame::handling(peer, || lib.receive_with(peer, id, message, level, state));
+            // Where a panic unwinds (the native node), one while the message is taken leaves
+            // the document as far as it got: it is set aside, neither saved nor synced again
+            // until the next start loads it as saved, and the panic goes on to the caller.
+            let taken = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                crate::blame::handling(peer, || lib.receive_with(peer, id, message, level, state))
+            }));
+            let taken = match taken {
+                Ok(taken) => taken,
+                Err(panic) => {
+                    lib.set_aside(id);
+                    std::panic::resume_unwind(panic)
+                }
+            };
             match taken {
                 Ok(changed) => {
                     if changed {
@@ -2107,7 +2110,7 @@ mod tests {
         // Where a panic unwinds (the native node), one while a document loads sets it aside at
         // once: the rest load, and nothing of it is written or taken from peers.
         let mut caught = Library::new(B);
-        caught.crash_loading(&coll, false);
+        caught.crash_loading(&coll, crate::api::CrashHow::Panic);
         let problems = caught.load(storage.0.clone().into_iter().collect());
         assert!(
             problems.iter().any(|p| p.contains(&coll)

@@ -4,7 +4,7 @@
 // parent window itself.
 import init, { debugAbort, debugPanic, openFrame } from './pkg/disot_wasm.js';
 import { releaseReceived } from './memory.js';
-import { isTrap, onTrap } from './traps.js';
+import { isTrap, noteStack, onTrap } from './traps.js';
 
 const api = globalThis.browser ?? globalThis.chrome;
 const MAX_PORTS = 8; // pages (provider instances) one frame serves
@@ -45,7 +45,8 @@ function frame() {
     const module = await WebAssembly.compileStreaming(fetch(url))
       .catch(async () => WebAssembly.compile(await (await fetch(url)).arrayBuffer()));
     const config = fetch(api.runtime.getURL('config.json')).then((r) => r.json()).catch(() => ({}));
-    const [worker, , { testHooks: hooks }] = await Promise.all([startContentWorker(module), init({ module_or_path: module }), config]);
+    const [worker, exports, { testHooks: hooks }] = await Promise.all([startContentWorker(module), init({ module_or_path: module }), config]);
+    noteStack(exports);
     testHooks = hooks === true;
     document.documentElement.dataset.hashing = worker ? 'worker' : 'frame'; // for tests
     importers = worker ?? null;

@@ -6,7 +6,7 @@
 // in the order they came, so the pieces of an upload are taken in order; reads overlap.
 import init, { ContentHash, WorkerImport, debugAbort, debugPanic, openReader } from './pkg/disot_wasm.js';
 import { releaseReceived } from './memory.js';
-import { isTrap, onTrap } from './traps.js';
+import { isTrap, noteStack, onTrap } from './traps.js';
 
 const MAX_UPLOADS = 64; // more than a frame has open at once (wasm/src/cas.rs)
 // Content up to this size is kept and named by one digest of the browser's SHA-256 (four times
@@ -211,7 +211,10 @@ const buffersOf = (parts) => parts.filter((p) => !(p instanceof Blob)).map((p) =
 self.onmessage = async ({ data: msg }) => {
   try {
     if (msg.op === 'init') {
-      ready ??= init({ module_or_path: msg.module }).then(() => { CHUNK = WorkerImport.chunkSize(); });
+      ready ??= init({ module_or_path: msg.module }).then((exports) => {
+        noteStack(exports);
+        CHUNK = WorkerImport.chunkSize();
+      });
       await ready;
       self.postMessage({ id: msg.id });
       return;

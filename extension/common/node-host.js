@@ -2,7 +2,7 @@
 // offscreen document and Firefox's background page; it holds no logic of its own.
 import init, { start, identityLocked } from './pkg/disot_wasm.js';
 import { classify, errorBody } from './sender.js';
-import { isTrap, onTrap } from './traps.js';
+import { isTrap, noteStack, onTrap } from './traps.js';
 
 const api = globalThis.browser ?? globalThis.chrome;
 let booting = null;
@@ -97,16 +97,17 @@ function lockedNode(unlock) {
 
 async function boot(platform, openPrompt) {
   const crashes = recentCrashes();
-  // The peer to blame is handed to one start only: the user may let it in again after.
-  if (crashes.at(-1)?.blamed) rememberCrashes(crashes.map(({ blamed, ...crash }) => crash));
   if (crashes.length > MAX_RESTARTS) {
     stoppedForGood = true;
     throw new Error(`it stopped after ${crashes.length} errors in 10 minutes (the last: ${crashes.at(-1).message}); start it again from the extension's popup, or restart the browser`);
   }
+  // The peer or document to blame is handed to one start only (the user may let it in again
+  // after), the one that runs: not one that stays stopped, as above.
+  if (crashes.at(-1)?.blamed) rememberCrashes(crashes.map(({ blamed, ...crash }) => crash));
   // Ask the browser not to evict the store under storage pressure (best effort: the answer
   // depends on the browser's policy; extensions with unlimitedStorage are usually kept).
   navigator.storage?.persist?.().catch(() => {});
-  await init({ module_or_path: api.runtime.getURL('pkg/disot_wasm_bg.wasm') });
+  noteStack(await init({ module_or_path: api.runtime.getURL('pkg/disot_wasm_bg.wasm') }));
   let config = {};
   try {
     config = await (await fetch(api.runtime.getURL('config.json'))).json();
@@ -143,16 +144,19 @@ export function getNode(platform, openPrompt) {
 
 /**
  * `node_restart` (the extension's own pages only): the user starts again a node that crashed
- * too often to start by itself. Its crashes are forgotten, and this context loads again.
+ * too often to start by itself. Its crashes count from the last one again (which the popup
+ * shows, and whose peer or document the start takes as to blame), and this context loads
+ * again.
  */
 function restart() {
   if (!stoppedForGood) return errorBody(-32600, 'node_restart: the peer is not stopped');
-  rememberCrashes([]);
+  rememberCrashes(recentCrashes().slice(-1));
   setTimeout(() => location.reload(), 0);
   return JSON.stringify({ result: { restarting: true } });
 }
 
 const isRestart = (body) => {
+  if (!body.includes('node_restart')) return false;
   try {
     return JSON.parse(body)?.method === 'node_restart';
   } catch {

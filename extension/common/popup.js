@@ -98,6 +98,7 @@ $('restart').addEventListener('click', async () => {
   try {
     await call('node_restart');
     $('stopped').hidden = true;
+    $('error').hidden = true;
   } catch (e) {
     $('error').textContent = e.message;
   } finally {

@@ -5,13 +5,29 @@
 import { stoppedByTrap } from './pkg/disot_wasm.js';
 
 /**
- * Whether `error` is a trap of a wasm module, or the engine's stack overflowing (recursion in
- * the module runs on the engine's stack; V8 and Firefox name that error differently). Either
- * leaves the module's own state half-changed.
+ * Whether `error` is a trap of a wasm module, or the engine's stack overflowing in the module
+ * (V8 and Firefox name that error differently, and JS code can overflow it too: only one
+ * thrown with the module's frames on the stack counts). Either leaves the module's own state
+ * half-changed.
  */
 export const isTrap = (error) => error instanceof WebAssembly.RuntimeError
-  || (error instanceof RangeError && /call stack/i.test(error.message))
-  || (error?.name === 'InternalError' && /recursion/i.test(error.message));
+  || (((error instanceof RangeError && /call stack/i.test(error.message))
+    || (error?.name === 'InternalError' && /recursion/i.test(error.message)))
+    && /wasm-function|\.wasm:/.test(String(error.stack)));
+
+let restoreStack = () => {};
+
+/**
+ * Note, with nothing running in it, where the module's own stack starts (`exports`: what its
+ * `init` resolved to), so that it can be put back there after a trap: an overflow leaves the
+ * stack pointer past the stack's end, where even asking the module who it blames would trap.
+ */
+export function noteStack(exports) {
+  const move = exports?.__wbindgen_add_to_stack_pointer;
+  if (typeof move !== 'function') return;
+  const start = move(0);
+  restoreStack = () => move(start - move(0));
+}
 
 /**
  * Call `report(message, blamed)` for each trap that reaches this context's top level, as an
@@ -25,6 +41,7 @@ export function onTrap(report) {
     if (!isTrap(error)) return false;
     let blamed;
     try {
+      restoreStack();
       blamed = stoppedByTrap();
     } catch {
       blamed = undefined;

@@ -110,9 +110,11 @@ async fn main() -> Result<(), support::Error> {
                 if let (Some(id), Some(peer)) = (line.strip_prefix("sync "), last) {
                     tokio::spawn(sync(asking.clone(), peer, id.trim().to_owned()));
                 }
-                if let Some(addr) = line.strip_prefix("dial ").and_then(|a| a.trim().parse::<libp2p::Multiaddr>().ok()) {
-                    if let Err(e) = swarm.dial(addr) {
-                        support::emit(serde_json::json!({"event": "dial-failed", "reason": e.to_string()}));
+                if let Some(addr) = line.strip_prefix("dial ") {
+                    let dialled = addr.trim().parse::<libp2p::Multiaddr>().map_err(|e| e.to_string())
+                        .and_then(|addr| swarm.dial(addr).map_err(|e| e.to_string()));
+                    if let Err(reason) = dialled {
+                        support::emit(serde_json::json!({"event": "dial-failed", "reason": reason}));
                     }
                 }
             }

@@ -320,7 +320,7 @@ impl Service {
                         reason: format!("opening a session: {e}"),
                     }),
                 }
-                if !this.again.borrow_mut().remove(&peer) {
+                if !this.again.borrow_mut().remove(&peer) || this.cut_off.borrow().contains(&peer) {
                     break;
                 }
             }
@@ -345,16 +345,12 @@ impl Service {
         let session = std::panic::AssertUnwindSafe(session).catch_unwind();
         let result = match tokio::time::timeout(SESSION_TIMEOUT, session).await {
             Ok(Err(panic)) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|m| (*m).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let message = disot_core::blame::panic_message(&*panic);
                 self.cut_off.borrow_mut().insert(peer);
                 self.out.emit(&Event::PeerCutOff {
                     peer: peer.to_string(),
                     reason: format!(
-                        "a sync message of it made the node's sync fail: {message:.300}"
+                        "a sync session with it made the node's sync fail: {message:.300}"
                     ),
                 });
                 let _ = stream.close().await;

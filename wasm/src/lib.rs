@@ -63,17 +63,6 @@ pub fn debug_abort() {
     std::process::abort();
 }
 
-/// Recurse until the stack overflows (for a test build's `debug_crash`).
-#[inline(never)]
-pub(crate) fn overflow_the_stack(depth: u64) -> u64 {
-    // (An end the optimiser cannot see is never reached.)
-    if std::hint::black_box(depth) == u64::MAX {
-        return 0;
-    }
-    let frame = std::hint::black_box([depth; 64]);
-    overflow_the_stack(depth + 1).wrapping_add(frame[(depth % 64) as usize])
-}
-
 /// Whether the module stopped, by a panic or a trap.
 static STOPPED: AtomicBool = AtomicBool::new(false);
 

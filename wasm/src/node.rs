@@ -11,9 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
-use disot_core::api::{
-    self, ApiError, CrashHow, ErrorCode, PageRequest, PageStatus, Settings, UiRequest,
-};
+use disot_core::api::{self, ApiError, ErrorCode, PageRequest, PageStatus, Settings, UiRequest};
 use disot_core::bootstrap::{self, Backoff, Dialer};
 use disot_core::permissions::{self, Grants, Pending, Permission};
 use disot_core::store::BlockStore as _;
@@ -1981,13 +1979,7 @@ async fn handle_ui(
         UiRequest::Crash { how } if shared.test_hooks => {
             // Later, from a task of its own, as a fault in the node's work would.
             wasm_bindgen_futures::spawn_local(async move {
-                match how {
-                    CrashHow::Panic => panic!("debug_crash: a crash a test asked for"),
-                    CrashHow::Abort => std::process::abort(),
-                    CrashHow::Overflow => {
-                        crate::overflow_the_stack(0);
-                    }
-                }
+                how.crash("debug_crash: a crash a test asked for");
             });
             Ok(json!({ "crashing": true }))
         }

@@ -29,15 +29,15 @@ const CUT_OFF_KEY: &str = "sync-cut-off";
 const MAX_CUT_OFF: usize = 256;
 /// Saved documents not loaded since loading one made this node crash (id → when and why).
 const SET_ASIDE_KEY: &str = "sync-set-aside";
-/// Test builds only: a saved document whose loading panics (or, with `abort`, traps without a
-/// panic), once: `{id, abort?}` (the node takes it out of storage as it reads it).
+/// Test builds only: a saved document whose loading fails, once: `{id, how?}` (see
+/// `CrashHow`; the node takes it out of storage as it reads it).
 const CRASH_LOADING_KEY: &str = "debug-crash-loading";
 
 #[derive(Deserialize)]
 struct CrashLoading {
     id: String,
     #[serde(default)]
-    abort: bool,
+    how: disot_core::api::CrashHow,
 }
 
 /// How the library is loaded at the node's start.
@@ -251,7 +251,7 @@ impl SyncNode {
             lib.crash_on(id);
             if let Ok(Some(c)) = store.json_setting::<CrashLoading>(CRASH_LOADING_KEY).await {
                 if store.save_bytes(&[], &[CRASH_LOADING_KEY.to_owned()]).await.is_ok() {
-                    lib.crash_loading(&c.id, c.abort);
+                    lib.crash_loading(&c.id, c.how);
                 }
             }
         }
