@@ -22,6 +22,14 @@ function nodeAdd(dataDir, bytes, extra = []) {
 }
 
 /** In-page: get `cid` (not held here), with progress; its SHA-256 and what the page saw. */
+/** Wait until the page's browser is connected to every one of `peerIds`. */
+function connectedTo(page, peerIds) {
+  return h.waitFor(async () => {
+    const ids = (await page.evaluate(() => window.disot.p2p.peers())).map((p) => p.peerId);
+    return peerIds.every((id) => ids.includes(id));
+  }, { what: 'both peers connected' });
+}
+
 async function getFromPeersInPage(cid) {
   const seen = [];
   try {
@@ -199,10 +207,7 @@ describe('bitswap', { concurrency: 1 }, () => {
     try {
       const page = await browser.open(`${site.url}/demo.html`);
       await h.grantInChromium(browser, page);
-      await h.waitFor(async () => {
-        const ids = (await page.evaluate(() => window.disot.p2p.peers())).map((p) => p.peerId);
-        return ids.includes(node.peerId) && ids.includes(flood.peerId);
-      }, { what: 'both peers connected' });
+      await connectedTo(page, [node.peerId, flood.peerId]);
       const popup = await browser.browser.newPage();
       await popup.goto(`${browser.extensionBase}popup.html`);
       const memory = async () => (await h.ui(popup, 'sync_status')).wasmMemoryBytes;
@@ -408,10 +413,7 @@ describe('bitswap', { concurrency: 1 }, () => {
     try {
       const page = await browser.open(`${site.url}/demo.html`);
       await h.grantInChromium(browser, page);
-      await h.waitFor(async () => {
-        const ids = (await page.evaluate(() => window.disot.p2p.peers())).map((p) => p.peerId);
-        return ids.includes(node.peerId) && ids.includes(hostile.peerId);
-      }, { what: 'both peers connected' });
+      await connectedTo(page, [node.peerId, hostile.peerId]);
       await new Promise((r) => setTimeout(r, 500)); // identify: both known to speak Bitswap
       // The hostile peer says it has every block and now sends none: a fetch from it holds its
       // turn until the peer goes. One site has at most 8 turns.
@@ -472,10 +474,7 @@ describe('bitswap', { concurrency: 1 }, () => {
       const page = await browser.open(`${site.url}/demo.html`);
       await h.grantInChromium(browser, page);
       const hostileId = hostile.addr.split('/p2p/')[1];
-      await h.waitFor(async () => {
-        const ids = (await page.evaluate(() => window.disot.p2p.peers())).map((p) => p.peerId);
-        return ids.includes(node.peerId) && ids.includes(hostileId);
-      }, { what: 'both peers connected' });
+      await connectedTo(page, [node.peerId, hostileId]);
       await new Promise((r) => setTimeout(r, 500)); // identify: both known to speak Bitswap
       // Before it misbehaves, the peer is served what is public.
       const mine = (await page.evaluate(() => window.disot.cas.put(new Uint8Array(1024).fill(7), { public: true }))).cid;

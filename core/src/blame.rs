@@ -11,13 +11,14 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::rc::Rc;
 
 thread_local! {
-    static HANDLING: RefCell<Option<String>> = const { RefCell::new(None) };
+    static HANDLING: RefCell<Option<Rc<str>>> = const { RefCell::new(None) };
 }
 
 /// Restores the name there was before, also when the work panics and unwinds (native builds).
-struct Restore(Option<String>);
+struct Restore(Option<Rc<str>>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
@@ -43,8 +44,12 @@ pub struct Handling {
 
 impl Handling {
     pub fn new(who: &str) -> Self {
-        let before =
-            HANDLING.with(|h| h.try_borrow_mut().ok().and_then(|mut h| h.replace(who.to_owned())));
+        Self::shared(who.into())
+    }
+
+    /// As [`Handling::new`], with a name held already (no copy of it).
+    fn shared(who: Rc<str>) -> Self {
+        let before = HANDLING.with(|h| h.try_borrow_mut().ok().and_then(|mut h| h.replace(who)));
         Handling { _restore: Restore(before) }
     }
 }
@@ -52,12 +57,15 @@ impl Handling {
 /// Run the future `work` as the handling of input from `who`: a panic in any of its polls names
 /// `who`; between them, whatever runs is not named.
 pub fn handling_async<'a, T: 'a>(
-    who: impl Into<String>,
+    who: impl Into<Rc<str>>,
     work: impl Future<Output = T> + 'a,
 ) -> impl Future<Output = T> + 'a {
-    let who = who.into();
+    let who: Rc<str> = who.into();
     let mut work = Box::pin(work);
-    futures::future::poll_fn(move |cx| handling(&who, || work.as_mut().poll(cx)))
+    futures::future::poll_fn(move |cx| {
+        let _handling = Handling::shared(who.clone());
+        work.as_mut().poll(cx)
+    })
 }
 
 /// The message a caught panic carried, if it was text.
@@ -71,7 +79,7 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Whose input is being handled now, if any (for a panic hook).
 pub fn current() -> Option<String> {
-    HANDLING.with(|h| h.try_borrow().ok().and_then(|h| h.clone()))
+    HANDLING.with(|h| h.try_borrow().ok().and_then(|h| h.as_deref().map(str::to_owned)))
 }
 
 #[cfg(test)]

@@ -457,7 +457,7 @@ impl Exchange {
         };
         // Every poll of what the peer's messages set off (answering its wants from the store
         // included) names it, should it panic.
-        let handling = disot_core::blame::handling_async(who.to_string(), async {
+        let handling = disot_core::blame::handling_async(who.clone(), async {
             let mut hashed = hashing.buffered(HASHING_AHEAD);
             while let Some(incoming) = hashed.next().await {
                 match incoming {

@@ -165,7 +165,7 @@ pub(crate) struct SyncNode {
     set_aside: RefCell<BTreeMap<String, SetAside>>,
 }
 
-/// Why a peer was cut off, for the popup.
+/// When and why a peer was cut off (or a document set aside), for the popup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CutOff {
@@ -177,8 +177,8 @@ pub(crate) struct CutOff {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SetAside {
-    pub at: u64,
-    pub reason: String,
+    #[serde(flatten)]
+    pub why: CutOff,
     /// The user asked for it again: the node's next start loads it.
     #[serde(default)]
     pub open_at_next_start: bool,
@@ -265,7 +265,10 @@ impl SyncNode {
         if let Some((id, message)) = loading.set_aside {
             tracing::warn!("setting sync document {id} aside: loading it made this node crash");
             let reason = format!("loading it made Disot Peer stop with an error: {message}");
-            set_aside.insert(id, SetAside { at: now_ms(), reason, open_at_next_start: false });
+            set_aside.insert(
+                id,
+                SetAside { why: CutOff { at: now_ms(), reason }, open_at_next_start: false },
+            );
             changed = true;
         }
         if changed {
@@ -1384,8 +1387,8 @@ impl SyncNode {
             })).collect::<Vec<_>>(),
             "setAside": self.set_aside.borrow().iter().map(|(id, d)| json!({
                 "id": id,
-                "at": d.at,
-                "reason": d.reason,
+                "at": d.why.at,
+                "reason": d.why.reason,
                 "openAtNextStart": d.open_at_next_start,
             })).collect::<Vec<_>>(),
             "wasmMemoryBytes": wasm_memory_bytes(),
