@@ -23,13 +23,13 @@ cargo test --workspace > "$CARGO_TARGET_DIR/cargo-test.log" 2>&1 || rc=$?
 grep -E '^(test |test result|error|failures:|---- )' "$CARGO_TARGET_DIR/cargo-test.log" || true
 [ "$rc" -eq 0 ] || die "cargo tests failed (full output in $CARGO_TARGET_DIR/cargo-test.log)"
 
-log "wasm tests in headless Chromium and Firefox (IndexedDB block store)"
+log "wasm tests in headless Chromium and Firefox (IndexedDB block store, data-channel messages)"
 rc=0
 (
   cd wasm
   export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
-  CHROMEDRIVER="$(command -v chromedriver)" cargo test --target wasm32-unknown-unknown --test indexeddb
-  GECKODRIVER="$(command -v geckodriver)" cargo test --target wasm32-unknown-unknown --test indexeddb
+  CHROMEDRIVER="$(command -v chromedriver)" cargo test --target wasm32-unknown-unknown --test indexeddb --test datachannel
+  GECKODRIVER="$(command -v geckodriver)" cargo test --target wasm32-unknown-unknown --test indexeddb --test datachannel
 ) > "$CARGO_TARGET_DIR/wasm-test.log" 2>&1 || rc=$?
 grep -aoE '(Running headless tests in [A-Za-z]+|test [a-z_]+ \.\.\. [a-z]+|test result: .*)' "$CARGO_TARGET_DIR/wasm-test.log" || true
 [ "$rc" -eq 0 ] || die "wasm tests failed (full output in $CARGO_TARGET_DIR/wasm-test.log)"

@@ -26,7 +26,7 @@ pub mod store;
 mod sync;
 mod transport;
 mod trustnet;
-mod webrtc;
+pub mod webrtc;
 
 pub use frame::{open_frame, Frame, WorkerImport};
 pub use node::{start, Node};

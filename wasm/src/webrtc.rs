@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use disot_core::bitswap::{read_frame_max, write_frame};
 use disot_core::inbound::InboundLimit;
-use disot_core::webrtc::{Signal, StreamState, MAX_SIGNAL, SIGNALING_PROTOCOL};
+use disot_core::webrtc::{Signal, StreamState, MAX_MESSAGE, MAX_SIGNAL, SIGNALING_PROTOCOL};
 use futures::channel::mpsc;
 use futures::future::{BoxFuture, Ready};
 use futures::{
@@ -652,6 +652,22 @@ impl Shared {
     }
 }
 
+/// The bytes of a message a peer sent on a data channel: only a binary message of at most
+/// [`MAX_MESSAGE`] bytes. (Read as bytes without looking, a text message would be taken for a
+/// length: `new Uint8Array("100000000")` is 100 MB of zeros.)
+pub fn message_bytes(data: &JsValue) -> Result<Vec<u8>, String> {
+    match data.dyn_ref::<js_sys::ArrayBuffer>() {
+        Some(buf) if buf.byte_length() as usize <= MAX_MESSAGE => {
+            Ok(js_sys::Uint8Array::new(buf).to_vec())
+        }
+        Some(buf) => Err(format!(
+            "the peer sent a message of {} bytes (at most {MAX_MESSAGE})",
+            buf.byte_length()
+        )),
+        None => Err("the peer sent a data-channel message that is not binary".to_owned()),
+    }
+}
+
 fn send(dc: &RtcDataChannel, frame: &[u8]) -> std::io::Result<()> {
     dc.send_with_u8_array(frame)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::BrokenPipe, format!("{e:?}")))
@@ -672,10 +688,11 @@ impl Stream {
             let shared = shared.clone();
             let dc = dc.clone();
             move |ev: MessageEvent| {
-                let bytes = js_sys::Uint8Array::new(&ev.data()).to_vec();
                 let mut s = shared.borrow_mut();
-                if let Err(e) = s.state.on_bytes(&bytes) {
-                    s.error = Some(e.to_string());
+                let taken = message_bytes(&ev.data())
+                    .and_then(|bytes| s.state.on_bytes(&bytes).map_err(|e| e.to_string()));
+                if let Err(e) = taken {
+                    s.error.get_or_insert(e);
                 }
                 while let Some(frame) = s.state.poll_outgoing() {
                     let _ = send(&dc, &frame);
