@@ -58,6 +58,32 @@ describe('the lock', () => {
       const locked = await pageStatus(page);
       assert.equal(locked.code, 4900);
       assert.match(locked.message, /locked: unlock it in the extension popup/);
+      // Locked, the node cannot say which sites hold a grant: content frames then start within
+      // a small pool of their own, two per site, so that sites without a grant cannot fill the
+      // node's process with them (the store's own check answers each request). The page opens
+      // three frames: at most two start (fewer if the page's own frame already took a place),
+      // the third waits for the unlock.
+      const listed = (w) => w.disot.cas.list().then(() => 'ok', (e) => `${e.code} ${e.message}`);
+      const whileLocked = await page.evaluate(async (listedSrc) => {
+        const list = eval(listedSrc);
+        window.testFrames = [];
+        const answers = [];
+        for (let i = 0; i < 3; i++) {
+          const f = document.createElement('iframe');
+          f.src = '/demo.html';
+          const loaded = new Promise((res) => f.addEventListener('load', res, { once: true }));
+          document.body.append(f);
+          await loaded;
+          window.testFrames.push(f);
+          answers.push(await list(f.contentWindow));
+        }
+        return answers;
+      }, listed.toString());
+      const refused = whileLocked.filter((a) => a.startsWith('-32005'));
+      assert.ok(refused.length >= 1 && whileLocked[2] === refused.at(-1), JSON.stringify(whileLocked));
+      for (const why of refused) {
+        assert.match(why, /^-32005 this site has 2 content frames open, the most it may while Disot Peer cannot check permissions/);
+      }
       const popup = await browser.open(`${browser.extensionBase}popup.html`);
       await popup.waitForFunction(() => !document.getElementById('locked').hidden);
       await h.screenshot(popup, 'popup-locked-chromium.png');
@@ -72,6 +98,8 @@ describe('the lock', () => {
       await popup.waitForFunction(() => document.getElementById('locked').hidden && document.getElementById('did').textContent.startsWith('did:key:'), { timeout: 30_000 });
       assert.equal(await popup.$eval('#did', (e) => e.textContent), did, 'the same identity');
       assert.equal((await pageStatus(page)).did, did, 'pages are answered again');
+      assert.equal(await page.evaluate((listedSrc) => eval(listedSrc)(window.testFrames[2].contentWindow), listed.toString()),
+        'ok', 'a frame refused while locked starts once the node can check its grant');
       options = await browser.open(`${browser.extensionBase}options.html`);
       assert.deepEqual((await options.evaluate(keysInExtensionPage)).names, ['identity-sealed'], 'still sealed at rest');
 

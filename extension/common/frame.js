@@ -181,33 +181,43 @@ const failure = (code, message) => JSON.stringify({ error: { code, message } });
 // Any page can load this frame (it is web-accessible), and in Chrome every content frame runs
 // in the node's process: a frame does not start its wasm and workers for a page the node says
 // has no `cas` grant, so that such pages cannot fill that process with frames. Where the node
-// cannot say (Firefox runs the frame in the page's own process and gives it no way to the
-// node; or the node is starting, locked or stopped), it starts, and the store's own check
-// answers each request.
+// cannot say (it is locked or stopped, or slow to answer), the frame starts within a small
+// pool of such frames, and the store's own check answers each request; where the node's
+// document is not there yet, the frame waits for it, then refuses. (Firefox runs a frame in
+// its page's process and gives it no way to the node: it starts, and what it takes, the page
+// pays.)
 //
-// There, too, the node's document bounds how many frames run their store at once (see
-// `admitFrame` in node-host.js): one over the bound answers -32005 and asks again at its next
-// request. (In Firefox a frame runs in its page's process: what it takes, the page pays.)
+// The node's document bounds how many frames run their store at once (see `admitFrame` in
+// node-host.js): one over the bound answers -32005 and asks again at its next request.
 const GRANT_CHECK_MS = 5_000;
 let grantCheck = null; // resolves to true if the frame may start, else why not (an error body)
+
+async function nodeViewSoon() {
+  const until = Date.now() + GRANT_CHECK_MS;
+  let view = nodeView();
+  while (view === null && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 100));
+    view = nodeView();
+  }
+  return view;
+}
 
 function mayStart(origin) {
   if (opening) return Promise.resolve(true);
   grantCheck ??= (async () => {
-    const view = nodeView();
-    if (typeof view?.disotPageRequest !== 'function') return true;
+    const view = await nodeViewSoon();
+    if (view === 'never') return true;
+    if (view === null) return failure(4900, 'Disot Peer is not running: try again in a moment');
     const asked = view.disotPageRequest(origin, JSON.stringify({ method: 'disot_getPermissions' }));
     const late = new Promise((r) => setTimeout(() => r(null), GRANT_CHECK_MS));
     const reply = JSON.parse((await Promise.race([asked, late])) ?? '{}');
-    // No answer, or an error: the store's own check answers each request. (Not counted: a page
-    // with no grant must not take the places of granted ones while the node is locked.)
-    if (!Array.isArray(reply.result)) return true;
-    if (!reply.result.some((p) => p?.parentCapability === 'cas')) {
+    const unconfirmed = !Array.isArray(reply.result); // no answer, or an error (locked, stopped)
+    if (!unconfirmed && !reply.result.some((p) => p?.parentCapability === 'cas')) {
       return failure(4100, 'this origin has no permission for that: ask with disot_requestPermissions');
     }
-    const admitted = typeof view.disotAdmitFrame === 'function' ? view.disotAdmitFrame(window, origin) : true;
+    const admitted = view.disotAdmitFrame(window, origin, unconfirmed);
     return admitted === true ? true : failure(-32005, String(admitted));
-  })().catch(() => true).then((may) => {
+  })().catch(() => failure(4900, 'Disot Peer could not check this page\'s permission: try again')).then((may) => {
     if (may !== true) grantCheck = null; // asked again next time: the user may grant it meanwhile
     return may;
   });

@@ -263,26 +263,44 @@ export function serveFrames(platform, openPrompt) {
 
 // Content frames that started their store (wasm and workers) in this process, each some tens
 // of MiB: a granted site, however many frames it opens (one per document that uses the store),
-// cannot take this process's memory, the node's too, beyond these.
+// cannot take this process's memory, the node's too, beyond these. Frames started while the
+// node could not say whether their site holds a grant (locked, starting, stopped) count in a
+// small pool of their own: any site could open those.
 const MAX_FRAMES = 32;
 const MAX_FRAMES_PER_ORIGIN = 8;
-const frames = new Map(); // WeakRef to a frame's window → the origin it serves
+const MAX_UNCONFIRMED = 8;
+const MAX_UNCONFIRMED_PER_ORIGIN = 2;
+const frames = new Map(); // WeakRef to a frame's window → {origin, unconfirmed}
 
 /**
  * Whether the frame `win`, serving `origin`, may start its store: a string that says why not
- * if as many frames run already, of that origin or in all. A frame counts until its document
- * goes (its page closed or navigated, or its iframe removed); one already counted is let in.
+ * if as many frames run already, of that origin or in all (of its pool: `unconfirmed` when the
+ * node could not check the site's grant). A frame counts until its document goes (its page
+ * closed or navigated, or its iframe removed); one already counted is let in.
  */
-function admitFrame(win, origin) {
+function admitFrame(win, origin, unconfirmed = false) {
+  unconfirmed = unconfirmed === true;
   let same = 0;
-  for (const [ref, o] of frames) {
+  let pool = 0;
+  for (const [ref, f] of frames) {
     const w = ref.deref();
-    if (!w || w.closed) frames.delete(ref);
-    else if (w === win) return true;
-    else if (o === origin) same++;
+    if (!w || w.closed) {
+      frames.delete(ref);
+      continue;
+    }
+    if (w === win) return true;
+    if (f.unconfirmed !== unconfirmed) continue;
+    pool++;
+    if (f.origin === origin) same++;
   }
-  if (same >= MAX_FRAMES_PER_ORIGIN) return `this site has ${same} content frames open, the most it may: close some of its tabs or frames`;
-  if (frames.size >= MAX_FRAMES) return `${frames.size} content frames are open, the most there may be: close some tabs or frames`;
-  frames.set(new WeakRef(win), String(origin));
+  if (unconfirmed) {
+    const why = 'while Disot Peer cannot check permissions (it is locked, starting or stopped)';
+    if (same >= MAX_UNCONFIRMED_PER_ORIGIN) return `this site has ${same} content frames open, the most it may ${why}`;
+    if (pool >= MAX_UNCONFIRMED) return `${pool} content frames are open, the most there may be ${why}`;
+  } else {
+    if (same >= MAX_FRAMES_PER_ORIGIN) return `this site has ${same} content frames open, the most it may: close some of its tabs or frames`;
+    if (pool >= MAX_FRAMES) return `${pool} content frames are open, the most there may be: close some tabs or frames`;
+  }
+  frames.set(new WeakRef(win), { origin: String(origin), unconfirmed });
   return true;
 }
