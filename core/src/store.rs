@@ -843,23 +843,6 @@ pub async fn collect_garbage<S: BlockStore>(store: &S) -> Result<Collected> {
     Ok(removed)
 }
 
-/// Delete those of `candidates` that no object reaches: the blocks an upload wrote before it
-/// failed or was abandoned. Blocks another object shares stay. Returns how many were removed.
-pub async fn remove_unreferenced<S: BlockStore>(store: &S, candidates: &[Cid]) -> Result<usize> {
-    if candidates.is_empty() {
-        return Ok(0);
-    }
-    let keep = reached_from(store, &store.objects().await?).await?;
-    let mut removed = 0;
-    for cid in candidates.iter().collect::<BTreeSet<_>>() {
-        if !keep.contains(cid) && store.has(cid).await? {
-            store.delete_block(cid).await?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
 /// An in-memory store, for tests.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -973,7 +956,6 @@ pub mod conformance {
         objects_round_trip_with_ranges(&make().await).await;
         objects_are_invisible_until_committed(&make().await).await;
         garbage_collection_keeps_what_pinned_objects_share(&make().await).await;
-        an_abandoned_upload_leaves_no_blocks_behind(&make().await).await;
         corruption_is_detected_on_read(&make().await, corrupt).await;
         record_updates_made_at_once_all_hold(&make().await).await;
         sha256_names_find_every_copy(&make().await).await;
@@ -1106,24 +1088,6 @@ pub mod conformance {
         assert!(store.object(&b.cid).await.expect("object").is_none());
         let a_cid: Cid = a.cid.parse().expect("cid");
         assert_eq!(read_all(store, &a_cid, None).await.expect("a intact"), shared);
-    }
-
-    pub async fn an_abandoned_upload_leaves_no_blocks_behind<S: BlockStore>(store: &S) {
-        let kept = add(store, small_layout(), [data(3000, 4)]).await.expect("kept");
-        let before: BTreeSet<Cid> = store.block_cids().await.expect("list").into_iter().collect();
-        // An upload that shares its first 3000 bytes (so its first leaves) with `kept`, then
-        // fails before its record is written.
-        let mut importer = Importer::new(small_layout());
-        let mut content = data(3000, 4);
-        content.extend(data(4000, 8));
-        let blocks = importer.push(&content);
-        store.put_imported(&blocks).await.expect("put");
-        let written: Vec<Cid> = blocks.iter().map(|b| b.cid).collect();
-        assert!(remove_unreferenced(store, &written).await.expect("remove") > 0);
-        let after: BTreeSet<Cid> = store.block_cids().await.expect("list").into_iter().collect();
-        assert_eq!(after, before, "exactly the upload's own blocks went");
-        let cid: Cid = kept.cid.parse().expect("cid");
-        assert_eq!(read_all(store, &cid, None).await.expect("intact"), data(3000, 4));
     }
 
     /// Updates of one record made at once (say, two pages putting the same content, or a

@@ -319,7 +319,12 @@ async fn remove_written(store: &Store, written: &[Cid]) {
         250,
         8_000,
         |_| true,
-        || store::remove_unreferenced(store, written),
+        || async {
+            store
+                .remove_unreferenced(written)
+                .await?
+                .ok_or_else(|| store::Error::Backend("objects changed while it ran".to_owned()))
+        },
     )
     .await;
     // Room may show as free only some seconds after (see `Cas::room_after_removals`).

@@ -16,7 +16,7 @@ use disot_core::store::{
 use disot_core::unixfs::Block;
 use idb::{Database, DatabaseEvent, Factory, ObjectStoreParams, TransactionMode};
 use libp2p::identity::Keypair;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use wasm_bindgen::{JsCast as _, JsValue};
 
 const DB_NAME: &str = "disot-peer";
@@ -675,7 +675,7 @@ impl Store {
 
     /// Blocks a fetch for `origin` brought (verified), noted as that origin's until the fetch
     /// is done ([`Store::fetched_for`]), in one transaction.
-    pub(crate) async fn put_fetched_blocks(
+    pub async fn put_fetched_blocks(
         &self,
         blocks: &[(Cid, JsValue)],
         origin: &str,
@@ -728,17 +728,11 @@ impl Store {
             records.iter().filter(|r| !r.pinned).map(|r| r.cid.as_str()).collect();
         let blocks: Vec<Cid> =
             self.block_cids().await?.into_iter().filter(|c| !keep.contains(c)).collect();
-        let tx = self
-            .tx(&[OBJECTS, BLOCKS, FETCHED, NAMES], TransactionMode::ReadWrite)
-            .await
-            .map_err(backend)?;
-        let objects = tx.object_store(OBJECTS).map_err(backend)?;
-        let now = objects.get_all(None, None).map_err(backend)?.await.map_err(backend)?;
-        let text = |all: &[JsValue]| all.iter().map(JsValue::as_string).collect::<Vec<_>>();
-        if text(&now) != text(&seen) {
-            let _ = tx.abort();
+        let Some(tx) = self.while_unchanged(&seen, &[OBJECTS, BLOCKS, FETCHED, NAMES]).await?
+        else {
             return Ok(None);
-        }
+        };
+        let objects = tx.object_store(OBJECTS).map_err(backend)?;
         for cid in &unpinned {
             drop(objects.delete(JsValue::from_str(cid)).map_err(write_failure)?);
         }
@@ -757,11 +751,70 @@ impl Store {
         Ok(Some(cas::Collected { objects: unpinned.len(), blocks: blocks.len() }))
     }
 
+    /// Delete those of `candidates` that no object reaches and no fetch has noted as its own:
+    /// the blocks an upload wrote before it failed or was abandoned (blocks another object
+    /// shares stay). As [`Store::collect_garbage`], in one transaction that first reads the
+    /// records again, and only if none changed meanwhile (`None` otherwise: try again): an
+    /// object committed meanwhile either changed the records or finds a block it needs gone
+    /// and says so ([`Store::commit_object`]), never unreadable. Returns how many went.
+    pub async fn remove_unreferenced(&self, candidates: &[Cid]) -> cas::Result<Option<usize>> {
+        let seen = self.read_all(OBJECTS, false).await.map_err(backend)?;
+        let records = seen.iter().map(record_from).collect::<cas::Result<Vec<_>>>()?;
+        let keep = cas::reached_from(self, &records).await?;
+        let candidates: BTreeSet<&Cid> = candidates.iter().filter(|c| !keep.contains(c)).collect();
+        if candidates.is_empty() {
+            return Ok(Some(0));
+        }
+        let Some(tx) = self.while_unchanged(&seen, &[OBJECTS, BLOCKS, FETCHED]).await? else {
+            return Ok(None);
+        };
+        let noted = tx.object_store(FETCHED).map_err(backend)?;
+        let noted = noted.get_all_keys(None, None).map_err(backend)?.await.map_err(backend)?;
+        let fetching: HashSet<String> = noted
+            .iter()
+            .filter_map(|k| Some(k.as_string()?.rsplit_once(' ')?.1.to_owned()))
+            .collect();
+        let blocks = tx.object_store(BLOCKS).map_err(backend)?;
+        let mut removed = 0;
+        for cid in candidates {
+            let name = cid.to_string();
+            if fetching.contains(&name) {
+                continue;
+            }
+            let key = JsValue::from_str(&name);
+            let query = idb::Query::from(key.clone());
+            if blocks.count(Some(query)).map_err(backend)?.await.map_err(backend)? > 0 {
+                drop(blocks.delete(idb::Query::from(key)).map_err(write_failure)?);
+                removed += 1;
+            }
+        }
+        tx.commit().map_err(write_failure)?.await.map_err(write_failure)?;
+        Ok(Some(removed))
+    }
+
+    /// A read-write transaction over `stores` (`OBJECTS` among them) if the objects' records
+    /// are still those `seen`; else `None`, and nothing is done.
+    async fn while_unchanged(
+        &self,
+        seen: &[JsValue],
+        stores: &[&str],
+    ) -> cas::Result<Option<idb::Transaction>> {
+        let tx = self.tx(stores, TransactionMode::ReadWrite).await.map_err(backend)?;
+        let objects = tx.object_store(OBJECTS).map_err(backend)?;
+        let now = objects.get_all(None, None).map_err(backend)?.await.map_err(backend)?;
+        let text = |all: &[JsValue]| all.iter().map(JsValue::as_string).collect::<Vec<_>>();
+        if text(&now) != text(seen) {
+            let _ = tx.abort();
+            return Ok(None);
+        }
+        Ok(Some(tx))
+    }
+
     /// A change to an object's record (as [`BlockStore::update_object`]) made only if every
     /// block of `present` is stored, in one transaction: a record never names blocks that went
     /// meanwhile (freed by garbage collection, or by another upload's clean-up, while this
     /// upload's blocks waited for their record). [`cas::Error::Missing`] names one that went.
-    pub(crate) async fn commit_object<F>(
+    pub async fn commit_object<F>(
         &self,
         cid: &str,
         present: &[Cid],

@@ -122,3 +122,89 @@ async fn pieces_in_flight_are_taken_in_the_order_they_were_sent() {
     assert_eq!(finished["cid"], expected.cid.to_string());
     assert_eq!(finished["sha256"], expected.sha256);
 }
+
+/// What a failed or abandoned upload wrote goes, but not a block another object reaches, not
+/// even an object committed while the removal runs, nor a block a fetch noted as its own.
+#[wasm_bindgen_test]
+async fn an_abandoned_upload_removes_only_its_own_blocks() {
+    use disot_core::store::{self as cas, BlockStore as _, MemoryStore};
+    use disot_core::unixfs::{Importer, Layout, Preset};
+    use std::collections::BTreeSet;
+
+    let layout: Layout = Preset::Kubo.layout().with_chunk_size(1000).expect("layout");
+    let content = |seed: u8, len: usize| -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    };
+    let (a, b, c) = (content(1, 3000), content(2, 4000), content(3, 2000));
+    let store =
+        Store::open_named(&format!("disot-abandoned-{}", js_sys::Date::now())).await.expect("open");
+    let kept = cas::add(&store, layout, [[a.clone(), b.clone()].concat()]).await.expect("kept");
+    // Another object, all of whose blocks are written, its record not yet: it shares its first
+    // leaves (c's) with the upload that fails.
+    let late_bytes = [c.clone(), content(4, 3000)].concat();
+    let memory = MemoryStore::new();
+    let late = cas::add(&memory, layout, [&late_bytes]).await.expect("late");
+    let late_blocks = memory.block_cids().await.expect("late's blocks");
+    for cid in &late_blocks {
+        let data = memory.get(cid).await.expect("read").expect("held");
+        store.put_imported(&[disot_core::unixfs::Block { cid: *cid, data }]).await.expect("put");
+    }
+    // A block a running fetch stored and noted as its own (its record not written yet).
+    let fetched_bytes = content(5, 1000);
+    let fetched = Importer::new(layout).push(&fetched_bytes).remove(0);
+    let value = js_sys::Uint8Array::from(&fetched.data[..]).into();
+    store
+        .put_fetched_blocks(&[(fetched.cid, value)], "https://fetching.example")
+        .await
+        .expect("fetched");
+
+    let before: BTreeSet<_> = store.block_cids().await.expect("list").into_iter().collect();
+    // The upload that fails: a's leaves (shared with `kept`), c's (shared with `late`), the
+    // fetched block's bytes, and its own.
+    let failed = Importer::new(layout).push(&[a, c, fetched_bytes, content(6, 2000)].concat());
+    store.put_imported(&failed).await.expect("put");
+    let written: Vec<_> = failed.iter().map(|b| b.cid).collect();
+
+    // `late` is committed while the removal runs.
+    let record = late.clone();
+    let (removed, committed) = futures::join!(
+        store.remove_unreferenced(&written),
+        store.commit_object(&late.cid, &late_blocks, move |_| Some(record)),
+    );
+    let removed = removed.expect("remove");
+    match committed {
+        Ok(_) => {
+            let cid = late.cid.parse().expect("cid");
+            let mut read = Vec::new();
+            cas::cat(&store, &cid, None, |b| {
+                read.extend_from_slice(b);
+                Ok(())
+            })
+            .await
+            .expect("an object committed while the removal ran reads whole");
+            assert_eq!(read, late_bytes);
+        }
+        // (Or it finds a block gone at its commit, says so, and is not there.)
+        Err(e) => {
+            assert!(matches!(e, cas::Error::Missing(_)), "{e}");
+            assert!(store.object(&late.cid).await.expect("record").is_none());
+        }
+    }
+    // Tried again until the records stand still, as an upload's clean-up does.
+    let removed = match removed {
+        Some(n) => n,
+        None => store.remove_unreferenced(&written).await.expect("again").expect("unchanged"),
+    };
+    let after: BTreeSet<_> = store.block_cids().await.expect("list").into_iter().collect();
+    assert_eq!(after, before, "exactly the failed upload's own blocks went ({removed})");
+    assert!(removed > 0);
+    let cid = kept.cid.parse().expect("cid");
+    let mut read = 0;
+    cas::cat(&store, &cid, None, |b| {
+        read += b.len();
+        Ok(())
+    })
+    .await
+    .expect("kept intact");
+    assert_eq!(read, 7000);
+}
