@@ -1212,8 +1212,18 @@ impl Library {
             }
         }
         let before = doc.get_heads();
+        let what_before = (!arriving).then(|| what_it_is(doc));
         doc.sync().receive_sync_message(state, message).map_err(doc_err)?;
         let changed = doc.get_heads() != before;
+        if changed && what_before.is_some_and(|was| was != what_it_is(doc)) {
+            // What a document is (its kind, its owner, whom a shares document is from and to)
+            // is set when it is made, and no change may alter it: an editor could otherwise
+            // make itself a collection's owner, or a sharer make its shares seem another's.
+            let back = doc.fork_at(&before).map_err(doc_err)?;
+            self.docs.insert(id.to_owned(), back);
+            *state = sync::State::new();
+            return Err(Error::Refused(format!("that peer's changes would alter what {id} is")));
+        }
         if changed && self.arriving.contains_key(id) {
             // Its first content: it must be what the sender may give us.
             let me = self.me.clone();
@@ -1319,6 +1329,12 @@ fn map_keys(doc: &AutoCommit, key: &str) -> BTreeSet<String> {
         Ok(Some((automerge::Value::Object(ObjType::Map), obj))) => doc.keys(&obj).collect(),
         _ => BTreeSet::new(),
     }
+}
+
+/// What a document is, as its changes may not alter: its kind, owner, and for shares whom
+/// they are from and to.
+fn what_it_is(doc: &AutoCommit) -> [Option<String>; 4] {
+    ["kind", "owner", "from", "to"].map(|key| scalar_str(doc, &ROOT, key))
 }
 
 fn meta_of(doc: &AutoCommit) -> Option<Meta> {
@@ -1893,6 +1909,65 @@ mod tests {
         assert_eq!(a.collection(&coll).expect("c").info.name, "photos");
         // Messages that are not sync messages are refused as malformed.
         assert!(matches!(a.receive(B, &coll, b"nonsense", Level::Full), Err(Error::Malformed(_))));
+    }
+
+    /// Offer `from`'s document `id` to `to` until it is taken or refused, as a forger would,
+    /// with Automerge itself (`from`'s library would not send what it may not).
+    fn offer(from: &mut Library, to: &mut Library, id: &str) -> Result<(), Error> {
+        let (sender, receiver) = (from.me.clone(), to.me.clone());
+        let mut state = sync::State::new();
+        for _ in 0..8 {
+            let doc = from.docs.get_mut(id).expect("the sender's document");
+            if let Some(m) = doc.sync().generate_sync_message(&mut state) {
+                to.receive(&sender, id, &m.encode(), Level::Full)?;
+            }
+            if let Some(m) = to.generate(&sender, id) {
+                let m = sync::Message::decode(&m).expect("a sync message");
+                let doc = from.docs.get_mut(id).expect("the sender's document");
+                doc.sync().receive_sync_message(&mut state, m).expect("taken");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn no_change_alters_what_a_document_is() {
+        // An editor of A's collection makes itself its owner, by hand.
+        let mut a = Library::new(A);
+        let coll = a.create_collection([3; 16], "photos").expect("create");
+        a.set_member(&coll, B, Role::Editor, true).expect("member");
+        let mut b = Library::new(B);
+        b.docs.insert(coll.clone(), a.docs.get_mut(&coll).expect("doc").fork());
+        b.collection_add(&coll, &entry("bafkfine", B)).expect("an editor adds");
+        offer(&mut b, &mut a, &coll).expect("an editor's addition is taken");
+        assert_eq!(a.collection(&coll).expect("c").entries.len(), 1);
+        let doc = b.docs.get_mut(&coll).expect("doc");
+        doc.put(ROOT, "owner", B).expect("put");
+        doc.put(ROOT, "name", "mine now").expect("put");
+        doc.commit();
+        let refused = offer(&mut b, &mut a, &coll);
+        assert!(
+            matches!(&refused, Err(Error::Refused(r)) if r.contains("alter what")),
+            "{refused:?}"
+        );
+        let held = a.collection(&coll).expect("still A's collection");
+        assert_eq!((held.info.name.as_str(), held.entries.len()), ("photos", 1));
+        assert_eq!(meta_of(a.docs.get(&coll).expect("doc")).expect("meta").owner, A);
+        assert!(a.collection_add(&coll, &entry("bafkmore", A)).is_ok(), "A still owns it");
+
+        // C, sharing with B, makes its shares seem A's.
+        let mut c = Library::new(C);
+        c.share(object_share(B, "s1", "bafkc")).expect("share");
+        let mut b = Library::new(B);
+        offer(&mut c, &mut b, &shares_id(C, B)).expect("C's share is taken");
+        assert_eq!(b.shares_to_me().len(), 1);
+        let doc = c.docs.get_mut(&shares_id(C, B)).expect("doc");
+        doc.put(ROOT, "from", A).expect("put");
+        doc.commit();
+        let refused = offer(&mut c, &mut b, &shares_id(C, B));
+        assert!(matches!(&refused, Err(Error::Refused(_))), "{refused:?}");
+        let shares = b.shares_to_me();
+        assert!(shares.len() == 1 && shares[0].from == C, "{shares:?}");
     }
 
     #[test]
