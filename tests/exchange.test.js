@@ -217,10 +217,11 @@ describe('bitswap', { concurrency: 1 }, () => {
       flood.send('flood 40');
       const reports = await h.waitFor(() => {
         const r = flood.events.filter((e) => e.event === 'flood');
-        return r.length === 3 && r;
+        return r.length === 4 && r;
       }, { what: 'the flood peer\'s reports' });
       console.log(`flood reports: ${JSON.stringify(reports)}`);
-      const limits = { '/ipfs/bitswap/1.2.0': 4, '/webrtc-signaling/0.0.1': 2, '/disot/identity/1.0.0': 4 };
+      // (Sync sessions: three of one peer's, of the eight the browser answers at once.)
+      const limits = { '/ipfs/bitswap/1.2.0': 4, '/webrtc-signaling/0.0.1': 2, '/disot/identity/1.0.0': 4, '/disot/sync/1.0.0': 3 };
       for (const r of reports) {
         assert.equal(r.opened, 40, `${r.protocol}: every stream was opened (${JSON.stringify(r)})`);
         assert.equal(r.held, limits[r.protocol], `${r.protocol}: served up to its limit, no more (${JSON.stringify(r)})`);
@@ -237,14 +238,19 @@ describe('bitswap', { concurrency: 1 }, () => {
     }
   });
 
-  test('disot-node serves a peer four Bitswap streams at once and resets the rest', async () => {
-    const node = await new h.NativeNode(h.tempDir('node-flooded')).start();
+  test('disot-node serves a peer four Bitswap streams, three sync sessions and two identity exchanges at once and resets the rest', async () => {
+    // (Keeping some peer's documents, it takes part in sync and answers identity exchanges.)
+    const someone = 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK';
+    const node = await new h.NativeNode(h.tempDir('node-flooded'), { args: ['--trust', someone] }).start();
     const flood = await h.startExamplePeer('flood-peer', ['0', node.wsAddr]);
     await h.waitFor(() => flood.events.some((e) => e.event === 'connected'), { what: 'the flood peer on the node' });
     flood.send('flood 40');
-    const report = await h.waitFor(() => flood.events.find((e) => e.event === 'flood' && e.protocol === '/ipfs/bitswap/1.2.0'), { what: 'the flood peer\'s report' });
-    assert.equal(report.opened, 40, JSON.stringify(report));
-    assert.equal(report.held, 4, `served up to the limit, no more: ${JSON.stringify(report)}`);
+    const limits = { '/ipfs/bitswap/1.2.0': 4, '/disot/sync/1.0.0': 3, '/disot/identity/1.0.0': 2 };
+    for (const [protocol, limit] of Object.entries(limits)) {
+      const report = await h.waitFor(() => flood.events.find((e) => e.event === 'flood' && e.protocol === protocol), { what: `the flood peer's report on ${protocol}` });
+      assert.equal(report.opened, 40, JSON.stringify(report));
+      assert.equal(report.held, limit, `served up to the limit, no more: ${JSON.stringify(report)}`);
+    }
     assert.equal(node.proc.exitCode, null, 'the node still runs');
   });
 

@@ -49,6 +49,9 @@ pub const MAX_TRUST_DOCS: usize = 1_000;
 /// Most frames in one batch, and most batches in one session.
 pub const MAX_BATCH: usize = 10_000;
 pub const MAX_ROUNDS: usize = 64;
+/// Most refusals of one session told with why (the rest are counted): a peer sending junk
+/// under ids it makes up does not fill memory with the reasons.
+pub const MAX_REFUSALS_TOLD: u64 = 32;
 /// Longest name, note, MIME type or id in a document.
 pub const MAX_TEXT: usize = 1024;
 /// Most entries in a collection.
@@ -248,6 +251,8 @@ pub struct Stats {
     pub messages_received: u64,
     /// Documents that changed here.
     pub changed: u64,
+    /// Messages refused (the first [`MAX_REFUSALS_TOLD`] are told, each with why).
+    pub refused: u64,
 }
 
 /// The documents of one peer, and its sync state with each other peer.
@@ -1432,6 +1437,7 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             stats.messages_received += 1;
             let (id, message) = unframe(&bytes)?;
             let mut lib = lib.borrow_mut();
+            let new = !states.contains_key(id);
             let state = states.entry(id.to_owned()).or_insert_with(|| lib.session_state(peer, id));
             // Where a panic unwinds (the native node), one while the message is taken leaves
             // the document as far as it got: it is set aside, neither saved nor synced again
@@ -1446,6 +1452,10 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     std::panic::resume_unwind(panic)
                 }
             };
+            // A state is kept only for a document held: ids a peer makes up cost nothing after.
+            if new && !lib.docs.contains_key(id) {
+                states.remove(id);
+            }
             match taken {
                 Ok(changed) => {
                     if changed {
@@ -1454,7 +1464,10 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     touched.insert(id.to_owned());
                 }
                 Err(e @ (Error::Refused(_) | Error::Malformed(_) | Error::Document(_))) => {
-                    refused(e.to_string())
+                    stats.refused += 1;
+                    if stats.refused <= MAX_REFUSALS_TOLD {
+                        refused(e.to_string());
+                    }
                 }
                 // Not (yet) shared with us: nothing taken, nothing to say.
                 Err(Error::Unknown(_)) => {}
@@ -1681,6 +1694,36 @@ mod tests {
             // Closing one direction would end the other side's reads early; the test drops both.
             std::task::Poll::Ready(Ok(()))
         }
+    }
+
+    #[test]
+    fn junk_under_ids_a_peer_makes_up_is_counted_not_kept() {
+        use futures::AsyncWriteExt as _;
+        let b = RefCell::new(Library::new(B));
+        let (mut hostile, mut ours) = duplex();
+        // A batch of 5,000 frames under as many made-up ids, each not a sync message, then an
+        // empty batch: the session ends.
+        let mut batch = Vec::new();
+        for i in 0..5_000 {
+            let f = frame(&format!("collection-{i:032x}"), b"nonsense");
+            let mut len = unsigned_varint::encode::usize_buffer();
+            batch.extend_from_slice(unsigned_varint::encode::usize(f.len(), &mut len));
+            batch.extend_from_slice(&f);
+        }
+        batch.extend_from_slice(&[0, 0]);
+        let mut told = Vec::new();
+        let (sent, stats) = block_on(futures::future::join(
+            async {
+                hostile.write_all(&batch).await?;
+                hostile.flush().await
+            },
+            session(&mut ours, &b, A, Level::Full, false, |r| told.push(r)),
+        ));
+        sent.expect("sent");
+        let stats = stats.expect("the session ends");
+        assert_eq!(stats.refused, 5_000);
+        assert_eq!(told.len(), MAX_REFUSALS_TOLD as usize, "only the first are told why");
+        assert!(b.borrow().ids().is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A peer for tests that opens more streams than a browser peer should serve. For each line
 //! `flood <n>` on stdin it opens `n` streams of each protocol the browser answers (Bitswap,
-//! WebRTC signaling, the identity exchange) to the peer that connected last, begins a message
+//! WebRTC signaling, the identity exchange, document sync) to the peer that connected last, begins a message
 //! on each (a length prefix claiming the protocol's largest message, and part of it) and never
 //! finishes it. Three seconds later it reports, per protocol, how many streams the other side
 //! still holds open and how many it reset.
@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use disot_core::{auth, bitswap, webrtc};
+use disot_core::{auth, bitswap, sync, webrtc};
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{PeerId, StreamProtocol};
@@ -22,10 +22,11 @@ use tokio::io::AsyncBufReadExt as _;
 mod support;
 
 /// The protocols flooded: name, largest message, bytes of it sent.
-const PROTOCOLS: [(&str, usize, usize); 3] = [
+const PROTOCOLS: [(&str, usize, usize); 4] = [
     (bitswap::PROTOCOL, bitswap::MAX_MESSAGE_SIZE, 200 * 1024),
     (webrtc::SIGNALING_PROTOCOL, webrtc::MAX_SIGNAL, 1024),
     (auth::PROTOCOL, auth::MAX_MESSAGE, 100),
+    (sync::PROTOCOL, sync::MAX_FRAME, 1024),
 ];
 
 /// How long the streams are held before they are looked at.

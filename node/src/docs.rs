@@ -35,8 +35,12 @@ const IDENTITY: StreamProtocol = StreamProtocol::new(auth::PROTOCOL);
 const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest an identity exchange may take.
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most sessions (and identity exchanges) peers may have open with the node at once.
+/// Most sessions peers may have open with the node at once, and most identity exchanges; of
+/// each, most from one peer (a session each way, and a third as one ends and the next begins;
+/// an exchange, and one more as a peer reconnects).
 const MAX_INBOUND: usize = 32;
+const INBOUND_PER_PEER: usize = 3;
+const IDENTITY_PER_PEER: usize = 2;
 /// Most peers the swarm may report gone before the sync thread has heard of them.
 const GONE_QUEUE: usize = 1024;
 
@@ -197,7 +201,8 @@ pub fn start(
                 peers: RefCell::default(),
                 running: RefCell::default(),
                 again: RefCell::default(),
-                inbound: InboundLimit::new(MAX_INBOUND, MAX_INBOUND),
+                inbound: InboundLimit::new(INBOUND_PER_PEER, MAX_INBOUND),
+                identities: InboundLimit::new(IDENTITY_PER_PEER, MAX_INBOUND),
                 cut_off: RefCell::default(),
             });
             tokio::task::LocalSet::new()
@@ -220,8 +225,10 @@ struct Service {
     /// Peers a session of ours runs with now, and those to run another with after it.
     running: RefCell<HashSet<PeerId>>,
     again: RefCell<HashSet<PeerId>>,
-    /// Identity exchanges and sessions peers opened, answered at once ([`MAX_INBOUND`] at most).
+    /// Sessions peers opened, and identity exchanges, answered at once ([`MAX_INBOUND`] at
+    /// most of each).
     inbound: InboundLimit<PeerId>,
+    identities: InboundLimit<PeerId>,
     /// Peers a sync message of which made a session panic: no session with them (theirs or
     /// ours) until the node starts again, so that the same message cannot set it off again.
     cut_off: RefCell<HashSet<PeerId>>,
@@ -261,7 +268,7 @@ impl Service {
     /// Answer `peer`'s identity exchange, so that it knows the node is who its key says.
     fn identify(self: Rc<Self>, peer: PeerId, mut stream: libp2p::Stream) {
         // Over the limit: dropped, and the peer tries again.
-        let Ok(admitted) = self.inbound.admit(&peer) else { return };
+        let Ok(admitted) = self.identities.admit(&peer) else { return };
         tokio::task::spawn_local(async move {
             let _admitted = admitted; // until the exchange is over
             let exchange =

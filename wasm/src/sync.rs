@@ -71,8 +71,10 @@ const LOOK_EVERY_MS: u64 = 2_000;
 const REDIAL_MS: u64 = 5_000;
 /// Most entries one `collection_add` adds.
 const MAX_ADDED_AT_ONCE: usize = 10_000;
-/// Most sessions answered at once.
+/// Most sessions answered at once, and of those most from one peer (one each way is what a
+/// peer needs; a third covers one that ends as the next begins).
 const MAX_INBOUND: usize = 8;
+const INBOUND_PER_PEER: usize = 3;
 
 fn now_ms() -> u64 {
     js_sys::Date::now() as u64
@@ -313,7 +315,7 @@ impl SyncNode {
             announce: Cell::new(false),
             gossip: RefCell::default(),
             news: RefCell::default(),
-            inbound: InboundLimit::new(MAX_INBOUND, MAX_INBOUND),
+            inbound: InboundLimit::new(INBOUND_PER_PEER, MAX_INBOUND),
             after_inbound: RefCell::default(),
             direct_seen: RefCell::default(),
             preauth: RefCell::new(preauth),
