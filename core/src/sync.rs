@@ -49,6 +49,10 @@ pub const MAX_TRUST_DOCS: usize = 1_000;
 /// Most frames in one batch, and most batches in one session.
 pub const MAX_BATCH: usize = 10_000;
 pub const MAX_ROUNDS: usize = 64;
+/// Most bytes a document may hold of peers' changes (a collection of the most entries, with
+/// their history, is a few MiB), and the trust document of a peer not trusted.
+pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
+pub const MAX_STRANGER_TRUST_BYTES: usize = 256 << 10;
 /// Most refusals of one session told with why (the rest are counted): a peer sending junk
 /// under ids it makes up does not fill memory with the reasons.
 pub const MAX_REFUSALS_TOLD: u64 = 32;
@@ -323,6 +327,9 @@ struct Stored {
     next_chunk: u32,
     whole_bytes: usize,
     chunk_bytes: usize,
+    /// Bytes of peers' sync messages with changes taken since the last write: with what is
+    /// stored, about what the document holds (see [`Library::room_to_grow`]).
+    taken_bytes: usize,
     /// A chunk failed to load: the next write is a whole save.
     damaged: bool,
 }
@@ -519,6 +526,7 @@ impl Library {
                 }
             }
             stored.heads = heads;
+            stored.taken_bytes = 0;
             w.docs += 1;
         }
         for key in std::mem::take(&mut self.dirty_states) {
@@ -1158,6 +1166,7 @@ impl Library {
             // Nothing taken, and nothing said of the peer: it only shares the document.
             return Err(Error::Unknown(id.to_owned()));
         }
+        let raw_len = message.len();
         let message =
             sync::Message::decode(message).map_err(|e| Error::Malformed(e.to_string()))?;
         // From a peer not trusted enough nothing is taken: no change and no new document. What
@@ -1216,6 +1225,17 @@ impl Library {
                 return Ok(false);
             }
         }
+        let grows = !message.changes.is_empty();
+        if grows {
+            if let Err(e) = self.room_to_grow(id, level, raw_len) {
+                if self.arriving.contains_key(id) {
+                    self.docs.remove(id);
+                    self.arriving.remove(id);
+                }
+                return Err(e);
+            }
+        }
+        let doc = self.docs.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let before = doc.get_heads();
         let what_before = (!arriving).then(|| what_it_is(doc));
         doc.sync().receive_sync_message(state, message).map_err(doc_err)?;
@@ -1251,12 +1271,32 @@ impl Library {
             }
         }
         if changed {
+            self.stored.entry(id.to_owned()).or_default().taken_bytes += raw_len;
             self.dirty_docs.insert(id.to_owned());
             if id.starts_with("shares-") {
                 self.expect_collections(peer);
             }
         }
         Ok(changed)
+    }
+
+    /// Whether document `id` may take `more` bytes of a peer's changes: about what it holds
+    /// (as stored, and taken since) stays within [`MAX_DOCUMENT_BYTES`], or
+    /// [`MAX_STRANGER_TRUST_BYTES`] for the trust document of a peer not trusted (any peer
+    /// may send its own, and its history grows with every change however small it keeps it).
+    fn room_to_grow(&self, id: &str, level: Level, more: usize) -> Result<(), Error> {
+        let limit = if is_trust_id(id) && level == Level::Nothing {
+            MAX_STRANGER_TRUST_BYTES
+        } else {
+            MAX_DOCUMENT_BYTES
+        };
+        let held = self.stored.get(id).map_or(0, |s| s.whole_bytes + s.chunk_bytes + s.taken_bytes);
+        if held + more > limit {
+            return Err(Error::Refused(format!(
+                "{id} would hold more than {limit} bytes ({held} held, {more} more)"
+            )));
+        }
+        Ok(())
     }
 
     /// Ask for the collections `peer` shared with us that we do not hold yet: an empty document
@@ -1757,6 +1797,46 @@ mod tests {
         assert!(b.borrow_mut().trust_of(A).is_some());
         assert_eq!(sb.changed, 2);
         assert_eq!(b.borrow_mut().shares_to_me().len(), 1);
+    }
+
+    #[test]
+    fn a_strangers_trust_document_is_taken_only_up_to_its_size_limit() {
+        // C's trust document grows by a credential at a time, each change small, until it is
+        // past what B takes of a stranger's; B, which trusts A, takes A's all the same.
+        let b = RefCell::new(Library::new(B));
+        let readers: BTreeSet<String> = [B.to_owned()].into();
+        let mut creds = BTreeMap::new();
+        let mut seed = 7u64;
+        let mut noise = |n: usize| -> String {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    char::from(b'a' + (seed >> 59) as u8)
+                })
+                .collect()
+        };
+        let (a, c) = (RefCell::new(Library::new(A)), RefCell::new(Library::new(C)));
+        let mut refused = Vec::new();
+        for i in 0..40 {
+            creds.insert(format!("c|x{i}|content"), noise(10_000));
+            for peer in [&a, &c] {
+                peer.borrow_mut().publish_trust(&readers, &creds).expect("publish");
+            }
+            refused.extend(sync_pair(&c, &b, Level::Nothing, Level::Nothing).2);
+            let (_, _, from_a) = sync_pair(&a, &b, Level::Nothing, Level::Full);
+            assert!(from_a.is_empty(), "{from_a:?}");
+            b.borrow_mut().take_writes();
+        }
+        assert!(
+            refused.iter().any(|r| r.contains("would hold more than 262144 bytes")),
+            "{refused:?}"
+        );
+        let count = |issuer: &str| b.borrow_mut().trust_of(issuer).map_or(0, |(_, all)| all.len());
+        let (from_a, from_c) = (count(A), count(C));
+        assert_eq!(from_a, 40, "a trusted peer's is taken whole");
+        assert!(from_c > 0 && from_c < 40, "{from_c} of C's");
+        let c_saved = b.borrow_mut().docs.get_mut(&trust_id(C)).map_or(0, |d| d.save().len());
+        assert!(c_saved <= MAX_STRANGER_TRUST_BYTES, "{c_saved}");
     }
 
     #[test]
