@@ -8,6 +8,7 @@
   // A request that opens a prompt waits for the user, who may take their time.
   const TIMEOUT_MS_FOR = {
     disot_requestPermissions: 10 * 60_000, disot_sign: 10 * 60_000, trust_set: 10 * 60_000, share: 10 * 60_000,
+    collection_member: 10 * 60_000, // (it asks the user when it lets a peer in)
     cas_fetch: 10 * 60_000,
   };
   const MAX_IN_FLIGHT = 256; // requests from this frame awaiting an answer

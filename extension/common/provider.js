@@ -115,6 +115,7 @@
   const TIMEOUT_MS = 30_000;
   const TIMEOUT_MS_FOR = {
     disot_requestPermissions: 10 * 60_000, disot_sign: 10 * 60_000, trust_set: 10 * 60_000, share: 10 * 60_000,
+    collection_member: 10 * 60_000, // (it asks the user when it lets a peer in)
     cas_fetch: 10 * 60_000,
   };
   const UNREACHABLE = Symbol('the frame cannot reach the node');
