@@ -678,9 +678,24 @@ pub(crate) async fn store_chunk(
 }
 
 impl Cas {
-    /// Whether an upload is in progress here.
+    /// Whether an upload is in progress here (one left idle is dropped first, and what it
+    /// wrote removed: its page went without finishing it).
     pub(crate) fn uploading(&self) -> bool {
+        self.drop_idle(now_ms());
         !self.uploads.borrow().is_empty()
+    }
+
+    /// Drop the uploads no piece reached for [`UPLOAD_IDLE_MS`], removing what they wrote.
+    fn drop_idle(&self, now: f64) {
+        let idle: Vec<u64> = self
+            .uploads
+            .borrow()
+            .iter()
+            .filter(|(_, u)| now - u.touched >= UPLOAD_IDLE_MS)
+            .map(|(h, _)| *h)
+            .collect();
+        let idle = idle.iter().filter_map(|h| self.uploads.borrow_mut().remove(h).map(|u| (*h, u)));
+        clean_up(self, idle.collect());
     }
 }
 
@@ -692,16 +707,7 @@ pub(crate) async fn handle(
     match request {
         PageRequest::CasPutStart { name, mime, public, min_trust, size } => {
             let now = now_ms();
-            let expired: Vec<u64> = cas
-                .uploads
-                .borrow()
-                .iter()
-                .filter(|(_, u)| now - u.touched >= UPLOAD_IDLE_MS)
-                .map(|(h, _)| *h)
-                .collect();
-            let expired =
-                expired.iter().filter_map(|h| cas.uploads.borrow_mut().remove(h).map(|u| (*h, u)));
-            clean_up(cas, expired.collect());
+            cas.drop_idle(now);
             let mut uploads = cas.uploads.borrow_mut();
             let mine = uploads.values().filter(|u| u.origin == origin).count();
             if mine >= MAX_UPLOADS_PER_ORIGIN || uploads.len() >= MAX_UPLOADS {
