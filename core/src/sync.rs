@@ -53,6 +53,9 @@ pub const MAX_ROUNDS: usize = 64;
 /// their history, is a few MiB), and the trust document of a peer not trusted.
 pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
 pub const MAX_STRANGER_TRUST_BYTES: usize = 256 << 10;
+/// Most collections asked for at once of one peer that shared them (see
+/// [`Library::expect_collections`]).
+pub const MAX_EXPECTED_PER_PEER: usize = 64;
 /// Most refusals of one session told with why (the rest are counted): a peer sending junk
 /// under ids it makes up does not fill memory with the reasons.
 pub const MAX_REFUSALS_TOLD: u64 = 32;
@@ -1315,7 +1318,10 @@ impl Library {
                     && !self.set_aside.contains(c)
             })
             .collect();
-        for c in wanted {
+        // A few at a time: a peer naming thousands of collections must not fill the room for
+        // documents with empty ones. The rest are asked for in later sessions.
+        let waiting = self.arriving.values().filter(|p| *p == peer).count();
+        for c in wanted.into_iter().take(MAX_EXPECTED_PER_PEER.saturating_sub(waiting)) {
             if self.room().is_ok() {
                 self.docs.insert(c.clone(), AutoCommit::new());
                 self.arriving.insert(c, peer.to_owned());
@@ -1455,6 +1461,11 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     let mut states: HashMap<String, sync::State> = HashMap::new();
     let mut touched: BTreeSet<String> = BTreeSet::new();
     let mut last_sent: Option<usize> = None;
+    if level != Level::Nothing {
+        // Collections the peer shared that are not here yet (beyond those asked for as its
+        // shares arrived, or after a restart): asked for now.
+        lib.borrow_mut().expect_collections(peer);
+    }
     if initiator {
         last_sent = Some(send_batch(stream, lib, peer, &touched, &mut states, &mut stats).await?);
     }
@@ -1837,6 +1848,48 @@ mod tests {
         assert!(from_c > 0 && from_c < 40, "{from_c} of C's");
         let c_saved = b.borrow_mut().docs.get_mut(&trust_id(C)).map_or(0, |d| d.save().len());
         assert!(c_saved <= MAX_STRANGER_TRUST_BYTES, "{c_saved}");
+    }
+
+    #[test]
+    fn collections_shared_by_the_hundred_arrive_a_few_at_a_time_and_only_if_they_exist() {
+        let a = RefCell::new(Library::new(A));
+        let b = RefCell::new(Library::new(B));
+        let share_collection = |lib: &RefCell<Library>, n: usize, id: &str| {
+            let mut s = object_share(B, &format!("s-{n}"), "x");
+            s.cid = None;
+            s.collection = Some(id.to_owned());
+            lib.borrow_mut().share(s).expect("share");
+        };
+        // 70 real collections, and 10 named that A does not hold.
+        for n in 0..70u8 {
+            let id = a.borrow_mut().create_collection([n; 16], "c").expect("create");
+            a.borrow_mut().set_member(&id, B, Role::Reader, true).expect("member");
+            share_collection(&a, usize::from(n), &id);
+        }
+        for n in 0..200u8 {
+            let id = a
+                .borrow_mut()
+                .create_collection([n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], "c")
+                .expect("create");
+            share_collection(&a, 1000 + usize::from(n), &id);
+            a.borrow_mut().docs.remove(&id);
+        }
+        let collections = |lib: &RefCell<Library>| {
+            lib.borrow().ids().iter().filter(|i| i.starts_with("collection-")).count()
+        };
+        let (_, _, refusals) = sync_pair(&a, &b, Level::Full, Level::Metadata);
+        assert!(refusals.is_empty(), "{refusals:?}");
+        let after_one = collections(&b);
+        assert!(after_one > 0 && after_one <= MAX_EXPECTED_PER_PEER, "{after_one}");
+        assert!(b.borrow().docs.len() <= 1 + MAX_EXPECTED_PER_PEER, "placeholders are bounded");
+        for _ in 0..4 {
+            if collections(&b) == 70 {
+                break;
+            }
+            sync_pair(&a, &b, Level::Full, Level::Metadata);
+        }
+        assert_eq!(collections(&b), 70, "every real one arrives in later sessions");
+        assert!(b.borrow().docs.len() <= 71 + MAX_EXPECTED_PER_PEER);
     }
 
     #[test]

@@ -99,12 +99,15 @@ pub(crate) async fn take(
             graph.insert(a);
         }
     }
+    // What each says it is, read without checking it yet: checking a signature is costly
+    // (JSON-LD canonicalisation), and only credentials whose issuer is close enough are kept,
+    // so that is all that is checked (a stranger's credentials never are).
     let mut waiting = Vec::new();
     for credential in offered {
         if received.contains(&credential) {
             continue; // known already (peers pass on what they know, again and again)
         }
-        match trust::verify(&credential, now).await {
+        match trust::read_form(&credential) {
             Ok(a) if a.issuer == me => {} // ours: we hold the originals
             Ok(a) => waiting.push((a, credential)),
             Err(e) => refusals.push(e.to_string()),
@@ -124,7 +127,14 @@ pub(crate) async fn take(
         if ready.is_empty() {
             break;
         }
-        for (a, credential) in ready {
+        for (_, credential) in ready {
+            let a = match trust::verify(&credential, now).await {
+                Ok(a) => a,
+                Err(e) => {
+                    refusals.push(e.to_string());
+                    continue;
+                }
+            };
             let same = |c: &Value| {
                 trust::read_form(c).is_ok_and(|b| {
                     b.issuer == a.issuer && b.subject == a.subject && b.context == a.context
