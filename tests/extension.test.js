@@ -175,6 +175,19 @@ for (const kind of ['chromium', 'firefox']) {
       assert.ok(after.meanwhile.ms < 10_000, `not left waiting for the removed frame: ${JSON.stringify(after)}`);
       assert.equal(after.next.answer, shownDid());
       await h.waitFor(async () => (await h.status(page)) && (await handed(page)) > 0, { what: 'requests through a new frame' });
+      // A page that replaces its root element takes the frame with it: noticed as well.
+      const rooted = await browser.open(`${site.url}/demo.html`);
+      assert.equal((await h.status(rooted)).did, shownDid());
+      const replaced = await rooted.evaluate(async () => {
+        document.documentElement.replaceWith(document.createElement('html'));
+        await new Promise((r) => setTimeout(r, 50));
+        const t = performance.now();
+        const answer = await window.disot.request({ method: 'disot_status' }).then((st) => st.did, (e) => e.code);
+        return { answer, ms: performance.now() - t };
+      });
+      assert.equal(replaced.answer, shownDid(), JSON.stringify(replaced));
+      assert.ok(replaced.ms < 10_000, `not left waiting for the frame that went: ${JSON.stringify(replaced)}`);
+      await rooted.close();
     });
 
     if (kind === 'chromium') {

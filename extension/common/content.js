@@ -143,6 +143,8 @@
         if (!crashedFrames.has(iframe)) window.postMessage({ channel: CHANNEL, dir: 'frame-gone' }, window.location.origin);
       });
       watch.observe(parent, { childList: true });
+      // (And should the page replace its root element, the frame goes with it.)
+      if (parent !== document) watch.observe(document, { childList: true });
     });
     return frameLoaded.then((iframe) => {
       const { port1, port2 } = new MessageChannel();
