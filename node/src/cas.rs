@@ -74,11 +74,30 @@ fn open(data_dir: &Path) -> Result<DiskStore, BoxError> {
     Ok(DiskStore::open(data_dir)?)
 }
 
+/// A line on stdout. A reader that went (`disot-node ls | head -1`) ends the command quietly,
+/// as it does other command-line tools.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            stdout_failed(e);
+        }
+    }};
+}
+
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: writing to stdout: {e}");
+    std::process::exit(2);
+}
+
 fn print_record(r: &ObjectRecord, json: bool) {
     if json {
-        println!("{}", serde_json::json!(r));
+        out!("{}", serde_json::json!(r));
     } else {
-        println!("{} {} {}{}", r.cid, r.sha256, r.size, if r.pinned { " pinned" } else { "" });
+        out!("{} {} {}{}", r.cid, r.sha256, r.size, if r.pinned { " pinned" } else { "" });
     }
 }
 
@@ -91,10 +110,10 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
             let cid: Cid = record.cid.parse()?;
             let mut stdout = std::io::stdout().lock();
             store::cat(&store, &cid, None, |bytes| {
-                stdout.write_all(bytes).map_err(|e| store::Error::Backend(format!("stdout: {e}")))
+                stdout.write_all(bytes).map_err(|e| stdout_failed(e))
             })
             .await?;
-            stdout.flush()?;
+            stdout.flush().unwrap_or_else(|e| stdout_failed(e));
             Ok(())
         }
         Command::Pin(NameArg { name }) | Command::Unpin(NameArg { name }) => {
@@ -127,22 +146,26 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
             let entry: serde_json::Value = serde_json::from_slice(&text)?;
             let signer = disot_core::entry::verify(&entry)?;
             if json {
-                println!("{}", serde_json::json!({ "valid": true, "signer": signer }));
+                out!("{}", serde_json::json!({ "valid": true, "signer": signer }));
             } else {
-                println!("valid, signed by {signer}");
+                out!("valid, signed by {signer}");
             }
             Ok(())
         }
         Command::Gc => {
             let store = open(data_dir)?;
             let removed = store::collect_garbage(&store).await?;
+            let leftovers = store.remove_leftovers()?;
+            if leftovers > 0 {
+                tracing::info!("removed {leftovers} files interrupted writes left");
+            }
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({ "removedBlocks": removed.blocks, "removedObjects": removed.objects })
                 );
             } else {
-                println!("removed {} objects, {} blocks", removed.objects, removed.blocks);
+                out!("removed {} objects, {} blocks", removed.objects, removed.blocks);
             }
             Ok(())
         }
@@ -190,12 +213,12 @@ async fn add(args: &AddArgs, data_dir: &Path, json: bool) -> Result<(), BoxError
         store.update_object(&record.cid, join_to(&record)).await?;
     }
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({ "cid": record.cid, "sha256": record.sha256, "size": record.size })
         );
     } else {
-        println!("{} {} {}", record.cid, record.sha256, record.size);
+        out!("{} {} {}", record.cid, record.sha256, record.size);
     }
     Ok(())
 }

@@ -49,6 +49,39 @@ impl DiskStore {
         Ok(self.objects.join(format!("{cid}.json")))
     }
 
+    /// Remove what interrupted writes left (`<name>.tmp<pid>` files of processes that are
+    /// gone; a running one's are its writes in progress). Returns how many went. Where the
+    /// system cannot say which processes run (no `/proc`), nothing is removed.
+    pub fn remove_leftovers(&self) -> Result<usize> {
+        let proc = Path::new("/proc");
+        if !proc.is_dir() {
+            return Ok(0);
+        }
+        let mut dirs = vec![self.objects.clone()];
+        for shard in fs::read_dir(&self.blocks).map_err(io)? {
+            let shard = shard.map_err(io)?;
+            if shard.file_type().map_err(io)?.is_dir() {
+                dirs.push(shard.path());
+            }
+        }
+        let mut removed = 0;
+        for dir in dirs {
+            for entry in fs::read_dir(&dir).map_err(io)? {
+                let path = entry.map_err(io)?.path();
+                let pid = path
+                    .extension()
+                    .and_then(|e| e.to_str()?.strip_prefix("tmp")?.parse::<u32>().ok());
+                if pid.is_some_and(|pid| !proc.join(pid.to_string()).exists()) {
+                    match fs::remove_file(&path) {
+                        Err(e) if e.kind() != ErrorKind::NotFound => return Err(io(e)),
+                        _ => removed += 1,
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Overwrite a stored block's bytes without checks, to test corruption detection.
     #[cfg(test)]
     pub fn corrupt(&self, cid: &Cid, data: &[u8]) -> std::io::Result<()> {
@@ -65,7 +98,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)
+        fs::rename(&tmp, path)?;
+        // The rename itself made durable: a power loss after an `add` has printed its CID does
+        // not take the file back.
+        match path.parent() {
+            Some(dir) => fs::File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -99,7 +138,11 @@ impl BlockStore for DiskStore {
         }
         for b in blocks {
             let path = self.block_path(&b.cid);
-            if !path.exists() {
+            // One stored already is kept only if its bytes still match its CID: adding the same
+            // content again repairs a damaged block.
+            let intact =
+                matches!(read_optional(&path), Ok(Some(old)) if verify(&b.cid, &old).is_ok());
+            if !intact {
                 write_atomic(&path, &b.data)?;
             }
         }

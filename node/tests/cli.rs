@@ -195,6 +195,35 @@ fn add_cat_pin_gc_round_trip_and_corruption_is_caught() {
         out.stdout.len() < content.len() && content.starts_with(&out.stdout),
         "only verified bytes"
     );
+    // Adding the same content again repairs it.
+    let out = node(&dir, &["add", "--chunk-size", "65536"], Some(&content));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = node(&dir, &["cat", &cid], None);
+    assert!(out.status.success() && out.stdout == content, "repaired by adding it again");
+
+    // What an interrupted write left is removed by gc, unless its writer still runs.
+    let shard = leaf.parent().expect("shard");
+    let gone = shard.join("bafkreileftover.tmp4000000000");
+    let running = shard.join(format!("bafkreiwriting.tmp{}", std::process::id()));
+    for f in [&gone, &running] {
+        std::fs::write(f, b"half a block").expect("plant");
+    }
+    assert!(node(&dir, &["gc"], None).status.success());
+    assert!(!gone.exists(), "a dead writer's leftover is removed");
+    assert!(running.exists(), "a running writer's file is left alone");
+    std::fs::remove_file(&running).expect("clean up");
+
+    // A reader that goes (`ls | head -1`) ends the command quietly.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["ls", "--data-dir", dir.to_str().expect("utf-8")])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{:?} {stderr}", out.status);
 
     let out = node(&dir, &["unpin", &cid], None);
     assert!(out.status.success());
