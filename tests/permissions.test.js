@@ -168,6 +168,26 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     assert.equal((await h.pageRequest(page, { method: 'disot_status' })).result.did, null);
   });
 
+  test('revoking a site in the popup turns down what it waits for the user to answer: its open prompt can no longer be approved', async () => {
+    const granted = await ask(page);
+    await (await promptPage(browser)).click('#approve');
+    assert.equal((await granted()).result.length, 1);
+    const signGrant = await h.startInPage(page, { method: 'disot_requestPermissions', params: [{ sign: {} }] });
+    await (await promptPage(browser)).click('#approve');
+    assert.ok((await signGrant()).result.some((p) => p.parentCapability === 'sign'));
+    const signing = await h.startInPage(page, { method: 'disot_sign', params: { contentHash: `sha256:${'ab'.repeat(32)}`, type: 'document' } });
+    const prompt = await promptPage(browser);
+    const popup = await browser.browser.newPage();
+    await popup.goto(`${browser.extensionBase}popup.html`);
+    await popup.waitForSelector(`#grants li[data-origin="${site.url}"] button.revoke`);
+    await popup.click(`#grants li[data-origin="${site.url}"] button.revoke`);
+    const answer = await signing();
+    assert.equal(answer.error?.code, 4001, `turned down: ${JSON.stringify(answer)}`);
+    await prompt.waitForFunction(() => !document.getElementById('error').hidden && document.getElementById('approve').disabled, { timeout: 10_000 });
+    assert.match(await prompt.$eval('#error', (e) => e.textContent), /no longer waiting/);
+    await popup.close();
+  });
+
   test('grants survive a browser restart', async () => {
     const answer = await ask(page);
     await (await promptPage(browser)).click('#approve');

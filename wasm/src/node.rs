@@ -2200,6 +2200,14 @@ async fn handle_ui(
                 grants.revoke(&origin, permission);
                 grants.clone()
             };
+            // What the site waits for the user to answer is turned down at once: a prompt
+            // still open for it can no longer be approved (it says so, and closes).
+            let waiting = shared.pending.borrow_mut().close_where(|o| o == origin);
+            for id in waiting {
+                if let Some(waiter) = shared.waiters.borrow_mut().remove(&id) {
+                    let _ = waiter.send(false);
+                }
+            }
             shared.store.set_grants(&grants).await.map_err(internal)?;
             // Without the share permission, nothing it was allowed to share unasked stays so.
             if permission.is_none_or(|p| p == disot_core::permissions::Permission::Share) {
