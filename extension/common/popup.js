@@ -106,6 +106,28 @@ $('restart').addEventListener('click', async () => {
   }
 });
 
+/**
+ * A list item's button: disabled while its action runs; if that fails, the button says so (the
+ * reason as its tooltip) and can be clicked again. (The lists are drawn again only when they
+ * change, so a button left disabled would stay so.)
+ */
+function actionButton(label, className, action) {
+  const button = document.createElement('button');
+  button.textContent = label;
+  if (className) button.className = className;
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      await action();
+    } catch (e) {
+      button.textContent = `${label}: failed, try again`;
+      button.title = e.message;
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
 let shownTrust = '';
 let myDid = null;
 
@@ -129,15 +151,10 @@ async function showTrust() {
     li.dataset.did = did;
     li.title = did;
     if (level !== null && level > 0) {
-      const revoke = document.createElement('button');
-      revoke.textContent = 'Revoke';
-      revoke.className = 'revoke';
-      revoke.addEventListener('click', async () => {
-        revoke.disabled = true;
+      li.append(actionButton('Revoke', 'revoke', async () => {
         await call('trust_set', { did, level: 0, context });
         await showTrust();
-      });
-      li.append(revoke);
+      }));
     }
     return li;
   }));
@@ -248,14 +265,10 @@ function showBlocked(blocked) {
   $('blocked').replaceChildren(...blocked.map(({ blocked: what }) => {
     const li = item(`${what.includes('://') ? what : `every site under ${what}`} `);
     li.dataset.blocked = what;
-    const unblock = document.createElement('button');
-    unblock.textContent = 'Unblock';
-    unblock.addEventListener('click', async () => {
-      unblock.disabled = true;
+    li.append(actionButton('Unblock', '', async () => {
       await call('permissions_unblock', { blocked: what });
       await showGrants();
-    });
-    li.append(unblock);
+    }));
     return li;
   }));
 }
@@ -280,25 +293,16 @@ async function showGrants() {
       const row = item(`shares with ${short(did)} without asking `);
       row.className = 'preauth';
       row.dataset.did = did;
-      const forget = document.createElement('button');
-      forget.textContent = 'Ask again';
-      forget.addEventListener('click', async () => {
-        forget.disabled = true;
+      row.append(actionButton('Ask again', '', async () => {
         await call('share_preauth_remove', { origin, did });
         await showGrants();
-      });
-      row.append(forget);
+      }));
       sub.append(row);
     }
-    const revoke = document.createElement('button');
-    revoke.textContent = 'Revoke';
-    revoke.className = 'revoke';
-    revoke.addEventListener('click', async () => {
-      revoke.disabled = true;
+    li.append(actionButton('Revoke', 'revoke', async () => {
       await call('permissions_revoke', { origin });
       await showGrants();
-    });
-    li.append(revoke);
+    }));
     if (unasked.length) li.append(sub);
     return li;
   }));
@@ -395,15 +399,10 @@ async function showShares() {
     const li = item(`${what(s)} to ${short(s.to)}${s.revoked ? ' — revoked' : ''} `);
     Object.assign(li.dataset, { share: s.id, to: s.to });
     if (!s.revoked) {
-      const revoke = document.createElement('button');
-      revoke.textContent = 'Revoke';
-      revoke.className = 'revoke';
-      revoke.addEventListener('click', async () => {
-        revoke.disabled = true;
+      li.append(actionButton('Revoke', 'revoke', async () => {
         await call('share_revoke', { to: s.to, id: s.id });
         await showShares();
-      });
-      li.append(revoke);
+      }));
     }
     return li;
   }) : [none()]));
