@@ -238,7 +238,7 @@ describe('bitswap', { concurrency: 1 }, () => {
     }
   });
 
-  test('disot-node serves a peer four Bitswap streams, three sync sessions and two identity exchanges at once and resets the rest', async () => {
+  test('disot-node serves a peer four Bitswap streams, three sync sessions and two identity exchanges at once and resets the rest; a Bitswap stream idle too long is dropped', async () => {
     // (Keeping some peer's documents, it takes part in sync and answers identity exchanges.)
     const someone = 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK';
     const node = await new h.NativeNode(h.tempDir('node-flooded'), { args: ['--trust', someone] }).start();
@@ -252,6 +252,15 @@ describe('bitswap', { concurrency: 1 }, () => {
       assert.equal(report.held, limit, `served up to the limit, no more: ${JSON.stringify(report)}`);
     }
     assert.equal(node.proc.exitCode, null, 'the node still runs');
+    // Streams that bring no whole message for the idle time (a minute; here one second) are
+    // dropped, and their places freed.
+    const brief = await new h.NativeNode(h.tempDir('node-brief'), { args: ['--debug-bitswap-idle-ms', '1000'] }).start();
+    const again = await h.startExamplePeer('flood-peer', ['0', brief.wsAddr]);
+    await h.waitFor(() => again.events.some((e) => e.event === 'connected'), { what: 'the flood peer on the node' });
+    again.send('flood 40');
+    const report = await h.waitFor(() => again.events.find((e) => e.event === 'flood' && e.protocol === '/ipfs/bitswap/1.2.0'), { what: 'the flood peer\'s report' });
+    assert.equal(report.opened, 40, JSON.stringify(report));
+    assert.equal(report.held, 0, `none held past the idle time: ${JSON.stringify(report)}`);
   });
 
   test('a get of what this browser holds for the page asks no peer, also after a restart; one of what it does not hold asks at once', async () => {

@@ -38,9 +38,21 @@ impl Source for Everything<'_> {
 const INBOUND_PER_PEER: usize = 4;
 const INBOUND_TOTAL: usize = 128;
 
+/// How long an inbound stream may go without a whole message, and a message to the peer may
+/// take to send, before the stream is dropped and its place freed: a peer that opens streams
+/// and leaves them idle, or begins a message and never ends it, or stops reading, does not
+/// hold the places of others for good. (Browsers open a stream again when one that was idle
+/// broke.)
+pub const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Accept Bitswap streams and answer their wants for as long as the node runs, as many at once
-/// as [`INBOUND_PER_PEER`] and [`INBOUND_TOTAL`] allow (the others are reset).
-pub fn serve(mut control: libp2p_stream::Control, store: DiskStore) -> Result<(), String> {
+/// as [`INBOUND_PER_PEER`] and [`INBOUND_TOTAL`] allow (the others are reset), each for as long
+/// as it is used (`idle`: see [`STREAM_IDLE`]).
+pub fn serve(
+    mut control: libp2p_stream::Control,
+    store: DiskStore,
+    idle: std::time::Duration,
+) -> Result<(), String> {
     let mut incoming = control.accept(PROTOCOL).map_err(|e| e.to_string())?;
     let store = Arc::new(store);
     let limit = InboundLimit::new(INBOUND_PER_PEER, INBOUND_TOTAL);
@@ -51,7 +63,7 @@ pub fn serve(mut control: libp2p_stream::Control, store: DiskStore) -> Result<()
             }) else {
                 continue;
             };
-            let answering = answer(control.clone(), store.clone(), peer, stream);
+            let answering = answer(control.clone(), store.clone(), peer, stream, idle);
             tokio::spawn(async move {
                 answering.await;
                 drop(admitted);
@@ -68,10 +80,15 @@ async fn answer(
     store: Arc<DiskStore>,
     peer: PeerId,
     mut inbound: libp2p::Stream,
+    idle: std::time::Duration,
 ) {
     let mut outbound = None;
     loop {
-        let incoming = match bitswap::read_frame(&mut inbound).await {
+        let Ok(read) = tokio::time::timeout(idle, bitswap::read_frame(&mut inbound)).await else {
+            tracing::debug!("bitswap from {peer}: no whole message for {idle:?}");
+            return;
+        };
+        let incoming = match read {
             Ok(Some(bytes)) => match bitswap::decode(&bytes) {
                 Ok(m) => m,
                 Err(e) => {
@@ -100,12 +117,12 @@ async fn answer(
             if out.blocks.is_empty() {
                 continue;
             }
-            if !send(&control, peer, &mut outbound, out, may_open).await {
+            if !send(&control, peer, &mut outbound, out, may_open, idle).await {
                 return;
             }
             may_open = false;
         }
-        if !send(&control, peer, &mut outbound, presences, may_open).await {
+        if !send(&control, peer, &mut outbound, presences, may_open, idle).await {
             return;
         }
     }
@@ -119,6 +136,7 @@ async fn send(
     outbound: &mut Option<libp2p::Stream>,
     out: bitswap::Outgoing,
     may_open: bool,
+    idle: std::time::Duration,
 ) -> bool {
     for frame in out.encode() {
         let open = || {
@@ -132,9 +150,16 @@ async fn send(
                 control.open_stream(peer, PROTOCOL).await
             }
         };
-        if let Err(e) = bitswap::send_frame(outbound, open, &frame).await {
-            tracing::info!("bitswap to {peer}: {e}");
-            return false;
+        match tokio::time::timeout(idle, bitswap::send_frame(outbound, open, &frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::info!("bitswap to {peer}: {e}");
+                return false;
+            }
+            Err(_) => {
+                tracing::info!("bitswap to {peer}: a message not taken in {idle:?}");
+                return false;
+            }
         }
     }
     true

@@ -79,6 +79,10 @@ struct Args {
     #[arg(long = "trust", value_name = "DID[=LEVEL]", value_parser = docs::parse_trust)]
     trust: Vec<(String, u8)>,
 
+    /// For tests: how long a Bitswap stream may go without a whole message, in ms
+    #[arg(long, value_name = "MS", hide = true, default_value_t = exchange::STREAM_IDLE.as_millis() as u64)]
+    debug_bitswap_idle_ms: u64,
+
     /// For tests: a peer's sync message about this document panics, as a bug would
     #[arg(long, value_name = "ID", hide = true)]
     debug_crash_on_document: Option<String>,
@@ -196,7 +200,11 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
     let store = diskstore::DiskStore::open(data.path())?;
-    exchange::serve(swarm.behaviour().stream.new_control(), store)?;
+    exchange::serve(
+        swarm.behaviour().stream.new_control(),
+        store,
+        Duration::from_millis(args.debug_bitswap_idle_ms),
+    )?;
     // Without peers to keep documents for, the node takes part in no sync (and answers no
     // identity exchange, which only sync needs).
     let docs = if args.trust.is_empty() {
