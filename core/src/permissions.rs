@@ -237,6 +237,22 @@ pub struct Request {
     pub asked_at: u64,
 }
 
+impl Request {
+    /// The permission the site must hold for what it asks the user (`None` when it asks for
+    /// permissions).
+    pub fn needs(&self) -> Option<Permission> {
+        if self.sign.is_some() {
+            Some(Permission::Sign)
+        } else if self.trust.is_some() {
+            Some(Permission::Trust)
+        } else if self.share.is_some() {
+            Some(Permission::Share)
+        } else {
+            None
+        }
+    }
+}
+
 /// Requests waiting for the user, bounded, at most one per origin.
 #[derive(Debug, Default)]
 pub struct Pending {
@@ -337,10 +353,9 @@ impl Pending {
         self.requests.remove(&id)
     }
 
-    /// Close every request whose origin `matches`; returns their ids.
-    pub fn close_where(&mut self, matches: impl Fn(&str) -> bool) -> Vec<u64> {
-        let ids: Vec<u64> =
-            self.requests.values().filter(|r| matches(&r.origin)).map(|r| r.id).collect();
+    /// Close every request that `matches`; returns their ids.
+    pub fn close_where(&mut self, matches: impl Fn(&Request) -> bool) -> Vec<u64> {
+        let ids: Vec<u64> = self.requests.values().filter(|r| matches(r)).map(|r| r.id).collect();
         for id in &ids {
             self.requests.remove(id);
         }
@@ -515,7 +530,7 @@ mod tests {
         let a = p.open("https://a.example.com", vec![Permission::Cas], 1).expect("a").id;
         let b = p.open("https://b.example.com", vec![Permission::Cas], 1).expect("b").id;
         let c = p.open("https://other.org", vec![Permission::Cas], 1).expect("c").id;
-        let closed = p.close_where(|o| o.ends_with(".example.com"));
+        let closed = p.close_where(|r| r.origin.ends_with(".example.com"));
         assert_eq!(closed, vec![a, b]);
         assert!(p.get(c).is_some() && p.len() == 1);
     }

@@ -89,7 +89,9 @@ impl DiskStore {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Write `path` whole or not at all; with `sync_dir_too`, the rename is made durable as well
+/// (else the caller syncs the directory: [`sync_dir`]).
+fn write_atomic(path: &Path, bytes: &[u8], sync_dir_too: bool) -> Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io)?;
     }
@@ -98,18 +100,22 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // The rename itself made durable: a power loss after an `add` has printed its CID does
-        // not take the file back.
-        match path.parent() {
-            Some(dir) => fs::File::open(dir)?.sync_all(),
-            None => Ok(()),
-        }
+        fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(io)
+    result.map_err(io)?;
+    match path.parent() {
+        Some(dir) if sync_dir_too => sync_dir(dir),
+        _ => Ok(()),
+    }
+}
+
+/// Make the renames into `dir` durable: a power loss after an `add` has printed its CID does
+/// not take its files back.
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
@@ -136,6 +142,7 @@ impl BlockStore for DiskStore {
         for b in blocks {
             verify(&b.cid, &b.data)?;
         }
+        let mut written = std::collections::BTreeSet::new();
         for b in blocks {
             let path = self.block_path(&b.cid);
             // One stored already is kept only if its bytes still match its CID: adding the same
@@ -143,10 +150,12 @@ impl BlockStore for DiskStore {
             let intact =
                 matches!(read_optional(&path), Ok(Some(old)) if verify(&b.cid, &old).is_ok());
             if !intact {
-                write_atomic(&path, &b.data)?;
+                write_atomic(&path, &b.data, false)?;
+                written.extend(path.parent().map(Path::to_path_buf));
             }
         }
-        Ok(())
+        // Each directory synced once, not once a block.
+        written.iter().try_for_each(|dir| sync_dir(dir))
     }
 
     async fn delete_block(&self, cid: &Cid) -> Result<()> {
@@ -177,7 +186,7 @@ impl BlockStore for DiskStore {
 
     async fn put_object(&self, record: &ObjectRecord) -> Result<()> {
         let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Backend(e.to_string()))?;
-        write_atomic(&self.object_path(&record.cid)?, &json)
+        write_atomic(&self.object_path(&record.cid)?, &json, true)
     }
 
     async fn object(&self, cid: &str) -> Result<Option<ObjectRecord>> {

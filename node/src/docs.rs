@@ -343,9 +343,10 @@ impl Service {
         initiator: bool,
     ) {
         let level = self.level(&did);
-        let mut refused = Vec::new();
-        let session =
-            core_sync::session(&mut stream, &self.lib, &did, level, initiator, |r| refused.push(r));
+        let mut refusals = Vec::new();
+        let session = core_sync::session(&mut stream, &self.lib, &did, level, initiator, |r| {
+            refusals.push(r)
+        });
         // A panic (a bug a peer's message set off) ends this session only: the library's state
         // is left as the message found it or as far as it got, and nothing more is taken from
         // that peer until the node restarts.
@@ -377,7 +378,8 @@ impl Service {
                     changed: stats.changed,
                     sent: stats.bytes_sent,
                     received: stats.bytes_received,
-                    refused,
+                    refused: refusals,
+                    refused_count: stats.refused,
                     documents: self.lib.borrow().ids().len(),
                 });
                 if stats.changed > 0 {

@@ -67,8 +67,10 @@ pub enum Event {
         changed: u64,
         sent: u64,
         received: u64,
-        /// Why what the peer sent was not taken, if anything was not.
+        /// Why what the peer sent was not taken, if anything was not (the first few reasons),
+        /// and how many of its messages were not.
         refused: Vec<String>,
+        refused_count: u64,
         /// Documents the node keeps now.
         documents: usize,
     },
@@ -125,12 +127,13 @@ impl std::fmt::Display for Event {
                 problems.iter().try_for_each(|p| write!(f, "\n  not read: {p}"))
             }
             Event::Verified { peer, did } => write!(f, "{peer} is {did}"),
-            Event::Synced { peer, changed, sent, received, refused, documents, .. } => write!(
-                f,
-                "synced with {peer}: {changed} document(s) changed, {sent} bytes sent, \
-                 {received} received, {} refused; {documents} document(s) kept",
-                refused.len()
-            ),
+            Event::Synced { peer, changed, sent, received, refused_count, documents, .. } => {
+                write!(
+                    f,
+                    "synced with {peer}: {changed} document(s) changed, {sent} bytes sent, \
+                 {received} received, {refused_count} refused; {documents} document(s) kept"
+                )
+            }
             Event::SyncFailed { peer, reason } => write!(f, "sync with {peer} failed: {reason}"),
             Event::PeerCutOff { peer, reason } => {
                 write!(f, "no more sync with {peer} until the node restarts: {reason}")

@@ -1745,7 +1745,7 @@ async fn decide(
     if let Some((what, grants)) = blocking {
         // Those of them that wait for their prompts are turned down with this one, and their
         // windows are not opened.
-        let more = shared.pending.borrow_mut().close_where(|o| grants.blocks(o));
+        let more = shared.pending.borrow_mut().close_where(|r| grants.blocks(&r.origin));
         answered.extend(more.into_iter().map(|id| (id, false)));
         *shared.grants.borrow_mut() = grants.clone();
         blocked = Some(what);
@@ -1778,12 +1778,17 @@ async fn decide(
             .await
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     }
+    answer_waiters(shared, answered);
+    Ok(json!({ "id": id, "approved": approve, "blocked": blocked }))
+}
+
+/// Give closed requests their answers (`true`: approved).
+fn answer_waiters(shared: &Shared, answered: impl IntoIterator<Item = (u64, bool)>) {
     for (id, approve) in answered {
         if let Some(waiter) = shared.waiters.borrow_mut().remove(&id) {
             let _ = waiter.send(approve);
         }
     }
-    Ok(json!({ "id": id, "approved": approve, "blocked": blocked }))
 }
 
 /// Issue (and keep) a trust assertion about `did`, and publish it to the peers we trust.
@@ -2200,14 +2205,13 @@ async fn handle_ui(
                 grants.revoke(&origin, permission);
                 grants.clone()
             };
-            // What the site waits for the user to answer is turned down at once: a prompt
-            // still open for it can no longer be approved (it says so, and closes).
-            let waiting = shared.pending.borrow_mut().close_where(|o| o == origin);
-            for id in waiting {
-                if let Some(waiter) = shared.waiters.borrow_mut().remove(&id) {
-                    let _ = waiter.send(false);
-                }
-            }
+            // What the site waits for the user to answer with what was revoked is turned down
+            // at once: a prompt still open for it can no longer be approved (it says so, and
+            // closes).
+            let waiting = shared.pending.borrow_mut().close_where(|r| {
+                r.origin == origin && (permission.is_none() || r.needs() == permission)
+            });
+            answer_waiters(shared, waiting.into_iter().map(|id| (id, false)));
             shared.store.set_grants(&grants).await.map_err(internal)?;
             // Without the share permission, nothing it was allowed to share unasked stays so.
             if permission.is_none_or(|p| p == disot_core::permissions::Permission::Share) {

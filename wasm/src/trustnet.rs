@@ -127,7 +127,21 @@ pub(crate) async fn take(
         if ready.is_empty() {
             break;
         }
-        for (_, credential) in ready {
+        for (said, credential) in ready {
+            let same = |c: &Value| {
+                trust::read_form(c).is_ok_and(|b| {
+                    b.issuer == said.issuer
+                        && b.subject == said.subject
+                        && b.context == said.context
+                })
+            };
+            let older = received.iter().position(same);
+            // One no newer than the one kept is let go unchecked.
+            if older.is_some_and(|at| {
+                trust::read_form(&received[at]).is_ok_and(|b| b.issued_ms >= said.issued_ms)
+            }) {
+                continue;
+            }
             let a = match trust::verify(&credential, now).await {
                 Ok(a) => a,
                 Err(e) => {
@@ -135,15 +149,7 @@ pub(crate) async fn take(
                     continue;
                 }
             };
-            let same = |c: &Value| {
-                trust::read_form(c).is_ok_and(|b| {
-                    b.issuer == a.issuer && b.subject == a.subject && b.context == a.context
-                })
-            };
-            if let Some(at) = received.iter().position(same) {
-                if trust::read_form(&received[at]).is_ok_and(|b| b.issued_ms >= a.issued_ms) {
-                    continue;
-                }
+            if let Some(at) = older {
                 received.remove(at);
             }
             if received.len() >= MAX_RECEIVED {
