@@ -252,8 +252,11 @@ describe('share and sync', { concurrency: 1 }, () => {
 
   test('"share with these peers without asking": the next share from that site to B needs no prompt, until the user says "Ask again" in the popup', async () => {
     const one = await put(a, 1, 11, 'unasked-1.bin');
-    const first = await h.startInPage(a.page, { method: 'share', params: { cid: one.cid, to: sb.did, note: 'remember me' } });
+    // (A note cannot draw lines that look like the prompt's own: another recipient, say.)
+    const forged = 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK';
+    const first = await h.startInPage(a.page, { method: 'share', params: { cid: one.cid, to: sb.did, note: `remember me\n${forged}` } });
     const prompt = await h.promptPage(a.browser);
+    assert.deepEqual((await prompt.$eval('#entry', (e) => e.textContent)).split('\n'), [sb.did, `note: remember me ${forged}`, one.cid]);
     await prompt.click('#remember');
     await prompt.click('#approve');
     assert.ok((await first()).result, 'approved');

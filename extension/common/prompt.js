@@ -12,6 +12,16 @@ const DESCRIPTIONS = {
 let deciding = false;
 
 // Requests from other sites (or this one's next) wait for this prompt: say how many.
+/**
+ * Text a site or a peer chose (a note, a name), as one line of at most `max` characters: line
+ * breaks and other control characters would let it draw lines that look like the prompt's own
+ * (another recipient, another CID).
+ */
+function oneLine(text, max = 200) {
+  const flat = String(text).replace(/[\p{Cc}\p{Zl}\p{Zp}]+/gu, ' ');
+  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
+}
+
 function showWaiting({ waiting }) {
   $('waiting').textContent = waiting === 1
     ? '1 more request waits: it opens when this one is answered or closed.'
@@ -78,13 +88,13 @@ try {
     document.title = 'Disot Peer: share';
     $('title').textContent = 'Share';
     const what = collection
-      ? `the collection ${object?.name ? `“${object.name}” (${object.count} entries)` : collection}`
-      : `${object?.name ?? cid} (${object?.size ?? '?'} bytes)`;
+      ? `the collection ${object?.name ? `“${oneLine(object.name)}” (${object.count} entries)` : collection}`
+      : `${object?.name ? oneLine(object.name) : cid} (${object?.size ?? '?'} bytes)`;
     const { role } = request.share;
     $('asks').textContent = role
       ? `asks you to let this peer ${role === 'reader' ? 'read' : 'read and edit'} ${what}:`
       : `asks you to share ${what} with:`;
-    $('entry').textContent = [...[to].flat(), ...(note ? [`note: ${note}`] : []), ...(cid ? [cid] : [])].join('\n');
+    $('entry').textContent = [...[to].flat(), ...(note ? [`note: ${oneLine(note)}`] : []), ...(cid ? [cid] : [])].join('\n');
     $('entry').hidden = false;
     $('approve').textContent = 'Share';
     $('remember-row').hidden = false;
