@@ -8,6 +8,7 @@ use cid::Cid;
 use disot_core::store::{self, join_to, BlockStore, ObjectRecord};
 use disot_core::unixfs::{Importer, Preset};
 
+use crate::datadir::{Hold, Lock};
 use crate::diskstore::DiskStore;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -69,9 +70,12 @@ pub fn run(command: &Command, data_dir: &Path, json: bool) -> Result<(), BoxErro
     futures::executor::block_on(run_async(command, data_dir, json))
 }
 
-fn open(data_dir: &Path) -> Result<DiskStore, BoxError> {
-    crate::datadir::DataDir::open(data_dir)?;
-    Ok(DiskStore::open(data_dir)?)
+/// The store, with the lock `hold` needs (`None` to read only: reads need none, every file
+/// being written whole or not at all).
+fn open(data_dir: &Path, hold: Option<Hold>) -> Result<(DiskStore, Option<Lock>), BoxError> {
+    let dir = crate::datadir::DataDir::open(data_dir)?;
+    let lock = hold.map(|h| dir.lock(h)).transpose()?;
+    Ok((DiskStore::open(data_dir)?, lock))
 }
 
 /// A line on stdout. A reader that went (`disot-node ls | head -1`) ends the command quietly,
@@ -105,7 +109,7 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
     match command {
         Command::Add(args) => add(args, data_dir, json).await,
         Command::Cat(NameArg { name }) => {
-            let store = open(data_dir)?;
+            let (store, _) = open(data_dir, None)?;
             let record = store::resolve(&store, name).await?;
             let cid: Cid = record.cid.parse()?;
             let mut stdout = std::io::stdout().lock();
@@ -117,7 +121,7 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
             Ok(())
         }
         Command::Pin(NameArg { name }) | Command::Unpin(NameArg { name }) => {
-            let store = open(data_dir)?;
+            let (store, _writing) = open(data_dir, Some(Hold::StoreWrite))?;
             let mut record = store::resolve(&store, name).await?;
             record.pinned = matches!(command, Command::Pin(_));
             store.put_object(&record).await?;
@@ -125,7 +129,7 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
             Ok(())
         }
         Command::Ls => {
-            let store = open(data_dir)?;
+            let (store, _) = open(data_dir, None)?;
             for r in store.objects().await? {
                 print_record(&r, json);
             }
@@ -153,7 +157,7 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
             Ok(())
         }
         Command::Gc => {
-            let store = open(data_dir)?;
+            let (store, _sweeping) = open(data_dir, Some(Hold::StoreSweep))?;
             let removed = store::collect_garbage(&store).await?;
             let leftovers = store.remove_leftovers()?;
             if leftovers > 0 {
@@ -184,7 +188,8 @@ async fn add(args: &AddArgs, data_dir: &Path, json: bool) -> Result<(), BoxError
             std::fs::File::open(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
         ),
     };
-    let store = if args.only_hash { None } else { Some(open(data_dir)?) };
+    let opened = if args.only_hash { None } else { Some(open(data_dir, Some(Hold::StoreWrite))?) };
+    let store = opened.as_ref().map(|(store, _writing)| store);
     // Stream in 1 MiB reads: memory stays flat whatever the size. Blocks are written as they
     // complete; the object record is written last, so the object appears all at once.
     let mut importer = Importer::new(layout);

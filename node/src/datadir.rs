@@ -24,6 +24,24 @@ pub enum Error {
     Damaged { path: PathBuf, reason: String },
     #[error("could not create a key or certificate: {0}")]
     Create(String),
+    #[error("{0}")]
+    InUse(String),
+}
+
+/// A lock on the data directory, or a part of it, held until dropped (the system lets go of it
+/// when the process ends, however it ends).
+#[derive(Debug)]
+pub struct Lock(#[allow(dead_code)] fs::File);
+
+/// What a lock keeps out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// A running node: one per data directory.
+    Node,
+    /// Writing to the store (`add`, `pin`, `unpin`): any number at once, but not during `gc`.
+    StoreWrite,
+    /// `gc`: alone, as it removes what no record names (an `add` writes its blocks first).
+    StoreSweep,
 }
 
 /// The default data directory: `$XDG_DATA_HOME/disot-node`, else `~/.local/share/disot-node`.
@@ -56,6 +74,40 @@ impl DataDir {
         fs::write(&probe, b"ok").map_err(unusable)?;
         fs::remove_file(&probe).map_err(unusable)?;
         Ok(DataDir { path: path.to_owned() })
+    }
+
+    /// Take the lock `hold` needs, or say what holds it.
+    pub fn lock(&self, hold: Hold) -> Result<Lock, Error> {
+        let unusable = |source| Error::Unusable { path: self.path.clone(), source };
+        let name = if hold == Hold::Node { "node.lock" } else { "store.lock" };
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(self.path.join(name))
+            .map_err(unusable)?;
+        let taken = match hold {
+            Hold::StoreWrite => file.try_lock_shared(),
+            Hold::Node | Hold::StoreSweep => file.try_lock(),
+        };
+        match taken {
+            Ok(()) => Ok(Lock(file)),
+            Err(fs::TryLockError::WouldBlock) => Err(Error::InUse(match hold {
+                Hold::Node => {
+                    format!("another disot-node runs on the data directory {}", self.path.display())
+                }
+                Hold::StoreWrite => {
+                    "gc is running on this data directory: try again once it is done".to_owned()
+                }
+                Hold::StoreSweep => {
+                    "content is being added, pinned or unpinned in this data directory: \
+                     try gc again once that is done"
+                        .to_owned()
+                }
+            })),
+            Err(fs::TryLockError::Error(e)) => Err(unusable(e)),
+        }
     }
 
     pub fn path(&self) -> &Path {

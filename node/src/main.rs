@@ -145,6 +145,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
     let dir = args.data_dir.clone().unwrap_or_else(datadir::default_dir);
     let data = DataDir::open(&dir)?;
+    let _running = data.lock(datadir::Hold::Node)?;
     let key = data.identity()?;
     let cert = data.certificate()?;
     let local_peer = key.public().to_peer_id();

@@ -250,3 +250,45 @@ fn add_rejects_bad_settings_and_missing_files() {
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn one_node_per_data_dir_and_no_gc_while_content_is_added() {
+    let dir = temp_dir("locks");
+    // A node runs on the directory: a second one is refused, saying why.
+    let child = Command::new(BIN)
+        .args(["--data-dir", dir.to_str().expect("utf-8 path"), "--json"])
+        .args(["--ws-port", "0", "--webrtc-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn disot-node");
+    let mut first = Running(child);
+    let stdout = first.0.stdout.take().expect("stdout");
+    let started = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("\"listening\""));
+    assert!(started, "the first node listens");
+    let second = Command::new(BIN)
+        .args(["--data-dir", dir.to_str().expect("utf-8 path")])
+        .args(["--ws-port", "0", "--webrtc-port", "0"])
+        .output()
+        .expect("run");
+    assert_eq!(second.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("another disot-node runs on the data directory"), "{said}");
+    // Content can be added and read while the node runs; gc is refused while an add holds the
+    // store (held here as an add would), and runs once it is done.
+    assert!(node(&dir, &["add"], Some(b"while the node runs")).status.success());
+    drop(first);
+    let store_lock = std::fs::File::open(dir.join("store.lock")).expect("store.lock");
+    store_lock.try_lock_shared().expect("held as an add holds it");
+    let out = node(&dir, &["gc"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("content is being added, pinned or unpinned"), "{said}");
+    assert!(node(&dir, &["add"], Some(b"another add at the same time")).status.success());
+    store_lock.unlock().expect("unlock");
+    assert!(node(&dir, &["gc"], None).status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
