@@ -1251,14 +1251,31 @@ async fn handle_page(
     permissions::validate_origin(origin)?;
     // Checked before anything touches the store: without the grant a page learns nothing,
     // not even by timing, whether some content is held.
-    if let Some(needed) = request.needs() {
-        if !shared.grants.borrow().allows(origin, needed) {
-            return Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "this origin has no permission for that: ask with disot_requestPermissions",
-            ));
-        }
+    let needed = request.needs();
+    let unauthorized = || {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "this origin has no permission for that: ask with disot_requestPermissions",
+        )
+    };
+    if needed.is_some_and(|p| !shared.grants.borrow().allows(origin, p)) {
+        return Err(unauthorized());
     }
+    let answer = answer_page(shared, commands, origin, request).await;
+    // A permission revoked while the request ran (a fetch waits for peers, a prompt for the
+    // user): its answer is not given.
+    if answer.is_ok() && needed.is_some_and(|p| !shared.grants.borrow().allows(origin, p)) {
+        return Err(unauthorized());
+    }
+    answer
+}
+
+async fn answer_page(
+    shared: &Shared,
+    commands: mpsc::Sender<Command>,
+    origin: &str,
+    request: PageRequest,
+) -> Result<Value, ApiError> {
     match request {
         PageRequest::CasFetch { name, inline, local_first } => {
             fetch(shared, commands, origin, &name, inline, local_first).await
