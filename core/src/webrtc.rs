@@ -267,7 +267,7 @@ impl StreamState {
             Some(None) => return Err(malformed("unknown flag")),
             Some(Some(Flag::Fin)) => {
                 // Acknowledged once: a peer repeating FIN does not make us queue answers.
-                if !matches!(self.read, ReadHalf::Finished | ReadHalf::Reset) {
+                if self.read != ReadHalf::Finished {
                     self.outgoing.push_back(encode_frame(Some(Flag::FinAck), None));
                 }
                 if self.read != ReadHalf::Reset {
