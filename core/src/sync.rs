@@ -1075,8 +1075,19 @@ impl Library {
             .unwrap_or_default()
     }
 
-    /// A session ended well: keep what it learned both sides have.
-    pub fn end_session(&mut self, peer: &str, states: HashMap<String, sync::State>) {
+    /// A document arriving from `peer` is not taken after all: it goes, with any sync state
+    /// kept for it.
+    fn drop_arriving(&mut self, peer: &str, id: &str) {
+        self.arriving.remove(id);
+        self.docs.remove(id);
+        let key = (peer.to_owned(), id.to_owned());
+        self.states.remove(&key);
+        self.dirty_states.remove(&key);
+    }
+
+    /// A session ended well: keep what it learned both sides have. Returns for how many
+    /// documents it kept a state.
+    pub fn end_session(&mut self, peer: &str, states: HashMap<String, sync::State>) -> usize {
         // Collections asked of the peer of which nothing came: let go, and not asked again
         // until its shares change.
         let asked: Vec<String> = self
@@ -1087,18 +1098,20 @@ impl Library {
             .collect();
         for id in asked {
             if self.docs.get_mut(&id).is_none_or(|d| d.get_heads().is_empty()) {
-                self.arriving.remove(&id);
-                self.docs.remove(&id);
+                self.drop_arriving(peer, &id);
                 self.unanswered.insert((peer.to_owned(), id));
             }
         }
+        let mut kept = 0;
         for (id, state) in states {
             if self.docs.contains_key(&id) {
                 let key = (peer.to_owned(), id);
                 self.states.insert(key.clone(), state);
                 self.dirty_states.insert(key);
+                kept += 1;
             }
         }
+        kept
     }
 
     /// [`Library::generate`] with a session's own state.
@@ -1234,7 +1247,6 @@ impl Library {
             self.docs.insert(id.to_owned(), AutoCommit::new());
             self.arriving.insert(id.to_owned(), peer.to_owned());
         }
-        let key = (peer.to_owned(), id.to_owned());
         let doc = self.docs.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
         // The peer remembers sharing changes this peer no longer has (it was stopped after
         // taking them and before saving them). Automerge would answer with an empty Bloom
@@ -1254,8 +1266,7 @@ impl Library {
         if grows {
             if let Err(e) = self.room_to_grow(id, level, raw_len) {
                 if self.arriving.contains_key(id) {
-                    self.docs.remove(id);
-                    self.arriving.remove(id);
+                    self.drop_arriving(peer, id);
                 }
                 return Err(e);
             }
@@ -1287,13 +1298,11 @@ impl Library {
                         _ => false,
                     }
             });
-            self.arriving.remove(id);
             if !fits {
-                self.docs.remove(id);
-                self.states.remove(&key);
-                self.dirty_states.remove(&key);
+                self.drop_arriving(peer, id);
                 return Err(Error::Refused(format!("{id} is not what that peer may send")));
             }
+            self.arriving.remove(id);
         }
         if changed {
             self.stored.entry(id.to_owned()).or_default().taken_bytes += raw_len;
@@ -1550,14 +1559,12 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         if received == 0 && last_sent == Some(0) {
-            stats.documents = states.len() as u64;
-            lib.borrow_mut().end_session(peer, states);
+            stats.documents = lib.borrow_mut().end_session(peer, states) as u64;
             return Ok(stats);
         }
         let sent = send_batch(stream, lib, peer, &touched, &mut states, &mut stats).await?;
         if received == 0 && sent == 0 {
-            stats.documents = states.len() as u64;
-            lib.borrow_mut().end_session(peer, states);
+            stats.documents = lib.borrow_mut().end_session(peer, states) as u64;
             return Ok(stats);
         }
         last_sent = Some(sent);

@@ -419,6 +419,11 @@ fn fetched_key(origin: &str, cid: &str) -> String {
     format!("{origin} {cid}")
 }
 
+/// The CID a [`fetched_key`] names.
+fn fetched_cid(key: &str) -> Option<&str> {
+    key.rsplit_once(' ').map(|(_, cid)| cid)
+}
+
 async fn open_database(name: &str) -> Result<Database, idb::Error> {
     let factory = Factory::new()?;
     let mut request = factory.open(name, Some(DB_VERSION))?;
@@ -756,7 +761,8 @@ impl Store {
     /// shares stay). As [`Store::collect_garbage`], in one transaction that first reads the
     /// records again, and only if none changed meanwhile (`None` otherwise: try again): an
     /// object committed meanwhile either changed the records or finds a block it needs gone
-    /// and says so ([`Store::commit_object`]), never unreadable. Returns how many went.
+    /// and says so ([`Store::commit_object`]), never unreadable. Returns how many it deleted
+    /// (some may have been gone already).
     pub async fn remove_unreferenced(&self, candidates: &[Cid]) -> cas::Result<Option<usize>> {
         let seen = self.read_all(OBJECTS, false).await.map_err(backend)?;
         let records = seen.iter().map(record_from).collect::<cas::Result<Vec<_>>>()?;
@@ -770,21 +776,13 @@ impl Store {
         };
         let noted = tx.object_store(FETCHED).map_err(backend)?;
         let noted = noted.get_all_keys(None, None).map_err(backend)?.await.map_err(backend)?;
-        let fetching: HashSet<String> = noted
-            .iter()
-            .filter_map(|k| Some(k.as_string()?.rsplit_once(' ')?.1.to_owned()))
-            .collect();
+        let fetching: HashSet<String> =
+            noted.iter().filter_map(|k| Some(fetched_cid(&k.as_string()?)?.to_owned())).collect();
         let blocks = tx.object_store(BLOCKS).map_err(backend)?;
         let mut removed = 0;
-        for cid in candidates {
-            let name = cid.to_string();
-            if fetching.contains(&name) {
-                continue;
-            }
-            let key = JsValue::from_str(&name);
-            let query = idb::Query::from(key.clone());
-            if blocks.count(Some(query)).map_err(backend)?.await.map_err(backend)? > 0 {
-                drop(blocks.delete(idb::Query::from(key)).map_err(write_failure)?);
+        for name in candidates.iter().map(|c| c.to_string()) {
+            if !fetching.contains(&name) {
+                drop(blocks.delete(JsValue::from_str(&name)).map_err(write_failure)?);
                 removed += 1;
             }
         }
