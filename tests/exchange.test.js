@@ -263,6 +263,35 @@ describe('bitswap', { concurrency: 1 }, () => {
     assert.equal(report.held, 0, `none held past the idle time: ${JSON.stringify(report)}`);
   });
 
+  test('disot-node refuses a peer\'s fifth connection, and any connection beyond --max-connections, and keeps serving', async () => {
+    const dataDir = h.tempDir('node-crowded');
+    const added = nodeAdd(dataDir, Buffer.from('still serving'));
+    const node = await new h.NativeNode(dataDir, { args: ['--max-connections', '6'] }).start();
+    const flood = await h.startExamplePeer('flood-peer', ['0', node.wsAddr]);
+    await h.waitFor(() => flood.events.some((e) => e.event === 'connected'), { what: 'the flood peer on the node' });
+    const report = (kind) => h.waitFor(() => flood.events.find((e) => e.event === 'connections' && e.kind === kind), { what: `the flood peer's report on ${kind}` });
+    // One peer dialling again and again: four connections of it are kept.
+    flood.send('connect 9');
+    const same = await report('connect');
+    assert.deepEqual([same.opened, same.held], [10, 4], JSON.stringify(same));
+    // Eight new peers, while that one holds four of the six places: two get in.
+    flood.send('strangers 8');
+    const others = await report('strangers');
+    assert.deepEqual([others.opened, others.held], [8, 2], JSON.stringify(others));
+    assert.equal(node.proc.exitCode, null, 'the node still runs');
+    // The places of peers that leave are free again: a browser gets one and is served.
+    flood.stop();
+    const site = await h.startPageServer();
+    const b = await h.launchPeer('chromium', { bootstrap: [node.wsAddr], site, name: 'crowded' });
+    try {
+      await connectedTo(b.page, [node.peerId]);
+      const got = await b.run(async (c) => new TextDecoder().decode(await window.disot.cas.get(c)), added.cid);
+      assert.equal(got, 'still serving');
+    } finally {
+      await b.close();
+    }
+  });
+
   test('a get of what this browser holds for the page asks no peer, also after a restart; one of what it does not hold asks at once', async () => {
     const node = await new h.NativeNode(h.tempDir('node-held')).start();
     // Every want a peer sends it is reported (it would answer want-blocks with junk).

@@ -49,6 +49,9 @@ pub const RECONNECT_GRACE_MS: u64 = 5_000;
 pub const HOLD_MS: u64 = 200;
 /// Blocks received or given up recently: a late copy of one of them is not misbehaviour.
 const RECENT: usize = 1024;
+/// Most peers remembered as banned; beyond it the longest banned is forgotten (each costs a
+/// misbehaving peer only a new identity, so the list must not grow with them).
+pub const MAX_BANNED: usize = 1024;
 
 /// The protobuf messages of the spec (`message.proto`), field numbers as there.
 pub mod pb {
@@ -612,6 +615,8 @@ pub struct Client {
     wants: BTreeMap<Cid, WantState>,
     peers: BTreeSet<PeerId>,
     banned: BTreeSet<PeerId>,
+    /// The banned peers, longest banned first (see [`MAX_BANNED`]).
+    ban_order: VecDeque<PeerId>,
     recent: VecDeque<Cid>,
     outbox: BTreeMap<PeerId, Outgoing>,
     events: VecDeque<Event>,
@@ -841,6 +846,12 @@ impl Client {
         if !self.banned.insert(peer) {
             return;
         }
+        self.ban_order.push_back(peer);
+        while self.ban_order.len() > MAX_BANNED {
+            if let Some(oldest) = self.ban_order.pop_front() {
+                self.banned.remove(&oldest);
+            }
+        }
         // Not waited for: it is not asked again.
         self.drop_peer(&peer, now, false);
         self.events.push_back(Event::Misbehaved { peer, reason });
@@ -848,6 +859,7 @@ impl Client {
 
     /// Let a banned peer be asked and answered again (the user allowed it).
     pub fn unban(&mut self, peer: &PeerId) -> bool {
+        self.ban_order.retain(|p| p != peer);
         self.banned.remove(peer)
     }
 
@@ -1452,6 +1464,23 @@ mod tests {
         let (cid, _) = block(b"wanted");
         c.want(cid, 4).expect("want");
         assert_eq!(sent(&mut c).into_keys().collect::<Vec<_>>(), vec![good]);
+    }
+
+    #[test]
+    fn the_ban_list_keeps_the_latest_bans_only() {
+        let mut c = Client::new();
+        let first = peer();
+        c.ban(first, "first".into(), 0);
+        let others: Vec<PeerId> = (0..MAX_BANNED).map(|_| peer()).collect();
+        for (i, p) in others.iter().enumerate() {
+            c.ban(*p, "flood".into(), i as u64);
+        }
+        assert!(!c.is_banned(&first), "the longest banned is forgotten");
+        assert!(others.iter().all(|p| c.is_banned(p)));
+        assert_eq!(c.banned.len(), MAX_BANNED);
+        assert_eq!(c.ban_order.len(), MAX_BANNED);
+        assert!(c.unban(&others[0]));
+        assert_eq!((c.banned.len(), c.ban_order.len()), (MAX_BANNED - 1, MAX_BANNED - 1));
     }
 
     #[test]

@@ -5,8 +5,13 @@
 //! finishes it. Three seconds later it reports, per protocol, how many streams the other side
 //! still holds open and how many it reset.
 //!
-//! Prints JSON lines: `listening`, `connected`, `disconnected`, and `flood` with `protocol`,
-//! `opened`, `held` and `reset`.
+//! For `connect <n>` it dials the address it was given `n` more times, and for `strangers <n>`
+//! it has `n` peers of new identities dial it once each; after three seconds it reports how
+//! many of those connections are still open.
+//!
+//! Prints JSON lines: `listening`, `connected`, `disconnected`, `flood` with `protocol`,
+//! `opened`, `held` and `reset`, and `connections` with `kind` (`connect` or `strangers`),
+//! `opened` and `held`.
 //!
 //! Usage: flood-peer <ws port> [address to dial]
 
@@ -14,8 +19,9 @@ use std::time::Duration;
 
 use disot_core::{auth, bitswap, sync, webrtc};
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{PeerId, StreamProtocol};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tokio::io::AsyncBufReadExt as _;
 
 #[path = "support/mod.rs"]
@@ -36,23 +42,52 @@ const HOLD: Duration = Duration::from_secs(3);
 async fn main() -> Result<(), support::Error> {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     let mut swarm = support::swarm(libp2p::identity::Keypair::generate_ed25519(), port).await?;
-    if let Some(addr) = std::env::args().nth(2) {
-        swarm.dial(addr.parse::<libp2p::Multiaddr>()?)?;
+    let target = std::env::args().nth(2).map(|a| a.parse::<Multiaddr>()).transpose()?;
+    if let Some(addr) = &target {
+        swarm.dial(addr.clone())?;
     }
     let control = swarm.behaviour().stream.new_control();
     let me = *swarm.local_peer_id();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut last: Option<PeerId> = None;
+    // Connections of `connect` whose report is due: when, how many were opened.
+    let mut counting: Option<(tokio::time::Instant, usize)> = None;
     loop {
+        let due = counting.map(|(at, _)| at);
         tokio::select! {
             line = lines.next_line() => {
                 let Ok(Some(line)) = line else { return Ok(()) };
-                let n = line.strip_prefix("flood ").and_then(|n| n.trim().parse::<usize>().ok());
-                if let (Some(n), Some(peer)) = (n, last) {
-                    for (name, max, sent) in PROTOCOLS {
-                        tokio::spawn(flood(control.clone(), peer, name, max, sent, n));
+                let (command, n) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                let Ok(n) = n.trim().parse::<usize>() else { continue };
+                match (command, last, &target) {
+                    ("flood", Some(peer), _) => {
+                        for (name, max, sent) in PROTOCOLS {
+                            tokio::spawn(flood(control.clone(), peer, name, max, sent, n));
+                        }
                     }
+                    ("connect", Some(peer), Some(addr)) => {
+                        for _ in 0..n {
+                            let again = DialOpts::peer_id(peer)
+                                .addresses(vec![addr.clone()])
+                                .condition(PeerCondition::Always)
+                                .build();
+                            swarm.dial(again)?;
+                        }
+                        counting = Some((tokio::time::Instant::now() + HOLD, n));
+                    }
+                    ("strangers", _, Some(addr)) => {
+                        tokio::spawn(strangers(addr.clone(), n));
+                    }
+                    _ => {}
                 }
+            }
+            _ = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => {
+                // Every connection it dialled is to the one peer, the first one included.
+                let opened = counting.take().map_or(0, |(_, n)| n) + 1;
+                let held = swarm.network_info().connection_counters().num_established_outgoing();
+                support::emit(serde_json::json!({
+                    "event": "connections", "kind": "connect", "opened": opened, "held": held,
+                }));
             }
             event = swarm.select_next_some() => match event {
                 SwarmEvent::NewListenAddr { address, .. } => support::emit(
@@ -69,6 +104,33 @@ async fn main() -> Result<(), support::Error> {
             },
         }
     }
+}
+
+/// `n` peers of new identities dial `addr` at once; after [`HOLD`], report how many of them
+/// are still connected.
+async fn strangers(addr: Multiaddr, n: usize) {
+    let dialling = (0..n).map(|_| {
+        let addr = addr.clone();
+        async move {
+            let key = libp2p::identity::Keypair::generate_ed25519();
+            let mut swarm = support::swarm(key, 0).await.ok()?;
+            swarm.dial(addr).ok()?;
+            let until = tokio::time::sleep(HOLD);
+            tokio::pin!(until);
+            loop {
+                tokio::select! {
+                    _ = &mut until => break,
+                    _ = swarm.select_next_some() => {}
+                }
+            }
+            Some(swarm.network_info().num_peers() > 0)
+        }
+    });
+    let outcomes = futures::future::join_all(dialling).await;
+    let held = outcomes.iter().filter(|o| **o == Some(true)).count();
+    support::emit(serde_json::json!({
+        "event": "connections", "kind": "strangers", "opened": n, "held": held,
+    }));
 }
 
 /// Open `n` streams of `protocol` to `peer`, each with `sent` bytes of a message claiming to

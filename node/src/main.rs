@@ -23,7 +23,8 @@ use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    gossipsub, identify, kad, noise, ping, relay, yamux, Multiaddr, StreamProtocol, Transport,
+    connection_limits, gossipsub, identify, kad, noise, ping, relay, yamux, Multiaddr,
+    StreamProtocol, Transport,
 };
 
 use crate::datadir::DataDir;
@@ -71,6 +72,11 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     relay_max_circuit_bytes: u64,
 
+    /// Most connections other peers may have open to this node at once; beyond it a new one
+    /// is refused (so is a peer's fifth, and a handshake while 64 others are in progress)
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    max_connections: u32,
+
     /// Keep and sync the shared documents (shares, collections) of this peer, trusting it at
     /// LEVEL (0–100, default 100; the sync thresholds are the browsers' defaults: 80 and up
     /// takes everything, 50 and up the documents). Repeatable. The node takes part in a
@@ -96,8 +102,16 @@ struct Args {
     command: Option<cas::Command>,
 }
 
+/// Most connections one peer may have open to the node (a browser has one or two: WebSocket,
+/// WebRTC-direct).
+const PER_PEER_CONNECTIONS: u32 = 4;
+/// Most incoming connections still in their handshake at once.
+const PENDING_CONNECTIONS: u32 = 64;
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// First: a connection over the limits is refused before the others learn of it.
+    limits: connection_limits::Behaviour,
     relay: relay::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     identify: identify::Behaviour,
@@ -186,7 +200,12 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
                 gossip_config,
             )?;
             gossipsub.subscribe(&gossipsub::IdentTopic::new(disot_core::announce::TOPIC))?;
+            let limits = connection_limits::ConnectionLimits::default()
+                .with_max_established_incoming(Some(args.max_connections))
+                .with_max_established_per_peer(Some(PER_PEER_CONNECTIONS))
+                .with_max_pending_incoming(Some(PENDING_CONNECTIONS));
             Ok::<_, BoxError>(Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
                 relay: relay::Behaviour::new(peer, relay_config),
                 kad,
                 identify: identify::Behaviour::new(
