@@ -44,6 +44,26 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     assert.deepEqual((await h.pageRequest(page, { method: 'disot_getPermissions' })).result, []);
   });
 
+  test('the prompt\'s answers do nothing for a moment after it shows (a click aimed where it opens approves nothing)', async () => {
+    const answer = await ask(page);
+    const target = await browser.browser.waitForTarget((t) => t.url().includes('/prompt.html?id='), { timeout: 15_000 });
+    const prompt = await target.asPage();
+    await prompt.waitForFunction(() => document.getElementById('origin').textContent !== '…', { timeout: 15_000 });
+    // Shown: clicked at once, it is not answered, and the buttons are still disabled.
+    await prompt.click('#approve');
+    await prompt.click('#block');
+    const early = await Promise.race([answer(), new Promise((r) => setTimeout(() => r('waiting'), 300))]);
+    assert.equal(early, 'waiting', 'the early clicks answered nothing');
+    assert.equal(await prompt.$eval('#approve', (b) => b.disabled), true);
+    // A moment later they work.
+    await prompt.waitForFunction(() => !document.getElementById('approve').disabled, { timeout: 5_000 });
+    await prompt.click('#reject');
+    assert.equal((await answer()).error.code, 4001);
+    const popup = await browser.open(`${browser.extensionBase}popup.html`);
+    assert.deepEqual(await h.ui(popup, 'permissions_blocked'), [], 'the early click on "Reject and block" blocked nothing');
+    await popup.close();
+  });
+
   test('closing the prompt window without answering is a rejection', async () => {
     const answer = await ask(page);
     const prompt = await promptPage(browser);

@@ -10,6 +10,8 @@ const DESCRIPTIONS = {
 };
 
 let deciding = false;
+/** The node stopped waiting for this request: nothing here may be answered any more. */
+let expired = false;
 
 // Requests from other sites (or this one's next) wait for this prompt: say how many.
 /**
@@ -31,6 +33,21 @@ function showWaiting({ waiting }) {
 
 const buttons = ['approve', 'reject', 'block'];
 const enable = (on) => buttons.forEach((b) => { $(b).disabled = !on; });
+
+/**
+ * How long the answers stay disabled once the request shows (and again whenever the window
+ * comes back into view): a site could have the user click fast where the window is about to
+ * open, and have that click approve what they never read.
+ */
+const ARM_MS = 800;
+let armTimer;
+function arm() {
+  enable(false);
+  clearTimeout(armTimer);
+  armTimer = setTimeout(() => {
+    if (!deciding && document.visibilityState === 'visible') enable(true);
+  }, ARM_MS);
+}
 
 /** The user's answer; `block` ('site' or 'domain', with a rejection): stop it asking. */
 async function decide(approve, block) {
@@ -111,7 +128,10 @@ try {
     $('block-scope').append(new Option(`every site under ${request.blockDomain}`, 'domain'));
   }
   $('block-row').hidden = false;
-  enable(true);
+  arm();
+  document.addEventListener('visibilitychange', () => {
+    if (!deciding && !expired) arm();
+  });
   $('approve').addEventListener('click', () => decide(true));
   $('reject').addEventListener('click', () => decide(false));
   $('block').addEventListener('click', () => decide(false, $('block-scope').value));
@@ -124,6 +144,8 @@ try {
     } catch (e) {
       if (deciding || !/no such pending request/.test(e.message)) return;
       clearInterval(watch);
+      expired = true;
+      clearTimeout(armTimer);
       enable(false);
       $('error').textContent = 'This request is no longer waiting: the site has to ask again.';
       $('error').hidden = false;
