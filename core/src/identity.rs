@@ -37,11 +37,22 @@ pub fn did_from_public_key(key: &PublicKey) -> Result<String> {
     Ok(did.to_string())
 }
 
-/// The Ed25519 libp2p public key named by a `did:key` identifier.
+/// The Ed25519 libp2p public key named by a `did:key` identifier, which must be written as
+/// [`did_from_public_key`] writes it: multibase allows a key to be written in many ways (and a
+/// fragment could follow), and a DID is compared as text everywhere (who a peer is, whom a
+/// document names, what the popup shows), so one key has one DID.
 pub fn public_key_from_did(did: &str) -> Result<PublicKey> {
+    let key = decode_did(did)?;
+    if did_from_public_key(&key)? != did {
+        return Err(Error::Malformed(format!(
+            "{did}: not written as this key's DID is (base58btc, no fragment)"
+        )));
+    }
+    Ok(key)
+}
+
+fn decode_did(did: &str) -> Result<PublicKey> {
     let id = did.strip_prefix("did:key:").ok_or_else(|| Error::NotDidKey(did.to_owned()))?;
-    // A did:key may carry a fragment naming its verification method; the key is before it.
-    let id = id.split('#').next().unwrap_or(id);
     let (_, bytes) = multibase::decode(id).map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
     let encoded = ssi::multicodec::MultiEncodedBuf::new(bytes)
         .map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
@@ -111,8 +122,24 @@ mod tests {
         let did = "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp";
         let key = public_key_from_did(did).expect("spec vector");
         assert_eq!(did_from_public_key(&key).expect("ed25519"), did);
+    }
+
+    /// One key, one DID: the same key written otherwise (another multibase, a fragment after
+    /// it) is refused, or a peer could pass for another in whatever compares DIDs as text.
+    #[test]
+    fn a_key_written_otherwise_is_refused() {
+        let did = "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp";
         let with_fragment = format!("{did}#z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp");
-        assert_eq!(public_key_from_did(&with_fragment).expect("fragment"), key);
+        assert!(matches!(public_key_from_did(&with_fragment), Err(Error::Malformed(_))));
+        let (_, bytes) = multibase::decode(&did["did:key:".len()..]).expect("multibase");
+        for base in [multibase::Base::Base16Lower, multibase::Base::Base64Url] {
+            let other = format!("did:key:{}", multibase::encode(base, &bytes));
+            assert_eq!(
+                decode_did(&other).expect("the same key"),
+                public_key_from_did(did).expect("did")
+            );
+            assert!(matches!(public_key_from_did(&other), Err(Error::Malformed(_))), "{other}");
+        }
     }
 
     #[test]

@@ -126,14 +126,7 @@ pub async fn issue(key: &Keypair, assertion: &Assertion) -> Result<Value, Error>
         private_key: Some(ssi::jwk::Base64urlUInt(bytes[..32].to_vec())),
     }));
     let mut credential = json!({
-        "@context": [
-            "https://www.w3.org/ns/credentials/v2",
-            {
-                CREDENTIAL_TYPE: format!("{VOCAB}TrustAssertion"),
-                "trustLevel": format!("{VOCAB}trustLevel"),
-                "trustContext": format!("{VOCAB}trustContext"),
-            },
-        ],
+        "@context": json_ld_context(),
         "type": ["VerifiableCredential", CREDENTIAL_TYPE],
         "issuer": assertion.issuer,
         "validFrom": rfc3339(assertion.issued_ms)?,
@@ -198,14 +191,57 @@ pub async fn verify(credential: &Value, now_ms: u64) -> Result<Assertion, Error>
     Ok(assertion)
 }
 
+/// The JSON-LD context of a trust credential, the only one taken.
+fn json_ld_context() -> Value {
+    json!([
+        "https://www.w3.org/ns/credentials/v2",
+        {
+            CREDENTIAL_TYPE: format!("{VOCAB}TrustAssertion"),
+            "trustLevel": format!("{VOCAB}trustLevel"),
+            "trustContext": format!("{VOCAB}trustContext"),
+        },
+    ])
+}
+
+/// The members a credential may have, at the top, in its subject and in its proof.
+const MEMBERS: [&str; 7] =
+    ["@context", "type", "issuer", "validFrom", "validUntil", "credentialSubject", "proof"];
+const SUBJECT_MEMBERS: [&str; 3] = ["id", "trustLevel", "trustContext"];
+const PROOF_MEMBERS: [&str; 6] =
+    ["type", "cryptosuite", "created", "verificationMethod", "proofPurpose", "proofValue"];
+
+/// Whether `credential` has exactly the form [`issue`] gives one. The proof covers what the
+/// credential means (its JSON-LD expanded to RDF), not its JSON, and the assertion is read
+/// from the JSON: with a context of its own, a credential could mean what was signed and say
+/// something else (map `trustLevel` to nothing and another member to the signed level). With
+/// this context and these members, what it says is what it means.
+fn check_form(credential: &Value) -> Result<(), Error> {
+    let only = |at: &str, value: Option<&Value>, allowed: &[&str]| match value {
+        Some(Value::Object(members)) => {
+            match members.keys().find(|k| !allowed.contains(&k.as_str())) {
+                Some(k) => Err(invalid(format!("{at}: a member a trust assertion has not: {k}"))),
+                None => Ok(()),
+            }
+        }
+        Some(_) => Err(invalid(format!("{at}: not an object"))),
+        None => Ok(()),
+    };
+    only("the credential", Some(credential), &MEMBERS)?;
+    only("credentialSubject", credential.get("credentialSubject"), &SUBJECT_MEMBERS)?;
+    only("proof", credential.get("proof"), &PROOF_MEMBERS)?;
+    if credential.get("@context") != Some(&json_ld_context()) {
+        return Err(invalid("not the context a trust assertion has"));
+    }
+    if credential.get("type") != Some(&json!(["VerifiableCredential", CREDENTIAL_TYPE])) {
+        return Err(invalid(format!("not a {CREDENTIAL_TYPE}")));
+    }
+    Ok(())
+}
+
 /// The assertion a credential states, from its form only ([`verify`] checks the proof): for
 /// credentials already verified when they were taken.
 pub fn read_form(credential: &Value) -> Result<Assertion, Error> {
-    let types =
-        credential.get("type").and_then(Value::as_array).ok_or_else(|| invalid("no type"))?;
-    if !types.iter().any(|t| t == CREDENTIAL_TYPE) {
-        return Err(invalid(format!("not a {CREDENTIAL_TYPE}")));
-    }
+    check_form(credential)?;
     let text = |p: &str| credential.pointer(p).and_then(Value::as_str).map(str::to_owned);
     let level = credential
         .pointer("/credentialSubject/trustLevel")
@@ -432,6 +468,39 @@ mod tests {
         // A key may only issue as its own DID.
         assert!(block_on(issue(&c, &assertion(&a, &b, 80, T0))).is_err());
         assert!(matches!(block_on(verify(&json!({"type": "x"}), T0)), Err(Error::Invalid(_))));
+    }
+
+    /// The proof covers what the credential means (its RDF), not its JSON: a credential whose
+    /// own context is rewritten to drop the signed level from one key and read another in its
+    /// place means the same and verifies, so only the exact form `issue` makes is taken.
+    #[test]
+    fn a_credential_whose_context_is_rewritten_is_refused() {
+        let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let vc = block_on(issue(&a, &assertion(&a, &b, 10, T0))).expect("issue");
+        let mut forged = vc.clone();
+        forged["@context"][1] = json!({
+            CREDENTIAL_TYPE: format!("{VOCAB}TrustAssertion"),
+            "trustLevel": null,
+            "signedLevel": format!("{VOCAB}trustLevel"),
+            "trustContext": format!("{VOCAB}trustContext"),
+        });
+        let subject = forged["credentialSubject"].as_object_mut().expect("subject");
+        subject.insert("signedLevel".into(), json!(10));
+        subject.insert("trustLevel".into(), json!(100));
+        let taken = block_on(verify(&forged, T0 + 1));
+        assert!(matches!(taken, Err(Error::Invalid(_))), "{taken:?}");
+        // Nor anything added anywhere, or a context of another form.
+        for (pointer, extra) in [("", "note"), ("/credentialSubject", "note"), ("/proof", "note")] {
+            let mut more = vc.clone();
+            if let Some(o) = more.pointer_mut(pointer).and_then(Value::as_object_mut) {
+                o.insert(extra.into(), json!("x"));
+            }
+            assert!(matches!(block_on(verify(&more, T0 + 1)), Err(Error::Invalid(_))), "{pointer}");
+        }
+        let mut one_context = vc.clone();
+        one_context["@context"] = json!("https://www.w3.org/ns/credentials/v2");
+        assert!(matches!(block_on(verify(&one_context, T0 + 1)), Err(Error::Invalid(_))));
+        assert_eq!(block_on(verify(&vc, T0 + 1)).expect("the genuine one").level, 10);
     }
 
     fn graph(edges: &[(&str, &str, u8, u64)]) -> TrustGraph {
