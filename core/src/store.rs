@@ -409,21 +409,32 @@ pub async fn cat<S: BlockStore>(
     use rust_unixfs::file::visit::IdleFileVisit;
     let block = store.get(root).await?.ok_or(Error::Missing(*root))?;
     let mut visit = IdleFileVisit::default();
-    if let Some(r) = range {
+    if let Some(r) = range.clone() {
         visit = visit.with_target_range(r);
     }
     let malformed = |cid: &Cid, e: &dyn std::fmt::Display| Error::Malformed {
         cid: *cid,
         reason: e.to_string(),
     };
-    let mut next = if root.codec() == RAW_CODEC {
-        let (content, _, _, next) = visit.start_from_raw(&block);
+    // What the walk hands on must be exactly what the root says the file holds (a peer's DAG
+    // can have leaves shorter than their parents say, which the walk does not notice).
+    let mut handed = 0u64;
+    let mut sink = |content: &[u8]| {
+        handed += content.len() as u64;
+        sink(content)
+    };
+    let (mut next, size) = if root.codec() == RAW_CODEC {
+        let (content, size, _, next) = visit.start_from_raw(&block);
         sink(content)?;
-        next
+        (next, size)
     } else {
-        let (content, _, _, next) = visit.start(&block).map_err(|e| malformed(root, &e))?;
+        let (content, size, _, next) = visit.start(&block).map_err(|e| malformed(root, &e))?;
         sink(content)?;
-        next
+        (next, size)
+    };
+    let expected = match &range {
+        Some(r) => r.end.min(size).saturating_sub(r.start),
+        None => size,
     };
     let mut cache = None;
     // The next blocks of the walk are read while the current one is handed on: a backend
@@ -463,7 +474,14 @@ pub async fn cat<S: BlockStore>(
     // A walk that ends early (a bad block, a sink that gives up) still lets the reads it
     // started finish: a backend may not take a request back once it is made (IndexedDB).
     finish_reads(&mut reads).await;
-    walked
+    walked?;
+    if handed != expected {
+        return Err(Error::Malformed {
+            cid: *root,
+            reason: format!("its blocks hold {handed} bytes where its root says {expected}"),
+        });
+    }
+    Ok(())
 }
 
 /// The part of a raw leaf that a range of a file covers: the leaf's bytes `within` (offsets in
@@ -479,7 +497,8 @@ pub struct LeafSpan {
 /// with its part in the range: for a reader that takes leaves out of storage itself and copies
 /// only those parts. Only the branch blocks are read here (verified); the caller must verify
 /// each leaf and check its size. `None` for a file that is not raw leaves under plain file
-/// branches (one block, leaves in dag-pb, metadata, a deeper tree than any importer makes):
+/// branches (one block, leaves in dag-pb, metadata, a deeper tree than any importer makes), or
+/// a range over more than [`MAX_SPANS`] leaves:
 /// [`cat`] reads those.
 pub async fn leaf_spans<S: BlockStore>(
     store: &S,
@@ -500,6 +519,9 @@ pub async fn leaf_spans<S: BlockStore>(
     while let Some(item) = stack.pop() {
         let (cid, start, depth) = match item {
             Item::Leaf(span) => {
+                if out.len() >= MAX_SPANS {
+                    return Ok(None);
+                }
                 out.push(span);
                 continue;
             }
@@ -516,7 +538,7 @@ pub async fn leaf_spans<S: BlockStore>(
         let mut total = 0u64;
         for link in branch.links {
             let end = at.checked_add(link.blocksize).ok_or_else(|| malformed("sizes overflow"))?;
-            total += link.blocksize;
+            total = total.saturating_add(link.blocksize);
             if at < range.end && end > range.start {
                 let within = range.start.max(at) - at..range.end.min(end) - at;
                 children.push(match link.cid.codec() {
@@ -539,6 +561,9 @@ pub async fn leaf_spans<S: BlockStore>(
 
 /// Deeper than any importer's tree of any file this store can hold.
 const MAX_TREE_DEPTH: usize = 16;
+/// Most leaves [`leaf_spans`] names (their reads all start at once); a range over more (a
+/// file of tiny leaves) is left to [`cat`], which reads a few at a time.
+pub const MAX_SPANS: usize = 1024;
 
 /// Wait for every read in `reads` and drop what they read.
 async fn finish_reads<F: std::future::Future>(reads: &mut futures::stream::FuturesOrdered<F>) {
@@ -566,6 +591,8 @@ pub struct ContentHasher {
     max_waiting: usize,
     sink: Sink,
     size: u64,
+    /// The size the root says the file has.
+    declared: Option<u64>,
     cache: Option<rust_unixfs::file::visit::Cache>,
 }
 
@@ -626,6 +653,7 @@ impl ContentHasher {
             max_waiting,
             sink,
             size: 0,
+            declared: None,
             cache: None,
         }
     }
@@ -672,6 +700,7 @@ impl ContentHasher {
                 } else {
                     IdleFileVisit::default().start(data).map_err(|e| malformed(&e))?
                 };
+                self.declared = Some(size);
                 if let Sink::SpansUpTo(max) = self.sink {
                     self.sink = if size <= max {
                         Sink::Spans(Vec::new())
@@ -749,8 +778,12 @@ impl ContentHasher {
     }
 
     /// The content's SHA-256 (or its spans) and size, once every block was offered; `None` if
-    /// it gave up or a block is still missing.
+    /// it gave up, a block is still missing, or the blocks hold another size than the root
+    /// says (see [`cat`], which then says so).
     pub fn finish(self) -> Option<Named> {
+        if self.declared != Some(self.size) {
+            return None;
+        }
         match (self.walk, self.sink) {
             (Walk::Done, Sink::Hash(hasher)) => {
                 Some(Named::Hashed(hasher.finalize().into(), self.size))
@@ -1304,6 +1337,65 @@ mod tests {
             assert_eq!(again.origins, vec!["https://a.example"]);
             assert_eq!(store.object(&first.cid).await.expect("read"), Some(again));
         });
+    }
+
+    /// A range over more leaves than may be read at once is left to `cat`.
+    #[test]
+    fn leaf_spans_names_at_most_max_spans_leaves() {
+        futures::executor::block_on(async {
+            let store = MemoryStore::new();
+            let layout = crate::unixfs::Preset::Kubo.layout().with_chunk_size(64).expect("layout");
+            let content = vec![7u8; 64 * (MAX_SPANS + 1)];
+            let record = add(&store, layout, content.chunks(4096)).await.expect("add");
+            let cid: Cid = record.cid.parse().expect("cid");
+            let most = (64 * MAX_SPANS) as u64;
+            let spans = leaf_spans(&store, &cid, 0..most).await.expect("spans");
+            assert_eq!(spans.map(|s| s.len()), Some(MAX_SPANS));
+            assert_eq!(leaf_spans(&store, &cid, 0..most + 1).await.expect("spans"), None);
+        });
+    }
+
+    /// A peer's file whose last leaf is shorter than its root says: neither read nor named,
+    /// never handed out as a shorter (or zero-padded) file.
+    #[test]
+    fn a_file_shorter_than_its_root_says_is_malformed() {
+        use rust_unixfs::file::adder::{rebuild_file_branch, FileBranchLink};
+        let leaf = |bytes: &[u8]| {
+            let digest: [u8; 32] = Sha256::digest(bytes).into();
+            Block { cid: crate::unixfs::raw_cid(&digest), data: bytes.to_vec() }
+        };
+        let (first, short) = (leaf(&[1; 100]), leaf(&[2; 50]));
+        let links = [
+            FileBranchLink { cid: first.cid, blocksize: 100, tsize: 100 },
+            FileBranchLink { cid: short.cid, blocksize: 100, tsize: 100 },
+        ];
+        let (root, data) =
+            rebuild_file_branch(200, &links, cid::Version::V1, multihash_codetable::Code::Sha2_256);
+        let blocks = [first, short, Block { cid: root, data }];
+        futures::executor::block_on(async {
+            let store = MemoryStore::new();
+            store.put_blocks(&blocks).await.expect("each block is what its CID says");
+            let store = &store;
+            let read_all = |root, range| async move {
+                let mut out = Vec::new();
+                cat(store, &root, range, |b| {
+                    out.extend_from_slice(b);
+                    Ok(())
+                })
+                .await
+                .map(|()| out)
+            };
+            for range in [None, Some(0..200), Some(0..151), Some(120..200)] {
+                let read = read_all(root, range.clone()).await;
+                assert!(matches!(read, Err(Error::Malformed { .. })), "{range:?}: {read:?}");
+            }
+            assert_eq!(read_all(root, Some(0..100)).await.expect("the first leaf"), [1; 100]);
+        });
+        let mut named = ContentHasher::new(root, usize::MAX);
+        for block in blocks.iter().rev() {
+            named.offer(&block.cid, &block.data).expect("valid blocks");
+        }
+        assert_eq!(named.finish(), None, "not named as 150 bytes");
     }
 
     #[test]

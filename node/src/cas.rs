@@ -122,10 +122,14 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
         }
         Command::Pin(NameArg { name }) | Command::Unpin(NameArg { name }) => {
             let (store, _writing) = open(data_dir, Some(Hold::StoreWrite))?;
-            let mut record = store::resolve(&store, name).await?;
-            record.pinned = matches!(command, Command::Pin(_));
-            store.put_object(&record).await?;
-            print_record(&record, json);
+            let found = store::resolve(&store, name).await?;
+            let pinned = matches!(command, Command::Pin(_));
+            // Changed as stored when the change is made (another command may change it too).
+            let changed = store
+                .update_object(&found.cid, |r| r.map(|r| ObjectRecord { pinned, ..r }))
+                .await?
+                .ok_or_else(|| store::Error::UnknownObject(name.clone()))?;
+            print_record(&changed, json);
             Ok(())
         }
         Command::Ls => {

@@ -92,8 +92,11 @@ impl DiskStore {
 /// Write `path` whole or not at all; with `sync_dir_too`, the rename is made durable as well
 /// (else the caller syncs the directory: [`sync_dir`]).
 fn write_atomic(path: &Path, bytes: &[u8], sync_dir_too: bool) -> Result<()> {
-    if let Some(dir) = path.parent() {
+    // A directory made here (a new shard) is made durable in its parent at once: else a
+    // power loss could keep the record and lose the directory holding its blocks.
+    if let Some(dir) = path.parent().filter(|d| !d.is_dir()) {
         fs::create_dir_all(dir).map_err(io)?;
+        dir.parent().map_or(Ok(()), sync_dir)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let result = (|| {
@@ -197,6 +200,27 @@ impl BlockStore for DiskStore {
                 .map_err(|e| Error::Backend(format!("{}: {e}", path.display()))),
             None => Ok(None),
         }
+    }
+
+    /// Read and write under a lock that every change of a record takes (`objects/.lock`):
+    /// several `add`, `pin` and `unpin` may run at once, and two that read the same record
+    /// before either wrote it would lose one's change (an `add --no-pin` unpinning what
+    /// another `add` of the same content just pinned).
+    async fn update_object<F>(&self, cid: &str, change: F) -> Result<Option<ObjectRecord>>
+    where
+        F: FnOnce(Option<ObjectRecord>) -> Option<ObjectRecord>,
+    {
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.objects.join(".lock"))
+            .map_err(io)?;
+        lock.lock().map_err(io)?;
+        let Some(record) = change(self.object(cid).await?) else { return Ok(None) };
+        self.put_object(&record).await?;
+        Ok(Some(record))
+        // (The lock goes with its file.)
     }
 
     async fn delete_object(&self, cid: &str) -> Result<()> {

@@ -433,13 +433,26 @@ pub(crate) async fn read_js(
     }
     let Some(spans) = store::leaf_spans(store, root, range.clone()).await.map_err(store_error)?
     else {
-        let out = js_sys::Uint8Array::new_with_length((range.end - range.start) as u32);
-        let mut at = 0u32;
+        let len = (range.end - range.start) as u32;
+        let out = js_sys::Uint8Array::new_with_length(len);
+        // Exactly the range, or an error: never a part left as zeros, nor a copy past its end.
+        let mut at = Some(0u32);
         read_into(store, root, range, |bytes| {
-            out.subarray(at, at + bytes.len() as u32).copy_from(bytes);
-            at += bytes.len() as u32;
+            at = at
+                .and_then(|a| Some((a, a.checked_add(u32::try_from(bytes.len()).ok()?)?)))
+                .filter(|(_, end)| *end <= len)
+                .map(|(a, end)| {
+                    out.subarray(a, end).copy_from(bytes);
+                    end
+                });
         })
         .await?;
+        if at != Some(len) {
+            return Err(store_error(store::Error::Malformed {
+                cid: *root,
+                reason: "the file does not hold the bytes its record says".into(),
+            }));
+        }
         parts.push(&out);
         return Ok(parts);
     };

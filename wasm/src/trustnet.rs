@@ -19,14 +19,16 @@ const MAX_RECEIVED: usize = 10_000;
 /// visible to no page): content-addressed, so anyone can name and check it by its CID.
 pub(crate) async fn store_credential(store: &Store, credential: &Value) -> Result<String, String> {
     let bytes = disot_core::entry::canonical(credential).map_err(|e| e.to_string())?;
-    let layout = disot_core::unixfs::Preset::Helia.layout();
-    let named = |record: &mut disot_core::store::ObjectRecord| {
-        record.name.get_or_insert_with(|| "trust-credential.json".into());
-        record.mime.get_or_insert_with(|| "application/vc".into());
+    let (blocks, imported) =
+        disot_core::unixfs::import(&bytes, disot_core::unixfs::Preset::Helia.layout());
+    let record = disot_core::store::ObjectRecord {
+        name: Some("trust-credential.json".into()),
+        mime: Some("application/vc".into()),
+        ..disot_core::store::ObjectRecord::new(&imported)
     };
-    let record = disot_core::store::add_with(store, layout, [bytes], named)
-        .await
-        .map_err(|e| e.to_string())?;
+    // Its blocks and its record in one transaction (joined to a record stored before): a
+    // clean-up running between the two could otherwise take a block the record then names.
+    store.put_fetched(&blocks, &record).await.map_err(|e| e.to_string())?;
     Ok(record.cid)
 }
 
