@@ -103,6 +103,26 @@ describe('the lock', () => {
       options = await browser.open(`${browser.extensionBase}options.html`);
       assert.deepEqual((await options.evaluate(keysInExtensionPage)).names, ['identity-sealed'], 'still sealed at rest');
 
+      // Unlocked, the key still leaves the lock only with its passphrase: a backup of it (so
+      // also another lock passphrase, or another identity in its place).
+      const exportWith = async (current) => {
+        await options.$eval('#lock-current', (e, v) => { e.value = v; }, current);
+        await options.$eval('#export-pass', (e) => { e.value = 'another long passphrase'; });
+        await options.$eval('#export-status', (e) => { e.textContent = ''; });
+        await options.click('#export');
+        await options.waitForFunction(() => !['', 'Sealing…'].includes(document.getElementById('export-status').textContent), { timeout: 30_000 });
+        return options.$eval('#export-status', (e) => e.textContent);
+      };
+      assert.equal(await options.$eval('#lock-current-row', (e) => e.hidden), false, 'the options ask for the lock\'s passphrase');
+      assert.match(await exportWith(''), /not the lock's passphrase/);
+      assert.match(await exportWith('not the passphrase'), /not the lock's passphrase/);
+      assert.equal(await options.$eval('#backup-out', (e) => e.hidden), true, 'no backup made');
+      assert.match(await h.ui(options, 'identity_export', { passphrase: 'another long passphrase' }).catch((e) => e.message), /the lock is on: give its passphrase/);
+      assert.match(await h.ui(options, 'identity_lock', { passphrase: 'another long passphrase' }).catch((e) => e.message), /the lock is on: give its passphrase/);
+      assert.match(await h.ui(options, 'identity_import', { backup: '{}', passphrase: 'x' }).catch((e) => e.message), /the lock is on: give its passphrase/);
+      assert.match(await exportWith(PASSPHRASE), /^Done/);
+      assert.match(await options.$eval('#backup-out', (e) => e.value), /disot-identity-backup/);
+
       // Removing the lock needs the passphrase, and stores the key in the clear again.
       await options.type('#lock-pass', 'not the passphrase');
       await options.click('#unlock-remove');

@@ -294,17 +294,21 @@ pub enum UiRequest {
     CreateInvite,
     /// `invite_accept {invite, level}`: check an invite, trust its peer at `level` and dial it.
     AcceptInvite { invite: String, level: u8 },
-    /// `identity_export {passphrase}`: the identity key, sealed under the passphrase.
-    ExportIdentity { passphrase: String },
-    /// `identity_lock {passphrase}`: keep the identity key sealed under the passphrase, and
-    /// ask for it after each browser start.
-    LockIdentity { passphrase: String },
+    /// `identity_export {passphrase, current?}`: the identity key, sealed under the
+    /// passphrase. While the lock is on, `current` must be the lock's passphrase (whoever
+    /// sits at an unlocked browser does not get the key with it).
+    ExportIdentity { passphrase: String, current: Option<String> },
+    /// `identity_lock {passphrase, current?}`: keep the identity key sealed under the
+    /// passphrase, and ask for it after each browser start. While the lock is on (a new
+    /// passphrase for it), `current` must be its passphrase.
+    LockIdentity { passphrase: String, current: Option<String> },
     /// `identity_lock_remove {passphrase}`: keep the key in the clear again (the passphrase
     /// must open the sealed key).
     RemoveLock { passphrase: String },
-    /// `identity_import {backup, passphrase}`: replace the identity with the one in a backup
-    /// (it takes effect when the peer restarts).
-    ImportIdentity { backup: String, passphrase: String },
+    /// `identity_import {backup, passphrase, current?}`: replace the identity with the one in
+    /// a backup (it takes effect when the peer restarts). While the lock is on, `current` must
+    /// be its passphrase.
+    ImportIdentity { backup: String, passphrase: String, current: Option<String> },
     /// `cas_gc`: free the space of objects no origin keeps pinned, and of blocks no object
     /// reaches (an upload left unfinished, say).
     CollectGarbage,
@@ -809,11 +813,19 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             #[serde(deny_unknown_fields)]
             struct P {
                 passphrase: String,
+                #[serde(default)]
+                current: Option<String>,
             }
-            let P { passphrase } = typed(&method, params)?;
+            let P { passphrase, current } = typed(&method, params)?;
             Ok(match method.as_str() {
-                "identity_export" => UiRequest::ExportIdentity { passphrase },
-                "identity_lock" => UiRequest::LockIdentity { passphrase },
+                "identity_export" => UiRequest::ExportIdentity { passphrase, current },
+                "identity_lock" => UiRequest::LockIdentity { passphrase, current },
+                _ if current.is_some() => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidParams,
+                        format!("{method}: its passphrase is the lock's"),
+                    ))
+                }
                 _ => UiRequest::RemoveLock { passphrase },
             })
         }
@@ -823,9 +835,15 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             struct P {
                 backup: String,
                 passphrase: String,
+                #[serde(default)]
+                current: Option<String>,
             }
             let p: P = typed(&method, params)?;
-            Ok(UiRequest::ImportIdentity { backup: p.backup, passphrase: p.passphrase })
+            Ok(UiRequest::ImportIdentity {
+                backup: p.backup,
+                passphrase: p.passphrase,
+                current: p.current,
+            })
         }
         "permissions_revoke" => {
             #[derive(Deserialize)]

@@ -126,6 +126,15 @@ pub fn canonical(value: &Value) -> Result<Vec<u8>, Error> {
 
 /// Deepest nesting accepted.
 const MAX_DEPTH: usize = 32;
+/// Largest integer magnitude every double holds exactly (2^53).
+const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
+/// Whether `n` is written as an integer (no fraction, no exponent) beyond ±2^53.
+fn inexact_integer(n: &serde_json::Number) -> bool {
+    let text = n.to_string();
+    !text.contains(['.', 'e', 'E'])
+        && text.trim_start_matches('-').parse::<u64>().map_or(true, |v| v > MAX_EXACT_INTEGER)
+}
 
 fn write_canonical(value: &Value, out: &mut String, depth: usize) -> Result<(), Error> {
     if depth > MAX_DEPTH {
@@ -137,8 +146,13 @@ fn write_canonical(value: &Value, out: &mut String, depth: usize) -> Result<(), 
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        // Numbers are IEEE doubles, written as ECMAScript writes them.
+        // Numbers are IEEE doubles, written as ECMAScript writes them. An integer a double
+        // cannot hold exactly is refused: its text would say another number than the one
+        // signed (9007199254740993 signs as ...992, and either text would verify).
         Value::Number(n) => match n.as_f64().filter(|f| f.is_finite()) {
+            _ if inexact_integer(n) => {
+                return Err(invalid(format!("integer {n} is beyond what a double holds exactly")))
+            }
             Some(f) => out.push_str(ryu_js::Buffer::new().format_finite(f)),
             None => return Err(invalid(format!("number {n} is not a finite double"))),
         },
@@ -236,6 +250,18 @@ mod tests {
         });
         let unsigned = unsigned_from_params(&params, &did, 1_700_000_000_000).expect("unsigned");
         sign(key, &unsigned).expect("sign")
+    }
+
+    #[test]
+    fn an_integer_no_double_holds_exactly_is_refused() {
+        for text in ["9007199254740993", "-9007199254740993", "100000000000000000000000"] {
+            let value: Value = serde_json::from_str(&format!("{{\"n\":{text}}}")).expect("json");
+            assert!(canonical(&value).is_err(), "{text}");
+        }
+        for text in ["9007199254740992", "-9007199254740992", "1e21", "12.5"] {
+            let value: Value = serde_json::from_str(&format!("{{\"n\":{text}}}")).expect("json");
+            assert!(canonical(&value).is_ok(), "{text}");
+        }
     }
 
     #[test]

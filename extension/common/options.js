@@ -2,10 +2,21 @@ import { call } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 
+/** Whether the lock is on: taking the key out of it then needs its passphrase. */
+let lockOn = false;
+function showLock(on) {
+  lockOn = on;
+  $('lock-state').textContent = on ? 'The lock is on.' : 'The lock is off.';
+  $('lock-current-row').hidden = !on;
+  if (!on) $('lock-current').value = '';
+}
+/** The lock's passphrase, for a request that takes the key out of it. */
+const lockPassphrase = () => (lockOn ? { current: $('lock-current').value } : {});
+
 async function load() {
   call('ui_status').then((st) => {
     $('did').textContent = st.did;
-    $('lock-state').textContent = st.lockEnabled ? 'The lock is on.' : 'The lock is off.';
+    showLock(st.lockEnabled);
   }, () => {});
   const s = await call('settings_get');
   $('bootstrap').value = s.bootstrap.join('\n');
@@ -43,7 +54,7 @@ function say(id, text, error = false) {
 $('export').addEventListener('click', async () => {
   say('export-status', 'Sealing…');
   try {
-    const { backup } = await call('identity_export', { passphrase: $('export-pass').value });
+    const { backup } = await call('identity_export', { passphrase: $('export-pass').value, ...lockPassphrase() });
     $('backup-out').value = backup;
     $('backup-out').hidden = false;
     const link = $('backup-download');
@@ -64,7 +75,7 @@ $('backup-file').addEventListener('change', async () => {
 $('import').addEventListener('click', async () => {
   say('import-status', 'Opening…');
   try {
-    const { did, restart } = await call('identity_import', { backup: $('backup-in').value, passphrase: $('import-pass').value });
+    const { did, restart } = await call('identity_import', { backup: $('backup-in').value, passphrase: $('import-pass').value, ...lockPassphrase() });
     say('import-status', restart ? `Restored ${did}: restarting…` : `This peer already is ${did}.`);
     const api = globalThis.browser ?? globalThis.chrome;
     if (restart) setTimeout(() => api.runtime.reload(), 500);
@@ -73,13 +84,14 @@ $('import').addEventListener('click', async () => {
   }
 });
 
-for (const [button, method, done] of [['lock', 'identity_lock', 'The lock is on.'], ['unlock-remove', 'identity_lock_remove', 'The lock is off.']]) {
+for (const [button, method, on] of [['lock', 'identity_lock', true], ['unlock-remove', 'identity_lock_remove', false]]) {
   $(button).addEventListener('click', async () => {
     say('lock-status', 'Working…');
     try {
-      await call(method, { passphrase: $('lock-pass').value });
+      // (Removing the lock takes the lock's passphrase itself.)
+      await call(method, { passphrase: $('lock-pass').value, ...(on ? lockPassphrase() : {}) });
       $('lock-pass').value = '';
-      $('lock-state').textContent = done;
+      showLock(on);
       say('lock-status', 'Done.');
     } catch (e) {
       say('lock-status', e.message, true);

@@ -1932,6 +1932,22 @@ async fn load_trust(
     Ok((graph, mine))
 }
 
+/// While the lock is on, what takes the key out of it (a backup, a new lock passphrase, another
+/// identity in its place) needs the lock's passphrase, `current`: the lock is not only for a
+/// stolen disk, but also against whoever sits at the browser once it is unlocked.
+async fn lock_passphrase_given(shared: &Shared, current: Option<&str>) -> Result<(), ApiError> {
+    if !shared.lock_enabled.get() {
+        return Ok(());
+    }
+    let refused = |m: &str| ApiError::new(ErrorCode::Unauthorized, m);
+    let current = current.ok_or_else(|| refused("the lock is on: give its passphrase"))?;
+    let sealed = shared.store.sealed_identity().await.map_err(internal)?;
+    let sealed = sealed.ok_or_else(|| internal("the lock is on, but no sealed key is kept"))?;
+    disot_core::backup::import(&sealed, current)
+        .map(drop)
+        .map_err(|_| refused("that is not the lock's passphrase"))
+}
+
 /// The identity key sealed under `passphrase` (a backup; also the lock's form at rest).
 fn seal_identity(shared: &Shared, passphrase: &str) -> Result<String, ApiError> {
     let random = |e: String| ApiError::new(ErrorCode::Internal, e);
@@ -2149,10 +2165,12 @@ async fn handle_ui(
                 "dialing": dialing,
             }))
         }
-        UiRequest::ExportIdentity { passphrase } => {
+        UiRequest::ExportIdentity { passphrase, current } => {
+            lock_passphrase_given(shared, current.as_deref()).await?;
             Ok(json!({ "did": shared.did, "backup": seal_identity(shared, &passphrase)? }))
         }
-        UiRequest::LockIdentity { passphrase } => {
+        UiRequest::LockIdentity { passphrase, current } => {
+            lock_passphrase_given(shared, current.as_deref()).await?;
             let sealed = seal_identity(shared, &passphrase)?;
             shared.store.lock_identity(&sealed).await.map_err(internal)?;
             shared.lock_enabled.set(true);
@@ -2168,7 +2186,8 @@ async fn handle_ui(
             shared.lock_enabled.set(false);
             Ok(json!({ "lockEnabled": false }))
         }
-        UiRequest::ImportIdentity { backup, passphrase } => {
+        UiRequest::ImportIdentity { backup, passphrase, current } => {
+            lock_passphrase_given(shared, current.as_deref()).await?;
             let key = disot_core::backup::import(&backup, &passphrase)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
             let did = disot_core::identity::did_from_public_key(&key.public()).map_err(internal)?;
