@@ -1784,16 +1784,24 @@ async fn decide(
         }
     }
     if approve && !request.permissions.is_empty() {
-        let grants = {
-            let mut grants = shared.grants.borrow_mut();
-            grants.grant(&request.origin, &request.permissions, now_ms() as u64);
-            grants.clone()
-        };
-        shared
-            .store
-            .set_grants(&grants)
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let before = shared.grants.borrow().clone();
+        let mut grants = before.clone();
+        grants.grant(&request.origin, &request.permissions, now_ms() as u64);
+        *shared.grants.borrow_mut() = grants.clone();
+        if let Err(e) = shared.store.set_grants(&grants).await {
+            // Not kept (storage full, say): not granted either, and the site is told no, not
+            // left waiting. (Other grants changed meanwhile are kept as they are now.)
+            let mut now = shared.grants.borrow_mut();
+            for p in &request.permissions {
+                if !before.allows(&request.origin, *p) {
+                    now.revoke(&request.origin, Some(*p));
+                }
+            }
+            drop(now);
+            answered[0].1 = false;
+            answer_waiters(shared, answered);
+            return Err(ApiError::new(ErrorCode::Internal, format!("keeping the grant: {e}")));
+        }
     }
     answer_waiters(shared, answered);
     Ok(json!({ "id": id, "approved": approve, "blocked": blocked }))
