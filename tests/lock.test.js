@@ -113,7 +113,7 @@ describe('the lock', () => {
         await options.waitForFunction(() => !['', 'Sealing…'].includes(document.getElementById('export-status').textContent), { timeout: 30_000 });
         return options.$eval('#export-status', (e) => e.textContent);
       };
-      assert.equal(await options.$eval('#lock-current-row', (e) => e.hidden), false, 'the options ask for the lock\'s passphrase');
+      await options.waitForFunction(() => !document.getElementById('lock-current-row').hidden, { timeout: 10_000 }); // the options ask for the lock's passphrase
       assert.match(await exportWith(''), /not the lock's passphrase/);
       assert.match(await exportWith('not the passphrase'), /not the lock's passphrase/);
       assert.equal(await options.$eval('#backup-out', (e) => e.hidden), true, 'no backup made');

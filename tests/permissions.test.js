@@ -15,6 +15,7 @@ function ask(page) {
 }
 
 const promptPage = h.promptPage;
+const promptShown = h.promptShown;
 
 describe('chromium permissions', { concurrency: 1 }, () => {
   let browser, page, site;
@@ -44,24 +45,28 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     assert.deepEqual((await h.pageRequest(page, { method: 'disot_getPermissions' })).result, []);
   });
 
-  test('the prompt\'s answers do nothing for a moment after it shows (a click aimed where it opens approves nothing)', async () => {
-    const answer = await ask(page);
-    const target = await browser.browser.waitForTarget((t) => t.url().includes('/prompt.html?id='), { timeout: 15_000 });
-    const prompt = await target.asPage();
-    await prompt.waitForFunction(() => document.getElementById('origin').textContent !== '…', { timeout: 15_000 });
-    // Shown: clicked at once, it is not answered, and the buttons are still disabled.
-    await prompt.click('#approve');
-    await prompt.click('#block');
-    const early = await Promise.race([answer(), new Promise((r) => setTimeout(() => r('waiting'), 300))]);
-    assert.equal(early, 'waiting', 'the early clicks answered nothing');
-    assert.equal(await prompt.$eval('#approve', (b) => b.disabled), true);
-    // A moment later they work.
-    await prompt.waitForFunction(() => !document.getElementById('approve').disabled, { timeout: 5_000 });
-    await prompt.click('#reject');
-    assert.equal((await answer()).error.code, 4001);
-    const popup = await browser.open(`${browser.extensionBase}popup.html`);
-    assert.deepEqual(await h.ui(popup, 'permissions_blocked'), [], 'the early click on "Reject and block" blocked nothing');
-    await popup.close();
+  test('the prompt\'s answers do nothing for a moment after it shows (a click aimed where it opens answers nothing)', async () => {
+    // A click the moment the request shows, while the buttons are still disabled, does
+    // nothing. (A machine too slow to click within that moment gets another prompt.)
+    let tested = false;
+    for (let attempt = 0; attempt < 3 && !tested; attempt++) {
+      const answer = await ask(page);
+      const prompt = await promptShown(browser);
+      const disabled = await prompt.$eval('#reject', (b) => b.disabled);
+      await prompt.click('#reject');
+      if (!disabled) {
+        assert.equal((await answer()).error.code, 4001, 'clicked once enabled: answered');
+        continue;
+      }
+      tested = true;
+      const early = await Promise.race([answer(), new Promise((r) => setTimeout(() => r('waiting'), 300))]);
+      assert.equal(early, 'waiting', 'the early click answered nothing');
+      // A moment later the buttons work.
+      await prompt.waitForFunction(() => !document.getElementById('reject').disabled, { timeout: 5_000 });
+      await prompt.click('#reject');
+      assert.equal((await answer()).error.code, 4001);
+    }
+    assert.ok(tested, 'the prompt\'s buttons were disabled when it showed');
   });
 
   test('closing the prompt window without answering is a rejection', async () => {

@@ -126,14 +126,16 @@ pub fn canonical(value: &Value) -> Result<Vec<u8>, Error> {
 
 /// Deepest nesting accepted.
 const MAX_DEPTH: usize = 32;
-/// Largest integer magnitude every double holds exactly (2^53).
-const MAX_EXACT_INTEGER: u64 = 1 << 53;
-
-/// Whether `n` is written as an integer (no fraction, no exponent) beyond ±2^53.
+/// Whether `n` is written as an integer (no fraction, no exponent) that no double is exactly
+/// (2^60 is one, written out as JavaScript writes it; 2^53 + 1 is not).
 fn inexact_integer(n: &serde_json::Number) -> bool {
     let text = n.to_string();
-    !text.contains(['.', 'e', 'E'])
-        && text.trim_start_matches('-').parse::<u64>().map_or(true, |v| v > MAX_EXACT_INTEGER)
+    if text.contains(['.', 'e', 'E']) {
+        return false;
+    }
+    let Some(double) = n.as_f64().filter(|f| f.is_finite()) else { return true };
+    // (A double this large is an integer; `as` is exact below 2^128, and saturates above.)
+    text.trim_start_matches('-').parse::<u128>().map_or(true, |v| double.abs() as u128 != v)
 }
 
 fn write_canonical(value: &Value, out: &mut String, depth: usize) -> Result<(), Error> {
@@ -254,11 +256,18 @@ mod tests {
 
     #[test]
     fn an_integer_no_double_holds_exactly_is_refused() {
-        for text in ["9007199254740993", "-9007199254740993", "100000000000000000000000"] {
+        for text in ["9007199254740993", "-9007199254740993", "100000000000000000000001"] {
             let value: Value = serde_json::from_str(&format!("{{\"n\":{text}}}")).expect("json");
             assert!(canonical(&value).is_err(), "{text}");
         }
-        for text in ["9007199254740992", "-9007199254740992", "1e21", "12.5"] {
+        for text in [
+            "9007199254740992",
+            "-9007199254740992",
+            "1152921504606846976",
+            "100000000000000000000",
+            "1e21",
+            "12.5",
+        ] {
             let value: Value = serde_json::from_str(&format!("{{\"n\":{text}}}")).expect("json");
             assert!(canonical(&value).is_ok(), "{text}");
         }

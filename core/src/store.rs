@@ -585,6 +585,7 @@ const READ_AHEAD: usize = 8;
 /// a faster SHA-256 than this code has (a browser's is four times faster than it compiled to
 /// wasm).
 pub struct ContentHasher {
+    root: Cid,
     walk: Walk,
     waiting: std::collections::HashMap<Cid, Vec<u8>>,
     waiting_bytes: usize,
@@ -647,6 +648,7 @@ impl ContentHasher {
 
     fn with_sink(root: Cid, max_waiting: usize, sink: Sink) -> Self {
         ContentHasher {
+            root,
             walk: Walk::Root(root),
             waiting: Default::default(),
             waiting_bytes: 0,
@@ -778,19 +780,26 @@ impl ContentHasher {
     }
 
     /// The content's SHA-256 (or its spans) and size, once every block was offered; `None` if
-    /// it gave up, a block is still missing, or the blocks hold another size than the root
-    /// says (see [`cat`], which then says so).
-    pub fn finish(self) -> Option<Named> {
-        if self.declared != Some(self.size) {
-            return None;
+    /// it gave up or a block is still missing. An error if the blocks hold another size than
+    /// the root says: the file is malformed (and [`cat`] would refuse it too).
+    pub fn finish(self) -> Result<Option<Named>> {
+        if !matches!(self.walk, Walk::Done) {
+            return Ok(None);
         }
-        match (self.walk, self.sink) {
-            (Walk::Done, Sink::Hash(hasher)) => {
-                Some(Named::Hashed(hasher.finalize().into(), self.size))
-            }
-            (Walk::Done, Sink::Spans(spans)) => Some(Named::Spans(spans, self.size)),
-            _ => None,
+        if let Some(declared) = self.declared.filter(|d| *d != self.size) {
+            return Err(Error::Malformed {
+                cid: self.root,
+                reason: format!(
+                    "its blocks hold {} bytes where its root says {declared}",
+                    self.size
+                ),
+            });
         }
+        Ok(match self.sink {
+            Sink::Hash(hasher) => Some(Named::Hashed(hasher.finalize().into(), self.size)),
+            Sink::Spans(spans) => Some(Named::Spans(spans, self.size)),
+            Sink::SpansUpTo(_) => None,
+        })
     }
 }
 
@@ -1395,7 +1404,7 @@ mod tests {
         for block in blocks.iter().rev() {
             named.offer(&block.cid, &block.data).expect("valid blocks");
         }
-        assert_eq!(named.finish(), None, "not named as 150 bytes");
+        assert!(matches!(named.finish(), Err(Error::Malformed { .. })), "not named as 150 bytes");
     }
 
     #[test]
@@ -1418,7 +1427,7 @@ mod tests {
             for b in order {
                 h.offer(&b.cid, &b.data).expect("valid blocks");
             }
-            h.finish().map(hashed_only)
+            h.finish().expect("well formed").map(hashed_only)
         };
         // The importer gives the root last; leaves first, in order, then their parents.
         assert_eq!(hashed(&mut blocks.iter().rev(), usize::MAX), Some((want, 40_000)));
@@ -1458,7 +1467,7 @@ mod tests {
             for b in order {
                 h.offer(&b.cid, &b.data).expect("valid blocks");
             }
-            h.finish().map(hashed_only)
+            h.finish().expect("well formed").map(hashed_only)
         };
         assert_eq!(hashed(&mut walk_order.into_iter()), Some((want, 40_000)));
         let reversed = hashed(&mut blocks.iter().rev());
@@ -1467,7 +1476,10 @@ mod tests {
         let (one, single) = crate::unixfs::import(b"hello", Layout::default());
         let mut h = ContentHasher::new(single.cid, 0);
         h.offer(&one[0].cid, &one[0].data).expect("raw");
-        assert_eq!(h.finish(), Some(Named::Hashed(Sha256::digest(b"hello").into(), 5)));
+        assert_eq!(
+            h.finish().expect("well formed"),
+            Some(Named::Hashed(Sha256::digest(b"hello").into(), 5))
+        );
     }
 
     fn hashed_only(named: Named) -> ([u8; 32], u64) {
@@ -1508,7 +1520,7 @@ mod tests {
                 for (cid, data) in std::iter::once(blocks.last().expect("root")).chain(&blocks) {
                     h.offer(cid, data).expect("valid blocks");
                 }
-                h.finish()
+                h.finish().expect("well formed")
             };
             let mut h = ContentHasher::spans_up_to(root, usize::MAX, 25_000);
             assert!(!h.notes_spans(), "before the root says how large the file is");

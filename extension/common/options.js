@@ -8,7 +8,8 @@ function showLock(on) {
   lockOn = on;
   $('lock-state').textContent = on ? 'The lock is on.' : 'The lock is off.';
   $('lock-current-row').hidden = !on;
-  if (!on) $('lock-current').value = '';
+  // (After a change of passphrase the one typed there is the old one.)
+  $('lock-current').value = '';
 }
 /** The lock's passphrase, for a request that takes the key out of it. */
 const lockPassphrase = () => (lockOn ? { current: $('lock-current').value } : {});

@@ -321,11 +321,18 @@ export async function startInPage(page, request) {
  */
 const promptsTaken = new WeakSet();
 export async function promptPage(browser) {
+  const prompt = await promptShown(browser);
+  await prompt.waitForFunction(() => !document.getElementById('approve').disabled, { timeout: 15_000 });
+  return prompt;
+}
+
+/** [`promptPage`], as soon as it shows its request (its buttons may not work yet). */
+export async function promptShown(browser) {
   const target = await browser.browser.waitForTarget(
     (t) => t.url().includes('/prompt.html?id=') && !promptsTaken.has(t), { timeout: 15_000 });
   promptsTaken.add(target);
   const prompt = await target.asPage();
-  await prompt.waitForFunction(() => !document.getElementById('approve').disabled, { timeout: 15_000 });
+  await prompt.waitForFunction(() => document.getElementById('origin').textContent !== '…', { polling: 'mutation', timeout: 15_000 });
   return prompt;
 }
 

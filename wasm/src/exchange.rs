@@ -832,7 +832,12 @@ impl Exchange {
         let mut named = store::ContentHasher::spans_up_to(root, MAX_AHEAD_OF_TURN, NAMED_AT_ONCE);
         let mut kept = HashMap::new();
         let (fetched, blocks) = self.fetch_dag(root, key, origin, &mut named, &mut kept).await?;
-        let named = match named.finish() {
+        let named = match named.finish().map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("the peers' copy of {root} is malformed: {e}"),
+            )
+        })? {
             Some(Named::Spans(spans, size)) => self.hash_spans(&spans, size, &kept).await,
             Some(Named::Hashed(sha256, size)) => Some((sha256, size)),
             None => None,

@@ -1633,8 +1633,11 @@ async fn ask_to_add_member(shared: &Shared, origin: &str, params: &Value) -> Res
             "collection_member takes {id, did, role?}",
         ));
     };
-    disot_core::identity::public_key_from_did(did)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+    // (Taking a member out takes any text: one stored before DIDs had to be canonical too.)
+    if role != Role::None {
+        disot_core::identity::public_key_from_did(did)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidParams, e.to_string()))?;
+    }
     let info = shared
         .sync
         .collection_info(id)
@@ -1771,6 +1774,19 @@ async fn decide(
             tracing::warn!("keeping the blocked sites: {e}");
         }
     }
+    if approve && !request.permissions.is_empty() {
+        // Kept first, then in force: a grant that cannot be stored (storage full, say) is not
+        // granted at all, and the site is told no rather than left waiting.
+        let at = now_ms() as u64;
+        let mut grants = shared.grants.borrow().clone();
+        grants.grant(&request.origin, &request.permissions, at);
+        if let Err(e) = shared.store.set_grants(&grants).await {
+            answered[0].1 = false;
+            answer_waiters(shared, answered);
+            return Err(ApiError::new(ErrorCode::Internal, format!("keeping the grant: {e}")));
+        }
+        shared.grants.borrow_mut().grant(&request.origin, &request.permissions, at);
+    }
     if approve && remember {
         if let Some(share) = &request.share {
             let to: Vec<String> = match share.get("to") {
@@ -1780,27 +1796,11 @@ async fn decide(
                 }
                 _ => Vec::new(),
             };
-            shared.sync.preauthorise(&request.origin, &to).await?;
-        }
-    }
-    if approve && !request.permissions.is_empty() {
-        let before = shared.grants.borrow().clone();
-        let mut grants = before.clone();
-        grants.grant(&request.origin, &request.permissions, now_ms() as u64);
-        *shared.grants.borrow_mut() = grants.clone();
-        if let Err(e) = shared.store.set_grants(&grants).await {
-            // Not kept (storage full, say): not granted either, and the site is told no, not
-            // left waiting. (Other grants changed meanwhile are kept as they are now.)
-            let mut now = shared.grants.borrow_mut();
-            for p in &request.permissions {
-                if !before.allows(&request.origin, *p) {
-                    now.revoke(&request.origin, Some(*p));
-                }
+            // The share itself is approved whatever happens to remembering its recipients.
+            if let Err(e) = shared.sync.preauthorise(&request.origin, &to).await {
+                answer_waiters(shared, answered);
+                return Err(e);
             }
-            drop(now);
-            answered[0].1 = false;
-            answer_waiters(shared, answered);
-            return Err(ApiError::new(ErrorCode::Internal, format!("keeping the grant: {e}")));
         }
     }
     answer_waiters(shared, answered);

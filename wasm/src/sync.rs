@@ -1209,9 +1209,12 @@ impl SyncNode {
                     "collection_member" => {
                         let id = need(&p.id, "id")?;
                         let did = need(&p.did, "did")?;
-                        disot_core::identity::public_key_from_did(&did).map_err(invalid)?;
-                        lib.set_member(&id, &did, p.role.unwrap_or(Role::Editor), true)
-                            .map_err(api_err)?;
+                        let role = p.role.unwrap_or(Role::Editor);
+                        // (Taking a member out takes any text, as `collection_member` in pages.)
+                        if role != Role::None {
+                            disot_core::identity::public_key_from_did(&did).map_err(invalid)?;
+                        }
+                        lib.set_member(&id, &did, role, true).map_err(api_err)?;
                         serde_json::to_value(lib.collection_info(&id)).map_err(internal)?
                     }
                     other => {
@@ -1409,7 +1412,10 @@ impl SyncNode {
         let P { did, level } = serde_json::from_value(params).map_err(|e| {
             invalid(format!("sync_peer_set takes {{did, level: full|metadata|nothing|null}}: {e}"))
         })?;
-        disot_core::identity::public_key_from_did(&did).map_err(invalid)?;
+        // (Going back to the policy takes any text: one stored before DIDs had to be canonical.)
+        if level.is_some() {
+            disot_core::identity::public_key_from_did(&did).map_err(invalid)?;
+        }
         let mut all = self.overrides.borrow().clone();
         match level {
             Some(level) => {
