@@ -236,6 +236,21 @@ describe('bitswap', { concurrency: 1 }, () => {
     } finally {
       await browser.close();
     }
+    // Bitswap streams that bring no whole message for the idle time (a minute; here one
+    // second) are dropped, and their places freed.
+    const brief = await h.Browser.launch('chromium', h.prepareExtension('chrome', [flood.addr], undefined, { testHooks: true, debugBitswapIdleMs: 1000 }), h.tempDir('profile-flood-brief'));
+    try {
+      const page = await brief.open(`${site.url}/demo.html`);
+      await h.grantInChromium(brief, page);
+      await connectedTo(page, [flood.peerId]);
+      const reported = flood.events.length;
+      flood.send('flood 40');
+      const report = await h.waitFor(() => flood.events.slice(reported).find((e) => e.event === 'flood' && e.protocol === '/ipfs/bitswap/1.2.0'), { what: 'the flood peer\'s report' });
+      assert.equal(report.opened, 40, JSON.stringify(report));
+      assert.equal(report.held, 0, `none held past the idle time: ${JSON.stringify(report)}`);
+    } finally {
+      await brief.close();
+    }
   });
 
   test('disot-node serves a peer four Bitswap streams, three sync sessions and two identity exchanges at once and resets the rest; a Bitswap stream idle too long is dropped', async () => {

@@ -47,6 +47,11 @@ pub const RECONNECT_GRACE_MS: u64 = 5_000;
 /// How long a new want is asked only of the peers with the best record (see
 /// [`Client::want`]) before the others are asked too.
 pub const HOLD_MS: u64 = 200;
+/// How long an inbound stream may go without a whole message (and a message to its peer may
+/// take to send) before it is dropped and its place freed: a peer that opens streams and
+/// leaves them idle, or begins a message and never ends it, does not hold the places of
+/// others for good. (Peers open a stream again when one that was idle broke.)
+pub const STREAM_IDLE_MS: u64 = 60_000;
 /// Blocks received or given up recently: a late copy of one of them is not misbehaviour.
 const RECENT: usize = 1024;
 /// Most peers remembered as banned; beyond it the longest banned is forgotten (each costs a

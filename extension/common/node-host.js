@@ -121,6 +121,7 @@ async function boot(platform, openPrompt) {
     platform,
     lastCrash: crashes.at(-1) ?? null,
     testHooks: config.testHooks === true,
+    ...(Number.isSafeInteger(config.debugBitswapIdleMs) ? { debugBitswapIdleMs: config.debugBitswapIdleMs } : {}),
   };
   if (!(await identityLocked())) return start(options, openPrompt);
   return lockedNode(async (passphrase) => {

@@ -38,12 +38,9 @@ impl Source for Everything<'_> {
 const INBOUND_PER_PEER: usize = 4;
 const INBOUND_TOTAL: usize = 128;
 
-/// How long an inbound stream may go without a whole message, and a message to the peer may
-/// take to send, before the stream is dropped and its place freed: a peer that opens streams
-/// and leaves them idle, or begins a message and never ends it, or stops reading, does not
-/// hold the places of others for good. (Browsers open a stream again when one that was idle
-/// broke.)
-pub const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+/// See [`bitswap::STREAM_IDLE_MS`] (here also for a peer that stops reading its answers).
+pub const STREAM_IDLE: std::time::Duration =
+    std::time::Duration::from_millis(bitswap::STREAM_IDLE_MS);
 
 /// Accept Bitswap streams and answer their wants for as long as the node runs, as many at once
 /// as [`INBOUND_PER_PEER`] and [`INBOUND_TOTAL`] allow (the others are reset), each for as long

@@ -212,10 +212,10 @@ export async function startPageServer() {
 }
 
 /** A copy of the built extension for `browser` ("chrome" or "firefox") with its bootstrap set. */
-export function prepareExtension(browser, bootstrap, dir = tempDir(`ext-${browser}`), { iceServers, testHooks } = {}) {
+export function prepareExtension(browser, bootstrap, dir = tempDir(`ext-${browser}`), { iceServers, testHooks, debugBitswapIdleMs } = {}) {
   fs.cpSync(path.join(DIST, browser), dir, { recursive: true });
   const logLevel = process.env.DISOT_LOG_LEVEL;
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ bootstrap, ...(iceServers ? { iceServers } : {}), ...(logLevel ? { logLevel } : {}), ...(testHooks ? { testHooks } : {}) }));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ bootstrap, ...(iceServers ? { iceServers } : {}), ...(logLevel ? { logLevel } : {}), ...(testHooks ? { testHooks } : {}), ...(debugBitswapIdleMs ? { debugBitswapIdleMs } : {}) }));
   return dir;
 }
 

@@ -286,6 +286,9 @@ pub(crate) struct Exchange {
     collecting: std::cell::Cell<bool>,
     /// Test builds only: answering a want for this block panics, after a wait.
     crash_on_want: std::cell::Cell<Option<Cid>>,
+    /// How long an inbound stream may go without a whole message (see
+    /// [`bitswap::STREAM_IDLE_MS`]; shorter in tests).
+    stream_idle_ms: std::cell::Cell<u64>,
 }
 
 impl Exchange {
@@ -315,7 +318,13 @@ impl Exchange {
             banned: RefCell::default(),
             collecting: std::cell::Cell::new(false),
             crash_on_want: std::cell::Cell::new(None),
+            stream_idle_ms: std::cell::Cell::new(bitswap::STREAM_IDLE_MS),
         })
+    }
+
+    /// Test builds only: inbound streams are dropped after `ms` without a whole message.
+    pub(crate) fn set_stream_idle_ms(&self, ms: u64) {
+        self.stream_idle_ms.set(ms);
     }
 
     /// For test builds: answering a peer's want for `cid` panics once the answer has waited on
@@ -439,17 +448,28 @@ impl Exchange {
         let (mut to_hash, hashing) = mpsc::channel(0);
         let who: Rc<str> = blamed(&peer).into();
         let reading_who = who.clone();
+        let idle = std::time::Duration::from_millis(self.stream_idle_ms.get());
         let reading = async move {
             let who = reading_who;
             loop {
-                let message = match bitswap::read_frame(&mut stream).await {
-                    Ok(Some(bytes)) => bytes,
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::info!("bitswap stream from {peer}: {e}");
-                        return;
-                    }
-                };
+                // A stream that brings no whole message for a while is dropped: its place is
+                // for others (see `bitswap::STREAM_IDLE_MS`).
+                let read = bitswap::read_frame(&mut stream);
+                let message =
+                    match futures::future::select(Box::pin(read), futures_timer::Delay::new(idle))
+                        .await
+                    {
+                        futures::future::Either::Left((Ok(Some(bytes)), _)) => bytes,
+                        futures::future::Either::Left((Ok(None), _)) => return,
+                        futures::future::Either::Left((Err(e), _)) => {
+                            tracing::info!("bitswap stream from {peer}: {e}");
+                            return;
+                        }
+                        futures::future::Either::Right(_) => {
+                            tracing::info!("bitswap stream from {peer}: idle too long, dropped");
+                            return;
+                        }
+                    };
                 if to_hash.send(hashed(message, who.clone())).await.is_err() {
                     return;
                 }

@@ -82,6 +82,10 @@ struct StartOptions {
     /// Test builds only (`testHooks` in `config.json`): the `debug_crash` request panics.
     #[serde(default)]
     test_hooks: bool,
+    /// Test builds only (`debugBitswapIdleMs` in `config.json`, with `testHooks`): inbound
+    /// Bitswap streams are dropped after this long without a whole message.
+    #[serde(default)]
+    debug_bitswap_idle_ms: Option<u64>,
 }
 
 pub(crate) fn init_logging(level: Option<&str>) {
@@ -357,6 +361,9 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     let exchange =
         Exchange::new(swarm.behaviour().stream.new_control(), store.clone(), did.clone());
     exchange.start().map_err(|e| js_err("starting bitswap", e))?;
+    if let Some(ms) = options.debug_bitswap_idle_ms.filter(|_| options.test_hooks) {
+        exchange.set_stream_idle_ms(ms);
+    }
     if options.test_hooks {
         use sha2::Digest as _;
         let digest: [u8; 32] = sha2::Sha256::digest(DEBUG_CRASH_BLOCK).into();
