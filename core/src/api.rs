@@ -685,7 +685,7 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
             })?;
             validate_ice_servers(&settings.ice_servers)?;
             let name = &settings.display_name;
-            if name.chars().count() > crate::auth::MAX_NAME || name.chars().any(char::is_control) {
+            if !crate::auth::is_plain_name(name) {
                 return Err(ApiError::new(
                     ErrorCode::InvalidParams,
                     format!(

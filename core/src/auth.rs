@@ -179,12 +179,27 @@ impl Profile {
 }
 
 fn check_name(name: &str) -> Result<(), Error> {
-    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+    if !is_plain_name(name) {
         return Err(Error::Malformed(format!(
             "display name: at most {MAX_NAME} characters, no control characters"
         )));
     }
     Ok(())
+}
+
+/// Whether `name` may be shown as a display name: at most [`MAX_NAME`] characters, none of
+/// them a control character, a line or paragraph separator, or an invisible formatting one
+/// (bidirectional overrides, zero-width characters), with which a name chosen by someone else
+/// could read as another, or reorder the text shown around it.
+pub fn is_plain_name(name: &str) -> bool {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c,
+                '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}')
+    };
+    name.chars().count() <= MAX_NAME && !name.chars().any(hidden)
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -438,6 +453,16 @@ mod tests {
         let (b_at_a, profile_a) = initiator.on_message(profile_b, NOW + 10).expect("b verified");
         let a_at_b = responder.on_profile(profile_a, NOW + 20).expect("a verified");
         (b_at_a, a_at_b)
+    }
+
+    #[test]
+    fn a_name_that_hides_or_reorders_text_is_not_plain() {
+        assert!(is_plain_name("Alice Example"));
+        assert!(is_plain_name("Zoë 東京"));
+        for name in ["Al\u{202E}ecila", "Ali\u{200B}ce", "Alice\nBob", "a\u{2066}b", "\u{FEFF}x"] {
+            assert!(!is_plain_name(name), "{name:?}");
+        }
+        assert!(!is_plain_name(&"x".repeat(MAX_NAME + 1)));
     }
 
     #[test]

@@ -61,6 +61,8 @@ struct Addr {
 struct Entry {
     addrs: Vec<Addr>,
     connected: bool,
+    /// When it last connected (ms).
+    connected_at: u64,
 }
 
 /// One bootstrap node as the popup shows it.
@@ -90,6 +92,10 @@ pub struct Dialer {
 impl Dialer {
     /// How long a dial may be in flight before the node's next address is tried beside it.
     pub const STAGGER_MS: u64 = 2_000;
+    /// A connection that closes sooner than this counts as a failed dial: a node at its
+    /// connection limit closes new ones at once, and being dialled again at once, by every
+    /// browser, is the last thing it needs.
+    pub const SHORT_LIVED_MS: u64 = 5_000;
 
     pub fn new(backoff: Backoff) -> Self {
         Dialer { backoff, nodes: BTreeMap::new() }
@@ -117,7 +123,8 @@ impl Dialer {
                         })
                 })
                 .collect();
-            next.insert(peer, Entry { addrs, connected });
+            let connected_at = old.as_ref().map_or(0, |e| e.connected_at);
+            next.insert(peer, Entry { addrs, connected, connected_at });
         }
         self.nodes = next;
     }
@@ -174,13 +181,16 @@ impl Dialer {
             .min()
     }
 
-    pub fn on_connected(&mut self, peer: &PeerId) {
+    pub fn on_connected(&mut self, peer: &PeerId, now_ms: u64) {
         if let Some(e) = self.nodes.get_mut(peer) {
-            e.connected = true;
+            if !e.connected {
+                e.connected = true;
+                e.connected_at = now_ms;
+            }
             for a in &mut e.addrs {
                 // A dial still in flight through another address finishes on its own; whatever
-                // it ends in, the node is connected and nothing is due.
-                a.failures = 0;
+                // it ends in, the node is connected and nothing is due. (The failures count
+                // on until the connection proves to last: see `on_disconnected`.)
                 a.state = State::Connected;
             }
         }
@@ -200,12 +210,21 @@ impl Dialer {
         }
     }
 
-    /// The last connection to `peer` closed.
+    /// The last connection to `peer` closed: after a connection that lasted, the node is
+    /// dialled again soon; after one that did not ([`Dialer::SHORT_LIVED_MS`]), as after a
+    /// failed dial.
     pub fn on_disconnected(&mut self, peer: &PeerId, now_ms: u64) {
         if let Some(e) = self.nodes.get_mut(peer) {
             e.connected = false;
+            let lasted = now_ms.saturating_sub(e.connected_at) >= Self::SHORT_LIVED_MS;
             for a in &mut e.addrs {
+                if lasted {
+                    a.failures = 0;
+                }
                 a.state = State::Waiting { next_at_ms: now_ms + self.backoff.delay_ms(a.failures) };
+                if !lasted {
+                    a.failures = a.failures.saturating_add(1);
+                }
             }
         }
     }
@@ -223,7 +242,7 @@ impl Dialer {
                 } else {
                     "waiting"
                 },
-                failures: e.addrs.iter().map(|a| a.failures).sum(),
+                failures: if e.connected { 0 } else { e.addrs.iter().map(|a| a.failures).sum() },
             })
             .collect()
     }
@@ -315,11 +334,28 @@ mod tests {
         }
         assert_eq!(d.status()[0].failures, 4);
         assert_eq!(d.due(now).len(), 1);
-        d.on_connected(&peer);
+        d.on_connected(&peer, now);
         assert_eq!(d.status()[0].state, "connected");
         assert!(d.due(now + 100_000).is_empty(), "a connected node is not dialled");
+        now += Dialer::SHORT_LIVED_MS;
         d.on_disconnected(&peer, now);
-        assert_eq!(d.next_due_in(now), Some(500), "a fresh disconnect retries quickly");
+        assert_eq!(d.next_due_in(now), Some(500), "after a connection that lasted, soon");
+    }
+
+    /// A node that closes each connection at once (at its limit) is dialled less and less.
+    #[test]
+    fn connections_that_do_not_last_back_off_as_failed_dials() {
+        let (peer, addr) = node();
+        let mut d = Dialer::new(Backoff::new(500, 30_000));
+        d.set_nodes(vec![(peer, vec![addr.clone()])], 0);
+        let mut now = 0;
+        for expected in [500, 1000, 2000, 4000] {
+            assert_eq!(d.due(now).len(), 1);
+            d.on_connected(&peer, now);
+            d.on_disconnected(&peer, now + 10);
+            assert_eq!(d.next_due_in(now + 10), Some(expected));
+            now += 10 + expected;
+        }
     }
 
     #[test]
@@ -335,7 +371,7 @@ mod tests {
         d.on_dial_failed(&peer, &ws, 2_100);
         assert_eq!(d.due(2_600), vec![(peer, ws.clone())]);
         // A success through either address stops all retries.
-        d.on_connected(&peer);
+        d.on_connected(&peer, 8_000);
         d.on_dial_failed(&peer, &rtc, 9_000);
         assert!(d.due(100_000).is_empty());
         assert_eq!(d.status()[0].state, "connected");
@@ -359,7 +395,7 @@ mod tests {
         let mut d = Dialer::default();
         d.set_nodes(vec![(a, vec![addr_a.clone()])], 0);
         d.due(0);
-        d.on_connected(&a);
+        d.on_connected(&a, 0);
         d.set_nodes(vec![(a, vec![addr_a]), (b, vec![addr_b])], 10);
         let due = d.due(10);
         assert_eq!(due.len(), 1);

@@ -65,9 +65,7 @@ fn signed_bytes(invite: &Invite) -> Result<Vec<u8>, Error> {
 fn check(invite: &Invite) -> Result<libp2p_identity::PublicKey, Error> {
     let key = identity::public_key_from_did(&invite.did)
         .map_err(|e| Error::Malformed(format!("did: {e}")))?;
-    if invite.display_name.chars().count() > crate::auth::MAX_NAME
-        || invite.display_name.chars().any(char::is_control)
-    {
+    if !crate::auth::is_plain_name(&invite.display_name) {
         return Err(Error::Malformed("display name".into()));
     }
     if invite.addrs.is_empty() || invite.addrs.len() > MAX_ADDRS {

@@ -16,10 +16,16 @@ const CRASH_WINDOW_MS = 10 * 60_000;
 const MAX_RESTARTS = 3;
 let crashed = null; // what the node said when it crashed, until this context reloads
 let stoppedForGood = false; // it crashed too often to start again by itself
-let answerInFlight; // answers the requests the node was working on when it crashed
-const crashAnswer = new Promise((resolve) => {
-  answerInFlight = resolve;
-});
+// Per request in flight, what answers it should the node crash meanwhile (a request it was
+// working on would otherwise never be answered). One per request, dropped when it is answered:
+// a promise pending for the context's life, raced by every request, would keep every answer.
+const inFlight = new Set();
+function untilCrash() {
+  let answer;
+  const crash = new Promise((resolve) => { answer = resolve; });
+  inFlight.add(answer);
+  return { crash, done: () => inFlight.delete(answer) };
+}
 const crashBody = () => errorBody(4900, `disot peer stopped after an error (${crashed}); it starts again unless it failed repeatedly`);
 
 function rememberCrashes(crashes) {
@@ -46,7 +52,8 @@ globalThis.disotCrashed = (message, blamed) => {
   // that panicked may panic in turn (finding its state still borrowed).
   if (crashed !== null) return;
   crashed = String(message).slice(0, 1000);
-  answerInFlight(crashBody());
+  for (const answer of inFlight) answer(crashBody());
+  inFlight.clear();
   const crash = { at: Date.now(), message: crashed, ...(typeof blamed === 'string' ? { blamed: blamed.slice(0, 200) } : {}) };
   rememberCrashes([...recentCrashes(), crash]);
   console.error('disot: the node crashed; loading its page again');
@@ -169,26 +176,30 @@ const isRestart = (body) => {
 export async function handle(platform, openPrompt, kind, origin, body) {
   if (kind === 'ui' && isRestart(body)) return restart();
   if (crashed !== null) return crashBody();
-  let node;
+  const { crash, done } = untilCrash();
   try {
-    // (A start that crashed would never settle.)
-    node = await Promise.race([getNode(platform, openPrompt), crashAnswer.then(() => null)]);
-    if (node === null) return crashBody();
-  } catch (e) {
-    if (isTrap(e)) {
+    let node;
+    try {
+      // (A start that crashed would never settle.)
+      node = await Promise.race([getNode(platform, openPrompt), crash.then(() => null)]);
+      if (node === null) return crashBody();
+    } catch (e) {
+      if (isTrap(e)) {
+        trapped(e);
+        return crashBody();
+      }
+      console.error('disot: node failed to start', e);
+      return errorBody(4900, `disot peer failed to start: ${e?.message ?? e}`);
+    }
+    try {
+      return await Promise.race([node.request(kind, origin, body), crash]);
+    } catch (e) {
+      if (!isTrap(e)) throw e;
       trapped(e);
       return crashBody();
     }
-    console.error('disot: node failed to start', e);
-    return errorBody(4900, `disot peer failed to start: ${e?.message ?? e}`);
-  }
-  // (A request the node was working on when it crashed would never be answered.)
-  try {
-    return await Promise.race([node.request(kind, origin, body), crashAnswer]);
-  } catch (e) {
-    if (!isTrap(e)) throw e;
-    trapped(e);
-    return crashBody();
+  } finally {
+    done();
   }
 }
 

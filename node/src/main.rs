@@ -194,6 +194,8 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .max_transmit_size(disot_core::announce::MAX_BYTES)
                 .validation_mode(gossipsub::ValidationMode::Strict)
+                // Passed on only once read as an announcement (see the Message event).
+                .validate_messages()
                 .build()?;
             let mut gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
@@ -324,14 +326,30 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
+                message_id,
                 message,
-                ..
             })) => {
-                out.emit(&Event::Announcement {
-                    via: propagation_source.to_string(),
-                    from: message.source.map(|p| p.to_string()),
-                    bytes: message.data.len(),
-                });
+                // Only what reads as an announcement goes on to the browsers (each of which
+                // would otherwise check every piece of junk sent to the topic); the peer that
+                // sent junk loses standing with gossipsub.
+                let readable = disot_core::announce::Announcement::decode(&message.data).is_ok();
+                let verdict = if readable {
+                    gossipsub::MessageAcceptance::Accept
+                } else {
+                    gossipsub::MessageAcceptance::Reject
+                };
+                swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    verdict,
+                );
+                if readable {
+                    out.emit(&Event::Announcement {
+                        via: propagation_source.to_string(),
+                        from: message.source.map(|p| p.to_string()),
+                        bytes: message.data.len(),
+                    });
+                }
             }
             _ => {}
         }

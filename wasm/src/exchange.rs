@@ -257,6 +257,9 @@ pub(crate) struct Exchange {
     client: RefCell<Client>,
     waiters: RefCell<HashMap<Cid, Vec<BlockWaiter>>>,
     outboxes: RefCell<HashMap<PeerId, Outbox>>,
+    /// Per peer, whether each of its inbound streams being served may still be answered: not
+    /// once a connection of the peer is gone (see [`Exchange::retire_outbox`]).
+    serving: RefCell<HashMap<PeerId, Vec<std::rc::Weak<std::cell::Cell<bool>>>>>,
     store: Rc<Store>,
     public: RefCell<PublicBlocks>,
     /// Small blocks lately served or published (read from the store, so verified), for
@@ -300,6 +303,7 @@ impl Exchange {
             client: RefCell::new(Client::new()),
             waiters: RefCell::default(),
             outboxes: RefCell::default(),
+            serving: RefCell::default(),
             store,
             public: RefCell::default(),
             recent: RefCell::new(RecentBlocks::new(RECENT_BLOCK_MAX, RECENT_BYTES)),
@@ -441,6 +445,17 @@ impl Exchange {
         if self.client.borrow().is_banned(&peer) {
             return;
         }
+        // Answered only while the peer's connections are those it had when it opened this
+        // stream: once one is gone, what was read and not yet answered may be wants of a peer
+        // that restarted since, and answers to them blocks it never asked for (see
+        // `retire_outbox`). It asks again for what it still wants.
+        let live = Rc::new(std::cell::Cell::new(true));
+        {
+            let mut serving = self.serving.borrow_mut();
+            let streams = serving.entry(peer).or_default();
+            streams.retain(|s| s.strong_count() > 0);
+            streams.push(Rc::downgrade(&live));
+        }
         // The stream is read on while the blocks of the messages before are hashed (the
         // browser's SHA-256 settles later; Firefox settles it on this thread, behind the data
         // channel's own events). Messages are handed on in the order they came. Read ahead: those
@@ -481,7 +496,8 @@ impl Exchange {
             let mut hashed = hashing.buffered(HASHING_AHEAD);
             while let Some(incoming) = hashed.next().await {
                 match incoming {
-                    Ok(incoming) => self.on_message(peer, &who, incoming).await,
+                    Ok(_) if !live.get() => return,
+                    Ok(incoming) => self.on_message(peer, &who, incoming, &live).await,
                     Err(Stop::Misbehaved(e)) => {
                         self.client.borrow_mut().ban(peer, e.to_string(), now_ms() as u64);
                         self.flush();
@@ -504,10 +520,19 @@ impl Exchange {
         }
     }
 
-    /// `who`: the peer as a panic names it (`blamed`).
-    async fn on_message(&self, peer: PeerId, who: &str, mut incoming: Incoming) {
+    /// `who`: the peer as a panic names it (`blamed`); `live`: whether its stream may still be
+    /// answered (see `serve`).
+    async fn on_message(
+        &self,
+        peer: PeerId,
+        who: &str,
+        mut incoming: Incoming,
+        live: &std::cell::Cell<bool>,
+    ) {
         let wants = std::mem::take(&mut incoming.wants);
-        if !wants.is_empty() {
+        // (Checked with nothing awaited before the queue is taken: a queue retired since is
+        // closed, and its sends fail.)
+        if !wants.is_empty() && live.get() {
             // Blocks are read a few at a time and each goes out as soon as it is read (the
             // asker keeps the pipe full); presences go together at the end.
             let source = Public(self);
@@ -549,6 +574,11 @@ impl Exchange {
         if let Some(mut outbox) = self.outboxes.borrow_mut().remove(peer) {
             outbox.live.set(false);
             outbox.tx.close_channel();
+        }
+        for stream in self.serving.borrow_mut().remove(peer).unwrap_or_default() {
+            if let Some(live) = stream.upgrade() {
+                live.set(false);
+            }
         }
     }
 

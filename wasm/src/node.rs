@@ -112,6 +112,9 @@ pub(crate) enum Command {
     DialViaRelay(PeerId, oneshot::Sender<Result<(), String>>),
     /// Announce these roots as provided by this peer (new ones only).
     Provide(Vec<cid::Cid>),
+    /// These are all the roots this peer provides: announce the new ones, and stop announcing
+    /// those no longer among them (unpublished, removed).
+    ProvideAll(Vec<cid::Cid>),
     /// Dial an address the user gave. The answer comes when the dial starts (`None`) or, with
     /// `wait`, once the peer is connected (by which transport) or the dial failed.
     Dial {
@@ -145,6 +148,8 @@ struct DialWaiter {
 /// How often public objects are announced on the DHT (new ones; records are refreshed by
 /// Kademlia itself).
 const PROVIDE_EVERY: Duration = Duration::from_secs(5);
+/// Most objects announced on the DHT as provided by this peer.
+const MAX_PROVIDED: usize = 16_384;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -507,7 +512,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         loop {
             futures_timer::Delay::new(PROVIDE_EVERY).await;
             let roots = exchange.public_roots().await;
-            if !roots.is_empty() && provide.send(Command::Provide(roots)).await.is_err() {
+            if provide.send(Command::ProvideAll(roots)).await.is_err() {
                 break;
             }
         }
@@ -533,9 +538,15 @@ fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<B
         .map_err(|e| e.to_string())?
         .with_behaviour(|key| {
             let peer = key.public().to_peer_id();
+            // (As many provider records as the objects a peer may publish: the default 1,024
+            // would leave the rest unannounced.)
+            let records = kad::store::MemoryStoreConfig {
+                max_provided_keys: MAX_PROVIDED,
+                ..Default::default()
+            };
             let mut kad = kad::Behaviour::with_config(
                 peer,
-                kad::store::MemoryStore::new(peer),
+                kad::store::MemoryStore::with_config(peer, records),
                 kad::Config::new(StreamProtocol::new("/ipfs/kad/1.0.0")),
             );
             kad.set_mode(Some(kad::Mode::Client));
@@ -664,6 +675,16 @@ impl EventLoop {
             Command::HangUp(peer) => {
                 self.hung_up.insert(peer, now_ms());
                 let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::ProvideAll(roots) => {
+                let kept: std::collections::HashSet<&cid::Cid> = roots.iter().collect();
+                let gone: Vec<cid::Cid> =
+                    self.provided.iter().filter(|r| !kept.contains(r)).copied().collect();
+                for root in gone {
+                    self.provided.remove(&root);
+                    self.swarm.behaviour_mut().kad.stop_providing(&root.hash().to_bytes().into());
+                }
+                self.on_command(Command::Provide(roots));
             }
             Command::Provide(roots) => {
                 // With no DHT server known yet an announcement reaches nobody (and still
@@ -808,7 +829,7 @@ impl EventLoop {
                     self.pending_dials.insert(id, (peer, addr));
                 }
                 Err(DialError::DialPeerConditionFalse(_)) if self.swarm.is_connected(&peer) => {
-                    self.dialer.on_connected(&peer)
+                    self.dialer.on_connected(&peer, now_ms() as u64)
                 }
                 Err(e) => {
                     tracing::info!("dial {addr}: {e}");
@@ -858,7 +879,7 @@ impl EventLoop {
                     established_in.as_millis()
                 );
                 if self.dialer.is_bootstrap(&peer_id) {
-                    self.dialer.on_connected(&peer_id);
+                    self.dialer.on_connected(&peer_id, now);
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
                     if !self.kad_bootstrapped {
                         self.kad_bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();

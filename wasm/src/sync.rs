@@ -69,6 +69,8 @@ const SAVE_DURING_SESSION: std::time::Duration = std::time::Duration::from_milli
 /// How often absent participants are looked for, and dialled again.
 const LOOK_EVERY_MS: u64 = 2_000;
 const REDIAL_MS: u64 = 5_000;
+/// How soon an announcement from a peer may have it dialled again.
+const NEWS_REDIAL_MS: u64 = 1_000;
 /// Most entries one `collection_add` adds.
 const MAX_ADDED_AT_ONCE: usize = 10_000;
 /// Most sessions answered at once, and of those most from one peer (one each way is what a
@@ -1360,7 +1362,13 @@ impl SyncNode {
             // A connected announcer runs the session itself after its change.
             let connected = this.connected.borrow().values().any(|d| *d == did);
             if !connected {
-                this.dialled.borrow_mut().remove(&did);
+                // Dialled at once, but never more than once a second however many arrive
+                // (an old announcement can be sent again by anyone who kept it).
+                let mut dialled = this.dialled.borrow_mut();
+                if dialled.get(&did).is_none_or(|t| now.saturating_sub(*t) >= NEWS_REDIAL_MS) {
+                    dialled.remove(&did);
+                }
+                drop(dialled);
                 this.news.borrow_mut().insert(did, now);
                 this.looked_ms.set(0);
             }
