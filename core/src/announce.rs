@@ -52,6 +52,17 @@ pub struct Announcement {
     pub tags: Vec<String>,
 }
 
+/// Whether `bytes` is a JSON object of at most [`MAX_BYTES`] naming a version `v` other than
+/// the one this peer reads: an announcement of a later version, which a relay passes on unread.
+pub fn is_other_version(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Versioned {
+        v: u64,
+    }
+    bytes.len() <= MAX_BYTES
+        && serde_json::from_slice::<Versioned>(bytes).is_ok_and(|a| a.v != u64::from(VERSION))
+}
+
 impl Announcement {
     pub fn encode(&self) -> Vec<u8> {
         // A struct of strings always serialises.
@@ -190,6 +201,14 @@ mod tests {
         let ed = key.try_into_ed25519().expect("ed25519");
         let seed: [u8; 32] = ed.secret().as_ref().try_into().expect("32 bytes");
         (did, seed)
+    }
+
+    #[test]
+    fn another_version_is_told_from_junk() {
+        assert!(is_other_version(br#"{"v":2,"whatever":[1,2]}"#));
+        assert!(!is_other_version(br#"{"v":1,"nonce":"zz","tags":[]}"#), "this version, malformed");
+        assert!(!is_other_version(b"junk"));
+        assert!(!is_other_version(br#"{"nonce":"00"}"#));
     }
 
     #[test]

@@ -689,7 +689,7 @@ pub fn parse_ui_request(body: &str) -> Result<UiRequest, ApiError> {
                 return Err(ApiError::new(
                     ErrorCode::InvalidParams,
                     format!(
-                        "displayName: at most {} characters, no control characters",
+                        "displayName: at most {} characters, no control or invisible formatting characters",
                         crate::auth::MAX_NAME
                     ),
                 ));

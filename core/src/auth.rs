@@ -181,7 +181,7 @@ impl Profile {
 fn check_name(name: &str) -> Result<(), Error> {
     if !is_plain_name(name) {
         return Err(Error::Malformed(format!(
-            "display name: at most {MAX_NAME} characters, no control characters"
+            "display name: at most {MAX_NAME} characters, no control or invisible formatting characters"
         )));
     }
     Ok(())
@@ -189,13 +189,14 @@ fn check_name(name: &str) -> Result<(), Error> {
 
 /// Whether `name` may be shown as a display name: at most [`MAX_NAME`] characters, none of
 /// them a control character, a line or paragraph separator, or an invisible formatting one
-/// (bidirectional overrides, zero-width characters), with which a name chosen by someone else
-/// could read as another, or reorder the text shown around it.
+/// (bidirectional marks and overrides, zero-width spaces), with which a name chosen by someone
+/// else could read as another, or reorder the text shown around it. (The zero-width joiner
+/// and non-joiner stay: Persian spelling and emoji sequences need them.)
 pub fn is_plain_name(name: &str) -> bool {
     let hidden = |c: char| {
         c.is_control()
             || matches!(c,
-                '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+                '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}' | '\u{200E}' | '\u{200F}'
                 | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
                 | '\u{FFF9}'..='\u{FFFB}')
     };
@@ -277,7 +278,6 @@ fn verify(
     if key.to_peer_id() != *remote {
         return Err(Error::WrongDid(profile.did.clone()));
     }
-    check_name(&profile.display_name)?;
     let signature = unb64(&profile.signature, "signature")?;
     if !key.verify(&signed_bytes(profile)?, &signature) {
         return Err(Error::BadSignature);
@@ -297,7 +297,13 @@ fn verify(
     }
     Ok(Verified {
         did: profile.did.clone(),
-        display_name: profile.display_name.clone(),
+        // A name this peer would not let its own user choose (one that hides or reorders
+        // text, or an older version's longer one) is not shown; the peer is verified as well.
+        display_name: if is_plain_name(&profile.display_name) {
+            profile.display_name.clone()
+        } else {
+            String::new()
+        },
         did_document: profile.did_document.clone(),
         issued_ms: profile.issued_ms,
     })
@@ -459,6 +465,7 @@ mod tests {
     fn a_name_that_hides_or_reorders_text_is_not_plain() {
         assert!(is_plain_name("Alice Example"));
         assert!(is_plain_name("Zoë 東京"));
+        assert!(is_plain_name("\u{1F469}\u{200D}\u{1F4BB} می\u{200C}خواهم"));
         for name in ["Al\u{202E}ecila", "Ali\u{200B}ce", "Alice\nBob", "a\u{2066}b", "\u{FEFF}x"] {
             assert!(!is_plain_name(name), "{name:?}");
         }

@@ -188,8 +188,15 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
             // The node is a bootstrap server: it learns peers from those who dial it, and has
             // no one to bootstrap from itself.
             kad_config.set_periodic_bootstrap_interval(None);
-            let mut kad =
-                kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
+            // Provider records of every browser that uses this node: room for 65,536 objects
+            // (the default, 1,024 in all, would refuse the rest), about 20 MB at most.
+            let records =
+                kad::store::MemoryStoreConfig { max_provided_keys: 65_536, ..Default::default() };
+            let mut kad = kad::Behaviour::with_config(
+                peer,
+                kad::store::MemoryStore::with_config(peer, records),
+                kad_config,
+            );
             kad.set_mode(Some(kad::Mode::Server));
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .max_transmit_size(disot_core::announce::MAX_BYTES)
@@ -330,9 +337,13 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
                 message,
             })) => {
                 // Only what reads as an announcement goes on to the browsers (each of which
-                // would otherwise check every piece of junk sent to the topic); the peer that
-                // sent junk loses standing with gossipsub.
-                let readable = disot_core::announce::Announcement::decode(&message.data).is_ok();
+                // would otherwise check every piece of junk sent to the topic).
+                // (A version this node does not know yet is passed on unread: browsers newer
+                // than the node may use it.)
+                let readable = match disot_core::announce::Announcement::decode(&message.data) {
+                    Ok(_) => true,
+                    Err(_) => disot_core::announce::is_other_version(&message.data),
+                };
                 let verdict = if readable {
                     gossipsub::MessageAcceptance::Accept
                 } else {

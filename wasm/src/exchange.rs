@@ -202,11 +202,17 @@ pub(crate) const INLINE_MAX: usize = 64 * 1024;
 const RECENT_BLOCK_MAX: usize = 64 * 1024;
 const RECENT_BYTES: usize = 4 * 1024 * 1024;
 
+/// An inbound stream being served: the count of its peer's connections made when it came, and
+/// whether it may still be answered.
+type Served = (u64, std::rc::Weak<std::cell::Cell<bool>>);
+
 #[derive(Default)]
 struct PublicBlocks {
     cids: HashSet<Cid>,
     roots: Vec<Cid>,
     read_at: f64,
+    /// Whether every record could be read (else `roots` may lack some).
+    complete: bool,
     /// The blocks under each public root, walked once (a DAG never changes).
     walked: HashMap<Cid, Vec<Cid>>,
     /// Blocks of objects served by trust: the lowest trust level (0–100) any of them asks.
@@ -257,9 +263,11 @@ pub(crate) struct Exchange {
     client: RefCell<Client>,
     waiters: RefCell<HashMap<Cid, Vec<BlockWaiter>>>,
     outboxes: RefCell<HashMap<PeerId, Outbox>>,
-    /// Per peer, whether each of its inbound streams being served may still be answered: not
-    /// once a connection of the peer is gone (see [`Exchange::retire_outbox`]).
-    serving: RefCell<HashMap<PeerId, Vec<std::rc::Weak<std::cell::Cell<bool>>>>>,
+    /// Per peer, whether each of its inbound streams being served may still be answered, with
+    /// the count of its connections made when the stream came (see [`Exchange::serve`]).
+    serving: RefCell<HashMap<PeerId, Vec<Served>>>,
+    /// Per connected peer, how many connections to it were made so far.
+    connections_made: RefCell<HashMap<PeerId, u64>>,
     store: Rc<Store>,
     public: RefCell<PublicBlocks>,
     /// Small blocks lately served or published (read from the store, so verified), for
@@ -304,6 +312,7 @@ impl Exchange {
             waiters: RefCell::default(),
             outboxes: RefCell::default(),
             serving: RefCell::default(),
+            connections_made: RefCell::default(),
             store,
             public: RefCell::default(),
             recent: RefCell::new(RecentBlocks::new(RECENT_BLOCK_MAX, RECENT_BYTES)),
@@ -378,8 +387,15 @@ impl Exchange {
         self.flush();
     }
 
+    /// A connection to `peer` was made (its first or another).
+    pub(crate) fn connection_made(&self, peer: PeerId) {
+        *self.connections_made.borrow_mut().entry(peer).or_default() += 1;
+    }
+
     pub(crate) fn peer_disconnected(&self, peer: &PeerId) {
         self.retire_outbox(peer);
+        self.stop_serving(peer, u64::MAX);
+        self.connections_made.borrow_mut().remove(peer);
         self.client.borrow_mut().peer_disconnected(peer, now_ms() as u64);
         self.flush();
     }
@@ -387,6 +403,11 @@ impl Exchange {
     /// A connection to `peer` closed while another remains.
     pub(crate) fn connection_lost(&self, peer: PeerId) {
         self.retire_outbox(&peer);
+        // The streams that came before the newest connection was made stop being answered
+        // (a peer that restarted opened its streams on that one; one replacing a relayed
+        // connection by a direct one asks again there).
+        let newest = self.connections_made.borrow().get(&peer).copied().unwrap_or(0);
+        self.stop_serving(&peer, newest);
         self.client.borrow_mut().peer_reconnected(peer, now_ms() as u64);
         self.flush();
     }
@@ -435,9 +456,12 @@ impl Exchange {
     }
 
     /// Roots of the public objects (for provider records), as last read.
-    pub(crate) async fn public_roots(&self) -> Vec<Cid> {
+    /// The roots of the public objects and when they were read, unless the records could not
+    /// all be read.
+    pub(crate) async fn public_roots(&self) -> Option<(f64, Vec<Cid>)> {
         self.refresh_public(true).await;
-        self.public.borrow().roots.clone()
+        let public = self.public.borrow();
+        public.complete.then(|| (public.read_at, public.roots.clone()))
     }
 
     async fn serve(self: Rc<Self>, peer: PeerId, mut stream: libp2p::Stream) {
@@ -445,16 +469,18 @@ impl Exchange {
         if self.client.borrow().is_banned(&peer) {
             return;
         }
-        // Answered only while the peer's connections are those it had when it opened this
-        // stream: once one is gone, what was read and not yet answered may be wants of a peer
+        // Its wants are answered until a connection of the peer is lost while a newer one than
+        // this stream is up: what was read and not yet answered may then be wants of a peer
         // that restarted since, and answers to them blocks it never asked for (see
-        // `retire_outbox`). It asks again for what it still wants.
+        // `connection_lost`). It asks again for what it still wants. (What it sends in answer
+        // to our wants is taken as ever.)
         let live = Rc::new(std::cell::Cell::new(true));
         {
+            let made = self.connections_made.borrow().get(&peer).copied().unwrap_or(0);
             let mut serving = self.serving.borrow_mut();
             let streams = serving.entry(peer).or_default();
-            streams.retain(|s| s.strong_count() > 0);
-            streams.push(Rc::downgrade(&live));
+            streams.retain(|(_, s)| s.strong_count() > 0);
+            streams.push((made, Rc::downgrade(&live)));
         }
         // The stream is read on while the blocks of the messages before are hashed (the
         // browser's SHA-256 settles later; Firefox settles it on this thread, behind the data
@@ -496,7 +522,6 @@ impl Exchange {
             let mut hashed = hashing.buffered(HASHING_AHEAD);
             while let Some(incoming) = hashed.next().await {
                 match incoming {
-                    Ok(_) if !live.get() => return,
                     Ok(incoming) => self.on_message(peer, &who, incoming, &live).await,
                     Err(Stop::Misbehaved(e)) => {
                         self.client.borrow_mut().ban(peer, e.to_string(), now_ms() as u64);
@@ -575,10 +600,23 @@ impl Exchange {
             outbox.live.set(false);
             outbox.tx.close_channel();
         }
-        for stream in self.serving.borrow_mut().remove(peer).unwrap_or_default() {
-            if let Some(live) = stream.upgrade() {
+    }
+
+    /// Stop answering `peer`'s inbound streams that came while fewer than `made` connections
+    /// to it had been made (all of them with `u64::MAX`).
+    fn stop_serving(&self, peer: &PeerId, made: u64) {
+        let mut serving = self.serving.borrow_mut();
+        let Some(streams) = serving.get_mut(peer) else { return };
+        streams.retain(|(when, stream)| match stream.upgrade() {
+            Some(live) if *when < made => {
                 live.set(false);
+                false
             }
+            Some(_) => true,
+            None => false,
+        });
+        if streams.is_empty() {
+            serving.remove(peer);
         }
     }
 
@@ -1127,6 +1165,7 @@ impl Exchange {
         let mut next = PublicBlocks { read_at: now_ms(), ..Default::default() };
         match self.store.objects().await {
             Ok(objects) => {
+                next.complete = true;
                 // Every record read: what is held, for whom, is known from here on.
                 self.held.borrow_mut().extend(
                     objects.iter().flat_map(|r| r.origins.iter().map(|o| held_key(&r.cid, o))),

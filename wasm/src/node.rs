@@ -112,9 +112,10 @@ pub(crate) enum Command {
     DialViaRelay(PeerId, oneshot::Sender<Result<(), String>>),
     /// Announce these roots as provided by this peer (new ones only).
     Provide(Vec<cid::Cid>),
-    /// These are all the roots this peer provides: announce the new ones, and stop announcing
-    /// those no longer among them (unpublished, removed).
-    ProvideAll(Vec<cid::Cid>),
+    /// These are all the roots this peer provides, as read at this time (ms): announce the new
+    /// ones, and stop announcing those no longer among them (unpublished, removed) that were
+    /// announced before that time.
+    ProvideAll(f64, Vec<cid::Cid>),
     /// Dial an address the user gave. The answer comes when the dial starts (`None`) or, with
     /// `wait`, once the peer is connected (by which transport) or the dial failed.
     Dial {
@@ -150,6 +151,8 @@ struct DialWaiter {
 const PROVIDE_EVERY: Duration = Duration::from_secs(5);
 /// Most objects announced on the DHT as provided by this peer.
 const MAX_PROVIDED: usize = 16_384;
+/// Most announcements on the DHT started at once (one round of [`PROVIDE_EVERY`]).
+const PROVIDE_AT_ONCE: usize = 64;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -497,7 +500,7 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
         last_relay_attempt: f64::NEG_INFINITY,
         kad_bootstrapped: false,
         provider_queries: HashMap::new(),
-        provided: std::collections::HashSet::new(),
+        provided: HashMap::new(),
         provide_queries: HashMap::new(),
         hung_up: HashMap::new(),
     };
@@ -511,8 +514,9 @@ pub async fn start(options: JsValue, open_prompt: js_sys::Function) -> Result<No
     wasm_bindgen_futures::spawn_local(async move {
         loop {
             futures_timer::Delay::new(PROVIDE_EVERY).await;
-            let roots = exchange.public_roots().await;
-            if provide.send(Command::ProvideAll(roots)).await.is_err() {
+            // (Not after a failed read: that would stop announcing whatever it missed.)
+            let Some((read_at, roots)) = exchange.public_roots().await else { continue };
+            if provide.send(Command::ProvideAll(read_at, roots)).await.is_err() {
                 break;
             }
         }
@@ -609,7 +613,8 @@ struct EventLoop {
     dial_waiters: Vec<DialWaiter>,
     kad_bootstrapped: bool,
     provider_queries: HashMap<kad::QueryId, oneshot::Sender<Vec<PeerId>>>,
-    provided: std::collections::HashSet<cid::Cid>,
+    /// The roots announced as provided, and since when (ms).
+    provided: HashMap<cid::Cid, f64>,
     /// Announcements under way: one that fails is made again on the next round.
     provide_queries: HashMap<kad::QueryId, cid::Cid>,
     /// Peers the user hung up on, and when: not dialled again by this node on its own (to sync)
@@ -676,10 +681,15 @@ impl EventLoop {
                 self.hung_up.insert(peer, now_ms());
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
-            Command::ProvideAll(roots) => {
+            Command::ProvideAll(read_at, roots) => {
+                // (One announced since the roots were read is not among them yet.)
                 let kept: std::collections::HashSet<&cid::Cid> = roots.iter().collect();
-                let gone: Vec<cid::Cid> =
-                    self.provided.iter().filter(|r| !kept.contains(r)).copied().collect();
+                let gone: Vec<cid::Cid> = self
+                    .provided
+                    .iter()
+                    .filter(|(r, since)| !kept.contains(r) && **since < read_at)
+                    .map(|(r, _)| *r)
+                    .collect();
                 for root in gone {
                     self.provided.remove(&root);
                     self.swarm.behaviour_mut().kad.stop_providing(&root.hash().to_bytes().into());
@@ -692,10 +702,16 @@ impl EventLoop {
                 if !self.swarm.behaviour_mut().kad.kbuckets().any(|b| b.num_entries() > 0) {
                     return;
                 }
+                // A few at a time (each is a DHT query): the rest in the next rounds.
+                let mut started = 0;
                 for root in roots {
-                    if self.provided.contains(&root) {
+                    if self.provided.contains_key(&root) {
                         continue;
                     }
+                    if started == PROVIDE_AT_ONCE {
+                        break;
+                    }
+                    started += 1;
                     match self
                         .swarm
                         .behaviour_mut()
@@ -703,7 +719,7 @@ impl EventLoop {
                         .start_providing(root.hash().to_bytes().into())
                     {
                         Ok(id) => {
-                            self.provided.insert(root);
+                            self.provided.insert(root, now_ms());
                             self.provide_queries.insert(id, root);
                         }
                         Err(e) => tracing::info!("providing {root}: {e}"),
@@ -873,6 +889,7 @@ impl EventLoop {
                 ..
             } => {
                 self.pending_dials.remove(&connection_id);
+                self.shared.exchange.connection_made(peer_id);
                 let addr = endpoint.get_remote_address().clone();
                 tracing::info!(
                     "connection {connection_id} to {peer_id} via {addr} ({} ms)",
