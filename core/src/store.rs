@@ -862,7 +862,15 @@ pub async fn reached_from<'a, S: BlockStore>(
     let mut keep = BTreeSet::new();
     for record in records {
         let cid: Cid = record.cid.parse().map_err(|_| Error::UnknownObject(record.cid.clone()))?;
-        reachable(store, &cid, &mut keep).await?;
+        // A damaged object stops the collection (what it reaches cannot be known); the error
+        // names the object, so that its owner can let it go or put it again.
+        reachable(store, &cid, &mut keep).await.map_err(|e| match e {
+            Error::Corrupt { .. } | Error::Malformed { .. } => Error::Malformed {
+                cid,
+                reason: format!("{e}; unpin the object or put it again, then free space again"),
+            },
+            other => other,
+        })?;
     }
     Ok(keep)
 }
@@ -1345,6 +1353,27 @@ mod tests {
             assert_eq!(again.name.as_deref(), Some("kept.json"), "a stored name stands");
             assert_eq!(again.origins, vec!["https://a.example"]);
             assert_eq!(store.object(&first.cid).await.expect("read"), Some(again));
+        });
+    }
+
+    /// Garbage collection stops at a damaged pinned object, naming it (not only its block).
+    #[test]
+    fn a_damaged_object_stops_garbage_collection_and_is_named() {
+        futures::executor::block_on(async {
+            let store = MemoryStore::new();
+            let layout = crate::unixfs::Preset::Kubo.layout().with_chunk_size(64).expect("layout");
+            let record = add(&store, layout, [vec![1u8; 64 * 200]]).await.expect("add");
+            let root: Cid = record.cid.parse().expect("cid");
+            let branch =
+                *dag_pb_links(&root, &store.get(&root).await.expect("root").expect("root"))
+                    .expect("links")
+                    .iter()
+                    .find(|c| c.codec() == DAG_PB_CODEC)
+                    .expect("a branch under the root");
+            store.corrupt(&branch, b"not the branch".to_vec());
+            let err = collect_garbage(&store).await.expect_err("stopped");
+            assert!(matches!(err, Error::Malformed { cid, .. } if cid == root), "{err}");
+            assert!(err.to_string().contains(&branch.to_string()), "{err}");
         });
     }
 
