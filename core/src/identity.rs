@@ -42,8 +42,8 @@ pub fn did_from_public_key(key: &PublicKey) -> Result<String> {
 /// fragment could follow), and a DID is compared as text everywhere (who a peer is, whom a
 /// document names, what the popup shows), so one key has one DID.
 pub fn public_key_from_did(did: &str) -> Result<PublicKey> {
-    let key = decode_did(did)?;
-    if did_from_public_key(&key)? != did {
+    let (key, canonical) = decode_did(did)?;
+    if !canonical {
         return Err(Error::Malformed(format!(
             "{did}: not written as this key's DID is (base58btc, no fragment)"
         )));
@@ -51,9 +51,18 @@ pub fn public_key_from_did(did: &str) -> Result<PublicKey> {
     Ok(key)
 }
 
-fn decode_did(did: &str) -> Result<PublicKey> {
+/// The key `did` names, and whether `did` is written as [`did_from_public_key`] writes it
+/// (checked on the text itself: this runs for every DID read, many per sync session).
+fn decode_did(did: &str) -> Result<(PublicKey, bool)> {
     let id = did.strip_prefix("did:key:").ok_or_else(|| Error::NotDidKey(did.to_owned()))?;
-    let (_, bytes) = multibase::decode(id).map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
+    let (base, bytes) =
+        multibase::decode(id).map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
+    // (Exactly the Ed25519 multicodec, 0xed 0x01, and the 32 key bytes: nothing after them,
+    // no longer form of the codec number.)
+    let canonical = base == multibase::Base::Base58Btc
+        && bytes.len() == 34
+        && bytes[..2] == [0xed, 0x01]
+        && multibase::encode(multibase::Base::Base58Btc, &bytes) == id;
     let encoded = ssi::multicodec::MultiEncodedBuf::new(bytes)
         .map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
     let jwk =
@@ -62,7 +71,7 @@ fn decode_did(did: &str) -> Result<PublicKey> {
         Params::OKP(OctetParams { ref curve, ref public_key, .. }) if curve == "Ed25519" => {
             let ed = libp2p_identity::ed25519::PublicKey::try_from_bytes(&public_key.0)
                 .map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
-            Ok(PublicKey::from(ed))
+            Ok((PublicKey::from(ed), canonical))
         }
         _ => Err(Error::NotEd25519),
     }
@@ -135,7 +144,7 @@ mod tests {
         for base in [multibase::Base::Base16Lower, multibase::Base::Base64Url] {
             let other = format!("did:key:{}", multibase::encode(base, &bytes));
             assert_eq!(
-                decode_did(&other).expect("the same key"),
+                decode_did(&other).expect("the same key").0,
                 public_key_from_did(did).expect("did")
             );
             assert!(matches!(public_key_from_did(&other), Err(Error::Malformed(_))), "{other}");

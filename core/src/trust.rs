@@ -191,8 +191,14 @@ pub async fn verify(credential: &Value, now_ms: u64) -> Result<Assertion, Error>
     Ok(assertion)
 }
 
-/// The JSON-LD context of a trust credential, the only one taken.
-fn json_ld_context() -> Value {
+/// The JSON-LD context of a trust credential, the only one taken (made once: it is compared
+/// with every credential read).
+fn json_ld_context() -> &'static Value {
+    static CONTEXT: std::sync::LazyLock<Value> = std::sync::LazyLock::new(context_value);
+    &CONTEXT
+}
+
+fn context_value() -> Value {
     json!([
         "https://www.w3.org/ns/credentials/v2",
         {
@@ -229,7 +235,7 @@ fn check_form(credential: &Value) -> Result<(), Error> {
     only("the credential", Some(credential), &MEMBERS)?;
     only("credentialSubject", credential.get("credentialSubject"), &SUBJECT_MEMBERS)?;
     only("proof", credential.get("proof"), &PROOF_MEMBERS)?;
-    if credential.get("@context") != Some(&json_ld_context()) {
+    if credential.get("@context") != Some(json_ld_context()) {
         return Err(invalid("not the context a trust assertion has"));
     }
     if credential.get("type") != Some(&json!(["VerifiableCredential", CREDENTIAL_TYPE])) {

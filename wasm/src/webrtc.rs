@@ -251,7 +251,7 @@ async fn negotiate(
     let (mut rd, mut wr) = stream.split();
     // Signals from the peer, read by their own task so that waiting never cuts a message.
     let (mut in_tx, mut incoming) = mpsc::channel::<Result<Signal, Error>>(16);
-    let (reader, reading) = futures::future::abortable(async move {
+    let (reader, reading) = futures::FutureExt::remote_handle(async move {
         loop {
             let next = match read_frame_max(&mut rd, MAX_SIGNAL).await {
                 Ok(Some(bytes)) => Signal::decode(&bytes).map_err(signaling),
@@ -269,14 +269,11 @@ async fn negotiate(
             }
         }
     });
-    wasm_bindgen_futures::spawn_local(async move {
-        let _ = reader.await;
-    });
-    // A negotiation that fails stops reading, and with that the stream goes (both halves
-    // dropped): else each failed attempt would leave a task and a stream open on both sides,
-    // and keep the relayed connection from closing idle. One that succeeds closes its side
-    // and reads on until the peer closes its own.
-    let mut reading = AbortOnDrop(Some(reading));
+    // A negotiation that fails stops reading (`reading` dropped), and with that the stream
+    // goes (both halves dropped): else each failed attempt would leave a task and a stream
+    // open on both sides, and keep the relayed connection from closing idle. One that
+    // succeeds closes its side and reads on until the peer closes its own.
+    wasm_bindgen_futures::spawn_local(reader);
     if let Some(offer) = offer {
         send_signal(&mut wr, Signal::Offer(offer)).await?;
         set_remote(pc, &mut incoming, RtcSdpType::Answer).await?;
@@ -366,19 +363,8 @@ async fn negotiate(
     }
     steps.ready = since();
     let _ = wr.close().await;
-    reading.0 = None;
+    reading.forget();
     Ok(steps)
-}
-
-/// Aborts the task it holds the handle of when dropped (unless taken out first).
-struct AbortOnDrop(Option<futures::future::AbortHandle>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
-        }
-    }
 }
 
 /// The candidate pairs ICE tried, for the log when it fails: `local type address -> remote type
