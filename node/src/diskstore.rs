@@ -266,4 +266,44 @@ mod tests {
         futures::executor::block_on(disot_core::store::conformance::check_all(make, corrupt));
         let _ = fs::remove_dir_all(&base);
     }
+
+    /// Several commands changing one record at once (each with its own store, as separate
+    /// processes have) lose none of the changes.
+    #[test]
+    fn concurrent_changes_of_one_record_are_all_kept() {
+        let dir = std::env::temp_dir().join(format!("disot-diskstore-race-{}", std::process::id()));
+        let record: ObjectRecord = serde_json::from_value(serde_json::json!({
+            "cid": "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+            "sha256": format!("sha256:{}", "0".repeat(64)),
+            "size": 0,
+            "pinned": false,
+        }))
+        .expect("record");
+        futures::executor::block_on(DiskStore::open(&dir).expect("open").put_object(&record))
+            .expect("put");
+        const THREADS: usize = 4;
+        const CHANGES: usize = 40;
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let (dir, cid) = (&dir, &record.cid);
+                s.spawn(move || {
+                    let store = DiskStore::open(dir).expect("open");
+                    for c in 0..CHANGES {
+                        let origin = format!("https://t{t}-{c}.example");
+                        let changed = store.update_object(cid, |r| {
+                            r.map(|mut r| {
+                                r.origins.push(origin);
+                                r
+                            })
+                        });
+                        futures::executor::block_on(changed).expect("update").expect("found");
+                    }
+                });
+            }
+        });
+        let store = DiskStore::open(&dir).expect("open");
+        let kept = futures::executor::block_on(store.object(&record.cid)).expect("read");
+        assert_eq!(kept.expect("record").origins.len(), THREADS * CHANGES);
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
