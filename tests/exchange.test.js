@@ -307,6 +307,34 @@ describe('bitswap', { concurrency: 1 }, () => {
     }
   });
 
+  test('disot-node passes on announcements, and one of a later version, but not junk sent to the topic', async () => {
+    const node = await new h.NativeNode(h.tempDir('node-gossip')).start();
+    const publisher = await h.startExamplePeer('gossip-peer', [node.wsAddr]);
+    const listener = await h.startExamplePeer('gossip-peer', [node.wsAddr]);
+    for (const peer of [publisher, listener]) {
+      await h.waitFor(() => peer.events.some((e) => e.event === 'subscribed' && e.peer === node.peerId), { what: 'the node on the topic' });
+    }
+    const received = () => listener.events.filter((e) => e.event === 'received' && e.from === publisher.peerId).map((e) => e.data);
+    // Announcements go out until the listener is in the node's mesh and has one. The peer
+    // numbers what it publishes (1, 2, ...: the nonce of an announcement, `n` of a later one).
+    let sent = 0;
+    const publish = (kind) => { publisher.send(kind); sent += 1; return sent; };
+    await h.waitFor(() => {
+      publish('announcement');
+      return received().length > 0;
+    }, { interval: 500, what: 'an announcement passed on by the node' });
+    // The node reads each message in the order sent: once the last arrives, junk sent before
+    // it would have too.
+    publish('junk');
+    const later = publish('later');
+    publish('junk');
+    const last = publish('announcement').toString(16).padStart(32, '0');
+    await h.waitFor(() => received().some((d) => d.includes(`"nonce":"${last}"`)), { what: 'the last announcement' });
+    assert.ok(received().includes(`{"v":2,"n":${later}}`), `a later version is passed on unread: ${JSON.stringify(received())}`);
+    assert.ok(!received().some((d) => d.startsWith('not an announcement')), `junk is not passed on: ${JSON.stringify(received())}`);
+    assert.equal(publisher.events.filter((e) => e.event === 'published' && e.error).length, 0, 'every message was sent');
+  });
+
   test('a get of what this browser holds for the page asks no peer, also after a restart; one of what it does not hold asks at once', async () => {
     const node = await new h.NativeNode(h.tempDir('node-held')).start();
     // Every want a peer sends it is reported (it would answer want-blocks with junk).
