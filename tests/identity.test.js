@@ -108,4 +108,19 @@ describe('identity exchange with a lying peer', { concurrency: 1 }, () => {
     await h.screenshot(page, 'popup-refused-chromium.png');
     peer.stop();
   });
+
+  test('an invite whose first address does not answer reaches its peer at the next', async () => {
+    const peer = await h.startExamplePeer('impostor-peer', ['honest']);
+    const { invite } = peer.events.find((e) => e.event === 'listening');
+    const accepted = await h.ui(ext, 'invite_accept', { invite, level: 40 });
+    assert.equal(accepted.did, peer.did);
+    assert.equal(accepted.dialing.length, 2, JSON.stringify(accepted));
+    const info = await h.waitFor(async () => (await peerOf(peer.peerId))?.identity, { what: 'the invited peer connected, verified' });
+    assert.equal(info.did, peer.did);
+    const live = `/tcp/${peer.addr.split('/')[4]}/`;
+    const through = (await peerOf(peer.peerId)).connections.map((c) => c.addr);
+    assert.ok(through.length > 0 && through.every((a) => a.includes(live)), `connected at ${through}, the invite's second address has ${live}`);
+    assert.equal((await h.ui(ext, 'trust_list')).find((e) => e.did === peer.did)?.level, 40);
+    peer.stop();
+  });
 });

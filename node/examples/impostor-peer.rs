@@ -13,7 +13,8 @@
 //!   changed after signing (about `forged`), one expired (about `expired`) and one issued by
 //!   another DID (about `foreign`); the subjects' DIDs are printed.
 //!
-//! Prints JSON lines: `listening` (its address and DID), `subjects`, `connected`,
+//! Prints JSON lines: `listening` (its address and DID, and an invite to it naming first an
+//! address where nothing answers, then that one), `subjects`, `connected`,
 //! `disconnected`, `answered` (the mode's answer was sent) and `browser-profile` (the
 //! browser's profile as received, with every byte the browser sent, for key-leak scans) and
 //! `browser-credentials` (the credentials in the browser's trust document, as it synced it to
@@ -266,9 +267,13 @@ async fn run() -> Result<(), Error> {
     loop {
         tokio::select! {
             event = swarm.select_next_some() => match event {
-                SwarmEvent::NewListenAddr { address, .. } => emit(
-                    json!({"event": "listening", "addr": format!("{address}/p2p/{me}"), "did": did}),
-                ),
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    let addr = format!("{address}/p2p/{me}");
+                    emit(json!({
+                        "event": "listening", "addr": addr, "did": did,
+                        "invite": invite_to(&key, &addr)?,
+                    }))
+                }
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     emit(json!({"event": "connected", "peer": peer_id.to_string()}))
                 }
@@ -286,4 +291,15 @@ async fn run() -> Result<(), Error> {
 
 fn hello_text(hello: &Message) -> String {
     String::from_utf8_lossy(&hello.encode()).into_owned()
+}
+
+/// A signed invite (an hour long) to this peer at a closed port of loopback, then at `addr`.
+fn invite_to(key: &Keypair, addr: &str) -> Result<String, Error> {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let me = key.public().to_peer_id();
+    let dead = format!("/ip4/127.0.0.1/tcp/{closed}/ws/p2p/{me}");
+    let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis()
+        as u64
+        + 3_600_000;
+    Ok(disot_core::invite::create(key, "Test peer", vec![dead, addr.to_owned()], expires)?)
 }

@@ -123,6 +123,8 @@ pub(crate) enum Command {
         wait: bool,
         answer: oneshot::Sender<DialOutcome>,
     },
+    /// Dial a peer at any of the addresses its invite names (the first that answers wins).
+    DialInvited(PeerId, Vec<Multiaddr>, oneshot::Sender<Result<(), String>>),
     /// Close every connection to a peer (it said something refused).
     Disconnect(PeerId),
     /// Close every connection to a peer because the user asked (see `EventLoop::hung_up`).
@@ -674,6 +676,9 @@ impl EventLoop {
                 let _ = answer.send(self.dial_via_relay(peer));
             }
             Command::Dial { addr, wait, answer } => self.dial_for_user(addr, wait, answer),
+            Command::DialInvited(peer, addrs, answer) => {
+                let _ = answer.send(self.dial_invited(peer, addrs));
+            }
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
@@ -830,6 +835,25 @@ impl EventLoop {
         self.swarm
             .dial(DialOpts::peer_id(peer).addresses(vec![circuit]).build())
             .map_err(|e| e.to_string())
+    }
+
+    /// Dial `peer` at all of `addrs` (as the swarm does: several at once, the first connection
+    /// made ends the others). A direct address through a relay is dialled as its relayed
+    /// connection, and the direct one follows by itself (see ConnectionEstablished).
+    fn dial_invited(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), String> {
+        self.hung_up.remove(&peer);
+        if self.swarm.is_connected(&peer) {
+            return Ok(());
+        }
+        let circuits = addrs
+            .into_iter()
+            .map(|a| a.iter().filter(|p| !matches!(p, Protocol::WebRTC)).collect())
+            .collect();
+        let opts = DialOpts::peer_id(peer)
+            .addresses(circuits)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        self.swarm.dial(opts).map_err(|e| e.to_string())
     }
 
     fn dial_due(&mut self) {
@@ -2202,13 +2226,17 @@ async fn handle_ui(
                 ));
             }
             set_trust(shared, invite.did.clone(), level, "content".into()).await?;
+            // (`open` checked that every address parses and ends in the invite's peer.)
+            let addrs: Vec<Multiaddr> =
+                invite.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+            let peer =
+                disot_core::identity::public_key_from_did(&invite.did).map(|k| k.to_peer_id());
             let mut dialing = Vec::new();
-            for addr in invite.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+            if let (Ok(peer), false) = (peer, addrs.is_empty()) {
                 let (tx, rx) = oneshot::channel();
-                let dial = Command::Dial { addr: addr.clone(), wait: false, answer: tx };
-                if commands.send(dial).await.is_ok() && matches!(rx.await, Ok(Ok(_))) {
-                    dialing.push(addr.to_string());
-                    break;
+                let dial = Command::DialInvited(peer, addrs, tx);
+                if commands.send(dial).await.is_ok() && matches!(rx.await, Ok(Ok(()))) {
+                    dialing = invite.addrs.clone();
                 }
             }
             Ok(json!({
