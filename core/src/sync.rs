@@ -328,7 +328,7 @@ fn read_document(
 pub const DOCUMENT_BLAME: &str = "document:";
 
 /// What storage holds of one document: a whole save and the chunks appended after it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Stored {
     /// The heads of what is stored.
     heads: Vec<automerge::ChangeHash>,
@@ -360,6 +360,10 @@ pub struct Writes {
     pub delete: Vec<String>,
     /// How many documents these writes save.
     pub docs: usize,
+    /// What storage held of each document before these writes, and the sync states they
+    /// save: what [`Library::writes_failed`] goes back to.
+    before: Vec<(String, Stored)>,
+    states: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Library {
@@ -514,6 +518,7 @@ impl Library {
             if stored.heads == heads && !stored.damaged && stored.whole_bytes > 0 {
                 continue;
             }
+            w.before.push((id.clone(), stored.clone()));
             let chunk = (stored.whole_bytes > 0 && !stored.damaged)
                 .then(|| doc.save_after(&stored.heads))
                 .filter(|c| {
@@ -545,9 +550,26 @@ impl Library {
             }
             if let Some(state) = self.states.get(&key) {
                 w.put.push((format!("{STATE_KEY}{}|{}", key.0, key.1), state.encode()));
+                w.states.push(key);
             }
         }
         w
+    }
+
+    /// The writes `w` of [`Library::take_writes`] failed, and storage holds what it held
+    /// before them: what they were to save is written at the next call, each document whole
+    /// (a chunk made after the lost one would lack its changes), removing every chunk it
+    /// may have in storage.
+    pub fn writes_failed(&mut self, w: Writes) {
+        for (id, mut before) in w.before {
+            let now = self.stored.get(&id).cloned().unwrap_or_default();
+            before.next_chunk = before.next_chunk.max(now.next_chunk);
+            before.taken_bytes += now.taken_bytes;
+            before.damaged = true;
+            self.stored.insert(id.clone(), before);
+            self.dirty_docs.insert(id);
+        }
+        self.dirty_states.extend(w.states);
     }
 
     fn json(&mut self, id: &str) -> Option<Value> {
@@ -1304,8 +1326,12 @@ impl Library {
             }
             self.arriving.remove(id);
         }
-        if changed {
+        if grows {
+            // Counted also when the heads stay: Automerge keeps a change whose dependencies
+            // it lacks, unapplied, until they come (and saves it with the document).
             self.stored.entry(id.to_owned()).or_default().taken_bytes += raw_len;
+        }
+        if changed {
             self.dirty_docs.insert(id.to_owned());
             if id.starts_with("shares-") {
                 self.unanswered.retain(|(p, _)| p != peer);
@@ -1885,6 +1911,50 @@ mod tests {
     }
 
     #[test]
+    fn changes_held_back_for_missing_ones_count_towards_the_size_limit() {
+        // Automerge keeps a change whose dependencies it lacks until they come, without the
+        // document's heads changing: a stranger sending only such changes must still meet
+        // the size limit of its trust document.
+        let (b, c) = (RefCell::new(Library::new(B)), RefCell::new(Library::new(C)));
+        let readers: BTreeSet<String> = [B.to_owned()].into();
+        let mut creds = BTreeMap::new();
+        creds.insert("c|x|content".to_owned(), "first".to_owned());
+        c.borrow_mut().publish_trust(&readers, &creds).expect("publish");
+        assert!(sync_pair(&c, &b, Level::Nothing, Level::Nothing).2.is_empty());
+        let id = trust_id(C);
+        let known = b.borrow_mut().docs.get_mut(&id).expect("taken").get_heads();
+        for i in 0..60 {
+            creds.insert(format!("c|y{i}|content"), format!("{i:0>8000}"));
+            c.borrow_mut().publish_trust(&readers, &creds).expect("publish");
+        }
+        let changes = c.borrow_mut().docs.get_mut(&id).expect("held").get_changes(&known);
+        let mut state = sync::State::new();
+        let mut refused = None;
+        // Every change but the first, each of which the others depend on.
+        for change in changes.iter().skip(1) {
+            let message = sync::Message {
+                heads: Vec::new(),
+                need: Vec::new(),
+                have: Vec::new(),
+                changes: vec![change.raw_bytes().to_vec()].into(),
+                flags: None,
+                version: sync::MessageVersion::V1,
+            };
+            match b.borrow_mut().receive_with(C, &id, &message.encode(), Level::Nothing, &mut state)
+            {
+                Ok(changed) => assert!(!changed, "held back, not applied"),
+                Err(e) => {
+                    refused = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let refused = refused.expect("refused before 60 changes of 8 KB were held");
+        assert!(refused.contains("would hold more than 262144 bytes"), "{refused}");
+        assert_eq!(b.borrow_mut().docs.get_mut(&id).expect("kept").get_heads(), known);
+    }
+
+    #[test]
     fn collections_shared_by_the_hundred_arrive_a_few_at_a_time_and_only_if_they_exist() {
         let a = RefCell::new(Library::new(A));
         let b = RefCell::new(Library::new(B));
@@ -2367,6 +2437,34 @@ mod tests {
         assert!(
             w.put.iter().any(|(k, _)| *k == format!("{DOC_KEY}{coll}")) && w.delete.contains(&key)
         );
+    }
+
+    #[test]
+    fn what_a_failed_write_was_to_save_is_saved_by_the_next() {
+        let a = RefCell::new(Library::new(A));
+        let coll = a.borrow_mut().create_collection([8; 16], "kept").expect("create");
+        let many: Vec<Entry> = (0..200).map(|i| entry(&format!("bafk{i:05}"), A)).collect();
+        a.borrow_mut().collection_add_all(&coll, &many).expect("add");
+        let mut storage = Storage::of(&a);
+        // A chunk is written, then two writes fail: one of a chunk, one of the document whole.
+        a.borrow_mut().collection_add(&coll, &entry("bafkfirst", A)).expect("add");
+        storage.write(a.borrow_mut().take_writes());
+        for name in ["bafklost", "bafklost2"] {
+            a.borrow_mut().collection_add(&coll, &entry(name, A)).expect("add");
+            let failed = a.borrow_mut().take_writes();
+            assert_eq!(failed.docs, 1);
+            a.borrow_mut().writes_failed(failed);
+        }
+        let w = a.borrow_mut().take_writes();
+        assert!(w.put.iter().any(|(k, _)| *k == format!("{DOC_KEY}{coll}")), "saved whole");
+        assert!(w.delete.contains(&chunk_key(&coll, 0)), "the chunk in storage goes");
+        storage.write(w);
+        let back = reload(A, &storage);
+        assert_eq!(back.borrow_mut().collection(&coll).expect("c").entries.len(), 203);
+        // And the next change is a chunk again.
+        a.borrow_mut().collection_add(&coll, &entry("bafkafter", A)).expect("add");
+        let w = a.borrow_mut().take_writes();
+        assert_eq!(w.put.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), [chunk_key(&coll, 0)]);
     }
 
     #[test]

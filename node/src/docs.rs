@@ -405,7 +405,11 @@ impl Service {
         if writes.put.is_empty() && writes.delete.is_empty() {
             return Ok(());
         }
-        self.dir.apply(&writes)
+        let applied = self.dir.apply(&writes);
+        if applied.is_err() {
+            self.lib.borrow_mut().writes_failed(writes);
+        }
+        applied
     }
 
     /// What `from` just changed goes on to the other connected peers that share documents

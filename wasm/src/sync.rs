@@ -453,8 +453,12 @@ impl SyncNode {
     /// Write what changed to IndexedDB, in one transaction. Returns how many documents.
     async fn persist(&self) -> Result<usize, ApiError> {
         let writes = self.lib.borrow_mut().take_writes();
-        self.store.save_bytes(&writes.put, &writes.delete).await.map_err(internal)?;
-        Ok(writes.docs)
+        let docs = writes.docs;
+        if let Err(e) = self.store.save_bytes(&writes.put, &writes.delete).await {
+            self.lib.borrow_mut().writes_failed(writes);
+            return Err(internal(e));
+        }
+        Ok(docs)
     }
 
     /// The level the user set for `did`, or else this peer's trust in it (for "content") as
