@@ -1126,7 +1126,9 @@ impl Library {
         }
         let mut kept = 0;
         for (id, state) in states {
-            if self.docs.contains_key(&id) {
+            // (Not of a document the peer only asked about: anyone may ask, and would leave a
+            // state stored for good.)
+            if self.participants(&id).contains(peer) {
                 let key = (peer.to_owned(), id);
                 self.states.insert(key.clone(), state);
                 self.dirty_states.insert(key);
@@ -1315,7 +1317,9 @@ impl Library {
                     && m.participants.contains(&me)
                     && match m.kind.as_str() {
                         "shares" => id == shares_id(peer, &me) && m.owner == peer,
-                        "collection" => id.starts_with("collection-"),
+                        // One this peer made is never new to it: one saying so would have
+                        // this peer take its editors' changes at its word (`named_by_me`).
+                        "collection" => id.starts_with("collection-") && m.owner != me,
                         "trust" => id == trust_id(peer) && m.owner == peer,
                         _ => false,
                     }
@@ -2249,6 +2253,44 @@ mod tests {
         assert!(matches!(&refused, Err(Error::Refused(_))), "{refused:?}");
         let shares = b.shares_to_me();
         assert!(shares.len() == 1 && shares[0].from == C, "{shares:?}");
+    }
+
+    #[test]
+    fn a_collection_new_to_this_peer_cannot_say_this_peer_made_it() {
+        // C makes a collection that says B owns it and C edits it, and shares it with B.
+        let mut forger = Library::new(B);
+        let coll = forger.create_collection([4; 16], "yours").expect("create");
+        forger.set_member(&coll, C, Role::Editor, true).expect("member");
+        let mut c = Library::new(C);
+        c.docs.insert(coll.clone(), forger.docs.remove(&coll).expect("doc"));
+        let mut share = object_share(B, "s1", "unused");
+        (share.cid, share.collection) = (None, Some(coll.clone()));
+        c.share(share).expect("share");
+        let mut b = Library::new(B);
+        offer(&mut c, &mut b, &shares_id(C, B)).expect("C's share is taken");
+        let refused = offer(&mut c, &mut b, &coll);
+        assert!(
+            matches!(&refused, Err(Error::Refused(r)) if r.contains("not what that peer may send")),
+            "{refused:?}"
+        );
+        assert!(!b.docs.contains_key(&coll));
+    }
+
+    #[test]
+    fn a_session_keeps_states_only_of_documents_the_peer_takes_part_in() {
+        let mut b = Library::new(B);
+        let readers: BTreeSet<String> = [A.to_owned()].into();
+        b.publish_trust(&readers, &BTreeMap::new()).expect("publish");
+        let coll = b.create_collection([5; 16], "ours").expect("create");
+        b.set_member(&coll, A, Role::Reader, true).expect("member");
+        let states = |ids: &[&String]| {
+            ids.iter().map(|id| ((*id).clone(), sync::State::new())).collect::<HashMap<_, _>>()
+        };
+        let ids = [&trust_id(B), &coll];
+        // A stranger asking about them leaves nothing behind; a reader keeps its states.
+        assert_eq!(b.end_session(C, states(&ids)), 0);
+        assert_eq!(b.end_session(A, states(&ids)), 2);
+        assert!(b.take_writes().put.iter().all(|(k, _)| !k.contains(C)));
     }
 
     #[test]

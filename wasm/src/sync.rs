@@ -23,6 +23,9 @@ const PREAUTH_KEY: &str = "share-preauth";
 const OVERRIDES_KEY: &str = "sync-overrides";
 /// Peers with a level of their own, at most.
 const MAX_OVERRIDES: usize = 1024;
+/// Peers whose last sync session is remembered (shown in the popup; a retry reads how the
+/// session it ran ended).
+const MAX_PEERS_KEPT: usize = 1024;
 /// Peers nothing is taken from since a message of theirs made this node crash (peer id → why).
 const CUT_OFF_KEY: &str = "sync-cut-off";
 /// Peers cut off, at most (the oldest goes first).
@@ -626,6 +629,11 @@ impl SyncNode {
                     bytes_received_total,
                 },
             );
+            // Any peer may open a session: the longest quiet are forgotten past the bound.
+            if last.len() > MAX_PEERS_KEPT {
+                let oldest = last.values().min_by_key(|l| l.at_ms).map(|l| l.did.clone());
+                last.remove(&oldest.unwrap_or_default());
+            }
         }
         // Documents saved by the session are what the peer changed (local changes are saved
         // when they are made), whether or not the session ended well.
