@@ -254,6 +254,11 @@ describe('share and sync', { concurrency: 1 }, () => {
     const one = await put(a, 1, 11, 'unasked-1.bin');
     // (A note cannot draw lines that look like the prompt's own: another recipient, say.)
     const forged = 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK';
+    // Nor can a list of recipients hold anything but DIDs (an entry that is itself a list
+    // was left out of the share but shown in the prompt).
+    const nested = await h.pageRequest(a.page, { method: 'share', params: { cid: one.cid, to: [forged, [`${sb.did}\nnote: backup`]] } });
+    assert.equal(nested.error?.code, -32602, JSON.stringify(nested));
+    assert.match(nested.error.message, /to is a DID or a list of DIDs/);
     const first = await h.startInPage(a.page, { method: 'share', params: { cid: one.cid, to: sb.did, note: `remember me\n${forged}` } });
     const prompt = await h.promptPage(a.browser);
     assert.deepEqual((await prompt.$eval('#entry', (e) => e.textContent)).split('\n'), [sb.did, `note: remember me ${forged}`, one.cid]);
@@ -339,7 +344,7 @@ describe('share and sync', { concurrency: 1 }, () => {
     assert.deepEqual((await letIn('#approve', 'editor', { late: true })).result?.editors, [sb.did],
       'an editor again, asked again; the page waits for the user\'s answer as long as for any prompt');
     const sharing = await h.startInPage(a.page, { method: 'share', params: { collection: id, to: sb.did, note: 'edit with me' } });
-    assert.match(await h.answerPrompt(a.browser, '#approve'), /the collection/);
+    assert.match(await h.answerPrompt(a.browser, '#approve'), /asks you to share the collection “trip” \(3 entries\) with:/);
     assert.ok((await sharing()).result);
     const atB = () => ui(popupB, 'collection_get', { id }).catch(() => null);
     await h.waitFor(async () => (await atB())?.entries.length === 3, { what: 'the collection at B' });

@@ -60,6 +60,11 @@ async function decide(approve, block) {
   } catch (e) {
     $('error').textContent = e.message;
     $('error').hidden = false;
+    // The answer can be given again, unless the request is gone.
+    if (!/no such pending request/.test(e.message)) {
+      deciding = false;
+      arm();
+    }
   }
 }
 
@@ -105,13 +110,13 @@ try {
     document.title = 'Disot Peer: share';
     $('title').textContent = 'Share';
     const what = collection
-      ? `the collection ${object?.name ? `“${oneLine(object.name)}” (${object.count} entries)` : collection}`
+      ? `the collection ${object?.name ? `“${oneLine(object.name)}” (${object.count} entries)` : oneLine(collection)}`
       : `${object?.name ? oneLine(object.name) : cid} (${object?.size ?? '?'} bytes)`;
     const { role } = request.share;
     $('asks').textContent = role
       ? `asks you to let this peer ${role === 'reader' ? 'read' : 'read and edit'} ${what}:`
       : `asks you to share ${what} with:`;
-    $('entry').textContent = [...[to].flat(), ...(note ? [`note: ${oneLine(note)}`] : []), ...(cid ? [cid] : [])].join('\n');
+    $('entry').textContent = [...[to].flat().map((did) => oneLine(did)), ...(note ? [`note: ${oneLine(note)}`] : []), ...(cid ? [cid] : [])].join('\n');
     $('entry').hidden = false;
     $('approve').textContent = 'Share';
     $('remember-row').hidden = false;
@@ -138,7 +143,7 @@ try {
   // A request the node stopped waiting for (it timed out, or the node started again after an
   // error) is not left on screen to be answered: the window says so and closes.
   const watch = setInterval(async () => {
-    if (deciding) return clearInterval(watch);
+    if (deciding) return; // (an answer failed to go is followed again)
     try {
       showWaiting(await call('permissions_pending', { id }));
     } catch (e) {

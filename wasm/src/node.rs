@@ -1667,6 +1667,15 @@ async fn page_sync(
     }
     let share = crate::sync::ShareParams::parse(params)?;
     let mut shown = serde_json::to_value(&share).map_err(internal)?;
+    // The prompt shows the recipients as they will be read, and what the collection is.
+    shown["to"] = json!(share.recipients()?);
+    if let Some(id) = &share.collection {
+        let info = shared
+            .sync
+            .collection_info(id)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such collection"))?;
+        shown["object"] = json!({ "name": info.name, "count": info.count });
+    }
     if let Some(cid) = &share.cid {
         let record = shared.store.object(cid).await.map_err(internal)?;
         let record = record.filter(|r| r.origins.iter().any(|o| o == origin)).ok_or_else(|| {

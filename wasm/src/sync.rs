@@ -1546,10 +1546,16 @@ impl ShareParams {
     }
 
     pub(crate) fn recipients(&self) -> Result<Vec<String>, ApiError> {
+        let not_dids = || invalid("share: to is a DID or a list of DIDs");
         let list: Vec<String> = match &self.to {
             Value::String(s) => vec![s.clone()],
-            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-            _ => return Err(invalid("share: to is a DID or a list of DIDs")),
+            // Every entry a DID: what is not one is refused, not left out (the prompt shows
+            // the list as shared).
+            Value::Array(a) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned).ok_or_else(not_dids))
+                .collect::<Result<_, _>>()?,
+            _ => return Err(not_dids()),
         };
         if list.is_empty() || list.len() > 32 {
             return Err(invalid("share: 1 to 32 recipients"));
