@@ -277,6 +277,17 @@ describe('firefox permissions', { concurrency: 1 }, () => {
       assert.equal(granted.result[0].invoker, site.url);
       assert.deepEqual(await call({ method: 'disot_getPermissions' }), granted);
 
+      // A sandboxed frame of the site has no origin of its own, and so none of the site's
+      // grants: its requests are turned down at once (they went unanswered).
+      await driver.executeScript("const f = document.createElement('iframe'); f.id = 'sandboxed'; f.sandbox = 'allow-scripts'; f.src = '/demo.html'; document.body.append(f);");
+      await driver.switchTo().frame(await driver.wait(until.elementLocated(By.id('sandboxed')), 10_000));
+      await driver.wait(() => driver.executeScript('return !!window.disot && window.origin === "null"'), 10_000, 'the sandboxed frame\'s provider');
+      const refused = await driver.executeAsyncScript('const done = arguments[0]; window.disot.request({ method: "disot_getPermissions" }).then((result) => done({ result }), (e) => done({ error: { code: e.code, message: e.message } }));');
+      assert.equal(refused.error?.code, 4100, JSON.stringify(refused));
+      assert.match(refused.error.message, /no origin of its own/);
+      await driver.switchTo().defaultContent();
+      await driver.executeScript("document.getElementById('sandboxed').remove();");
+
       await driver.get(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
       await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
       assert.deepEqual(await call({ method: 'disot_getPermissions' }), { result: [] }, 'another origin has nothing');

@@ -154,7 +154,9 @@
   }
 
   window.addEventListener('message', (ev) => {
-    if (ev.source !== window || ev.data?.channel !== CHANNEL) return;
+    // (Nothing from a sandboxed document, which has no origin of its own: the browser could
+    // report the origin of its address instead, whose grants are not its to use.)
+    if (ev.source !== window || ev.data?.channel !== CHANNEL || window.origin === 'null') return;
     if (ev.data.dir === 'frame-crashed') {
       // The provider has let it go already; the next request opens another.
       frameLoaded?.then((iframe) => {

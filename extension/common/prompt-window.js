@@ -13,6 +13,16 @@ const api = globalThis.browser ?? globalThis.chrome;
 const session = api.storage?.session;
 const KEY = 'prompt-windows';
 
+// Where a prompt shows: a window of its own, or a tab where the browser has no windows
+// (Firefox for Android). `windowId` below is then the tab's id.
+const surface = api.windows
+  ? {
+    open: async (url) => (await api.windows.create({ url, type: 'popup', width: 420, height: 400 })).id,
+    get: (id) => api.windows.get(id),
+    removed: api.windows.onRemoved,
+  }
+  : { open: async (url) => (await api.tabs.create({ url })).id, get: (id) => api.tabs.get(id), removed: api.tabs.onRemoved };
+
 /** `{windowId, id, queue}`: the open prompt window, the request it shows, those waiting. */
 let state = null;
 // One change to the state at a time: a request arriving while its window is still being created
@@ -36,16 +46,11 @@ function serially(change) {
 }
 
 async function show(s, id) {
-  const win = await api.windows.create({
-    url: api.runtime.getURL(`prompt.html?id=${encodeURIComponent(id)}`),
-    type: 'popup',
-    width: 420,
-    height: 400,
-  });
-  Object.assign(s, { windowId: win.id, id });
+  const windowId = await surface.open(api.runtime.getURL(`prompt.html?id=${encodeURIComponent(id)}`));
+  Object.assign(s, { windowId, id });
 }
 
-const stillOpen = (windowId) => api.windows.get(windowId).then(() => true, () => false);
+const stillOpen = (windowId) => surface.get(windowId).then(() => true, () => false);
 let callNode = async () => '{}'; // set by connectPrompts: a UI request's body to its answer's
 const decline = (id) => callNode(JSON.stringify({ method: 'permissions_decide', params: { id, approve: false } }));
 
@@ -97,7 +102,7 @@ export function openPromptWindow(id) {
  */
 export function connectPrompts(call) {
   callNode = call;
-  api.windows.onRemoved.addListener((windowId) => serially(async (s) => {
+  surface.removed.addListener((windowId) => serially(async (s) => {
     if (windowId === s.windowId) await next(s);
   }).catch((e) => console.error('disot: after a prompt window closed', e)));
 }

@@ -93,6 +93,11 @@
     if (typeof args.method !== 'string' || args.method.length === 0) {
       return Promise.reject(new ProviderRpcError(-32600, 'method must be a non-empty string'));
     }
+    // A sandboxed document has no origin of its own (`'null'`): grants are an origin's, so
+    // it is served none, and told so at once.
+    if (window.origin === 'null') {
+      return Promise.reject(new ProviderRpcError(4100, 'this document has no origin of its own (a sandboxed frame): the peer serves only documents with one'));
+    }
     const request = args.params === undefined ? { method: args.method } : { method: args.method, params: args.params };
     if (nodeRoute === null) {
       nodeRoute = undefined; // opening
@@ -646,9 +651,17 @@
           answer = await request({ method: 'sync_watch', params: { since: seq } });
         } catch (e) {
           if (e.code === 4100 || e.code === 4200) throw e;
-          await new Promise((r) => setTimeout(r, 2000)); // peer restarting: try again
-          ({ seq } = await request({ method: 'sync_watch' }));
-          listeners.forEach((fn) => deliver(fn, { seq, reasons: ['restarted'], missed: true }));
+          // The peer is restarting: where it is now, asked every 2 s while anyone listens.
+          seq = undefined;
+          while (seq === undefined && listeners.size > 0) {
+            await new Promise((r) => setTimeout(r, 2000));
+            try {
+              ({ seq } = await request({ method: 'sync_watch' }));
+            } catch (again) {
+              if (again.code === 4100 || again.code === 4200) throw again;
+            }
+          }
+          if (seq !== undefined) listeners.forEach((fn) => deliver(fn, { seq, reasons: ['restarted'], missed: true }));
           continue;
         }
         seq = answer.seq;
