@@ -31,6 +31,11 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     const status = (await h.pageRequest(page, { method: 'disot_status' })).result;
     assert.deepEqual([status.did, status.peerId], [null, null], 'no DID for a site the user has not granted anything');
     assert.equal(typeof status.connections, 'number');
+    // Nor is the extension's frame put in the page, whose address names this installation.
+    const tried = await h.pageRequest(page, { method: 'cas_list' });
+    assert.equal(tried.error?.code, 4100, JSON.stringify(tried));
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await page.evaluate(() => document.querySelectorAll('iframe').length), 0);
   });
 
   test('rejecting in the prompt gives 4001, and a second prompt while one waits gives -32002', async () => {
@@ -173,6 +178,9 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     const status = (await h.pageRequest(page, { method: 'disot_status' })).result;
     assert.match(status.did, /^did:key:z6Mk/);
     assert.equal(typeof status.peerId, 'string');
+    // Granted, the page gets the extension's frame at once, for content.
+    assert.deepEqual((await h.pageRequest(page, { method: 'cas_list' })).result, []);
+    await h.waitFor(() => page.evaluate(() => [...document.querySelectorAll('iframe')].some((f) => f.src.endsWith('/frame.html'))), { what: 'the content frame' });
 
     // Another origin (localhost instead of 127.0.0.1) has nothing.
     const other = await browser.open(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);

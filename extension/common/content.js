@@ -125,7 +125,27 @@
   let frameLoaded = null;
   const crashedFrames = new WeakSet(); // removed after their wasm stopped (the provider knows)
   function openFrame() {
-    frameLoaded ??= new Promise((resolve, reject) => {
+    if (!frameLoaded) {
+      // Only for a site that holds a permission: the frame's address names this installation
+      // of the extension (in Firefox by an id of its own), which a page can read, and any page
+      // could otherwise use to tell its visitors apart.
+      const opening = forward({ method: 'disot_getPermissions' }).then((r) => {
+        if (!(r?.result?.length > 0)) throw new Error('this site holds no permission');
+        return loadFrame();
+      });
+      frameLoaded = opening;
+      // (Asked again next time: the site may have been granted one meanwhile.)
+      opening.catch(() => { if (frameLoaded === opening) frameLoaded = null; });
+    }
+    return frameLoaded.then((iframe) => {
+      const { port1, port2 } = new MessageChannel();
+      iframe.contentWindow.postMessage({ channel: 'disot-frame' }, new URL(FRAME_URL).origin, [port1]);
+      window.postMessage({ channel: CHANNEL, dir: 'frame' }, window.location.origin, [port2]);
+    });
+  }
+
+  function loadFrame() {
+    return new Promise((resolve, reject) => {
       const iframe = document.createElement('iframe');
       iframe.src = FRAME_URL;
       iframe.hidden = true;
@@ -145,11 +165,6 @@
       watch.observe(parent, { childList: true });
       // (And should the page replace its root element, the frame goes with it.)
       if (parent !== document) watch.observe(document, { childList: true });
-    });
-    return frameLoaded.then((iframe) => {
-      const { port1, port2 } = new MessageChannel();
-      iframe.contentWindow.postMessage({ channel: 'disot-frame' }, new URL(FRAME_URL).origin, [port1]);
-      window.postMessage({ channel: CHANNEL, dir: 'frame' }, window.location.origin, [port2]);
     });
   }
 

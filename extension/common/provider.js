@@ -101,10 +101,13 @@
     const request = args.params === undefined ? { method: args.method } : { method: args.method, params: args.params };
     if (nodeRoute === null) {
       nodeRoute = undefined; // opening
-      contentPath().then((path) => { nodeRoute = path === messagePath ? false : path; });
+      // (No frame: asked for again later, see `contentPath`.)
+      contentPath().then((path) => { nodeRoute = path === messagePath ? null : path; });
     }
-    if (nodeRoute && performance.now() >= nodeRouteAt) return viaFrame(nodeRoute, request);
-    return viaContentScript(request);
+    const answer = nodeRoute && performance.now() >= nodeRouteAt ? viaFrame(nodeRoute, request) : viaContentScript(request);
+    // Granted a permission, the site may have the frame at once.
+    if (request.method === 'disot_requestPermissions') answer.then(() => { frameRefusedUntil = 0; }, () => {});
+    return answer;
   }
 
   // The content store's two paths. The binary one is a MessagePort to a hidden extension frame
@@ -115,6 +118,7 @@
   const PIECE_SIZE = 1024 * 1024; // of an upload, through the frame
   const MAX_IN_FLIGHT = 16;
   let framePath = null;
+  let frameRefusedUntil = 0; // until when, after no frame was opened, content goes without
   // Requests to the node through the frame: the content script's limits (content.js).
   const MAX_REQUEST_BODY = 1024 * 1024;
   const TIMEOUT_MS = 30_000;
@@ -237,11 +241,18 @@
   });
 
   function contentPath() {
+    if (!framePath && performance.now() < frameRefusedUntil) return Promise.resolve(messagePath);
     framePath ??= new Promise((resolve) => {
       const timer = setTimeout(() => done(null), 10_000);
       function done(port) {
         clearTimeout(timer);
         window.removeEventListener('message', onFrame);
+        if (!port) {
+          // No frame (the site holds no permission yet, or the node is starting): the
+          // content script carries content meanwhile, and the frame is asked for again.
+          frameRefusedUntil = performance.now() + NODE_RETRY_MS;
+          framePath = null;
+        }
         resolve(port ? frameClient(port) : messagePath);
       }
       function onFrame(ev) {
