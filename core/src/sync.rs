@@ -53,6 +53,9 @@ pub const MAX_ROUNDS: usize = 64;
 /// their history, is a few MiB), and the trust document of a peer not trusted.
 pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
 pub const MAX_STRANGER_TRUST_BYTES: usize = 256 << 10;
+/// Most bytes all trust documents held may take before a peer not trusted adds to them: a
+/// thousand made-up peers could otherwise make this one hold 256 MiB of what they say.
+pub const MAX_TRUST_BYTES_IN_ALL: usize = 16 << 20;
 /// Most collections asked for at once of one peer that shared them (see
 /// [`Library::expect_collections`]).
 pub const MAX_EXPECTED_PER_PEER: usize = 64;
@@ -1350,16 +1353,32 @@ impl Library {
     /// [`MAX_STRANGER_TRUST_BYTES`] for the trust document of a peer not trusted (any peer
     /// may send its own, and its history grows with every change however small it keeps it).
     fn room_to_grow(&self, id: &str, level: Level, more: usize) -> Result<(), Error> {
-        let limit = if is_trust_id(id) && level == Level::Nothing {
-            MAX_STRANGER_TRUST_BYTES
-        } else {
-            MAX_DOCUMENT_BYTES
+        use std::ops::Bound::{Excluded, Included};
+        let stranger = is_trust_id(id) && level == Level::Nothing;
+        let limit = if stranger { MAX_STRANGER_TRUST_BYTES } else { MAX_DOCUMENT_BYTES };
+        let held_by = |id: &str| {
+            self.stored.get(id).map_or(0, |s| s.whole_bytes + s.chunk_bytes + s.taken_bytes)
         };
-        let held = self.stored.get(id).map_or(0, |s| s.whole_bytes + s.chunk_bytes + s.taken_bytes);
+        let held = held_by(id);
         if held + more > limit {
             return Err(Error::Refused(format!(
                 "{id} would hold more than {limit} bytes ({held} held, {more} more)"
             )));
+        }
+        if stranger {
+            // (All trust documents count, this peer's and trusted peers' too: what is bounded
+            // is what strangers may add.)
+            let all: usize = self
+                .docs
+                .range::<str, _>((Included("trust-"), Excluded("trust.")))
+                .map(|(id, _)| held_by(id))
+                .sum();
+            if all + more > MAX_TRUST_BYTES_IN_ALL {
+                return Err(Error::Refused(format!(
+                    "trust documents would hold more than {MAX_TRUST_BYTES_IN_ALL} bytes: \
+                     none more is taken from peers this one does not trust"
+                )));
+            }
         }
         Ok(())
     }
@@ -1872,6 +1891,35 @@ mod tests {
         assert!(b.borrow_mut().trust_of(A).is_some());
         assert_eq!(sb.changed, 2);
         assert_eq!(b.borrow_mut().shares_to_me().len(), 1);
+    }
+
+    #[test]
+    fn strangers_trust_documents_together_are_taken_only_up_to_their_limit() {
+        let (a, b, c) = (
+            RefCell::new(Library::new(A)),
+            RefCell::new(Library::new(B)),
+            RefCell::new(Library::new(C)),
+        );
+        // B holds 64 strangers' trust documents of 256 KiB each: 16 MiB.
+        for i in 0..64 {
+            let id = trust_id(&format!("did:key:stranger{i}"));
+            b.borrow_mut().docs.insert(id.clone(), AutoCommit::new());
+            let full = Stored { whole_bytes: MAX_STRANGER_TRUST_BYTES, ..Stored::default() };
+            b.borrow_mut().stored.insert(id, full);
+        }
+        let readers: BTreeSet<String> = [B.to_owned()].into();
+        let creds: BTreeMap<String, String> =
+            [("x|y|content".to_owned(), "{\"level\":50}".to_owned())].into();
+        for peer in [&a, &c] {
+            peer.borrow_mut().publish_trust(&readers, &creds).expect("publish");
+        }
+        // One more stranger's is refused; a trusted peer's is taken.
+        let refused = sync_pair(&c, &b, Level::Nothing, Level::Nothing).2;
+        assert!(refused.iter().any(|r| r.contains("none more is taken")), "{refused:?}");
+        assert!(b.borrow_mut().trust_of(C).is_none());
+        let refused = sync_pair(&a, &b, Level::Nothing, Level::Full).2;
+        assert!(refused.is_empty(), "{refused:?}");
+        assert!(b.borrow_mut().trust_of(A).is_some());
     }
 
     #[test]
