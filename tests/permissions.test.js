@@ -180,7 +180,7 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     assert.equal(typeof status.peerId, 'string');
     // Granted, the page gets the extension's frame at once, for content.
     assert.deepEqual((await h.pageRequest(page, { method: 'cas_list' })).result, []);
-    await h.waitFor(() => page.evaluate(() => [...document.querySelectorAll('iframe')].some((f) => f.src.endsWith('/frame.html'))), { what: 'the content frame' });
+    await h.waitFor(() => page.evaluate(() => [...document.querySelectorAll('iframe')].some((f) => f.src.endsWith('/frame.html'))), { timeout: 3_000, what: 'the content frame' });
 
     // Another origin (localhost instead of 127.0.0.1) has nothing.
     const other = await browser.open(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);

@@ -124,7 +124,11 @@
   const FRAME_URL = api.runtime.getURL('frame.html');
   let frameLoaded = null;
   const crashedFrames = new WeakSet(); // removed after their wasm stopped (the provider knows)
+  let frameAsks = 0;
   function openFrame() {
+    // Only the latest ask is answered with a port: the provider waits for one at a time, and
+    // an earlier one it gave up on (the check below can outlast it) would hold the frame's.
+    const ask = ++frameAsks;
     if (!frameLoaded) {
       // Only for a site that holds a permission: the frame's address names this installation
       // of the extension (in Firefox by an id of its own), which a page can read, and any page
@@ -138,6 +142,7 @@
       opening.catch(() => { if (frameLoaded === opening) frameLoaded = null; });
     }
     return frameLoaded.then((iframe) => {
+      if (ask !== frameAsks) return;
       const { port1, port2 } = new MessageChannel();
       iframe.contentWindow.postMessage({ channel: 'disot-frame' }, new URL(FRAME_URL).origin, [port1]);
       window.postMessage({ channel: CHANNEL, dir: 'frame' }, window.location.origin, [port2]);

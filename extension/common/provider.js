@@ -241,6 +241,8 @@
   });
 
   function contentPath() {
+    // (A sandboxed document is refused by `request`, at once.)
+    if (window.origin === 'null') return Promise.resolve(messagePath);
     if (!framePath && performance.now() < frameRefusedUntil) return Promise.resolve(messagePath);
     framePath ??= new Promise((resolve) => {
       const timer = setTimeout(() => done(null), 10_000);
@@ -654,24 +656,30 @@
   async function watch() {
     if (watching) return;
     watching = true;
+    // Where the peer's changes are now; while it cannot say (it is starting), asked every 2 s
+    // as long as anyone listens. Undefined if nobody does any more.
+    const position = async (wait) => {
+      for (;;) {
+        if (wait) await new Promise((r) => setTimeout(r, 2000));
+        if (listeners.size === 0) return undefined;
+        try {
+          return (await request({ method: 'sync_watch' })).seq;
+        } catch (e) {
+          if (e.code === 4100 || e.code === 4200) throw e;
+          wait = true;
+        }
+      }
+    };
     try {
-      let { seq } = await request({ method: 'sync_watch' });
+      let seq = await position(false);
       while (listeners.size > 0) {
         let answer;
         try {
           answer = await request({ method: 'sync_watch', params: { since: seq } });
         } catch (e) {
           if (e.code === 4100 || e.code === 4200) throw e;
-          // The peer is restarting: where it is now, asked every 2 s while anyone listens.
-          seq = undefined;
-          while (seq === undefined && listeners.size > 0) {
-            await new Promise((r) => setTimeout(r, 2000));
-            try {
-              ({ seq } = await request({ method: 'sync_watch' }));
-            } catch (again) {
-              if (again.code === 4100 || again.code === 4200) throw again;
-            }
-          }
+          // The peer is restarting.
+          seq = await position(true);
           if (seq !== undefined) listeners.forEach((fn) => deliver(fn, { seq, reasons: ['restarted'], missed: true }));
           continue;
         }

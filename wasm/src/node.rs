@@ -587,6 +587,13 @@ fn build_swarm(key: libp2p::identity::Keypair, platform: &str) -> Result<Swarm<B
     Ok(swarm)
 }
 
+/// The address to dial for `addr`: a direct (browser-to-browser) address through a relay is
+/// dialled as its relayed connection, and the direct one follows by itself (see
+/// ConnectionEstablished).
+fn relayed_first(addr: &Multiaddr) -> Multiaddr {
+    addr.iter().filter(|p| !matches!(p, Protocol::WebRTC)).collect()
+}
+
 fn transport_of(addr: &Multiaddr) -> &'static str {
     if addr.iter().any(|p| matches!(p, Protocol::WebRTC)) {
         return "webrtc"; // browser to browser, even when the address names the relay
@@ -762,14 +769,7 @@ impl EventLoop {
                 return;
             }
         }
-        // A direct address through a relay: the relayed connection first; the direct one
-        // follows by itself (see ConnectionEstablished).
-        let addr: Multiaddr = if direct {
-            addr.iter().filter(|p| !matches!(p, Protocol::WebRTC)).collect()
-        } else {
-            addr
-        };
-        let opts = DialOpts::from(addr);
+        let opts = DialOpts::from(relayed_first(&addr));
         let first = opts.connection_id();
         match (self.swarm.dial(opts), waiting_on) {
             (Err(e), _) => {
@@ -838,20 +838,15 @@ impl EventLoop {
     }
 
     /// Dial `peer` at all of `addrs` (as the swarm does: several at once, the first connection
-    /// made ends the others). A direct address through a relay is dialled as its relayed
-    /// connection, and the direct one follows by itself (see ConnectionEstablished).
+    /// made ends the others).
     fn dial_invited(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), String> {
         self.hung_up.remove(&peer);
         if self.swarm.is_connected(&peer) {
             return Ok(());
         }
-        let circuits = addrs
-            .into_iter()
-            .map(|a| a.iter().filter(|p| !matches!(p, Protocol::WebRTC)).collect())
-            .collect();
         let opts = DialOpts::peer_id(peer)
-            .addresses(circuits)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(addrs.iter().map(relayed_first).collect())
+            .condition(PeerCondition::Disconnected)
             .build();
         self.swarm.dial(opts).map_err(|e| e.to_string())
     }
