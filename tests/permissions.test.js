@@ -293,6 +293,10 @@ describe('firefox permissions', { concurrency: 1 }, () => {
       const refused = await driver.executeAsyncScript('const done = arguments[0]; window.disot.request({ method: "disot_getPermissions" }).then((result) => done({ result }), (e) => done({ error: { code: e.code, message: e.message } }));');
       assert.equal(refused.error?.code, 4100, JSON.stringify(refused));
       assert.match(refused.error.message, /no origin of its own/);
+      // (Content calls too, without first waiting for a content frame that cannot come.)
+      const has = await driver.executeAsyncScript('const done = arguments[0]; const t = performance.now(); window.disot.cas.has("bafkqaaa").then(() => done({ ms: performance.now() - t }), (e) => done({ code: e.code, ms: performance.now() - t }));');
+      assert.equal(has.code, 4100, JSON.stringify(has));
+      assert.ok(has.ms < 5_000, `answered, not after waiting for a frame: ${JSON.stringify(has)}`);
       await driver.switchTo().defaultContent();
       await driver.executeScript("document.getElementById('sandboxed').remove();");
 
