@@ -172,6 +172,30 @@ describe('share and sync', { concurrency: 1 }, () => {
     assert.deepEqual(info, added, 'an edit answers with the collection without its entries');
     assert.equal(added.count, 1);
     assert.deepEqual(got.map((e) => [e.cid, e.name]), [[object.cid, 'from tab 2']]);
+    // A site sees and changes only the collections its pages made: not one made in the popup,
+    // and not this one from another site, even one granted `share` (to which it is as if it
+    // did not exist).
+    const fromPopup = (await ui(popupB, 'collection_create', { name: 'from the popup' })).id;
+    assert.deepEqual((await tabs[0].evaluate(() => window.disot.collections.list())).map((c) => c.id), [id]);
+    assert.equal(await tabs[0].evaluate((c) => window.disot.collections.get(c).then(() => null, (e) => e.code), fromPopup), -32001);
+    await popupB.close();
+    const strangerGrant = await h.startInPage(stranger, { method: 'disot_requestPermissions', params: [{ share: {} }] });
+    await h.answerPrompt(b, '#approve');
+    assert.ok((await strangerGrant()).result.some((p) => p.parentCapability === 'share'));
+    popupB = await b.open(`${b.extensionBase}popup.html`);
+    const asStranger = await stranger.evaluate(async (id, did) => {
+      const code = (p) => p.then(() => 'answered', (e) => e.code);
+      return {
+        list: (await window.disot.collections.list()).map((c) => c.id),
+        get: await code(window.disot.collections.get(id)),
+        rename: await code(window.disot.collections.rename(id, 'mine now')),
+        add: await code(window.disot.collections.add(id, 'bafkqaaa')),
+        member: await code(window.disot.collections.member(id, did, 'reader')),
+        share: await code(window.disot.shares.share({ collection: id, to: did })),
+      };
+    }, id, sa.did);
+    assert.deepEqual(asStranger, { list: [], get: -32001, rename: -32001, add: -32001, member: -32001, share: -32001 });
+    assert.equal((await ui(popupB, 'collection_get', { id })).name, 'from tab 2', 'unchanged');
     // Bad input gets a clear error.
     const bad = await tabs[0].evaluate(() => window.disot.request({ method: 'sync_watch', params: { since: 'soon' } }).then(() => null, (e) => e.code));
     assert.equal(bad, -32602);

@@ -1658,7 +1658,7 @@ async fn page_sync(
         ask_to_add_member(shared, origin, &params).await?;
     }
     if method != "share" {
-        return shared.sync.collections_or_list(method, params).await;
+        return shared.sync.collections_or_list(method, params, Some(origin)).await;
     }
     let share = crate::sync::ShareParams::parse(params)?;
     let mut shown = serde_json::to_value(&share).map_err(internal)?;
@@ -1668,6 +1668,7 @@ async fn page_sync(
         let info = shared
             .sync
             .collection_info(id)
+            .filter(|_| shared.sync.made_by(id, origin))
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such collection"))?;
         shown["object"] = json!({ "name": info.name, "count": info.count });
     }
@@ -1714,6 +1715,7 @@ async fn ask_to_add_member(shared: &Shared, origin: &str, params: &Value) -> Res
     let info = shared
         .sync
         .collection_info(id)
+        .filter(|_| shared.sync.made_by(id, origin))
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such collection"))?;
     let has = |members: &[String]| members.iter().any(|m| m == did);
     // Taking a peer out, or giving it no more than it has, asks nothing; nor does a peer this
@@ -1767,7 +1769,7 @@ async fn ui_sync(shared: &Shared, method: &str, params: Value) -> Result<Value, 
                 .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("policy: {e}")))?;
             shared.sync.set_policy(policy).await
         }
-        other => shared.sync.collections_or_list(other, params).await,
+        other => shared.sync.collections_or_list(other, params, None).await,
     }
 }
 

@@ -19,6 +19,12 @@ pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new(core_sync::PROTO
 const POLICY_KEY: &str = "sync-policy";
 /// Origins the user let share with some DIDs without asking: origin → DIDs.
 const PREAUTH_KEY: &str = "share-preauth";
+/// Which site made each collection a page made (id → origin): a page sees and changes only
+/// its own site's collections (the extension's pages see all).
+const ORIGINS_KEY: &str = "collection-origins";
+/// Collections one site may make (documents are bounded in all: one site must not take the
+/// room of the shares peers send).
+const MAX_COLLECTIONS_PER_ORIGIN: usize = 1000;
 /// Per-peer levels the user set, over what trust would give (DID → level).
 const OVERRIDES_KEY: &str = "sync-overrides";
 /// Peers with a level of their own, at most.
@@ -159,6 +165,8 @@ pub(crate) struct SyncNode {
     direct_seen: RefCell<std::collections::HashSet<PeerId>>,
     /// Origins that may share with some DIDs without a prompt (the user said so in one).
     preauth: RefCell<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
+    /// See [`ORIGINS_KEY`].
+    origins: RefCell<BTreeMap<String, String>>,
     /// The version of each peer's trust document last taken (DID → version), and who takes
     /// a new one.
     trust_taken: RefCell<HashMap<String, String>>,
@@ -293,6 +301,7 @@ impl SyncNode {
         }
         let policy = store.json_setting::<Policy>(POLICY_KEY).await.ok().flatten();
         let preauth = store.json_setting(PREAUTH_KEY).await.ok().flatten().unwrap_or_default();
+        let origins = store.json_setting(ORIGINS_KEY).await.ok().flatten().unwrap_or_default();
         let overrides = store.json_setting(OVERRIDES_KEY).await.ok().flatten().unwrap_or_default();
         let cut_off: BTreeMap<PeerId, CutOff> =
             store.json_setting(CUT_OFF_KEY).await.ok().flatten().unwrap_or_default();
@@ -324,6 +333,7 @@ impl SyncNode {
             after_inbound: RefCell::default(),
             direct_seen: RefCell::default(),
             preauth: RefCell::new(preauth),
+            origins: RefCell::new(origins),
             trust_taken: RefCell::default(),
             on_trust: RefCell::default(),
             cut_off: RefCell::new(cut_off),
@@ -1086,20 +1096,28 @@ impl SyncNode {
         self: &Rc<Self>,
         method: &str,
         params: Value,
+        origin: Option<&str>,
     ) -> Result<Value, ApiError> {
         match method {
             "shares_list" => return self.shares_list().await,
             "sync_watch" => return self.watch(params).await,
             _ => {}
         }
-        self.collections(method, params).await
+        self.collections(method, params, origin).await
     }
 
-    /// The collection methods (`collection_*`, `collections_list`), for pages and the popup.
+    /// Whether page origin `origin` made collection `id`.
+    pub(crate) fn made_by(&self, id: &str, origin: &str) -> bool {
+        self.origins.borrow().get(id).is_some_and(|o| o == origin)
+    }
+
+    /// The collection methods (`collection_*`, `collections_list`), for the extension's pages
+    /// (`origin` none) and for a page of `origin`, which sees only what pages of its site made.
     pub(crate) async fn collections(
         self: &Rc<Self>,
         method: &str,
         params: Value,
+        origin: Option<&str>,
     ) -> Result<Value, ApiError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -1144,101 +1162,134 @@ impl SyncNode {
         let need = |v: &Option<String>, what: &str| {
             v.clone().ok_or_else(|| invalid(format!("{method}: {what} is required")))
         };
+        // Another site's collection, or one a peer shared, is not there for a page (and it
+        // learns nothing of whether it exists).
+        if let (Some(origin), Some(id)) = (origin, &p.id) {
+            if method.starts_with("collection_") && !self.made_by(id, origin) {
+                return Err(ApiError::new(ErrorCode::NotFound, "no such collection"));
+            }
+        }
+        let mut made = None;
         let mut changed = true;
-        let result =
-            {
-                let mut lib = self.lib.borrow_mut();
-                match method {
-                    "collections_list" => {
-                        changed = false;
-                        serde_json::to_value(lib.collections()).map_err(internal)?
+        let result = {
+            let mut lib = self.lib.borrow_mut();
+            match method {
+                "collections_list" => {
+                    changed = false;
+                    let mut all = lib.collections();
+                    if let Some(origin) = origin {
+                        all.retain(|c| self.made_by(&c.id, origin));
                     }
-                    "collection_get" => {
-                        changed = false;
-                        let id = need(&p.id, "id")?;
-                        let page = lib.collection_page(
-                            &id,
-                            p.offset.unwrap_or(0),
-                            p.limit.unwrap_or(usize::MAX),
-                        );
-                        serde_json::to_value(page.ok_or_else(|| {
-                            ApiError::new(ErrorCode::NotFound, "no such collection")
-                        })?)
-                        .map_err(internal)?
-                    }
-                    "collection_create" => {
-                        let name = need(&p.name, "name")?;
-                        let id = lib.create_collection(random_bytes()?, &name).map_err(api_err)?;
-                        json!({ "id": id })
-                    }
-                    "collection_add" => {
-                        // One entry ({cid, name?, mime?, size?}) or many ({entries: [...]}),
-                        // added as one change.
-                        let id = need(&p.id, "id")?;
-                        let added = match (p.entries, p.cid) {
-                            (Some(list), None) if list.len() <= MAX_ADDED_AT_ONCE => list,
-                            (Some(_), None) => {
-                                return Err(ApiError::new(
-                                    ErrorCode::LimitExceeded,
-                                    format!("at most {MAX_ADDED_AT_ONCE} entries at once"),
-                                ))
-                            }
-                            (None, Some(cid)) => {
-                                vec![Added { cid, name: p.name, mime: p.mime, size: p.size }]
-                            }
-                            _ => return Err(invalid("collection_add takes cid or entries")),
-                        };
-                        let now = now_ms();
-                        let entries = added
-                            .into_iter()
-                            .enumerate()
-                            .map(|(i, a)| {
-                                a.cid
-                                    .parse::<cid::Cid>()
-                                    .map_err(|_| invalid(format!("entries[{i}].cid: not a CID")))?;
-                                Ok(Entry {
-                                    cid: a.cid,
-                                    name: a.name,
-                                    mime: a.mime,
-                                    size: a.size,
-                                    added_by: self.me.clone(),
-                                    added_ms: now,
-                                })
-                            })
-                            .collect::<Result<Vec<Entry>, ApiError>>()?;
-                        lib.collection_add_all(&id, &entries).map_err(api_err)?;
-                        serde_json::to_value(lib.collection_info(&id)).map_err(internal)?
-                    }
-                    "collection_remove" => {
-                        let id = need(&p.id, "id")?;
-                        let removed =
-                            lib.collection_remove(&id, &need(&p.cid, "cid")?).map_err(api_err)?;
-                        json!({ "removed": removed })
-                    }
-                    "collection_rename" => {
-                        let id = need(&p.id, "id")?;
-                        lib.collection_rename(&id, &need(&p.name, "name")?).map_err(api_err)?;
-                        serde_json::to_value(lib.collection_info(&id)).map_err(internal)?
-                    }
-                    "collection_member" => {
-                        let id = need(&p.id, "id")?;
-                        let did = need(&p.did, "did")?;
-                        let role = p.role.unwrap_or(Role::Editor);
-                        // (Taking a member out takes any text, as `collection_member` in pages.)
-                        if role != Role::None {
-                            disot_core::identity::public_key_from_did(&did).map_err(invalid)?;
-                        }
-                        lib.set_member(&id, &did, role, true).map_err(api_err)?;
-                        serde_json::to_value(lib.collection_info(&id)).map_err(internal)?
-                    }
-                    other => {
-                        return Err(ApiError::new(
-                            ErrorCode::UnsupportedMethod,
-                            format!("unknown method {other:.40}"),
-                        ))
-                    }
+                    serde_json::to_value(all).map_err(internal)?
                 }
+                "collection_get" => {
+                    changed = false;
+                    let id = need(&p.id, "id")?;
+                    let page = lib.collection_page(
+                        &id,
+                        p.offset.unwrap_or(0),
+                        p.limit.unwrap_or(usize::MAX),
+                    );
+                    serde_json::to_value(
+                        page.ok_or_else(|| {
+                            ApiError::new(ErrorCode::NotFound, "no such collection")
+                        })?,
+                    )
+                    .map_err(internal)?
+                }
+                "collection_create" => {
+                    let name = need(&p.name, "name")?;
+                    if let Some(origin) = origin {
+                        let own = self.origins.borrow().values().filter(|o| *o == origin).count();
+                        if own >= MAX_COLLECTIONS_PER_ORIGIN {
+                            return Err(ApiError::new(
+                                    ErrorCode::LimitExceeded,
+                                    format!("this site has made {MAX_COLLECTIONS_PER_ORIGIN} collections, the most it may"),
+                                ));
+                        }
+                    }
+                    let id = lib.create_collection(random_bytes()?, &name).map_err(api_err)?;
+                    made = origin.map(|o| (id.clone(), o.to_owned()));
+                    json!({ "id": id })
+                }
+                "collection_add" => {
+                    // One entry ({cid, name?, mime?, size?}) or many ({entries: [...]}),
+                    // added as one change.
+                    let id = need(&p.id, "id")?;
+                    let added = match (p.entries, p.cid) {
+                        (Some(list), None) if list.len() <= MAX_ADDED_AT_ONCE => list,
+                        (Some(_), None) => {
+                            return Err(ApiError::new(
+                                ErrorCode::LimitExceeded,
+                                format!("at most {MAX_ADDED_AT_ONCE} entries at once"),
+                            ))
+                        }
+                        (None, Some(cid)) => {
+                            vec![Added { cid, name: p.name, mime: p.mime, size: p.size }]
+                        }
+                        _ => return Err(invalid("collection_add takes cid or entries")),
+                    };
+                    let now = now_ms();
+                    let entries = added
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, a)| {
+                            a.cid
+                                .parse::<cid::Cid>()
+                                .map_err(|_| invalid(format!("entries[{i}].cid: not a CID")))?;
+                            Ok(Entry {
+                                cid: a.cid,
+                                name: a.name,
+                                mime: a.mime,
+                                size: a.size,
+                                added_by: self.me.clone(),
+                                added_ms: now,
+                            })
+                        })
+                        .collect::<Result<Vec<Entry>, ApiError>>()?;
+                    lib.collection_add_all(&id, &entries).map_err(api_err)?;
+                    serde_json::to_value(lib.collection_info(&id)).map_err(internal)?
+                }
+                "collection_remove" => {
+                    let id = need(&p.id, "id")?;
+                    let removed =
+                        lib.collection_remove(&id, &need(&p.cid, "cid")?).map_err(api_err)?;
+                    json!({ "removed": removed })
+                }
+                "collection_rename" => {
+                    let id = need(&p.id, "id")?;
+                    lib.collection_rename(&id, &need(&p.name, "name")?).map_err(api_err)?;
+                    serde_json::to_value(lib.collection_info(&id)).map_err(internal)?
+                }
+                "collection_member" => {
+                    let id = need(&p.id, "id")?;
+                    let did = need(&p.did, "did")?;
+                    let role = p.role.unwrap_or(Role::Editor);
+                    // (Taking a member out takes any text, as `collection_member` in pages.)
+                    if role != Role::None {
+                        disot_core::identity::public_key_from_did(&did).map_err(invalid)?;
+                    }
+                    lib.set_member(&id, &did, role, true).map_err(api_err)?;
+                    serde_json::to_value(lib.collection_info(&id)).map_err(internal)?
+                }
+                other => {
+                    return Err(ApiError::new(
+                        ErrorCode::UnsupportedMethod,
+                        format!("unknown method {other:.40}"),
+                    ))
+                }
+            }
+        };
+        if let Some((id, origin)) = made {
+            // Stored before the answer: a collection whose site is forgotten would be the
+            // extension's pages' alone.
+            let all = {
+                let mut origins = self.origins.borrow_mut();
+                origins.insert(id, origin);
+                origins.clone()
             };
+            self.store.set_json_setting(ORIGINS_KEY, &all).await.map_err(internal)?;
+        }
         if changed {
             let t = now_ms();
             self.persist().await?;
