@@ -196,6 +196,16 @@ describe('share and sync', { concurrency: 1 }, () => {
     }, id, sa.did);
     assert.deepEqual(asStranger, { list: [], get: -32001, rename: -32001, add: -32001, member: -32001, share: -32001 });
     assert.equal((await ui(popupB, 'collection_get', { id })).name, 'from tab 2', 'unchanged');
+    // A site makes at most 256 collections (documents are bounded in all: sites must not take
+    // the room of what peers share).
+    const made = await stranger.evaluate(async () => {
+      const ids = [];
+      for (let i = 0; i < 256; i++) ids.push((await window.disot.collections.create(`c${i}`)).id);
+      const more = await window.disot.collections.create('one more').then(() => null, (e) => `${e.code} ${e.message}`);
+      return { ids, more, listed: (await window.disot.collections.list()).length };
+    });
+    assert.equal(made.listed, 256);
+    assert.match(made.more, /^-32005 this site has made 256 collections/);
     // Bad input gets a clear error.
     const bad = await tabs[0].evaluate(() => window.disot.request({ method: 'sync_watch', params: { since: 'soon' } }).then(() => null, (e) => e.code));
     assert.equal(bad, -32602);

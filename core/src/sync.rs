@@ -1335,8 +1335,10 @@ impl Library {
             self.arriving.remove(id);
         }
         // Counted also when the heads stay if Automerge holds changes back for ones missing
-        // (unapplied, until those come; saved with the document), not if the changes were
-        // all known (a count that only the next write, after a change, would reset).
+        // (unapplied, until those come; saved with the document), not when nothing is held
+        // back (the changes were all known: a count that only the next write, after a change,
+        // would reset). While some are, known ones sent again count too, erring on the safe
+        // side.
         let held_back = grows
             && !changed
             && self.docs.get_mut(id).is_some_and(|d| !d.get_missing_deps(&[]).is_empty());

@@ -22,9 +22,10 @@ const PREAUTH_KEY: &str = "share-preauth";
 /// Which site made each collection a page made (id → origin): a page sees and changes only
 /// its own site's collections (the extension's pages see all).
 const ORIGINS_KEY: &str = "collection-origins";
-/// Collections one site may make (documents are bounded in all: one site must not take the
-/// room of the shares peers send).
-const MAX_COLLECTIONS_PER_ORIGIN: usize = 1000;
+/// Collections one site may make, and all sites together (documents are bounded in all, see
+/// `MAX_DOCS`: sites must not take the room of the shares peers send).
+const MAX_COLLECTIONS_PER_ORIGIN: usize = 256;
+const MAX_COLLECTIONS_OF_SITES: usize = 4096;
 /// Per-peer levels the user set, over what trust would give (DID → level).
 const OVERRIDES_KEY: &str = "sync-overrides";
 /// Peers with a level of their own, at most.
@@ -1200,12 +1201,26 @@ impl SyncNode {
                 "collection_create" => {
                     let name = need(&p.name, "name")?;
                     if let Some(origin) = origin {
-                        let own = self.origins.borrow().values().filter(|o| *o == origin).count();
-                        if own >= MAX_COLLECTIONS_PER_ORIGIN {
+                        // (Counted among those held: a record whose collection was never
+                        // saved counts for nothing.)
+                        let origins = self.origins.borrow();
+                        let held: Vec<&String> = origins
+                            .iter()
+                            .filter(|(id, _)| lib.collection_info(id).is_some())
+                            .map(|(_, o)| o)
+                            .collect();
+                        let own = held.iter().filter(|o| **o == origin).count();
+                        if own >= MAX_COLLECTIONS_PER_ORIGIN
+                            || held.len() >= MAX_COLLECTIONS_OF_SITES
+                        {
                             return Err(ApiError::new(
-                                    ErrorCode::LimitExceeded,
-                                    format!("this site has made {MAX_COLLECTIONS_PER_ORIGIN} collections, the most it may"),
-                                ));
+                                ErrorCode::LimitExceeded,
+                                format!(
+                                    "this site has made {own} collections, and sites {} in all: \
+                                     the most are {MAX_COLLECTIONS_PER_ORIGIN} and {MAX_COLLECTIONS_OF_SITES}",
+                                    held.len()
+                                ),
+                            ));
                         }
                     }
                     let id = lib.create_collection(random_bytes()?, &name).map_err(api_err)?;
@@ -1280,16 +1295,12 @@ impl SyncNode {
                 }
             }
         };
-        if let Some((id, origin)) = made {
-            // Stored before the answer: a collection whose site is forgotten would be the
-            // extension's pages' alone.
-            let all = {
-                let mut origins = self.origins.borrow_mut();
-                origins.insert(id, origin);
-                origins.clone()
-            };
-            self.store.set_json_setting(ORIGINS_KEY, &all).await.map_err(internal)?;
-        }
+        // Stored before the answer: a collection whose site is forgotten would be the
+        // extension's pages' alone. (The collection is saved even if that fails.)
+        let recorded = match made {
+            Some((id, origin)) => self.record_origin(id, origin).await,
+            None => Ok(()),
+        };
         if changed {
             let t = now_ms();
             self.persist().await?;
@@ -1297,7 +1308,23 @@ impl SyncNode {
             self.changed("collection");
             self.sync_all();
         }
+        recorded?;
         Ok(result)
+    }
+
+    /// Record that a page of `origin` made collection `id`: stored over what storage holds
+    /// (read again, so that a record this node failed to read at start is not written over).
+    async fn record_origin(&self, id: String, origin: String) -> Result<(), ApiError> {
+        fn unsaved(e: impl std::fmt::Display) -> ApiError {
+            internal(format!("the collection was made, but not saved as this site's: {e}"))
+        }
+        self.origins.borrow_mut().insert(id, origin);
+        let mut all: BTreeMap<String, String> =
+            self.store.json_setting(ORIGINS_KEY).await.map_err(unsaved)?.unwrap_or_default();
+        all.extend(self.origins.borrow().clone());
+        self.store.set_json_setting(ORIGINS_KEY, &all).await.map_err(unsaved)?;
+        *self.origins.borrow_mut() = all;
+        Ok(())
     }
 
     /// Collection `id`'s name, owner, members and size, if it is a collection held here.
