@@ -319,19 +319,30 @@ mod tests {
         assert_eq!(d.status()[0].state, "dialing");
     }
 
+    /// Four attempts of `d` at its one node, each ended by `end` (which returns when the end
+    /// is seen): each is dialled when due and waits the next step of the back-off after.
+    /// Returns when the fifth is due.
+    fn four_attempts(d: &mut Dialer, mut end: impl FnMut(&mut Dialer, u64) -> u64) -> u64 {
+        let mut now = 0;
+        for expected in [500, 1000, 2000, 4000] {
+            assert_eq!(d.due(now).len(), 1);
+            let seen = end(d, now);
+            assert_eq!(d.next_due_in(seen), Some(expected));
+            assert!(d.due(seen + expected - 1).is_empty());
+            now = seen + expected;
+        }
+        now
+    }
+
     #[test]
     fn failed_dials_back_off_and_success_resets() {
         let (peer, addr) = node();
         let mut d = Dialer::new(Backoff::new(500, 30_000));
         d.set_nodes(vec![(peer, vec![addr.clone()])], 0);
-        let mut now = 0;
-        for expected in [500, 1000, 2000, 4000] {
-            assert_eq!(d.due(now).len(), 1);
+        let mut now = four_attempts(&mut d, |d, now| {
             d.on_dial_failed(&peer, &addr, now);
-            assert_eq!(d.next_due_in(now), Some(expected));
-            assert!(d.due(now + expected - 1).is_empty());
-            now += expected;
-        }
+            now
+        });
         assert_eq!(d.status()[0].failures, 4);
         assert_eq!(d.due(now).len(), 1);
         d.on_connected(&peer, now);
@@ -347,15 +358,12 @@ mod tests {
     fn connections_that_do_not_last_back_off_as_failed_dials() {
         let (peer, addr) = node();
         let mut d = Dialer::new(Backoff::new(500, 30_000));
-        d.set_nodes(vec![(peer, vec![addr.clone()])], 0);
-        let mut now = 0;
-        for expected in [500, 1000, 2000, 4000] {
-            assert_eq!(d.due(now).len(), 1);
+        d.set_nodes(vec![(peer, vec![addr])], 0);
+        four_attempts(&mut d, |d, now| {
             d.on_connected(&peer, now);
             d.on_disconnected(&peer, now + 10);
-            assert_eq!(d.next_due_in(now + 10), Some(expected));
-            now += 10 + expected;
-        }
+            now + 10
+        });
     }
 
     #[test]

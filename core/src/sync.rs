@@ -587,18 +587,19 @@ impl Library {
         Ok(())
     }
 
+    /// The ids of the trust documents held. (Their ids start "trust-", and `docs` is ordered:
+    /// only they are read.)
+    fn trust_ids(&self) -> impl Iterator<Item = &String> {
+        use std::ops::Bound::{Excluded, Included};
+        self.docs.range::<str, _>((Included("trust-"), Excluded("trust."))).map(|(id, _)| id)
+    }
+
     /// Room for document `id` from a peer trusted at `level` (see [`MAX_TRUST_DOCS`]).
     fn room_for(&self, id: &str, level: Level) -> Result<(), Error> {
-        use std::ops::Bound::{Excluded, Included};
         self.room()?;
         if is_trust_id(id)
             && level == Level::Nothing
-            // (Trust documents' ids start "trust-", and `docs` is ordered: only they are read.)
-            && self
-                .docs
-                .range::<str, _>((Included("trust-"), Excluded("trust.")))
-                .nth(MAX_TRUST_DOCS - 1)
-                .is_some()
+            && self.trust_ids().nth(MAX_TRUST_DOCS - 1).is_some()
         {
             return Err(Error::Invalid(format!("more than {MAX_TRUST_DOCS} trust documents")));
         }
@@ -1360,7 +1361,6 @@ impl Library {
     /// [`MAX_STRANGER_TRUST_BYTES`] for the trust document of a peer not trusted (any peer
     /// may send its own, and its history grows with every change however small it keeps it).
     fn room_to_grow(&self, id: &str, level: Level, more: usize) -> Result<(), Error> {
-        use std::ops::Bound::{Excluded, Included};
         let stranger = is_trust_id(id) && level == Level::Nothing;
         let limit = if stranger { MAX_STRANGER_TRUST_BYTES } else { MAX_DOCUMENT_BYTES };
         let held_by = |id: &str| {
@@ -1375,11 +1375,7 @@ impl Library {
         if stranger {
             // (All trust documents count, this peer's and trusted peers' too: what is bounded
             // is what strangers may add.)
-            let all: usize = self
-                .docs
-                .range::<str, _>((Included("trust-"), Excluded("trust.")))
-                .map(|(id, _)| held_by(id))
-                .sum();
+            let all: usize = self.trust_ids().map(|id| held_by(id)).sum();
             if all + more > MAX_TRUST_BYTES_IN_ALL {
                 return Err(Error::Refused(format!(
                     "trust documents would hold more than {MAX_TRUST_BYTES_IN_ALL} bytes: \
@@ -1419,6 +1415,11 @@ impl Library {
     }
 
     /// Every document's id.
+    /// Whether document `id` is held (and not still arriving).
+    pub fn holds(&self, id: &str) -> bool {
+        self.docs.contains_key(id) && !self.arriving.contains_key(id)
+    }
+
     pub fn ids(&self) -> Vec<String> {
         self.docs.keys().filter(|k| !self.arriving.contains_key(*k)).cloned().collect()
     }

@@ -1663,7 +1663,8 @@ async fn page_sync(
     let share = crate::sync::ShareParams::parse(params)?;
     let mut shown = serde_json::to_value(&share).map_err(internal)?;
     // The prompt shows the recipients as they will be read, and what the collection is.
-    shown["to"] = json!(share.recipients()?);
+    let to = share.recipients()?;
+    shown["to"] = json!(to);
     if let Some(id) = &share.collection {
         let info = shared
             .sync
@@ -1680,7 +1681,7 @@ async fn page_sync(
         shown["object"] = json!({ "name": record.label_for(origin).name, "size": record.size, "sha256": record.sha256 });
     }
     // The user may have let this origin share with these recipients without asking.
-    if shared.sync.preauthorised(origin, &share.recipients()?) {
+    if shared.sync.preauthorised(origin, &to) {
         return shared.sync.share(&share, Some(origin)).await;
     }
     let request = shared.pending.borrow_mut().open_share(origin, shown, now_ms() as u64)?;

@@ -1206,7 +1206,7 @@ impl SyncNode {
                         let origins = self.origins.borrow();
                         let held: Vec<&String> = origins
                             .iter()
-                            .filter(|(id, _)| lib.collection_info(id).is_some())
+                            .filter(|(id, _)| lib.holds(id))
                             .map(|(_, o)| o)
                             .collect();
                         let own = held.iter().filter(|o| **o == origin).count();
