@@ -155,7 +155,8 @@ pub enum PageRequest {
     /// note?}` (approved by the user), `shares_list`, `collections_list`, `collection_get
     /// {id}`, `collection_create {name}`, `collection_add {id, cid, name?, mime?, size?}`,
     /// `collection_remove {id, cid}`, `collection_rename {id, name}`, `collection_member {id,
-    /// did, role}`, `sync_watch {since?}` (waits for the next change to any of them). Their
+    /// did, role}`, `sync_watch {since?}` (waits for the next change the site may see: to
+    /// shares, or to a collection its pages made). Their
     /// parameters are checked where they are handled.
     Sync { method: String, params: Value },
 }

@@ -163,6 +163,11 @@ pub fn shares_id(from: &str, to: &str) -> String {
     format!("shares-{}", hex(&digest[..16]))
 }
 
+/// Whether `id` names a shares document (see [`shares_id`]).
+pub fn is_shares_id(id: &str) -> bool {
+    id.starts_with("shares-")
+}
+
 fn valid_id(id: &str) -> bool {
     let body = id
         .strip_prefix("shares-")
@@ -361,8 +366,8 @@ fn chunk_key(id: &str, n: u32) -> String {
 pub struct Writes {
     pub put: Vec<(String, Vec<u8>)>,
     pub delete: Vec<String>,
-    /// How many documents these writes save.
-    pub docs: usize,
+    /// The documents these writes save.
+    pub docs: Vec<String>,
     /// What storage held of each document before these writes, and the sync states they
     /// save: what [`Library::writes_failed`] goes back to.
     before: Vec<(String, Stored)>,
@@ -545,7 +550,7 @@ impl Library {
             }
             stored.heads = heads;
             stored.taken_bytes = 0;
-            w.docs += 1;
+            w.docs.push(id);
         }
         for key in std::mem::take(&mut self.dirty_states) {
             if self.set_aside.contains(&key.1) {
@@ -2268,7 +2273,7 @@ mod tests {
     /// Offer `from`'s document `id` to `to` until it is taken or refused, as a forger would,
     /// with Automerge itself (`from`'s library would not send what it may not).
     fn offer(from: &mut Library, to: &mut Library, id: &str) -> Result<(), Error> {
-        let (sender, receiver) = (from.me.clone(), to.me.clone());
+        let sender = from.me.clone();
         let mut state = sync::State::new();
         for _ in 0..8 {
             let doc = from.docs.get_mut(id).expect("the sender's document");
@@ -2504,7 +2509,7 @@ mod tests {
         // One entry more: a chunk of about its size, the whole save untouched.
         a.borrow_mut().collection_add(&coll, &entry("bafkone", A)).expect("add");
         let w = a.borrow_mut().take_writes();
-        assert_eq!((w.docs, w.delete.len()), (1, 0));
+        assert_eq!((&w.docs[..], w.delete.len()), (&[coll.clone()][..], 0));
         assert_eq!(w.put.len(), 1);
         assert_eq!(w.put[0].0, chunk_key(&coll, 0));
         assert!(w.put[0].1.len() * 20 < whole, "{} bytes for one entry", w.put[0].1.len());
@@ -2515,7 +2520,7 @@ mod tests {
         );
         // Nothing changed: nothing written.
         let w = a.borrow_mut().take_writes();
-        assert!(w.put.is_empty() && w.docs == 0);
+        assert!(w.put.is_empty() && w.docs.is_empty());
         // Once the chunks grow large, the document is saved whole again and the chunks go.
         let chunks = |s: &Storage| s.0.keys().filter(|k| k.contains('+')).count();
         let mut compacted = false;
@@ -2563,7 +2568,7 @@ mod tests {
         for name in ["bafklost", "bafklost2"] {
             a.borrow_mut().collection_add(&coll, &entry(name, A)).expect("add");
             let failed = a.borrow_mut().take_writes();
-            assert_eq!(failed.docs, 1);
+            assert_eq!(failed.docs, [coll.clone()]);
             a.borrow_mut().writes_failed(failed);
         }
         let w = a.borrow_mut().take_writes();

@@ -647,8 +647,8 @@
     member: (id, did, role) => request({ method: 'collection_member', params: { id, did, role } }),
   });
   // Change events, in the manner of EIP-1193's on/removeListener: while anyone listens, one
-  // `sync_watch` request waits in the peer for the next change to shares or collections (the
-  // peer answers within 20 s either way, and is asked again). Pages without the `share`
+  // `sync_watch` request waits in the peer for the next change to shares or to the site's
+  // collections (the peer answers within 20 s either way, and is asked again). Pages without the `share`
   // permission hear nothing: the first refusal stops the watch and is logged.
   const EVENTS = ['change'];
   const listeners = new Set();

@@ -39,8 +39,8 @@ export interface DisotProvider {
   request(args: { method: 'disot_requestPermissions'; params: [{ cas: Record<string, never> }] | ['cas'] }): Promise<Permission[]>;
   request(args: { method: 'disot_getPermissions' }): Promise<Permission[]>;
   request(args: { method: string; params?: unknown[] | Record<string, unknown> }): Promise<unknown>;
-  /** Shares or collections changed (here, in another tab, or by a peer's sync). Needs the
-   * `share` permission; re-read with `shares.list()` / `collections.get()`. `missed`: more
+  /** Shares or this site's collections changed (here, in another tab, or by a peer's sync).
+   * Needs the `share` permission; re-read with `shares.list()` / `collections.get()`. `missed`: more
    * changed than the peer keeps, so re-read everything. */
   on(event: 'change', listener: (event: ChangeEvent) => void): DisotProvider;
   removeListener(event: 'change', listener: (event: ChangeEvent) => void): DisotProvider;

@@ -150,8 +150,10 @@ pub(crate) struct SyncNode {
     /// When each absent participant was last dialled, and when that was last looked at.
     dialled: RefCell<HashMap<String, u64>>,
     looked_ms: Cell<u64>,
-    /// What changed lately, for pages waiting on `sync_watch`.
+    /// What changed lately, for pages waiting on `sync_watch`, and the documents saved since
+    /// the feed last told of a change (whose sites hear of the next).
     feed: RefCell<Feed>,
+    unheard: RefCell<std::collections::BTreeSet<String>>,
     /// `cas-updates`: our side of the announcements, whether one is due, what was heard, and
     /// which peers announced news for us (DID → when), to be reached.
     announcer: RefCell<disot_core::announce::Announcer>,
@@ -225,12 +227,65 @@ struct Gossip {
 /// How long news announced by a peer keeps it on the list of peers to reach.
 const NEWS_FOR_MS: u64 = 60_000;
 
-/// The change feed: a counter, the reasons of the latest changes, and who waits for the next.
+/// The change feed: a counter, the latest changes (each with why and who hears of it), the
+/// newest change each audience heard of (kept or not), the newest it lost from `recent`, and
+/// who waits for the next (the site of each waiting page; none for the extension's pages).
 #[derive(Default)]
 struct Feed {
     seq: u64,
-    recent: std::collections::VecDeque<(u64, &'static str)>,
-    waiters: Vec<futures::channel::oneshot::Sender<()>>,
+    recent: std::collections::VecDeque<(u64, &'static str, Heard)>,
+    newest: Newest,
+    dropped: Newest,
+    waiters: Vec<(Option<String>, futures::channel::oneshot::Sender<()>)>,
+}
+
+/// Who hears of a change through `sync_watch`: the extension's pages hear of every change; a
+/// site's pages of changes to shares (the browser's) and to the collections its pages made, not
+/// of another site's collections or of documents only the extension's pages see.
+#[derive(Debug, Clone, Default)]
+struct Heard {
+    everyone: bool,
+    sites: std::collections::BTreeSet<String>,
+}
+
+impl Heard {
+    fn everyone() -> Heard {
+        Heard { everyone: true, ..Heard::default() }
+    }
+
+    /// Whether pages of `site` (none: the extension's pages) hear of it.
+    fn by(&self, site: Option<&str>) -> bool {
+        site.is_none_or(|site| self.everyone || self.sites.contains(site))
+    }
+}
+
+/// The newest change of the feed for each audience. Sites are those that made a collection
+/// (at most [`MAX_COLLECTIONS_OF_SITES`]).
+#[derive(Default)]
+struct Newest {
+    any: u64,
+    everyone: u64,
+    sites: HashMap<String, u64>,
+}
+
+impl Newest {
+    fn note(&mut self, seq: u64, heard: &Heard) {
+        self.any = seq;
+        if heard.everyone {
+            self.everyone = seq;
+        }
+        for site in &heard.sites {
+            self.sites.insert(site.clone(), seq);
+        }
+    }
+
+    /// The newest change pages of `site` (none: the extension's pages) heard of.
+    fn of(&self, site: Option<&str>) -> u64 {
+        match site {
+            None => self.any,
+            Some(site) => self.everyone.max(self.sites.get(site).copied().unwrap_or(0)),
+        }
+    }
 }
 
 /// Changes kept for pages that ask what happened since their last look.
@@ -326,6 +381,7 @@ impl SyncNode {
             dialled: RefCell::new(HashMap::new()),
             looked_ms: Cell::new(0),
             feed: RefCell::default(),
+            unheard: RefCell::default(),
             announcer: RefCell::new(disot_core::announce::Announcer::new(me, &seed)),
             announce: Cell::new(false),
             gossip: RefCell::default(),
@@ -464,15 +520,17 @@ impl SyncNode {
         Some(credentials)
     }
 
-    /// Write what changed to IndexedDB, in one transaction. Returns how many documents.
+    /// Write what changed to IndexedDB, in one transaction. Returns how many documents (whose
+    /// sites hear of the next change told).
     async fn persist(&self) -> Result<usize, ApiError> {
         let writes = self.lib.borrow_mut().take_writes();
-        let docs = writes.docs;
         if let Err(e) = self.store.save_bytes(&writes.put, &writes.delete).await {
             self.lib.borrow_mut().writes_failed(writes);
             return Err(internal(e));
         }
-        Ok(docs)
+        let saved = writes.docs.len();
+        self.unheard.borrow_mut().extend(writes.docs);
+        Ok(saved)
     }
 
     /// The level the user set for `did`, or else this peer's trust in it (for "content") as
@@ -648,8 +706,9 @@ impl SyncNode {
         }
         // Documents saved by the session are what the peer changed (local changes are saved
         // when they are made), whether or not the session ended well.
+        // Their sites hear of it; should none have been saved (storage failing), every page.
         if saved > 0 || stats.is_some_and(|s| s.changed > 0) {
-            self.changed("synced");
+            self.changed("synced", if saved > 0 { Heard::default() } else { Heard::everyone() });
         }
         if level == Level::Full {
             self.fetch_shared(&did);
@@ -843,27 +902,48 @@ impl SyncNode {
         }
     }
 
-    /// Something pages can see changed: note it in the feed and wake who waits.
-    fn changed(&self, why: &'static str) {
+    /// Tell waiting pages of a change: those that hear of it (`heard`, and the sites of the
+    /// documents saved since the last change told; see [`Heard`]).
+    fn changed(&self, why: &'static str, mut heard: Heard) {
         if matches!(why, "shared" | "revoked" | "collection") {
             self.announce.set(true);
+        }
+        {
+            let origins = self.origins.borrow();
+            for id in std::mem::take(&mut *self.unheard.borrow_mut()) {
+                if disot_core::sync::is_shares_id(&id) {
+                    heard.everyone = true;
+                } else if let Some(site) = origins.get(&id) {
+                    heard.sites.insert(site.clone());
+                }
+            }
         }
         let mut feed = self.feed.borrow_mut();
         feed.seq += 1;
         let seq = feed.seq;
-        feed.recent.push_back((seq, why));
-        while feed.recent.len() > FEED_KEPT {
-            feed.recent.pop_front();
+        feed.newest.note(seq, &heard);
+        for (site, w) in std::mem::take(&mut feed.waiters) {
+            if heard.by(site.as_deref()) {
+                let _ = w.send(());
+            } else if !w.is_canceled() {
+                feed.waiters.push((site, w));
+            }
         }
-        for w in feed.waiters.drain(..) {
-            let _ = w.send(());
+        feed.recent.push_back((seq, why, heard));
+        while feed.recent.len() > FEED_KEPT {
+            if let Some((seq, _, heard)) = feed.recent.pop_front() {
+                feed.dropped.note(seq, &heard);
+            }
         }
     }
 
-    /// `sync_watch {since?}`: the changes after `since`, waiting up to [`WATCH_FOR`] for one
-    /// if there is none yet. Without `since` it answers at once with the current position.
-    /// `{seq, changes: [{seq, reason}], missed}`: `missed` when more changed than is kept.
-    pub(crate) async fn watch(&self, params: Value) -> Result<Value, ApiError> {
+    /// `sync_watch {since?}` from pages of `site` (none: the extension's pages): the changes
+    /// they hear of after `since`, waiting up to [`WATCH_FOR`] for one if there is none yet.
+    /// Without `since` it answers at once with the current position. `{seq, changes: [{seq,
+    /// reason}], missed}`: `missed` when more changed than is kept. A site's pages learn
+    /// nothing of changes they do not hear of: not when, nor how many (`seq` counts all
+    /// changes, but a page sees only the numbers of those it hears of).
+    pub(crate) async fn watch(&self, params: Value, site: Option<&str>) -> Result<Value, ApiError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct P {
@@ -880,27 +960,32 @@ impl SyncNode {
             let changes: Vec<Value> = feed
                 .recent
                 .iter()
-                .filter(|(seq, _)| *seq > since)
-                .map(|(seq, why)| json!({ "seq": seq, "reason": why }))
+                .filter(|(seq, _, heard)| *seq > since && heard.by(site))
+                .map(|(seq, why, _)| json!({ "seq": seq, "reason": why }))
                 .collect();
-            let oldest = feed.recent.front().map_or(feed.seq + 1, |(seq, _)| *seq);
-            json!({ "seq": feed.seq, "changes": changes, "missed": since + 1 < oldest && since < feed.seq })
+            json!({
+                "seq": feed.newest.of(site).max(since),
+                "changes": changes,
+                "missed": feed.dropped.of(site) > since,
+            })
         };
         let Some(since) = since else {
-            return Ok(json!({ "seq": self.feed.borrow().seq, "changes": [], "missed": false }));
+            return Ok(
+                json!({ "seq": self.feed.borrow().newest.of(site), "changes": [], "missed": false }),
+            );
         };
         let wait = {
             let mut feed = self.feed.borrow_mut();
-            if since > feed.seq {
-                return Err(invalid(format!(
-                    "since: {since} is ahead of this peer ({})",
-                    feed.seq
-                )));
+            // (Checked against what these pages heard of: the count of all changes is not
+            // theirs to learn.)
+            let newest = feed.newest.of(site);
+            if since > newest {
+                return Err(invalid(format!("since: {since} is ahead of this peer ({newest})")));
             }
-            if feed.seq > since {
+            if newest > since {
                 return Ok(answer(&feed, since));
             }
-            feed.waiters.retain(|w| !w.is_canceled());
+            feed.waiters.retain(|(_, w)| !w.is_canceled());
             if feed.waiters.len() >= MAX_WATCHERS {
                 return Err(ApiError::new(
                     ErrorCode::LimitExceeded,
@@ -908,7 +993,7 @@ impl SyncNode {
                 ));
             }
             let (tx, rx) = futures::channel::oneshot::channel();
-            feed.waiters.push(tx);
+            feed.waiters.push((site.map(str::to_owned), tx));
             rx
         };
         let _ = futures::future::select(wait, futures_timer::Delay::new(WATCH_FOR)).await;
@@ -952,7 +1037,7 @@ impl SyncNode {
                     )
                     .await;
                     match fetched {
-                        Ok(true) => this.changed("fetched"),
+                        Ok(true) => this.changed("fetched", Heard::everyone()),
                         Ok(false) => {}
                         Err(e) => tracing::warn!("fetching shared {cid}: {e}; giving up"),
                     }
@@ -969,14 +1054,19 @@ impl SyncNode {
     }
 
     /// `shares_list`: what was shared with us (each with whether its content is here) and
-    /// what we shared.
-    pub(crate) async fn shares_list(&self) -> Result<Value, ApiError> {
+    /// what we shared. Shares are the browser's, but a page of `origin` sees a collection's
+    /// only if its site made that collection (the others are not there for it).
+    pub(crate) async fn shares_list(&self, origin: Option<&str>) -> Result<Value, ApiError> {
         let (with_me, by_me) = {
             let mut lib = self.lib.borrow_mut();
             (lib.shares_to_me(), lib.shares_by_me())
         };
+        let seen = |s: &Share| match (origin, &s.collection) {
+            (Some(origin), Some(id)) => self.made_by(id, origin),
+            _ => true,
+        };
         let mut mine = Vec::new();
-        for s in &with_me {
+        for s in with_me.iter().filter(|s| seen(s)) {
             let held = match &s.cid {
                 Some(cid) => self.store.object(cid).await.ok().flatten().is_some(),
                 None => self
@@ -987,7 +1077,8 @@ impl SyncNode {
             };
             mine.push(self.share_json(s, held));
         }
-        let by: Vec<Value> = by_me.iter().map(|s| self.share_json(s, true)).collect();
+        let by: Vec<Value> =
+            by_me.iter().filter(|s| seen(s)).map(|s| self.share_json(s, true)).collect();
         Ok(json!({ "sharedWithMe": mine, "sharedByMe": by }))
     }
 
@@ -1055,7 +1146,7 @@ impl SyncNode {
             made.push(share);
         }
         self.persist().await?;
-        self.changed("shared");
+        self.changed("shared", Heard::default());
         self.sync_all();
         serde_json::to_value(made).map_err(internal)
     }
@@ -1087,7 +1178,7 @@ impl SyncNode {
             }
         }
         self.persist().await?;
-        self.changed("revoked");
+        self.changed("revoked", Heard::default());
         self.sync_all();
         serde_json::to_value(share).map_err(internal)
     }
@@ -1100,8 +1191,8 @@ impl SyncNode {
         origin: Option<&str>,
     ) -> Result<Value, ApiError> {
         match method {
-            "shares_list" => return self.shares_list().await,
-            "sync_watch" => return self.watch(params).await,
+            "shares_list" => return self.shares_list(origin).await,
+            "sync_watch" => return self.watch(params, origin).await,
             _ => {}
         }
         self.collections(method, params, origin).await
@@ -1305,7 +1396,7 @@ impl SyncNode {
             let t = now_ms();
             self.persist().await?;
             tracing::info!("{method}: saved in {} ms", now_ms() - t);
-            self.changed("collection");
+            self.changed("collection", Heard::default());
             self.sync_all();
         }
         recorded?;
