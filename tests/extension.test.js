@@ -451,6 +451,33 @@ describe('a crashed peer', () => {
         await h.waitFor(() => node.connectedPeers().has(before.peerId), { what: 'the node to see the peer again' });
         // A running node is not started again: the request is refused.
         await assert.rejects(ui('node_restart'), /the peer is not stopped/);
+        if (page) {
+          // Change events go on across a crash: a page listening when the node stops hears
+          // "restarted" once it is back (its watch asks again every 2 s until then; here the
+          // first time is enough), and the changes after it.
+          const share = await h.startInPage(page, { method: 'disot_requestPermissions', params: [{ share: {} }] });
+          await h.answerPrompt(browser, '#approve');
+          assert.ok((await share()).result.some((p) => p.parentCapability === 'share'));
+          const heard = (reason) => page.waitForFunction((r) => window.__changes.some((e) => e.reasons.includes(r)), { timeout: 30_000, polling: 200 }, reason)
+            .catch(async (e) => { throw new Error(`no "${reason}" event: heard ${await page.evaluate(() => JSON.stringify(window.__changes))}; ${e.message}`); });
+          await page.evaluate(() => {
+            window.__changes = [];
+            window.disot.on('change', (e) => window.__changes.push(e));
+          });
+          // (Heard: the watch is running when the node crashes.)
+          await page.evaluate(() => window.disot.collections.create('before the crash'));
+          await heard('collection');
+          await page.evaluate(() => { window.__changes = []; });
+          assert.deepEqual(await ui('debug_crash'), { crashing: true });
+          await h.waitFor(async () => {
+            const s = await ui('ui_status').catch(() => null);
+            return s?.startedAt > restarted.startedAt && s.connections >= 1;
+          }, { timeout: 40_000, what: 'the node to start again after a fifth crash, the user having started it after the fourth' });
+          await heard('restarted');
+          await page.evaluate(() => window.disot.collections.create('after the crash'));
+          await heard('collection');
+          assert.deepEqual((await page.evaluate(() => window.disot.collections.list())).map((c) => c.name).sort(), ['after the crash', 'before the crash']);
+        }
       } finally {
         await close();
         await node.stop();

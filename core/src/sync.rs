@@ -2568,7 +2568,7 @@ mod tests {
         for name in ["bafklost", "bafklost2"] {
             a.borrow_mut().collection_add(&coll, &entry(name, A)).expect("add");
             let failed = a.borrow_mut().take_writes();
-            assert_eq!(failed.docs, [coll.clone()]);
+            assert_eq!(failed.docs, std::slice::from_ref(&coll));
             a.borrow_mut().writes_failed(failed);
         }
         let w = a.borrow_mut().take_writes();
