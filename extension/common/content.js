@@ -127,7 +127,8 @@
   let frameAsks = 0;
   function openFrame() {
     // Only the latest ask is answered with a port: the provider waits for one at a time, and
-    // an earlier one it gave up on (the check below can outlast it) would hold the frame's.
+    // an earlier one it gave up on (the check below can outlast it; it says so, see
+    // 'frame-abandoned') would hold one of the frame's.
     const ask = ++frameAsks;
     if (!frameLoaded) {
       // Only for a site that holds a permission: the frame's address names this installation
@@ -183,6 +184,11 @@
         crashedFrames.add(iframe);
         iframe.remove();
       }, () => {});
+      return;
+    }
+    if (ev.data.dir === 'frame-abandoned') {
+      // The provider stopped waiting for the frame it asked for: no port goes to nobody.
+      frameAsks++;
       return;
     }
     if (ev.data.dir === 'open-frame') {

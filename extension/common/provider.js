@@ -245,7 +245,12 @@
     if (window.origin === 'null') return Promise.resolve(messagePath);
     if (!framePath && performance.now() < frameRefusedUntil) return Promise.resolve(messagePath);
     framePath ??= new Promise((resolve) => {
-      const timer = setTimeout(() => done(null), 10_000);
+      const timer = setTimeout(() => {
+        // The content script is told, so that a frame ready later keeps its port for the
+        // next ask instead of sending it to nobody.
+        window.postMessage({ channel: CHANNEL, dir: 'frame-abandoned' }, window.location.origin);
+        done(null);
+      }, 10_000);
       function done(port) {
         clearTimeout(timer);
         window.removeEventListener('message', onFrame);
