@@ -154,6 +154,7 @@ pub(crate) struct SyncNode {
     /// the feed last told of a change (whose sites hear of the next).
     feed: RefCell<Feed>,
     unheard: RefCell<std::collections::BTreeSet<String>>,
+    saving: futures::lock::Mutex<()>,
     /// `cas-updates`: our side of the announcements, whether one is due, what was heard, and
     /// which peers announced news for us (DID → when), to be reached.
     announcer: RefCell<disot_core::announce::Announcer>,
@@ -227,15 +228,16 @@ struct Gossip {
 /// How long news announced by a peer keeps it on the list of peers to reach.
 const NEWS_FOR_MS: u64 = 60_000;
 
-/// The change feed: a counter, the latest changes (each with why and who hears of it), the
-/// newest change each audience heard of (kept or not), the newest it lost from `recent`, and
-/// who waits for the next (the site of each waiting page; none for the extension's pages).
+/// The change feed: the latest changes (each with why and who hears of it), how many changes
+/// each audience heard of in all and among those no longer kept, and who waits for the next
+/// (the site of each waiting page; none for the extension's pages). Each audience numbers the
+/// changes it hears of 1, 2, 3…: a site's pages cannot tell from the numbers how many changes
+/// they did not hear of.
 #[derive(Default)]
 struct Feed {
-    seq: u64,
-    recent: std::collections::VecDeque<(u64, &'static str, Heard)>,
-    newest: Newest,
-    dropped: Newest,
+    recent: std::collections::VecDeque<(&'static str, Heard)>,
+    heard: Counts,
+    dropped: Counts,
     waiters: Vec<(Option<String>, futures::channel::oneshot::Sender<()>)>,
 }
 
@@ -259,41 +261,47 @@ impl Heard {
     }
 }
 
-/// The newest change of the feed for each audience. Sites are those that made a collection
-/// (at most [`MAX_COLLECTIONS_OF_SITES`]).
+/// How many changes each audience heard of: all of them (the extension's pages), those every
+/// page hears of, and for each site those only it (and the extension's pages) hears of. Sites
+/// are those that made a collection (at most [`MAX_COLLECTIONS_OF_SITES`]).
 #[derive(Default)]
-struct Newest {
-    any: u64,
+struct Counts {
+    all: u64,
     everyone: u64,
     sites: HashMap<String, u64>,
 }
 
-impl Newest {
-    fn note(&mut self, seq: u64, heard: &Heard) {
-        self.any = seq;
+impl Counts {
+    fn note(&mut self, heard: &Heard) {
+        self.all += 1;
         if heard.everyone {
-            self.everyone = seq;
-        }
-        for site in &heard.sites {
-            self.sites.insert(site.clone(), seq);
+            self.everyone += 1;
+        } else {
+            for site in &heard.sites {
+                *self.sites.entry(site.clone()).or_default() += 1;
+            }
         }
     }
 
-    /// The newest change pages of `site` (none: the extension's pages) heard of.
+    /// How many changes pages of `site` (none: the extension's pages) heard of.
     fn of(&self, site: Option<&str>) -> u64 {
         match site {
-            None => self.any,
-            Some(site) => self.everyone.max(self.sites.get(site).copied().unwrap_or(0)),
+            None => self.all,
+            Some(site) => self.everyone + self.sites.get(site).copied().unwrap_or(0),
         }
     }
 }
 
 /// Changes kept for pages that ask what happened since their last look.
 const FEED_KEPT: usize = 64;
-/// Requests waiting at once, over all pages (each tab that listens holds one). Above the 256
-/// one page's route to the node lets through, so that a page holding that many leaves room
+/// Requests waiting at once, over all pages (each tab that listens holds one). Well above the
+/// 256 one page's route to the node lets through, so that a page holding that many leaves room
 /// for the others.
-const MAX_WATCHERS: usize = 1024;
+const MAX_WATCHERS: usize = 4096;
+/// Requests waiting at once from the pages of one origin (as many as four pages' routes let
+/// through): its many frames cannot take every place, now that other sites' changes do not
+/// wake its requests.
+const MAX_WATCHERS_PER_SITE: usize = 1024;
 /// How long `sync_watch` waits before answering "nothing new" (the page asks again); under
 /// the content script's 30 s bound on any request.
 const WATCH_FOR: std::time::Duration = std::time::Duration::from_secs(20);
@@ -382,6 +390,7 @@ impl SyncNode {
             looked_ms: Cell::new(0),
             feed: RefCell::default(),
             unheard: RefCell::default(),
+            saving: futures::lock::Mutex::new(()),
             announcer: RefCell::new(disot_core::announce::Announcer::new(me, &seed)),
             announce: Cell::new(false),
             gossip: RefCell::default(),
@@ -522,15 +531,20 @@ impl SyncNode {
 
     /// Write what changed to IndexedDB, in one transaction. Returns how many documents (whose
     /// sites hear of the next change told).
+    ///
+    /// One at a time: a later call returns only once what earlier ones took is saved (or
+    /// failed), so that the change told after it is told to every site it concerns. (What
+    /// failed to be saved has changed in memory all the same: its sites hear of it too.)
     async fn persist(&self) -> Result<usize, ApiError> {
+        let _one = self.saving.lock().await;
         let writes = self.lib.borrow_mut().take_writes();
-        if let Err(e) = self.store.save_bytes(&writes.put, &writes.delete).await {
+        let saved = self.store.save_bytes(&writes.put, &writes.delete).await;
+        self.unheard.borrow_mut().extend(writes.docs.iter().cloned());
+        if let Err(e) = saved {
             self.lib.borrow_mut().writes_failed(writes);
             return Err(internal(e));
         }
-        let saved = writes.docs.len();
-        self.unheard.borrow_mut().extend(writes.docs);
-        Ok(saved)
+        Ok(writes.docs.len())
     }
 
     /// The level the user set for `did`, or else this peer's trust in it (for "content") as
@@ -706,9 +720,9 @@ impl SyncNode {
         }
         // Documents saved by the session are what the peer changed (local changes are saved
         // when they are made), whether or not the session ended well.
-        // Their sites hear of it; should none have been saved (storage failing), every page.
+        // (Pages hear of it if it concerns them: see `persist`.)
         if saved > 0 || stats.is_some_and(|s| s.changed > 0) {
-            self.changed("synced", if saved > 0 { Heard::default() } else { Heard::everyone() });
+            self.changed("synced", Heard::default());
         }
         if level == Level::Full {
             self.fetch_shared(&did);
@@ -919,9 +933,7 @@ impl SyncNode {
             }
         }
         let mut feed = self.feed.borrow_mut();
-        feed.seq += 1;
-        let seq = feed.seq;
-        feed.newest.note(seq, &heard);
+        feed.heard.note(&heard);
         for (site, w) in std::mem::take(&mut feed.waiters) {
             if heard.by(site.as_deref()) {
                 let _ = w.send(());
@@ -929,10 +941,10 @@ impl SyncNode {
                 feed.waiters.push((site, w));
             }
         }
-        feed.recent.push_back((seq, why, heard));
+        feed.recent.push_back((why, heard));
         while feed.recent.len() > FEED_KEPT {
-            if let Some((seq, _, heard)) = feed.recent.pop_front() {
-                feed.dropped.note(seq, &heard);
+            if let Some((_, heard)) = feed.recent.pop_front() {
+                feed.dropped.note(&heard);
             }
         }
     }
@@ -940,9 +952,9 @@ impl SyncNode {
     /// `sync_watch {since?}` from pages of `site` (none: the extension's pages): the changes
     /// they hear of after `since`, waiting up to [`WATCH_FOR`] for one if there is none yet.
     /// Without `since` it answers at once with the current position. `{seq, changes: [{seq,
-    /// reason}], missed}`: `missed` when more changed than is kept. A site's pages learn
-    /// nothing of changes they do not hear of: not when, nor how many (`seq` counts all
-    /// changes, but a page sees only the numbers of those it hears of).
+    /// reason}], missed}`: `missed` when more changed than is kept. Each audience numbers what
+    /// it hears of on its own (see [`Feed`]), so a site's pages learn nothing of changes they
+    /// do not hear of: not when, nor how many.
     pub(crate) async fn watch(&self, params: Value, site: Option<&str>) -> Result<Value, ApiError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -957,32 +969,29 @@ impl SyncNode {
                 .map_err(|e| invalid(format!("sync_watch takes {{since?}}: {e}")))?
         };
         let answer = |feed: &Feed, since: u64| {
-            let changes: Vec<Value> = feed
-                .recent
-                .iter()
-                .filter(|(seq, _, heard)| *seq > since && heard.by(site))
-                .map(|(seq, why, _)| json!({ "seq": seq, "reason": why }))
-                .collect();
-            json!({
-                "seq": feed.newest.of(site).max(since),
-                "changes": changes,
-                "missed": feed.dropped.of(site) > since,
-            })
+            // The kept changes these pages hear of, numbered on from those no longer kept.
+            let mut seq = feed.dropped.of(site);
+            let mut changes = Vec::new();
+            for (why, _) in feed.recent.iter().filter(|(_, heard)| heard.by(site)) {
+                seq += 1;
+                if seq > since {
+                    changes.push(json!({ "seq": seq, "reason": why }));
+                }
+            }
+            json!({ "seq": seq, "changes": changes, "missed": feed.dropped.of(site) > since })
         };
         let Some(since) = since else {
             return Ok(
-                json!({ "seq": self.feed.borrow().newest.of(site), "changes": [], "missed": false }),
+                json!({ "seq": self.feed.borrow().heard.of(site), "changes": [], "missed": false }),
             );
         };
         let wait = {
             let mut feed = self.feed.borrow_mut();
-            // (Checked against what these pages heard of: the count of all changes is not
-            // theirs to learn.)
-            let newest = feed.newest.of(site);
-            if since > newest {
-                return Err(invalid(format!("since: {since} is ahead of this peer ({newest})")));
+            let heard = feed.heard.of(site);
+            if since > heard {
+                return Err(invalid(format!("since: {since} is ahead of this peer ({heard})")));
             }
-            if newest > since {
+            if heard > since {
                 return Ok(answer(&feed, since));
             }
             feed.waiters.retain(|(_, w)| !w.is_canceled());
@@ -990,6 +999,13 @@ impl SyncNode {
                 return Err(ApiError::new(
                     ErrorCode::LimitExceeded,
                     format!("more than {MAX_WATCHERS} pages are waiting for changes"),
+                ));
+            }
+            let of_site = feed.waiters.iter().filter(|(s, _)| s.as_deref() == site).count();
+            if site.is_some() && of_site >= MAX_WATCHERS_PER_SITE {
+                return Err(ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    format!("more than {MAX_WATCHERS_PER_SITE} pages of this site are waiting for changes"),
                 ));
             }
             let (tx, rx) = futures::channel::oneshot::channel();
