@@ -217,6 +217,15 @@ describe('share and sync', { concurrency: 1 }, () => {
     const sharedCollections = (t) => t.evaluate(() => window.disot.shares.list()).then((l) => l.sharedByMe.filter((s) => s.collection).map((s) => s.collection));
     assert.deepEqual(await sharedCollections(stranger), [], 'another site\'s collection share is not listed');
     assert.deepEqual(await sharedCollections(tabs[0]), [id], 'its own site lists it');
+    // Each site keeps its own latest changes: when the first site changes its collection more
+    // often than the peer keeps changes (64), the second still reads the share as before, not
+    // told it missed anything; the first, whose own changes those were, is.
+    await tabs[1].evaluate(async (id) => {
+      for (let i = 0; i < 65; i++) await window.disot.collections.rename(id, `from tab 2, ${i}`);
+    }, id);
+    assert.deepEqual(await watch(stranger, strangerAt.seq), heardByStranger, 'the other site\'s changes take none of its place');
+    const ownNow = await watch(tabs[0], ownAt.seq);
+    assert.ok(ownNow.seq >= ownAt.seq + 67 && ownNow.missed && ownNow.changes.length === 64, `its own site missed some: ${JSON.stringify(ownNow)}`);
     // A site makes at most 256 collections (documents are bounded in all: sites must not take
     // the room of what peers share).
     const made = await stranger.evaluate(async () => {

@@ -41,7 +41,7 @@ export interface DisotProvider {
   request(args: { method: string; params?: unknown[] | Record<string, unknown> }): Promise<unknown>;
   /** Shares or this site's collections changed (here, in another tab, or by a peer's sync).
    * Needs the `share` permission; re-read with `shares.list()` / `collections.get()`. `missed`: more
-   * changed than the peer keeps, so re-read everything. */
+   * changed than the peer keeps (the last 64 this site heard of), so re-read everything. */
   on(event: 'change', listener: (event: ChangeEvent) => void): DisotProvider;
   removeListener(event: 'change', listener: (event: ChangeEvent) => void): DisotProvider;
   readonly cas: {

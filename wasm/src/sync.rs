@@ -228,17 +228,45 @@ struct Gossip {
 /// How long news announced by a peer keeps it on the list of peers to reach.
 const NEWS_FOR_MS: u64 = 60_000;
 
-/// The change feed: the latest changes (each with why and who hears of it), how many changes
-/// each audience heard of in all and among those no longer kept, and who waits for the next
-/// (the site of each waiting page; none for the extension's pages). Each audience numbers the
-/// changes it hears of 1, 2, 3…: a site's pages cannot tell from the numbers how many changes
+/// The change feed: for each audience, the changes it heard of lately (why each happened) and
+/// how many before those, and who waits for the next (the site of each waiting page; none for
+/// the extension's pages). Each audience numbers the changes it hears of 1, 2, 3… and keeps its
+/// own latest: a site's pages cannot tell from the numbers, nor from `missed`, how many changes
 /// they did not hear of.
 #[derive(Default)]
 struct Feed {
-    recent: std::collections::VecDeque<(&'static str, Heard)>,
-    heard: Counts,
-    dropped: Counts,
+    /// The extension's pages: every change.
+    all: Window,
+    /// Sites that made no collection: changes every page hears of.
+    everyone: Window,
+    /// Each site that made a collection: those and its own (at most
+    /// [`MAX_COLLECTIONS_OF_SITES`] sites).
+    sites: HashMap<String, Window>,
     waiters: Vec<(Option<String>, futures::channel::oneshot::Sender<()>)>,
+}
+
+impl Feed {
+    /// Note a change in the windows of those who hear of it.
+    fn note(&mut self, why: &'static str, heard: &Heard) {
+        self.all.push(why);
+        if heard.everyone {
+            self.everyone.push(why);
+            self.sites.values_mut().for_each(|w| w.push(why));
+        } else {
+            for site in &heard.sites {
+                let everyone = &self.everyone;
+                self.sites.entry(site.clone()).or_insert_with(|| everyone.clone()).push(why);
+            }
+        }
+    }
+
+    /// What pages of `site` (none: the extension's pages) heard of.
+    fn of(&self, site: Option<&str>) -> &Window {
+        match site {
+            None => &self.all,
+            Some(site) => self.sites.get(site).unwrap_or(&self.everyone),
+        }
+    }
 }
 
 /// Who hears of a change through `sync_watch`: the extension's pages hear of every change; a
@@ -261,34 +289,35 @@ impl Heard {
     }
 }
 
-/// How many changes each audience heard of: all of them (the extension's pages), those every
-/// page hears of, and for each site those only it (and the extension's pages) hears of. Sites
-/// are those that made a collection (at most [`MAX_COLLECTIONS_OF_SITES`]).
-#[derive(Default)]
-struct Counts {
-    all: u64,
-    everyone: u64,
-    sites: HashMap<String, u64>,
+/// One audience's latest changes ([`FEED_KEPT`] at most) and how many it heard of before them.
+#[derive(Default, Clone)]
+struct Window {
+    before: u64,
+    recent: std::collections::VecDeque<&'static str>,
 }
 
-impl Counts {
-    fn note(&mut self, heard: &Heard) {
-        self.all += 1;
-        if heard.everyone {
-            self.everyone += 1;
-        } else {
-            for site in &heard.sites {
-                *self.sites.entry(site.clone()).or_default() += 1;
-            }
+impl Window {
+    fn push(&mut self, why: &'static str) {
+        self.recent.push_back(why);
+        if self.recent.len() > FEED_KEPT {
+            self.recent.pop_front();
+            self.before += 1;
         }
     }
 
-    /// How many changes pages of `site` (none: the extension's pages) heard of.
-    fn of(&self, site: Option<&str>) -> u64 {
-        match site {
-            None => self.all,
-            Some(site) => self.everyone + self.sites.get(site).copied().unwrap_or(0),
-        }
+    /// How many changes this audience heard of.
+    fn heard(&self) -> u64 {
+        self.before + self.recent.len() as u64
+    }
+
+    /// `{seq, changes: [{seq, reason}], missed}`: those after `since`.
+    fn since(&self, since: u64) -> Value {
+        let changes: Vec<Value> = (self.before + 1..)
+            .zip(&self.recent)
+            .filter(|(seq, _)| *seq > since)
+            .map(|(seq, why)| json!({ "seq": seq, "reason": why }))
+            .collect();
+        json!({ "seq": self.heard(), "changes": changes, "missed": self.before > since })
     }
 }
 
@@ -933,7 +962,7 @@ impl SyncNode {
             }
         }
         let mut feed = self.feed.borrow_mut();
-        feed.heard.note(&heard);
+        feed.note(why, &heard);
         for (site, w) in std::mem::take(&mut feed.waiters) {
             if heard.by(site.as_deref()) {
                 let _ = w.send(());
@@ -941,20 +970,14 @@ impl SyncNode {
                 feed.waiters.push((site, w));
             }
         }
-        feed.recent.push_back((why, heard));
-        while feed.recent.len() > FEED_KEPT {
-            if let Some((_, heard)) = feed.recent.pop_front() {
-                feed.dropped.note(&heard);
-            }
-        }
     }
 
     /// `sync_watch {since?}` from pages of `site` (none: the extension's pages): the changes
     /// they hear of after `since`, waiting up to [`WATCH_FOR`] for one if there is none yet.
     /// Without `since` it answers at once with the current position. `{seq, changes: [{seq,
-    /// reason}], missed}`: `missed` when more changed than is kept. Each audience numbers what
-    /// it hears of on its own (see [`Feed`]), so a site's pages learn nothing of changes they
-    /// do not hear of: not when, nor how many.
+    /// reason}], missed}`: `missed` when more changed than is kept. Each audience numbers and
+    /// keeps what it hears of on its own (see [`Feed`]), so a site's pages learn nothing of
+    /// changes they do not hear of: not when, nor how many.
     pub(crate) async fn watch(&self, params: Value, site: Option<&str>) -> Result<Value, ApiError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -968,31 +991,19 @@ impl SyncNode {
             serde_json::from_value(params)
                 .map_err(|e| invalid(format!("sync_watch takes {{since?}}: {e}")))?
         };
-        let answer = |feed: &Feed, since: u64| {
-            // The kept changes these pages hear of, numbered on from those no longer kept.
-            let mut seq = feed.dropped.of(site);
-            let mut changes = Vec::new();
-            for (why, _) in feed.recent.iter().filter(|(_, heard)| heard.by(site)) {
-                seq += 1;
-                if seq > since {
-                    changes.push(json!({ "seq": seq, "reason": why }));
-                }
-            }
-            json!({ "seq": seq, "changes": changes, "missed": feed.dropped.of(site) > since })
-        };
         let Some(since) = since else {
             return Ok(
-                json!({ "seq": self.feed.borrow().heard.of(site), "changes": [], "missed": false }),
+                json!({ "seq": self.feed.borrow().of(site).heard(), "changes": [], "missed": false }),
             );
         };
         let wait = {
             let mut feed = self.feed.borrow_mut();
-            let heard = feed.heard.of(site);
+            let heard = feed.of(site).heard();
             if since > heard {
                 return Err(invalid(format!("since: {since} is ahead of this peer ({heard})")));
             }
             if heard > since {
-                return Ok(answer(&feed, since));
+                return Ok(feed.of(site).since(since));
             }
             feed.waiters.retain(|(_, w)| !w.is_canceled());
             if feed.waiters.len() >= MAX_WATCHERS {
@@ -1013,7 +1024,7 @@ impl SyncNode {
             rx
         };
         let _ = futures::future::select(wait, futures_timer::Delay::new(WATCH_FOR)).await;
-        Ok(answer(&self.feed.borrow(), since))
+        Ok(self.feed.borrow().of(site).since(since))
     }
 
     /// Fetch and pin what `from` shared with us and we do not hold (the policy said "full").
