@@ -21,7 +21,8 @@ after(() => fs.writeFileSync(path.join(h.ARTIFACTS, 'cas-figures.json'), JSON.st
 function checkBadInput(bad) {
   assert.deepEqual(bad, {
     wrongType: -32602, badCid: -32602, badHex: -32602, tooBig: -32005, unknownHandle: -32602,
-    brokenStream: 'the source broke', shortStream: -32602, longStream: -32602, wrongSize: -32602, notASize: -32602, list: [],
+    brokenStream: 'the source broke', shortStream: -32602, longStream: -32602, wrongSize: -32602, notASize: -32602,
+    badOffset: -32602, badLength: -32602, list: [],
     nodeOverSize: -32602, nodeUnderSize: -32602, nodeList: [],
     frame: { hugePiece: -32005, unknownOp: -32600, badRead: -32602, notContent: 4200, afterwards: [] },
   });
@@ -126,6 +127,14 @@ describe('chromium content store', { concurrency: 1 }, () => {
       assert.equal(await frame.evaluate(() => document.documentElement.dataset.readers), '2', 'two workers read');
       assert.ok(Number(await frame.evaluate(() => document.documentElement.dataset.blobParts)) >= MiB, 'the get as a Blob was handed the stored Blobs');
       assert.deepEqual((await page.evaluate(() => window.disot.cas.list())).map((o) => o.cid), [r.put.cid]);
+      // A frame serves a page a few ports at most (8). Ports the content script sends for asks
+      // the provider no longer waits for (it gave up on a frame slow to come) go back to the
+      // frame when the page has one already: ten such take none of them.
+      const ports = () => frame.evaluate(() => document.documentElement.dataset.ports);
+      const portsBefore = await ports();
+      await page.evaluate(h.latePortsInPage, 10);
+      await h.waitFor(async () => (await ports()) === portsBefore, { timeout: 5_000, what: `the frame to serve ${portsBefore} ports again` });
+      assert.deepEqual((await page.evaluate(() => window.disot.cas.list())).map((o) => o.cid), [r.put.cid]);
 
       // Another origin: without a grant it cannot probe held vs unheld (same error for both)...
       const other = await browser.open(`${site.url.replace('127.0.0.1', 'localhost')}/demo.html`);
@@ -137,8 +146,11 @@ describe('chromium content store', { concurrency: 1 }, () => {
       const started = () => contentFrame().evaluate(() => document.documentElement.dataset.hashing ?? 'not started');
       // ...and with its own grant it still does not see the first origin's object.
       await h.grantInChromium(browser, other);
+      // Such a port, come when the page has no frame yet, is the page's frame: it is used.
+      await other.evaluate(h.latePortsInPage, 1);
       assert.equal(await other.evaluate((c) => window.disot.cas.has(c), r.put.cid), false);
       assert.equal(await started(), 'worker', 'granted, its frame starts');
+      assert.equal(await contentFrame().evaluate(() => document.documentElement.dataset.ports), '1', 'the page uses the port that came late');
       // The frame in a web page is never taken for the extension's own UI.
       const asUi = await other.frames().find((f) => f.url() === `${browser.extensionBase}frame.html`)
         .evaluate(() => chrome.runtime.sendMessage({ to: 'background', body: JSON.stringify({ method: 'ui_status' }) }).then((r) => JSON.parse(r.body)));
@@ -362,13 +374,26 @@ describe('firefox content store', () => {
       assert.ok(Number(await driver.executeScript('return document.documentElement.dataset.workerReads')) >= 16, 'ranges read on the worker');
       assert.equal(await driver.executeScript('return document.documentElement.dataset.readers'), '2', 'two workers read');
       assert.ok(Number(await driver.executeScript('return document.documentElement.dataset.blobParts')) >= MiB, 'the get as a Blob was handed the stored Blobs');
+      // Ports sent for asks the provider no longer waits for go back to the frame, or are the
+      // page's frame if it has none yet (as in the Chromium test).
+      const framePorts = async () => {
+        await driver.switchTo().frame(await driver.findElement(By.css(`iframe[src="${base}frame.html"]`)));
+        const n = await driver.executeScript('return document.documentElement.dataset.ports');
+        await driver.switchTo().defaultContent();
+        return n;
+      };
       await driver.switchTo().defaultContent();
+      const portsBefore = await framePorts();
+      await run(h.latePortsInPage, 10);
+      await h.waitFor(async () => (await framePorts()) === portsBefore, { timeout: 5_000, what: `the frame to serve ${portsBefore} ports again` });
 
       await openDemo(site.url.replace('127.0.0.1', 'localhost'));
       assert.deepEqual(await run(async (cid) => window.disot.cas.has(cid), r.put.cid), { thrown: 4100 });
       // With its own grant, it can neither see the object nor have it by naming its CID.
       await h.grantInSeleniumFirefox(driver);
+      await run(h.latePortsInPage, 1);
       assert.equal(await run(async (cid) => window.disot.cas.has(cid), r.put.cid), false);
+      assert.equal(await framePorts(), '1', 'the page uses the port that came late');
       assert.deepEqual(await run(async (cid) => window.disot.cas.get(cid, { length: 16 }), r.put.cid), { thrown: -32001 });
       assert.deepEqual(await run(async () => window.disot.cas.list()), []);
       // A page putting more at once than the store takes at a time: the rest wait their turn.

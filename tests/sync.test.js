@@ -151,6 +151,11 @@ describe('share and sync', { concurrency: 1 }, () => {
     opened.push(stranger);
     const refused = await stranger.evaluate(() => window.disot.request({ method: 'sync_watch' }).then(() => null, (e) => e.code));
     assert.equal(refused, 4100);
+    // It listens for changes all the same: it hears none until it is granted the permission.
+    await stranger.evaluate(() => {
+      window.__changes = [];
+      window.disot.on('change', (e) => window.__changes.push(e));
+    });
     // A peer's change (A shares with B): both tabs hear "synced" and list the same shares.
     const object = await put(a, 1, 5, 'for-both-tabs.bin');
     await share(object.cid, 'seen in two tabs');
@@ -179,6 +184,7 @@ describe('share and sync', { concurrency: 1 }, () => {
     assert.deepEqual((await tabs[0].evaluate(() => window.disot.collections.list())).map((c) => c.id), [id]);
     assert.equal(await tabs[0].evaluate((c) => window.disot.collections.get(c).then(() => null, (e) => e.code), fromPopup), -32001);
     await popupB.close();
+    assert.deepEqual(await stranger.evaluate(() => window.__changes), [], 'without the permission, no events');
     const strangerGrant = await h.startInPage(stranger, { method: 'disot_requestPermissions', params: [{ share: {} }] });
     await h.answerPrompt(b, '#approve');
     assert.ok((await strangerGrant()).result.some((p) => p.parentCapability === 'share'));
@@ -214,6 +220,8 @@ describe('share and sync', { concurrency: 1 }, () => {
     const heardByStranger = await strangerHears;
     // (Numbered as the next change it hears of: the numbers tell nothing of the rest.)
     assert.deepEqual(heardByStranger, { seq: strangerAt.seq + 1, changes: [{ seq: strangerAt.seq + 1, reason: 'shared' }], missed: false });
+    // Its listener, added before the grant, hears of it too.
+    await heard(stranger, 'shared');
     const sharedCollections = (t) => t.evaluate(() => window.disot.shares.list()).then((l) => l.sharedByMe.filter((s) => s.collection).map((s) => s.collection));
     assert.deepEqual(await sharedCollections(stranger), [], 'another site\'s collection share is not listed');
     assert.deepEqual(await sharedCollections(tabs[0]), [id], 'its own site lists it');

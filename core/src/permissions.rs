@@ -36,6 +36,27 @@ pub enum Permission {
 }
 
 impl Permission {
+    /// Its name in requests and grants.
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::Cas => "cas",
+            Permission::Sign => "sign",
+            Permission::Trust => "trust",
+            Permission::Share => "share",
+        }
+    }
+
+    /// The error for an origin without it: which permission to ask for, and how.
+    pub fn missing(self) -> ApiError {
+        let name = self.name();
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                r#"this origin has no "{name}" permission: ask with disot_requestPermissions [{{"{name}": {{}}}}]"#
+            ),
+        )
+    }
+
     pub fn parse(name: &str) -> Result<Self, ApiError> {
         match name {
             "cas" => Ok(Permission::Cas),
@@ -371,14 +392,20 @@ impl Pending {
     }
 }
 
-/// Parse `disot_requestPermissions` params: EIP-2255's `[{"cas": {}}]`, or `["cas"]`.
+/// Parse `disot_requestPermissions` params: EIP-2255's `[{"cas": {}}]` (one object may name
+/// several, `[{"cas": {}, "share": {}}]`), or names, `["cas", "share"]`.
 pub fn parse_requested(params: &serde_json::Value) -> Result<Vec<Permission>, ApiError> {
-    let invalid = || ApiError::new(ErrorCode::InvalidParams, r#"expected [{"cas": {}}]"#);
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::InvalidParams,
+            r#"expected [{"cas": {}}], [{"cas": {}, "share": {}}] or ["cas", "share"] (permissions: cas, sign, trust, share)"#,
+        )
+    };
     let serde_json::Value::Array(items) = params else { return Err(invalid()) };
     let mut out = Vec::new();
     for item in items.iter().take(8) {
         match item {
-            serde_json::Value::Object(map) if map.len() == 1 => {
+            serde_json::Value::Object(map) if (1..=8).contains(&map.len()) => {
                 for key in map.keys() {
                     out.push(Permission::parse(key)?);
                 }
@@ -581,11 +608,16 @@ mod tests {
             vec![Permission::Cas]
         );
         assert_eq!(parse_requested(&json!(["cas", "cas"])).expect("names"), vec![Permission::Cas]);
+        assert_eq!(
+            parse_requested(&json!([{ "share": {}, "cas": {} }])).expect("two in one"),
+            vec![Permission::Cas, Permission::Share]
+        );
         for bad in [
             json!([]),
             json!({}),
             json!("cas"),
             json!([1]),
+            json!([{}]),
             json!([{ "cas": {}, "x": {} }]),
             json!(["root"]),
         ] {

@@ -123,8 +123,11 @@
   // MessagePort. The frame learns the page's origin from the browser, not from us or the page.
   const FRAME_URL = api.runtime.getURL('frame.html');
   let frameLoaded = null;
-  const crashedFrames = new WeakSet(); // removed after their wasm stopped (the provider knows)
+  // Frames this script removed (their wasm stopped, or they never loaded): the provider knows,
+  // or never had them.
+  const removedHere = new WeakSet();
   let frameAsks = 0;
+  const FRAME_LOAD_MS = 20_000;
   function openFrame() {
     // Only the latest ask is answered with a port: the provider waits for one at a time, and
     // an earlier one it gave up on (the check below can outlast it; it says so, see
@@ -147,6 +150,9 @@
       const { port1, port2 } = new MessageChannel();
       iframe.contentWindow.postMessage({ channel: 'disot-frame' }, new URL(FRAME_URL).origin, [port1]);
       window.postMessage({ channel: CHANNEL, dir: 'frame' }, window.location.origin, [port2]);
+    }).catch((e) => {
+      // (Only to the ask that waits: a later one would take it for its own answer.)
+      if (ask === frameAsks) window.postMessage({ channel: CHANNEL, dir: 'frame', error: e.message }, window.location.origin);
     });
   }
 
@@ -157,8 +163,21 @@
       iframe.hidden = true;
       iframe.setAttribute('aria-hidden', 'true');
       iframe.style.display = 'none';
-      iframe.onload = () => resolve(iframe);
-      iframe.onerror = () => reject(new Error('content frame failed to load'));
+      // An extension page loads in well under a second; one that does not load at all (no
+      // load event, no error) is taken away, and asked for again next time.
+      const late = setTimeout(() => {
+        removedHere.add(iframe);
+        iframe.remove();
+        reject(new Error('content frame did not load'));
+      }, FRAME_LOAD_MS);
+      iframe.onload = () => {
+        clearTimeout(late);
+        resolve(iframe);
+      };
+      iframe.onerror = () => {
+        clearTimeout(late);
+        reject(new Error('content frame failed to load'));
+      };
       const parent = document.documentElement ?? document;
       parent.append(iframe);
       // The page may remove it: the provider is told, and the next request opens another.
@@ -166,7 +185,7 @@
         if (iframe.isConnected) return;
         watch.disconnect();
         frameLoaded = null;
-        if (!crashedFrames.has(iframe)) window.postMessage({ channel: CHANNEL, dir: 'frame-gone' }, window.location.origin);
+        if (!removedHere.has(iframe)) window.postMessage({ channel: CHANNEL, dir: 'frame-gone' }, window.location.origin);
       });
       watch.observe(parent, { childList: true });
       // (And should the page replace its root element, the frame goes with it.)
@@ -181,7 +200,7 @@
     if (ev.data.dir === 'frame-crashed') {
       // The provider has let it go already; the next request opens another.
       frameLoaded?.then((iframe) => {
-        crashedFrames.add(iframe);
+        removedHere.add(iframe);
         iframe.remove();
       }, () => {});
       return;
@@ -192,7 +211,7 @@
       return;
     }
     if (ev.data.dir === 'open-frame') {
-      openFrame().catch((e) => window.postMessage({ channel: CHANNEL, dir: 'frame', error: e.message }, window.location.origin));
+      openFrame();
       return;
     }
     if (ev.data.dir !== 'request') return;

@@ -213,7 +213,7 @@ function mayStart(origin) {
     const reply = JSON.parse((await Promise.race([asked, late])) ?? '{}');
     const unconfirmed = !Array.isArray(reply.result); // no answer, or an error (locked, stopped)
     if (!unconfirmed && !reply.result.some((p) => p?.parentCapability === 'cas')) {
-      return failure(4100, 'this origin has no permission for that: ask with disot_requestPermissions');
+      return failure(4100, 'this origin has no "cas" permission: ask with disot_requestPermissions [{"cas": {}}]');
     }
     const admitted = view.disotAdmitFrame(window, origin, unconfirmed);
     return admitted === true ? true : failure(-32005, String(admitted));
@@ -331,6 +331,13 @@ function serve(port, origin) {
   served.add(port);
   if (crashed) port.postMessage({ crashed }); // (a page that came after)
   port.onmessage = async ({ data: msg }) => {
+    if (msg?.op === 'bye') {
+      // The page let this port go: another may take its place.
+      if (served.delete(port)) ports--;
+      port.close();
+      document.documentElement.dataset.ports = String(ports); // for tests
+      return;
+    }
     const id = msg?.id;
     if (!Number.isSafeInteger(id)) return;
     if (crashed) {
@@ -385,9 +392,12 @@ window.addEventListener('message', (ev) => {
   if (ev.source !== window.parent || ev.data?.channel !== 'disot-frame' || ev.ports.length !== 1) return;
   const origin = location.ancestorOrigins?.[0];
   if (!origin || ports >= MAX_PORTS) {
+    // Said, so that the page does not wait for answers that never come.
+    ev.ports[0].postMessage({ refused: origin ? `it serves ${MAX_PORTS} at most` : 'no origin to serve' });
     ev.ports[0].close();
     return;
   }
   ports++;
+  document.documentElement.dataset.ports = String(ports); // for tests
   serve(ev.ports[0], origin);
 });

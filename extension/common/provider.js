@@ -105,8 +105,14 @@
       contentPath().then((path) => { nodeRoute = path === messagePath ? null : path; });
     }
     const answer = nodeRoute && performance.now() >= nodeRouteAt ? viaFrame(nodeRoute, request) : viaContentScript(request);
-    // Granted a permission, the site may have the frame at once.
-    if (request.method === 'disot_requestPermissions') answer.then(() => { frameRefusedUntil = 0; }, () => {});
+    // Granted a permission, the site may have the frame at once, and hear of changes if it
+    // listens (a listener added before the grant was refused).
+    if (request.method === 'disot_requestPermissions') {
+      answer.then(() => {
+        frameRefusedUntil = 0;
+        if (listeners.size > 0) watch();
+      }, () => {});
+    }
     return answer;
   }
 
@@ -141,6 +147,7 @@
     const MAX_SPARES = 24; // more than the pieces one upload has in flight
     port.onmessage = ({ data }) => {
       if (typeof data?.crashed === 'string') return frameCrashed(data.crashed);
+      if (typeof data?.refused === 'string') return frameRefused(data.refused);
       if (data?.spare instanceof ArrayBuffer && data.spare.byteLength === PIECE_SIZE && spares.length < MAX_SPARES) spares.push(data.spare);
       const w = waiting.get(data?.id);
       if (!w) return;
@@ -189,6 +196,7 @@
         w.reject(new ProviderRpcError(4900, why));
       }
       waiting.clear();
+      port.postMessage({ op: 'bye' }); // (the frame serves a few ports: this one is free again)
       port.close();
     };
     // The frame's wasm stopped after an error: what waits fails now, and the content script
@@ -199,6 +207,14 @@
       framePath = null;
       nodeRoute = null;
       window.postMessage({ channel: CHANNEL, dir: 'frame-crashed' }, window.location.origin);
+    };
+    // The frame serves no more ports: content goes through the content script for a while.
+    const frameRefused = (message) => {
+      if (closed) return;
+      close(`the content frame refused this page: ${message}`);
+      framePath = null;
+      nodeRoute = null;
+      frameRefusedUntil = performance.now() + NODE_RETRY_MS;
     };
     return {
       // The frame is gone: what waits for it fails now.
@@ -240,36 +256,54 @@
     gone?.then((path) => path.close?.());
   });
 
+  // The frame's port comes in a message from the content script, for the ask that waits
+  // (`frameWaiter`). One that comes when none waits was sent for an ask given up on while it
+  // was on its way: the next requests use it if no frame is open, else it goes back to the
+  // frame, whose ports are few.
+  let frameWaiter = null;
+  window.addEventListener('message', (ev) => {
+    if (ev.source !== window || ev.data?.channel !== CHANNEL || ev.data.dir !== 'frame') return;
+    const port = ev.ports.length === 1 ? ev.ports[0] : null;
+    if (frameWaiter) return frameWaiter(port);
+    if (!port) return;
+    if (framePath === null) {
+      framePath = Promise.resolve(frameClient(port));
+    } else {
+      port.postMessage({ op: 'bye' });
+      port.close();
+    }
+  });
+
   function contentPath() {
     // (A sandboxed document is refused by `request`, at once.)
     if (window.origin === 'null') return Promise.resolve(messagePath);
-    if (!framePath && performance.now() < frameRefusedUntil) return Promise.resolve(messagePath);
-    framePath ??= new Promise((resolve) => {
+    if (framePath) return framePath;
+    if (performance.now() < frameRefusedUntil) return Promise.resolve(messagePath);
+    let done;
+    const asked = new Promise((resolve) => {
       const timer = setTimeout(() => {
         // The content script is told, so that a frame ready later keeps its port for the
-        // next ask instead of sending it to nobody.
-        window.postMessage({ channel: CHANNEL, dir: 'frame-abandoned' }, window.location.origin);
+        // next ask instead of sending it to nobody. (Not if another ask took this one's
+        // place: the frame it asked for was removed meanwhile.)
+        if (frameWaiter === done) window.postMessage({ channel: CHANNEL, dir: 'frame-abandoned' }, window.location.origin);
         done(null);
       }, 10_000);
-      function done(port) {
+      done = (port) => {
         clearTimeout(timer);
-        window.removeEventListener('message', onFrame);
-        if (!port) {
+        if (frameWaiter === done) frameWaiter = null;
+        if (!port && framePath === asked) {
           // No frame (the site holds no permission yet, or the node is starting): the
           // content script carries content meanwhile, and the frame is asked for again.
           frameRefusedUntil = performance.now() + NODE_RETRY_MS;
           framePath = null;
         }
         resolve(port ? frameClient(port) : messagePath);
-      }
-      function onFrame(ev) {
-        if (ev.source !== window || ev.data?.channel !== CHANNEL || ev.data.dir !== 'frame') return;
-        done(ev.ports.length === 1 ? ev.ports[0] : null);
-      }
-      window.addEventListener('message', onFrame);
-      window.postMessage({ channel: CHANNEL, dir: 'open-frame' }, window.location.origin);
+      };
     });
-    return framePath;
+    frameWaiter = done;
+    framePath = asked;
+    window.postMessage({ channel: CHANNEL, dir: 'open-frame' }, window.location.origin);
+    return asked;
   }
 
   const toBase64 = (bytes) => {
@@ -448,7 +482,7 @@
           await new Promise((r) => setTimeout(r, 250));
           const list = await request({ method: 'cas_transfers' }).catch(() => []);
           const t = list.find((x) => x.cid === cid);
-          if (t && !done) onProgress(t.bytes);
+          if (t && !done) onProgress(t.bytes, 'fetch');
         }
       })();
     }
@@ -536,6 +570,8 @@
      */
     async get(name, { offset = 0, length, onProgress, as = 'bytes' } = {}) {
       if (!['bytes', 'blob', 'stream'].includes(as)) throw new ProviderRpcError(-32602, "as must be 'bytes', 'blob' or 'stream'");
+      if (!(Number.isSafeInteger(offset) && offset >= 0)) throw new ProviderRpcError(-32602, 'offset must be a whole number of bytes');
+      if (length !== undefined && !(Number.isSafeInteger(length) && length >= 0)) throw new ProviderRpcError(-32602, 'length must be a whole number of bytes');
       // Read by CID: a sha256: name would be looked up again for every piece. A CID is asked
       // of the node, which answers from the store or else from peers in one request (and
       // with small content in the answer); a sha256: name can only be looked up here. The
@@ -564,7 +600,7 @@
       const next = async () => {
         const { value } = await source.next();
         got += sizeOf(value);
-        onProgress?.(got);
+        onProgress?.(got, 'read');
         return value;
       };
       if (as === 'stream') {
@@ -613,14 +649,16 @@
     list: () => contentPath().then((p) => p.call('cas_list')),
     pin: (name) => contentPath().then((p) => p.call('cas_pin', { name })),
     unpin: (name) => contentPath().then((p) => p.call('cas_unpin', { name })),
-    /** Fetch from other peers (by CID) without reading it: resolves to {cid, sha256, size}. */
+    /** Fetch from other peers (by CID) without reading it: resolves to {cid, sha256, size,
+     * mime, fetched: {blocks, bytes}}. */
     fetch: (cid) => request({ method: 'cas_fetch', params: { name: cid } }),
-    /** Fetches in progress for this page's origin: [{cid, bytes, blocks, startedMs}]. */
+    /** Fetches in progress for this page's origin: [{cid, bytes, blocks, total, startedMs}]. */
     transfers: () => request({ method: 'cas_transfers' }),
   });
 
   const p2p = Object.freeze({
-    /** Connected peers: [{peerId, did, verified, displayName, transports, rttMs, agent}]. */
+    /** Connected peers: [{peerId, did, verified, displayName, transports, rttMs, agent,
+     * directError}]. */
     peers: () => request({ method: 'p2p_peers' }),
   });
 
@@ -654,7 +692,8 @@
   // Change events, in the manner of EIP-1193's on/removeListener: while anyone listens, one
   // `sync_watch` request waits in the peer for the next change to shares or to the site's
   // collections (the peer answers within 20 s either way, and is asked again). Pages without the `share`
-  // permission hear nothing: the first refusal stops the watch and is logged.
+  // permission hear nothing: the first refusal stops the watch and is logged, and the watch
+  // starts again once this page is granted a permission.
   const EVENTS = ['change'];
   const listeners = new Set();
   let watching = false;
@@ -677,13 +716,22 @@
     };
     try {
       let seq = await position(false);
+      let pause = 1000;
       while (listeners.size > 0) {
         let answer;
         try {
           answer = await request({ method: 'sync_watch', params: { since: seq } });
+          pause = 1000;
         } catch (e) {
           if (e.code === 4100 || e.code === 4200) throw e;
-          // The peer is restarting.
+          if (e.code !== 4900 && !(e.code === -32602 && /is ahead/.test(e.message))) {
+            // Not a restart (too many pages wait, say): asked again after a while, up to
+            // half a minute, nothing said to listeners.
+            await new Promise((r) => setTimeout(r, pause));
+            pause = Math.min(2 * pause, 30_000);
+            continue;
+          }
+          // The peer is restarting (or restarted: its numbers began again).
           seq = await position(true);
           if (seq !== undefined) listeners.forEach((fn) => deliver(fn, { seq, reasons: ['restarted'], missed: true }));
           continue;

@@ -9,10 +9,15 @@ export interface ProviderRpcError extends Error {
 /** `did` and `peerId` are null until the user has granted this origin some permission: the DID
  * is the same on every site, so it is not told to sites the user has not connected. */
 export interface DisotStatus { did: string | null; peerId: string | null; connections: number }
-export interface Permission { parentCapability: 'cas'; invoker: string; date: number }
+export type PermissionName = 'cas' | 'sign' | 'trust' | 'share';
+export interface Permission { parentCapability: PermissionName; invoker: string; date: number }
 export interface Stored { cid: string; sha256: string; size: number }
-export interface ObjectInfo extends Stored { pinned: boolean; public: boolean; name?: string | null; mime?: string | null }
-export interface Transfer { cid: string; bytes: number; blocks: number; startedMs: number }
+/** What `cas.fetch` answers: also the MIME type this origin gave it, and what came from peers
+ * for it (both zero when the store had it). */
+export interface Fetched extends Stored { mime: string | null; fetched: { blocks: number; bytes: number } }
+export interface ObjectInfo extends Stored { pinned: boolean; public: boolean; minTrust: number | null; name?: string | null; mime?: string | null }
+/** `total`: the content's size, once its root block is here. */
+export interface Transfer { cid: string; bytes: number; blocks: number; total: number | null; startedMs: number }
 export interface PeerInfo {
   peerId: string;
   did: string | null;
@@ -23,7 +28,11 @@ export interface PeerInfo {
   transports: string[];
   rttMs: number | null;
   agent: string | null;
+  /** Why no direct WebRTC connection could be made (the peer is reached through the relay). */
+  directError: string | null;
 }
+
+export type GetProgress = (bytes: number, phase: 'fetch' | 'read') => void;
 
 export interface ChangeEvent {
   seq: number;
@@ -36,16 +45,18 @@ export interface ChangeEvent {
 export interface DisotProvider {
   readonly isDisot: true;
   request(args: { method: 'disot_status' }): Promise<DisotStatus>;
-  request(args: { method: 'disot_requestPermissions'; params: [{ cas: Record<string, never> }] | ['cas'] }): Promise<Permission[]>;
+  request(args: { method: 'disot_requestPermissions'; params: [Partial<Record<PermissionName, Record<string, never>>>] | PermissionName[] }): Promise<Permission[]>;
   request(args: { method: 'disot_getPermissions' }): Promise<Permission[]>;
   request(args: { method: string; params?: unknown[] | Record<string, unknown> }): Promise<unknown>;
   /** Shares or this site's collections changed (here, in another tab, or by a peer's sync).
-   * Needs the `share` permission; re-read with `shares.list()` / `collections.get()`. `missed`: more
-   * changed than the peer keeps (the last 64 this site heard of), so re-read everything. */
+   * Needs the `share` permission (a listener added before it is granted starts hearing once this
+   * page's request for it is granted); re-read with `shares.list()` / `collections.get()`.
+   * `missed`: more changed than the peer keeps (the last 64 this site heard of), so re-read
+   * everything. One event tells of every change since the last, so `seq` may move by more than one. */
   on(event: 'change', listener: (event: ChangeEvent) => void): DisotProvider;
   removeListener(event: 'change', listener: (event: ChangeEvent) => void): DisotProvider;
   readonly cas: {
-    /** Name is a CID or `sha256:<hex>`; either works everywhere. */
+    /** Name is a CID or `sha256:<hex>`; either works everywhere but `fetch` (by CID: peers know no `sha256:` names). */
     put(data: Uint8Array | ArrayBuffer | Blob | ReadableStream<Uint8Array>,
         options?: {
           name?: string; mime?: string; public?: boolean; minTrust?: number;
@@ -55,17 +66,20 @@ export interface DisotProvider {
           onProgress?: (bytesStored: number, totalBytes?: number) => void;
         }): Promise<Stored>;
     /** Not held here? By CID, get() fetches from peers first (Bitswap), with progress. */
-    get(name: string, options?: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as?: 'bytes' }): Promise<Uint8Array>;
+    /** `onProgress(bytes, phase)`: bytes fetched from peers so far ('fetch', only when not held
+     * here), then bytes read to the page ('read', counting from 0 again). `offset` and `length`
+     * are whole numbers of bytes (-32602 otherwise). */
+    get(name: string, options?: { offset?: number; length?: number; onProgress?: GetProgress; as?: 'bytes' }): Promise<Uint8Array>;
     /** As a Blob: built of the Blobs the store keeps (each checked first), without their bytes passing through the page. */
-    get(name: string, options: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as: 'blob' }): Promise<Blob>;
-    get(name: string, options: { offset?: number; length?: number; onProgress?: (bytesRead: number) => void; as: 'stream' }): Promise<ReadableStream<Uint8Array>>;
+    get(name: string, options: { offset?: number; length?: number; onProgress?: GetProgress; as: 'blob' }): Promise<Blob>;
+    get(name: string, options: { offset?: number; length?: number; onProgress?: GetProgress; as: 'stream' }): Promise<ReadableStream<Uint8Array>>;
     stat(name: string): Promise<ObjectInfo>;
     has(name: string): Promise<boolean>;
     list(): Promise<ObjectInfo[]>;
     pin(name: string): Promise<ObjectInfo>;
     unpin(name: string): Promise<ObjectInfo>;
     /** Fetch from peers by CID into this browser's store without reading it. */
-    fetch(cid: string): Promise<Stored>;
+    fetch(cid: string): Promise<Fetched>;
     transfers(): Promise<Transfer[]>;
   };
   readonly p2p: {
@@ -86,7 +100,7 @@ export interface DisotProvider {
   readonly shares: {
     /** Ask the user to share an object this origin put, or a collection; 4001 if they refuse. */
     share(params: { cid?: string; collection?: string; to: string | string[]; note?: string }): Promise<Share[]>;
-    list(): Promise<{ sharedWithMe: (Share & { held: boolean })[]; sharedByMe: Share[] }>;
+    list(): Promise<{ sharedWithMe: (Share & { held: boolean })[]; sharedByMe: (Share & { held: boolean })[] }>;
   };
   /** Named, ordered lists of CIDs that sync with their members (Automerge). Needs `share`. */
   readonly collections: {

@@ -769,6 +769,8 @@ export async function badInputInPage() {
     longStream: await code(window.disot.cas.put(new Blob([new Uint8Array(3_000_000)]).stream(), { size: 2_500_000 })),
     wrongSize: await code(window.disot.cas.put(new Uint8Array(10), { size: 11 })),
     notASize: await code(window.disot.cas.put(new Uint8Array(10), { size: -1 })),
+    badOffset: await code(window.disot.cas.get('sha256:' + '0'.repeat(64), { offset: -1 })),
+    badLength: await code(window.disot.cas.get('sha256:' + '0'.repeat(64), { length: 1.5 })),
     list: await window.disot.cas.list(),
   };
   // The same through request(), to the node: 3 bytes where 2 were said, then where 10 were.
@@ -799,6 +801,25 @@ export async function badInputInPage() {
   };
   port1.close();
   return out;
+}
+
+/**
+ * In-page: `n` times, ask the content script for a port of the content frame as the provider
+ * does, when the provider has not asked: as a port comes that was sent for an ask the provider
+ * had given up on (the frame was slow to come). Waits until each has come.
+ */
+export async function latePortsInPage(n) {
+  for (let i = 0; i < n; i++) {
+    await new Promise((resolve) => {
+      const on = (ev) => {
+        if (ev.source !== window || ev.data?.channel !== 'disot-peer' || ev.data.dir !== 'frame') return;
+        window.removeEventListener('message', on);
+        resolve();
+      };
+      window.addEventListener('message', on);
+      window.postMessage({ channel: 'disot-peer', dir: 'open-frame' }, window.location.origin);
+    });
+  }
 }
 
 /**

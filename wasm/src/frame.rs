@@ -159,10 +159,7 @@ async fn authorise(cas: &Cas, origin: &str) -> Result<(), ApiError> {
     if grants.allows(origin, Permission::Cas) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "this origin has no permission for that: ask with disot_requestPermissions",
-        ))
+        Err(Permission::Cas.missing())
     }
 }
 

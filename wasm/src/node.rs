@@ -1316,22 +1316,17 @@ async fn handle_page(
     // Checked before anything touches the store: without the grant a page learns nothing,
     // not even by timing, whether some content is held.
     let needed = request.needs();
-    let unauthorized = || {
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            "this origin has no permission for that: ask with disot_requestPermissions",
-        )
-    };
-    if needed.is_some_and(|p| !shared.grants.borrow().allows(origin, p)) {
-        return Err(unauthorized());
+    let missing = || needed.filter(|&p| !shared.grants.borrow().allows(origin, p));
+    if let Some(p) = missing() {
+        return Err(p.missing());
     }
     let answer = answer_page(shared, commands, origin, request).await;
     // A permission revoked while the request ran (a fetch waits for peers, a prompt for the
     // user): its answer is not given.
-    if answer.is_ok() && needed.is_some_and(|p| !shared.grants.borrow().allows(origin, p)) {
-        return Err(unauthorized());
+    match missing() {
+        Some(p) if answer.is_ok() => Err(p.missing()),
+        _ => answer,
     }
-    answer
 }
 
 async fn answer_page(
@@ -1417,10 +1412,12 @@ async fn fetch(
     local_first: bool,
 ) -> Result<Value, ApiError> {
     let cid: cid::Cid = name.trim().parse().map_err(|_| {
-        ApiError::new(
-            ErrorCode::InvalidParams,
-            "not a CID (content is named by CID or sha256:<hex>)",
-        )
+        let message = if name.trim().starts_with("sha256:") {
+            "peers are asked for content by CID: a sha256: name is known only for content held here"
+        } else {
+            "not a CID"
+        };
+        ApiError::new(ErrorCode::InvalidParams, message)
     })?;
     // Only what the store can hold is asked of peers (a SHA-256 raw or dag-pb block).
     disot_core::store::check_block(&cid, 0)
@@ -1470,7 +1467,7 @@ async fn fetch(
             }
         }
     }
-    let unreachable = || ApiError::new(ErrorCode::Internal, "the node is not running");
+    let unreachable = || ApiError::new(ErrorCode::Disconnected, "the node is not running");
     // Ask the DHT until someone is named (a provider announces its objects every few
     // seconds) or the wait is over.
     let since = now_ms();
