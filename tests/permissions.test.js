@@ -88,7 +88,10 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     const origins = [site.url, otherSite.url, site.url.replace('127.0.0.1', 'localhost')];
     const answers = [await ask(pages[0])];
     const first = await promptPage(browser);
-    answers.push(await ask(pages[1]), await ask(pages[2]));
+    // (One after the other: two tabs' requests reach the peer in either order.)
+    answers.push(await ask(pages[1]));
+    await first.waitForFunction(() => document.getElementById('waiting').textContent.startsWith('1 more request waits'), { timeout: 10_000 });
+    answers.push(await ask(pages[2]));
     await first.waitForFunction(() => document.getElementById('waiting').textContent.startsWith('2 more requests wait'), { timeout: 10_000 });
     const prompts = () => browser.browser.targets().filter((t) => t.url().includes('/prompt.html')).length;
     await new Promise((r) => setTimeout(r, 1000)); // (time for a wrong second window to open)

@@ -71,9 +71,13 @@ pub fn run(command: &Command, data_dir: &Path, json: bool) -> Result<(), BoxErro
 }
 
 /// The store, with the lock `hold` needs (`None` to read only: reads need none, every file
-/// being written whole or not at all).
+/// being written whole or not at all, and the directory must exist). Nothing is written to
+/// try the disk: `gc` must work on a full one.
 fn open(data_dir: &Path, hold: Option<Hold>) -> Result<(DiskStore, Option<Lock>), BoxError> {
-    let dir = crate::datadir::DataDir::open(data_dir)?;
+    let dir = match hold {
+        Some(_) => crate::datadir::DataDir::open(data_dir)?,
+        None => crate::datadir::DataDir::existing(data_dir)?,
+    };
     let lock = hold.map(|h| dir.lock(h)).transpose()?;
     Ok((DiskStore::open(data_dir)?, lock))
 }
@@ -140,16 +144,18 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
             Ok(())
         }
         Command::Verify(VerifyArgs { file }) => {
-            let text = match file.as_deref() {
-                Some(path) if path != Path::new("-") => std::fs::read(path)?,
-                _ => {
-                    let mut bytes = Vec::new();
-                    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)?;
-                    bytes
-                }
+            // Read no further than the largest entry (and one byte to tell it is larger).
+            use std::io::Read as _;
+            let limit = 4 * disot_core::entry::MAX_ENTRY_BYTES;
+            let mut text = Vec::new();
+            match file.as_deref() {
+                Some(path) if path != Path::new("-") => std::fs::File::open(path)
+                    .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut text))
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+                _ => std::io::stdin().lock().take(limit as u64 + 1).read_to_end(&mut text)?,
             };
-            if text.len() > 4 * disot_core::entry::MAX_ENTRY_BYTES {
-                return Err("the entry is too large".into());
+            if text.len() > limit {
+                return Err(format!("the entry is larger than {limit} bytes").into());
             }
             let entry: serde_json::Value = serde_json::from_slice(&text)?;
             let signer = disot_core::entry::verify(&entry)?;

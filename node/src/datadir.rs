@@ -20,6 +20,8 @@ pub enum Error {
     Unusable { path: PathBuf, source: std::io::Error },
     #[error("data directory {0} is not a directory")]
     NotADirectory(PathBuf),
+    #[error("there is no data directory {0}")]
+    Missing(PathBuf),
     #[error("{path} is damaged ({reason}); move it away to let the node create a new one (the node's peer id will change)")]
     Damaged { path: PathBuf, reason: String },
     #[error("could not create a key or certificate: {0}")]
@@ -55,25 +57,40 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
-/// An opened, writable data directory.
+/// An opened data directory.
 #[derive(Debug)]
 pub struct DataDir {
     path: PathBuf,
 }
 
 impl DataDir {
-    /// Create the directory if needed and check that it is a writable directory.
+    /// Create the directory if needed.
     pub fn open(path: &Path) -> Result<Self, Error> {
         let unusable = |source| Error::Unusable { path: path.to_owned(), source };
         if path.exists() && !path.is_dir() {
             return Err(Error::NotADirectory(path.to_owned()));
         }
         fs::create_dir_all(path).map_err(unusable)?;
-        // Prove we can write here now rather than failing later on first use.
-        let probe = path.join(".write-test");
-        fs::write(&probe, b"ok").map_err(unusable)?;
-        fs::remove_file(&probe).map_err(unusable)?;
         Ok(DataDir { path: path.to_owned() })
+    }
+
+    /// One that exists already, for reading what it holds (a mistyped path is an error, not
+    /// an empty store).
+    pub fn existing(path: &Path) -> Result<Self, Error> {
+        if !path.exists() {
+            return Err(Error::Missing(path.to_owned()));
+        }
+        Self::open(path)
+    }
+
+    /// Prove that files can be written here now, rather than failing later on first use (a
+    /// starting node). Each process writes a file of its own, so that several do not trip on
+    /// each other's.
+    pub fn check_writable(&self) -> Result<(), Error> {
+        let unusable = |source| Error::Unusable { path: self.path.clone(), source };
+        let probe = self.path.join(format!(".write-test.{}", std::process::id()));
+        fs::write(&probe, b"ok").map_err(unusable)?;
+        fs::remove_file(&probe).map_err(unusable)
     }
 
     /// Take the lock `hold` needs, or say what holds it.

@@ -107,7 +107,9 @@ impl std::fmt::Display for Event {
                     None => Ok(()),
                 }
             }
-            Event::Identified { peer, agent } => write!(f, "identified {peer} as {agent}"),
+            // (Quoted and escaped: a peer chooses its agent string, and could otherwise write
+            // terminal control sequences or lines of its own making into the log.)
+            Event::Identified { peer, agent } => write!(f, "identified {peer} as {agent:?}"),
             Event::Announcement { via, from, bytes } => write!(
                 f,
                 "cas-updates announcement of {bytes} bytes from {} via {via}",

@@ -159,6 +159,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
     let dir = args.data_dir.clone().unwrap_or_else(datadir::default_dir);
     let data = DataDir::open(&dir)?;
+    data.check_writable()?;
     let _running = data.lock(datadir::Hold::Node)?;
     let key = data.identity()?;
     let cert = data.certificate()?;
@@ -189,7 +190,11 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
             // no one to bootstrap from itself.
             kad_config.set_periodic_bootstrap_interval(None);
             // Provider records of every browser that uses this node: room for 65,536 objects
-            // (the default, 1,024 in all, would refuse the rest), about 20 MB at most.
+            // (the default, 1,024 in all, would refuse the rest), each with up to 20
+            // providers. A record is taken only as `keep_provider` trims it (a peer chooses
+            // its addresses: up to a whole message of them otherwise), which bounds them at
+            // about 1.2 KB each; nothing else is stored for peers.
+            kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
             let records =
                 kad::store::MemoryStoreConfig { max_provided_keys: 65_536, ..Default::default() };
             let mut kad = kad::Behaviour::with_config(
@@ -321,6 +326,16 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
                 }
                 _ => {}
             },
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request: kad::InboundRequest::AddProvider { record: Some(record) },
+            })) => {
+                use kad::store::RecordStore as _;
+                if let Err(e) =
+                    swarm.behaviour_mut().kad.store_mut().add_provider(keep_provider(record))
+                {
+                    tracing::debug!("provider record not kept: {e}");
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -367,4 +382,35 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
     }
     out.emit(&Event::Stopped);
     Ok(())
+}
+
+/// Most addresses kept of a provider record, and the longest kept (a browser names itself by
+/// one or two relayed addresses of about 100 bytes).
+const MAX_PROVIDER_ADDRS: usize = 4;
+const MAX_PROVIDER_ADDR_BYTES: usize = 256;
+
+/// A provider record as this node keeps it: its first few addresses of a sane length.
+fn keep_provider(mut record: kad::ProviderRecord) -> kad::ProviderRecord {
+    record.addresses.retain(|a| a.len() <= MAX_PROVIDER_ADDR_BYTES);
+    record.addresses.truncate(MAX_PROVIDER_ADDRS);
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_record_keeps_a_few_short_addresses() {
+        let short: Multiaddr = "/ip4/127.0.0.1/tcp/4401/ws".parse().expect("addr");
+        let long: Multiaddr =
+            format!("/dns4/{}.example/tcp/1", "a".repeat(300)).parse().expect("addr");
+        let record = kad::ProviderRecord {
+            key: kad::RecordKey::new(&b"key"),
+            provider: libp2p::PeerId::random(),
+            expires: None,
+            addresses: [vec![long], vec![short.clone(); 10]].concat(),
+        };
+        assert_eq!(keep_provider(record).addresses, vec![short; MAX_PROVIDER_ADDRS]);
+    }
 }

@@ -249,6 +249,16 @@ fn add_rejects_bad_settings_and_missing_files() {
     let out = node(&dir, &["cat", "bafy-not-a-cid"], None);
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
+    // Reading a data directory that is not there (a mistyped path) says so, and makes none.
+    let missing = temp_dir("cas-missing");
+    let out = node(&missing, &["ls"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no data directory"));
+    assert!(!missing.exists(), "a read makes no directory");
+    // An entry to verify is read no further than the largest one could be.
+    let out = node(&missing, &["verify", "/dev/zero"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the entry is larger than"));
 }
 
 #[test]
