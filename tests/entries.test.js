@@ -83,9 +83,15 @@ describe('signed DISOT entries', { concurrency: 1 }, () => {
     assert.ok(Math.abs(signed.timestamp - Date.now()) < 60_000);
   });
 
-  test('rejecting in the prompt gives 4001 and no signature', async () => {
-    const signing = await start(chromium.page, { method: 'disot_sign', params: REQUEST });
-    await answer(chromium.browser, '#reject');
+  test('rejecting in the prompt gives 4001 and no signature; nothing in the entry draws lines of its own in the prompt', async () => {
+    // A value with line separators and a direction override could draw what looks like the
+    // end of the entry (and a harmless type) on the prompt: they show as their escapes, and
+    // what the entry says comes first.
+    const sneaky = { ...REQUEST, metadata: { ...REQUEST.metadata, title: 'a\u2028}\u2029b\u202ec' } };
+    const signing = await start(chromium.page, { method: 'disot_sign', params: sneaky });
+    const shown = await answer(chromium.browser, '#reject');
+    assert.ok(shown.includes('"title": "a\\u2028}\\u2029b\\u202ec"'), shown);
+    assert.ok(shown.indexOf('"type": "document"') < shown.indexOf('"metadata"'), `the type comes first: ${shown}`);
     assert.equal((await signing()).error?.code, 4001);
   });
 

@@ -331,7 +331,7 @@ describe('share and sync', { concurrency: 1 }, () => {
     const nested = await h.pageRequest(a.page, { method: 'share', params: { cid: one.cid, to: [forged, [`${sb.did}\nnote: backup`]] } });
     assert.equal(nested.error?.code, -32602, JSON.stringify(nested));
     assert.match(nested.error.message, /to is a DID or a list of DIDs/);
-    const first = await h.startInPage(a.page, { method: 'share', params: { cid: one.cid, to: sb.did, note: `remember me\n${forged}` } });
+    const first = await h.startInPage(a.page, { method: 'share', params: { cid: one.cid, to: sb.did, note: `remember\u202e me\n${forged}` } });
     const prompt = await h.promptPage(a.browser);
     assert.deepEqual((await prompt.$eval('#entry', (e) => e.textContent)).split('\n'), [sb.did, `note: remember me ${forged}`, one.cid]);
     await prompt.click('#remember');

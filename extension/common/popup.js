@@ -1,4 +1,4 @@
-import { call } from './ui.js';
+import { call, oneLine } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -44,7 +44,7 @@ async function refresh() {
         // A DID is shown as verified only once the peer's signed profile checked out.
         const who = p.identity
           ? `${p.identity.displayName ? `${p.identity.displayName} · ` : ''}${p.identity.did} ✓ verified`
-          : `${p.did ?? p.peerId}${p.identityError ? ` · not verified: ${p.identityError}` : ''}`;
+          : `${p.did ?? p.peerId}${p.identityError ? ` · not verified: ${oneLine(p.identityError)}` : ''}`;
         const li = item(`${who} · ${via}${p.rttMs != null ? ` · ${p.rttMs.toFixed(0)} ms` : ''}`);
         li.dataset.peerId = p.peerId;
         if (p.identity) li.dataset.verifiedDid = p.identity.did;
@@ -65,7 +65,7 @@ async function refresh() {
     $('refused-box').hidden = s.refused.length === 0;
     $('refused-count').textContent = String(s.refused.length);
     $('refused').replaceChildren(...s.refused.slice().reverse().map((r) =>
-      item(`${new Date(r.atMs).toLocaleTimeString()} ${r.what} from ${r.peerId.slice(0, 12)}…: ${r.reason}`)));
+      item(`${new Date(r.atMs).toLocaleTimeString()} ${r.what} from ${r.peerId.slice(0, 12)}…: ${oneLine(r.reason)}`)));
     busy = s.transfers.length > 0;
     $('transfers').replaceChildren(
       ...(s.transfers.length ? s.transfers.map((t) => {
@@ -387,10 +387,10 @@ async function showShares() {
   showSetAside(sync.cutOff ?? [], sync.setAside ?? []);
   const none = () => Object.assign(document.createElement('li'), { className: 'none', textContent: 'none' });
   const what = (s) => s.collection
-    ? `collection ${collections.find((c) => c.id === s.collection)?.name ?? s.collection}`
-    : `${s.name ?? s.cid} (${formatBytes(s.size ?? 0)})`;
+    ? `collection ${oneLine(collections.find((c) => c.id === s.collection)?.name ?? s.collection)}`
+    : `${oneLine(s.name ?? s.cid)} (${formatBytes(s.size ?? 0)})`;
   $('shared-with-me').replaceChildren(...(shares.sharedWithMe.length ? shares.sharedWithMe.map((s) => {
-    const li = item(`${what(s)} from ${short(s.from)}${s.note ? `: “${s.note}”` : ''}${s.revoked ? ' — revoked' : s.held ? ' — here' : ' — not fetched'}`);
+    const li = item(`${what(s)} from ${short(s.from)}${s.note ? `: “${oneLine(s.note)}”` : ''}${s.revoked ? ' — revoked' : s.held ? ' — here' : ' — not fetched'}`);
     Object.assign(li.dataset, { share: s.id, cid: s.cid ?? '', held: String(s.held), revoked: String(s.revoked) });
     li.title = s.cid ?? s.collection;
     return li;
@@ -407,7 +407,7 @@ async function showShares() {
     return li;
   }) : [none()]));
   $('collections').replaceChildren(...(collections.length ? collections.map((c) => {
-    const li = item(`${c.name}: ${c.count} item(s), ${c.editors.length + 1} editor(s), ${c.readers.length} reader(s)`);
+    const li = item(`${oneLine(c.name)}: ${c.count} item(s), ${c.editors.length + 1} editor(s), ${c.readers.length} reader(s)`);
     li.dataset.collection = c.id;
     return li;
   }) : [none()]));

@@ -1,4 +1,4 @@
-import { call } from './ui.js';
+import { call, oneLine, visibleJson } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 const id = Number(new URLSearchParams(location.search).get('id'));
@@ -14,16 +14,6 @@ let deciding = false;
 let expired = false;
 
 // Requests from other sites (or this one's next) wait for this prompt: say how many.
-/**
- * Text a site or a peer chose (a note, a name), as one line of at most `max` characters: line
- * breaks and other control characters would let it draw lines that look like the prompt's own
- * (another recipient, another CID).
- */
-function oneLine(text, max = 200) {
-  const flat = String(text).replace(/[\p{Cc}\p{Zl}\p{Zp}]+/gu, ' ');
-  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
-}
-
 function showWaiting({ waiting }) {
   $('waiting').textContent = waiting === 1
     ? '1 more request waits: it opens when this one is answered or closed.'
@@ -89,7 +79,10 @@ try {
     document.title = 'Disot Peer: sign an entry';
     $('title').textContent = 'Sign an entry';
     $('asks').textContent = 'asks you to sign this entry with your identity:';
-    $('entry').textContent = JSON.stringify(request.sign, null, 2);
+    // What it says comes first (the box scrolls), and nothing in it can draw lines of its
+    // own: every line break or invisible character in a value shows as its escape.
+    const { type, contentHash, ...rest } = request.sign;
+    $('entry').textContent = visibleJson({ type, contentHash, ...rest });
     $('entry').hidden = false;
     $('approve').textContent = 'Sign';
   } else if (request.trust) {

@@ -65,12 +65,25 @@ struct Args {
     external_addrs: Vec<Multiaddr>,
 
     /// Longest life of one relayed connection (circuit), in seconds
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    #[arg(long, value_name = "SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
     relay_max_circuit_secs: u64,
 
     /// Most bytes one relayed connection (circuit) may carry, both ways together
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
     relay_max_circuit_bytes: u64,
+
+    /// Most relayed connections (circuits) at once, in all (4 per peer)
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    relay_max_circuits: u32,
+
+    /// Most peers holding a relay reservation (reachable through this node) at once (4
+    /// reservations per peer)
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    relay_max_reservations: u32,
 
     /// Most connections other peers may have open to this node at once; beyond it a new one
     /// is refused (so is a peer's fifth, and a handshake while 64 others are in progress)
@@ -171,6 +184,8 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
     let relay_config = relay::Config {
         max_circuit_duration: Duration::from_secs(args.relay_max_circuit_secs),
         max_circuit_bytes: args.relay_max_circuit_bytes,
+        max_circuits: args.relay_max_circuits as usize,
+        max_reservations: args.relay_max_reservations as usize,
         ..relay::Config::default()
     };
     let docs_key = key.clone();
