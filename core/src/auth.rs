@@ -283,7 +283,7 @@ fn verify(
         return Err(Error::BadSignature);
     }
     if profile.audience != me {
-        return Err(Error::WrongAudience(profile.audience.clone()));
+        return Err(Error::WrongAudience(crate::quoted(&profile.audience)));
     }
     if profile.answers != expected {
         return Err(Error::Replayed);
@@ -548,7 +548,7 @@ mod tests {
             .expect("signs");
         assert_eq!(
             initiator_check(&a, id(&b), for_c),
-            Err(Error::WrongAudience(c.local.did().to_owned()))
+            Err(Error::WrongAudience(crate::quoted(c.local.did())))
         );
         // The responder side: A's profile from an exchange with another challenge of B's.
         let responder = Responder::new(b.local.clone(), id(&a), [2; 32]);

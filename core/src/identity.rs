@@ -54,9 +54,9 @@ pub fn public_key_from_did(did: &str) -> Result<PublicKey> {
 /// The key `did` names, and whether `did` is written as [`did_from_public_key`] writes it
 /// (checked on the text itself: this runs for every DID read, many per sync session).
 fn decode_did(did: &str) -> Result<(PublicKey, bool)> {
-    let id = did.strip_prefix("did:key:").ok_or_else(|| Error::NotDidKey(did.to_owned()))?;
-    let (base, bytes) =
-        multibase::decode(id).map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
+    let id = did.strip_prefix("did:key:").ok_or_else(|| Error::NotDidKey(crate::quoted(did)))?;
+    let (base, bytes) = multibase::decode(id)
+        .map_err(|e| Error::Malformed(format!("{}: {e}", crate::quoted(did))))?;
     // (Exactly the Ed25519 multicodec, 0xed 0x01, and the 32 key bytes: nothing after them,
     // no longer form of the codec number.)
     let canonical = base == multibase::Base::Base58Btc
@@ -64,13 +64,13 @@ fn decode_did(did: &str) -> Result<(PublicKey, bool)> {
         && bytes[..2] == [0xed, 0x01]
         && multibase::encode(multibase::Base::Base58Btc, &bytes) == id;
     let encoded = ssi::multicodec::MultiEncodedBuf::new(bytes)
-        .map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
-    let jwk =
-        JWK::from_multicodec(&encoded).map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
+        .map_err(|e| Error::Malformed(format!("{}: {e}", crate::quoted(did))))?;
+    let jwk = JWK::from_multicodec(&encoded)
+        .map_err(|e| Error::Malformed(format!("{}: {e}", crate::quoted(did))))?;
     match jwk.params {
         Params::OKP(OctetParams { ref curve, ref public_key, .. }) if curve == "Ed25519" => {
             let ed = libp2p_identity::ed25519::PublicKey::try_from_bytes(&public_key.0)
-                .map_err(|e| Error::Malformed(format!("{did}: {e}")))?;
+                .map_err(|e| Error::Malformed(format!("{}: {e}", crate::quoted(did))))?;
             Ok((PublicKey::from(ed), canonical))
         }
         _ => Err(Error::NotEd25519),

@@ -42,7 +42,29 @@ pub mod turns;
 pub mod unixfs;
 pub mod webrtc;
 
+/// Text a peer sent, to repeat in an error: its first 80 characters, quoted, with control and
+/// invisible characters escaped (it is shown to the user, and must not draw lines or reorder
+/// what is around it).
+pub fn quoted(text: &str) -> String {
+    let head: String = text.chars().take(80).collect();
+    if head.len() < text.len() {
+        format!("{head:?}…")
+    } else {
+        format!("{head:?}")
+    }
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quoted_text_cannot_draw_lines_or_run_on() {
+        assert_eq!(super::quoted("did:key:z6Mk"), "\"did:key:z6Mk\"");
+        assert_eq!(super::quoted("a\u{2028}b\u{202e}c\n"), "\"a\\u{2028}b\\u{202e}c\\n\"");
+        assert_eq!(super::quoted(&"x".repeat(100)), format!("\"{}\"…", "x".repeat(80)));
+    }
 }

@@ -209,6 +209,24 @@ pub struct Share {
     pub revoked: bool,
 }
 
+impl Share {
+    /// Whether each of its texts is within [`MAX_TEXT`].
+    fn fits(&self) -> bool {
+        [&self.id, &self.note]
+            .into_iter()
+            .chain(
+                [&self.cid, &self.sha256, &self.name, &self.mime, &self.collection]
+                    .into_iter()
+                    .flatten(),
+            )
+            .all(|t| t.len() <= MAX_TEXT)
+    }
+}
+
+/// Most shares read from one shares document (one per object or collection shared, each
+/// approved by the user).
+pub const MAX_SHARES_IN_DOCUMENT: usize = 10_000;
+
 /// One entry of a collection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -693,6 +711,11 @@ impl Library {
             Some((_, items)) => items,
             None => doc.put_object(ROOT, "items", ObjType::Map).map_err(doc_err)?,
         };
+        if doc.length(&items) >= MAX_SHARES_IN_DOCUMENT {
+            return Err(Error::Invalid(format!(
+                "{MAX_SHARES_IN_DOCUMENT} shares to that peer already, the most one document holds"
+            )));
+        }
         let item = doc.put_object(&items, share.id.as_str(), ObjType::Map).map_err(doc_err)?;
         let fields = [
             ("cid", share.cid.clone()),
@@ -758,16 +781,20 @@ impl Library {
             return Vec::new();
         };
         let Some(items) = doc.get("items").and_then(Value::as_object) else { return Vec::new() };
+        // A peer writes its shares documents: what it could not have written through this
+        // code (more shares than one document holds, over-long text) is not read.
         items
             .iter()
+            .take(MAX_SHARES_IN_DOCUMENT)
             .filter_map(|(key, item)| {
                 let mut item = item.clone();
                 let o = item.as_object_mut()?;
                 o.insert("id".into(), key.clone().into());
                 o.insert("from".into(), from.clone().into());
                 o.insert("to".into(), to.clone().into());
-                serde_json::from_value(item).ok()
+                serde_json::from_value::<Share>(item).ok()
             })
+            .filter(Share::fits)
             .collect()
     }
 
@@ -1703,6 +1730,20 @@ mod tests {
             added_by: by.into(),
             added_ms: 1,
         }
+    }
+
+    #[test]
+    fn a_share_with_text_longer_than_this_code_writes_is_not_read() {
+        let mut a = Library::new(A);
+        a.share(object_share(B, "s1", "bafkone")).expect("share");
+        a.share(object_share(B, "s2", "bafktwo")).expect("share");
+        // As a peer's own code could write it: a note past the limit.
+        let doc = a.docs.get_mut(&shares_id(A, B)).expect("doc");
+        let (_, items) = doc.get(ROOT, "items").expect("items").expect("items");
+        let (_, item) = doc.get(&items, "s2").expect("s2").expect("s2");
+        doc.put(&item, "note", "n".repeat(MAX_TEXT + 1)).expect("put");
+        let read: Vec<String> = a.shares_by_me().into_iter().map(|s| s.id).collect();
+        assert_eq!(read, vec!["s1"]);
     }
 
     #[test]
