@@ -171,13 +171,28 @@ function svg(tag, attrs, text) {
 
 /** The trust graph: this peer in the middle, peers it trusts directly on an inner ring and
  * peers trusted through others on an outer one; each edge is a hop of a path that gives a score. */
+// Peers drawn in the trust graph at most: those trusted directly first, then the highest
+// scores (each peer trusted can pass on a thousand others; the list shows them all).
+const MAX_DRAWN = 60;
+
 function drawTrust(list, me) {
   const graph = $('trust-graph');
-  const live = list.filter((e) => e.score !== null && e.path);
+  const live = list.filter((e) => e.score !== null && e.path)
+    .sort((a, b) => (b.level !== null) - (a.level !== null) || b.score - a.score)
+    .slice(0, MAX_DRAWN);
   graph.hidden = live.length === 0;
   if (graph.hidden) return;
-  const rings = [[me], live.filter((e) => e.level !== null).map((e) => e.did), live.filter((e) => e.level === null).map((e) => e.did)];
-  for (const e of live) for (const d of e.path.slice(1, -1)) if (!rings.flat().includes(d)) rings[2].push(d);
+  const placed = new Set([me]);
+  const rings = [[me], [], []];
+  const place = (did, ring) => {
+    if (placed.has(did)) return;
+    placed.add(did);
+    rings[ring].push(did);
+  };
+  for (const e of live) if (e.level !== null) place(e.did, 1);
+  for (const e of live) if (e.level === null) place(e.did, 2);
+  for (const e of live) for (const d of e.path.slice(1, -1)) place(d, 2);
+  const byDid = new Map(live.map((e) => [e.did, e]));
   const at = new Map();
   rings.forEach((dids, ring) => dids.forEach((did, i) => {
     const angle = (2 * Math.PI * i) / Math.max(dids.length, 1) - Math.PI / 2 + ring * 0.4;
@@ -190,7 +205,7 @@ function drawTrust(list, me) {
     return svg('line', { x1: a[0], y1: a[1], x2: b[0], y2: b[1], 'data-edge': edge });
   });
   for (const [did, [x, y]] of at) {
-    const entry = live.find((e) => e.did === did);
+    const entry = byDid.get(did);
     const cls = did === me ? 'me' : entry?.level === null ? 'through' : 'direct';
     const dot = svg('circle', { cx: x, cy: y, r: did === me ? 7 : 5, class: cls, 'data-did': did });
     dot.append(svg('title', {}, did === me ? `you (${did})` : `${did}${entry ? `: score ${entry.score.toFixed(2)}` : ''}`));

@@ -11,6 +11,7 @@ mod diskstore;
 mod docs;
 mod events;
 mod exchange;
+mod providers;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -126,7 +127,7 @@ struct Behaviour {
     /// First: a connection over the limits is refused before the others learn of it.
     limits: connection_limits::Behaviour,
     relay: relay::Behaviour,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
+    kad: kad::Behaviour<providers::Providers>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
@@ -204,19 +205,9 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
             // The node is a bootstrap server: it learns peers from those who dial it, and has
             // no one to bootstrap from itself.
             kad_config.set_periodic_bootstrap_interval(None);
-            // Provider records of every browser that uses this node: room for 65,536 objects
-            // (the default, 1,024 in all, would refuse the rest), each with up to 20
-            // providers. A record is taken only as `keep_provider` trims it (a peer chooses
-            // its addresses: up to a whole message of them otherwise), which bounds them at
-            // about 1.2 KB each; nothing else is stored for peers.
-            kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
-            let records =
-                kad::store::MemoryStoreConfig { max_provided_keys: 65_536, ..Default::default() };
-            let mut kad = kad::Behaviour::with_config(
-                peer,
-                kad::store::MemoryStore::with_config(peer, records),
-                kad_config,
-            );
+            // Provider records of every browser that uses this node, bounded (see providers.rs).
+            let mut kad =
+                kad::Behaviour::with_config(peer, providers::Providers::new(peer), kad_config);
             kad.set_mode(Some(kad::Mode::Server));
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .max_transmit_size(disot_core::announce::MAX_BYTES)
@@ -341,16 +332,6 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
                 }
                 _ => {}
             },
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest {
-                request: kad::InboundRequest::AddProvider { record: Some(record) },
-            })) => {
-                use kad::store::RecordStore as _;
-                if let Err(e) =
-                    swarm.behaviour_mut().kad.store_mut().add_provider(keep_provider(record))
-                {
-                    tracing::debug!("provider record not kept: {e}");
-                }
-            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -397,35 +378,4 @@ async fn run(args: Args, out: &Output) -> Result<(), BoxError> {
     }
     out.emit(&Event::Stopped);
     Ok(())
-}
-
-/// Most addresses kept of a provider record, and the longest kept (a browser names itself by
-/// one or two relayed addresses of about 100 bytes).
-const MAX_PROVIDER_ADDRS: usize = 4;
-const MAX_PROVIDER_ADDR_BYTES: usize = 256;
-
-/// A provider record as this node keeps it: its first few addresses of a sane length.
-fn keep_provider(mut record: kad::ProviderRecord) -> kad::ProviderRecord {
-    record.addresses.retain(|a| a.len() <= MAX_PROVIDER_ADDR_BYTES);
-    record.addresses.truncate(MAX_PROVIDER_ADDRS);
-    record
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_provider_record_keeps_a_few_short_addresses() {
-        let short: Multiaddr = "/ip4/127.0.0.1/tcp/4401/ws".parse().expect("addr");
-        let long: Multiaddr =
-            format!("/dns4/{}.example/tcp/1", "a".repeat(300)).parse().expect("addr");
-        let record = kad::ProviderRecord {
-            key: kad::RecordKey::new(&b"key"),
-            provider: libp2p::PeerId::random(),
-            expires: None,
-            addresses: [vec![long], vec![short.clone(); 10]].concat(),
-        };
-        assert_eq!(keep_provider(record).addresses, vec![short; MAX_PROVIDER_ADDRS]);
-    }
 }
