@@ -130,10 +130,13 @@ describe('chromium content store', { concurrency: 1 }, () => {
       // A frame serves a page a few ports at most (8). Ports the content script sends for asks
       // the provider no longer waits for (it gave up on a frame slow to come) go back to the
       // frame when the page has one already: ten such take none of them.
-      const ports = () => frame.evaluate(() => document.documentElement.dataset.ports);
-      const portsBefore = await ports();
+      const ports = () => frame.evaluate(() => [document.documentElement.dataset.ports, Number(document.documentElement.dataset.portsTaken)]);
+      const [portsBefore, takenBefore] = await ports();
       await page.evaluate(h.latePortsInPage, 10);
-      await h.waitFor(async () => (await ports()) === portsBefore, { timeout: 5_000, what: `the frame to serve ${portsBefore} ports again` });
+      await h.waitFor(async () => {
+        const [now, taken] = await ports();
+        return taken >= takenBefore + 10 && now === portsBefore;
+      }, { timeout: 10_000, what: `the frame to have taken 10 more ports and serve ${portsBefore} again` });
       assert.deepEqual((await page.evaluate(() => window.disot.cas.list())).map((o) => o.cid), [r.put.cid]);
 
       // Another origin: without a grant it cannot probe held vs unheld (same error for both)...
@@ -150,7 +153,7 @@ describe('chromium content store', { concurrency: 1 }, () => {
       await other.evaluate(h.latePortsInPage, 1);
       assert.equal(await other.evaluate((c) => window.disot.cas.has(c), r.put.cid), false);
       assert.equal(await started(), 'worker', 'granted, its frame starts');
-      assert.equal(await contentFrame().evaluate(() => document.documentElement.dataset.ports), '1', 'the page uses the port that came late');
+      assert.deepEqual(await contentFrame().evaluate(() => [document.documentElement.dataset.ports, document.documentElement.dataset.portsTaken]), ['1', '1'], 'the page uses the port that came late, and asked for no other');
       // The frame in a web page is never taken for the extension's own UI.
       const asUi = await other.frames().find((f) => f.url() === `${browser.extensionBase}frame.html`)
         .evaluate(() => chrome.runtime.sendMessage({ to: 'background', body: JSON.stringify({ method: 'ui_status' }) }).then((r) => JSON.parse(r.body)));
@@ -378,14 +381,17 @@ describe('firefox content store', () => {
       // page's frame if it has none yet (as in the Chromium test).
       const framePorts = async () => {
         await driver.switchTo().frame(await driver.findElement(By.css(`iframe[src="${base}frame.html"]`)));
-        const n = await driver.executeScript('return document.documentElement.dataset.ports');
+        const n = await driver.executeScript('return [document.documentElement.dataset.ports, document.documentElement.dataset.portsTaken]');
         await driver.switchTo().defaultContent();
         return n;
       };
       await driver.switchTo().defaultContent();
-      const portsBefore = await framePorts();
+      const [portsBefore, takenBefore] = await framePorts();
       await run(h.latePortsInPage, 10);
-      await h.waitFor(async () => (await framePorts()) === portsBefore, { timeout: 5_000, what: `the frame to serve ${portsBefore} ports again` });
+      await h.waitFor(async () => {
+        const [now, taken] = await framePorts();
+        return Number(taken) >= Number(takenBefore) + 10 && now === portsBefore;
+      }, { timeout: 10_000, what: `the frame to have taken 10 more ports and serve ${portsBefore} again` });
 
       await openDemo(site.url.replace('127.0.0.1', 'localhost'));
       assert.deepEqual(await run(async (cid) => window.disot.cas.has(cid), r.put.cid), { thrown: 4100 });
@@ -393,7 +399,7 @@ describe('firefox content store', () => {
       await h.grantInSeleniumFirefox(driver);
       await run(h.latePortsInPage, 1);
       assert.equal(await run(async (cid) => window.disot.cas.has(cid), r.put.cid), false);
-      assert.equal(await framePorts(), '1', 'the page uses the port that came late');
+      assert.deepEqual(await framePorts(), ['1', '1'], 'the page uses the port that came late, and asked for no other');
       assert.deepEqual(await run(async (cid) => window.disot.cas.get(cid, { length: 16 }), r.put.cid), { thrown: -32001 });
       assert.deepEqual(await run(async () => window.disot.cas.list()), []);
       // A page putting more at once than the store takes at a time: the rest wait their turn.

@@ -398,6 +398,8 @@ window.addEventListener('message', (ev) => {
     return;
   }
   ports++;
-  document.documentElement.dataset.ports = String(ports); // for tests
+  const dataset = document.documentElement.dataset; // for tests: ports served now, and ever
+  dataset.ports = String(ports);
+  dataset.portsTaken = String(Number(dataset.portsTaken ?? 0) + 1);
   serve(ev.ports[0], origin);
 });

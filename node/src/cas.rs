@@ -71,12 +71,18 @@ pub fn run(command: &Command, data_dir: &Path, json: bool) -> Result<(), BoxErro
 }
 
 /// The store, with the lock `hold` needs (`None` to read only: reads need none, every file
-/// being written whole or not at all, and the directory must exist). Nothing is written to
-/// try the disk: `gc` must work on a full one.
-fn open(data_dir: &Path, hold: Option<Hold>) -> Result<(DiskStore, Option<Lock>), BoxError> {
-    let dir = match hold {
-        Some(_) => crate::datadir::DataDir::open(data_dir)?,
-        None => crate::datadir::DataDir::existing(data_dir)?,
+/// being written whole or not at all). Only `add` (`create`) makes the directory: for the
+/// others a mistyped path is an error, not an empty store. Nothing is written to try the
+/// disk: `gc` must work on a full one.
+fn open(
+    data_dir: &Path,
+    hold: Option<Hold>,
+    create: bool,
+) -> Result<(DiskStore, Option<Lock>), BoxError> {
+    let dir = if create {
+        crate::datadir::DataDir::open(data_dir)?
+    } else {
+        crate::datadir::DataDir::existing(data_dir)?
     };
     let lock = hold.map(|h| dir.lock(h)).transpose()?;
     Ok((DiskStore::open(data_dir)?, lock))
@@ -113,7 +119,7 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
     match command {
         Command::Add(args) => add(args, data_dir, json).await,
         Command::Cat(NameArg { name }) => {
-            let (store, _) = open(data_dir, None)?;
+            let (store, _) = open(data_dir, None, false)?;
             let record = store::resolve(&store, name).await?;
             let cid: Cid = record.cid.parse()?;
             let mut stdout = std::io::stdout().lock();
@@ -125,7 +131,7 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
             Ok(())
         }
         Command::Pin(NameArg { name }) | Command::Unpin(NameArg { name }) => {
-            let (store, _writing) = open(data_dir, Some(Hold::StoreWrite))?;
+            let (store, _writing) = open(data_dir, Some(Hold::StoreWrite), false)?;
             let found = store::resolve(&store, name).await?;
             let pinned = matches!(command, Command::Pin(_));
             // Changed as stored when the change is made (another command may change it too).
@@ -137,7 +143,7 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
             Ok(())
         }
         Command::Ls => {
-            let (store, _) = open(data_dir, None)?;
+            let (store, _) = open(data_dir, None, false)?;
             for r in store.objects().await? {
                 print_record(&r, json);
             }
@@ -167,7 +173,7 @@ async fn run_async(command: &Command, data_dir: &Path, json: bool) -> Result<(),
             Ok(())
         }
         Command::Gc => {
-            let (store, _sweeping) = open(data_dir, Some(Hold::StoreSweep))?;
+            let (store, _sweeping) = open(data_dir, Some(Hold::StoreSweep), false)?;
             let removed = store::collect_garbage(&store).await?;
             let leftovers = store.remove_leftovers()?;
             if leftovers > 0 {
@@ -198,7 +204,8 @@ async fn add(args: &AddArgs, data_dir: &Path, json: bool) -> Result<(), BoxError
             std::fs::File::open(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
         ),
     };
-    let opened = if args.only_hash { None } else { Some(open(data_dir, Some(Hold::StoreWrite))?) };
+    let opened =
+        if args.only_hash { None } else { Some(open(data_dir, Some(Hold::StoreWrite), true)?) };
     let store = opened.as_ref().map(|(store, _writing)| store);
     // Stream in 1 MiB reads: memory stays flat whatever the size. Blocks are written as they
     // complete; the object record is written last, so the object appears all at once.

@@ -322,16 +322,10 @@ impl Service {
             loop {
                 match control.open_stream(peer, SYNC).await {
                     Ok(stream) => this.session(peer, did.clone(), stream, true).await,
-                    Err(e) => {
-                        // Gone (its leaving may not have been heard: the queue was full, or
-                        // it left as its identity exchange ended): not a peer to pass
-                        // changes on to until it comes back and says who it is again.
-                        this.peers.borrow_mut().remove(&peer);
-                        this.out.emit(&Event::SyncFailed {
-                            peer: peer.to_string(),
-                            reason: format!("opening a session: {e}"),
-                        })
-                    }
+                    Err(e) => this.out.emit(&Event::SyncFailed {
+                        peer: peer.to_string(),
+                        reason: format!("opening a session: {e}"),
+                    }),
                 }
                 if !this.again.borrow_mut().remove(&peer) || this.cut_off.borrow().contains(&peer) {
                     break;

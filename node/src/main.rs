@@ -80,8 +80,8 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     relay_max_circuits: u32,
 
-    /// Most peers holding a relay reservation (reachable through this node) at once (4
-    /// reservations per peer)
+    /// Most relay reservations (each makes a peer reachable through this node) at once; a
+    /// peer holds at most 4
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     relay_max_reservations: u32,

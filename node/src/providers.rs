@@ -2,13 +2,16 @@
 //!
 //! Any peer may tell the node that it provides a key, and names its own addresses. Kept as
 //! they come, those records would be bounded only by keys × providers per key × a whole
-//! message of addresses each (gigabytes). Here each record keeps a few short addresses, one
-//! peer provides at most [`MAX_KEYS_PER_PROVIDER`] keys and all peers together at most
-//! [`MAX_RECORDS`] records (about 1 KB each): what comes beyond is refused until records
-//! expire or are replaced. Value records are not kept at all (nothing here uses them).
+//! message of key and addresses each (gigabytes). Here a key is at most [`MAX_KEY_BYTES`]
+//! (a multihash), each record keeps a few short addresses, one peer provides at most
+//! [`MAX_KEYS_PER_PROVIDER`] keys and all peers together at most [`MAX_RECORDS`] records
+//! (about 1 KB each). At a limit, expired records go first (Kademlia removes another peer's
+//! only when its key is looked up); what still does not fit is refused. Value records are not
+//! kept at all (nothing here uses them).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use libp2p::kad::store::{self, MemoryStore, MemoryStoreConfig, RecordStore};
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
@@ -24,12 +27,17 @@ pub const MAX_KEYS_PER_PROVIDER: usize = 16_384;
 /// one or two relayed addresses of about 100 bytes).
 pub const MAX_ADDRS: usize = 4;
 pub const MAX_ADDR_BYTES: usize = 256;
+/// Longest key (a CID's multihash is 34–36 bytes).
+pub const MAX_KEY_BYTES: usize = 64;
+/// Expired records are looked for at most this often (each look reads every record).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Providers {
     inner: MemoryStore,
-    /// Records kept of each provider (none at zero), and in all.
-    per_provider: HashMap<PeerId, usize>,
+    /// The keys of each provider's records kept (none empty), and how many records in all.
+    keys_of: HashMap<PeerId, HashSet<RecordKey>>,
     total: usize,
+    swept: Option<Instant>,
 }
 
 impl Providers {
@@ -42,9 +50,36 @@ impl Providers {
         };
         Providers {
             inner: MemoryStore::with_config(local, config),
-            per_provider: HashMap::new(),
+            keys_of: HashMap::new(),
             total: 0,
+            swept: None,
         }
+    }
+
+    /// Remove the records that expired, unless that was done a moment ago.
+    fn sweep(&mut self, now: Instant) {
+        if self.swept.is_some_and(|at| now.duration_since(at) < SWEEP_EVERY) {
+            return;
+        }
+        self.swept = Some(now);
+        let mut expired = Vec::new();
+        for (provider, keys) in &self.keys_of {
+            for key in keys {
+                let record =
+                    self.inner.providers(key).into_iter().find(|p| p.provider == *provider);
+                if record.is_none_or(|r| r.is_expired(now)) {
+                    expired.push((key.clone(), *provider));
+                }
+            }
+        }
+        for (key, provider) in expired {
+            self.remove_provider(&key, &provider);
+        }
+    }
+
+    fn full(&self, provider: &PeerId) -> bool {
+        self.total >= MAX_RECORDS
+            || self.keys_of.get(provider).is_some_and(|k| k.len() >= MAX_KEYS_PER_PROVIDER)
     }
 
     fn holds(&self, key: &RecordKey, provider: &PeerId) -> bool {
@@ -73,6 +108,9 @@ impl RecordStore for Providers {
     }
 
     fn add_provider(&mut self, mut record: ProviderRecord) -> store::Result<()> {
+        if record.key.as_ref().len() > MAX_KEY_BYTES {
+            return Err(store::Error::ValueTooLarge);
+        }
         record.addresses.retain(|a| a.len() <= MAX_ADDR_BYTES);
         record.addresses.truncate(MAX_ADDRS);
         let provider = record.provider;
@@ -80,15 +118,21 @@ impl RecordStore for Providers {
             // Renewed (its addresses and expiry): nothing more is kept.
             return self.inner.add_provider(record);
         }
-        let of_provider = self.per_provider.get(&provider).copied().unwrap_or(0);
-        if self.total >= MAX_RECORDS || of_provider >= MAX_KEYS_PER_PROVIDER {
-            return Err(store::Error::MaxProvidedKeys);
+        if self.full(&provider) {
+            self.sweep(Instant::now());
+            if self.full(&provider) {
+                return Err(store::Error::MaxProvidedKeys);
+            }
         }
         let key = record.key.clone();
-        self.inner.add_provider(record)?;
+        if let Err(e) = self.inner.add_provider(record.clone()) {
+            // Out of keys: those of expired records may make room.
+            self.sweep(Instant::now());
+            self.inner.add_provider(record).map_err(|_| e)?;
+        }
         // (A key's providers already full: the store let it go without a word.)
         if self.holds(&key, &provider) {
-            self.per_provider.insert(provider, of_provider + 1);
+            self.keys_of.entry(provider).or_default().insert(key);
             self.total += 1;
         }
         Ok(())
@@ -103,15 +147,12 @@ impl RecordStore for Providers {
     }
 
     fn remove_provider(&mut self, k: &RecordKey, p: &PeerId) {
-        if !self.holds(k, p) {
-            return;
-        }
         self.inner.remove_provider(k, p);
-        self.total -= 1;
-        match self.per_provider.get_mut(p) {
-            Some(n) if *n > 1 => *n -= 1,
-            _ => {
-                self.per_provider.remove(p);
+        let Some(keys) = self.keys_of.get_mut(p) else { return };
+        if keys.remove(k) {
+            self.total -= 1;
+            if keys.is_empty() {
+                self.keys_of.remove(p);
             }
         }
     }
@@ -157,7 +198,27 @@ mod tests {
         store.remove_provider(&RecordKey::new(&1usize.to_be_bytes()), &greedy); // (twice: once)
         store.add_provider(record(b"one more", greedy, vec![])).expect("room again");
         assert_eq!(store.total, MAX_KEYS_PER_PROVIDER + 1);
-        // Values are not kept.
+        // Values are not kept, nor a key longer than a multihash.
         assert!(store.put(Record::new(b"v".to_vec(), b"x".to_vec())).is_err());
+        assert!(store.add_provider(record(&[7; MAX_KEY_BYTES + 1], other, vec![])).is_err());
+    }
+
+    #[test]
+    fn at_a_limit_expired_records_make_room() {
+        let mut store = Providers::new(PeerId::random());
+        let peer = PeerId::random();
+        let past = Instant::now() - Duration::from_secs(1);
+        for i in 0..MAX_KEYS_PER_PROVIDER {
+            let mut r = record(&i.to_be_bytes(), peer, vec![]);
+            r.expires = (i % 2 == 0).then_some(past);
+            store.add_provider(r).expect("kept");
+        }
+        store.add_provider(record(b"one more", peer, vec![])).expect("room made");
+        assert_eq!(store.total, MAX_KEYS_PER_PROVIDER / 2 + 1);
+        assert!(
+            store.providers(&RecordKey::new(&0usize.to_be_bytes())).is_empty(),
+            "expired: gone"
+        );
+        assert_eq!(store.providers(&RecordKey::new(&1usize.to_be_bytes())).len(), 1, "kept");
     }
 }

@@ -91,7 +91,12 @@ fn bad_flags_get_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'seventy'"));
 
     // A relay limit of zero (a circuit ended at once, or none allowed) is refused.
-    for flag in ["--relay-max-circuit-secs", "--relay-max-circuit-bytes", "--relay-max-circuits"] {
+    for flag in [
+        "--relay-max-circuit-secs",
+        "--relay-max-circuit-bytes",
+        "--relay-max-circuits",
+        "--relay-max-reservations",
+    ] {
         let out = Command::new(BIN).args([flag, "0"]).output().expect("run");
         assert_eq!(out.status.code(), Some(2), "{flag} 0");
         assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value '0'"), "{flag} 0");
