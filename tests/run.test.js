@@ -46,7 +46,7 @@ for (const kind of ['chromium', 'firefox']) {
       }
     });
     try {
-      await h.waitFor(() => new RegExp(`identified \\S+ as disot-peer/\\S+ \\(${kind}\\)`).test(output),
+      await h.waitFor(() => new RegExp(`identified \\S+ as "disot-peer/\\S+ \\(${kind}\\)"`).test(output),
         { timeout: 60_000, what: 'the node to identify the browser peer' });
       await h.waitFor(() => /relay reservation accepted/.test(output), { what: 'a relay reservation' });
       assert.ok(await portOpen(demoPort), 'the demo page is served');
