@@ -84,7 +84,13 @@ describe('disot-node keeps shared documents for its trusted peers', () => {
 
     // B is back; only the node is there to tell it what A did.
     [b, popupB] = await reopen(profileB, extDirB, sb.did);
-    await h.waitFor(async () => JSON.stringify(await ui(popupB, 'collection_get', { id }).catch(() => null)) === JSON.stringify(expected), { what: 'A\'s changes at B, from the node', timeout: 60_000 });
+    await h.waitFor(async () => JSON.stringify(await ui(popupB, 'collection_get', { id }).catch(() => null)) === JSON.stringify(expected), { what: 'A\'s changes at B, from the node', timeout: 60_000 })
+      .catch(async (e) => {
+        // (Once seen in a full run under load, never alone: what each side knew then.)
+        const atB = JSON.stringify(await ui(popupB, 'sync_status').then((s) => s.peers, (x) => x.message));
+        const atNode = JSON.stringify(node.events.filter((ev) => ev.did === sb.did || ev.peer === sb.peerId).slice(-8));
+        throw new Error(`${e.message}; B's sync: ${atB}; the node's last events of B: ${atNode}`);
+      });
     assert.ok(!node.connectedPeers().has(sa.peerId), 'A was offline all along');
     // (The session is counted once it has saved what it brought, a moment after it is seen.)
     await h.waitFor(async () => (await ui(popupB, 'sync_status')).peers.find((p) => p.did === nodeDid)?.sessions > 0, { what: 'B\'s sessions with the node counted' });
