@@ -210,16 +210,19 @@ pub struct Share {
 }
 
 impl Share {
+    /// Its texts that this code writes at most [`MAX_TEXT`] bytes of, each with its name.
+    fn texts(&self) -> impl Iterator<Item = (&'static str, &String)> {
+        [("id", Some(&self.id)), ("note", Some(&self.note))]
+            .into_iter()
+            .chain([("name", self.name.as_ref()), ("MIME type", self.mime.as_ref())])
+            .chain([("cid", self.cid.as_ref()), ("sha256", self.sha256.as_ref())])
+            .chain([("collection", self.collection.as_ref())])
+            .filter_map(|(what, v)| Some((what, v?)))
+    }
+
     /// Whether each of its texts is within [`MAX_TEXT`].
     fn fits(&self) -> bool {
-        [&self.id, &self.note]
-            .into_iter()
-            .chain(
-                [&self.cid, &self.sha256, &self.name, &self.mime, &self.collection]
-                    .into_iter()
-                    .flatten(),
-            )
-            .all(|t| t.len() <= MAX_TEXT)
+        self.texts().all(|(_, t)| t.len() <= MAX_TEXT)
     }
 }
 
@@ -675,14 +678,8 @@ impl Library {
         if share.to == self.me {
             return Err(Error::Invalid("sharing with yourself".into()));
         }
-        for (what, v) in [("id", Some(&share.id)), ("note", Some(&share.note))]
-            .into_iter()
-            .chain([("name", share.name.as_ref()), ("MIME type", share.mime.as_ref())])
-            .chain([("cid", share.cid.as_ref()), ("sha256", share.sha256.as_ref())])
-        {
-            if let Some(v) = v {
-                text(what, v)?;
-            }
+        for (what, v) in share.texts() {
+            text(what, v)?;
         }
         if share.cid.is_some() == share.collection.is_some() {
             return Err(Error::Invalid("a share names an object or a collection".into()));

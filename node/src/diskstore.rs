@@ -129,12 +129,20 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
-impl BlockStore for DiskStore {
-    async fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
+impl DiskStore {
+    /// A block's bytes, checked against its CID, read on this thread (it blocks: see
+    /// [`crate::exchange`] for reading on a thread of its own).
+    pub fn read_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
         match read_optional(&self.block_path(cid))? {
             Some(data) => verify(cid, &data).map(|()| Some(data)),
             None => Ok(None),
         }
+    }
+}
+
+impl BlockStore for DiskStore {
+    async fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
+        self.read_block(cid)
     }
 
     async fn has(&self, cid: &Cid) -> Result<bool> {

@@ -15,14 +15,21 @@ use crate::diskstore::DiskStore;
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new(bitswap::PROTOCOL);
 
-struct Everything<'a>(&'a DiskStore);
+struct Everything<'a>(&'a Arc<DiskStore>);
 
 impl Source for Everything<'_> {
     async fn block(&self, _peer: &PeerId, cid: &Cid) -> Option<Vec<u8>> {
-        match self.0.get(cid).await {
-            Ok(found) => found,
-            Err(e) => {
+        // Reading and hashing a block of up to a few MiB takes milliseconds: on a thread of
+        // its own, not on one of the few that carry every connection.
+        let (store, wanted) = (self.0.clone(), *cid);
+        match tokio::task::spawn_blocking(move || store.read_block(&wanted)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
                 tracing::warn!("serving {cid}: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("serving {cid}: the read stopped: {e}");
                 None
             }
         }
