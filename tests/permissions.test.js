@@ -42,6 +42,7 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     const answer = await ask(page);
     const prompt = await promptPage(browser);
     assert.equal(await prompt.$eval('#origin', (e) => e.textContent), site.url);
+    assert.equal(await prompt.$eval('#insecure', (e) => e.hidden), true, 'a site on this computer is secure');
     assert.deepEqual(await prompt.$$eval('#permissions li', (l) => l.map((e) => e.dataset.permission)), ['cas']);
     const second = await h.pageRequest(page, { method: 'disot_requestPermissions', params: [{ cas: {} }] });
     assert.equal(second.error.code, -32002);
@@ -130,6 +131,7 @@ describe('chromium permissions', { concurrency: 1 }, () => {
     await prompt.waitForFunction(() => document.getElementById('waiting').textContent.startsWith('2 more requests wait'), { timeout: 10_000 });
     assert.deepEqual(await prompt.$$eval('#block-scope option', (o) => o.map((e) => [e.value, e.textContent])),
       [['site', 'this site'], ['domain', 'every site under localhost']]);
+    assert.deepEqual(await prompt.$eval('#origin', (e) => [e.textContent, e.querySelector('b')?.textContent]), [under('a'), 'localhost'], 'the domain set apart');
     await prompt.select('#block-scope', 'domain');
     await prompt.click('#block');
     for (const [i, answer] of answers.slice(0, 2).entries()) {
@@ -239,6 +241,54 @@ describe('chromium permissions', { concurrency: 1 }, () => {
   after(() => browser?.close());
 });
 
+// Which site asks, as the prompt shows it: its registrable domain (the part no one else can
+// have) set apart, and a warning for a plain-HTTP site that is not on this computer (anyone on
+// the network between could have made the request). The browsers resolve the test's name to
+// this computer: no traffic leaves it.
+const AWAY = 'shop.example.test';
+
+describe('chromium prompt: which site asks', () => {
+  test('a plain-HTTP site away from this computer is flagged not secure, its registrable domain set apart', async () => {
+    const site = await h.startPageServer();
+    const origin = site.url.replace('127.0.0.1', AWAY);
+    const browser = await h.Browser.launch('chromium', h.prepareExtension('chrome', []), h.tempDir('profile-perm-away'),
+      { chromiumArgs: [`--host-resolver-rules=MAP ${AWAY} 127.0.0.1`] });
+    try {
+      const page = await browser.open(`${origin}/demo.html`);
+      const answer = await ask(page);
+      const prompt = await promptPage(browser);
+      assert.deepEqual(await prompt.$eval('#origin', (e) => [e.textContent, e.querySelector('b')?.textContent]), [origin, 'example.test']);
+      assert.equal(await prompt.$eval('#insecure', (e) => e.hidden), false);
+      assert.match(await prompt.$eval('#insecure', (e) => e.textContent), /plain HTTP/);
+      await prompt.click('#reject');
+      assert.equal((await answer()).error.code, 4001);
+    } finally {
+      await browser.close();
+    }
+  });
+});
+
+describe('firefox prompt: which site asks', () => {
+  test('a plain-HTTP site away from this computer is flagged not secure, its registrable domain set apart', async () => {
+    const { By } = await import('selenium-webdriver');
+    const site = await h.startPageServer();
+    const origin = site.url.replace('127.0.0.1', AWAY);
+    await h.withSeleniumFirefox(h.prepareExtension('firefox', []), async (driver) => {
+      const main = await driver.getWindowHandle();
+      await driver.get(`${origin}/demo.html`);
+      await driver.wait(() => driver.executeScript('return !!window.disot'), 10_000);
+      await driver.executeScript("window.__ask = window.disot.request({ method: 'disot_requestPermissions', params: [{ cas: {} }] }).then((result) => ({ result }), (e) => ({ error: { code: e.code } }));");
+      await h.toSeleniumPrompt(driver, main);
+      assert.equal(await driver.findElement(By.id('origin')).getText(), origin);
+      assert.equal(await driver.findElement(By.css('#origin b')).getText(), 'example.test');
+      assert.equal(await driver.findElement(By.id('insecure')).isDisplayed(), true);
+      await driver.findElement(By.id('reject')).click();
+      await driver.switchTo().window(main);
+      assert.deepEqual(await driver.executeAsyncScript('const done = arguments[0]; window.__ask.then(done);'), { error: { code: 4001 } });
+    }, { prefs: { 'network.dns.localDomains': AWAY } });
+  });
+});
+
 // Firefox hides extension windows from WebDriver BiDi, so this side runs on Selenium and
 // geckodriver, which can switch to the prompt window. (Grants surviving a restart are covered
 // for Firefox by the content-store test, which relaunches on the same profile.)
@@ -255,12 +305,9 @@ describe('firefox permissions', { concurrency: 1 }, () => {
       const answer = () => driver.executeAsyncScript('const done = arguments[0]; window.__ask.then(done);');
       const main = await driver.getWindowHandle();
       const toPrompt = async () => {
-        await driver.wait(async () => (await driver.getAllWindowHandles()).length === 2, 15_000, 'a prompt window');
-        await driver.switchTo().window((await driver.getAllWindowHandles()).find((w) => w !== main));
-        // The new window may still be on about:blank: wait for the prompt to load.
-        await driver.wait(async () => /\/prompt\.html\?id=\d+$/.test(await driver.getCurrentUrl()), 15_000, 'the prompt page');
-        await driver.wait(until.elementIsEnabled(await driver.wait(until.elementLocated(By.id('approve')), 15_000)), 15_000);
+        await h.toSeleniumPrompt(driver, main);
         assert.equal(await driver.findElement(By.id('origin')).getText(), site.url);
+        assert.equal(await driver.findElement(By.id('insecure')).isDisplayed(), false, 'a site on this computer is secure');
       };
 
       await driver.get(`${site.url}/demo.html`);

@@ -120,6 +120,24 @@ fn host_of(origin: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Whether browsers treat pages of `origin` as secure: HTTPS, or plain HTTP to this computer
+/// (`localhost`, its subdomains and loopback addresses). The prompt warns of any other site:
+/// anyone on the network between the user and it can change what its pages ask for.
+pub fn secure_origin(origin: &str) -> bool {
+    let Some((scheme, _)) = origin.split_once("://") else { return false };
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" | "wss" => true,
+        "http" | "ws" => {
+            let host = host_of(origin);
+            host == "localhost"
+                || host.ends_with(".localhost")
+                || host == "[::1]"
+                || host.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback())
+        }
+        _ => false,
+    }
+}
+
 /// The domain the prompt offers to block with [`BlockScope::Domain`], if any: the host's
 /// registrable domain by the public-suffix list (`a.b.example.co.uk` → `example.co.uk`,
 /// `x.github.io` → `x.github.io`, since anyone may have a site under `github.io`), and
@@ -467,6 +485,34 @@ mod tests {
         let round: Grants =
             serde_json::from_str(&serde_json::to_string(&g).expect("ser")).expect("de");
         assert_eq!(round, g);
+    }
+
+    #[test]
+    fn secure_origins_are_https_or_this_computer() {
+        for origin in [
+            "https://example.com",
+            "https://example.com:8443",
+            "http://127.0.0.1:8080",
+            "http://127.9.9.9",
+            "http://[::1]:3000",
+            "http://localhost:3000",
+            "http://shop.localhost",
+            "HTTP://LOCALHOST",
+        ] {
+            assert!(secure_origin(origin), "{origin}");
+        }
+        for origin in [
+            "http://example.com",
+            "http://10.0.0.1:8080",
+            "http://128.0.0.1",
+            "http://localhost.example.com",
+            "http://[::2]",
+            "ftp://localhost",
+            "null",
+            "",
+        ] {
+            assert!(!secure_origin(origin), "{origin}");
+        }
     }
 
     #[test]

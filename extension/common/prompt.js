@@ -70,9 +70,29 @@ async function pending() {
   }
 }
 
+/**
+ * The site, with its registrable domain (`example.co.uk` of `https://shop.example.co.uk:8443`,
+ * the part no one else can have) set apart from the rest; its text is the whole origin.
+ */
+function showOrigin(origin, domain) {
+  const el = $('origin');
+  const start = origin.indexOf('://') + 3;
+  const host = origin.slice(start).match(/^(\[[^\]]*\]|[^:/]*)/)[0];
+  const end = start + host.length;
+  const at = end - (domain?.length ?? 0);
+  if (!domain || start < 3 || !host.toLowerCase().endsWith(domain) || !(at === start || origin[at - 1] === '.')) {
+    el.textContent = origin;
+    return;
+  }
+  const part = (tag, text) => Object.assign(document.createElement(tag), { textContent: text });
+  el.replaceChildren(part('span', origin.slice(0, at)), part('b', origin.slice(at, end)), part('span', origin.slice(end)));
+  el.classList.add('split');
+}
+
 try {
   const request = await pending();
-  $('origin').textContent = request.origin;
+  showOrigin(request.origin, request.blockDomain);
+  $('insecure').hidden = request.secure !== false;
   showWaiting(request);
   if (request.sign) {
     // A signing request: the whole entry, exactly as it will be signed.

@@ -226,7 +226,7 @@ const CHROMIUM_ARGS = [
 
 /** A launched browser with the extension installed. */
 export class Browser {
-  static async launch(kind, extDir, profileDir, { firefoxPrefs = {}, uuid = randomUUID(), executablePath, loopbackWebRtc = true } = {}) {
+  static async launch(kind, extDir, profileDir, { firefoxPrefs = {}, chromiumArgs = [], uuid = randomUUID(), executablePath, loopbackWebRtc = true } = {}) {
     const b = new Browser(kind, extDir, profileDir);
     b.startedAt = Date.now();
     if (kind === 'chromium') {
@@ -234,7 +234,7 @@ export class Browser {
         executablePath: executablePath ?? CHROMIUM, headless: true, pipe: true, userDataDir: profileDir,
         enableExtensions: [extDir],
         // Loopback ICE candidates help on loopback and hurt between namespaces (each has its own).
-        args: loopbackWebRtc ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--allow-loopback-in-peer-connection'),
+        args: [...(loopbackWebRtc ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--allow-loopback-in-peer-connection')), ...chromiumArgs],
       });
       const sw = await b.browser.waitForTarget(
         (t) => t.type() === 'service_worker' && t.url().startsWith('chrome-extension://'), { timeout: 20_000 });
@@ -529,17 +529,26 @@ export async function grantInChromium(browser, page) {
   return page.evaluate(() => window.__grant);
 }
 
-/** Selenium Firefox: ask for `cas` in the current page and approve it in the prompt window. */
-export async function grantInSeleniumFirefox(driver) {
+/**
+ * Selenium Firefox: switch to the prompt window that opens beside `main` (the only other
+ * window), once its request shows and its answers are enabled.
+ */
+export async function toSeleniumPrompt(driver, main) {
   const { By, until } = await import('selenium-webdriver');
-  const main = await driver.getWindowHandle();
-  await driver.executeScript("window.__grant = window.disot.request({ method: 'disot_requestPermissions', params: [{ cas: {} }] });");
   await driver.wait(async () => (await driver.getAllWindowHandles()).length === 2, 15_000, 'a prompt window');
   await driver.switchTo().window((await driver.getAllWindowHandles()).find((w) => w !== main));
   // The new window may still be on about:blank: wait for the prompt to load.
-  const approve = await driver.wait(until.elementLocated(By.id('approve')), 15_000);
-  await driver.wait(until.elementIsEnabled(approve), 15_000);
-  await approve.click();
+  await driver.wait(async () => /\/prompt\.html\?id=\d+$/.test(await driver.getCurrentUrl()), 15_000, 'the prompt page');
+  await driver.wait(until.elementIsEnabled(await driver.wait(until.elementLocated(By.id('approve')), 15_000)), 15_000);
+}
+
+/** Selenium Firefox: ask for `cas` in the current page and approve it in the prompt window. */
+export async function grantInSeleniumFirefox(driver) {
+  const { By } = await import('selenium-webdriver');
+  const main = await driver.getWindowHandle();
+  await driver.executeScript("window.__grant = window.disot.request({ method: 'disot_requestPermissions', params: [{ cas: {} }] });");
+  await toSeleniumPrompt(driver, main);
+  await driver.findElement(By.id('approve')).click();
   await driver.switchTo().window(main);
   return driver.executeAsyncScript('const done = arguments[0]; window.__grant.then(done);');
 }

@@ -2152,6 +2152,7 @@ async fn handle_ui(
             shown["waiting"] = json!(pending.len().saturating_sub(1));
             // What "block every site under …" would block, if the origin has a domain.
             shown["blockDomain"] = json!(permissions::block_domain(&request.origin));
+            shown["secure"] = json!(permissions::secure_origin(&request.origin));
             Ok(shown)
         }
         UiRequest::DecidePermission { id, approve, remember, block } => {
