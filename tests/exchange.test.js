@@ -23,11 +23,15 @@ function nodeAdd(dataDir, bytes, extra = []) {
 
 /** In-page: get `cid` (not held here), with progress; its SHA-256 and what the page saw. */
 /** Wait until the page's browser is connected to every one of `peerIds`. */
+/**
+ * Wait until `page`'s peer is connected to each of `peerIds` and has heard what each speaks
+ * (identify: its agent is known, and so whether it speaks Bitswap).
+ */
 function connectedTo(page, peerIds) {
   return h.waitFor(async () => {
-    const ids = (await page.evaluate(() => window.disot.p2p.peers())).map((p) => p.peerId);
-    return peerIds.every((id) => ids.includes(id));
-  }, { what: 'both peers connected' });
+    const peers = await page.evaluate(() => window.disot.p2p.peers());
+    return peerIds.every((id) => peers.some((p) => p.peerId === id && p.agent !== null));
+  }, { what: `${peerIds.length} peers connected and identified` });
 }
 
 async function getFromPeersInPage(cid) {
@@ -343,10 +347,7 @@ describe('bitswap', { concurrency: 1 }, () => {
     const ext = h.prepareExtension('chrome', [node.wsAddr, observer.addr]);
     const profile = h.tempDir('profile-held');
     const wantsOf = (cids) => observer.events.filter((e) => e.event === 'wanted' && cids.includes(e.cid));
-    const connected = async (page) => {
-      await h.waitFor(async () => (await page.evaluate(() => window.disot.p2p.peers())).some((p) => p.peerId === observer.peerId), { what: 'the observing peer connected' });
-      await new Promise((r) => setTimeout(r, 500)); // identify: known to speak Bitswap
-    };
+    const connected = (page) => connectedTo(page, [observer.peerId]);
     // Small objects (one block, asked of peers at once when not held), public and not, and a
     // larger one; each got at once after its put, then all again.
     const putAndGet = () => {
@@ -409,8 +410,7 @@ describe('bitswap', { concurrency: 1 }, () => {
     try {
       const a = await browser.open(`${site.url}/demo.html`);
       await h.grantInChromium(browser, a);
-      await h.waitFor(async () => (await a.evaluate(() => window.disot.p2p.peers())).some((p) => p.peerId === node.peerId), { what: 'the node connected' });
-      await new Promise((r) => setTimeout(r, 500)); // identify: known to speak Bitswap
+      await connectedTo(a, [node.peerId]);
       const putIn = (page, bytes) => page.evaluate(async (b64) => window.disot.cas.put(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)), { mime: 'text/x-a' }), bytes.toString('base64'));
       assert.equal((await putIn(a, x)).cid, addedX.cid, 'site A holds X');
       assert.equal((await putIn(a, small)).cid, addedSmall.cid, 'and a one-block object');
@@ -455,8 +455,7 @@ describe('bitswap', { concurrency: 1 }, () => {
     try {
       const page = await browser.open(`${site.url}/demo.html`);
       await h.grantInChromium(browser, page);
-      await h.waitFor(async () => (await page.evaluate(() => window.disot.p2p.peers())).some((p) => p.peerId === node.peerId), { what: 'the node connected' });
-      await new Promise((r) => setTimeout(r, 500)); // identify: known to speak Bitswap
+      await connectedTo(page, [node.peerId]);
       // All at once, the first one twice. (Until now, 16 fetches ran at once and the rest,
       // and a second request for an object being fetched, failed with -32005.)
       const names = [added[0].cid, ...added.map((a) => a.cid)];
@@ -501,7 +500,6 @@ describe('bitswap', { concurrency: 1 }, () => {
       const page = await browser.open(`${site.url}/demo.html`);
       await h.grantInChromium(browser, page);
       await connectedTo(page, [node.peerId, hostile.peerId]);
-      await new Promise((r) => setTimeout(r, 500)); // identify: both known to speak Bitswap
       // The hostile peer says it has every block and now sends none: a fetch from it holds its
       // turn until the peer goes. One site has at most 8 turns.
       hostile.send('stall');
@@ -535,8 +533,12 @@ describe('bitswap', { concurrency: 1 }, () => {
       await page.evaluate((names) => {
         window.__others = names.map((name) => window.disot.request({ method: 'cas_fetch', params: { name } }).then(() => 'fetched', (e) => e.code));
       }, cids.slice(1));
-      await new Promise((r) => setTimeout(r, 1500));
-      const others = await status();
+      // (Once all ten objects are counted: had the ten above not been joined, more would be.)
+      let others;
+      await h.waitFor(async () => {
+        others = await status();
+        return others.transfers.length + others.fetchesWaiting >= 10;
+      }, { what: 'ten objects counted as fetching or waiting' });
       assert.deepEqual([others.transfers.length, others.fetchesWaiting], [8, 2], 'nine more objects: eight run in all, two wait');
       // The peer goes: every one of them fails, the ten joined ones with one answer.
       hostile.stop();
@@ -562,7 +564,6 @@ describe('bitswap', { concurrency: 1 }, () => {
       await h.grantInChromium(browser, page);
       const hostileId = hostile.addr.split('/p2p/')[1];
       await connectedTo(page, [node.peerId, hostileId]);
-      await new Promise((r) => setTimeout(r, 500)); // identify: both known to speak Bitswap
       // Before it misbehaves, the peer is served what is public.
       const mine = (await page.evaluate(() => window.disot.cas.put(new Uint8Array(1024).fill(7), { public: true }))).cid;
       const about = (event) => hostile.events.filter((e) => e.event === event && e.cid === mine).length;

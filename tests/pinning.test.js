@@ -63,10 +63,23 @@ describe('disot-node keeps shared documents for its trusted peers', () => {
     // B goes away; A changes the collection twice; the node takes both changes.
     await b.close();
     await h.waitFor(() => !node.connectedPeers().has(sb.peerId), { what: 'B gone at the node', timeout: 60_000 });
-    const before = synced();
+    // One change at a time, each waited for until A's sessions with the node have been quiet
+    // for 2 s: a change made while a session runs (one an earlier change started) waits for
+    // the session after it, and A must not leave before that one is over.
+    const tookChange = (before, what) => {
+      let [seen, since] = [-1, 0];
+      return h.waitFor(() => {
+        const sessions = node.events.filter((e) => e.event === 'synced' && e.did === sa.did);
+        if (sessions.length !== seen) [seen, since] = [sessions.length, Date.now()];
+        return synced() > before && sessions.at(-1).refused.length === 0 && Date.now() - since >= 2_000;
+      }, { what, timeout: 60_000 });
+    };
+    let before = synced();
     await ui(popupA, 'collection_add', { id, cid: cids[1] });
+    await tookChange(before, 'A\'s addition at the node');
+    before = synced();
     await ui(popupA, 'collection_rename', { id, name: 'kept while you were away' });
-    await h.waitFor(() => synced() > before && node.events.filter((e) => e.event === 'synced' && e.did === sa.did).at(-1).refused.length === 0, { what: 'A\'s changes at the node' });
+    await tookChange(before, 'A\'s new name at the node');
     const expected = await ui(popupA, 'collection_get', { id });
     assert.deepEqual(expected.entries.map((e) => e.cid), [cids[0], cids[1]]);
 

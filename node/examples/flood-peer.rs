@@ -37,6 +37,9 @@ const PROTOCOLS: [(&str, usize, usize); 4] = [
 
 /// How long the streams are held before they are looked at.
 const HOLD: Duration = Duration::from_secs(3);
+/// How long after [`HOLD`] flooded streams are looked at at most (under the 10 s the node and
+/// the browsers give an identity exchange).
+const SETTLE: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> Result<(), support::Error> {
@@ -133,8 +136,21 @@ async fn strangers(addr: Multiaddr, n: usize) {
     }));
 }
 
+/// The streams of `streams` still served: such a one gives nothing to read (it waits for the
+/// rest of the message); a reset one ends or fails at once.
+async fn still_open(streams: Vec<libp2p::Stream>) -> Vec<libp2p::Stream> {
+    let looks = streams.into_iter().map(|mut stream| async move {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await {
+            Err(_) | Ok(Ok(1..)) => Some(stream),
+            Ok(Ok(0) | Err(_)) => None,
+        }
+    });
+    futures::future::join_all(looks).await.into_iter().flatten().collect()
+}
+
 /// Open `n` streams of `protocol` to `peer`, each with `sent` bytes of a message claiming to
-/// be `max` long; after [`HOLD`], report how many are still open.
+/// be `max` long; after [`HOLD`], once no more are being reset, report how many are still open.
 async fn flood(
     control: libp2p_stream::Control,
     peer: PeerId,
@@ -157,23 +173,23 @@ async fn flood(
             Some(stream)
         }
     });
-    let streams: Vec<_> = futures::future::join_all(opening).await.into_iter().flatten().collect();
-    let opened = streams.len();
+    let mut kept: Vec<_> = futures::future::join_all(opening).await.into_iter().flatten().collect();
+    let opened = kept.len();
     tokio::time::sleep(HOLD).await;
-    let mut held = 0;
-    let mut kept = Vec::new();
-    for mut stream in streams {
-        // A stream still served gives nothing to read (it waits for the rest of the message);
-        // a reset one ends or fails at once.
-        let mut byte = [0u8; 1];
-        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await {
-            Err(_) | Ok(Ok(1..)) => {
-                held += 1;
-                kept.push(stream);
-            }
-            Ok(Ok(0) | Err(_)) => {}
+    // Looked at again each second until two looks in a row find none reset (a busy peer resets
+    // what it refuses late), and no longer than SETTLE.
+    let settle = tokio::time::Instant::now() + SETTLE;
+    let mut unchanged = 0;
+    loop {
+        let before = kept.len();
+        kept = still_open(kept).await;
+        unchanged = if kept.len() == before { unchanged + 1 } else { 0 };
+        if unchanged >= 2 || tokio::time::Instant::now() >= settle {
+            break;
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let held = kept.len();
     support::emit(serde_json::json!({
         "event": "flood", "protocol": name, "opened": opened, "held": held, "reset": opened - held,
     }));
