@@ -316,3 +316,123 @@ fn one_node_per_data_dir_and_no_gc_while_content_is_added() {
     assert!(node(&dir, &["gc"], None).status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A shell's mount namespace of its own with a small tmpfs mounted on `dir` (a full disk for
+/// the commands run in it, see [`in_namespace`]); the namespace goes when the shell is killed.
+fn small_disk(dir: &Path, size: &str) -> Running {
+    std::fs::create_dir_all(dir).expect("mount point");
+    let mut child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size="$1" tmpfs "$0" && echo mounted && exec sleep 600"#)
+        .arg(dir)
+        .arg(size)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+    let mut running = Running(child);
+    if line.trim() != "mounted" {
+        let mut why = String::new();
+        if let Some(mut e) = running.0.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut why);
+        }
+        panic!("a small disk of {size} could not be mounted (needs unshare and mount): {why}");
+    }
+    running
+}
+
+/// Run `program` with `args` in the mount namespace of `disk`.
+fn in_namespace(
+    disk: &Running,
+    program: &str,
+    args: &[&str],
+    stdin: &[u8],
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new("nsenter")
+        .args(["-t", &disk.0.id().to_string(), "-m", "--", program])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nsenter");
+    let mut input = child.stdin.take().expect("stdin");
+    // (A command that fails stops reading its input: what it did is in its output.)
+    let _ = input.write_all(stdin);
+    drop(input);
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn a_full_disk_refuses_an_add_clearly_and_gc_still_frees_space() {
+    let dir = temp_dir("full");
+    let disk = small_disk(&dir, "8m");
+    let d = dir.to_str().expect("utf-8");
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut all = vec!["--data-dir", d];
+        all.extend_from_slice(args);
+        in_namespace(&disk, BIN, &all, stdin)
+    };
+    // (Bytes that repeat nowhere: no block of one is a block of another.)
+    let bytes = |n: usize, seed: u64| -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    };
+    let added = |out: &std::process::Output| -> String {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["cid"].as_str().expect("cid").to_owned()
+    };
+    // 2 MiB pinned and 4 MiB unpinned fill 6 of the 8 MiB; 4 MiB more do not fit.
+    let (a, b, c) = (bytes(2 << 20, 1), bytes(4 << 20, 2), bytes(4 << 20, 3));
+    let cid_a = added(&run(&["add", "--json"], &a));
+    let cid_b = added(&run(&["add", "--json", "--no-pin"], &b));
+    let refused = run(&["add", "--json"], &c);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "4 MiB more fit on an 8 MiB disk holding 6");
+    assert!(said.contains("storage quota exceeded"), "a clear error: {said}");
+    // Nothing of the refused object is visible, and what was there reads back.
+    let ls = String::from_utf8(run(&["ls"], b"").stdout).expect("utf-8");
+    assert_eq!(ls.lines().count(), 2, "{ls}");
+    assert!(ls.contains(&cid_a) && ls.contains(&cid_b), "{ls}");
+    assert!(run(&["cat", &cid_a], b"").stdout == a, "A reads back");
+
+    // The disk filled to the last byte: gc, the one command that frees space, still runs.
+    let filler = format!("{d}/filler");
+    let fill = in_namespace(
+        &disk,
+        "sh",
+        &["-c", r#"cat /dev/zero > "$0"; echo x > "$0.more""#, &filler],
+        b"",
+    );
+    assert!(!fill.status.success(), "the disk is full: {}", String::from_utf8_lossy(&fill.stderr));
+    let gc = run(&["gc", "--json"], b"");
+    assert!(gc.status.success(), "gc on a full disk: {}", String::from_utf8_lossy(&gc.stderr));
+    let gc: serde_json::Value = serde_json::from_slice(&gc.stdout).expect("json");
+    assert_eq!(gc["removedObjects"], 1, "the unpinned object went: {gc}");
+    assert!(
+        gc["removedBlocks"].as_u64().is_some_and(|n| n >= 5),
+        "its blocks and the refused add's: {gc}"
+    );
+    let ls = String::from_utf8(run(&["ls"], b"").stdout).expect("utf-8");
+    assert_eq!(ls.lines().count(), 1, "{ls}");
+    assert!(ls.contains(&cid_a), "{ls}");
+
+    // With the filler gone, what did not fit before fits now.
+    assert!(in_namespace(&disk, "rm", &[&filler], b"").status.success());
+    let cid_c = added(&run(&["add", "--json"], &c));
+    assert!(run(&["cat", &cid_c], b"").stdout == c, "C reads back");
+    assert!(run(&["cat", &cid_a], b"").stdout == a, "A reads back");
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}
