@@ -66,6 +66,22 @@ describe('trust in the popup', () => {
     await popup.waitForFunction((did) => document.querySelector(`#trust li[data-did="${did}"]`), {}, didB);
     assert.match(await row(), /revoked/);
   });
+
+  test('the trust graph draws at most 60 peers, those of the highest scores; the list shows every one', async () => {
+    const dids = Array.from({ length: 65 }, () => h.newDidKey());
+    // (Their keys decode as the test's own did:key reading says.)
+    assert.equal(h.keyOfDid(dids[0]).length, 32);
+    for (const [i, did] of dids.entries()) await h.ui(popup, 'trust_set', { did, level: 30 + i });
+    await popup.reload();
+    await popup.waitForFunction((n) => document.querySelectorAll('#trust li[data-did]').length >= n, { timeout: 30_000 }, dids.length + 1);
+    await popup.waitForFunction(() => document.querySelectorAll('#trust-graph circle').length > 1);
+    const drawn = await popup.$$eval('#trust-graph circle', (c) => c.map((e) => e.dataset.did));
+    assert.equal(drawn.length, 61, 'this peer and 60 others');
+    assert.equal(drawn[0], didA);
+    // The five left out are those of the lowest scores.
+    const left = dids.filter((d) => !drawn.includes(d));
+    assert.deepEqual(left.sort(), dids.slice(0, 5).sort());
+  });
 });
 
 const ui = h.ui;

@@ -7,7 +7,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import puppeteer from 'puppeteer-core';
 import { pageServer } from './serve.js';
 
@@ -404,6 +404,28 @@ export function base58Decode(s) {
     bytes.unshift(0);
   }
   return Buffer.from(bytes);
+}
+
+export function base58Encode(bytes) {
+  let n = 0n;
+  for (const b of bytes) n = n * 256n + BigInt(b);
+  let out = '';
+  while (n > 0n) {
+    out = B58[Number(n % 58n)] + out;
+    n /= 58n;
+  }
+  for (const b of bytes) {
+    if (b !== 0) break;
+    out = `1${out}`;
+  }
+  return out;
+}
+
+/** A did:key of a new Ed25519 key (of no peer: a name to trust). */
+export function newDidKey() {
+  const { publicKey } = generateKeyPairSync('ed25519');
+  const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
+  return `did:key:z${base58Encode(Buffer.concat([Buffer.from([0xed, 0x01]), raw]))}`;
 }
 
 /** The 32 Ed25519 key bytes named by a did:key (multicodec 0xed01, base58btc "z"). */
