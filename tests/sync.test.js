@@ -273,6 +273,38 @@ describe('share and sync', { concurrency: 1 }, () => {
     assert.ok(inFlight >= 400 - 256, `refused by the route's bound: ${inFlight}; ${JSON.stringify([...new Set(refusals)])}`);
     assert.ok(refusals.every((r) => r.startsWith('-32005 ')), JSON.stringify([...new Set(refusals)]));
     assert.ok(answered >= 200, `the waiting ones heard the change: ${answered}`);
+
+    // One site's pages wait for at most 1024 changes at once: five more tabs of 256 watches
+    // each go past that, and the ones past it are refused at once. A page listening then is
+    // told nothing of it (no `restarted`: it asks again quietly), and hears the next change
+    // once there is room again.
+    const more = [];
+    for (let i = 0; i < 6; i++) {
+      more.push(await b.open(`${site.url}/demo.html`));
+      opened.push(more.at(-1));
+    }
+    const late = more.pop();
+    const lateAt = (await watch(late)).seq;
+    const startFlood = async (n) => {
+      const { seq } = await window.disot.request({ method: 'sync_watch' });
+      window.__siteRefused = [];
+      window.__flood = Promise.allSettled(Array.from({ length: n }, () => window.disot.request({ method: 'sync_watch', params: { since: seq } })
+        .catch((e) => { if (!/requests in flight/.test(e.message)) window.__siteRefused.push(`${e.code} ${e.message}`); throw e; })));
+    };
+    for (const t of more) await t.evaluate(startFlood, 256);
+    const siteRefused = async () => (await Promise.all(more.map((t) => t.evaluate(() => window.__siteRefused)))).flat();
+    await h.waitFor(async () => (await siteRefused()).length >= 5 * 256 - 1024, { what: 'the site\'s pages waiting at its limit', timeout: 15_000 });
+    assert.deepEqual([...new Set(await siteRefused())], ['-32005 more than 1024 pages of this site are waiting for changes']);
+    const lateRefused = await late.evaluate((since) => window.disot.request({ method: 'sync_watch', params: { since } }).then(() => 'admitted', (e) => `${e.code} ${e.message}`), lateAt);
+    assert.equal(lateRefused, '-32005 more than 1024 pages of this site are waiting for changes');
+    await late.evaluate(() => {
+      window.__changes = [];
+      window.disot.on('change', (e) => window.__changes.push(e));
+    });
+    await tabs[1].evaluate((id) => window.disot.collections.rename(id, 'from tab 2, heard late'), id);
+    await heard(late, 'collection');
+    assert.ok(!(await late.evaluate(() => window.__changes)).some((e) => e.reasons.includes('restarted')), 'nothing said of the refusals');
+    await Promise.all(more.map((t) => t.evaluate(() => window.__flood)));
   }
 
   test('trust 60: only the share arrives; the bytes come when B asks', async () => {
