@@ -35,7 +35,7 @@ async function refresh() {
     const state = connected ? 'connected' : s.bootstrap.length ? 'offline' : 'no bootstrap node';
     $('state').textContent = state;
     $('state').dataset.state = connected ? 'connected' : 'offline';
-    $('relay').textContent = s.relay.state === 'reserved' ? `reserved at ${s.relay.relay}` : s.relay.state;
+    $('relay').textContent = s.relay.state === 'reserved' ? `reserved at ${s.relay.relay}` : `${s.relay.state}${s.relay.error ? ` (${oneLine(s.relay.error)})` : ''}`;
     $('bootstrap').replaceChildren(
       ...s.bootstrap.map((b) => item(`node ${b.peerId}: ${b.state}${b.failures ? ` (${b.failures} failed dials)` : ''}`)));
     $('peers').replaceChildren(

@@ -193,12 +193,32 @@ struct RelayStatus {
     /// "none", "requesting" or "reserved".
     state: &'static str,
     relay: Option<String>,
+    /// Why the last reservation ended or was refused (a relay at its limits says so), kept
+    /// until one is made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 impl Default for RelayStatus {
     fn default() -> Self {
-        RelayStatus { state: "none", relay: None }
+        RelayStatus { state: "none", relay: None, error: None }
     }
+}
+
+/// An error and what caused it, each said once (`a: b: c`): libp2p's outer errors often say
+/// only that something failed.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut said = e.to_string().trim_end_matches('.').to_owned();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        let text = text.trim_end_matches('.');
+        if !said.contains(text) {
+            said = format!("{said}: {text}");
+        }
+        cause = c.source();
+    }
+    said
 }
 
 /// Most refusals kept for the popup.
@@ -890,8 +910,10 @@ impl EventLoop {
         match self.swarm.listen_on(circuit.clone()) {
             Ok(id) => {
                 self.relay_listener = Some(id);
-                self.shared.live.borrow_mut().relay =
-                    RelayStatus { state: "requesting", relay: Some(relay.to_string()) };
+                let mut live = self.shared.live.borrow_mut();
+                let error = live.relay.error.take();
+                live.relay =
+                    RelayStatus { state: "requesting", relay: Some(relay.to_string()), error };
             }
             Err(e) => tracing::warn!("listen on {circuit}: {e}"),
         }
@@ -1068,16 +1090,29 @@ impl EventLoop {
             SwarmEvent::ListenerClosed { listener_id, reason, .. }
                 if Some(listener_id) == self.relay_listener =>
             {
-                self.shared.live.borrow_mut().circuit_addrs.clear();
                 tracing::info!("relay listener closed: {reason:?}");
                 self.relay_listener = None;
-                self.shared.live.borrow_mut().relay = RelayStatus { state: "none", relay: None };
+                let mut live = self.shared.live.borrow_mut();
+                live.circuit_addrs.clear();
+                let relay = live.relay.relay.take();
+                let error = match reason {
+                    Ok(()) => live.relay.error.take(),
+                    Err(e) => Some(format!(
+                        "no reservation at the relay {}: {}",
+                        relay.as_deref().unwrap_or("?"),
+                        with_causes(&e)
+                    )),
+                };
+                live.relay = RelayStatus { state: "none", relay: None, error };
             }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(
                 relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },
             )) => {
-                self.shared.live.borrow_mut().relay =
-                    RelayStatus { state: "reserved", relay: Some(relay_peer_id.to_string()) };
+                self.shared.live.borrow_mut().relay = RelayStatus {
+                    state: "reserved",
+                    relay: Some(relay_peer_id.to_string()),
+                    error: None,
+                };
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
