@@ -21,8 +21,6 @@ function nodeAdd(dataDir, bytes, extra = []) {
   return JSON.parse(execFileSync(h.NODE_BIN, ['--data-dir', dataDir, '--json', 'add', ...extra, file], { encoding: 'utf8' }).trim());
 }
 
-/** In-page: get `cid` (not held here), with progress; its SHA-256 and what the page saw. */
-/** Wait until the page's browser is connected to every one of `peerIds`. */
 /**
  * Wait until `page`'s peer is connected to each of `peerIds` and has heard what each speaks
  * (identify: its agent is known, and so whether it speaks Bitswap).
@@ -30,10 +28,11 @@ function nodeAdd(dataDir, bytes, extra = []) {
 function connectedTo(page, peerIds) {
   return h.waitFor(async () => {
     const peers = await page.evaluate(() => window.disot.p2p.peers());
-    return peerIds.every((id) => peers.some((p) => p.peerId === id && p.agent !== null));
+    return peerIds.every((id) => peers.some((p) => p.peerId === id && typeof p.agent === 'string'));
   }, { what: `${peerIds.length} peers connected and identified` });
 }
 
+/** In-page: get `cid` (not held here), with progress; its SHA-256 and what the page saw. */
 async function getFromPeersInPage(cid) {
   const seen = [];
   try {

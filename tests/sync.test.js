@@ -297,10 +297,17 @@ describe('share and sync', { concurrency: 1 }, () => {
     assert.deepEqual([...new Set(await siteRefused())], ['-32005 more than 1024 pages of this site are waiting for changes']);
     const lateRefused = await late.evaluate((since) => window.disot.request({ method: 'sync_watch', params: { since } }).then(() => 'admitted', (e) => `${e.code} ${e.message}`), lateAt);
     assert.equal(lateRefused, '-32005 more than 1024 pages of this site are waiting for changes');
+    // (Its requests to the node go through its content frame, which counts them: its
+    // listener asks where the changes are, is refused a watch, and a second later asks again.
+    // Only then is room made.)
+    const lateFrame = late.frames().find((f) => f.url() === `${b.extensionBase}frame.html`);
+    const asked = async () => Number(await lateFrame.evaluate(() => document.documentElement.dataset.nodeRequests ?? 0));
+    const askedBefore = await asked();
     await late.evaluate(() => {
       window.__changes = [];
       window.disot.on('change', (e) => window.__changes.push(e));
     });
+    await h.waitFor(async () => (await asked()) >= askedBefore + 3, { what: 'the late listener refused a watch and asking again', timeout: 15_000 });
     await tabs[1].evaluate((id) => window.disot.collections.rename(id, 'from tab 2, heard late'), id);
     await heard(late, 'collection');
     assert.ok(!(await late.evaluate(() => window.__changes)).some((e) => e.reasons.includes('restarted')), 'nothing said of the refusals');

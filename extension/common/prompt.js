@@ -77,7 +77,8 @@ async function pending() {
 function showOrigin(origin, domain) {
   const el = $('origin');
   const start = origin.indexOf('://') + 3;
-  const host = origin.slice(start).match(/^(\[[^\]]*\]|[^:/]*)/)[0];
+  // (A host written with a final dot is the same host: its domain is set apart before it.)
+  const host = origin.slice(start).match(/^(\[[^\]]*\]|[^:/]*)/)[0].replace(/\.+$/, '');
   const end = start + host.length;
   const at = end - (domain?.length ?? 0);
   if (!domain || start < 3 || !host.toLowerCase().endsWith(domain) || !(at === start || origin[at - 1] === '.')) {

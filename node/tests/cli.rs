@@ -322,7 +322,8 @@ fn one_node_per_data_dir_and_no_gc_while_content_is_added() {
 fn small_disk(dir: &Path, size: &str) -> Running {
     std::fs::create_dir_all(dir).expect("mount point");
     let mut child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "--", "sh", "-c"])
+        // (--kill-child: the shell holding the namespace goes with unshare, whatever ends it.)
+        .args(["--fork", "--kill-child", "-m", "--propagation", "private", "--", "sh", "-c"])
         .arg(r#"mount -t tmpfs -o size="$1" tmpfs "$0" && echo mounted && exec sleep 600"#)
         .arg(dir)
         .arg(size)
@@ -412,18 +413,24 @@ fn a_full_disk_refuses_an_add_clearly_and_gc_still_frees_space() {
     let fill = in_namespace(
         &disk,
         "sh",
-        &["-c", r#"cat /dev/zero > "$0"; echo x > "$0.more""#, &filler],
+        &["-c", r#"cat /dev/zero > "$0"; head -c 1 /dev/zero > "$0.more""#, &filler],
         b"",
     );
     assert!(!fill.status.success(), "the disk is full: {}", String::from_utf8_lossy(&fill.stderr));
+    // (Blocks are files: A's are its two leaves and its root; B's five; the refused add left
+    // some of its own.)
+    let blocks = || {
+        let out = in_namespace(&disk, "find", &[&format!("{d}/blocks"), "-type", "f"], b"");
+        String::from_utf8_lossy(&out.stdout).lines().count() as u64
+    };
+    let before = blocks();
+    assert!(before > 3 + 5, "the refused add left blocks: {before}");
     let gc = run(&["gc", "--json"], b"");
     assert!(gc.status.success(), "gc on a full disk: {}", String::from_utf8_lossy(&gc.stderr));
     let gc: serde_json::Value = serde_json::from_slice(&gc.stdout).expect("json");
     assert_eq!(gc["removedObjects"], 1, "the unpinned object went: {gc}");
-    assert!(
-        gc["removedBlocks"].as_u64().is_some_and(|n| n >= 5),
-        "its blocks and the refused add's: {gc}"
-    );
+    assert_eq!(gc["removedBlocks"], before - 3, "all but A's: {gc}");
+    assert_eq!(blocks(), 3, "A's blocks stay");
     let ls = String::from_utf8(run(&["ls"], b"").stdout).expect("utf-8");
     assert_eq!(ls.lines().count(), 1, "{ls}");
     assert!(ls.contains(&cid_a), "{ls}");
