@@ -126,8 +126,8 @@ fn host_of(origin: &str) -> String {
 pub fn secure_origin(origin: &str) -> bool {
     let Some((scheme, _)) = origin.split_once("://") else { return false };
     match scheme.to_ascii_lowercase().as_str() {
-        "https" | "wss" => true,
-        "http" | "ws" => {
+        "https" => true,
+        "http" => {
             let host = host_of(origin);
             host == "localhost"
                 || host.ends_with(".localhost")

@@ -149,17 +149,23 @@ fn help_documents_every_flag() {
 }
 
 fn node(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    let mut command = Command::new(BIN);
+    command.args(args).args(["--data-dir", dir.to_str().expect("utf-8")]);
+    output_with_input(command, stdin.unwrap_or_default())
+}
+
+/// Run `command` with `stdin` as its input; its status and output.
+fn output_with_input(mut command: Command, stdin: &[u8]) -> std::process::Output {
     use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .args(["--data-dir", dir.to_str().expect("utf-8")])
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.unwrap_or_default()).expect("write stdin");
+    // (A command that fails stops reading its input: what it did is in its output.)
+    let _ = input.write_all(stdin);
     drop(input);
     child.wait_with_output().expect("wait")
 }
@@ -351,20 +357,9 @@ fn in_namespace(
     args: &[&str],
     stdin: &[u8],
 ) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new("nsenter")
-        .args(["-t", &disk.0.id().to_string(), "-m", "--", program])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("nsenter");
-    let mut input = child.stdin.take().expect("stdin");
-    // (A command that fails stops reading its input: what it did is in its output.)
-    let _ = input.write_all(stdin);
-    drop(input);
-    child.wait_with_output().expect("wait")
+    let mut command = Command::new("nsenter");
+    command.args(["-t", &disk.0.id().to_string(), "-m", "--", program]).args(args);
+    output_with_input(command, stdin)
 }
 
 #[test]
